@@ -1,0 +1,51 @@
+# OSAI Usage: `make run` (everything on this machine) and `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PYTHON := $(BIN)/python
+STAMP := $(VENV)/.installed
+MANAGE := $(PYTHON) manage.py
+
+.PHONY: install run test lint typecheck pytest bench static browser clean
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(PYTHON) || $(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -r requirements.lock
+	touch $(STAMP)
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(STAMP) node_modules/.installed
+
+static: install
+	$(MANAGE) collectstatic --noinput -v 0
+
+# Debian's Chromium for the browser tests (Playwright's own download cannot work here).
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+run: static
+	$(MANAGE) migrate --noinput -v 0
+	$(MANAGE) run_dev
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy osai_dashboard reports
+
+pytest: static browser
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+bench: static browser
+	$(PYTHON) -m tests.bench
+
+clean:
+	rm -rf $(VENV) node_modules staticfiles var

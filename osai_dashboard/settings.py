@@ -1,0 +1,256 @@
+"""OSAI Usage settings: one module, driven by environment variables.
+
+Every variable is listed in `.env.example`. The defaults are safe for one machine:
+SQLite (WAL, IMMEDIATE transactions), the django-q2 ORM broker, and the local OSAI
+sandbox as an extra region. Production sets DATABASE_URL, REDIS_URL, DJANGO_DEBUG=False,
+DJANGO_SECRET_KEY and OSAI_TOKEN_KEYS.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+from csp.constants import NONE, SELF
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"  # local state: SQLite files, the file cache, archives
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+TESTING = "pytest" in sys.modules or env.bool("OSAI_TESTING", default=False)
+
+# --- Core -----------------------------------------------------------------------------
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+_DEV_SECRET_KEY = "dev-only-insecure-key-set-DJANGO_SECRET_KEY-in-production"  # noqa: S105
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default=_DEV_SECRET_KEY)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "template_partials",
+    "django_q",
+    "csp",
+    "axes",
+    "reports",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Axes must be last: it turns lock-outs into responses.
+    "axes.middleware.AxesMiddleware",
+]
+
+ROOT_URLCONF = "osai_dashboard.urls"
+WSGI_APPLICATION = "osai_dashboard.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------------------
+VAR_DIR.mkdir(exist_ok=True)
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the web server read while the worker writes; IMMEDIATE takes the write
+    # lock at BEGIN, so read-then-write transactions from several processes queue on
+    # the busy timeout instead of failing with "database is locked".
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    # Tests that start a real worker need a file both processes can open.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache and sessions ------------------------------------------------------------------
+REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                          "LOCATION": REDIS_URL}}
+else:
+    # A file cache is shared by every process on the machine and costs no SQL query.
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+                          "LOCATION": str(VAR_DIR / ("test-cache" if TESTING else "cache"))}}
+# cached_db: the badge's status poll reads the session from the cache, not the database.
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+
+# --- Auth ---------------------------------------------------------------------------------
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+if TESTING:
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# Login throttling (S8): five failures per user and address, then a cool-off.
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
+
+# --- Internationalisation: every period is UTC, and the UI says so --------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# --- Static files: served by whitenoise, compressed, hashed, cached forever --------------------
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [
+    BASE_DIR / "static",
+    # Plotly's partial bundle (bar, scatter, pie) from npm: 0.33 MB brotli vs 1.1 MB full.
+    ("vendor/plotly", BASE_DIR / "node_modules" / "plotly.js-basic-dist-min"),
+]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+
+# --- Security headers ------------------------------------------------------------------------
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+# Off by default so `make run` works over http://127.0.0.1; production turns it on.
+SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
+SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
+SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
+if env.bool("DJANGO_BEHIND_PROXY", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# Scripts come only from this server, with no inline code and no eval; charts are drawn by
+# static/js/charts.js from JSON data islands, so script-src needs neither nonces nor hashes.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "font-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
+
+# --- django-q2: our own rows are the source of truth; see reports/pipeline.py --------------------
+# timeout < retry so a running task is never started twice; max_attempts bounds redelivery;
+# catch_up=False so a restarted cluster does not replay missed reconciler ticks.
+Q_CLUSTER: dict = {
+    "name": "osai",
+    "workers": env.int("Q_WORKERS", default=4),  # tasks wait on OSAI, not the CPU
+    "timeout": 60,
+    "retry": 90,
+    "max_attempts": 3,
+    "catch_up": False,
+    "save_limit": 250,
+    "ack_failures": True,
+    "poll": 0.2,
+    "label": "Background tasks",
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# --- OSAI ------------------------------------------------------------------------------------
+# Only the operator chooses base URLs. Users pick a region name, never type a URL.
+OSAI_REGIONS: dict[str, str] = {
+    "eu": env.str("OSAI_EU_URL", default="https://app-eu.onestepai.com/api"),
+    "us": env.str("OSAI_US_URL", default="https://app-us.onestepai.com/api"),
+}
+OSAI_SANDBOX_URL = env.str("OSAI_SANDBOX_URL", default="http://127.0.0.1:8765/api")
+if OSAI_SANDBOX_URL:
+    OSAI_REGIONS["sandbox"] = OSAI_SANDBOX_URL
+OSAI_REGION_LABELS = {"eu": "OSAI EU", "us": "OSAI US", "sandbox": "Local OSAI sandbox"}
+# Where OSAI's pre-signed report files may be downloaded from (https only).
+OSAI_DOWNLOAD_HOSTS = env.list("OSAI_DOWNLOAD_HOSTS", default=["onestepai.storage.onestepcloud.pl"])
+
+# Fernet keys for access tokens, first is primary. Separate from SECRET_KEY on purpose.
+# The default is for local development only; production must set its own.
+_DEV_TOKEN_KEY = "ZGV2LW9ubHktb3NhaS10b2tlbi1rZXktMzItYnl0ZXM="  # noqa: S105
+OSAI_TOKEN_KEYS = env.list("OSAI_TOKEN_KEYS", default=[_DEV_TOKEN_KEY])
+
+OSAI_HTTP_TIMEOUT_SECONDS = env.float("OSAI_HTTP_TIMEOUT_SECONDS", default=15.0)
+OSAI_RETRY_AFTER_CAP_SECONDS = env.float("OSAI_RETRY_AFTER_CAP_SECONDS", default=10.0)
+OSAI_DOWNLOAD_MAX_BYTES = env.int("OSAI_DOWNLOAD_MAX_BYTES", default=20 * 1024 * 1024)
+
+# The pipeline (reports/pipeline.py).
+OSAI_POLL_FIRST_SECONDS = env.float("OSAI_POLL_FIRST_SECONDS", default=1.0)
+OSAI_POLL_MAX_SECONDS = env.float("OSAI_POLL_MAX_SECONDS", default=10.0)
+OSAI_BUCKET_DEADLINE_SECONDS = env.int("OSAI_BUCKET_DEADLINE_SECONDS", default=30 * 60)
+OSAI_BUCKET_MAX_ATTEMPTS = env.int("OSAI_BUCKET_MAX_ATTEMPTS", default=3)
+OSAI_MAX_IN_FLIGHT_PER_CONNECTION = env.int("OSAI_MAX_IN_FLIGHT_PER_CONNECTION", default=16)
+OSAI_MAX_BUCKETS_PER_REPORT = env.int("OSAI_MAX_BUCKETS_PER_REPORT", default=400)
+OSAI_STEP_LEASE_SECONDS = env.int("OSAI_STEP_LEASE_SECONDS", default=75)
+
+# --- Logging: to stderr; the OSAI client never logs tokens, JWTs or signed URLs ----------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.server": {"level": "WARNING"}},
+}

@@ -1,0 +1,385 @@
+"""The app's own rows are the source of truth for the report pipeline.
+
+A Report is what a person asked for; a Bucket is one OSAI report (one connection, one set
+of flags, one period). Buckets of closed periods are unique, so a Report that covers the
+same months again reuses them. See reports/pipeline.py for the state machine.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+# OSAI's totals of a finished report and the columns that keep them. The values are stored as received
+# (doubles round-trip any JSON number OSAI sends; the full response is kept as well).
+OSAI_TOTAL_FIELDS: dict[str, str] = {
+    "totalExistingImagesNum": "existing_images",
+    "totalDeletedImagesNum": "deleted_images",
+    "totalImagesKBMin": "images_kb_min",
+    "totalModelsKBMin": "models_kb_min",
+    "totalManipulationSeconds": "manipulation_seconds",
+    "totalTrainingSeconds8GB": "training_seconds_8gb",
+    "totalTrainingSeconds16GB": "training_seconds_16gb",
+    "totalConversionSeconds8GB": "conversion_seconds_8gb",
+    "totalConversionSeconds16GB": "conversion_seconds_16gb",
+    "totalPredictionSeconds8GB": "prediction_seconds_8gb",
+    "totalPredictionSeconds16GB": "prediction_seconds_16gb",
+    "totalDeviceRentalSeconds": "device_rental_seconds",
+}
+
+FLAG_FIELDS: tuple[str, ...] = (
+    "include_datasets",
+    "include_manipulations",
+    "include_models",
+    "include_rented_devices",
+    "include_predictions",
+)
+# Our flag names and OSAI's request/response field names.
+FLAG_TO_OSAI: dict[str, str] = {
+    "include_datasets": "includeDatasets",
+    "include_manipulations": "includeManipulations",
+    "include_models": "includeModels",
+    "include_rented_devices": "includeRentedDevices",
+    "include_predictions": "includePredictions",
+}
+
+
+class Team(models.Model):
+    name = models.CharField(max_length=120, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, through="Membership", related_name="teams"
+    )
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        ADMIN = "admin", "Team admin"
+        MEMBER = "member", "Member"
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["team", "user"], name="unique_team_membership")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team} ({self.role})"
+
+
+class Connection(models.Model):
+    """One OSAI access token of a user. The token is encrypted (reports/crypto.py)."""
+
+    class Status(models.TextChoices):
+        OK = "ok", "Working"
+        NEEDS_TOKEN = "needs_token", "Needs a new token"
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="connections"
+    )
+    label = models.CharField(max_length=80)
+    region = models.CharField(max_length=20)  # a key of settings.OSAI_REGIONS
+    token_encrypted = models.TextField(editable=False)
+    token_last4 = models.CharField(max_length=4, editable=False)
+    account_name = models.CharField(max_length=200, blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.OK)
+    status_message = models.CharField(max_length=300, blank=True)
+    last_verified_at = models.DateTimeField(null=True, blank=True)
+    # The JWT from the last sign-in, encrypted like the token, so that each task does not
+    # sign in again. Cleared on a 401.
+    jwt_encrypted = models.TextField(blank=True, editable=False)
+    jwt_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    shared_with_teams = models.ManyToManyField(Team, blank=True, related_name="shared_connections")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "label"], name="unique_connection_label")
+        ]
+        ordering = ["label"]
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.region}, …{self.token_last4})"
+
+    @property
+    def token_hint(self) -> str:
+        """The only form in which a token is ever shown."""
+        return f"…{self.token_last4}"
+
+
+class OsaiFlags(models.Model):
+    """The five OSAI report flags. Flags that are off zero their metrics at OSAI."""
+
+    include_datasets = models.BooleanField(default=True)
+    include_manipulations = models.BooleanField(default=True)
+    include_models = models.BooleanField(default=True)
+    include_rented_devices = models.BooleanField(default=True)
+    include_predictions = models.BooleanField(default=True)
+
+    class Meta:
+        abstract = True
+
+    def flags(self) -> dict[str, bool]:
+        return {name: getattr(self, name) for name in FLAG_FIELDS}
+
+
+class Granularity(models.TextChoices):
+    TOTAL = "total", "Total"
+    DAY = "day", "Daily"
+    WEEK = "week", "Weekly"
+    MONTH = "month", "Monthly"
+
+
+class PriceBook(models.Model):
+    """A named, versioned set of rates in one currency. Not OSAI's prices: OSAI publishes none."""
+
+    name = models.CharField(max_length=120, unique=True)
+    currency = models.CharField(max_length=3, default="EUR")
+    is_example = models.BooleanField(
+        default=False, help_text="Shown on every page as an example, not OSAI's prices."
+    )
+    is_default = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.currency})"
+
+
+RATE_FIELDS: tuple[str, ...] = (
+    "training_8gb_per_hour",
+    "training_16gb_per_hour",
+    "conversion_8gb_per_hour",
+    "conversion_16gb_per_hour",
+    "prediction_8gb_per_hour",
+    "prediction_16gb_per_hour",
+    "manipulation_per_hour",
+    "device_rental_per_hour",
+    "image_storage_per_gb_month",
+    "model_storage_per_gb_month",
+)
+
+
+def _rate() -> models.DecimalField:
+    return models.DecimalField(max_digits=14, decimal_places=6, default=Decimal("0"))
+
+
+class PriceBookVersion(models.Model):
+    """Rates in force from `effective_from` (UTC) until the next version of the same book."""
+
+    price_book = models.ForeignKey(PriceBook, on_delete=models.CASCADE, related_name="versions")
+    effective_from = models.DateTimeField()
+    note = models.CharField(max_length=200, blank=True)
+    training_8gb_per_hour = _rate()
+    training_16gb_per_hour = _rate()
+    conversion_8gb_per_hour = _rate()
+    conversion_16gb_per_hour = _rate()
+    prediction_8gb_per_hour = _rate()
+    prediction_16gb_per_hour = _rate()
+    manipulation_per_hour = _rate()
+    device_rental_per_hour = _rate()
+    image_storage_per_gb_month = _rate()
+    model_storage_per_gb_month = _rate()
+
+    class Meta:
+        ordering = ["price_book", "effective_from"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["price_book", "effective_from"], name="unique_price_book_version"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.price_book.name} from {self.effective_from:%Y-%m-%d}"
+
+
+class Bucket(OsaiFlags):
+    """One OSAI report: a connection, flags and a period. See reports/pipeline.py."""
+
+    class State(models.TextChoices):
+        NEW = "new", "Waiting"
+        CREATING = "creating", "Asking OSAI"
+        POLLING = "polling", "OSAI is generating"
+        DOWNLOADING = "downloading", "Downloading"
+        DONE = "done", "Done"
+        ERROR = "error", "Failed"
+        TIMED_OUT = "timed_out", "Timed out"
+        CANCELLED = "cancelled", "Cancelled"
+
+    TERMINAL_STATES = (State.DONE, State.ERROR, State.TIMED_OUT, State.CANCELLED)
+    FAILED_STATES = (State.ERROR, State.TIMED_OUT, State.CANCELLED)
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="buckets")
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()  # exclusive, like OSAI's periodTo
+    # A closed period can never change, so its finished bucket is reused forever. The open
+    # bucket (it contains "now") is preliminary and requested again next time.
+    is_closed = models.BooleanField()
+    state = models.CharField(max_length=12, choices=State.choices, default=State.NEW)
+
+    osai_report_id = models.BigIntegerField(null=True, blank=True)
+    osai_created_at = models.DateTimeField(null=True, blank=True)
+    osai_creation_time_raw = models.CharField(max_length=40, blank=True)
+    osai_status = models.SmallIntegerField(null=True, blank=True)
+    # OSAI's final answer, as received, with the signed link's query string removed.
+    osai_response = models.JSONField(null=True, blank=True)
+
+    # Pipeline bookkeeping.
+    attempts = models.PositiveSmallIntegerField(default=0)  # steps started but not finished
+    polls = models.PositiveIntegerField(default=0)  # GET /Reports/{id} made for this bucket
+    next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    deadline_at = models.DateTimeField(null=True, blank=True)
+    error_message = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    # The totals, one column each, so team sums are SQL aggregates.
+    existing_images = models.FloatField(null=True, blank=True)
+    deleted_images = models.FloatField(null=True, blank=True)
+    images_kb_min = models.FloatField(null=True, blank=True)
+    models_kb_min = models.FloatField(null=True, blank=True)
+    manipulation_seconds = models.FloatField(null=True, blank=True)
+    training_seconds_8gb = models.FloatField(null=True, blank=True)
+    training_seconds_16gb = models.FloatField(null=True, blank=True)
+    conversion_seconds_8gb = models.FloatField(null=True, blank=True)
+    conversion_seconds_16gb = models.FloatField(null=True, blank=True)
+    prediction_seconds_8gb = models.FloatField(null=True, blank=True)
+    prediction_seconds_16gb = models.FloatField(null=True, blank=True)
+    device_rental_seconds = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connection", *FLAG_FIELDS, "period_start", "period_end"],
+                condition=Q(is_closed=True),
+                name="unique_closed_bucket",
+            ),
+            models.CheckConstraint(
+                condition=Q(period_end__gt=models.F("period_start")), name="bucket_period_order"
+            ),
+        ]
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="bucket_due")]
+        ordering = ["period_start", "connection_id"]
+
+    def __str__(self) -> str:
+        return f"Bucket {self.pk} {self.period_start:%Y-%m-%d}..{self.period_end:%Y-%m-%d}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in self.TERMINAL_STATES
+
+    @property
+    def is_preliminary(self) -> bool:
+        return not self.is_closed
+
+    def totals(self) -> dict[str, Any]:
+        """The totals under OSAI's own field names, in OSAI's raw units, as received."""
+        raw = (self.osai_response or {}) if self.state == self.State.DONE else {}
+        return {osai: raw.get(osai, getattr(self, column)) for osai, column in OSAI_TOTAL_FIELDS.items()}
+
+
+class BucketFile(models.Model):
+    """The JSON file at OSAI's pre-signed `path`, archived as received, with its checksum.
+
+    Kept apart from Bucket so that lists of buckets never load the file.
+    """
+
+    bucket = models.OneToOneField(Bucket, on_delete=models.CASCADE, related_name="file")
+    content = models.BinaryField()
+    sha256 = models.CharField(max_length=64)
+    size_bytes = models.PositiveIntegerField()
+    downloaded_at = models.DateTimeField(default=timezone.now)
+
+
+class Report(OsaiFlags):
+    """What a person asked for: connections, a period, flags and a granularity."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Generating"
+        DONE = "done", "Done"
+        PARTIAL = "partial", "Partly failed"
+        FAILED = "failed", "Failed"
+        TIMED_OUT = "timed_out", "Timed out"
+        CANCELLED = "cancelled", "Cancelled"
+
+    TERMINAL_STATES = (State.DONE, State.PARTIAL, State.FAILED, State.TIMED_OUT, State.CANCELLED)
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reports"
+    )
+    # A team report covers the connections the team's members share with it.
+    team = models.ForeignKey(
+        Team, null=True, blank=True, on_delete=models.CASCADE, related_name="reports"
+    )
+    connections = models.ManyToManyField(Connection, related_name="reports")
+    buckets = models.ManyToManyField(Bucket, through="ReportBucket", related_name="reports")
+    price_book = models.ForeignKey(
+        PriceBook, null=True, blank=True, on_delete=models.PROTECT, related_name="reports"
+    )
+
+    preset = models.CharField(max_length=20, blank=True)  # e.g. "last_12_months"; "" if custom
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()  # exclusive
+    granularity = models.CharField(
+        max_length=5, choices=Granularity.choices, default=Granularity.MONTH
+    )
+
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    # Counts kept on the row so that the status badge is one cheap query.
+    buckets_total = models.PositiveIntegerField(default=0)
+    buckets_done = models.PositiveIntegerField(default=0)
+    buckets_failed = models.PositiveIntegerField(default=0)
+    error_message = models.TextField(blank=True)
+
+    requested_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+        indexes = [models.Index(fields=["owner", "-requested_at"], name="report_history")]
+
+    def __str__(self) -> str:
+        return f"Report {self.pk} ({self.get_granularity_display()}, {self.state})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in self.TERMINAL_STATES
+
+    @property
+    def buckets_pending(self) -> int:
+        return self.buckets_total - self.buckets_done - self.buckets_failed
+
+
+class ReportBucket(models.Model):
+    report = models.ForeignKey(Report, on_delete=models.CASCADE, related_name="report_buckets")
+    bucket = models.ForeignKey(Bucket, on_delete=models.CASCADE, related_name="report_buckets")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["report", "bucket"], name="unique_report_bucket")
+        ]
+
+
+class WorkerLease(models.Model):
+    """A named lease held by one worker at a time (the pipeline's dispatcher)."""
+
+    name = models.CharField(max_length=40, primary_key=True)
+    holder = models.CharField(max_length=80, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
