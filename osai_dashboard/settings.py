@@ -200,8 +200,8 @@ CONTENT_SECURITY_POLICY = {
 Q_CLUSTER: dict = {
     "name": "osai",
     "workers": env.int("Q_WORKERS", default=4),  # tasks wait on OSAI, not the CPU
-    "timeout": 60,
-    "retry": 90,
+    "timeout": env.int("Q_TIMEOUT", default=60),
+    "retry": env.int("Q_RETRY", default=90),
     "max_attempts": 3,
     "catch_up": False,
     "save_limit": 250,

@@ -1,0 +1,406 @@
+"""The report pipeline: what the django-q2 worker does, one short idempotent step at a time.
+
+    bucket: new → creating → polling → downloading → done
+                                     ↘ error / timed_out / cancelled
+    report: queued → running (k of N) → done | partial | failed | timed_out | cancelled
+
+Our rows are the source of truth, never django-q2's task table. Delivery is at least once
+and a worker may die anywhere, so:
+
+- A step starts by *claiming* its bucket with one conditional UPDATE (a lease). A second
+  delivery of the same task finds the lease held and does nothing (Q9).
+- The OSAI report id is committed right after `POST /Reports` returns, so a re-run polls
+  instead of creating a second OSAI report. The one window left: a worker killed after OSAI
+  answered the POST but before that commit. The re-run then creates one more OSAI report
+  (at most one extra per kill, Q1).
+- Each claim counts an attempt; a step that makes progress resets the count. A bucket whose
+  step keeps crashing its worker, or keeps meeting transient errors, stops after
+  OSAI_BUCKET_MAX_ATTEMPTS with a message (Q5). Every bucket has a deadline (Q6).
+- Claiming pushes `next_attempt_at` one lease ahead. If the task is lost (worker killed,
+  Redis broker), the bucket simply becomes due again and the dispatcher re-enqueues it: the
+  reconciler and the normal path are the same code (Q3, Q4).
+
+django-q2 has no "run this in N seconds", so one dispatcher task (a lease makes it a
+singleton) wakes at each bucket's `next_attempt_at` and enqueues a short `bucket_step`;
+it runs for at most DISPATCH_RUN_SECONDS and then hands over to a fresh task. A schedule
+starts it every minute in case everything was lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, F, Min, Q
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from reports import crypto
+from reports.models import (
+    OSAI_TOTAL_FIELDS,
+    Bucket,
+    BucketFile,
+    Connection,
+    Report,
+    WorkerLease,
+)
+from reports.osai.errors import OsaiAuthError, OsaiError, OsaiRateLimited
+from reports.services import connection_mark_needs_token, osai_client_for
+
+log = logging.getLogger(__name__)
+
+ACTIVE_STATES = (
+    Bucket.State.NEW,
+    Bucket.State.CREATING,
+    Bucket.State.POLLING,
+    Bucket.State.DOWNLOADING,
+)
+# States in which an OSAI report exists (or may) and counts against the per-connection bound.
+IN_FLIGHT_STATES = (Bucket.State.CREATING, Bucket.State.POLLING, Bucket.State.DOWNLOADING)
+
+DISPATCH_RUN_SECONDS = 20.0  # far below the django-q2 timeout
+DISPATCH_MAX_SLEEP = 1.0  # new work is noticed within this
+DISPATCHER = "dispatcher"
+
+
+# --- Starting work ---------------------------------------------------------------------------
+
+
+def start_soon(bucket_ids: Iterable[int]) -> None:
+    """After the current transaction commits, make the buckets due and wake the dispatcher."""
+    ids = list(bucket_ids)
+
+    def kick() -> None:
+        if ids:
+            Bucket.objects.filter(pk__in=ids, state__in=ACTIVE_STATES).update(
+                next_attempt_at=timezone.now()
+            )
+        async_task("reports.tasks.pipeline_dispatch", task_name="osai-dispatch")
+
+    transaction.on_commit(kick)
+
+
+# --- The dispatcher --------------------------------------------------------------------------
+
+
+def _lease_acquire(name: str, holder: str, seconds: float) -> bool:
+    now = timezone.now()
+    WorkerLease.objects.get_or_create(name=name)
+    return bool(
+        WorkerLease.objects.filter(name=name)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__lt=now) | Q(holder=holder))
+        .update(holder=holder, expires_at=now + timedelta(seconds=seconds))
+    )
+
+
+def _lease_release(name: str, holder: str) -> None:
+    WorkerLease.objects.filter(name=name, holder=holder).update(holder="", expires_at=None)
+
+
+def enqueue_due_buckets(now: datetime | None = None) -> int:
+    """Enqueue a step for every active bucket that is due. Returns how many."""
+    now = now or timezone.now()
+    _time_out_overdue(now)
+    due = list(
+        Bucket.objects.filter(state__in=ACTIVE_STATES, next_attempt_at__lte=now).values_list(
+            "pk", flat=True
+        )[:500]
+    )
+    enqueued = 0
+    lease = timedelta(seconds=settings.OSAI_STEP_LEASE_SECONDS)
+    for pk in due:
+        # Push it a lease ahead first, so it is enqueued once; if the task is lost, it
+        # becomes due again when that lease runs out.
+        if Bucket.objects.filter(pk=pk, next_attempt_at__lte=now).update(
+            next_attempt_at=now + lease
+        ):
+            async_task("reports.tasks.bucket_step", pk, task_name=f"osai-bucket-{pk}")
+            enqueued += 1
+    return enqueued
+
+
+def _next_due() -> datetime | None:
+    return Bucket.objects.filter(state__in=ACTIVE_STATES).aggregate(m=Min("next_attempt_at"))["m"]
+
+
+def dispatch(run_seconds: float = DISPATCH_RUN_SECONDS) -> str:
+    """Wake at each due bucket and enqueue its step; a singleton through a lease."""
+    holder = uuid.uuid4().hex
+    lease_seconds = run_seconds + 30
+    if not _lease_acquire(DISPATCHER, holder, lease_seconds):
+        return "another dispatcher is running"
+    end = time.monotonic() + run_seconds
+    try:
+        while True:
+            enqueue_due_buckets()
+            next_due = _next_due()
+            if next_due is None or time.monotonic() >= end:
+                break
+            wait = (next_due - timezone.now()).total_seconds()
+            time.sleep(min(max(wait, 0.05), DISPATCH_MAX_SLEEP))
+            _lease_acquire(DISPATCHER, holder, lease_seconds)
+    finally:
+        _lease_release(DISPATCHER, holder)
+    # Checked after the release, so work that arrived meanwhile is never left unattended:
+    # either we see it here, or its own wake-up task found the lease free.
+    if _next_due() is not None:
+        async_task("reports.tasks.pipeline_dispatch", task_name="osai-dispatch")
+        return "handed over"
+    return "idle"
+
+
+def reconcile() -> str:
+    """The schedule's safety net: time out overdue buckets and make sure a dispatcher runs."""
+    _time_out_overdue(timezone.now())
+    if _next_due() is not None:
+        async_task("reports.tasks.pipeline_dispatch", task_name="osai-dispatch")
+        return "dispatcher started"
+    return "nothing in flight"
+
+
+def _time_out_overdue(now: datetime) -> None:
+    overdue = list(
+        Bucket.objects.filter(state__in=ACTIVE_STATES, deadline_at__lt=now).values_list(
+            "pk", flat=True
+        )
+    )
+    for pk in overdue:
+        _finish(
+            pk,
+            Bucket.State.TIMED_OUT,
+            "OSAI did not finish this report before the deadline "
+            f"({settings.OSAI_BUCKET_DEADLINE_SECONDS // 60} min).",
+        )
+
+
+# --- One step of one bucket ------------------------------------------------------------------
+
+
+def _poll_delay(polls: int) -> float:
+    """Back-off between status polls: about 1 s first, growing by half, up to a cap."""
+    first, cap = settings.OSAI_POLL_FIRST_SECONDS, settings.OSAI_POLL_MAX_SECONDS
+    return float(min(first * (1.5 ** max(polls - 1, 0)), cap))
+
+
+def _claim(pk: int, now: datetime) -> bool:
+    lease = now + timedelta(seconds=settings.OSAI_STEP_LEASE_SECONDS)
+    return bool(
+        Bucket.objects.filter(pk=pk, state__in=ACTIVE_STATES)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .update(lease_until=lease, next_attempt_at=lease, attempts=F("attempts") + 1)
+    )
+
+
+def _save(bucket: Bucket, **fields: object) -> None:
+    """Write fields of a bucket we hold the lease of, and release the lease."""
+    fields.setdefault("lease_until", None)
+    # Never overwrite a terminal state (a deadline or a cancel may have landed meanwhile).
+    Bucket.objects.filter(pk=bucket.pk, state__in=ACTIVE_STATES).update(**fields)
+    for name, value in fields.items():
+        setattr(bucket, name, value)
+
+
+def _finish(pk: int, state: str, message: str = "") -> None:
+    """Move a bucket to a terminal state (only from an active one) and refresh its reports."""
+    changed = Bucket.objects.filter(pk=pk, state__in=ACTIVE_STATES).update(
+        state=state, error_message=message[:500], finished_at=timezone.now(),
+        next_attempt_at=None, lease_until=None,
+    )
+    if changed:
+        refresh_reports_of(pk)
+
+
+def bucket_step(pk: int) -> str:
+    """Do the next step of one bucket: create, poll, or download. Safe to run twice."""
+    now = timezone.now()
+    if not _claim(pk, now):
+        return "not claimed (done, or another worker holds it)"
+    bucket = Bucket.objects.select_related("connection").get(pk=pk)
+    if bucket.attempts > settings.OSAI_BUCKET_MAX_ATTEMPTS:
+        _finish(
+            pk, Bucket.State.ERROR,
+            f"Gave up after {bucket.attempts - 1} attempts: the worker crashed or OSAI kept "
+            "failing while processing this part of the report. Retry the report later.",
+        )
+        return "gave up"
+    if bucket.deadline_at and now > bucket.deadline_at:
+        _time_out_overdue(now)
+        return "timed out"
+    if bucket.connection.status == Connection.Status.NEEDS_TOKEN:
+        _finish(pk, Bucket.State.ERROR, _needs_token_message(bucket.connection))
+        return "connection needs a token"
+    if bucket.started_at is None:
+        Bucket.objects.filter(pk=pk).update(started_at=now)
+        refresh_reports_of(pk)
+    try:
+        client = osai_client_for(bucket.connection)
+        if bucket.state in (Bucket.State.NEW, Bucket.State.CREATING):
+            return _step_create(bucket, client)
+        return _step_poll(bucket, client)
+    except crypto.TokenDecryptionError as exc:
+        _finish(pk, Bucket.State.ERROR, str(exc))
+        return "token unreadable"
+    except OsaiAuthError as exc:
+        connection_mark_needs_token(connection=bucket.connection, message=exc.message)
+        _finish(pk, Bucket.State.ERROR, _needs_token_message(bucket.connection))
+        return "auth refused"
+    except OsaiError as exc:
+        if exc.permanent:
+            _finish(pk, Bucket.State.ERROR, exc.message)
+            return "failed"
+        delay = _poll_delay(bucket.polls + 1)
+        if isinstance(exc, OsaiRateLimited) and exc.retry_after:
+            delay = max(delay, exc.retry_after)
+        # Keep the attempt counted: repeated transient errors end at the attempt limit.
+        _save(bucket, next_attempt_at=timezone.now() + timedelta(seconds=delay),
+              error_message=f"Retrying: {exc.message}"[:500])
+        return "transient error, retrying"
+
+
+def _needs_token_message(connection: Connection) -> str:
+    return (
+        f"OSAI no longer accepts the access token of the connection {connection.label!r} "
+        "(…" + connection.token_last4 + "). Add a new token on the Connections page."
+    )
+
+
+def _step_create(bucket: Bucket, client: object) -> str:
+    from reports.osai.client import OsaiClient
+
+    assert isinstance(client, OsaiClient)
+    with transaction.atomic():
+        # Politeness: a bounded number of OSAI reports in flight per connection.
+        Connection.objects.select_for_update().filter(pk=bucket.connection_id).first()
+        in_flight = Bucket.objects.filter(
+            connection_id=bucket.connection_id, state__in=IN_FLIGHT_STATES
+        ).exclude(pk=bucket.pk).count()
+        if in_flight >= settings.OSAI_MAX_IN_FLIGHT_PER_CONNECTION:
+            _save(bucket, attempts=F("attempts") - 1,
+                  next_attempt_at=timezone.now() + timedelta(seconds=2))
+            return "waiting for a free slot"
+        _save(bucket, state=Bucket.State.CREATING, lease_until=bucket.lease_until)
+    created = client.create_report(bucket.period_start, bucket.period_end, bucket.flags())
+    # Commit the id at once: from here on a re-run polls instead of creating again.
+    _save(
+        bucket,
+        state=Bucket.State.POLLING,
+        osai_report_id=created.id,
+        osai_status=created.status,
+        osai_created_at=created.creation_time,
+        osai_creation_time_raw=created.creation_time_raw[:40],
+        attempts=0,
+        next_attempt_at=timezone.now() + timedelta(seconds=_poll_delay(1)),
+        error_message="",
+    )
+    return "created"
+
+
+def _step_poll(bucket: Bucket, client: object) -> str:
+    from reports.osai.client import OsaiClient
+
+    assert isinstance(client, OsaiClient)
+    assert bucket.osai_report_id is not None
+    status = client.get_report(bucket.osai_report_id)
+    polls = bucket.polls + 1
+    if status.is_pending:
+        _save(bucket, polls=polls, osai_status=status.status, attempts=0, error_message="",
+              next_attempt_at=timezone.now() + timedelta(seconds=_poll_delay(polls)))
+        return "still generating"
+    if status.is_error:
+        _save(bucket, polls=polls, osai_status=status.status, lease_until=bucket.lease_until)
+        _finish(bucket.pk, Bucket.State.ERROR,
+                "OSAI reported an error while generating this report (status 1).")
+        return "osai error"
+    # Done: keep the totals exactly as received, then archive the file at `path` at once,
+    # because the signed link expires.
+    totals = {column: status.totals[osai] for osai, column in OSAI_TOTAL_FIELDS.items()}
+    _save(bucket, polls=polls, osai_status=status.status, osai_response=status.raw,
+          state=Bucket.State.DOWNLOADING, lease_until=bucket.lease_until, **totals)
+    note = ""
+    if status.path:
+        try:
+            content = client.download_report_file(status.path)
+        except OsaiError as exc:
+            if not exc.permanent:
+                raise  # transient: try the step again; it polls once more for a fresh link
+            note = f"The report file could not be archived: {exc.message}"
+        else:
+            BucketFile.objects.update_or_create(
+                bucket=bucket,
+                defaults={"content": content, "sha256": hashlib.sha256(content).hexdigest(),
+                          "size_bytes": len(content), "downloaded_at": timezone.now()},
+            )
+    else:
+        note = "OSAI gave no report file to archive."
+    _save(bucket, attempts=0, lease_until=bucket.lease_until)
+    _finish(bucket.pk, Bucket.State.DONE, note)
+    return "done"
+
+
+# --- Reports follow their buckets ------------------------------------------------------------
+
+
+def refresh_reports_of(bucket_pk: int) -> None:
+    for report_pk in Report.objects.filter(
+        report_buckets__bucket_id=bucket_pk
+    ).exclude(state__in=Report.TERMINAL_STATES).values_list("pk", flat=True):
+        report_refresh(report_pk)
+
+
+@transaction.atomic
+def report_refresh(report_pk: int) -> None:
+    """Recompute a report's counts and state from its buckets."""
+    report = Report.objects.select_for_update().filter(pk=report_pk).first()
+    if report is None or report.state == Report.State.CANCELLED:
+        return
+    counts = Bucket.objects.filter(report_buckets__report_id=report_pk).aggregate(
+        total=Count("pk"),
+        done=Count("pk", filter=Q(state=Bucket.State.DONE)),
+        failed=Count("pk", filter=Q(state__in=Bucket.FAILED_STATES)),
+        timed_out=Count("pk", filter=Q(state=Bucket.State.TIMED_OUT)),
+        started=Count("pk", filter=~Q(state=Bucket.State.NEW) | Q(started_at__isnull=False)),
+    )
+    total, done, failed = counts["total"], counts["done"], counts["failed"]
+    now = timezone.now()
+    fields: dict[str, object] = {
+        "buckets_total": total, "buckets_done": done, "buckets_failed": failed,
+    }
+    if total and done + failed == total:
+        if failed == 0:
+            state = Report.State.DONE
+        elif done > 0:
+            state = Report.State.PARTIAL
+        elif counts["timed_out"] == failed:
+            state = Report.State.TIMED_OUT
+        else:
+            state = Report.State.FAILED
+        fields["finished_at"] = report.finished_at or now
+        fields["error_message"] = _failure_summary(report_pk, failed, total) if failed else ""
+    else:
+        state = Report.State.RUNNING if counts["started"] or done else Report.State.QUEUED
+        if state == Report.State.RUNNING and report.started_at is None:
+            fields["started_at"] = now
+    fields["state"] = state
+    if state != Report.State.QUEUED and report.started_at is None:
+        fields["started_at"] = now
+    Report.objects.filter(pk=report_pk).update(**fields)
+
+
+def _failure_summary(report_pk: int, failed: int, total: int) -> str:
+    lines = [f"{failed} of {total} parts of this report failed:"]
+    for bucket in Bucket.objects.filter(
+        report_buckets__report_id=report_pk, state__in=Bucket.FAILED_STATES
+    ).select_related("connection")[:20]:
+        lines.append(
+            f"- {bucket.connection.label}, {bucket.period_start:%Y-%m-%d} to "
+            f"{bucket.period_end:%Y-%m-%d}: {bucket.error_message or bucket.get_state_display()}"
+        )
+    if failed > 20:
+        lines.append(f"… and {failed - 20} more.")
+    return "\n".join(lines)
