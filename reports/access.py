@@ -1,0 +1,52 @@
+"""Who may see what. Views scope every object lookup through these (404 for everyone else).
+
+- A person sees their own connections and reports.
+- A team admin also sees the team's reports (built from connections members share with the
+  team) and the shared connections' labels, never their tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Q, QuerySet
+
+from reports.models import Connection, Membership, Report, Team
+
+
+def teams_administered_by(user: Any) -> QuerySet[Team]:
+    return Team.objects.filter(memberships__user=user, memberships__role=Membership.Role.ADMIN)
+
+
+def reports_visible_to(user: Any) -> QuerySet[Report]:
+    """A user's own reports and the team reports of teams they administer."""
+    if not user.is_authenticated:
+        return Report.objects.none()
+    return Report.objects.filter(
+        Q(owner=user)
+        | Q(
+            team__memberships__user=user,
+            team__memberships__role=Membership.Role.ADMIN,
+        )
+    ).distinct()
+
+
+def report_visible_to(user: Any, pk: int) -> Report | None:
+    """One report by id if the user may see it, in one query."""
+    if not user.is_authenticated:
+        return None
+    return (
+        Report.objects.filter(pk=pk)
+        .filter(
+            Q(owner=user)
+            | Q(
+                team__memberships__user=user,
+                team__memberships__role=Membership.Role.ADMIN,
+            )
+        )
+        .first()
+    )
+
+
+def connections_owned_by(user: Any) -> QuerySet[Connection]:
+    return Connection.objects.filter(owner=user)
