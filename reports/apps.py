@@ -1,6 +1,27 @@
+import logging
+from typing import Any
+
 from django.apps import AppConfig
+
+log = logging.getLogger(__name__)
 
 
 class ReportsConfig(AppConfig):
     name = "reports"
     verbose_name = "OSAI usage reports"
+
+    def ready(self) -> None:
+        from django_q.signals import post_spawn
+
+        post_spawn.connect(_resume_pipeline, dispatch_uid="osai-resume-pipeline")
+
+
+def _resume_pipeline(sender: Any, proc_name: str, **kwargs: Any) -> None:
+    """A worker (re)started, e.g. after a crash: resume work in flight without waiting for
+    the reconciler's next tick."""
+    from reports.pipeline import reconcile
+
+    try:
+        reconcile()
+    except Exception:  # a worker must start even if the database is briefly unavailable
+        log.exception("Could not resume the report pipeline at worker start")

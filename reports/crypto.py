@@ -56,3 +56,13 @@ def rotate_secret(ciphertext: str) -> str:
         raise TokenDecryptionError(
             "A stored secret cannot be decrypted with any configured key."
         ) from exc
+
+
+def is_under_primary_key(ciphertext: str) -> bool:
+    """True if the primary key alone decrypts it (nothing to rotate)."""
+    primary = _fernet()._fernets[0]
+    try:
+        primary.decrypt(ciphertext.encode())
+    except InvalidToken:
+        return False
+    return True

@@ -42,6 +42,7 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from reports import crypto
+from reports.failpoints import failpoint
 from reports.models import (
     OSAI_TOTAL_FIELDS,
     Bucket,
@@ -64,8 +65,11 @@ ACTIVE_STATES = (
 # States in which an OSAI report exists (or may) and counts against the per-connection bound.
 IN_FLIGHT_STATES = (Bucket.State.CREATING, Bucket.State.POLLING, Bucket.State.DOWNLOADING)
 
-DISPATCH_RUN_SECONDS = 20.0  # far below the django-q2 timeout
+# A dispatcher task runs for a third of the django-q2 timeout at most, then hands over.
+DISPATCH_RUN_SECONDS = min(20.0, settings.Q_CLUSTER["timeout"] / 3)
 DISPATCH_MAX_SLEEP = 1.0  # new work is noticed within this
+# Renewed on every loop, so a dispatcher killed with its worker blocks others only briefly.
+DISPATCHER_LEASE_SECONDS = 10.0
 DISPATCHER = "dispatcher"
 
 
@@ -132,7 +136,7 @@ def _next_due() -> datetime | None:
 def dispatch(run_seconds: float = DISPATCH_RUN_SECONDS) -> str:
     """Wake at each due bucket and enqueue its step; a singleton through a lease."""
     holder = uuid.uuid4().hex
-    lease_seconds = run_seconds + 30
+    lease_seconds = DISPATCHER_LEASE_SECONDS
     if not _lease_acquire(DISPATCHER, holder, lease_seconds):
         return "another dispatcher is running"
     end = time.monotonic() + run_seconds
@@ -144,7 +148,8 @@ def dispatch(run_seconds: float = DISPATCH_RUN_SECONDS) -> str:
                 break
             wait = (next_due - timezone.now()).total_seconds()
             time.sleep(min(max(wait, 0.05), DISPATCH_MAX_SLEEP))
-            _lease_acquire(DISPATCHER, holder, lease_seconds)
+            if not _lease_acquire(DISPATCHER, holder, lease_seconds):
+                return "lease lost to another dispatcher"
     finally:
         _lease_release(DISPATCHER, holder)
     # Checked after the release, so work that arrived meanwhile is never left unattended:
@@ -238,6 +243,7 @@ def bucket_step(pk: int) -> str:
     if bucket.started_at is None:
         Bucket.objects.filter(pk=pk).update(started_at=now)
         refresh_reports_of(pk)
+    failpoint("step_start")
     try:
         client = osai_client_for(bucket.connection)
         if bucket.state in (Bucket.State.NEW, Bucket.State.CREATING):
@@ -286,6 +292,7 @@ def _step_create(bucket: Bucket, client: object) -> str:
             return "waiting for a free slot"
         _save(bucket, state=Bucket.State.CREATING, lease_until=bucket.lease_until)
     created = client.create_report(bucket.period_start, bucket.period_end, bucket.flags())
+    failpoint("after_create")
     # Commit the id at once: from here on a re-run polls instead of creating again.
     _save(
         bucket,
@@ -307,6 +314,7 @@ def _step_poll(bucket: Bucket, client: object) -> str:
     assert isinstance(client, OsaiClient)
     assert bucket.osai_report_id is not None
     status = client.get_report(bucket.osai_report_id)
+    failpoint("after_poll")
     polls = bucket.polls + 1
     if status.is_pending:
         _save(bucket, polls=polls, osai_status=status.status, attempts=0, error_message="",
@@ -326,6 +334,7 @@ def _step_poll(bucket: Bucket, client: object) -> str:
     if status.path:
         try:
             content = client.download_report_file(status.path)
+            failpoint("after_download")
         except OsaiError as exc:
             if not exc.permanent:
                 raise  # transient: try the step again; it polls once more for a fresh link

@@ -185,18 +185,19 @@ def connection_mark_needs_token(*, connection: Connection, message: str) -> None
 def connections_reencrypt() -> tuple[int, int]:
     """Re-encrypt every token and cached JWT under the primary key. Returns (rows, changed).
 
-    Idempotent: a row already under the primary key is rewritten to the same plaintext.
+    Idempotent: rows already under the primary key are left as they are.
     """
     rows = changed = 0
     for connection in Connection.objects.only("pk", "token_encrypted", "jwt_encrypted"):
         rows += 1
-        new_token = crypto.rotate_secret(connection.token_encrypted)
-        new_jwt = crypto.rotate_secret(connection.jwt_encrypted) if connection.jwt_encrypted else ""
-        if new_token != connection.token_encrypted or new_jwt != connection.jwt_encrypted:
-            changed += 1
+        secrets = [connection.token_encrypted, connection.jwt_encrypted]
+        if all(not s or crypto.is_under_primary_key(s) for s in secrets):
+            continue
+        new_token, new_jwt = (crypto.rotate_secret(s) if s else "" for s in secrets)
         Connection.objects.filter(pk=connection.pk).update(
             token_encrypted=new_token, jwt_encrypted=new_jwt
         )
+        changed += 1
     return rows, changed
 
 

@@ -1,0 +1,86 @@
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from reports.periods import PRESETS, count_buckets, preset_period, previous_period, split_period
+
+NOW = datetime(2026, 11, 22, 15, 30, 12, 999, tzinfo=UTC)
+
+
+def d(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("preset", "start", "end"),
+    [
+        ("this_month", d(2026, 11, 1), d(2026, 11, 22, 15, 30, 12)),
+        ("last_month", d(2026, 10, 1), d(2026, 11, 1)),
+        ("last_7_days", d(2026, 11, 15), d(2026, 11, 22)),
+        ("last_30_days", d(2026, 10, 23), d(2026, 11, 22)),
+        ("last_90_days", d(2026, 8, 24), d(2026, 11, 22)),
+        ("quarter_to_date", d(2026, 10, 1), d(2026, 11, 22, 15, 30, 12)),
+        ("year_to_date", d(2026, 1, 1), d(2026, 11, 22, 15, 30, 12)),
+        ("last_12_months", d(2025, 12, 1), d(2026, 11, 22, 15, 30, 12)),
+    ],
+)
+def test_presets_mean_utc_periods(preset, start, end):
+    assert preset_period(preset, NOW) == (start, end)
+
+
+def test_every_preset_is_known():
+    for name in PRESETS:
+        start, end = preset_period(name, NOW)
+        assert start < end <= NOW
+
+
+def test_unknown_preset_is_refused():
+    with pytest.raises(ValueError, match="Unknown"):
+        preset_period("last_century", NOW)
+
+
+def test_last_12_months_by_month_has_one_open_bucket():
+    start, end = preset_period("last_12_months", NOW)
+    buckets = split_period(start, end, "month")
+    assert len(buckets) == 12
+    assert all(end <= d(2026, 11, 1) for _, end in buckets[:-1])  # closed, reusable
+    assert buckets[-1] == (d(2026, 11, 1), d(2026, 11, 22, 15, 30, 12))
+
+
+def test_weeks_start_on_monday_and_are_clipped():
+    buckets = split_period(d(2026, 11, 1), d(2026, 11, 20), "week")
+    # 2026-11-01 is a Sunday: a one-day first bucket, then Mondays.
+    assert buckets[0] == (d(2026, 11, 1), d(2026, 11, 2))
+    assert buckets[1] == (d(2026, 11, 2), d(2026, 11, 9))
+    assert buckets[-1] == (d(2026, 11, 16), d(2026, 11, 20))
+    assert all(s.weekday() == 0 for s, _ in buckets[1:])
+
+
+def test_total_is_one_bucket():
+    assert split_period(d(2026, 1, 1), d(2026, 7, 1), "total") == [(d(2026, 1, 1), d(2026, 7, 1))]
+
+
+def test_previous_period_has_equal_length():
+    assert previous_period(d(2026, 3, 1), d(2026, 3, 31)) == (d(2026, 1, 30), d(2026, 3, 1))
+
+
+@given(
+    start=st.datetimes(min_value=datetime(2019, 1, 1), max_value=datetime(2026, 1, 1)),
+    days=st.floats(min_value=0.001, max_value=800),
+    granularity=st.sampled_from(["total", "day", "week", "month"]),
+)
+def test_buckets_tile_the_period_exactly(start, days, granularity):
+    from datetime import timedelta
+
+    start = start.replace(tzinfo=UTC)
+    end = start + timedelta(days=days)
+    buckets = split_period(start, end, granularity)
+    assert buckets[0][0] == start and buckets[-1][1] == end
+    assert all(a[1] == b[0] for a, b in zip(buckets, buckets[1:], strict=False))
+    assert all(s < e for s, e in buckets)
+    assert count_buckets(start, end, granularity) == len(buckets)
+    if granularity != "total":
+        # Every inner boundary is a UTC midnight.
+        assert all(e.hour == e.minute == e.second == e.microsecond == 0 for _, e in buckets[:-1])
