@@ -1,0 +1,50 @@
+"""Shared pytest fixtures, one section per concern."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.sandbox_control import SandboxControl
+
+# --- OSAI sandbox ---
+# One sandbox process per test session (`manage.py osai_sandbox` on a free port), spoken
+# to over a real socket. Tests that change faults or latency use `osai_sandbox`, which
+# resets it first, so each test starts with no faults, no reports and zeroed counters.
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxControl]:
+    """The session's OSAI sandbox process (reports take 0.5 s to generate)."""
+    log_path = tmp_path_factory.mktemp("osai-sandbox") / "sandbox.log"
+    control = SandboxControl.start(latency=0.5, log_path=log_path)
+    try:
+        yield control
+    finally:
+        control.stop()
+
+
+@pytest.fixture
+def osai_sandbox(sandbox: SandboxControl) -> SandboxControl:
+    """The session's sandbox, reset: no faults, no reports, zeroed counters."""
+    sandbox.reset()
+    return sandbox
+
+
+# --- Real worker ---
+# `start_worker` / `worker`: a real `manage.py qcluster` against the test database and the
+# test sandbox (tests/worker.py); `use_sandbox` points this process's sandbox region at it.
+from tests.worker import start_worker, use_sandbox, worker  # noqa: E402, F401
+
+# --- Figures printed at the end of the run (reliability.md) ---
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests import figures
+
+    lines = figures.summary_lines()
+    if lines:
+        terminalreporter.section("reliability and security figures")
+        for line in lines:
+            terminalreporter.write_line(line)
