@@ -254,5 +254,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.server": {"level": "WARNING"}},
+    # urllib3 logs request lines at DEBUG, and a signed link's query string with them.
+    "loggers": {"django.server": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},
 }

@@ -28,7 +28,7 @@ from reports.models import (
 )
 from reports.osai.client import OsaiClient, jwt_expiry
 from reports.osai.errors import OsaiAuthError, OsaiError
-from reports.periods import EARLIEST_PERIOD_START, count_buckets, split_period
+from reports.periods import EARLIEST_PERIOD_START, count_buckets, split_period, utc_midnight
 
 MAX_TOKEN_LENGTH = 4096
 
@@ -303,9 +303,12 @@ def _buckets_for(
     result: list[Bucket] = []
     to_create: list[Bucket] = []
     to_reset: list[int] = []
+    # Closed: ends by today's UTC midnight. A bucket ending later today is still open (OSAI
+    # may add usage to it), so it is requested afresh each time and marked preliminary.
+    closed_until = utc_midnight(now.date())
     for connection in connections:
         for start, end in periods:
-            closed = end <= now
+            closed = end <= closed_until
             bucket = existing.get((connection.pk, start, end)) if closed else None
             if bucket is None:
                 bucket = Bucket(

@@ -177,3 +177,16 @@ def start_worker(
 def worker(start_worker: Callable[..., WorkerProcess]) -> WorkerProcess:
     """One running cluster with default test timings."""
     return start_worker()
+
+
+def queued_task_payloads() -> list[str]:
+    """Every task waiting in the broker, decoded (ORM or Redis), as text to search."""
+    from django_q.brokers import get_broker
+    from django_q.models import OrmQ
+    from django_q.signing import SignedPackage
+
+    if settings.REDIS_URL:
+        broker = get_broker()
+        raw = broker.connection.lrange(broker.list_key, 0, -1)
+        return [repr(SignedPackage.loads(item)) for item in raw]
+    return [repr(SignedPackage.loads(q.payload)) for q in OrmQ.objects.all()]
