@@ -15,8 +15,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-# OSAI's totals of a finished report and the columns that keep them. The values are stored as received
-# (doubles round-trip any JSON number OSAI sends; the full response is kept as well).
+# OSAI's totals of a finished report and the columns that keep them. The values are stored
+# as received (doubles round-trip any JSON number OSAI sends; the full response is kept too).
 OSAI_TOTAL_FIELDS: dict[str, str] = {
     "totalExistingImagesNum": "existing_images",
     "totalDeletedImagesNum": "deleted_images",
@@ -53,7 +53,7 @@ class Team(models.Model):
     name = models.CharField(max_length=120, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
-    members = models.ManyToManyField(
+    members = models.ManyToManyField(  # type: ignore[var-annotated]
         settings.AUTH_USER_MODEL, through="Membership", related_name="teams"
     )
 
@@ -290,7 +290,9 @@ class Bucket(OsaiFlags):
     def totals(self) -> dict[str, Any]:
         """The totals under OSAI's own field names, in OSAI's raw units, as received."""
         raw = (self.osai_response or {}) if self.state == self.State.DONE else {}
-        return {osai: raw.get(osai, getattr(self, column)) for osai, column in OSAI_TOTAL_FIELDS.items()}
+        return {
+            osai: raw.get(osai, getattr(self, column)) for osai, column in OSAI_TOTAL_FIELDS.items()
+        }
 
 
 class BucketFile(models.Model):
@@ -304,6 +306,9 @@ class BucketFile(models.Model):
     sha256 = models.CharField(max_length=64)
     size_bytes = models.PositiveIntegerField()
     downloaded_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"File of bucket {self.bucket_id} ({self.size_bytes} bytes)"
 
 
 class Report(OsaiFlags):
@@ -328,7 +333,9 @@ class Report(OsaiFlags):
         Team, null=True, blank=True, on_delete=models.CASCADE, related_name="reports"
     )
     connections = models.ManyToManyField(Connection, related_name="reports")
-    buckets = models.ManyToManyField(Bucket, through="ReportBucket", related_name="reports")
+    buckets = models.ManyToManyField(  # type: ignore[var-annotated]
+        Bucket, through="ReportBucket", related_name="reports"
+    )
     price_book = models.ForeignKey(
         PriceBook, null=True, blank=True, on_delete=models.PROTECT, related_name="reports"
     )
@@ -376,6 +383,9 @@ class ReportBucket(models.Model):
             models.UniqueConstraint(fields=["report", "bucket"], name="unique_report_bucket")
         ]
 
+    def __str__(self) -> str:
+        return f"Report {self.report_id} / bucket {self.bucket_id}"
+
 
 class WorkerLease(models.Model):
     """A named lease held by one worker at a time (the pipeline's dispatcher)."""
@@ -383,3 +393,6 @@ class WorkerLease(models.Model):
     name = models.CharField(max_length=40, primary_key=True)
     holder = models.CharField(max_length=80, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} lease ({self.holder or 'free'})"

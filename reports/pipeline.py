@@ -214,8 +214,11 @@ def _save(bucket: Bucket, **fields: object) -> None:
 def _finish(pk: int, state: str, message: str = "") -> None:
     """Move a bucket to a terminal state (only from an active one) and refresh its reports."""
     changed = Bucket.objects.filter(pk=pk, state__in=ACTIVE_STATES).update(
-        state=state, error_message=message[:500], finished_at=timezone.now(),
-        next_attempt_at=None, lease_until=None,
+        state=state,
+        error_message=message[:500],
+        finished_at=timezone.now(),
+        next_attempt_at=None,
+        lease_until=None,
     )
     if changed:
         refresh_reports_of(pk)
@@ -229,7 +232,8 @@ def bucket_step(pk: int) -> str:
     bucket = Bucket.objects.select_related("connection").get(pk=pk)
     if bucket.attempts > settings.OSAI_BUCKET_MAX_ATTEMPTS:
         _finish(
-            pk, Bucket.State.ERROR,
+            pk,
+            Bucket.State.ERROR,
             f"Gave up after {bucket.attempts - 1} attempts: the worker crashed or OSAI kept "
             "failing while processing this part of the report. Retry the report later.",
         )
@@ -264,8 +268,11 @@ def bucket_step(pk: int) -> str:
         if isinstance(exc, OsaiRateLimited) and exc.retry_after:
             delay = max(delay, exc.retry_after)
         # Keep the attempt counted: repeated transient errors end at the attempt limit.
-        _save(bucket, next_attempt_at=timezone.now() + timedelta(seconds=delay),
-              error_message=f"Retrying: {exc.message}"[:500])
+        _save(
+            bucket,
+            next_attempt_at=timezone.now() + timedelta(seconds=delay),
+            error_message=f"Retrying: {exc.message}"[:500],
+        )
         return "transient error, retrying"
 
 
@@ -283,12 +290,17 @@ def _step_create(bucket: Bucket, client: object) -> str:
     with transaction.atomic():
         # Politeness: a bounded number of OSAI reports in flight per connection.
         Connection.objects.select_for_update().filter(pk=bucket.connection_id).first()
-        in_flight = Bucket.objects.filter(
-            connection_id=bucket.connection_id, state__in=IN_FLIGHT_STATES
-        ).exclude(pk=bucket.pk).count()
+        in_flight = (
+            Bucket.objects.filter(connection_id=bucket.connection_id, state__in=IN_FLIGHT_STATES)
+            .exclude(pk=bucket.pk)
+            .count()
+        )
         if in_flight >= settings.OSAI_MAX_IN_FLIGHT_PER_CONNECTION:
-            _save(bucket, attempts=F("attempts") - 1,
-                  next_attempt_at=timezone.now() + timedelta(seconds=2))
+            _save(
+                bucket,
+                attempts=F("attempts") - 1,
+                next_attempt_at=timezone.now() + timedelta(seconds=2),
+            )
             return "waiting for a free slot"
         _save(bucket, state=Bucket.State.CREATING, lease_until=bucket.lease_until)
     created = client.create_report(bucket.period_start, bucket.period_end, bucket.flags())
@@ -317,19 +329,35 @@ def _step_poll(bucket: Bucket, client: object) -> str:
     failpoint("after_poll")
     polls = bucket.polls + 1
     if status.is_pending:
-        _save(bucket, polls=polls, osai_status=status.status, attempts=0, error_message="",
-              next_attempt_at=timezone.now() + timedelta(seconds=_poll_delay(polls)))
+        _save(
+            bucket,
+            polls=polls,
+            osai_status=status.status,
+            attempts=0,
+            error_message="",
+            next_attempt_at=timezone.now() + timedelta(seconds=_poll_delay(polls)),
+        )
         return "still generating"
     if status.is_error:
         _save(bucket, polls=polls, osai_status=status.status, lease_until=bucket.lease_until)
-        _finish(bucket.pk, Bucket.State.ERROR,
-                "OSAI reported an error while generating this report (status 1).")
+        _finish(
+            bucket.pk,
+            Bucket.State.ERROR,
+            "OSAI reported an error while generating this report (status 1).",
+        )
         return "osai error"
     # Done: keep the totals exactly as received, then archive the file at `path` at once,
     # because the signed link expires.
     totals = {column: status.totals[osai] for osai, column in OSAI_TOTAL_FIELDS.items()}
-    _save(bucket, polls=polls, osai_status=status.status, osai_response=status.raw,
-          state=Bucket.State.DOWNLOADING, lease_until=bucket.lease_until, **totals)
+    _save(
+        bucket,
+        polls=polls,
+        osai_status=status.status,
+        osai_response=status.raw,
+        state=Bucket.State.DOWNLOADING,
+        lease_until=bucket.lease_until,
+        **totals,
+    )
     note = ""
     if status.path:
         try:
@@ -342,8 +370,12 @@ def _step_poll(bucket: Bucket, client: object) -> str:
         else:
             BucketFile.objects.update_or_create(
                 bucket=bucket,
-                defaults={"content": content, "sha256": hashlib.sha256(content).hexdigest(),
-                          "size_bytes": len(content), "downloaded_at": timezone.now()},
+                defaults={
+                    "content": content,
+                    "sha256": hashlib.sha256(content).hexdigest(),
+                    "size_bytes": len(content),
+                    "downloaded_at": timezone.now(),
+                },
             )
     else:
         note = "OSAI gave no report file to archive."
@@ -356,9 +388,11 @@ def _step_poll(bucket: Bucket, client: object) -> str:
 
 
 def refresh_reports_of(bucket_pk: int) -> None:
-    for report_pk in Report.objects.filter(
-        report_buckets__bucket_id=bucket_pk
-    ).exclude(state__in=Report.TERMINAL_STATES).values_list("pk", flat=True):
+    for report_pk in (
+        Report.objects.filter(report_buckets__bucket_id=bucket_pk)
+        .exclude(state__in=Report.TERMINAL_STATES)
+        .values_list("pk", flat=True)
+    ):
         report_refresh(report_pk)
 
 
@@ -378,7 +412,9 @@ def report_refresh(report_pk: int) -> None:
     total, done, failed = counts["total"], counts["done"], counts["failed"]
     now = timezone.now()
     fields: dict[str, object] = {
-        "buckets_total": total, "buckets_done": done, "buckets_failed": failed,
+        "buckets_total": total,
+        "buckets_done": done,
+        "buckets_failed": failed,
     }
     if total and done + failed == total:
         if failed == 0:

@@ -60,8 +60,10 @@ def osai_client_for(connection: Connection, *, access_token: str | None = None) 
             f"The region {connection.region!r} is not offered by this server any more.",
             permanent=True,
         )
-    token = access_token if access_token is not None else crypto.decrypt_secret(
-        connection.token_encrypted
+    token = (
+        access_token
+        if access_token is not None
+        else crypto.decrypt_secret(connection.token_encrypted)
     )
     jwt: str | None = None
     if (
@@ -118,9 +120,7 @@ def _check_token(connection: Connection, token: str) -> str:
         raise ConnectionCheckError(f"Could not check the token with OSAI: {exc.message}") from None
     if client.jwt:
         connection.jwt_encrypted = crypto.encrypt_secret(client.jwt)
-        connection.jwt_expires_at = jwt_expiry(client.jwt) or timezone.now() + timedelta(
-            minutes=30
-        )
+        connection.jwt_expires_at = jwt_expiry(client.jwt) or timezone.now() + timedelta(minutes=30)
     return user.account_name
 
 
@@ -209,7 +209,11 @@ def flags_from(values: Mapping[str, Any]) -> dict[str, bool]:
 
 
 def report_validate_period(
-    *, period_start: datetime, period_end: datetime, granularity: str, connections: int,
+    *,
+    period_start: datetime,
+    period_end: datetime,
+    granularity: str,
+    connections: int,
     now: datetime | None = None,
 ) -> None:
     """Raise ReportRequestError with a message for the form if the request is unreasonable."""
@@ -257,8 +261,11 @@ def report_request(
     now = now or timezone.now()
     connections = list(connections)
     report_validate_period(
-        period_start=period_start, period_end=period_end, granularity=granularity,
-        connections=len(connections), now=now,
+        period_start=period_start,
+        period_end=period_end,
+        granularity=granularity,
+        connections=len(connections),
+        now=now,
     )
     if any(c.status == Connection.Status.NEEDS_TOKEN for c in connections):
         names = ", ".join(c.label for c in connections if c.status == Connection.Status.NEEDS_TOKEN)
@@ -270,9 +277,15 @@ def report_request(
         price_book = PriceBook.objects.filter(is_default=True).first()
 
     report = Report.objects.create(
-        owner=owner, team=team, preset=preset, period_start=period_start,
-        period_end=period_end, granularity=granularity, price_book=price_book,
-        requested_at=now, **flags,
+        owner=owner,
+        team=team,
+        preset=preset,
+        period_start=period_start,
+        period_end=period_end,
+        granularity=granularity,
+        price_book=price_book,
+        requested_at=now,
+        **flags,
     )
     report.connections.set(connections)
     periods = split_period(period_start, period_end, granularity)
@@ -288,8 +301,10 @@ def report_request(
 
 
 def _buckets_for(
-    connections: list[Connection], periods: list[tuple[datetime, datetime]],
-    flags: dict[str, bool], now: datetime,
+    connections: list[Connection],
+    periods: list[tuple[datetime, datetime]],
+    flags: dict[str, bool],
+    now: datetime,
 ) -> list[Bucket]:
     """Existing closed buckets where there are any, new ones for the rest."""
     deadline = now + timedelta(seconds=settings.OSAI_BUCKET_DEADLINE_SECONDS)
@@ -312,9 +327,14 @@ def _buckets_for(
             bucket = existing.get((connection.pk, start, end)) if closed else None
             if bucket is None:
                 bucket = Bucket(
-                    connection=connection, period_start=start, period_end=end,
-                    is_closed=closed, created_at=now, next_attempt_at=now,
-                    deadline_at=deadline, **flags,
+                    connection=connection,
+                    period_start=start,
+                    period_end=end,
+                    is_closed=closed,
+                    created_at=now,
+                    next_attempt_at=now,
+                    deadline_at=deadline,
+                    **flags,
                 )
                 to_create.append(bucket)
             elif bucket.state in Bucket.FAILED_STATES:
@@ -338,10 +358,20 @@ def _buckets_for(
 def bucket_reset(queryset: Any, *, now: datetime) -> int:
     """Put failed buckets back to the start: a new OSAI report, fresh attempts and deadline."""
     return queryset.update(
-        state=Bucket.State.NEW, osai_report_id=None, osai_status=None, osai_response=None,
-        osai_created_at=None, osai_creation_time_raw="", attempts=0, polls=0,
-        next_attempt_at=now, lease_until=None, error_message="", started_at=None,
-        finished_at=None, deadline_at=now + timedelta(seconds=settings.OSAI_BUCKET_DEADLINE_SECONDS),
+        state=Bucket.State.NEW,
+        osai_report_id=None,
+        osai_status=None,
+        osai_response=None,
+        osai_created_at=None,
+        osai_creation_time_raw="",
+        attempts=0,
+        polls=0,
+        next_attempt_at=now,
+        lease_until=None,
+        error_message="",
+        started_at=None,
+        finished_at=None,
+        deadline_at=now + timedelta(seconds=settings.OSAI_BUCKET_DEADLINE_SECONDS),
     )
 
 
@@ -354,7 +384,8 @@ def report_cancel(*, report: Report) -> Report:
             return report
         now = timezone.now()
         Report.objects.filter(pk=report.pk).update(
-            state=Report.State.CANCELLED, finished_at=now,
+            state=Report.State.CANCELLED,
+            finished_at=now,
             error_message="Cancelled at your request.",
         )
         needed_elsewhere = ReportBucket.objects.filter(
@@ -364,7 +395,9 @@ def report_cancel(*, report: Report) -> Report:
         Bucket.objects.filter(report_buckets__report=report).exclude(
             state__in=Bucket.TERMINAL_STATES
         ).exclude(pk__in=needed_elsewhere).update(
-            state=Bucket.State.CANCELLED, finished_at=now, next_attempt_at=None,
+            state=Bucket.State.CANCELLED,
+            finished_at=now,
+            next_attempt_at=None,
             error_message="Cancelled.",
         )
     pipeline.report_refresh(report.pk)
@@ -378,7 +411,9 @@ def report_retry(*, report: Report) -> Report:
 
     now = timezone.now()
     with transaction.atomic():
-        failed = Bucket.objects.filter(report_buckets__report=report, state__in=Bucket.FAILED_STATES)
+        failed = Bucket.objects.filter(
+            report_buckets__report=report, state__in=Bucket.FAILED_STATES
+        )
         ids = list(failed.values_list("pk", flat=True))
         if not ids:
             return report

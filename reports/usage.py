@@ -31,20 +31,47 @@ class Metric:
 
 METRICS: tuple[Metric, ...] = (
     Metric("training_seconds_8gb", "Training, 8 GB", "GPU-hours", "include_models", 3600, "8 GB"),
-    Metric("training_seconds_16gb", "Training, 16 GB", "GPU-hours", "include_models", 3600, "16 GB"),
-    Metric("conversion_seconds_8gb", "Conversion, 8 GB", "GPU-hours", "include_models", 3600, "8 GB"),
-    Metric("conversion_seconds_16gb", "Conversion, 16 GB", "GPU-hours", "include_models", 3600,
-           "16 GB"),
-    Metric("prediction_seconds_8gb", "Prediction, 8 GB", "GPU-hours", "include_predictions", 3600,
-           "8 GB"),
-    Metric("prediction_seconds_16gb", "Prediction, 16 GB", "GPU-hours", "include_predictions",
-           3600, "16 GB"),
+    Metric(
+        "training_seconds_16gb", "Training, 16 GB", "GPU-hours", "include_models", 3600, "16 GB"
+    ),
+    Metric(
+        "conversion_seconds_8gb", "Conversion, 8 GB", "GPU-hours", "include_models", 3600, "8 GB"
+    ),
+    Metric(
+        "conversion_seconds_16gb", "Conversion, 16 GB", "GPU-hours", "include_models", 3600, "16 GB"
+    ),
+    Metric(
+        "prediction_seconds_8gb",
+        "Prediction, 8 GB",
+        "GPU-hours",
+        "include_predictions",
+        3600,
+        "8 GB",
+    ),
+    Metric(
+        "prediction_seconds_16gb",
+        "Prediction, 16 GB",
+        "GPU-hours",
+        "include_predictions",
+        3600,
+        "16 GB",
+    ),
     Metric("manipulation_seconds", "Augmentation", "hours", "include_manipulations", 3600),
     Metric("device_rental_seconds", "Device rental", "hours", "include_rented_devices", 3600),
-    Metric("images_kb_min", "Image storage", "GB-months", "include_datasets",
-           KB_PER_GB * MINUTES_PER_MONTH),
-    Metric("models_kb_min", "Model storage", "GB-months", "include_models",
-           KB_PER_GB * MINUTES_PER_MONTH),
+    Metric(
+        "images_kb_min",
+        "Image storage",
+        "GB-months",
+        "include_datasets",
+        KB_PER_GB * MINUTES_PER_MONTH,
+    ),
+    Metric(
+        "models_kb_min",
+        "Model storage",
+        "GB-months",
+        "include_models",
+        KB_PER_GB * MINUTES_PER_MONTH,
+    ),
     Metric("existing_images", "Images existing", "images", "include_datasets", 1),
     Metric("deleted_images", "Images deleted", "images", "include_datasets", 1),
 )

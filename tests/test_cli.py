@@ -41,9 +41,24 @@ def test_wait_and_json_print_the_report_in_osai_units(worker, use_sandbox):
     user = make_user("cli")
     make_connection(user, "Main", token="osai-sandbox-cli-json")
     out = io.StringIO()
-    call_command("generate_report", "--user", "cli", "--connection", "Main",
-                 "--from", "2026-01-01", "--to", "2026-07-01", "--granularity", "month",
-                 "--wait", "--timeout", "60", "--json", stdout=out)
+    call_command(
+        "generate_report",
+        "--user",
+        "cli",
+        "--connection",
+        "Main",
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2026-07-01",
+        "--granularity",
+        "month",
+        "--wait",
+        "--timeout",
+        "60",
+        "--json",
+        stdout=out,
+    )
     data = json.loads(out.getvalue())
     assert data["state"] == "done"
     assert len(data["buckets"]) == 6  # --to is exclusive
@@ -63,8 +78,20 @@ def test_wait_exits_non_zero_unless_the_report_is_done(worker, use_sandbox):
     use_sandbox.faults(report_error=True)
     out = io.StringIO()
     with pytest.raises(SystemExit) as exit_info:
-        call_command("generate_report", "--user", "cli", "--from", "2026-01-01",
-                     "--to", "2026-02-01", "--granularity", "total", "--wait",
-                     "--timeout", "60", stdout=out)
+        call_command(
+            "generate_report",
+            "--user",
+            "cli",
+            "--from",
+            "2026-01-01",
+            "--to",
+            "2026-02-01",
+            "--granularity",
+            "total",
+            "--wait",
+            "--timeout",
+            "60",
+            stdout=out,
+        )
     assert exit_info.value.code == 1
     assert "failed" in out.getvalue()

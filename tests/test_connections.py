@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+
 import pytest
 from cryptography.fernet import Fernet
 from django.core.management import call_command
@@ -20,8 +21,9 @@ CANARY = "osai-sandbox-CANARY-c0nn3ct10n"
 
 def test_adding_a_connection_signs_in_and_stores_the_token_encrypted(use_sandbox):
     user = make_user()
-    conn = services.connection_create(owner=user, label="Prod", region="sandbox",
-                                      access_token=f"  {CANARY}\n")
+    conn = services.connection_create(
+        owner=user, label="Prod", region="sandbox", access_token=f"  {CANARY}\n"
+    )
     assert conn.account_name  # from GET /Users
     assert conn.token_last4 == CANARY[-4:]
     assert CANARY not in conn.token_encrypted
@@ -48,8 +50,9 @@ def test_a_bad_token_gets_a_clear_message_and_nothing_is_saved(use_sandbox, toke
 
 def test_a_region_outside_the_allowlist_is_refused_without_a_request(use_sandbox):
     with pytest.raises(services.ConnectionCheckError, match="regions"):
-        services.connection_create(owner=make_user(), label="X", region="http://evil.example",
-                                   access_token=CANARY)
+        services.connection_create(
+            owner=make_user(), label="X", region="http://evil.example", access_token=CANARY
+        )
     assert sum(use_sandbox.stats().values()) == 0
 
 
@@ -57,22 +60,25 @@ def test_an_unreachable_osai_is_named_on_the_form(settings):
     settings.OSAI_REGIONS = {**settings.OSAI_REGIONS, "sandbox": "http://127.0.0.1:9/api"}
     settings.OSAI_HTTP_TIMEOUT_SECONDS = 1
     with pytest.raises(services.ConnectionCheckError, match="Could not check the token"):
-        services.connection_create(owner=make_user(), label="X", region="sandbox",
-                                   access_token=CANARY)
+        services.connection_create(
+            owner=make_user(), label="X", region="sandbox", access_token=CANARY
+        )
 
 
 def test_labels_are_unique_per_owner(use_sandbox):
     user = make_user()
     services.connection_create(owner=user, label="Prod", region="sandbox", access_token=CANARY)
     with pytest.raises(services.ConnectionCheckError, match="already have"):
-        services.connection_create(owner=user, label="Prod", region="sandbox",
-                                   access_token=CANARY + "x")
+        services.connection_create(
+            owner=user, label="Prod", region="sandbox", access_token=CANARY + "x"
+        )
 
 
 def test_replacing_the_token_clears_needs_token(use_sandbox):
     user = make_user()
-    conn = services.connection_create(owner=user, label="Prod", region="sandbox",
-                                      access_token=CANARY)
+    conn = services.connection_create(
+        owner=user, label="Prod", region="sandbox", access_token=CANARY
+    )
     services.connection_mark_needs_token(connection=conn, message="refused")
     conn.refresh_from_db()
     assert conn.status == Connection.Status.NEEDS_TOKEN and conn.jwt_encrypted == ""
@@ -85,8 +91,9 @@ def test_replacing_the_token_clears_needs_token(use_sandbox):
 def test_key_rotation_reencrypts_every_token_and_is_idempotent(use_sandbox, settings):
     """T4: add a key, re-encrypt, drop the old key: every token still works."""
     user = make_user()
-    conn = services.connection_create(owner=user, label="Prod", region="sandbox",
-                                      access_token=CANARY)
+    conn = services.connection_create(
+        owner=user, label="Prod", region="sandbox", access_token=CANARY
+    )
     old_key = settings.OSAI_TOKEN_KEYS[0]
     new_key = Fernet.generate_key().decode()
     settings.OSAI_TOKEN_KEYS = [new_key, old_key]
@@ -104,8 +111,9 @@ def test_key_rotation_reencrypts_every_token_and_is_idempotent(use_sandbox, sett
 
 
 def test_rotation_without_the_old_key_fails_closed_and_changes_nothing(use_sandbox, settings):
-    conn = services.connection_create(owner=make_user(), label="P", region="sandbox",
-                                      access_token=CANARY)
+    conn = services.connection_create(
+        owner=make_user(), label="P", region="sandbox", access_token=CANARY
+    )
     before = Connection.objects.get(pk=conn.pk).token_encrypted
     settings.OSAI_TOKEN_KEYS = [Fernet.generate_key().decode()]
     with pytest.raises(CommandError, match="Keep the old key"):
@@ -129,8 +137,9 @@ def test_add_connection_reads_the_token_from_stdin(use_sandbox, monkeypatch, cap
     user = make_user("scripted")
     monkeypatch.setattr("sys.stdin", io.StringIO(CANARY + "\n"))
     out = io.StringIO()
-    call_command("add_connection", "--user", "scripted", "--label", "CLI", "--region", "sandbox",
-                 stdout=out)
+    call_command(
+        "add_connection", "--user", "scripted", "--label", "CLI", "--region", "sandbox", stdout=out
+    )
     conn = Connection.objects.get(owner=user, label="CLI")
     assert crypto.decrypt_secret(conn.token_encrypted) == CANARY
     assert CANARY not in out.getvalue() and CANARY[-4:] in out.getvalue()
@@ -145,7 +154,8 @@ def test_add_connection_has_no_token_argument():
 
 
 def test_the_token_never_appears_in_str_or_repr(use_sandbox):
-    conn = services.connection_create(owner=make_user(), label="P", region="sandbox",
-                                      access_token=CANARY)
+    conn = services.connection_create(
+        owner=make_user(), label="P", region="sandbox", access_token=CANARY
+    )
     assert CANARY not in str(conn) and CANARY not in repr(conn)
     assert conn.token_hint == "…" + CANARY[-4:]

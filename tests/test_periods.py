@@ -1,3 +1,4 @@
+import itertools
 from datetime import UTC, datetime
 
 import pytest
@@ -78,7 +79,7 @@ def test_buckets_tile_the_period_exactly(start, days, granularity):
     end = start + timedelta(days=days)
     buckets = split_period(start, end, granularity)
     assert buckets[0][0] == start and buckets[-1][1] == end
-    assert all(a[1] == b[0] for a, b in zip(buckets, buckets[1:], strict=False))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(buckets))
     assert all(s < e for s, e in buckets)
     assert count_buckets(start, end, granularity) == len(buckets)
     if granularity != "total":

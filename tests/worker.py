@@ -6,6 +6,7 @@ pipeline timings so crash-recovery tests finish in seconds, not minutes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -74,10 +75,8 @@ class WorkerProcess:
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Kill the whole cluster (sentinel, pusher, workers, monitor) at once."""
         if self.proc and self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
             self.proc.wait(timeout=15)
 
     def stop(self, grace: float = 5.0) -> None:
@@ -91,10 +90,8 @@ class WorkerProcess:
             pass
         except ProcessLookupError:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)  # stragglers of the process group
-        except ProcessLookupError:
-            pass
         if self.proc.poll() is None:
             self.proc.wait(timeout=15)
 

@@ -44,16 +44,17 @@ def report_as_json(report: Report) -> dict[str, Any]:
         .order_by("period_start", "connection__label")
     )
     totals: dict[str, int | float] = dict.fromkeys(OSAI_TOTAL_FIELDS, 0)
-    last_period_end = max((b.period_end for b in buckets if b.state == Bucket.State.DONE),
-                          default=None)
+    last_period_end = max(
+        (b.period_end for b in buckets if b.state == Bucket.State.DONE), default=None
+    )
     for bucket in buckets:
         if bucket.state != Bucket.State.DONE:
             continue
         for field, value in bucket.totals().items():
-            if field == "totalExistingImagesNum":
-                # A state at the end of a period, not a flow: the last period's counts.
-                if bucket.period_end != last_period_end:
-                    continue
+            # Images existing are a state at the end of a period, not a flow: take the
+            # last period's counts only.
+            if field == "totalExistingImagesNum" and bucket.period_end != last_period_end:
+                continue
             totals[field] += value or 0
     return {
         "id": report.pk,
@@ -93,17 +94,18 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--user", required=True, help="username of the owner")
         parser.add_argument(
-            "--connection", action="append", default=[],
+            "--connection",
+            action="append",
+            default=[],
             help="connection label (repeatable); omit for all of the user's connections",
         )
         parser.add_argument("--from", dest="date_from", help="first day (UTC), e.g. 2026-01-01")
         parser.add_argument("--to", dest="date_to", help="end day, EXCLUSIVE (UTC)")
         parser.add_argument("--preset", choices=sorted(PRESETS), help="instead of --from/--to")
+        parser.add_argument("--granularity", default=Granularity.MONTH, choices=Granularity.values)
         parser.add_argument(
-            "--granularity", default=Granularity.MONTH, choices=Granularity.values
-        )
-        parser.add_argument(
-            "--flags", default=",".join(FLAG_NAMES),
+            "--flags",
+            default=",".join(FLAG_NAMES),
             help=f"comma-separated categories (default all): {', '.join(FLAG_NAMES)}",
         )
         parser.add_argument("--wait", action="store_true", help="wait for a final state")
@@ -142,9 +144,14 @@ class Command(BaseCommand):
 
         try:
             report = services.report_request(
-                owner=owner, connections=connections, period_start=start, period_end=end,
-                granularity=options["granularity"], flags=flags,
-                preset=options["preset"] or "", now=now,
+                owner=owner,
+                connections=connections,
+                period_start=start,
+                period_end=end,
+                granularity=options["granularity"],
+                flags=flags,
+                preset=options["preset"] or "",
+                now=now,
             )
         except services.ReportRequestError as exc:
             raise CommandError(str(exc)) from None
@@ -170,4 +177,3 @@ class Command(BaseCommand):
                 self.stdout.write(report.error_message)
         if options["wait"] and report.state != Report.State.DONE:
             sys.exit(1)
-
