@@ -7,7 +7,7 @@ PYTHON := $(BIN)/python
 STAMP := $(VENV)/.installed
 MANAGE := $(PYTHON) manage.py
 
-.PHONY: install run test lint typecheck pytest bench static browser clean
+.PHONY: install run test test-scale lint typecheck pytest bench static browser clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -43,6 +43,12 @@ pytest: static browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# The same suite on PostgreSQL and the django-q2 Redis broker (both on 127.0.0.1 here).
+SCALE_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
+SCALE_REDIS_URL ?= redis://127.0.0.1:6379/15
+test-scale: static browser
+	DATABASE_URL=$(SCALE_DATABASE_URL) REDIS_URL=$(SCALE_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
 
 bench: static browser
 	$(PYTHON) -m tests.bench

@@ -13,6 +13,8 @@ class ReportsConfig(AppConfig):
     def ready(self) -> None:
         from django_q.signals import post_spawn
 
+        from reports import checks  # noqa: F401  (registers the deploy checks)
+
         post_spawn.connect(_resume_pipeline, dispatch_uid="osai-resume-pipeline")
 
 
