@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from django.conf import settings
 
 from reports import services
 from reports.models import OSAI_TOTAL_FIELDS, Bucket, Report

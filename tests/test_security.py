@@ -38,7 +38,11 @@ def production_env(**overrides: str) -> dict[str, str]:
 def check_deploy(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -84,8 +88,9 @@ def test_production_sends_hsts_and_secure_cookies(settings):
     assert response.headers["Strict-Transport-Security"].startswith("max-age=31536000")
     assert response.cookies["csrftoken"]["secure"] is True
     user = make_user()
-    response = client.post(reverse("login"), {"username": user.username, "password": PASSWORD},
-                           secure=True)
+    response = client.post(
+        reverse("login"), {"username": user.username, "password": PASSWORD}, secure=True
+    )
     assert response.status_code == 302
     assert response.cookies["sessionid"]["secure"] is True
     assert response.cookies["sessionid"]["httponly"] is True
