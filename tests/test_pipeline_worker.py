@@ -122,8 +122,9 @@ def test_the_whole_cluster_killed_and_restarted_finishes_every_report(
     recovery = time.monotonic() - killed_at
     assert report.state == Report.State.DONE, report.error_message
     lost = report.buckets_total - report.buckets_done
+    broker = "Redis broker (Q4)" if settings.REDIS_URL else "ORM broker (Q3)"
     figures.fault(
-        "Q3 cluster SIGKILL",
+        f"cluster SIGKILL, {broker}",
         survived=1 if not lost else 0,
         lost=lost,
         duplicated=use_sandbox.calls(POST) - 12,
@@ -134,7 +135,7 @@ def test_the_whole_cluster_killed_and_restarted_finishes_every_report(
 
 
 def test_a_bucket_that_always_crashes_its_worker_stops_with_a_message(
-    account, use_sandbox, start_worker, settings
+    account, use_sandbox, start_worker
 ):
     """Q5: our own attempt limit, not django-q2's, ends it."""
     user, conn = account
