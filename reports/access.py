@@ -2,7 +2,9 @@
 
 - A person sees their own connections and reports.
 - A team admin also sees the team's reports (built from connections members share with the
-  team) and the shared connections' labels, never their tokens.
+  team) and the shared connections' labels, never their tokens. A team report shows other
+  people's spend, so it is visible only while one is an admin of its team, even to the admin
+  who requested it.
 """
 
 from __future__ import annotations
@@ -22,29 +24,19 @@ def reports_visible_to(user: Any) -> QuerySet[Report]:
     """A user's own reports and the team reports of teams they administer."""
     if not user.is_authenticated:
         return Report.objects.none()
-    return Report.objects.filter(
-        Q(owner=user)
-        | Q(
-            team__memberships__user=user,
-            team__memberships__role=Membership.Role.ADMIN,
-        )
-    ).distinct()
+    return Report.objects.filter(_visible(user)).distinct()
 
 
 def report_visible_to(user: Any, pk: int) -> Report | None:
     """One report by id if the user may see it, in one query."""
     if not user.is_authenticated:
         return None
-    return (
-        Report.objects.filter(pk=pk)
-        .filter(
-            Q(owner=user)
-            | Q(
-                team__memberships__user=user,
-                team__memberships__role=Membership.Role.ADMIN,
-            )
-        )
-        .first()
+    return Report.objects.filter(pk=pk).filter(_visible(user)).first()
+
+
+def _visible(user: Any) -> Q:
+    return Q(owner=user, team__isnull=True) | Q(
+        team__memberships__user=user, team__memberships__role=Membership.Role.ADMIN
     )
 
 

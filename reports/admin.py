@@ -1,0 +1,248 @@
+"""Django admin: price books (the operator sets the rates), teams, and read-only pipeline rows.
+
+Connections are read-only here and never show a token: token_encrypted and jwt_encrypted are
+excluded from every form, list and detail page; the token appears only as "…last4" (T2).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from reports.models import (
+    Bucket,
+    Connection,
+    Membership,
+    PriceBook,
+    PriceBookVersion,
+    Report,
+    Team,
+)
+
+SECRET_FIELDS = ("token_encrypted", "jwt_encrypted")
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows the app writes itself: the admin may look and delete, never add or edit."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+# --- Price books --------------------------------------------------------------------------------
+
+
+class PriceBookVersionInline(admin.TabularInline):
+    model = PriceBookVersion
+    extra = 0
+    ordering = ("effective_from",)
+    fields = (
+        "effective_from",
+        "training_8gb_per_hour",
+        "training_16gb_per_hour",
+        "conversion_8gb_per_hour",
+        "conversion_16gb_per_hour",
+        "prediction_8gb_per_hour",
+        "prediction_16gb_per_hour",
+        "manipulation_per_hour",
+        "device_rental_per_hour",
+        "image_storage_per_gb_month",
+        "model_storage_per_gb_month",
+        "note",
+    )
+
+
+@admin.register(PriceBook)
+class PriceBookAdmin(admin.ModelAdmin):
+    list_display = ("name", "currency", "is_default", "is_example", "version_count", "created_at")
+    list_filter = ("currency", "is_default", "is_example")
+    search_fields = ("name",)
+    inlines = (PriceBookVersionInline,)
+    fieldsets = (
+        (None, {"fields": ("name", "currency")}),
+        (
+            "Use",
+            {
+                "fields": ("is_default", "is_example"),
+                "description": (
+                    "Reports without a price book of their own use the default book. An example "
+                    "book is labelled on every page as example prices, not OSAI's."
+                ),
+            },
+        ),
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[PriceBook]:
+        return super().get_queryset(request).prefetch_related("versions")
+
+    @admin.display(description="Versions")
+    def version_count(self, obj: PriceBook) -> int:
+        return len(obj.versions.all())
+
+    def save_model(self, request: HttpRequest, obj: PriceBook, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if obj.is_default:
+            # One default book: making this one the default retires the previous one.
+            PriceBook.objects.filter(is_default=True).exclude(pk=obj.pk).update(is_default=False)
+
+
+# --- Teams ----------------------------------------------------------------------------------------
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 1
+    autocomplete_fields = ("user",)
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ("name", "created_at")
+    search_fields = ("name",)
+    inlines = (MembershipInline,)
+
+
+# --- Connections: never a token -------------------------------------------------------------------
+
+
+@admin.register(Connection)
+class ConnectionAdmin(ReadOnlyAdmin):
+    list_display = ("label", "owner", "region", "account_name", "status", "token", "created_at")
+    list_filter = ("region", "status")
+    search_fields = ("label", "owner__username", "account_name")
+    list_select_related = ("owner",)
+    exclude = SECRET_FIELDS
+    fields = (
+        "label",
+        "owner",
+        "region",
+        "account_name",
+        "status",
+        "status_message",
+        "token",
+        "last_verified_at",
+        "jwt_expires_at",
+        "shared_with_teams",
+        "created_at",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="Token")
+    def token(self, obj: Connection) -> str:
+        return obj.token_hint
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Connection]:
+        # The ciphertexts are not even loaded.
+        return super().get_queryset(request).defer(*SECRET_FIELDS)
+
+
+# --- Reports and buckets: read-only ---------------------------------------------------------------
+
+
+@admin.register(Report)
+class ReportAdmin(ReadOnlyAdmin):
+    list_display = (
+        "pk",
+        "owner",
+        "team",
+        "state",
+        "granularity",
+        "period_start",
+        "period_end",
+        "buckets_done",
+        "buckets_failed",
+        "buckets_total",
+        "requested_at",
+    )
+    list_filter = ("state", "granularity", "team")
+    search_fields = ("owner__username", "team__name")
+    list_select_related = ("owner", "team")
+    date_hierarchy = "requested_at"
+    exclude = ("buckets", "connections")
+    readonly_fields = (
+        "owner",
+        "team",
+        "price_book",
+        "preset",
+        "period_start",
+        "period_end",
+        "granularity",
+        "include_datasets",
+        "include_manipulations",
+        "include_models",
+        "include_rented_devices",
+        "include_predictions",
+        "state",
+        "buckets_total",
+        "buckets_done",
+        "buckets_failed",
+        "error_message",
+        "requested_at",
+        "started_at",
+        "finished_at",
+    )
+
+
+@admin.register(Bucket)
+class BucketAdmin(ReadOnlyAdmin):
+    list_display = (
+        "pk",
+        "connection",
+        "period_start",
+        "period_end",
+        "is_closed",
+        "state",
+        "osai_report_id",
+        "attempts",
+        "polls",
+        "finished_at",
+    )
+    list_filter = ("state", "is_closed")
+    search_fields = ("connection__label", "connection__owner__username", "osai_report_id")
+    list_select_related = ("connection",)
+    date_hierarchy = "period_start"
+    exclude = ("osai_response",)  # the full answer is archived; its signed link was stripped
+    readonly_fields = (
+        "connection",
+        "period_start",
+        "period_end",
+        "is_closed",
+        "state",
+        "osai_report_id",
+        "osai_creation_time_raw",
+        "osai_status",
+        "attempts",
+        "polls",
+        "next_attempt_at",
+        "lease_until",
+        "deadline_at",
+        "error_message",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "existing_images",
+        "deleted_images",
+        "images_kb_min",
+        "models_kb_min",
+        "manipulation_seconds",
+        "training_seconds_8gb",
+        "training_seconds_16gb",
+        "conversion_seconds_8gb",
+        "conversion_seconds_16gb",
+        "prediction_seconds_8gb",
+        "prediction_seconds_16gb",
+        "device_rental_seconds",
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Bucket]:
+        return (
+            super()
+            .get_queryset(request)
+            .defer("osai_response", "connection__token_encrypted", "connection__jwt_encrypted")
+        )

@@ -1,0 +1,224 @@
+"""CSV exports: one row per finished bucket, with provenance, streamed.
+
+Columns, in order (`export_columns`):
+
+- period_start, period_end: ISO 8601 in UTC ("2026-01-01T00:00:00Z"); the end is exclusive.
+- preliminary: "true" for the open bucket, whose usage may still grow.
+- member (team exports only), connection: the connection's owner and label.
+- every usage metric in its display unit (GPU-hours, hours, GB-months, counts; 9 decimals),
+  then every metric raw under OSAI's own field name (totalTrainingSeconds8GB …), as received.
+- with cost: cost_<column> per priced metric and cost_total, at the internal precision of
+  reports/costs.py (10 decimals, not rounded to cents), then currency, price_book and
+  price_book_versions (the effective_from of each version that priced the bucket).
+- provenance: osai_report_id, osai_creation_time (OSAI's raw string), the five include_* flags,
+  raw_json_sha256 (the checksum of the archived OSAI JSON file, empty if none).
+
+There is no TOTAL row: every row is a bucket, so scripts can parse the file without special
+cases. Because costs are not rounded per row, the sum of cost_total rounded once to cents equals
+the page's total to the cent.
+
+Text cells that a spreadsheet would run as a formula are prefixed with a single quote (C1);
+numbers are written as numbers, so a negative amount stays a number (C2). No token, JWT or
+signed URL is ever a column: buckets do not store them.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import F, QuerySet
+from django.http import StreamingHttpResponse
+
+from reports import costs as pricing
+from reports.models import FLAG_FIELDS, OSAI_TOTAL_FIELDS, Bucket, PriceBook
+from reports.usage import METRICS
+
+CHUNK_SIZE = 500
+DISPLAY_QUANTUM = Decimal("1E-9")
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+# Usage column -> the CSV header of its display-unit value.
+DISPLAY_HEADERS: dict[str, str] = {
+    "training_seconds_8gb": "training_8gb_gpu_hours",
+    "training_seconds_16gb": "training_16gb_gpu_hours",
+    "conversion_seconds_8gb": "conversion_8gb_gpu_hours",
+    "conversion_seconds_16gb": "conversion_16gb_gpu_hours",
+    "prediction_seconds_8gb": "prediction_8gb_gpu_hours",
+    "prediction_seconds_16gb": "prediction_16gb_gpu_hours",
+    "manipulation_seconds": "manipulation_hours",
+    "device_rental_seconds": "device_rental_hours",
+    "images_kb_min": "image_storage_gb_months",
+    "models_kb_min": "model_storage_gb_months",
+    "existing_images": "existing_images",
+    "deleted_images": "deleted_images",
+}
+COLUMN_TO_OSAI = {column: osai for osai, column in OSAI_TOTAL_FIELDS.items()}
+COST_HEADERS: dict[str, str] = {
+    column: "cost_" + rate.removesuffix("_per_hour").removesuffix("_per_gb_month")
+    for column, rate in pricing.PRICED_COLUMNS.items()
+}
+
+
+def export_columns(*, team: bool, with_cost: bool) -> list[str]:
+    """The CSV header for a report (team=False) or team export, with or without cost."""
+    columns = ["period_start", "period_end", "preliminary"]
+    columns += ["member", "connection"] if team else ["connection"]
+    columns += [DISPLAY_HEADERS[m.column] for m in METRICS]
+    columns += [COLUMN_TO_OSAI[m.column] for m in METRICS]
+    if with_cost:
+        columns += [*COST_HEADERS.values(), "cost_total", "currency", "price_book"]
+        columns += ["price_book_versions"]
+    columns += ["osai_report_id", "osai_creation_time", *FLAG_FIELDS, "raw_json_sha256"]
+    return columns
+
+
+# --- Cells ------------------------------------------------------------------------------------
+
+
+def neutralise(text: str) -> str:
+    """Text a spreadsheet would treat as a formula, prefixed with a single quote (C1)."""
+    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+
+
+def iso_utc(moment: datetime | None) -> str:
+    if moment is None:
+        return ""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def number(value: float | int | Decimal | None) -> str:
+    """A number as plain decimal text: no exponent for Decimals, OSAI's doubles as received.
+
+    Integral doubles below 2**53 are written without ".0"; other doubles use repr(), the
+    shortest text that reads back as the same double (1.4956327299571348e+18).
+    """
+    if value is None:
+        return ""
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 2**53:
+            return str(int(value))
+        return repr(value)
+    return str(int(value))
+
+
+def cell(value: Any) -> str:
+    """One CSV cell: numbers as numbers, booleans as true/false, text neutralised."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | Decimal):
+        return number(value)
+    if isinstance(value, datetime):
+        return iso_utc(value)
+    return neutralise(str(value))
+
+
+def display_number(column: str, raw: float | None) -> str:
+    if raw is None:
+        return ""
+    divisor = next(m.divisor for m in METRICS if m.column == column)
+    if divisor == 1:
+        return number(raw)
+    value = pricing.to_decimal(raw) / pricing.to_decimal(divisor)
+    return number(value.quantize(DISPLAY_QUANTUM).normalize())
+
+
+# --- Rows -------------------------------------------------------------------------------------
+
+
+def export_buckets(buckets: QuerySet[Bucket]) -> QuerySet[Bucket]:
+    """Finished buckets with what a row needs, in one query: no JSON bodies, no archived files."""
+    return (
+        buckets.filter(state=Bucket.State.DONE)
+        .select_related("connection__owner")
+        .defer(
+            "osai_response",
+            "connection__token_encrypted",
+            "connection__jwt_encrypted",
+            "connection__owner__password",
+        )
+        .annotate(raw_json_sha256=F("file__sha256"))
+        .order_by("period_start", "period_end", "connection__owner__username", "connection__label")
+    )
+
+
+def bucket_row(
+    bucket: Bucket, *, team: bool, with_cost: bool, price_book: PriceBook | None
+) -> list[str]:
+    """One bucket as CSV cells, in the order of export_columns()."""
+    row: list[Any] = [bucket.period_start, bucket.period_end, not bucket.is_closed]
+    if team:
+        row.append(bucket.connection.owner.get_username())
+    row.append(bucket.connection.label)
+    cells = [cell(v) for v in row]
+    cells += [display_number(m.column, getattr(bucket, m.column)) for m in METRICS]
+    cells += [number(getattr(bucket, m.column)) for m in METRICS]
+    if with_cost:
+        totals = {column: getattr(bucket, column) for column in pricing.PRICED_COLUMNS}
+        bucket_costs = pricing.period_costs(
+            totals, bucket.period_start, bucket.period_end, price_book
+        )
+        cells += [number(bucket_costs[column]) for column in COST_HEADERS]
+        cells.append(number(bucket_costs["total"]))
+        cells.append(cell(price_book.currency if price_book else ""))
+        cells.append(cell(price_book.name if price_book else ""))
+        cells.append(" ".join(iso_utc(v.effective_from) for v in bucket_costs.versions))
+    cells.append(cell(bucket.osai_report_id))
+    cells.append(cell(bucket.osai_creation_time_raw))
+    cells += [cell(getattr(bucket, flag)) for flag in FLAG_FIELDS]
+    cells.append(cell(getattr(bucket, "raw_json_sha256", None) or ""))
+    return cells
+
+
+def export_rows(
+    buckets: QuerySet[Bucket], *, team: bool, with_cost: bool, price_book: PriceBook | None
+) -> Iterator[list[str]]:
+    """The header, then one row per finished bucket, read in chunks (O(1) queries)."""
+    if with_cost and price_book is not None:
+        pricing.price_book_versions(price_book)  # one query for the versions, up front
+    yield export_columns(team=team, with_cost=with_cost)
+    for bucket in export_buckets(buckets).iterator(chunk_size=CHUNK_SIZE):
+        yield bucket_row(bucket, team=team, with_cost=with_cost, price_book=price_book)
+
+
+# --- Output -----------------------------------------------------------------------------------
+
+
+class _Echo:
+    """A file-like object whose write() returns the line, for streaming csv.writer output."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def csv_lines(rows: Iterable[Sequence[str]]) -> Iterator[str]:
+    """Each row as one CSV line (RFC 4180 quoting, CRLF line ends)."""
+    writer = csv.writer(_Echo())
+    for row in rows:
+        yield writer.writerow(row)
+
+
+def safe_filename(*parts: object) -> str:
+    """An ASCII-only, slugged file name like osai-usage-report-123-2026-01-01-2026-07-01.csv."""
+    text = "-".join(str(p) for p in parts)
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    return f"{slug[:150] or 'export'}.csv"
+
+
+def csv_response(rows: Iterable[Sequence[str]], filename: str) -> StreamingHttpResponse:
+    """Stream rows as a CSV download. The filename must come from safe_filename()."""
+    response = StreamingHttpResponse(csv_lines(rows), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cache-Control"] = "private, no-store"
+    return response
