@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-from reports import services
+from reports import crypto, services
 from reports.models import OSAI_TOTAL_FIELDS, Bucket, Report
 from tests import figures
 from tests.factories import make_connection, make_user
+from tests.test_pipeline import direct_totals
 from tests.worker import wait_until
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -54,6 +55,14 @@ def wait_terminal(report: Report, timeout: float = 60) -> Report:
     return report
 
 
+def year_period(year: int = 2025) -> tuple[datetime, datetime]:
+    return datetime(year, 1, 1, tzinfo=UTC), datetime(year + 1, 1, 1, tzinfo=UTC)
+
+
+def conn_token(connection: Any) -> str:
+    return crypto.decrypt_secret(connection.token_encrypted)
+
+
 def totals_of(report: Report) -> dict[str, float]:
     buckets = Bucket.objects.filter(report_buckets__report=report)
     return {f: sum(b.totals()[f] for b in buckets) for f in OSAI_TOTAL_FIELDS}
@@ -75,6 +84,12 @@ def test_a_real_worker_completes_a_year_by_month_and_reuses_it(account, use_sand
     again = request_year(user, conn)
     assert again.state == Report.State.DONE  # every month closed and reused
     assert use_sandbox.calls(POST) == 12
+    # The twelve monthly totals add up to OSAI's own answer for the whole year.
+    expected = direct_totals(use_sandbox, conn_token(conn), *year_period())
+    summed = totals_of(report)
+    for field in OSAI_TOTAL_FIELDS:
+        if field != "totalExistingImagesNum":  # a state at the period's end, not a sum
+            assert summed[field] == expected[field], field
 
 
 @pytest.mark.parametrize(
@@ -95,6 +110,7 @@ def test_a_worker_killed_mid_step_loses_nothing(
     assert 1 <= posts <= 1 + 2 * extra_posts_allowed
     bucket = Bucket.objects.get(report_buckets__report=report)
     assert bucket.file.size_bytes > 0
+    assert totals_of(report) == direct_totals(use_sandbox, conn_token(conn), *year_period())
     figures.fault(
         f"Q1/Q2 SIGKILL {point}",
         injected=2,
