@@ -1267,6 +1267,8 @@ def test_the_download_on_the_wire_has_no_authorization_and_urllib3_logs_no_signa
     serve: Callable[..., RawServer], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    # settings keep urllib3 at WARNING; lower it here to prove DEBUG lines are redacted too.
+    caplog.set_level(logging.DEBUG, logger="urllib3")
     server = serve(answers("200 OK", b'{"usage": []}', "Content-Type: application/json"))
     client = OsaiClient(server.base_url, TOKEN, jwt=JWT, timeout=2.0, sandbox=True)
     link = f"http://127.0.0.1:{server.port}/files/r.json?Signature={SIGNATURE}"

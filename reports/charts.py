@@ -1,0 +1,505 @@
+"""Plotly figures of a report: one pure function per chart, plain data in, Figure out.
+
+The functions take usage rows (reports/usage.py, raw OSAI units summed per period) and,
+for the cost view, one dict of money per row (reports/costs.py `row_costs`). They only
+build bar, scatter and pie traces, the ones in the partial Plotly bundle the page loads.
+
+The page does not use `Figure.to_html()`: it emits inline <script> tags, which the strict
+Content-Security-Policy (script-src 'self') blocks. `figure_json()` gives the figure as
+plain JSON for a `json_script` data island, and static/js/charts.js draws it.
+
+Each figure keeps its display unit in `layout.meta`, so `figure_table()` can print the
+same numbers as an HTML table under the chart.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import plotly.graph_objects as go
+
+from reports.models import Granularity
+from reports.usage import UsageRow, display_value
+
+EMPTY_MESSAGE = "No usage in this period"
+EN_DASH = "\u2013"  # between the ends of a range; also the "no value" cell
+PRELIMINARY_MARK = " *"  # appended to the label of the open (preliminary) period
+
+# Colours: one hue per kind of work, a darker shade for the 16 GB worker class.
+COLORS: dict[str, str] = {
+    "training_seconds_8gb": "#7aa6e0",
+    "training_seconds_16gb": "#2f62b0",
+    "conversion_seconds_8gb": "#f2b36b",
+    "conversion_seconds_16gb": "#c9721c",
+    "prediction_seconds_8gb": "#83c995",
+    "prediction_seconds_16gb": "#2e8b4f",
+    "manipulation_seconds": "#a58bd6",
+    "device_rental_seconds": "#3aa5a0",
+    "images_kb_min": "#5b8def",
+    "models_kb_min": "#e07a5f",
+    "existing_images": "#4c78a8",
+    "deleted_images": "#d6616b",
+    "total": "#2f62b0",
+}
+
+COMPUTE_SERIES: tuple[tuple[str, str], ...] = (
+    ("training_seconds_8gb", "Training, 8 GB"),
+    ("training_seconds_16gb", "Training, 16 GB"),
+    ("conversion_seconds_8gb", "Conversion, 8 GB"),
+    ("conversion_seconds_16gb", "Conversion, 16 GB"),
+    ("prediction_seconds_8gb", "Prediction, 8 GB"),
+    ("prediction_seconds_16gb", "Prediction, 16 GB"),
+    ("manipulation_seconds", "Augmentation"),
+)
+STORAGE_SERIES: tuple[tuple[str, str], ...] = (
+    ("images_kb_min", "Images"),
+    ("models_kb_min", "Models"),
+)
+# The pie's categories: each sums one or more usage columns.
+COMPUTE_CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Training", ("training_seconds_8gb", "training_seconds_16gb")),
+    ("Conversion", ("conversion_seconds_8gb", "conversion_seconds_16gb")),
+    ("Prediction", ("prediction_seconds_8gb", "prediction_seconds_16gb")),
+    ("Augmentation", ("manipulation_seconds",)),
+)
+SPEND_CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    *COMPUTE_CATEGORIES,
+    ("Device rental", ("device_rental_seconds",)),
+    ("Image storage", ("images_kb_min",)),
+    ("Model storage", ("models_kb_min",)),
+)
+CATEGORY_COLORS: dict[str, str] = {
+    "Training": COLORS["training_seconds_16gb"],
+    "Conversion": COLORS["conversion_seconds_16gb"],
+    "Prediction": COLORS["prediction_seconds_16gb"],
+    "Augmentation": COLORS["manipulation_seconds"],
+    "Device rental": COLORS["device_rental_seconds"],
+    "Image storage": COLORS["images_kb_min"],
+    "Model storage": COLORS["models_kb_min"],
+}
+
+COMPUTE_SUBTITLE = "GPU-hours for training, conversion and prediction; hours for augmentation"
+
+Costs = Sequence[Mapping[str, Decimal]]  # one costs.row_costs() dict per usage row
+
+
+def _layout_defaults() -> dict[str, Any]:
+    """Shared layout: a quiet look, legend below, room for long period labels."""
+    return {
+        "template": "none",
+        "font": {
+            "family": "system-ui, -apple-system, Segoe UI, Roboto, sans-serif",
+            "size": 13,
+            "color": "#1f2933",
+        },
+        "title": {"x": 0, "xanchor": "left", "font": {"size": 16}},
+        "margin": {"l": 64, "r": 16, "t": 64, "b": 48},
+        "height": 360,
+        "paper_bgcolor": "#ffffff",
+        "plot_bgcolor": "#ffffff",
+        # A vertical legend on the right: below the plot it collides with rotated period labels.
+        "legend": {"x": 1.02, "y": 1, "yanchor": "top", "font": {"size": 12}},
+        "hoverlabel": {"namelength": -1},
+        "xaxis": {
+            "type": "category",
+            "automargin": True,
+            "showgrid": False,
+            "linecolor": "#9aa5b1",
+            "ticks": "outside",
+        },
+        "yaxis": {
+            "automargin": True,
+            "gridcolor": "#e4e7eb",
+            "zerolinecolor": "#9aa5b1",
+            "rangemode": "tozero",
+            "separatethousands": True,
+        },
+    }
+
+
+def _figure(title: str, *, x_title: str, y_title: str, unit: str, decimals: int) -> go.Figure:
+    fig = go.Figure(layout=_layout_defaults())
+    fig.update_layout(
+        title_text=title,
+        xaxis_title_text=x_title,
+        yaxis_title_text=y_title,
+        meta={"unit": unit, "decimals": decimals, "x_title": x_title},
+    )
+    return fig
+
+
+def empty_figure(title: str, message: str = EMPTY_MESSAGE) -> go.Figure:
+    """A figure with no traces and a centred note, for a period without usage."""
+    fig = go.Figure(layout=_layout_defaults())
+    fig.update_layout(
+        title_text=title,
+        height=220,
+        xaxis={"visible": False},
+        yaxis={"visible": False},
+        meta={"empty": True, "message": message},
+        annotations=[
+            {
+                "text": message,
+                "xref": "paper",
+                "yref": "paper",
+                "x": 0.5,
+                "y": 0.5,
+                "showarrow": False,
+                "font": {"size": 15, "color": "#52606d"},
+            }
+        ],
+    )
+    return fig
+
+
+def is_empty(fig: go.Figure) -> bool:
+    """True for a figure made by `empty_figure` (the template shows its message instead)."""
+    return bool((fig.layout.meta or {}).get("empty"))
+
+
+# --- Labels ------------------------------------------------------------------------------------
+
+
+def _last_day(end: datetime) -> datetime:
+    """The last day a period [start, end) touches: the day before a midnight end."""
+    if end.hour == end.minute == end.second == end.microsecond == 0:
+        return end - timedelta(days=1)
+    return end
+
+
+def period_label(start: datetime, end: datetime, granularity: str) -> str:
+    """A short, unambiguous label for one bucket period (UTC dates, end inclusive)."""
+    last = _last_day(end)
+    if granularity == Granularity.DAY:
+        return f"{start:%Y-%m-%d}"
+    if granularity == Granularity.WEEK:
+        return f"Week of {start:%Y-%m-%d}"
+    if granularity == Granularity.MONTH:
+        whole_month = start.day == 1 and (last + timedelta(days=1)).month != last.month
+        if whole_month or (start.day == 1 and last.date() == end.date()):
+            return f"{start:%b %Y}"  # a whole month, or the current month up to now
+        return f"{start.day}{EN_DASH}{last.day} {last:%b %Y}"
+    return f"{start:%Y-%m-%d} {EN_DASH} {last:%Y-%m-%d}"
+
+
+def row_labels(rows: Sequence[UsageRow], granularity: str) -> list[str]:
+    """The x labels of rows; the open period's label ends with PRELIMINARY_MARK."""
+    return [
+        period_label(r.period_start, r.period_end, granularity)
+        + (PRELIMINARY_MARK if r.preliminary else "")
+        for r in rows
+    ]
+
+
+X_TITLES: dict[str, str] = {
+    Granularity.DAY.value: "Day (UTC)",
+    Granularity.WEEK.value: "Week (UTC, from Monday)",
+    Granularity.MONTH.value: "Month (UTC)",
+}
+
+
+def _x_title(granularity: str) -> str:
+    return X_TITLES.get(granularity, "Period (UTC)")
+
+
+# --- Values ------------------------------------------------------------------------------------
+
+
+def _values(rows: Sequence[UsageRow], column: str, costs: Costs | None) -> list[float]:
+    """A column per row in display units, or its money (plotted as float, computed as Decimal)."""
+    if costs is not None:
+        return [float(c.get(column, Decimal(0))) for c in costs]
+    return [r.display(column) for r in rows]
+
+
+def _hover(unit: str, decimals: int) -> str:
+    return f"%{{x}}<br>%{{y:,.{decimals}f}} {unit}<extra>%{{fullData.name}}</extra>"
+
+
+def _bar_chart(
+    rows: Sequence[UsageRow],
+    series: Sequence[tuple[str, str]],
+    *,
+    title: str,
+    y_title: str,
+    unit: str,
+    granularity: str,
+    costs: Costs | None,
+    stacked: bool,
+    decimals: int = 2,
+) -> go.Figure:
+    values = {column: _values(rows, column, costs) for column, _ in series}
+    if not rows or not any(v for vs in values.values() for v in vs):
+        return empty_figure(title)
+    fig = _figure(
+        title, x_title=_x_title(granularity), y_title=y_title, unit=unit, decimals=decimals
+    )
+    labels = row_labels(rows, granularity)
+    for column, name in series:
+        fig.add_trace(
+            go.Bar(
+                x=labels,
+                y=values[column],
+                name=name,
+                marker_color=COLORS[column],
+                hovertemplate=_hover(unit, decimals),
+            )
+        )
+    fig.update_layout(barmode="stack" if stacked else "group")
+    return fig
+
+
+def _money(currency: str) -> str:
+    return currency or "money"
+
+
+# --- The charts --------------------------------------------------------------------------------
+
+
+def compute_hours_figure(
+    rows: Sequence[UsageRow],
+    *,
+    granularity: str,
+    costs: Costs | None = None,
+    currency: str = "",
+) -> go.Figure:
+    """Training, conversion and prediction (each 8 GB / 16 GB) and augmentation, stacked."""
+    if costs is not None:
+        return _bar_chart(
+            rows,
+            COMPUTE_SERIES,
+            title="Compute cost over time",
+            y_title=f"Cost ({_money(currency)})",
+            unit=currency,
+            granularity=granularity,
+            costs=costs,
+            stacked=True,
+        )
+    fig = _bar_chart(
+        rows,
+        COMPUTE_SERIES,
+        title="Compute hours over time",
+        y_title="Hours",
+        unit="hours",
+        granularity=granularity,
+        costs=None,
+        stacked=True,
+    )
+    if not is_empty(fig):
+        fig.update_layout(title_subtitle_text=COMPUTE_SUBTITLE)
+    return fig
+
+
+def device_rental_figure(
+    rows: Sequence[UsageRow],
+    *,
+    granularity: str,
+    costs: Costs | None = None,
+    currency: str = "",
+) -> go.Figure:
+    """Hours of rented edge devices per period."""
+    series = (("device_rental_seconds", "Device rental"),)
+    if costs is not None:
+        return _bar_chart(
+            rows,
+            series,
+            title="Device rental cost over time",
+            y_title=f"Cost ({_money(currency)})",
+            unit=currency,
+            granularity=granularity,
+            costs=costs,
+            stacked=True,
+        )
+    return _bar_chart(
+        rows,
+        series,
+        title="Device rental over time",
+        y_title="Hours",
+        unit="hours",
+        granularity=granularity,
+        costs=None,
+        stacked=True,
+    )
+
+
+def storage_figure(
+    rows: Sequence[UsageRow],
+    *,
+    granularity: str,
+    costs: Costs | None = None,
+    currency: str = "",
+) -> go.Figure:
+    """Image and model storage per period, in GB-months (or their cost), stacked."""
+    if costs is not None:
+        return _bar_chart(
+            rows,
+            STORAGE_SERIES,
+            title="Storage cost over time",
+            y_title=f"Cost ({_money(currency)})",
+            unit=currency,
+            granularity=granularity,
+            costs=costs,
+            stacked=True,
+        )
+    return _bar_chart(
+        rows,
+        STORAGE_SERIES,
+        title="Storage over time",
+        y_title="GB-months",
+        unit="GB-months",
+        granularity=granularity,
+        costs=None,
+        stacked=True,
+        decimals=3,
+    )
+
+
+def images_figure(rows: Sequence[UsageRow], *, granularity: str) -> go.Figure:
+    """Images existing (at the end of each period) and deleted, side by side. Not priced."""
+    series = (("existing_images", "Existing"), ("deleted_images", "Deleted"))
+    return _bar_chart(
+        rows,
+        series,
+        title="Images existing and deleted",
+        y_title="Images",
+        unit="images",
+        granularity=granularity,
+        costs=None,
+        stacked=False,
+        decimals=0,
+    )
+
+
+def share_figure(
+    rows: Sequence[UsageRow],
+    *,
+    costs: Costs | None = None,
+    currency: str = "",
+) -> go.Figure:
+    """The share of compute hours by category; in the cost view, of all spend."""
+    if costs is not None:
+        title, unit, categories = "Share of spend by category", currency, SPEND_CATEGORIES
+    else:
+        title, unit, categories = "Share of compute hours by category", "hours", COMPUTE_CATEGORIES
+    labels: list[str] = []
+    values: list[float] = []
+    for label, columns in categories:
+        if costs is not None:
+            total = float(
+                sum((c.get(col, Decimal(0)) for c in costs for col in columns), Decimal(0))
+            )
+        else:
+            total = sum(display_value(col, r.totals[col]) for r in rows for col in columns)
+        if total > 0:
+            labels.append(label)
+            values.append(total)
+    if not values:
+        return empty_figure(title)
+    fig = _figure(title, x_title="Category", y_title="", unit=unit, decimals=2)
+    fig.add_trace(
+        go.Pie(
+            labels=labels,
+            values=values,
+            sort=False,
+            hole=0.45,
+            marker={"colors": [CATEGORY_COLORS[label] for label in labels]},
+            textinfo="percent",
+            textposition="inside",
+            hovertemplate=f"%{{label}}<br>%{{value:,.2f}} {unit}<br>%{{percent}}<extra></extra>",
+        )
+    )
+    # Slices too thin for a readable label keep their share in the hover and the table.
+    fig.update_layout(
+        xaxis={"visible": False},
+        yaxis={"visible": False},
+        uniformtext={"minsize": 11, "mode": "hide"},
+    )
+    return fig
+
+
+def cumulative_cost_figure(
+    rows: Sequence[UsageRow],
+    costs: Costs,
+    *,
+    granularity: str,
+    currency: str,
+) -> go.Figure:
+    """Spend accumulated period by period (the "total" of each row's costs)."""
+    title = "Cumulative spend"
+    running = Decimal(0)
+    cumulative: list[float] = []
+    for c in costs:
+        running += c.get("total", Decimal(0))
+        cumulative.append(float(running))
+    if not rows or running == 0:
+        return empty_figure(title)
+    fig = _figure(
+        title,
+        x_title=_x_title(granularity),
+        y_title=f"Cost ({_money(currency)})",
+        unit=currency,
+        decimals=2,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=row_labels(rows, granularity),
+            y=cumulative,
+            name="Cumulative spend",
+            mode="lines+markers",
+            line={"color": COLORS["total"], "width": 3},
+            hovertemplate=_hover(currency, 2),
+        )
+    )
+    return fig
+
+
+# --- Output for the page -----------------------------------------------------------------------
+
+
+def figure_json(fig: go.Figure) -> dict[str, Any]:
+    """The figure as plain JSON-able data (numbers encoded by Plotly) for `json_script`."""
+    data: dict[str, Any] = json.loads(fig.to_json())
+    return data
+
+
+@dataclass(frozen=True)
+class ChartTable:
+    """A chart's numbers as text, for the HTML table under it."""
+
+    columns: list[str]
+    rows: list[list[str]]
+
+
+def _fmt(value: float | None, decimals: int) -> str:
+    return EN_DASH if value is None else f"{value:,.{decimals}f}"
+
+
+def figure_table(fig: go.Figure) -> ChartTable | None:
+    """The numbers a figure plots, one row per x value (or pie slice); None when empty."""
+    if is_empty(fig) or not fig.data:
+        return None
+    meta = fig.layout.meta or {}
+    unit, decimals = meta.get("unit", ""), int(meta.get("decimals", 2))
+    suffix = f" ({unit})" if unit else ""
+    first = fig.data[0]
+    if first.type == "pie":
+        values = [float(v) for v in first.values]
+        total = sum(values) or 1.0
+        return ChartTable(
+            columns=["Category", f"Amount{suffix}", "Share"],
+            rows=[
+                [str(label), _fmt(v, decimals), f"{100 * v / total:.1f} %"]
+                for label, v in zip(first.labels, values, strict=True)
+            ],
+        )
+    x_values = list(first.x)
+    columns = [str(meta.get("x_title", "Period")), *[f"{t.name}{suffix}" for t in fig.data]]
+    table_rows = []
+    for i, x in enumerate(x_values):
+        table_rows.append([str(x), *[_fmt(float(t.y[i]), decimals) for t in fig.data]])
+    return ChartTable(columns=columns, rows=table_rows)

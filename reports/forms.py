@@ -1,0 +1,170 @@
+"""Forms: parse and check what people type; the services (reports/services.py) act on it.
+
+Access tokens are typed into password inputs that never render their value back, so a
+form shown again after an error never carries the token (T2).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from django import forms
+from django.utils import timezone
+
+from reports import services
+from reports.models import FLAG_FIELDS, Connection, Granularity, Team
+from reports.periods import PRESETS, preset_period, utc_midnight
+
+CUSTOM = "custom"
+
+FLAG_LABELS: dict[str, tuple[str, str]] = {
+    "include_datasets": ("Datasets", "images and image storage"),
+    "include_manipulations": ("Augmentation", "manipulation hours"),
+    "include_models": ("Models", "training, conversion and model storage"),
+    "include_rented_devices": ("Rented devices", "device rental hours"),
+    "include_predictions": ("Predictions", "prediction hours"),
+}
+
+
+def _token_field() -> forms.CharField:
+    return forms.CharField(
+        label="Access token",
+        max_length=services.MAX_TOKEN_LENGTH,
+        strip=True,
+        # render_value=False: the token is never sent back to the browser, even on errors.
+        widget=forms.PasswordInput(
+            render_value=False, attrs={"autocomplete": "off", "spellcheck": "false"}
+        ),
+        help_text="Generate one in OSAI under your account settings. It is checked by "
+        "signing in to OSAI, stored encrypted, and never shown again (only its last 4 "
+        "characters).",
+    )
+
+
+class ConnectionCreateForm(forms.Form):
+    label = forms.CharField(
+        max_length=80, help_text="A name for you, such as “Production” or “Lab”."
+    )
+    region = forms.ChoiceField(choices=())
+    access_token = _token_field()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        region_field = self.fields["region"]
+        assert isinstance(region_field, forms.ChoiceField)
+        region_field.choices = services.region_choices()
+
+
+class ConnectionTokenForm(forms.Form):
+    access_token = _token_field()
+
+
+class ConnectionEditForm(forms.Form):
+    label = forms.CharField(max_length=80)
+    shared_with_teams = forms.ModelMultipleChoiceField(
+        queryset=Team.objects.none(),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Share with teams",
+        help_text="Admins of these teams see this connection's usage and spend in team "
+        "reports, never its token.",
+    )
+
+    def __init__(self, *args: Any, owner: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        teams = self.fields["shared_with_teams"]
+        assert isinstance(teams, forms.ModelMultipleChoiceField)
+        teams.queryset = Team.objects.filter(memberships__user=owner).order_by("name")
+
+
+class ReportForm(forms.Form):
+    """A report request. Dates are UTC days; the "to" day is included."""
+
+    connections = forms.ModelMultipleChoiceField(
+        queryset=Connection.objects.none(),
+        widget=forms.CheckboxSelectMultiple,
+        error_messages={"required": "Choose at least one connection."},
+        help_text="Several connections are combined into one report.",
+    )
+    preset = forms.ChoiceField(
+        label="Period",
+        choices=[*PRESETS.items(), (CUSTOM, "Custom range (below)")],
+        initial="last_12_months",
+    )
+    date_from = forms.DateField(
+        label="From (UTC)",
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="The first day, from 00:00 UTC.",
+    )
+    date_to = forms.DateField(
+        label="To (UTC, inclusive)",
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="The last day, included up to 24:00 UTC (up to now if it is today).",
+    )
+    include_datasets = forms.BooleanField(required=False, initial=True)
+    include_manipulations = forms.BooleanField(required=False, initial=True)
+    include_models = forms.BooleanField(required=False, initial=True)
+    include_rented_devices = forms.BooleanField(required=False, initial=True)
+    include_predictions = forms.BooleanField(required=False, initial=True)
+    granularity = forms.ChoiceField(choices=Granularity.choices, initial=Granularity.MONTH)
+
+    def __init__(self, *args: Any, owner: Any, now: datetime | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.now = now or timezone.now()
+        connections = self.fields["connections"]
+        assert isinstance(connections, forms.ModelMultipleChoiceField)
+        # Scoped to the owner: a tampered id is "not one of the available choices".
+        connections.queryset = Connection.objects.filter(owner=owner).order_by("label")
+        if not self.is_bound:
+            self.initial.setdefault("connections", list(connections.queryset))
+        for name, (label, help_text) in FLAG_LABELS.items():
+            self.fields[name].label = label
+            self.fields[name].help_text = help_text
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        preset = data.get("preset")
+        if preset == CUSTOM:
+            data["period_start"], data["period_end"] = self._custom_period(data)
+        elif preset:
+            data["period_start"], data["period_end"] = preset_period(preset, self.now)
+        if not any(data.get(name) for name in FLAG_FIELDS):
+            raise forms.ValidationError("Choose at least one category of usage.")
+        return data
+
+    def _custom_period(self, data: dict[str, Any]) -> tuple[datetime, datetime]:
+        date_from: date | None = data.get("date_from")
+        date_to: date | None = data.get("date_to")
+        errors = {}
+        if date_from is None and "date_from" not in self.errors:
+            errors["date_from"] = "Enter the first day of the custom range."
+        if date_to is None and "date_to" not in self.errors:
+            errors["date_to"] = "Enter the last day of the custom range."
+        if errors:
+            raise forms.ValidationError(errors)
+        if date_from is None or date_to is None:  # malformed: the field already says why
+            raise forms.ValidationError("Correct the dates of the custom range.")
+        today = self.now.date()
+        if date_from > date_to:
+            raise forms.ValidationError({"date_to": "“To” must be on or after “From”."})
+        if date_to > today:
+            raise forms.ValidationError(
+                {"date_to": f"“To” cannot be in the future (today is {today:%Y-%m-%d} UTC)."}
+            )
+        start = utc_midnight(date_from)
+        # Inclusive "to": the service's end is exclusive, the next midnight, or now for today.
+        end = min(utc_midnight(date_to) + timedelta(days=1), self.now.replace(microsecond=0))
+        if end <= start:
+            raise forms.ValidationError(
+                {"date_from": "Today has only just begun (UTC): choose an earlier “From”."}
+            )
+        return start, end
+
+    def flags(self) -> dict[str, bool]:
+        return {name: bool(self.cleaned_data.get(name)) for name in FLAG_FIELDS}
+
+    def flag_fields(self) -> list[forms.BoundField]:
+        return [self[name] for name in FLAG_FIELDS]

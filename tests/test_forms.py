@@ -1,0 +1,130 @@
+"""Report and connection forms: periods in UTC with an inclusive "to" day, tokens never echoed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from reports.forms import ConnectionCreateForm, ConnectionTokenForm, ReportForm
+from tests.factories import make_connection, make_user
+
+pytestmark = pytest.mark.django_db
+
+NOW = datetime(2026, 3, 15, 12, 30, 45, 123456, tzinfo=UTC)
+FLAGS_ON = dict.fromkeys(
+    [
+        "include_datasets",
+        "include_manipulations",
+        "include_models",
+        "include_rented_devices",
+        "include_predictions",
+    ],
+    "on",
+)
+
+
+def report_form(owner: Any, **data: Any) -> ReportForm:
+    return ReportForm(data, owner=owner, now=NOW)
+
+
+def test_custom_range_includes_the_to_day() -> None:
+    user = make_user()
+    conn = make_connection(user)
+    form = report_form(
+        user,
+        connections=[conn.pk],
+        preset="custom",
+        date_from="2026-01-01",
+        date_to="2026-01-31",
+        granularity="day",
+        **FLAGS_ON,
+    )
+    assert form.is_valid(), form.errors
+    assert form.cleaned_data["period_start"] == datetime(2026, 1, 1, tzinfo=UTC)
+    assert form.cleaned_data["period_end"] == datetime(2026, 2, 1, tzinfo=UTC)
+
+
+def test_a_range_ending_today_ends_now_to_the_second() -> None:
+    user = make_user()
+    form = report_form(
+        user,
+        connections=[make_connection(user).pk],
+        preset="custom",
+        date_from="2026-03-14",
+        date_to="2026-03-15",
+        granularity="day",
+        **FLAGS_ON,
+    )
+    assert form.is_valid(), form.errors
+    assert form.cleaned_data["period_end"] == NOW.replace(microsecond=0)
+
+
+def test_a_preset_sets_the_period_and_ignores_the_dates() -> None:
+    user = make_user()
+    form = report_form(
+        user,
+        connections=[make_connection(user).pk],
+        preset="last_7_days",
+        date_from="garbage",
+        granularity="day",
+        **FLAGS_ON,
+    )
+    assert not form.is_valid()  # a malformed date is still reported ...
+    form = report_form(
+        user,
+        connections=[make_connection(user).pk],
+        preset="last_7_days",
+        granularity="day",
+        **FLAGS_ON,
+    )
+    assert form.is_valid(), form.errors  # ... but an empty one is fine with a preset
+    assert form.cleaned_data["period_start"] == datetime(2026, 3, 8, tzinfo=UTC)
+    assert form.cleaned_data["period_end"] == datetime(2026, 3, 15, tzinfo=UTC)
+
+
+def test_flags_default_on_and_unchecked_means_off() -> None:
+    user = make_user()
+    assert all(ReportForm(owner=user, now=NOW)[name].initial for name in FLAGS_ON)
+    form = report_form(
+        user,
+        connections=[make_connection(user).pk],
+        preset="last_month",
+        granularity="total",
+        include_models="on",
+    )
+    assert form.is_valid(), form.errors
+    assert form.flags() == {
+        "include_datasets": False,
+        "include_manipulations": False,
+        "include_models": True,
+        "include_rented_devices": False,
+        "include_predictions": False,
+    }
+
+
+def test_only_the_owners_connections_are_offered() -> None:
+    user, other = make_user(), make_user()
+    mine, theirs = make_connection(user), make_connection(other)
+    field = ReportForm(owner=user, now=NOW).fields["connections"]
+    assert list(field.queryset) == [mine]  # type: ignore[attr-defined]
+    form = report_form(
+        user, connections=[theirs.pk], preset="last_month", granularity="total", **FLAGS_ON
+    )
+    assert "connections" in form.errors
+
+
+@pytest.mark.parametrize("form_class", [ConnectionCreateForm, ConnectionTokenForm])
+def test_a_token_is_never_rendered_back(form_class: type) -> None:
+    token = "osai-sandbox-never-echoed-1234"
+    form = form_class({"label": "", "region": "nowhere", "access_token": token})
+    assert not form.is_valid() or form_class is ConnectionTokenForm
+    html = str(form)
+    assert token not in html
+    assert 'type="password"' in html
+
+
+def test_regions_come_from_the_server_settings() -> None:
+    choices = dict(ConnectionCreateForm().fields["region"].choices)  # type: ignore[attr-defined]
+    assert "sandbox" in choices and "eu" in choices

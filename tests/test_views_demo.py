@@ -1,0 +1,46 @@
+"""`seed_demo` (run by `make run`): the demo login and its reports, made once."""
+
+from __future__ import annotations
+
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.contrib.auth import authenticate, get_user_model
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.test import RequestFactory
+
+from reports import crypto
+from reports.management.commands.seed_demo import DEMO_PASSWORD, DEMO_TOKEN
+from reports.models import Connection, Report
+
+pytestmark = pytest.mark.django_db
+
+
+def test_seed_demo_is_idempotent_and_prints_the_login() -> None:
+    first, second = StringIO(), StringIO()
+    call_command("seed_demo", stdout=first)
+    call_command("seed_demo", stdout=second)
+    user = get_user_model().objects.get(username="demo")
+    assert Connection.objects.filter(owner=user).count() == 1
+    assert Report.objects.filter(owner=user).count() == 3
+    assert {(r.preset, r.granularity) for r in Report.objects.all()} == {
+        ("last_12_months", "month"),
+        ("last_30_days", "day"),
+        ("last_month", "total"),
+    }
+    assert f"demo / {DEMO_PASSWORD}" in first.getvalue()
+    assert "Found the report" in second.getvalue()
+    request = RequestFactory().post("/accounts/login/")  # django-axes wants a request
+    assert authenticate(request, username="demo", password=DEMO_PASSWORD) == user
+    connection = Connection.objects.get(owner=user)
+    assert crypto.decrypt_secret(connection.token_encrypted) == DEMO_TOKEN
+    assert connection.region == "sandbox" and connection.account_name == "demo"
+
+
+def test_seed_demo_refuses_without_the_sandbox_region(settings: Any) -> None:
+    settings.OSAI_REGIONS = {"eu": "https://app-eu.onestepai.com/api"}
+    with pytest.raises(CommandError, match="local demos only"):
+        call_command("seed_demo", stdout=StringIO())
+    assert not get_user_model().objects.filter(username="demo").exists()
