@@ -182,6 +182,24 @@ def connection_mark_needs_token(*, connection: Connection, message: str) -> None
     )
 
 
+def connection_delete(*, connection: Connection) -> int:
+    """Delete a connection, its buckets and archived files. Returns how many reports went.
+
+    Reports that covered only this connection would be empty, so they go too; reports that
+    combined it with others keep the rest of their buckets and are recounted.
+    """
+    from reports import pipeline
+
+    with transaction.atomic():
+        report_ids = list(connection.reports.values_list("pk", flat=True))
+        connection.delete()
+        emptied = Report.objects.filter(pk__in=report_ids, connections__isnull=True)
+        emptied.delete()
+        for report_pk in Report.objects.filter(pk__in=report_ids).values_list("pk", flat=True):
+            pipeline.report_refresh(report_pk)
+    return len(report_ids) - Report.objects.filter(pk__in=report_ids).count()
+
+
 def connections_reencrypt() -> tuple[int, int]:
     """Re-encrypt every token and cached JWT under the primary key. Returns (rows, changed).
 

@@ -223,8 +223,12 @@ def connection_delete(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     connection = _own_connection(request, pk)
     if request.method == "POST":
         label = connection.label
-        connection.delete()
-        messages.success(request, f"Deleted the connection “{label}” and its stored usage.")
+        reports_deleted = services.connection_delete(connection=connection)
+        messages.success(
+            request,
+            f"Deleted the connection “{label}”, its stored usage and {reports_deleted} "
+            "report(s) that covered only it.",
+        )
         return redirect("connection_list")
     reports_using = Report.objects.filter(connections=connection).count()
     return render(

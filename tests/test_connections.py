@@ -159,3 +159,19 @@ def test_the_token_never_appears_in_str_or_repr(use_sandbox):
     )
     assert CANARY not in str(conn) and CANARY not in repr(conn)
     assert conn.token_hint == "…" + CANARY[-4:]
+
+
+def test_deleting_a_connection_removes_its_usage_and_the_reports_only_it_covered():
+    from reports.models import Bucket, Report
+    from tests.factories import make_connection, make_done_report
+
+    user = make_user()
+    gone, kept = make_connection(user, "Gone"), make_connection(user, "Kept")
+    only_gone = make_done_report(user, [gone])
+    combined = make_done_report(user, [gone, kept])
+    assert combined.buckets_total == 6
+    assert services.connection_delete(connection=gone) == 1
+    assert not Report.objects.filter(pk=only_gone.pk).exists()
+    combined.refresh_from_db()
+    assert (combined.state, combined.buckets_total, combined.buckets_done) == ("done", 3, 3)
+    assert not Bucket.objects.filter(connection_id=gone.pk).exists()
