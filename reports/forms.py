@@ -78,15 +78,10 @@ class ConnectionEditForm(forms.Form):
         teams.queryset = Team.objects.filter(memberships__user=owner).order_by("name")
 
 
-class ReportForm(forms.Form):
-    """A report request. Dates are UTC days; the "to" day is included."""
+class PeriodForm(forms.Form):
+    """A period (a preset, or a custom range of UTC days with "to" included), the five
+    flags and a granularity: what every report request, personal or team, asks for."""
 
-    connections = forms.ModelMultipleChoiceField(
-        queryset=Connection.objects.none(),
-        widget=forms.CheckboxSelectMultiple,
-        error_messages={"required": "Choose at least one connection."},
-        help_text="Several connections are combined into one report.",
-    )
     preset = forms.ChoiceField(
         label="Period",
         choices=[*PRESETS.items(), (CUSTOM, "Custom range (below)")],
@@ -111,15 +106,9 @@ class ReportForm(forms.Form):
     include_predictions = forms.BooleanField(required=False, initial=True)
     granularity = forms.ChoiceField(choices=Granularity.choices, initial=Granularity.MONTH)
 
-    def __init__(self, *args: Any, owner: Any, now: datetime | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, now: datetime | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.now = now or timezone.now()
-        connections = self.fields["connections"]
-        assert isinstance(connections, forms.ModelMultipleChoiceField)
-        # Scoped to the owner: a tampered id is "not one of the available choices".
-        connections.queryset = Connection.objects.filter(owner=owner).order_by("label")
-        if not self.is_bound:
-            self.initial.setdefault("connections", list(connections.queryset))
         for name, (label, help_text) in FLAG_LABELS.items():
             self.fields[name].label = label
             self.fields[name].help_text = help_text
@@ -166,5 +155,62 @@ class ReportForm(forms.Form):
     def flags(self) -> dict[str, bool]:
         return {name: bool(self.cleaned_data.get(name)) for name in FLAG_FIELDS}
 
+    def preset_name(self) -> str:
+        """The preset chosen, or "" for a custom range (as Report.preset stores it)."""
+        preset = self.cleaned_data.get("preset", "")
+        return "" if preset == CUSTOM else preset
+
     def flag_fields(self) -> list[forms.BoundField]:
         return [self[name] for name in FLAG_FIELDS]
+
+
+class ReportForm(PeriodForm):
+    """A report request on one or more of the owner's connections."""
+
+    connections = forms.ModelMultipleChoiceField(
+        queryset=Connection.objects.none(),
+        widget=forms.CheckboxSelectMultiple,
+        error_messages={"required": "Choose at least one connection."},
+        help_text="Several connections are combined into one report.",
+    )
+    field_order = ["connections", "preset", "date_from", "date_to"]
+
+    def __init__(self, *args: Any, owner: Any, now: datetime | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, now=now, **kwargs)
+        connections = self.fields["connections"]
+        assert isinstance(connections, forms.ModelMultipleChoiceField)
+        # Scoped to the owner: a tampered id is "not one of the available choices".
+        connections.queryset = Connection.objects.filter(owner=owner).order_by("label")
+        if not self.is_bound:
+            self.initial.setdefault("connections", list(connections.queryset))
+
+
+class TeamReportForm(PeriodForm):
+    """A team report request: the connections are those the team's members share with it."""
+
+    def __init__(self, *args: Any, now: datetime | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, now=now, **kwargs)
+        self.fields["preset"].initial = "last_month"
+
+
+class SharedConnectionsField(forms.ModelMultipleChoiceField):
+    def label_from_instance(self, obj: Any) -> str:
+        # The label and OSAI account only: a token is shown as its last 4 characters at most.
+        return f"{obj.label} ({obj.account_name or obj.region}, {obj.token_hint})"
+
+
+class SharingForm(forms.Form):
+    """Which of a member's own connections a team may report on."""
+
+    connections = SharedConnectionsField(
+        queryset=Connection.objects.none(),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Connections this team may report on",
+    )
+
+    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["connections"]
+        assert isinstance(field, SharedConnectionsField)
+        field.queryset = Connection.objects.filter(owner=user).order_by("label")

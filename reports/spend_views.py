@@ -7,11 +7,10 @@ unless access.report_visible_to lets the user see the report.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
@@ -19,115 +18,18 @@ from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpRespons
 from django.shortcuts import redirect, render
 from django.template import TemplateDoesNotExist
 from django.template.loader import get_template
-from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
 from reports import access, exports, services, team_charts, teams, views
 from reports import costs as pricing
-from reports.models import FLAG_FIELDS, Connection, Granularity, Membership, Report, Team
-from reports.periods import PRESETS, preset_period, utc_midnight
+from reports.forms import SharingForm, TeamReportForm
+from reports.models import Connection, Granularity, Membership, Report, Team
 
-CUSTOM = "custom"
-FLAG_LABELS = {
-    "include_datasets": "Datasets (images, image storage)",
-    "include_manipulations": "Augmentation",
-    "include_models": "Models (training, conversion, model storage)",
-    "include_rented_devices": "Rented devices",
-    "include_predictions": "Predictions",
-}
 STATUS_BADGE = "reports/report_detail.html#status-badge"
 
 
 class AuthenticatedRequest(HttpRequest):
     user: User  # every view here is behind login_required
-
-
-# --- Forms ------------------------------------------------------------------------------------
-
-
-class TeamReportForm(forms.Form):
-    """A team report request, with the same rules as the report form: UTC days, "to" included."""
-
-    preset = forms.ChoiceField(
-        label="Period",
-        choices=[*PRESETS.items(), (CUSTOM, "Custom range (below)")],
-        initial="last_month",
-    )
-    date_from = forms.DateField(
-        label="From (UTC)", required=False, widget=forms.DateInput(attrs={"type": "date"})
-    )
-    date_to = forms.DateField(
-        label="To (UTC, inclusive)",
-        required=False,
-        widget=forms.DateInput(attrs={"type": "date"}),
-        help_text="The last day, included up to 24:00 UTC (up to now if it is today).",
-    )
-    granularity = forms.ChoiceField(choices=Granularity.choices, initial=Granularity.MONTH)
-    include_datasets = forms.BooleanField(required=False, initial=True)
-    include_manipulations = forms.BooleanField(required=False, initial=True)
-    include_models = forms.BooleanField(required=False, initial=True)
-    include_rented_devices = forms.BooleanField(required=False, initial=True)
-    include_predictions = forms.BooleanField(required=False, initial=True)
-
-    def __init__(self, *args: Any, now: datetime | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.now = now or timezone.now()
-        for name, label in FLAG_LABELS.items():
-            self.fields[name].label = label
-
-    def clean(self) -> dict[str, Any]:
-        data = super().clean() or {}
-        preset = data.get("preset")
-        if preset == CUSTOM:
-            data["period_start"], data["period_end"] = self._custom_period(data)
-        elif preset:
-            data["period_start"], data["period_end"] = preset_period(preset, self.now)
-        if not any(data.get(name) for name in FLAG_FIELDS):
-            raise forms.ValidationError("Choose at least one category of usage.")
-        return data
-
-    def _custom_period(self, data: dict[str, Any]) -> tuple[datetime, datetime]:
-        first: date | None = data.get("date_from")
-        last: date | None = data.get("date_to")
-        if first is None or last is None:
-            raise forms.ValidationError("Enter the first and the last day of the custom range.")
-        if first > last:
-            raise forms.ValidationError({"date_to": "“To” must be on or after “From”."})
-        if last > self.now.date():
-            raise forms.ValidationError({"date_to": "“To” cannot be in the future (UTC)."})
-        start = utc_midnight(first)
-        # Inclusive "to": the service's end is exclusive, the next midnight, or now for today.
-        end = min(utc_midnight(last) + timedelta(days=1), self.now.replace(microsecond=0))
-        if end <= start:
-            raise forms.ValidationError({"date_from": "Today has only just begun (UTC)."})
-        return start, end
-
-    def flags(self) -> dict[str, bool]:
-        return {name: bool(self.cleaned_data.get(name)) for name in FLAG_FIELDS}
-
-    def flag_fields(self) -> list[forms.BoundField]:
-        return [self[name] for name in FLAG_FIELDS]
-
-
-class ConnectionChoiceField(forms.ModelMultipleChoiceField):
-    def label_from_instance(self, obj: Any) -> str:
-        # The label and OSAI account only: a token is shown as its last 4 characters at most.
-        return f"{obj.label} ({obj.account_name or obj.region}, {obj.token_hint})"
-
-
-class SharingForm(forms.Form):
-    connections = ConnectionChoiceField(
-        queryset=Connection.objects.none(),
-        required=False,
-        widget=forms.CheckboxSelectMultiple,
-        label="Connections this team may report on",
-    )
-
-    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        field = self.fields["connections"]
-        assert isinstance(field, ConnectionChoiceField)
-        field.queryset = Connection.objects.filter(owner=user).order_by("label")
 
 
 # --- Scoping helpers --------------------------------------------------------------------------
@@ -228,7 +130,7 @@ def team_report_new(request: AuthenticatedRequest, pk: int) -> HttpResponse:
                 period_end=form.cleaned_data["period_end"],
                 granularity=form.cleaned_data["granularity"],
                 flags=form.flags(),
-                preset="" if form.cleaned_data["preset"] == CUSTOM else form.cleaned_data["preset"],
+                preset=form.preset_name(),
             )
         except services.ReportRequestError as exc:
             form.add_error(None, str(exc))

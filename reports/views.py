@@ -255,7 +255,7 @@ def report_new(request: HtmxHttpRequest) -> HttpResponse:
                 period_end=data["period_end"],
                 granularity=data["granularity"],
                 flags=form.flags(),
-                preset="" if data["preset"] == "custom" else data["preset"],
+                preset=form.preset_name(),
                 now=form.now,
             )
         except services.ReportRequestError as exc:
