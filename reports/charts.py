@@ -261,6 +261,43 @@ def _money(currency: str) -> str:
 # --- The charts --------------------------------------------------------------------------------
 
 
+def _usage_or_cost_bars(
+    rows: Sequence[UsageRow],
+    series: Sequence[tuple[str, str]],
+    *,
+    granularity: str,
+    costs: Costs | None,
+    currency: str,
+    usage_title: str,
+    cost_title: str,
+    unit: str,
+    decimals: int = 2,
+) -> go.Figure:
+    """Stacked bars of usage in `unit`, or of its cost when `costs` is given."""
+    if costs is not None:
+        return _bar_chart(
+            rows,
+            series,
+            title=cost_title,
+            y_title=f"Cost ({_money(currency)})",
+            unit=currency,
+            granularity=granularity,
+            costs=costs,
+            stacked=True,
+        )
+    return _bar_chart(
+        rows,
+        series,
+        title=usage_title,
+        y_title=unit[0].upper() + unit[1:],
+        unit=unit,
+        granularity=granularity,
+        costs=None,
+        stacked=True,
+        decimals=decimals,
+    )
+
+
 def compute_hours_figure(
     rows: Sequence[UsageRow],
     *,
@@ -269,28 +306,17 @@ def compute_hours_figure(
     currency: str = "",
 ) -> go.Figure:
     """Training, conversion and prediction (each 8 GB / 16 GB) and augmentation, stacked."""
-    if costs is not None:
-        return _bar_chart(
-            rows,
-            COMPUTE_SERIES,
-            title="Compute cost over time",
-            y_title=f"Cost ({_money(currency)})",
-            unit=currency,
-            granularity=granularity,
-            costs=costs,
-            stacked=True,
-        )
-    fig = _bar_chart(
+    fig = _usage_or_cost_bars(
         rows,
         COMPUTE_SERIES,
-        title="Compute hours over time",
-        y_title="Hours",
-        unit="hours",
         granularity=granularity,
-        costs=None,
-        stacked=True,
+        costs=costs,
+        currency=currency,
+        usage_title="Compute hours over time",
+        cost_title="Compute cost over time",
+        unit="hours",
     )
-    if not is_empty(fig):
+    if costs is None and not is_empty(fig):
         fig.update_layout(title_subtitle_text=COMPUTE_SUBTITLE)
     return fig
 
@@ -303,27 +329,15 @@ def device_rental_figure(
     currency: str = "",
 ) -> go.Figure:
     """Hours of rented edge devices per period."""
-    series = (("device_rental_seconds", "Device rental"),)
-    if costs is not None:
-        return _bar_chart(
-            rows,
-            series,
-            title="Device rental cost over time",
-            y_title=f"Cost ({_money(currency)})",
-            unit=currency,
-            granularity=granularity,
-            costs=costs,
-            stacked=True,
-        )
-    return _bar_chart(
+    return _usage_or_cost_bars(
         rows,
-        series,
-        title="Device rental over time",
-        y_title="Hours",
-        unit="hours",
+        (("device_rental_seconds", "Device rental"),),
         granularity=granularity,
-        costs=None,
-        stacked=True,
+        costs=costs,
+        currency=currency,
+        usage_title="Device rental over time",
+        cost_title="Device rental cost over time",
+        unit="hours",
     )
 
 
@@ -335,26 +349,15 @@ def storage_figure(
     currency: str = "",
 ) -> go.Figure:
     """Image and model storage per period, in GB-months (or their cost), stacked."""
-    if costs is not None:
-        return _bar_chart(
-            rows,
-            STORAGE_SERIES,
-            title="Storage cost over time",
-            y_title=f"Cost ({_money(currency)})",
-            unit=currency,
-            granularity=granularity,
-            costs=costs,
-            stacked=True,
-        )
-    return _bar_chart(
+    return _usage_or_cost_bars(
         rows,
         STORAGE_SERIES,
-        title="Storage over time",
-        y_title="GB-months",
-        unit="GB-months",
         granularity=granularity,
-        costs=None,
-        stacked=True,
+        costs=costs,
+        currency=currency,
+        usage_title="Storage over time",
+        cost_title="Storage cost over time",
+        unit="GB-months",
         decimals=3,
     )
 
