@@ -175,3 +175,19 @@ def make_bucket_file(bucket: Bucket, content: bytes = b'{"usage": []}') -> Any:
         sha256=hashlib.sha256(content).hexdigest(),
         size_bytes=len(content),
     )
+
+
+def ensure_example_price_book() -> Any:
+    """The shipped example price book, as migration 0003 makes it.
+
+    Transactional tests flush the database, migration data included, so tests that need the
+    default book call this.
+    """
+    import importlib
+
+    from django.apps import apps
+
+    from reports.models import PriceBook
+
+    importlib.import_module("reports.migrations.0003_example_price_book").add_example(apps, None)
+    return PriceBook.objects.get(is_default=True)

@@ -26,7 +26,7 @@ from django.urls import reverse
 from reports import crypto
 from reports.models import Bucket, Connection, Report
 from tests import figures
-from tests.factories import make_team, make_user
+from tests.factories import ensure_example_price_book, make_team, make_user
 from tests.worker import queued_task_payloads, wait_until
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -64,6 +64,7 @@ def test_a_canary_token_leaks_nowhere(start_worker, use_sandbox, caplog):
     caplog.set_level(logging.DEBUG)
     canary = f"osai-sandbox-CANARY-{uuid.uuid4().hex}"
     use_sandbox.set_latency(0.3)
+    ensure_example_price_book()
     user = make_user("canary")
     admin = make_user("admin", is_staff=True, is_superuser=True)
     team = make_team(admins=[admin], members=[user])
