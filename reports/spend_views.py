@@ -246,7 +246,7 @@ def team_report_detail(request: AuthenticatedRequest, pk: int, report_pk: int) -
         "chart_title": title,
         "status_badge": _status_badge_available(),
         # What the report page's status-badge partial needs (elapsed, status_url, ...).
-        **views._badge_context(report),
+        **views.badge_context(report),
     }
     return render(request, "reports/team_report_detail.html", context)
 

@@ -282,7 +282,7 @@ def _duration(delta: timedelta) -> str:
     return f"{seconds} s"
 
 
-def _badge_context(report: Report) -> dict[str, Any]:
+def badge_context(report: Report) -> dict[str, Any]:
     """What the status badge needs: the report row only (S6: no further queries)."""
     now = timezone.now()
     if report.started_at:
@@ -611,7 +611,7 @@ def report_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     report = _visible_report(request, pk)
     mode = _view_mode(request)
     context = {
-        **_badge_context(report),
+        **badge_context(report),
         **_report_body_context(request, report),
         "period_label": charts.period_label(report.period_start, report.period_end, "total"),
         "usage_url": reverse("report_detail", args=[pk]),
@@ -635,11 +635,11 @@ def report_status(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     if report.is_terminal:
         response = HttpResponseStopPolling(
             render(
-                request, "reports/report_detail.html#status-badge", _badge_context(report)
+                request, "reports/report_detail.html#status-badge", badge_context(report)
             ).content
         )
         return trigger_client_event(response, EVENT_FINISHED)
-    response = render(request, "reports/report_detail.html#status-badge", _badge_context(report))
+    response = render(request, "reports/report_detail.html#status-badge", badge_context(report))
     if request.GET.get("seen") != str(report.buckets_done):
         trigger_client_event(response, EVENT_PROGRESS)
     return response
