@@ -424,3 +424,18 @@ def test_no_secret_reaches_the_database_the_queue_or_the_logs(
         assert secret not in caplog.text, secret
         assert not any(secret in p for p in payloads), secret
     figures.figure("canary hits", 0)
+
+
+def test_osai_reports_in_flight_per_connection_are_bounded(account, use_sandbox, queue, settings):
+    """Politeness: a connection never has more OSAI reports in flight than the bound."""
+    user, conn, _ = account
+    settings.OSAI_MAX_IN_FLIGHT_PER_CONNECTION = 2
+    use_sandbox.faults(report_stuck=True)
+    request(user, [conn], datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 7, 1, tzinfo=UTC))
+    for pk in Bucket.objects.values_list("pk", flat=True):
+        pipeline.bucket_step(pk)
+    assert use_sandbox.calls(POST) == 2
+    waiting = Bucket.objects.filter(state=Bucket.State.NEW)
+    assert waiting.count() == 4
+    assert all(b.attempts == 0 for b in waiting)  # waiting for a slot is not a failed attempt
+    assert all(b.next_attempt_at > timezone.now() for b in waiting)  # and it tries again later
