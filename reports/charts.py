@@ -18,7 +18,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import plotly.graph_objects as go
@@ -479,7 +479,11 @@ class ChartTable:
 
 
 def _fmt(value: float | None, decimals: int) -> str:
-    return EN_DASH if value is None else f"{value:,.{decimals}f}"
+    """Round half up, like costs.money, so a table never disagrees with a tile or the CSV."""
+    if value is None:
+        return EN_DASH
+    exact = Decimal(repr(value)).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP)
+    return f"{exact:,.{decimals}f}"
 
 
 def figure_table(fig: go.Figure) -> ChartTable | None:

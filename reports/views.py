@@ -408,6 +408,13 @@ def _tiles(
             detail = "not priced"
         value = f"{usage:,.{spec.decimals}f}"
         tiles.append(Tile(spec.label, value, spec.unit, detail, change, trend, True))
+    if money is not None:
+        # The whole report's spend, rounded once, as the CSV's total is.
+        total = money.get("total", Decimal(0))
+        before_total = previous_money.get("total") if previous_money is not None else None
+        change, trend = _change(total, before_total)
+        value = f"{costs.money(total):,.2f}"
+        tiles.insert(0, Tile("Total", value, currency, "all categories", change, trend, True, True))
     return tiles
 
 

@@ -216,3 +216,12 @@ def test_figure_json_is_plain_json_with_only_the_partial_bundles_trace_types(
         assert data["layout"]["title"]["text"]
         # A small template of our own, not Plotly's default one of several KB.
         assert len(json.dumps(data["layout"])) < 3000
+
+
+def test_tables_round_half_up_like_the_money_tiles_and_the_csv():
+    from reports.charts import _fmt
+
+    # 10,700 s of device rental at 0.90/h is exactly 2.675: the tile and the CSV say 2.68.
+    assert _fmt(2.675, 2) == "2.68"
+    assert _fmt(1234567.125, 2) == "1,234,567.13"
+    assert _fmt(None, 2) == "–"

@@ -1111,3 +1111,28 @@ def test_report_page_queries_do_not_grow_with_its_buckets(view: str) -> None:
         assert response.status_code == 200
         counts.append(len(queries))
     assert counts[0] == counts[1], counts
+
+
+@pytest.mark.django_db
+def test_the_cost_view_has_a_total_tile_equal_to_the_csv_total() -> None:
+    import csv
+    import io
+    from decimal import Decimal
+
+    from reports import costs
+    from tests.factories import ensure_example_price_book, make_done_report
+
+    user = make_user()
+    report = make_done_report(user, price_book=ensure_example_price_book())
+    client = client_for(user)
+    body = client.get(reverse("report_detail", args=[report.pk]) + "?view=cost").content.decode()
+    export = client.get(reverse("report_export_csv", args=[report.pk]))
+    rows = list(csv.DictReader(io.StringIO(b"".join(export.streaming_content).decode())))
+    total = costs.money(sum((Decimal(r["cost_total"]) for r in rows), Decimal(0)))
+    match = re.search(
+        r'tile-label">Total</div>\s*<div class="tile-value"><span class="tile-unit">EUR</span> '
+        r"([\d,.]+)</div>",
+        body,
+    )
+    assert match, "no Total tile in the cost view"
+    assert match.group(1) == f"{total:,.2f}"
