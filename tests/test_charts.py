@@ -224,4 +224,4 @@ def test_tables_round_half_up_like_the_money_tiles_and_the_csv():
     # 10,700 s of device rental at 0.90/h is exactly 2.675: the tile and the CSV say 2.68.
     assert _fmt(2.675, 2) == "2.68"
     assert _fmt(1234567.125, 2) == "1,234,567.13"
-    assert _fmt(None, 2) == "–"
+    assert _fmt(None, 2) == "\u2013"  # an en dash
