@@ -68,8 +68,9 @@ IN_FLIGHT_STATES = (Bucket.State.CREATING, Bucket.State.POLLING, Bucket.State.DO
 # A dispatcher task runs for a third of the django-q2 timeout at most, then hands over.
 DISPATCH_RUN_SECONDS = min(20.0, settings.Q_CLUSTER["timeout"] / 3)
 DISPATCH_MAX_SLEEP = 1.0  # new work is noticed within this
-# Renewed on every loop, so a dispatcher killed with its worker blocks others only briefly.
-DISPATCHER_LEASE_SECONDS = 10.0
+# Renewed on every loop (at least once a second), so a dispatcher killed with its worker
+# blocks a successor for a few seconds only.
+DISPATCHER_LEASE_SECONDS = 5.0
 DISPATCHER = "dispatcher"
 
 
@@ -85,7 +86,10 @@ def start_soon(bucket_ids: Iterable[int]) -> None:
             Bucket.objects.filter(pk__in=ids, state__in=ACTIVE_STATES).update(
                 next_attempt_at=timezone.now()
             )
-        async_task("reports.tasks.pipeline_dispatch", task_name="osai-dispatch")
+        # A live dispatcher notices the new buckets within a second; and one about to stop
+        # looks again after releasing its lease, so skipping the task here loses nothing.
+        if not _lease_held(DISPATCHER):
+            async_task("reports.tasks.pipeline_dispatch", task_name="osai-dispatch")
 
     transaction.on_commit(kick)
 
@@ -101,6 +105,15 @@ def _lease_acquire(name: str, holder: str, seconds: float) -> bool:
         .filter(Q(expires_at__isnull=True) | Q(expires_at__lt=now) | Q(holder=holder))
         .update(holder=holder, expires_at=now + timedelta(seconds=seconds))
     )
+
+
+def _lease_held(name: str) -> bool:
+    return WorkerLease.objects.filter(name=name, expires_at__gte=timezone.now()).exists()
+
+
+def _lease_expires_in(name: str) -> float:
+    expires = WorkerLease.objects.filter(name=name).values_list("expires_at", flat=True).first()
+    return (expires - timezone.now()).total_seconds() if expires else 0.0
 
 
 def _lease_release(name: str, holder: str) -> None:
@@ -138,7 +151,13 @@ def dispatch(run_seconds: float = DISPATCH_RUN_SECONDS) -> str:
     holder = uuid.uuid4().hex
     lease_seconds = DISPATCHER_LEASE_SECONDS
     if not _lease_acquire(DISPATCHER, holder, lease_seconds):
-        return "another dispatcher is running"
+        # The holder may be dead (killed with its worker): wait out its lease once, rather
+        # than leave work in flight to the reconciler's next tick.
+        wait = _lease_expires_in(DISPATCHER)
+        if 0 < wait <= lease_seconds:
+            time.sleep(wait + 0.1)
+        if not _lease_acquire(DISPATCHER, holder, lease_seconds):
+            return "another dispatcher is running"
     end = time.monotonic() + run_seconds
     try:
         while True:

@@ -439,3 +439,41 @@ def test_osai_reports_in_flight_per_connection_are_bounded(account, use_sandbox,
     assert waiting.count() == 4
     assert all(b.attempts == 0 for b in waiting)  # waiting for a slot is not a failed attempt
     assert all(b.next_attempt_at > timezone.now() for b in waiting)  # and it tries again later
+
+
+def test_the_dispatcher_is_a_singleton_and_takes_over_a_dead_ones_lease(account, queue):
+    from reports.models import WorkerLease
+
+    user, conn, _ = account
+    request(user, [conn], datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 2, 1, tzinfo=UTC))
+    # A live dispatcher renews its lease every second: another one leaves at once.
+    WorkerLease.objects.update_or_create(
+        name=pipeline.DISPATCHER,
+        defaults={"holder": "alive", "expires_at": timezone.now() + timedelta(seconds=60)},
+    )
+    queue.clear()
+    assert pipeline.dispatch(run_seconds=0.2) == "another dispatcher is running"
+    assert queue == []
+    # A dispatcher killed with its worker stops renewing: its successor waits it out.
+    WorkerLease.objects.filter(name=pipeline.DISPATCHER).update(
+        expires_at=timezone.now() + timedelta(seconds=0.3)
+    )
+    started = time.monotonic()
+    assert pipeline.dispatch(run_seconds=0.2) == "handed over"
+    assert time.monotonic() - started < pipeline.DISPATCHER_LEASE_SECONDS
+    assert ("reports.tasks.bucket_step", Bucket.objects.get().pk) in queue
+
+
+def test_a_report_request_skips_the_wake_up_while_a_dispatcher_runs(account, queue):
+    from reports.models import WorkerLease
+
+    user, conn, _ = account
+    WorkerLease.objects.update_or_create(
+        name=pipeline.DISPATCHER,
+        defaults={"holder": "alive", "expires_at": timezone.now() + timedelta(seconds=60)},
+    )
+    request(user, [conn], datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 2, 1, tzinfo=UTC))
+    assert queue == []  # the running dispatcher sees the new bucket within a second
+    WorkerLease.objects.all().delete()
+    request(user, [conn], datetime(2025, 2, 1, tzinfo=UTC), datetime(2025, 3, 1, tzinfo=UTC))
+    assert queue == [("reports.tasks.pipeline_dispatch",)]
