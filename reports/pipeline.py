@@ -207,9 +207,21 @@ def _time_out_overdue(now: datetime) -> None:
 
 
 def _poll_delay(polls: int) -> float:
-    """Back-off between status polls: about 1 s first, growing by half, up to a cap."""
-    first, cap = settings.OSAI_POLL_FIRST_SECONDS, settings.OSAI_POLL_MAX_SECONDS
-    return float(min(first * (1.5 ** max(polls - 1, 0)), cap))
+    """Seconds until the next status poll of a bucket that has been polled `polls` times.
+
+    The first poll comes soon (most reports of a short period are quick); then every 2 s, the
+    seed playbook's own interval, while the report is young; then the gap grows by half per
+    poll up to a cap, so a slow report costs OSAI a handful of polls, not one every 2 s.
+    """
+    first = settings.OSAI_POLL_FIRST_SECONDS
+    steady = settings.OSAI_POLL_STEADY_SECONDS
+    cap = settings.OSAI_POLL_MAX_SECONDS
+    steady_polls = int(settings.OSAI_POLL_STEADY_PERIOD_SECONDS // steady)
+    if polls <= 0:
+        return float(min(first, cap))
+    if polls <= steady_polls:
+        return float(min(steady, cap))
+    return float(min(steady * 1.5 ** (polls - steady_polls), cap))
 
 
 def _claim(pk: int, now: datetime) -> bool:
@@ -333,7 +345,7 @@ def _step_create(bucket: Bucket, client: object) -> str:
         osai_created_at=created.creation_time,
         osai_creation_time_raw=created.creation_time_raw[:40],
         attempts=0,
-        next_attempt_at=timezone.now() + timedelta(seconds=_poll_delay(1)),
+        next_attempt_at=timezone.now() + timedelta(seconds=_poll_delay(0)),
         error_message="",
     )
     return "created"

@@ -37,3 +37,23 @@ def test_sqlite_uses_immediate_transactions_and_wal():
 
 def test_token_keys_are_not_the_secret_key():
     assert settings.SECRET_KEY not in settings.OSAI_TOKEN_KEYS
+
+
+def test_the_poll_schedule_starts_like_the_seed_and_backs_off_to_the_cap(settings):
+    from reports.pipeline import _poll_delay
+
+    settings.OSAI_POLL_FIRST_SECONDS = 1
+    settings.OSAI_POLL_STEADY_SECONDS = 2
+    settings.OSAI_POLL_STEADY_PERIOD_SECONDS = 30
+    settings.OSAI_POLL_MAX_SECONDS = 10
+    delays = [_poll_delay(n) for n in range(25)]
+    assert delays[0] == 1
+    assert delays[1:16] == [2] * 15  # the seed's own 2 s loop while the report is young
+    assert delays[16:19] == [3, 4.5, 6.75]
+    assert delays[-1] == 10
+    # For a report OSAI takes 60 s to make: fewer polls than the seed's 30.
+    elapsed, polls = 0.0, 0
+    while elapsed < 60:
+        elapsed += _poll_delay(polls)
+        polls += 1
+    assert polls < 30
