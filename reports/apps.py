@@ -24,6 +24,6 @@ def _resume_pipeline(sender: Any, proc_name: str, **kwargs: Any) -> None:
     from reports.pipeline import reconcile
 
     try:
-        reconcile()
+        reconcile(force=True)
     except Exception:  # a worker must start even if the database is briefly unavailable
         log.exception("Could not resume the report pipeline at worker start")

@@ -71,6 +71,8 @@ DISPATCH_MAX_SLEEP = 1.0  # new work is noticed within this
 # Renewed on every loop (at least once a second), so a dispatcher killed with its worker
 # blocks a successor for a few seconds only.
 DISPATCHER_LEASE_SECONDS = 5.0
+# A lease renewed within this long has a live holder; an older one probably has a dead one.
+LEASE_FRESH_SECONDS = 2 * DISPATCH_MAX_SLEEP
 DISPATCHER = "dispatcher"
 
 
@@ -88,7 +90,7 @@ def start_soon(bucket_ids: Iterable[int]) -> None:
             )
         # A live dispatcher notices the new buckets within a second; and one about to stop
         # looks again after releasing its lease, so skipping the task here loses nothing.
-        if not _lease_held(DISPATCHER):
+        if not _dispatcher_alive():
             async_task("reports.tasks.pipeline_dispatch", task_name="osai-dispatch")
 
     transaction.on_commit(kick)
@@ -107,13 +109,27 @@ def _lease_acquire(name: str, holder: str, seconds: float) -> bool:
     )
 
 
-def _lease_held(name: str) -> bool:
-    return WorkerLease.objects.filter(name=name, expires_at__gte=timezone.now()).exists()
-
-
 def _lease_expires_in(name: str) -> float:
     expires = WorkerLease.objects.filter(name=name).values_list("expires_at", flat=True).first()
     return (expires - timezone.now()).total_seconds() if expires else 0.0
+
+
+def _lease_holder_is_gone(name: str) -> bool:
+    """True if the lease is not renewed within LEASE_FRESH_SECONDS (a live holder renews)."""
+
+    def expiry() -> datetime | None:
+        return WorkerLease.objects.filter(name=name).values_list("expires_at", flat=True).first()
+
+    before = expiry()
+    if before is None:
+        return True
+    time.sleep(LEASE_FRESH_SECONDS)
+    return expiry() == before
+
+
+def _dispatcher_alive() -> bool:
+    """True if a dispatcher renewed its lease just now (it renews at least once a second)."""
+    return _lease_expires_in(DISPATCHER) > DISPATCHER_LEASE_SECONDS - LEASE_FRESH_SECONDS
 
 
 def _lease_release(name: str, holder: str) -> None:
@@ -151,11 +167,12 @@ def dispatch(run_seconds: float = DISPATCH_RUN_SECONDS) -> str:
     holder = uuid.uuid4().hex
     lease_seconds = DISPATCHER_LEASE_SECONDS
     if not _lease_acquire(DISPATCHER, holder, lease_seconds):
-        # The holder may be dead (killed with its worker): wait out its lease once, rather
-        # than leave work in flight to the reconciler's next tick.
-        wait = _lease_expires_in(DISPATCHER)
-        if 0 < wait <= lease_seconds:
-            time.sleep(wait + 0.1)
+        # Its holder may have been killed with its worker: if it does not renew the lease
+        # within a couple of seconds, wait the lease out once and take over, rather than
+        # leave the work in flight to the reconciler's next tick.
+        if not _lease_holder_is_gone(DISPATCHER):
+            return "another dispatcher is running"
+        time.sleep(min(max(_lease_expires_in(DISPATCHER), 0), lease_seconds) + 0.1)
         if not _lease_acquire(DISPATCHER, holder, lease_seconds):
             return "another dispatcher is running"
     end = time.monotonic() + run_seconds
@@ -179,13 +196,19 @@ def dispatch(run_seconds: float = DISPATCH_RUN_SECONDS) -> str:
     return "idle"
 
 
-def reconcile() -> str:
-    """The schedule's safety net: time out overdue buckets and make sure a dispatcher runs."""
+def reconcile(*, force: bool = False) -> str:
+    """The schedule's safety net: time out overdue buckets and make sure a dispatcher runs.
+
+    `force` (at worker start, perhaps after a crash) starts one even if the lease looks
+    fresh: its holder may have died a moment ago, and the new dispatcher finds out.
+    """
     _time_out_overdue(timezone.now())
-    if _next_due() is not None:
-        async_task("reports.tasks.pipeline_dispatch", task_name="osai-dispatch")
-        return "dispatcher started"
-    return "nothing in flight"
+    if _next_due() is None:
+        return "nothing in flight"
+    if not force and _dispatcher_alive():
+        return "a dispatcher is running"
+    async_task("reports.tasks.pipeline_dispatch", task_name="osai-dispatch")
+    return "dispatcher started"
 
 
 def _time_out_overdue(now: datetime) -> None:

@@ -446,21 +446,39 @@ def test_the_dispatcher_is_a_singleton_and_takes_over_a_dead_ones_lease(account,
 
     user, conn, _ = account
     request(user, [conn], datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 2, 1, tzinfo=UTC))
-    # A live dispatcher renews its lease every second: another one leaves at once.
+    lease = WorkerLease.objects.filter(name=pipeline.DISPATCHER)
+    seconds = pipeline.DISPATCHER_LEASE_SECONDS
     WorkerLease.objects.update_or_create(
         name=pipeline.DISPATCHER,
-        defaults={"holder": "alive", "expires_at": timezone.now() + timedelta(seconds=60)},
+        defaults={"holder": "alive", "expires_at": timezone.now() + timedelta(seconds=seconds)},
     )
     queue.clear()
-    assert pipeline.dispatch(run_seconds=0.2) == "another dispatcher is running"
+    # A live dispatcher renews its lease every second: the reconciler leaves it alone, and a
+    # second dispatcher leaves as soon as it sees a renewal.
+    assert pipeline.reconcile() == "a dispatcher is running"
+    assert queue == []
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(0.3):
+            lease.update(expires_at=timezone.now() + timedelta(seconds=seconds))
+        db_connection.close()
+
+    renewer = threading.Thread(target=renew)
+    renewer.start()
+    try:
+        started = time.monotonic()
+        assert pipeline.dispatch(run_seconds=0.2) == "another dispatcher is running"
+        assert time.monotonic() - started < pipeline.LEASE_FRESH_SECONDS + 1
+    finally:
+        stop.set()
+        renewer.join()
     assert queue == []
     # A dispatcher killed with its worker stops renewing: its successor waits it out.
-    WorkerLease.objects.filter(name=pipeline.DISPATCHER).update(
-        expires_at=timezone.now() + timedelta(seconds=0.3)
-    )
+    lease.update(expires_at=timezone.now() + timedelta(seconds=0.3))
     started = time.monotonic()
     assert pipeline.dispatch(run_seconds=0.2) == "handed over"
-    assert time.monotonic() - started < pipeline.DISPATCHER_LEASE_SECONDS
+    assert time.monotonic() - started < seconds
     assert ("reports.tasks.bucket_step", Bucket.objects.get().pk) in queue
 
 
