@@ -51,6 +51,7 @@ test-scale: static browser
 	DATABASE_URL=$(SCALE_DATABASE_URL) REDIS_URL=$(SCALE_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
 
 bench: static browser
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null) || echo "no wrk: the bench uses its bounded Python load loop"
 	$(PYTHON) -m tests.bench
 
 clean:
