@@ -23,7 +23,17 @@ from django.contrib.auth.models import User
 from django.contrib.auth.views import redirect_to_login
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.db.models import Case, Exists, IntegerField, OuterRef, Q, QuerySet, Value, When
+from django.db.models import (
+    Case,
+    Exists,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Value,
+    When,
+    prefetch_related_objects,
+)
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render, resolve_url
 from django.urls import reverse
@@ -37,7 +47,7 @@ from django_htmx.http import (
 from django_htmx.middleware import HtmxDetails
 
 from reports import charts, costs, services, teams
-from reports.access import report_visible_to, reports_visible_to
+from reports.access import recent_reports_visible_to, report_visible_to, reports_visible_to
 from reports.forms import (
     ConnectionCreateForm,
     ConnectionEditForm,
@@ -108,12 +118,8 @@ def _own_connection(request: HtmxHttpRequest, pk: int) -> Connection:
 @require_GET
 def home(request: HtmxHttpRequest) -> HttpResponse:
     connections = list(Connection.objects.filter(owner=request.user))
-    recent = list(
-        reports_visible_to(request.user)
-        .select_related("team")
-        .prefetch_related("connections")
-        .order_by("-requested_at", "-id")[:RECENT_REPORTS]
-    )
+    recent = recent_reports_visible_to(request.user, RECENT_REPORTS)
+    prefetch_related_objects(recent, "team", "connections")
     return render(
         request,
         "reports/home.html",
@@ -476,7 +482,9 @@ def _previous_rows(report: Report, connection_ids: Sequence[int]) -> list[UsageR
             period_start__gte=start,
             period_end__lte=end,
             **report.flags(),
-        ).order_by()
+        )
+        .defer("osai_response")  # the totals' columns are all this needs
+        .order_by()
     )
     chosen: list[Bucket] = []
     for connection_id in connection_ids:
