@@ -6,6 +6,7 @@ all of them when one exits or on SIGINT/SIGTERM.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from typing import Any
@@ -16,6 +17,15 @@ from honcho.manager import Manager
 from honcho.printer import Printer
 
 from reports.management.commands.seed_demo import DEMO_PASSWORD, DEMO_USERNAME
+
+
+class SturdyPrinter(Printer):
+    """A printer that survives a closed stdout (`make run | tee log`, then Ctrl-C kills tee):
+    honcho must still get to stop the processes it started."""
+
+    def write(self, message: Any) -> None:
+        with contextlib.suppress(OSError):
+            super().write(message)
 
 
 class Command(BaseCommand):
@@ -43,7 +53,7 @@ class Command(BaseCommand):
 
         manage = f"{sys.executable} {os.path.abspath(sys.argv[0])}"
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "OSAI_SANDBOX_URL": sandbox_url}
-        manager = Manager(Printer(sys.stdout))
+        manager = Manager(SturdyPrinter(sys.stdout))
         manager.add_process(
             "sandbox",
             f"{manage} osai_sandbox --host 127.0.0.1 --port {options['sandbox_port']} "
