@@ -460,15 +460,18 @@ def test_a_team_admin_sees_the_same_cost_totals_on_the_page_and_in_the_csv(
     last_point = cumulative.locator("tbody tr").last.locator("td").last.text_content() or ""
     personal_total = _parse_number(last_point)
     assert personal_total > 0
-    # The cost tiles (one per priced category, each rounded once) add up to it within rounding.
+    # The Total tile says the same; the category tiles (each rounded once) add up to it
+    # within rounding.
     tiles = [
         _parse_money(text)
         for text in page.locator(".tile-value").all_inner_texts()
         if text.strip().startswith(currency)
     ]
-    assert len(tiles) == 7
-    tile_sum = sum((amount for _, amount in tiles), Decimal(0))
-    assert abs(tile_sum - personal_total) <= Decimal("0.005") * len(tiles)
+    assert len(tiles) == 8  # the total, then 7 priced categories
+    (_, total_tile), categories = tiles[0], tiles[1:]
+    assert total_tile == personal_total
+    tile_sum = sum((amount for _, amount in categories), Decimal(0))
+    assert abs(tile_sum - personal_total) <= Decimal("0.005") * len(categories)
 
     link = page.locator(".toolbar-links a:has-text('Download CSV')")
     filename, personal_rows = _download_csv(page, link, tmp_path)

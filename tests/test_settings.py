@@ -1,5 +1,6 @@
 """Q8: the django-q2 and database settings the pipeline's safety depends on."""
 
+import pytest
 from django.conf import settings
 
 
@@ -57,3 +58,14 @@ def test_the_poll_schedule_starts_like_the_seed_and_backs_off_to_the_cap(setting
         elapsed += _poll_delay(polls)
         polls += 1
     assert polls < 30
+
+
+@pytest.mark.filterwarnings("ignore:A test tried to use socket")
+def test_the_test_process_may_only_reach_loopback():
+    """pytest-socket (--allow-hosts in pyproject): no test can reach the internet by mistake."""
+    import socket
+
+    from pytest_socket import SocketConnectBlockedError
+
+    with pytest.raises(SocketConnectBlockedError), socket.create_connection(("127.0.0.2", 9), 1):
+        pass
