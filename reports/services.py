@@ -124,6 +124,18 @@ def _check_token(connection: Connection, token: str) -> str:
     return user.account_name
 
 
+def _verify_and_store_token(connection: Connection, access_token: str) -> None:
+    """Sign in with the token (ConnectionCheckError if OSAI refuses it), then set it on the
+    connection, encrypted, with the OSAI account name; the caller saves."""
+    token = _clean_token(access_token)
+    connection.account_name = _check_token(connection, token)
+    connection.token_encrypted = crypto.encrypt_secret(token)
+    connection.token_last4 = token[-4:]
+    connection.status = Connection.Status.OK
+    connection.status_message = ""
+    connection.last_verified_at = timezone.now()
+
+
 def connection_create(*, owner: Any, label: str, region: str, access_token: str) -> Connection:
     """Check the token by signing in, then save the connection with the token encrypted."""
     label = (label or "").strip()
@@ -133,14 +145,8 @@ def connection_create(*, owner: Any, label: str, region: str, access_token: str)
         raise ConnectionCheckError("Choose one of the offered regions.")
     if Connection.objects.filter(owner=owner, label=label).exists():
         raise ConnectionCheckError(f"You already have a connection labelled {label!r}.")
-    token = _clean_token(access_token)
     connection = Connection(owner=owner, label=label, region=region)
-    connection.account_name = _check_token(connection, token)
-    connection.token_encrypted = crypto.encrypt_secret(token)
-    connection.token_last4 = token[-4:]
-    connection.status = Connection.Status.OK
-    connection.status_message = ""
-    connection.last_verified_at = timezone.now()
+    _verify_and_store_token(connection, access_token)
     try:
         connection.save()
     except IntegrityError:
@@ -150,13 +156,7 @@ def connection_create(*, owner: Any, label: str, region: str, access_token: str)
 
 def connection_replace_token(*, connection: Connection, access_token: str) -> Connection:
     """Check a new token and store it in place of the old one."""
-    token = _clean_token(access_token)
-    connection.account_name = _check_token(connection, token)
-    connection.token_encrypted = crypto.encrypt_secret(token)
-    connection.token_last4 = token[-4:]
-    connection.status = Connection.Status.OK
-    connection.status_message = ""
-    connection.last_verified_at = timezone.now()
+    _verify_and_store_token(connection, access_token)
     connection.save()
     return connection
 
