@@ -401,8 +401,10 @@ def test_a_tampered_or_incomplete_link_is_403(osai_sandbox):
     link, other_link = urlsplit(report["path"]), urlsplit(other["path"])
     query = {key: values[0] for key, values in parse_qs(link.query).items()}
     base = f"{osai_sandbox.base_url}{link.path}"
+    signature = query["Signature"]
+    flipped = ("B" if signature[0] == "A" else "A") + signature[1:]  # always a different one
     forged = [
-        f"{base}?{urlencode({**query, 'Signature': 'A' + query['Signature'][1:]})}",
+        f"{base}?{urlencode({**query, 'Signature': flipped})}",
         f"{base}?{urlencode({**query, 'Expires': int(query['Expires']) + 1})}",
         f"{base}?{urlencode({k: v for k, v in query.items() if k != 'Signature'})}",
         f"{osai_sandbox.base_url}{other_link.path}?{link.query}",  # another file, my signature
