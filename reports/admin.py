@@ -13,6 +13,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from reports.models import (
+    RATE_FIELDS,
     Bucket,
     Connection,
     Membership,
@@ -42,20 +43,7 @@ class PriceBookVersionInline(admin.TabularInline):
     model = PriceBookVersion
     extra = 0
     ordering = ("effective_from",)
-    fields = (
-        "effective_from",
-        "training_8gb_per_hour",
-        "training_16gb_per_hour",
-        "conversion_8gb_per_hour",
-        "conversion_16gb_per_hour",
-        "prediction_8gb_per_hour",
-        "prediction_16gb_per_hour",
-        "manipulation_per_hour",
-        "device_rental_per_hour",
-        "image_storage_per_gb_month",
-        "model_storage_per_gb_month",
-        "note",
-    )
+    fields = ("effective_from", *RATE_FIELDS, "note")
 
 
 @admin.register(PriceBook)
