@@ -25,6 +25,7 @@ import pytest
 from dateutil.relativedelta import relativedelta
 
 from tests import figures
+from tests.chromium import CHROMIUM, CHROMIUM_ARGS
 from tests.factories import (
     PASSWORD,
     ensure_example_price_book,
@@ -36,17 +37,6 @@ from tests.factories import (
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-sync",
-]
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "screenshot-report.png"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "var" / "test-artifacts"
