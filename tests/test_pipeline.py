@@ -89,6 +89,17 @@ def request(
     )
 
 
+def request_march(owner: Any, connection: Connection) -> Report:
+    """One bucket: March 2025, all flags, granularity total."""
+    return request(
+        owner,
+        [connection],
+        datetime(2025, 3, 1, tzinfo=UTC),
+        datetime(2025, 4, 1, tzinfo=UTC),
+        granularity="total",
+    )
+
+
 def direct_totals(sandbox: Any, token: str, start: datetime, end: datetime) -> dict[str, Any]:
     """Ask the sandbox directly for one report over the whole period."""
     client = OsaiClient(sandbox.api_url, token, sandbox=True)
@@ -165,13 +176,7 @@ def test_rerunning_last_12_months_makes_one_new_osai_report(account, use_sandbox
 def test_status_1_fails_the_bucket_with_no_further_calls(account, use_sandbox, queue):
     user, conn, _ = account
     use_sandbox.faults(report_error=True)
-    report = request(
-        user,
-        [conn],
-        datetime(2025, 3, 1, tzinfo=UTC),
-        datetime(2025, 4, 1, tzinfo=UTC),
-        granularity="total",
-    )
+    report = request_march(user, conn)
     drive()
     report.refresh_from_db()
     assert report.state == Report.State.FAILED
@@ -189,13 +194,7 @@ def test_a_report_stuck_at_minus_one_times_out_at_the_deadline(
     user, conn, _ = account
     settings.OSAI_BUCKET_DEADLINE_SECONDS = 2
     use_sandbox.faults(report_stuck=True)
-    report = request(
-        user,
-        [conn],
-        datetime(2025, 3, 1, tzinfo=UTC),
-        datetime(2025, 4, 1, tzinfo=UTC),
-        granularity="total",
-    )
+    report = request_march(user, conn)
     drive()
     report.refresh_from_db()
     assert report.state == Report.State.TIMED_OUT
@@ -213,13 +212,7 @@ def test_garbage_from_osai_ends_in_a_state_a_person_understands(
 ):
     user, conn, _ = account
     use_sandbox.faults(malformed_next=100, malformed=garbage)
-    report = request(
-        user,
-        [conn],
-        datetime(2025, 3, 1, tzinfo=UTC),
-        datetime(2025, 4, 1, tzinfo=UTC),
-        granularity="total",
-    )
+    report = request_march(user, conn)
     drive(30)
     report.refresh_from_db()
     assert report.state == Report.State.FAILED
@@ -235,13 +228,7 @@ def test_garbage_from_osai_ends_in_a_state_a_person_understands(
 def test_a_few_garbage_answers_are_retried_and_the_report_completes(account, use_sandbox, queue):
     user, conn, _ = account
     use_sandbox.faults(malformed_next=1, malformed="html")
-    report = request(
-        user,
-        [conn],
-        datetime(2025, 3, 1, tzinfo=UTC),
-        datetime(2025, 4, 1, tzinfo=UTC),
-        granularity="total",
-    )
+    report = request_march(user, conn)
     drive()
     report.refresh_from_db()
     assert report.state == Report.State.DONE
@@ -250,13 +237,7 @@ def test_a_few_garbage_answers_are_retried_and_the_report_completes(account, use
 def test_rate_limits_and_server_errors_are_waited_out(account, use_sandbox, queue):
     user, conn, _ = account
     use_sandbox.faults(rate_limit_next=2, retry_after="1", route=GET)
-    report = request(
-        user,
-        [conn],
-        datetime(2025, 3, 1, tzinfo=UTC),
-        datetime(2025, 4, 1, tzinfo=UTC),
-        granularity="total",
-    )
+    report = request_march(user, conn)
     drive()
     report.refresh_from_db()
     assert report.state == Report.State.DONE
@@ -266,13 +247,7 @@ def test_rate_limits_and_server_errors_are_waited_out(account, use_sandbox, queu
 
 def test_the_same_step_delivered_twice_at_once_creates_one_osai_report(account, use_sandbox, queue):
     user, conn, _ = account
-    report = request(
-        user,
-        [conn],
-        datetime(2025, 3, 1, tzinfo=UTC),
-        datetime(2025, 4, 1, tzinfo=UTC),
-        granularity="total",
-    )
+    report = request_march(user, conn)
     bucket = Bucket.objects.get(report_buckets__report=report)
     results: list[str] = []
 
@@ -296,13 +271,7 @@ def test_the_same_step_delivered_twice_at_once_creates_one_osai_report(account, 
 
 def test_an_expired_jwt_is_renewed_by_one_sign_in(account, use_sandbox, queue):
     user, conn, _ = account
-    request(
-        user,
-        [conn],
-        datetime(2025, 3, 1, tzinfo=UTC),
-        datetime(2025, 4, 1, tzinfo=UTC),
-        granularity="total",
-    )
+    request_march(user, conn)
     drive()
     sign_ins = use_sandbox.calls(SIGN_IN)
     # The cached JWT is still "valid" by its expiry here, but the sandbox refuses it.
@@ -348,13 +317,7 @@ def test_a_token_osai_refuses_marks_the_connection_and_stops(account, use_sandbo
 
 def test_a_wrong_encryption_key_fails_closed_with_no_request(account, use_sandbox, queue, settings):
     user, conn, _ = account
-    report = request(
-        user,
-        [conn],
-        datetime(2025, 3, 1, tzinfo=UTC),
-        datetime(2025, 4, 1, tzinfo=UTC),
-        granularity="total",
-    )
+    report = request_march(user, conn)
     from cryptography.fernet import Fernet
 
     settings.OSAI_TOKEN_KEYS = [Fernet.generate_key().decode()]
