@@ -7,7 +7,7 @@ PYTHON := $(BIN)/python
 STAMP := $(VENV)/.installed
 MANAGE := $(PYTHON) manage.py
 
-.PHONY: install run test test-scale lint typecheck pytest bench static browser clean
+.PHONY: install run test test-fast test-scale lint typecheck pytest bench static browser clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -28,21 +28,28 @@ static: install
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
+# The demo runs against the local OSAI sandbox, which is off unless OSAI_SANDBOX_URL is set.
+SANDBOX_PORT ?= 8765
+run: export OSAI_SANDBOX_URL = http://127.0.0.1:$(SANDBOX_PORT)/api
 run: static
 	$(MANAGE) migrate --noinput -v 0
-	$(MANAGE) run_dev
+	$(MANAGE) run_dev --sandbox-port $(SANDBOX_PORT)
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy osai_dashboard reports
+	$(BIN)/mypy osai osai_dashboard reports
 
 pytest: static browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# While you work: everything but the tests that start real processes or a browser.
+test-fast: static
+	$(BIN)/pytest -m "not worker and not browser" $(PYTEST_ARGS)
 
 # The same suite on PostgreSQL and the django-q2 Redis broker (both on 127.0.0.1 here).
 SCALE_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
@@ -52,7 +59,7 @@ test-scale: static browser
 
 bench: static browser
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null) || echo "no wrk: the bench uses its bounded Python load loop"
-	$(PYTHON) -m tests.bench
+	$(PYTHON) -m bench
 
 clean:
 	rm -rf $(VENV) node_modules staticfiles var

@@ -202,7 +202,7 @@ CONTENT_SECURITY_POLICY = {
     },
 }
 
-# --- django-q2: our own rows are the source of truth; see reports/pipeline.py --------------------
+# --- django-q2: our own rows are the source of truth; see docs/architecture.md -----------------
 # timeout < retry so a running task is never started twice; max_attempts bounds redelivery;
 # catch_up=False so a restarted cluster does not replay missed reconciler ticks.
 Q_CLUSTER: dict = {
@@ -228,7 +228,11 @@ OSAI_REGIONS: dict[str, str] = {
     "eu": env.str("OSAI_EU_URL", default="https://app-eu.onestepai.com/api"),
     "us": env.str("OSAI_US_URL", default="https://app-us.onestepai.com/api"),
 }
-OSAI_SANDBOX_URL = env.str("OSAI_SANDBOX_URL", default="http://127.0.0.1:8765/api")
+# The local OSAI sandbox (osai/sandbox/) as an extra region: off unless configured (S13).
+# `make run` and the tests turn it on; `check --deploy` warns if it is on with DEBUG off.
+OSAI_SANDBOX_URL = env.str(
+    "OSAI_SANDBOX_URL", default="http://127.0.0.1:8765/api" if TESTING else ""
+)
 if OSAI_SANDBOX_URL:
     OSAI_REGIONS["sandbox"] = OSAI_SANDBOX_URL
 OSAI_REGION_LABELS = {"eu": "OSAI EU", "us": "OSAI US", "sandbox": "Local OSAI sandbox"}

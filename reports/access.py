@@ -13,7 +13,7 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 
-from reports.models import Connection, Membership, Report, Team
+from reports.models import Bucket, Membership, Report, Team
 
 
 def teams_administered_by(user: Any) -> QuerySet[Team]:
@@ -55,5 +55,13 @@ def _visible(user: Any) -> Q:
     )
 
 
-def connections_owned_by(user: Any) -> QuerySet[Connection]:
-    return Connection.objects.filter(owner=user)
+def counted_buckets(report: Report) -> QuerySet[Bucket]:
+    """The buckets that count for a report: all of a personal report's; of a team report, only
+    those on connections still shared with the team by people who are still its members."""
+    buckets = Bucket.objects.filter(report_buckets__report=report)
+    if report.team_id is None:
+        return buckets
+    return buckets.filter(
+        connection__shared_with_teams=report.team_id,
+        connection__owner__memberships__team=report.team_id,
+    )

@@ -12,8 +12,8 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from reports.metrics import FLAG_FIELDS, RATE_FIELDS, USAGE_COLUMNS
 from reports.models import (
-    RATE_FIELDS,
     Bucket,
     Connection,
     Membership,
@@ -161,11 +161,7 @@ class ReportAdmin(ReadOnlyAdmin):
         "period_start",
         "period_end",
         "granularity",
-        "include_datasets",
-        "include_manipulations",
-        "include_models",
-        "include_rented_devices",
-        "include_predictions",
+        *FLAG_FIELDS,
         "state",
         "buckets_total",
         "buckets_done",
@@ -214,18 +210,7 @@ class BucketAdmin(ReadOnlyAdmin):
         "created_at",
         "started_at",
         "finished_at",
-        "existing_images",
-        "deleted_images",
-        "images_kb_min",
-        "models_kb_min",
-        "manipulation_seconds",
-        "training_seconds_8gb",
-        "training_seconds_16gb",
-        "conversion_seconds_8gb",
-        "conversion_seconds_16gb",
-        "prediction_seconds_8gb",
-        "prediction_seconds_16gb",
-        "device_rental_seconds",
+        *USAGE_COLUMNS,
     )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Bucket]:

@@ -1,7 +1,7 @@
 """Plotly figures of a report: one pure function per chart, plain data in, Figure out.
 
 The functions take usage rows (reports/usage.py, raw OSAI units summed per period) and,
-for the cost view, one dict of money per row (reports/costs.py `row_costs`). They only
+for the cost view, one dict of money per row (reports/pricing.py `row_costs`). They only
 build bar, scatter and pie traces, the ones in the partial Plotly bundle the page loads.
 
 The page does not use `Figure.to_html()`: it emits inline <script> tags, which the strict
@@ -23,69 +23,55 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from osai import contract
+from reports.metrics import (
+    CATEGORIES,
+    METRIC_BY_COLUMN,
+    METRICS,
+    STORAGE_COLUMNS,
+    display_value,
+    metrics_in,
+)
 from reports.models import Granularity
-from reports.usage import UsageRow, display_value
+from reports.usage import UsageRow
+
+DEVICE_RENTAL = next(m.column for m in METRICS if m.category == "device_rental")
 
 EMPTY_MESSAGE = "No usage in this period"
 EN_DASH = "\u2013"  # between the ends of a range; also the "no value" cell
 PRELIMINARY_MARK = " *"  # appended to the label of the open (preliminary) period
 
-# Colours: one hue per kind of work, a darker shade for the 16 GB worker class.
-COLORS: dict[str, str] = {
-    "training_seconds_8gb": "#7aa6e0",
-    "training_seconds_16gb": "#2f62b0",
-    "conversion_seconds_8gb": "#f2b36b",
-    "conversion_seconds_16gb": "#c9721c",
-    "prediction_seconds_8gb": "#83c995",
-    "prediction_seconds_16gb": "#2e8b4f",
-    "manipulation_seconds": "#a58bd6",
-    "device_rental_seconds": "#3aa5a0",
-    "images_kb_min": "#5b8def",
-    "models_kb_min": "#e07a5f",
-    "existing_images": "#4c78a8",
-    "deleted_images": "#d6616b",
-    "total": "#2f62b0",
-}
+# Colours come from the metric registry: one hue per kind of work, a darker shade for the
+# 16 GB worker class.
+TOTAL_COLOR = "#2f62b0"  # the cumulative spend line
 
-COMPUTE_SERIES: tuple[tuple[str, str], ...] = (
-    ("training_seconds_8gb", "Training, 8 GB"),
-    ("training_seconds_16gb", "Training, 16 GB"),
-    ("conversion_seconds_8gb", "Conversion, 8 GB"),
-    ("conversion_seconds_16gb", "Conversion, 16 GB"),
-    ("prediction_seconds_8gb", "Prediction, 8 GB"),
-    ("prediction_seconds_16gb", "Prediction, 16 GB"),
-    ("manipulation_seconds", "Augmentation"),
+# (column, name in the chart) per series.
+COMPUTE_SERIES: tuple[tuple[str, str], ...] = tuple(
+    (m.column, m.chart_label) for m in METRICS if m.total.worker_gb or m.category == "augmentation"
 )
-STORAGE_SERIES: tuple[tuple[str, str], ...] = (
-    ("images_kb_min", "Images"),
-    ("models_kb_min", "Models"),
+STORAGE_SERIES: tuple[tuple[str, str], ...] = tuple(
+    (column, METRIC_BY_COLUMN[column].chart_label) for column in STORAGE_COLUMNS
 )
-# The pie's categories: each sums one or more usage columns.
-COMPUTE_CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Training", ("training_seconds_8gb", "training_seconds_16gb")),
-    ("Conversion", ("conversion_seconds_8gb", "conversion_seconds_16gb")),
-    ("Prediction", ("prediction_seconds_8gb", "prediction_seconds_16gb")),
-    ("Augmentation", ("manipulation_seconds",)),
+IMAGE_SERIES: tuple[tuple[str, str], ...] = tuple(
+    (m.column, m.chart_label) for m in METRICS if m.total.unit == contract.Unit.COUNT
 )
-SPEND_CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    *COMPUTE_CATEGORIES,
-    ("Device rental", ("device_rental_seconds",)),
-    ("Image storage", ("images_kb_min",)),
-    ("Model storage", ("models_kb_min",)),
+# The share chart's slices: a category each, summing its columns. Compute hours in the usage
+# view; every priced category in the cost view.
+SPEND_CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
+    (c.label, tuple(m.column for m in metrics_in(c.key)))
+    for c in CATEGORIES
+    if any(m.priced for m in metrics_in(c.key))
 )
-CATEGORY_COLORS: dict[str, str] = {
-    "Training": COLORS["training_seconds_16gb"],
-    "Conversion": COLORS["conversion_seconds_16gb"],
-    "Prediction": COLORS["prediction_seconds_16gb"],
-    "Augmentation": COLORS["manipulation_seconds"],
-    "Device rental": COLORS["device_rental_seconds"],
-    "Image storage": COLORS["images_kb_min"],
-    "Model storage": COLORS["models_kb_min"],
-}
+COMPUTE_CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
+    (label, columns)
+    for label, columns in SPEND_CATEGORIES
+    if all(column in dict(COMPUTE_SERIES) for column in columns)
+)
+CATEGORY_COLORS: dict[str, str] = {c.label: c.color for c in CATEGORIES}
 
 COMPUTE_SUBTITLE = "GPU-hours for training, conversion and prediction; hours for augmentation"
 
-Costs = Sequence[Mapping[str, Decimal]]  # one costs.row_costs() dict per usage row
+RowCosts = Sequence[Mapping[str, Decimal]]  # one pricing.row_costs() dict per usage row
 
 
 def _layout_defaults() -> dict[str, Any]:
@@ -210,7 +196,7 @@ def _x_title(granularity: str) -> str:
 # --- Values ------------------------------------------------------------------------------------
 
 
-def _values(rows: Sequence[UsageRow], column: str, costs: Costs | None) -> list[float]:
+def _values(rows: Sequence[UsageRow], column: str, costs: RowCosts | None) -> list[float]:
     """A column per row in display units, or its money (plotted as float, computed as Decimal)."""
     if costs is not None:
         return [float(c.get(column, Decimal(0))) for c in costs]
@@ -229,7 +215,7 @@ def _bar_chart(
     y_title: str,
     unit: str,
     granularity: str,
-    costs: Costs | None,
+    costs: RowCosts | None,
     stacked: bool,
     decimals: int = 2,
 ) -> go.Figure:
@@ -246,7 +232,7 @@ def _bar_chart(
                 x=labels,
                 y=values[column],
                 name=name,
-                marker_color=COLORS[column],
+                marker_color=METRIC_BY_COLUMN[column].color,
                 hovertemplate=_hover(unit, decimals),
             )
         )
@@ -266,7 +252,7 @@ def _usage_or_cost_bars(
     series: Sequence[tuple[str, str]],
     *,
     granularity: str,
-    costs: Costs | None,
+    costs: RowCosts | None,
     currency: str,
     usage_title: str,
     cost_title: str,
@@ -302,7 +288,7 @@ def compute_hours_figure(
     rows: Sequence[UsageRow],
     *,
     granularity: str,
-    costs: Costs | None = None,
+    costs: RowCosts | None = None,
     currency: str = "",
 ) -> go.Figure:
     """Training, conversion and prediction (each 8 GB / 16 GB) and augmentation, stacked."""
@@ -325,13 +311,13 @@ def device_rental_figure(
     rows: Sequence[UsageRow],
     *,
     granularity: str,
-    costs: Costs | None = None,
+    costs: RowCosts | None = None,
     currency: str = "",
 ) -> go.Figure:
     """Hours of rented edge devices per period."""
     return _usage_or_cost_bars(
         rows,
-        (("device_rental_seconds", "Device rental"),),
+        ((DEVICE_RENTAL, METRIC_BY_COLUMN[DEVICE_RENTAL].chart_label),),
         granularity=granularity,
         costs=costs,
         currency=currency,
@@ -345,7 +331,7 @@ def storage_figure(
     rows: Sequence[UsageRow],
     *,
     granularity: str,
-    costs: Costs | None = None,
+    costs: RowCosts | None = None,
     currency: str = "",
 ) -> go.Figure:
     """Image and model storage per period, in GB-months (or their cost), stacked."""
@@ -364,10 +350,9 @@ def storage_figure(
 
 def images_figure(rows: Sequence[UsageRow], *, granularity: str) -> go.Figure:
     """Images existing (at the end of each period) and deleted, side by side. Not priced."""
-    series = (("existing_images", "Existing"), ("deleted_images", "Deleted"))
     return _bar_chart(
         rows,
-        series,
+        IMAGE_SERIES,
         title="Images existing and deleted",
         y_title="Images",
         unit="images",
@@ -381,7 +366,7 @@ def images_figure(rows: Sequence[UsageRow], *, granularity: str) -> go.Figure:
 def share_figure(
     rows: Sequence[UsageRow],
     *,
-    costs: Costs | None = None,
+    costs: RowCosts | None = None,
     currency: str = "",
 ) -> go.Figure:
     """The share of compute hours by category; in the cost view, of all spend."""
@@ -427,7 +412,7 @@ def share_figure(
 
 def cumulative_cost_figure(
     rows: Sequence[UsageRow],
-    costs: Costs,
+    costs: RowCosts,
     *,
     granularity: str,
     currency: str,
@@ -454,10 +439,38 @@ def cumulative_cost_figure(
             y=cumulative,
             name="Cumulative spend",
             mode="lines+markers",
-            line={"color": COLORS["total"], "width": 3},
+            line={"color": TOTAL_COLOR, "width": 3},
             hovertemplate=_hover(currency, 2),
         )
     )
+    return fig
+
+
+def member_bars_figure(
+    period_labels: Sequence[str],
+    values_by_member: Mapping[str, Sequence[float]],
+    *,
+    unit: str,
+    title: str,
+    x_title: str = "Period (UTC)",
+) -> go.Figure:
+    """A team's spend (or usage) per member over time: stacked bars, one trace per member.
+
+    Values are floats only for drawing; the table under the chart shows the same figures.
+    """
+    if not period_labels or not any(v for vs in values_by_member.values() for v in vs):
+        return empty_figure(title)
+    fig = _figure(title, x_title=x_title, y_title=unit, unit=unit, decimals=2)
+    for member, values in values_by_member.items():
+        fig.add_trace(
+            go.Bar(
+                name=member,
+                x=list(period_labels),
+                y=list(values),
+                hovertemplate=_hover(unit, 2),
+            )
+        )
+    fig.update_layout(barmode="stack")
     return fig
 
 

@@ -1,4 +1,4 @@
-"""Deployment checks of our own (run by `manage.py check --deploy`)."""
+"""Deployment checks of our own (run by `manage.py check --deploy`; S1, S13)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,15 @@ def check_production_keys(app_configs: Any, **kwargs: Any) -> list[Warning]:
                 "readable by anyone with this source code.",
                 hint="Generate a key with Fernet.generate_key() and set OSAI_TOKEN_KEYS.",
                 id="osai.W002",
+            )
+        )
+    if "sandbox" in settings.OSAI_REGIONS and not settings.DEBUG:
+        problems.append(
+            Warning(
+                "The OSAI sandbox region is on (OSAI_SANDBOX_URL is set) with DEBUG off: people "
+                "can add connections to a local emulator instead of OSAI.",
+                hint="Leave OSAI_SANDBOX_URL empty in production.",
+                id="osai.W003",
             )
         )
     return problems

@@ -8,7 +8,7 @@ Columns, in order (`export_columns`):
 - every usage metric in its display unit (GPU-hours, hours, GB-months, counts; 9 decimals),
   then every metric raw under OSAI's own field name (totalTrainingSeconds8GB …), as received.
 - with cost: cost_<column> per priced metric and cost_total, at the internal precision of
-  reports/costs.py (10 decimals, not rounded to cents), then currency, price_book and
+  reports/pricing.py (10 decimals, not rounded to cents), then currency, price_book and
   price_book_versions (the effective_from of each version that priced the bucket).
 - provenance: osai_report_id, osai_creation_time (OSAI's raw string), the five include_* flags,
   raw_json_sha256 (the checksum of the archived OSAI JSON file, empty if none).
@@ -35,44 +35,23 @@ from typing import Any
 from django.db.models import F, QuerySet
 from django.http import StreamingHttpResponse
 
-from reports import costs as pricing
-from reports.models import FLAG_FIELDS, OSAI_TOTAL_FIELDS, Bucket, PriceBook
-from reports.usage import METRICS
+from reports import pricing
+from reports.metrics import FLAG_FIELDS, METRIC_BY_COLUMN, METRICS, PRICED, PRICED_COLUMNS
+from reports.models import Bucket, PriceBook
 
 CHUNK_SIZE = 500
 DISPLAY_QUANTUM = Decimal("1E-9")
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n")
-
-# Usage column -> the CSV header of its display-unit value.
-DISPLAY_HEADERS: dict[str, str] = {
-    "training_seconds_8gb": "training_8gb_gpu_hours",
-    "training_seconds_16gb": "training_16gb_gpu_hours",
-    "conversion_seconds_8gb": "conversion_8gb_gpu_hours",
-    "conversion_seconds_16gb": "conversion_16gb_gpu_hours",
-    "prediction_seconds_8gb": "prediction_8gb_gpu_hours",
-    "prediction_seconds_16gb": "prediction_16gb_gpu_hours",
-    "manipulation_seconds": "manipulation_hours",
-    "device_rental_seconds": "device_rental_hours",
-    "images_kb_min": "image_storage_gb_months",
-    "models_kb_min": "model_storage_gb_months",
-    "existing_images": "existing_images",
-    "deleted_images": "deleted_images",
-}
-COLUMN_TO_OSAI = {column: osai for osai, column in OSAI_TOTAL_FIELDS.items()}
-COST_HEADERS: dict[str, str] = {
-    column: "cost_" + rate.removesuffix("_per_hour").removesuffix("_per_gb_month")
-    for column, rate in pricing.PRICED_COLUMNS.items()
-}
 
 
 def export_columns(*, team: bool, with_cost: bool) -> list[str]:
     """The CSV header for a report (team=False) or team export, with or without cost."""
     columns = ["period_start", "period_end", "preliminary"]
     columns += ["member", "connection"] if team else ["connection"]
-    columns += [DISPLAY_HEADERS[m.column] for m in METRICS]
-    columns += [COLUMN_TO_OSAI[m.column] for m in METRICS]
+    columns += [m.csv_header for m in METRICS]
+    columns += [m.osai_field for m in METRICS]
     if with_cost:
-        columns += [*COST_HEADERS.values(), "cost_total", "currency", "price_book"]
+        columns += [*(m.cost_header for m in PRICED), "cost_total", "currency", "price_book"]
         columns += ["price_book_versions"]
     columns += ["osai_report_id", "osai_creation_time", *FLAG_FIELDS, "raw_json_sha256"]
     return columns
@@ -125,7 +104,7 @@ def cell(value: Any) -> str:
 def display_number(column: str, raw: float | None) -> str:
     if raw is None:
         return ""
-    divisor = next(m.divisor for m in METRICS if m.column == column)
+    divisor = METRIC_BY_COLUMN[column].divisor
     if divisor == 1:
         return number(raw)
     value = pricing.to_decimal(raw) / pricing.to_decimal(divisor)
@@ -163,11 +142,11 @@ def bucket_row(
     cells += [display_number(m.column, getattr(bucket, m.column)) for m in METRICS]
     cells += [number(getattr(bucket, m.column)) for m in METRICS]
     if with_cost:
-        totals = {column: getattr(bucket, column) for column in pricing.PRICED_COLUMNS}
+        totals = {column: getattr(bucket, column) for column in PRICED_COLUMNS}
         bucket_costs = pricing.period_costs(
             totals, bucket.period_start, bucket.period_end, price_book
         )
-        cells += [number(bucket_costs[column]) for column in COST_HEADERS]
+        cells += [number(bucket_costs[column]) for column in PRICED_COLUMNS]
         cells.append(number(bucket_costs["total"]))
         cells.append(cell(price_book.currency if price_book else ""))
         cells.append(cell(price_book.name if price_book else ""))

@@ -1,4 +1,5 @@
-"""Forms: parse and check what people type; the services (reports/services.py) act on it.
+"""Forms: parse and check what people type; the services (reports/services.py,
+reports/connections.py, reports/teams.py) act on it.
 
 Access tokens are typed into password inputs that never render their value back, so a
 form shown again after an error never carries the token (T2).
@@ -12,25 +13,18 @@ from typing import Any
 from django import forms
 from django.utils import timezone
 
-from reports import services
-from reports.models import FLAG_FIELDS, Connection, Granularity, Team
+from reports import connections
+from reports.metrics import FLAG_FIELDS, FLAGS
+from reports.models import Connection, Granularity, Team
 from reports.periods import PRESETS, preset_period, utc_midnight
 
 CUSTOM = "custom"
-
-FLAG_LABELS: dict[str, tuple[str, str]] = {
-    "include_datasets": ("Datasets", "images and image storage"),
-    "include_manipulations": ("Augmentation", "manipulation hours"),
-    "include_models": ("Models", "training, conversion and model storage"),
-    "include_rented_devices": ("Rented devices", "device rental hours"),
-    "include_predictions": ("Predictions", "prediction hours"),
-}
 
 
 def _token_field() -> forms.CharField:
     return forms.CharField(
         label="Access token",
-        max_length=services.MAX_TOKEN_LENGTH,
+        max_length=connections.MAX_TOKEN_LENGTH,
         strip=True,
         # render_value=False: the token is never sent back to the browser, even on errors.
         widget=forms.PasswordInput(
@@ -53,7 +47,7 @@ class ConnectionCreateForm(forms.Form):
         super().__init__(*args, **kwargs)
         region_field = self.fields["region"]
         assert isinstance(region_field, forms.ChoiceField)
-        region_field.choices = services.region_choices()
+        region_field.choices = connections.region_choices()
 
 
 class ConnectionTokenForm(forms.Form):
@@ -109,9 +103,9 @@ class PeriodForm(forms.Form):
     def __init__(self, *args: Any, now: datetime | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.now = now or timezone.now()
-        for name, (label, help_text) in FLAG_LABELS.items():
-            self.fields[name].label = label
-            self.fields[name].help_text = help_text
+        for flag in FLAGS:
+            self.fields[flag.field].label = flag.label
+            self.fields[flag.field].help_text = flag.help_text
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}

@@ -15,38 +15,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-# OSAI's totals of a finished report and the columns that keep them. The values are stored
-# as received (doubles round-trip any JSON number OSAI sends; the full response is kept too).
-OSAI_TOTAL_FIELDS: dict[str, str] = {
-    "totalExistingImagesNum": "existing_images",
-    "totalDeletedImagesNum": "deleted_images",
-    "totalImagesKBMin": "images_kb_min",
-    "totalModelsKBMin": "models_kb_min",
-    "totalManipulationSeconds": "manipulation_seconds",
-    "totalTrainingSeconds8GB": "training_seconds_8gb",
-    "totalTrainingSeconds16GB": "training_seconds_16gb",
-    "totalConversionSeconds8GB": "conversion_seconds_8gb",
-    "totalConversionSeconds16GB": "conversion_seconds_16gb",
-    "totalPredictionSeconds8GB": "prediction_seconds_8gb",
-    "totalPredictionSeconds16GB": "prediction_seconds_16gb",
-    "totalDeviceRentalSeconds": "device_rental_seconds",
-}
-
-FLAG_FIELDS: tuple[str, ...] = (
-    "include_datasets",
-    "include_manipulations",
-    "include_models",
-    "include_rented_devices",
-    "include_predictions",
-)
-# Our flag names and OSAI's request/response field names.
-FLAG_TO_OSAI: dict[str, str] = {
-    "include_datasets": "includeDatasets",
-    "include_manipulations": "includeManipulations",
-    "include_models": "includeModels",
-    "include_rented_devices": "includeRentedDevices",
-    "include_predictions": "includePredictions",
-}
+from reports.metrics import FLAG_FIELDS, METRICS, OSAI_FIELD_TO_COLUMN, RATE_FIELDS
 
 
 class Team(models.Model):
@@ -159,20 +128,6 @@ class PriceBook(models.Model):
         return f"{self.name} ({self.currency})"
 
 
-RATE_FIELDS: tuple[str, ...] = (
-    "training_8gb_per_hour",
-    "training_16gb_per_hour",
-    "conversion_8gb_per_hour",
-    "conversion_16gb_per_hour",
-    "prediction_8gb_per_hour",
-    "prediction_16gb_per_hour",
-    "manipulation_per_hour",
-    "device_rental_per_hour",
-    "image_storage_per_gb_month",
-    "model_storage_per_gb_month",
-)
-
-
 def _rate() -> models.DecimalField:
     return models.DecimalField(max_digits=14, decimal_places=6, default=Decimal("0"))
 
@@ -183,16 +138,7 @@ class PriceBookVersion(models.Model):
     price_book = models.ForeignKey(PriceBook, on_delete=models.CASCADE, related_name="versions")
     effective_from = models.DateTimeField()
     note = models.CharField(max_length=200, blank=True)
-    training_8gb_per_hour = _rate()
-    training_16gb_per_hour = _rate()
-    conversion_8gb_per_hour = _rate()
-    conversion_16gb_per_hour = _rate()
-    prediction_8gb_per_hour = _rate()
-    prediction_16gb_per_hour = _rate()
-    manipulation_per_hour = _rate()
-    device_rental_per_hour = _rate()
-    image_storage_per_gb_month = _rate()
-    model_storage_per_gb_month = _rate()
+    # One rate column per priced metric, added from the registry below the class.
 
     class Meta:
         ordering = ["price_book", "effective_from"]
@@ -204,6 +150,11 @@ class PriceBookVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.price_book.name} from {self.effective_from:%Y-%m-%d}"
+
+
+# One rate per priced metric (reports/metrics.py): per hour, or per GB-month of storage.
+for _rate_field in RATE_FIELDS:
+    PriceBookVersion.add_to_class(_rate_field, _rate())
 
 
 class Bucket(OsaiFlags):
@@ -248,19 +199,8 @@ class Bucket(OsaiFlags):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
-    # The totals, one column each, so team sums are SQL aggregates.
-    existing_images = models.FloatField(null=True, blank=True)
-    deleted_images = models.FloatField(null=True, blank=True)
-    images_kb_min = models.FloatField(null=True, blank=True)
-    models_kb_min = models.FloatField(null=True, blank=True)
-    manipulation_seconds = models.FloatField(null=True, blank=True)
-    training_seconds_8gb = models.FloatField(null=True, blank=True)
-    training_seconds_16gb = models.FloatField(null=True, blank=True)
-    conversion_seconds_8gb = models.FloatField(null=True, blank=True)
-    conversion_seconds_16gb = models.FloatField(null=True, blank=True)
-    prediction_seconds_8gb = models.FloatField(null=True, blank=True)
-    prediction_seconds_16gb = models.FloatField(null=True, blank=True)
-    device_rental_seconds = models.FloatField(null=True, blank=True)
+    # The totals, one column each (added from the registry below the class), so that team
+    # sums are SQL aggregates.
 
     class Meta:
         constraints = [
@@ -283,16 +223,19 @@ class Bucket(OsaiFlags):
     def is_terminal(self) -> bool:
         return self.state in self.TERMINAL_STATES
 
-    @property
-    def is_preliminary(self) -> bool:
-        return not self.is_closed
-
     def totals(self) -> dict[str, Any]:
         """The totals under OSAI's own field names, in OSAI's raw units, as received."""
         raw = (self.osai_response or {}) if self.state == self.State.DONE else {}
         return {
-            osai: raw.get(osai, getattr(self, column)) for osai, column in OSAI_TOTAL_FIELDS.items()
+            osai: raw.get(osai, getattr(self, column))
+            for osai, column in OSAI_FIELD_TO_COLUMN.items()
         }
+
+
+# One column per OSAI total (reports/metrics.py), stored as received: doubles round-trip any
+# JSON number OSAI sends, and the full answer is kept in `osai_response` too.
+for _metric in METRICS:
+    Bucket.add_to_class(_metric.column, models.FloatField(null=True, blank=True))
 
 
 class BucketFile(models.Model):
@@ -368,10 +311,6 @@ class Report(OsaiFlags):
     @property
     def is_terminal(self) -> bool:
         return self.state in self.TERMINAL_STATES
-
-    @property
-    def buckets_pending(self) -> int:
-        return self.buckets_total - self.buckets_done - self.buckets_failed
 
 
 class ReportBucket(models.Model):

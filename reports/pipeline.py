@@ -37,22 +37,18 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F, Min, Q
+from django.db.models import F, Min, Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
+from osai.client import OsaiClient
+from osai.errors import OsaiAuthError, OsaiError, OsaiRateLimited
 from reports import crypto
+from reports.connections import connection_mark_needs_token, osai_client_for
 from reports.failpoints import failpoint
-from reports.models import (
-    OSAI_TOTAL_FIELDS,
-    Bucket,
-    BucketFile,
-    Connection,
-    Report,
-    WorkerLease,
-)
-from reports.osai.errors import OsaiAuthError, OsaiError, OsaiRateLimited
-from reports.services import connection_mark_needs_token, osai_client_for
+from reports.metrics import OSAI_FIELD_TO_COLUMN, to_osai_flags
+from reports.models import Bucket, BucketFile, Connection, WorkerLease
+from reports.progress import refresh_reports_of
 
 log = logging.getLogger(__name__)
 
@@ -337,10 +333,7 @@ def _needs_token_message(connection: Connection) -> str:
     )
 
 
-def _step_create(bucket: Bucket, client: object) -> str:
-    from reports.osai.client import OsaiClient
-
-    assert isinstance(client, OsaiClient)
+def _step_create(bucket: Bucket, client: OsaiClient) -> str:
     with transaction.atomic():
         # Politeness: a bounded number of OSAI reports in flight per connection.
         Connection.objects.select_for_update().filter(pk=bucket.connection_id).first()
@@ -357,7 +350,9 @@ def _step_create(bucket: Bucket, client: object) -> str:
             )
             return "waiting for a free slot"
         _save(bucket, state=Bucket.State.CREATING, lease_until=bucket.lease_until)
-    created = client.create_report(bucket.period_start, bucket.period_end, bucket.flags())
+    created = client.create_report(
+        bucket.period_start, bucket.period_end, to_osai_flags(bucket.flags())
+    )
     failpoint("after_create")
     # Commit the id at once: from here on a re-run polls instead of creating again.
     _save(
@@ -374,10 +369,7 @@ def _step_create(bucket: Bucket, client: object) -> str:
     return "created"
 
 
-def _step_poll(bucket: Bucket, client: object) -> str:
-    from reports.osai.client import OsaiClient
-
-    assert isinstance(client, OsaiClient)
+def _step_poll(bucket: Bucket, client: OsaiClient) -> str:
     assert bucket.osai_report_id is not None
     status = client.get_report(bucket.osai_report_id)
     failpoint("after_poll")
@@ -402,7 +394,7 @@ def _step_poll(bucket: Bucket, client: object) -> str:
         return "osai error"
     # Done: keep the totals exactly as received, then archive the file at `path` at once,
     # because the signed link expires.
-    totals = {column: status.totals[osai] for osai, column in OSAI_TOTAL_FIELDS.items()}
+    totals = {column: status.totals[osai] for osai, column in OSAI_FIELD_TO_COLUMN.items()}
     _save(
         bucket,
         polls=polls,
@@ -436,70 +428,3 @@ def _step_poll(bucket: Bucket, client: object) -> str:
     _save(bucket, attempts=0, lease_until=bucket.lease_until)
     _finish(bucket.pk, Bucket.State.DONE, note)
     return "done"
-
-
-# --- Reports follow their buckets ------------------------------------------------------------
-
-
-def refresh_reports_of(bucket_pk: int) -> None:
-    for report_pk in (
-        Report.objects.filter(report_buckets__bucket_id=bucket_pk)
-        .exclude(state__in=Report.TERMINAL_STATES)
-        .values_list("pk", flat=True)
-    ):
-        report_refresh(report_pk)
-
-
-@transaction.atomic
-def report_refresh(report_pk: int) -> None:
-    """Recompute a report's counts and state from its buckets."""
-    report = Report.objects.select_for_update().filter(pk=report_pk).first()
-    if report is None or report.state == Report.State.CANCELLED:
-        return
-    counts = Bucket.objects.filter(report_buckets__report_id=report_pk).aggregate(
-        total=Count("pk"),
-        done=Count("pk", filter=Q(state=Bucket.State.DONE)),
-        failed=Count("pk", filter=Q(state__in=Bucket.FAILED_STATES)),
-        timed_out=Count("pk", filter=Q(state=Bucket.State.TIMED_OUT)),
-        started=Count("pk", filter=~Q(state=Bucket.State.NEW) | Q(started_at__isnull=False)),
-    )
-    total, done, failed = counts["total"], counts["done"], counts["failed"]
-    now = timezone.now()
-    fields: dict[str, object] = {
-        "buckets_total": total,
-        "buckets_done": done,
-        "buckets_failed": failed,
-    }
-    if total and done + failed == total:
-        if failed == 0:
-            state = Report.State.DONE
-        elif done > 0:
-            state = Report.State.PARTIAL
-        elif counts["timed_out"] == failed:
-            state = Report.State.TIMED_OUT
-        else:
-            state = Report.State.FAILED
-        fields["finished_at"] = report.finished_at or now
-        fields["error_message"] = _failure_summary(report_pk, failed, total) if failed else ""
-    else:
-        state = Report.State.RUNNING if counts["started"] or done else Report.State.QUEUED
-        if state == Report.State.RUNNING and report.started_at is None:
-            fields["started_at"] = now
-    fields["state"] = state
-    if state != Report.State.QUEUED and report.started_at is None:
-        fields["started_at"] = now
-    Report.objects.filter(pk=report_pk).update(**fields)
-
-
-def _failure_summary(report_pk: int, failed: int, total: int) -> str:
-    lines = [f"{failed} of {total} parts of this report failed:"]
-    for bucket in Bucket.objects.filter(
-        report_buckets__report_id=report_pk, state__in=Bucket.FAILED_STATES
-    ).select_related("connection")[:20]:
-        lines.append(
-            f"- {bucket.connection.label}, {bucket.period_start:%Y-%m-%d} to "
-            f"{bucket.period_end:%Y-%m-%d}: {bucket.error_message or bucket.get_state_display()}"
-        )
-    if failed > 20:
-        lines.append(f"… and {failed - 20} more.")
-    return "\n".join(lines)

@@ -1,7 +1,9 @@
-"""Services: what views, commands and tasks call to change state.
+"""Report requests: asking for a report (personal or team), cancelling it, retrying it.
 
-Keyword-only functions named `<entity>_<action>`. Views parse input and call these; the
-report pipeline itself (what the worker does) lives in reports/pipeline.py.
+Keyword-only services named `report_<action>`, called by views, commands and the team
+services. A request creates the report's buckets, reusing finished ones of closed periods,
+and hands the rest to the pipeline (reports/pipeline.py), which never calls back here.
+Connection services are in reports/connections.py.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from reports import crypto
+from reports import pipeline, progress
+from reports.metrics import FLAG_FIELDS
 from reports.models import (
-    FLAG_FIELDS,
     Bucket,
     Connection,
     Granularity,
@@ -26,197 +28,11 @@ from reports.models import (
     ReportBucket,
     Team,
 )
-from reports.osai.client import OsaiClient, jwt_expiry
-from reports.osai.errors import OsaiAuthError, OsaiError
 from reports.periods import EARLIEST_PERIOD_START, count_buckets, split_period, utc_midnight
-
-MAX_TOKEN_LENGTH = 4096
-
-
-class ConnectionCheckError(Exception):
-    """The access token could not be checked with OSAI; the message is for the form."""
 
 
 class ReportRequestError(Exception):
     """A report request that cannot be made; the message is for the form."""
-
-
-# --- Connections -----------------------------------------------------------------------------
-
-
-def region_choices() -> list[tuple[str, str]]:
-    labels = settings.OSAI_REGION_LABELS
-    return [(key, labels.get(key, key.upper())) for key in settings.OSAI_REGIONS]
-
-
-def osai_client_for(connection: Connection, *, access_token: str | None = None) -> OsaiClient:
-    """A client for the connection's region, signed in with its stored (cached) JWT.
-
-    Raises crypto.TokenDecryptionError before any request if the token cannot be read.
-    A fresh JWT from a (re-)sign-in is stored encrypted, with its expiry.
-    """
-    if connection.region not in settings.OSAI_REGIONS:
-        raise OsaiError(
-            f"The region {connection.region!r} is not offered by this server any more.",
-            permanent=True,
-        )
-    token = (
-        access_token
-        if access_token is not None
-        else crypto.decrypt_secret(connection.token_encrypted)
-    )
-    jwt: str | None = None
-    if (
-        access_token is None
-        and connection.jwt_encrypted
-        and connection.jwt_expires_at
-        and connection.jwt_expires_at > timezone.now() + timedelta(seconds=30)
-    ):
-        try:
-            jwt = crypto.decrypt_secret(connection.jwt_encrypted)
-        except crypto.TokenDecryptionError:
-            jwt = None  # sign in again; the token itself decrypted fine
-
-    def remember_jwt(new_jwt: str) -> None:
-        if connection.pk is None:
-            return
-        expires = jwt_expiry(new_jwt) or timezone.now() + timedelta(minutes=30)
-        connection.jwt_encrypted = crypto.encrypt_secret(new_jwt)
-        connection.jwt_expires_at = expires
-        Connection.objects.filter(pk=connection.pk).update(
-            jwt_encrypted=connection.jwt_encrypted, jwt_expires_at=expires
-        )
-
-    return OsaiClient(
-        settings.OSAI_REGIONS[connection.region],
-        token,
-        jwt=jwt,
-        on_new_jwt=remember_jwt,
-        sandbox=connection.region == "sandbox",
-    )
-
-
-def _clean_token(access_token: str) -> str:
-    token = (access_token or "").strip()
-    if not token:
-        raise ConnectionCheckError("Paste the access token you generated in OSAI.")
-    if len(token) > MAX_TOKEN_LENGTH or any(ch.isspace() for ch in token):
-        raise ConnectionCheckError("That does not look like an OSAI access token.")
-    return token
-
-
-def _check_token(connection: Connection, token: str) -> str:
-    """Sign in with the token and read the OSAI account name; raise ConnectionCheckError."""
-    client = osai_client_for(connection, access_token=token)
-    try:
-        client.sign_in()
-        user = client.user_info()
-    except OsaiAuthError:
-        raise ConnectionCheckError(
-            "OSAI did not accept this access token. Check that you copied all of it and "
-            "that it has not been revoked."
-        ) from None
-    except OsaiError as exc:
-        raise ConnectionCheckError(f"Could not check the token with OSAI: {exc.message}") from None
-    if client.jwt:
-        connection.jwt_encrypted = crypto.encrypt_secret(client.jwt)
-        connection.jwt_expires_at = jwt_expiry(client.jwt) or timezone.now() + timedelta(minutes=30)
-    return user.account_name
-
-
-def _verify_and_store_token(connection: Connection, access_token: str) -> None:
-    """Sign in with the token (ConnectionCheckError if OSAI refuses it), then set it on the
-    connection, encrypted, with the OSAI account name; the caller saves."""
-    token = _clean_token(access_token)
-    connection.account_name = _check_token(connection, token)
-    connection.token_encrypted = crypto.encrypt_secret(token)
-    connection.token_last4 = token[-4:]
-    connection.status = Connection.Status.OK
-    connection.status_message = ""
-    connection.last_verified_at = timezone.now()
-
-
-def connection_create(*, owner: Any, label: str, region: str, access_token: str) -> Connection:
-    """Check the token by signing in, then save the connection with the token encrypted."""
-    label = (label or "").strip()
-    if not label:
-        raise ConnectionCheckError("Give the connection a label, such as 'Production'.")
-    if region not in settings.OSAI_REGIONS:
-        raise ConnectionCheckError("Choose one of the offered regions.")
-    if Connection.objects.filter(owner=owner, label=label).exists():
-        raise ConnectionCheckError(f"You already have a connection labelled {label!r}.")
-    connection = Connection(owner=owner, label=label, region=region)
-    _verify_and_store_token(connection, access_token)
-    try:
-        connection.save()
-    except IntegrityError:
-        raise ConnectionCheckError(f"You already have a connection labelled {label!r}.") from None
-    return connection
-
-
-def connection_replace_token(*, connection: Connection, access_token: str) -> Connection:
-    """Check a new token and store it in place of the old one."""
-    _verify_and_store_token(connection, access_token)
-    connection.save()
-    return connection
-
-
-def connection_relabel(*, connection: Connection, label: str) -> Connection:
-    label = (label or "").strip()
-    if not label:
-        raise ConnectionCheckError("The label cannot be empty.")
-    if Connection.objects.filter(owner=connection.owner, label=label).exclude(pk=connection.pk):
-        raise ConnectionCheckError(f"You already have a connection labelled {label!r}.")
-    connection.label = label
-    connection.save(update_fields=["label"])
-    return connection
-
-
-def connection_mark_needs_token(*, connection: Connection, message: str) -> None:
-    """OSAI refused the token even after a fresh sign-in: stop using it until replaced."""
-    Connection.objects.filter(pk=connection.pk).update(
-        status=Connection.Status.NEEDS_TOKEN,
-        status_message=message[:300],
-        jwt_encrypted="",
-        jwt_expires_at=None,
-    )
-
-
-def connection_delete(*, connection: Connection) -> int:
-    """Delete a connection, its buckets and archived files. Returns how many reports went.
-
-    Reports that covered only this connection would be empty, so they go too; reports that
-    combined it with others keep the rest of their buckets and are recounted.
-    """
-    from reports import pipeline
-
-    with transaction.atomic():
-        report_ids = list(connection.reports.values_list("pk", flat=True))
-        connection.delete()
-        emptied = Report.objects.filter(pk__in=report_ids, connections__isnull=True)
-        emptied.delete()
-        for report_pk in Report.objects.filter(pk__in=report_ids).values_list("pk", flat=True):
-            pipeline.report_refresh(report_pk)
-    return len(report_ids) - Report.objects.filter(pk__in=report_ids).count()
-
-
-def connections_reencrypt() -> tuple[int, int]:
-    """Re-encrypt every token and cached JWT under the primary key. Returns (rows, changed).
-
-    Idempotent: rows already under the primary key are left as they are.
-    """
-    rows = changed = 0
-    for connection in Connection.objects.only("pk", "token_encrypted", "jwt_encrypted"):
-        rows += 1
-        secrets = [connection.token_encrypted, connection.jwt_encrypted]
-        if all(not s or crypto.is_under_primary_key(s) for s in secrets):
-            continue
-        new_token, new_jwt = (crypto.rotate_secret(s) if s else "" for s in secrets)
-        Connection.objects.filter(pk=connection.pk).update(
-            token_encrypted=new_token, jwt_encrypted=new_jwt
-        )
-        changed += 1
-    return rows, changed
 
 
 # --- Reports ---------------------------------------------------------------------------------
@@ -309,10 +125,7 @@ def report_request(
     periods = split_period(period_start, period_end, granularity)
     buckets = _buckets_for(connections, periods, flags, now)
     ReportBucket.objects.bulk_create([ReportBucket(report=report, bucket=b) for b in buckets])
-
-    from reports import pipeline  # the pipeline imports services; import late
-
-    pipeline.report_refresh(report.pk)
+    progress.report_refresh(report.pk)
     pipeline.start_soon([b.pk for b in buckets if not b.is_terminal])
     report.refresh_from_db()
     return report
@@ -395,8 +208,6 @@ def bucket_reset(queryset: Any, *, now: datetime) -> int:
 
 def report_cancel(*, report: Report) -> Report:
     """Stop a report. Its unfinished buckets stop too, unless another live report needs them."""
-    from reports import pipeline
-
     with transaction.atomic():
         if report.is_terminal:
             return report
@@ -418,15 +229,13 @@ def report_cancel(*, report: Report) -> Report:
             next_attempt_at=None,
             error_message="Cancelled.",
         )
-    pipeline.report_refresh(report.pk)
+    progress.report_refresh(report.pk)
     report.refresh_from_db()
     return report
 
 
 def report_retry(*, report: Report) -> Report:
     """Try the failed, timed-out or cancelled buckets of a report again."""
-    from reports import pipeline
-
     now = timezone.now()
     with transaction.atomic():
         failed = Bucket.objects.filter(
@@ -439,7 +248,7 @@ def report_retry(*, report: Report) -> Report:
         Report.objects.filter(pk=report.pk).update(
             state=Report.State.QUEUED, finished_at=None, error_message=""
         )
-        pipeline.report_refresh(report.pk)
+        progress.report_refresh(report.pk)
         pipeline.start_soon(ids)
     report.refresh_from_db()
     return report

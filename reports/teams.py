@@ -26,17 +26,14 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Count, Q, QuerySet, Sum
 
-from reports import costs as pricing
-from reports import services
+from reports import pricing, services
+from reports.access import counted_buckets
+from reports.metrics import METRIC_BY_COLUMN, PRICED, USAGE_COLUMNS
 from reports.models import Bucket, Connection, Membership, PriceBook, Report, Team
 from reports.periods import previous_period, split_period
-from reports.usage import METRICS, USAGE_COLUMNS
 
 # The metrics a team page shows per member (the priced ones, in display units).
-TEAM_METRICS = tuple(m for m in METRICS if m.column in pricing.PRICED_COLUMNS)
-COMPUTE_COLUMNS = tuple(
-    c for c in pricing.PRICED_COLUMNS if c.startswith(("training", "conversion", "prediction"))
-)
+TEAM_METRICS = PRICED
 
 
 class TeamError(Exception):
@@ -100,6 +97,24 @@ def team_sharing_set(*, team: Team, user: Any, connections: Iterable[Connection]
     return sorted(c.label for c in own if c.pk in chosen)
 
 
+@transaction.atomic
+def connection_teams_set(*, connection: Connection, teams: Iterable[Team]) -> None:
+    """Share a connection with exactly `teams` among its owner's current teams.
+
+    Sharing with teams the owner has left is left alone here (the connection page only offers
+    the owner's current teams); leaving a team withdraws the sharing from its reports anyway.
+    """
+    own_teams = set(
+        Team.objects.filter(memberships__user=connection.owner).values_list("pk", flat=True)
+    )
+    chosen = {team.pk for team in teams} & own_teams
+    current = set(connection.shared_with_teams.values_list("pk", flat=True)) & own_teams
+    if chosen - current:
+        connection.shared_with_teams.add(*(chosen - current))
+    if current - chosen:
+        connection.shared_with_teams.remove(*(current - chosen))
+
+
 def team_report_request(
     *,
     team: Team,
@@ -146,17 +161,6 @@ def team_report_for(team: Team, report_pk: int) -> Report | None:
     return Report.objects.filter(pk=report_pk, team=team).select_related("price_book").first()
 
 
-def team_report_buckets(report: Report) -> QuerySet[Bucket]:
-    """The report's buckets on connections still shared with its team by current members."""
-    buckets = Bucket.objects.filter(report_buckets__report=report)
-    if report.team_id is None:
-        return buckets
-    return buckets.filter(
-        connection__shared_with_teams=report.team_id,
-        connection__owner__memberships__team=report.team_id,
-    )
-
-
 # --- Spend per member -------------------------------------------------------------------------
 
 _SUMS = {column: Sum(column) for column in USAGE_COLUMNS}
@@ -181,7 +185,7 @@ class MemberSpend:
     costs: pricing.Costs = field(default_factory=lambda: pricing.sum_costs([]))
 
     def display(self, column: str) -> float:
-        return self.totals[column] / next(m.divisor for m in METRICS if m.column == column)
+        return self.totals[column] / METRIC_BY_COLUMN[column].divisor
 
     @property
     def stages(self) -> dict[str, Decimal]:
@@ -253,7 +257,7 @@ def team_spend(report: Report, *, previous: bool = True) -> TeamSpend:
     finished in the database (no OSAI call is made for it).
     """
     price_book = pricing.price_book_for(report)
-    cells = _member_period_cells(team_report_buckets(report), price_book)
+    cells = _member_period_cells(counted_buckets(report), price_book)
     members: dict[str, MemberSpend] = {}
     team_total = MemberSpend(member="Team")
     for cell in cells:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.sandbox_control import SandboxControl
+from tests.support.sandbox import SandboxControl
 
 # --- OSAI sandbox ---
 # One sandbox process per test session (`manage.py osai_sandbox` on a free port), spoken
@@ -34,14 +34,14 @@ def osai_sandbox(sandbox: SandboxControl) -> SandboxControl:
 
 # --- Real worker ---
 # `start_worker` / `worker`: a real `manage.py qcluster` against the test database and the
-# test sandbox (tests/worker.py); `use_sandbox` points this process's sandbox region at it.
-from tests.worker import start_worker, use_sandbox, worker  # noqa: E402, F401
+# test sandbox (tests/support/worker.py); `use_sandbox` points this process's sandbox region at it.
+from tests.support.worker import start_worker, use_sandbox, worker  # noqa: E402, F401
 
 # --- Figures printed at the end of the run (reliability.md) ---
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    from tests import figures
+    from tests.support import figures
 
     lines = figures.summary_lines()
     if lines:

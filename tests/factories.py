@@ -13,17 +13,8 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from reports import crypto
-from reports.models import (
-    FLAG_FIELDS,
-    OSAI_TOTAL_FIELDS,
-    Bucket,
-    Connection,
-    Granularity,
-    Membership,
-    Report,
-    ReportBucket,
-    Team,
-)
+from reports.metrics import FLAG_FIELDS, OSAI_FIELD_TO_COLUMN
+from reports.models import Bucket, Connection, Granularity, Membership, Report, ReportBucket, Team
 from reports.periods import split_period
 
 _seq = itertools.count(1)
@@ -96,7 +87,7 @@ def make_done_bucket(
 ) -> Bucket:
     flags = flags or dict.fromkeys(FLAG_FIELDS, True)
     values = usage(seed) if state == Bucket.State.DONE else {}
-    raw = {osai: values.get(col) for osai, col in OSAI_TOTAL_FIELDS.items()}
+    raw = {osai: values.get(col) for osai, col in OSAI_FIELD_TO_COLUMN.items()}
     return Bucket.objects.create(
         connection=connection,
         period_start=start,

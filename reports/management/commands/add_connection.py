@@ -9,7 +9,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from reports import services
+from reports import connections
 
 
 class Command(BaseCommand):
@@ -33,10 +33,10 @@ class Command(BaseCommand):
         else:
             token = sys.stdin.readline()
         try:
-            connection = services.connection_create(
+            connection = connections.connection_create(
                 owner=owner, label=options["label"], region=options["region"], access_token=token
             )
-        except services.ConnectionCheckError as exc:
+        except connections.ConnectionCheckError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(
             f"Added connection {connection.label!r} (id {connection.pk}) for {owner.username}: "

@@ -15,31 +15,21 @@ from __future__ import annotations
 
 import operator
 import shlex
-from datetime import UTC, date, datetime
+from datetime import datetime
 from functools import reduce
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from reports import costs as pricing
-from reports import exports, teams
-from reports.models import FLAG_FIELDS, Bucket, Connection, Granularity, PriceBook, Team
+from reports import exports, pricing, teams
+from reports.management import cli
+from reports.models import Bucket, Connection, Granularity, PriceBook, Team
 from reports.periods import count_buckets, split_period
 
-FLAG_NAMES = {name.removeprefix("include_"): name for name in FLAG_FIELDS}
 MAX_PERIODS = 5000
 MISSING_SHOWN = 20
-
-
-def _parse_date(value: str, option: str) -> datetime:
-    try:
-        day = date.fromisoformat(value)
-    except ValueError:
-        raise CommandError(f"{option} must be a date like 2026-01-01, not {value!r}.") from None
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 class Command(BaseCommand):
@@ -60,8 +50,8 @@ class Command(BaseCommand):
         parser.add_argument("--granularity", default=Granularity.MONTH, choices=Granularity.values)
         parser.add_argument(
             "--flags",
-            default=",".join(FLAG_NAMES),
-            help=f"comma-separated categories (default all): {', '.join(FLAG_NAMES)}",
+            default=cli.ALL_FLAGS,
+            help=cli.FLAGS_HELP,
         )
         parser.add_argument("--cost", action="store_true", help="add the cost columns")
         parser.add_argument(
@@ -69,14 +59,14 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        start = _parse_date(options["date_from"], "--from")
-        end = _parse_date(options["date_to"], "--to")
+        start = cli.parse_date(options["date_from"], "--from")
+        end = cli.parse_date(options["date_to"], "--to")
         if end <= start:
             raise CommandError("--to must be after --from (it is exclusive).")
         granularity = options["granularity"]
         if count_buckets(start, end, granularity) > MAX_PERIODS:
             raise CommandError("Too many periods: choose a coarser --granularity.")
-        flags = self._flags(options["flags"])
+        flags = cli.parse_flags(options["flags"])
         team = self._team(options["team"]) if options["team"] else None
         connections = self._connections(team, options["user"], options["connection"])
         price_book = self._price_book(options["price_book"]) if options["cost"] else None
@@ -133,15 +123,6 @@ class Command(BaseCommand):
             selected |= Q(pk__in=latest.values())
         return done.filter(selected)
 
-    def _flags(self, text: str) -> dict[str, bool]:
-        names = [n.strip() for n in text.split(",") if n.strip()]
-        unknown = [n for n in names if n not in FLAG_NAMES]
-        if unknown or not names:
-            raise CommandError(f"Unknown flags {unknown}; choose from {list(FLAG_NAMES)}.")
-        chosen = {FLAG_NAMES[n] for n in names}
-        # Buckets are per exact flag set: a category left out must be off, not "any".
-        return {name: name in chosen for name in FLAG_FIELDS}
-
     def _team(self, value: str) -> Team:
         team = Team.objects.filter(name=value).first()
         if team is None and value.isdigit():
@@ -160,10 +141,7 @@ class Command(BaseCommand):
             if not connections:
                 raise CommandError(f"No member shares a connection with the team {team.name!r}.")
             return connections
-        user_model = get_user_model()
-        owner = user_model.objects.filter(username=username).first()
-        if owner is None:
-            raise CommandError(f"No user {username!r}.")
+        owner = cli.user_named(username or "")
         queryset = Connection.objects.filter(owner=owner).select_related("owner")
         if labels:
             queryset = queryset.filter(label__in=labels)

@@ -14,78 +14,16 @@ from __future__ import annotations
 import json
 import sys
 import time
-from datetime import UTC, date, datetime
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from reports import services
-from reports.models import FLAG_FIELDS, OSAI_TOTAL_FIELDS, Bucket, Connection, Granularity, Report
+from reports.management import cli
+from reports.models import Connection, Granularity, Report
+from reports.pages.report import report_json
 from reports.periods import PRESETS, preset_period
-
-FLAG_NAMES = {name.removeprefix("include_"): name for name in FLAG_FIELDS}
-
-
-def _parse_date(value: str, option: str) -> datetime:
-    try:
-        day = date.fromisoformat(value)
-    except ValueError:
-        raise CommandError(f"{option} must be a date like 2026-01-01, not {value!r}.") from None
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)
-
-
-def report_as_json(report: Report) -> dict[str, Any]:
-    """The report, its buckets and its totals (OSAI field names, raw units)."""
-    buckets = list(
-        Bucket.objects.filter(report_buckets__report=report)
-        .select_related("connection")
-        .order_by("period_start", "connection__label")
-    )
-    totals: dict[str, int | float] = dict.fromkeys(OSAI_TOTAL_FIELDS, 0)
-    last_period_end = max(
-        (b.period_end for b in buckets if b.state == Bucket.State.DONE), default=None
-    )
-    for bucket in buckets:
-        if bucket.state != Bucket.State.DONE:
-            continue
-        for field, value in bucket.totals().items():
-            # Images existing are a state at the end of a period, not a flow: take the
-            # last period's counts only.
-            if field == "totalExistingImagesNum" and bucket.period_end != last_period_end:
-                continue
-            totals[field] += value or 0
-    return {
-        "id": report.pk,
-        "state": report.state,
-        "granularity": report.granularity,
-        "periodFrom": report.period_start.isoformat().replace("+00:00", "Z"),
-        "periodTo": report.period_end.isoformat().replace("+00:00", "Z"),
-        "flags": report.flags(),
-        "connections": [c.label for c in report.connections.order_by("label")],
-        "buckets_total": report.buckets_total,
-        "buckets_done": report.buckets_done,
-        "buckets_failed": report.buckets_failed,
-        "requested_at": report.requested_at.isoformat(),
-        "finished_at": report.finished_at.isoformat() if report.finished_at else None,
-        "error": report.error_message or None,
-        "totals": totals,
-        "buckets": [
-            {
-                "connection": b.connection.label,
-                "periodFrom": b.period_start.isoformat().replace("+00:00", "Z"),
-                "periodTo": b.period_end.isoformat().replace("+00:00", "Z"),
-                "preliminary": not b.is_closed,
-                "state": b.state,
-                "osaiReportId": b.osai_report_id,
-                "osaiCreationTime": b.osai_creation_time_raw or None,
-                "error": b.error_message or None,
-                "totals": b.totals() if b.state == Bucket.State.DONE else None,
-            }
-            for b in buckets
-        ],
-    }
 
 
 class Command(BaseCommand):
@@ -105,19 +43,15 @@ class Command(BaseCommand):
         parser.add_argument("--granularity", default=Granularity.MONTH, choices=Granularity.values)
         parser.add_argument(
             "--flags",
-            default=",".join(FLAG_NAMES),
-            help=f"comma-separated categories (default all): {', '.join(FLAG_NAMES)}",
+            default=cli.ALL_FLAGS,
+            help=cli.FLAGS_HELP,
         )
         parser.add_argument("--wait", action="store_true", help="wait for a final state")
         parser.add_argument("--timeout", type=float, default=3600, help="seconds to --wait")
         parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        user_model = get_user_model()
-        try:
-            owner = user_model.objects.get(username=options["user"])
-        except user_model.DoesNotExist:
-            raise CommandError(f"No user {options['user']!r}.") from None
+        owner = cli.user_named(options["user"])
 
         connections = Connection.objects.filter(owner=owner)
         if options["connection"]:
@@ -127,18 +61,14 @@ class Command(BaseCommand):
             if missing:
                 raise CommandError(f"{owner.username} has no connection {sorted(missing)}.")
 
-        names = [n.strip() for n in options["flags"].split(",") if n.strip()]
-        unknown = [n for n in names if n not in FLAG_NAMES]
-        if unknown:
-            raise CommandError(f"Unknown flags {unknown}; choose from {list(FLAG_NAMES)}.")
-        flags = {FLAG_NAMES[n]: True for n in names}
+        flags = cli.parse_flags(options["flags"])
 
         now = timezone.now()
         if options["preset"]:
             start, end = preset_period(options["preset"], now)
         elif options["date_from"] and options["date_to"]:
-            start = _parse_date(options["date_from"], "--from")
-            end = _parse_date(options["date_to"], "--to")
+            start = cli.parse_date(options["date_from"], "--from")
+            end = cli.parse_date(options["date_to"], "--to")
         else:
             raise CommandError("Give --from and --to (exclusive), or --preset.")
 
@@ -167,7 +97,7 @@ class Command(BaseCommand):
                 time.sleep(0.5)
                 report.refresh_from_db()
         if options["json"]:
-            self.stdout.write(json.dumps(report_as_json(report), indent=2))
+            self.stdout.write(json.dumps(report_json(report), indent=2))
         else:
             self.stdout.write(
                 f"Report {report.pk} is {report.get_state_display().lower()} "

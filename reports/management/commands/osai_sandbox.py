@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from reports.osai import sandbox
+from osai import sandbox
 
 
 class Command(BaseCommand):

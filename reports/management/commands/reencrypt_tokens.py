@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from reports import crypto, services
+from reports import connections, crypto
 
 
 class Command(BaseCommand):
@@ -17,7 +17,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            rows, changed = services.connections_reencrypt()
+            rows, changed = connections.connections_reencrypt()
         except (crypto.TokenDecryptionError, crypto.TokenKeyError) as exc:
             raise CommandError(
                 f"{exc} Keep the old key in OSAI_TOKEN_KEYS (after the new one) until this "

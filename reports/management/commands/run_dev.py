@@ -11,6 +11,7 @@ import os
 import sys
 from typing import Any
 
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 from honcho.manager import Manager
@@ -46,8 +47,11 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         sandbox_url = f"http://127.0.0.1:{options['sandbox_port']}/api"
-        # Every process, this one included, uses the sandbox on the chosen port.
+        # Every process, this one included (seed_demo runs here), uses the sandbox region on
+        # the chosen port: it is off by default and this is the local demo.
         os.environ["OSAI_SANDBOX_URL"] = sandbox_url
+        settings.OSAI_SANDBOX_URL = sandbox_url
+        settings.OSAI_REGIONS = {**settings.OSAI_REGIONS, "sandbox": sandbox_url}
         if not options["no_seed"]:
             call_command("seed_demo", stdout=self.stdout)
 

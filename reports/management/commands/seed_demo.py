@@ -15,7 +15,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from reports import crypto, services
-from reports.models import FLAG_FIELDS, Connection, Granularity, Report
+from reports.metrics import all_flags
+from reports.models import Connection, Granularity, Report
 from reports.periods import PRESETS, preset_period
 
 DEMO_USERNAME = "demo"
@@ -68,7 +69,7 @@ class Command(BaseCommand):
             f"{'Created' if created else 'Found'} the connection {connection.label!r}."
         )
 
-        flags = dict.fromkeys(FLAG_FIELDS, True)
+        flags = all_flags()
         for preset, granularity in DEMO_REPORTS:
             label = f"{PRESETS[preset]}, {Granularity(granularity).label.lower()}"
             if Report.objects.filter(owner=user, preset=preset, granularity=granularity).exists():

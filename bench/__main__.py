@@ -1,0 +1,193 @@
+"""`make bench`: measure P1-P12 of docs/performance.md and write BENCHMARKS.md.
+
+    python -m bench                 # everything (about 8 minutes)
+    python -m bench --only p6,p7    # some groups (development)
+
+Groups: pipeline (P1 P2 P3 P4 P5 P12), p7, p6, p8, p9, p10, p11. Everything runs against
+processes started here: the recording OSAI sandbox, a real `manage.py qcluster` (2 workers,
+production timings), gunicorn (2 workers) and headless Chromium, on a bench database in
+var/bench/ (never var/db.sqlite3). All of them are stopped on exit, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from types import FrameType
+
+from bench import procs
+from bench.env import (
+    MAIN_DB,
+    ROOT,
+    SETTINGS_MODULE,
+    TEMPLATE_DB,
+    WORKER_ENV,
+    copy_database,
+    fresh_bench_dir,
+    sqlite_url,
+)
+from bench.results import Results, machine_facts, write_markdown
+
+GROUPS = ("pipeline", "p7", "p6", "p8", "p9", "p10", "p11")
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # unwinds through every `finally`, which stops the processes
+
+
+def _guarded(results: Results, target: str, step: Callable[[], object]) -> None:
+    """Run one group; a failure is reported as an error and the next group still runs."""
+    print(f"bench: {target} ...", flush=True)
+    try:
+        step()
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        results.error(target, f"{type(exc).__name__}: {exc}")
+        traceback.print_exc()
+
+
+def _ensure_twelve_month_report(bench: object) -> None:
+    """P8/P9 need a finished 12-month report; the pipeline group leaves one, else make it."""
+    from django.utils import timezone
+
+    from bench.data import bulk_done_reports, make_connection, make_user, monthly_periods
+
+    shared = bench.shared  # type: ignore[attr-defined]
+    if "twelve_month_report" not in shared:
+        owner = make_user("p8-owner")
+        connection, _ = make_connection(owner, "P8")
+        report = bulk_done_reports(
+            owner, connection, [monthly_periods(12, timezone.now())], "month"
+        )
+        shared["twelve_month_report"] = (owner, report[0])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", default=",".join(GROUPS), help="comma-separated groups")
+    parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
+    options = parser.parse_args()
+    groups = [g.strip() for g in options.only.split(",") if g.strip()]
+    unknown = set(groups) - set(GROUPS)
+    if unknown:
+        parser.error(f"unknown groups: {', '.join(sorted(unknown))}")
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    started = time.monotonic()
+    facts = machine_facts()
+    results = Results()
+    fresh_bench_dir()
+    os.environ.update(
+        DJANGO_SETTINGS_MODULE=SETTINGS_MODULE,
+        DATABASE_URL=sqlite_url(MAIN_DB),
+        # Playwright's sync API runs an event loop in this thread; the bench's own ORM calls
+        # (set-up rows, reading states) are synchronous and safe here.
+        DJANGO_ALLOW_ASYNC_UNSAFE="true",
+        LOG_LEVEL="WARNING",  # this process only: its INFO lines would bury the figures
+    )
+    for name in ("REDIS_URL", "OSAI_TESTING", "DJANGO_DEBUG"):
+        os.environ.pop(name, None)
+    interrupted = False
+    brotli_job = None
+    try:
+        from bench import frontend
+
+        brotli_job = frontend.start_full_bundle_brotli()
+        sandbox, calls_log = procs.start_sandbox(latency=3.0)
+        os.environ["OSAI_SANDBOX_URL"] = sandbox.api_url
+        procs.run_manage(MAIN_DB, "migrate", "--noinput", "-v", "0")
+        copy_database(MAIN_DB, TEMPLATE_DB)
+
+        import django
+
+        django.setup()
+        from bench import csv_export, idle, pages, pipeline
+        from bench.browser import chromium
+        from bench.context import Bench
+
+        worker = procs.start_worker(MAIN_DB, sandbox.api_url)
+        web, base_url = procs.start_gunicorn(MAIN_DB, "gunicorn-main", sandbox.api_url)
+        print(f"bench: sandbox {sandbox.base_url}, web {base_url}, worker pid {worker.pid}")
+        with chromium() as browser:
+            bench = Bench(sandbox, calls_log, worker, web, base_url, browser)
+            if "pipeline" in groups:
+                _guarded(results, "P1 P2 P3 P4 P5 P12", lambda: pipeline.run(bench, results))
+            if "p7" in groups:
+                _guarded(results, "P7", lambda: pages.run_p7(bench, results))
+            if "p6" in groups:
+                _guarded(results, "P6", lambda: pages.run_p6(bench, results))
+            if {"p8", "p9"} & set(groups):
+                _ensure_twelve_month_report(bench)
+            if "p8" in groups:
+                _guarded(results, "P8", lambda: frontend.run_p8(bench, results, brotli_job))
+            if "p9" in groups:
+                _guarded(results, "P9", lambda: frontend.run_p9(bench, results))
+        meter = None
+        if "p11" in groups:
+            _guarded(results, "P11", lambda: bench.shared.update(p11=idle.start_p11(worker)))
+            meter = bench.shared.get("p11")
+        if "p10" in groups:
+            # One CPU-bound process at a time: P11 reads only the worker's own CPU time.
+            _guarded(results, "P10", lambda: csv_export.run_p10(bench, results))
+        if meter is not None:
+            idle.finish_p11(meter, results)
+    except KeyboardInterrupt:
+        interrupted = True
+        print("bench: interrupted; stopping every process it started", file=sys.stderr)
+    except Exception as exc:
+        results.error("bench", f"{type(exc).__name__}: {exc}")
+        traceback.print_exc()
+    finally:
+        procs.stop_all()
+        if brotli_job is not None and brotli_job.poll() is None:
+            brotli_job.terminate()
+    wall = time.monotonic() - started
+    from bench import load
+
+    try:
+        from bench.pipeline import schedule_text
+
+        schedule = schedule_text()
+    except Exception as exc:  # Django never set up (an early failure)
+        schedule = f"unknown ({type(exc).__name__})"
+
+    setup = [
+        "bench database: a fresh SQLite file var/bench/bench.sqlite3 (WAL), migrated first; "
+        "P6 and P10 use their own copies of it",
+        "web: `gunicorn osai_dashboard.wsgi -w 2` on 127.0.0.1 (DEBUG off, whitenoise, "
+        "settings bench.settings = the project's settings with the file cache in "
+        "var/bench/cache)",
+        f"worker: one `manage.py qcluster`, ORM broker (poll 0.2 s), env {WORKER_ENV}, "
+        "otherwise the production defaults of settings.py (Q_TIMEOUT, Q_RETRY, lease, "
+        f"OSAI_POLL_*); its status polls after a create: {schedule}",
+        "OSAI: the project's sandbox (osai/sandbox/) behind a call recorder "
+        "(bench/osai_recorder.py) that attributes each call to an OSAI account",
+        "pipeline targets run side by side on the one worker (timeline in "
+        "bench/pipeline.py): P1 at D = 0, 10 and 60 s; P3 and P5 at D = 10 and 60 s in "
+        "the browser, each beside the seed's own 2 s loop at the same D; P12 at D = 2 s; "
+        "P4 and P2 at D = 10 s (the D = 60 s report finishes during the P4 rounds)",
+        "browser: Debian Chromium, headless, through Playwright",
+        f"load: {load.tool()}, 2 connections, 1 thread",
+    ]
+    if interrupted:
+        results.errors.append("interrupted before the end: the figures are incomplete")
+    write_markdown(ROOT / options.output, results, facts=facts, setup=setup, wall_seconds=wall)
+    goals = [f for f in results.figures if f.goal]
+    missed = [f"{f.target} {f.label}" for f in goals if f.met is False]
+    print(f"bench: {len(goals) - len(missed)} of {len(goals)} goals met", flush=True)
+    for line in missed:
+        print(f"bench: missed: {line}")
+    for line in results.errors:
+        print(f"bench: error: {line}")
+    print(f"bench: wall time {wall / 60:.1f} min ({wall:.0f} s); wrote {options.output}")
+    return 1 if interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""P6 and P7: what pages and the status poll cost, on gunicorn (2 workers) under load.
+
+Latencies come from `load.run` (wrk, 2 connections: as many as gunicorn has workers, so the
+figure is service time, not queueing). Query counts come from Django's test client in this
+process with CaptureQueriesContext, on the main bench database.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+from datetime import timedelta
+from typing import Any
+
+import requests
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from bench import load, procs
+from bench.context import Bench
+from bench.data import bulk_done_reports, make_connection, make_user, monthly_periods
+from bench.env import BENCH_DIR, PYTHON, ROOT, TEMPLATE_DB, child_env, copy_database
+from bench.results import Results, fmt_ratios, median, ratios
+
+ROUNDS = 7  # short runs on a shared machine: more rounds steady the median
+P6_SECONDS = 3.0
+P7_SECONDS = 3.0
+WARM_UP_SECONDS = 1.0
+P6_EXTRA_REPORTS = 10_000
+
+
+def _queries(client: Client, url: str, **headers: str) -> int:
+    """Queries one GET makes, after one warm-up GET (one-time lookups are not counted)."""
+    client.get(url, **headers)
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(url, **headers)
+    assert response.status_code in (200, 286), (url, response.status_code)
+    return len(captured)
+
+
+def _check(url: str, headers: dict[str, str]) -> None:
+    """Load only a URL that answers as intended (not a redirect to the login page)."""
+    session = requests.Session()
+    session.trust_env = False
+    response = session.get(url, headers=headers, allow_redirects=False, timeout=30)
+    if response.status_code not in (200, 286):
+        raise RuntimeError(f"{url} answered {response.status_code}")
+
+
+# --- P7 ---------------------------------------------------------------------------------------
+
+
+def run_p7(bench: Bench, results: Results) -> None:
+    """P7: the status poll. Queries per poll of a running report (test client, in-process);
+    its p95 under load vs the login page (anonymous GET /accounts/login/, a trivial view),
+    interleaved A B over 7 rounds of 3 s each, median of the per-round p95 ratios."""
+    from reports.models import Report
+
+    user = make_user(f"p7-{secrets.token_hex(3)}")
+    conn, _ = make_connection(user, "P7")
+    now = timezone.now()
+    report = Report.objects.create(
+        owner=user,
+        period_start=now.replace(day=1, hour=0, minute=0, second=0, microsecond=0),
+        period_end=now,
+        granularity="month",
+        state=Report.State.RUNNING,
+        buckets_total=12,
+        buckets_done=3,
+        started_at=now,
+    )
+    report.connections.add(conn)
+    status_path = f"/reports/{report.pk}/status/?seen=3"
+    client = Client(SERVER_NAME="127.0.0.1")
+    client.force_login(user)
+    queries = _queries(client, status_path, HTTP_HX_REQUEST="true")
+    results.add("P7", "queries per status poll", str(queries), goal="≤ 2", met=queries <= 2)
+
+    session = client.cookies["sessionid"].value
+    status_url = f"{bench.base_url}{status_path}"
+    status_headers = {"Cookie": f"sessionid={session}", "HX-Request": "true"}
+    trivial_url = f"{bench.base_url}/accounts/login/"
+    _check(status_url, status_headers)
+    _check(trivial_url, {})
+    load.run(status_url, WARM_UP_SECONDS, status_headers)
+    load.run(trivial_url, WARM_UP_SECONDS)
+    status, trivial = [], []
+    for _ in range(ROUNDS):
+        status.append(load.run(status_url, P7_SECONDS, status_headers))
+        trivial.append(load.run(trivial_url, P7_SECONDS))
+    per_round = ratios([s.p95_ms for s in status], [t.p95_ms for t in trivial])
+    results.add(
+        "P7",
+        "status poll p50 / p95 (median of rounds)",
+        f"{median([s.p50_ms for s in status]):.1f} / {median([s.p95_ms for s in status]):.1f} ms"
+        f" ({sum(s.requests for s in status)} requests, {sum(s.errors for s in status)} errors)",
+    )
+    results.add(
+        "P7",
+        "login page p50 / p95 (median of rounds)",
+        f"{median([t.p50_ms for t in trivial]):.1f} / {median([t.p95_ms for t in trivial]):.1f}"
+        f" ms ({sum(t.requests for t in trivial)} requests)",
+    )
+    results.add("P7", "per-round p95 ratios", fmt_ratios(per_round))
+    results.add(
+        "P7",
+        f"status poll p95 / login page p95 ({load.tool()}, median of {ROUNDS})",
+        f"{median(per_round):.2f}",
+        goal="≤ 3",
+        met=median(per_round) <= 3,
+    )
+
+
+# --- P6 ---------------------------------------------------------------------------------------
+
+
+def _seed_p6(name: str, extra: int) -> tuple[Any, dict[str, Any]]:
+    db = copy_database(TEMPLATE_DB, BENCH_DIR / f"{name}.sqlite3")
+    out = subprocess.run(
+        [PYTHON, "-m", "bench.data", "p6", "--extra-reports", str(extra)],
+        cwd=ROOT,
+        env=child_env(db),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    return db, json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _query_counts(results: Results) -> None:
+    """Queries per page with 1 and with 50 finished reports of the user (N+1 check)."""
+    user = make_user(f"p6q-{secrets.token_hex(3)}")
+    conn, _ = make_connection(user, "P6q")
+    now = timezone.now()
+    first = bulk_done_reports(user, conn, [monthly_periods(12, now)], "month")[0]
+    client = Client(SERVER_NAME="127.0.0.1")
+    client.force_login(user)
+    pages = {"dashboard": "/", "history": "/reports/", "report page": f"/reports/{first}/"}
+    at_one = {name: _queries(client, url) for name, url in pages.items()}
+    more = [monthly_periods(12, now - timedelta(days=400 * (n + 1))) for n in range(49)]
+    bulk_done_reports(user, conn, more, "month", requested_at=now - timedelta(days=1))
+    at_fifty = {name: _queries(client, url) for name, url in pages.items()}
+    for name in pages:
+        results.add(
+            "P6",
+            f"queries, {name}: 1 vs 50 reports",
+            f"{at_one[name]} vs {at_fifty[name]}",
+            goal="equal",
+            met=at_one[name] == at_fifty[name],
+        )
+
+
+def run_p6(bench: Bench, results: Results) -> None:
+    """P6: page scaling. Two copies of the migrated database: one user with one finished
+    12-month report (empty), and the same plus 10,000 finished one-day reports (bulk_create;
+    1,000 of them the user's, 9,000 of 9 other users, newer than the user's: see
+    data.seed_p6). Each served by its own gunicorn (2 workers). p95 of
+    the dashboard and of the report page (the 12-month report), interleaved empty / 10k
+    over 7 rounds of 3 s; median of per-round p95 ratios."""
+    _query_counts(results)
+    small_db, small = _seed_p6("p6-empty", 0)
+    big_db, big = _seed_p6("p6-10k", P6_EXTRA_REPORTS)
+    small_web, small_base = procs.start_gunicorn(small_db, "gunicorn-p6-empty")
+    big_web, big_base = procs.start_gunicorn(big_db, "gunicorn-p6-10k")
+    try:
+        targets = {}
+        for page, path in (("dashboard", "/"), ("report page", "/reports/{report}/")):
+            targets[page] = [
+                (f"{base}{path.format(**seed)}", {"Cookie": f"sessionid={seed['session']}"})
+                for base, seed in ((small_base, small), (big_base, big))
+            ]
+        for pair in targets.values():
+            for url, headers in pair:
+                _check(url, headers)
+                load.run(url, WARM_UP_SECONDS, headers)
+        measured: dict[str, tuple[list[load.Load], list[load.Load]]] = {
+            page: ([], []) for page in targets
+        }
+        for _ in range(ROUNDS):
+            for page, ((url_a, h_a), (url_b, h_b)) in targets.items():
+                measured[page][0].append(load.run(url_a, P6_SECONDS, h_a))
+                measured[page][1].append(load.run(url_b, P6_SECONDS, h_b))
+        for page, (empty, full) in measured.items():
+            per_round = ratios([f.p95_ms for f in full], [e.p95_ms for e in empty])
+            results.add(
+                "P6",
+                f"{page} p50 / p95, empty vs 10k reports (median of rounds)",
+                f"{median([e.p50_ms for e in empty]):.1f} / {median([e.p95_ms for e in empty]):.1f}"
+                f" ms vs {median([f.p50_ms for f in full]):.1f} / "
+                f"{median([f.p95_ms for f in full]):.1f} ms",
+            )
+            results.add("P6", f"{page} per-round p95 ratios", fmt_ratios(per_round))
+            results.add(
+                "P6",
+                f"{page} p95 10k / empty ({load.tool()}, median of {ROUNDS})",
+                f"{median(per_round):.2f}",
+                goal="≤ 1.5",
+                met=median(per_round) <= 1.5,
+                why=(
+                    "see the notes on the previous-period lookup and the figures"
+                    if page == "report page"
+                    else "see the note on the recent-reports query"
+                ),
+            )
+        results.note(
+            "P6",
+            "the dashboard reads its five recent reports with two index walks limited to 5 "
+            "(own, team-admin); other users' newer reports before the user's fifth: "
+            f"{small['rows_before_fifth_own']} in the empty database, "
+            f"{big['rows_before_fifth_own']:,} with 10k reports",
+        )
+        results.note(
+            "P6",
+            "the report page reads the finished buckets of the previous period for its "
+            f"change figures: {small['previous_period_buckets']} in the empty database, "
+            f"{big['previous_period_buckets']} with 10k reports (their usage columns, not the "
+            "JSON), even when they cannot cover that period; most of the page's time is "
+            "building its Plotly figures",
+        )
+    finally:
+        small_web.stop()
+        big_web.stop()

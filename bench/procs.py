@@ -1,0 +1,195 @@
+"""The processes the benchmark starts, each in its own session, all stopped at the end.
+
+Every child is started with `start_new_session=True` and registered; `stop_all()` (called
+from a `finally` in __main__, which SIGINT and SIGTERM both reach) sends SIGTERM to each
+child's process group, then SIGKILL to whatever is left: gunicorn's workers, qcluster's
+sentinel/pusher/monitor/workers, the sandbox. Only processes started here are signalled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from bench.env import BIN, LOG_DIR, PYTHON, ROOT, child_env
+from tests.support.sandbox import SandboxControl, free_port
+
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class Managed:
+    """One child process tree in its own process group, with its output in a log file."""
+
+    registry: list[Managed] = []
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.log_path = LOG_DIR / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Managed:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv,
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        Managed.registry.append(self)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, grace: float = 8.0) -> None:
+        """SIGTERM to the group, SIGKILL to what remains after `grace` seconds."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=grace)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+        if self in Managed.registry:
+            Managed.registry.remove(self)
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+
+def stop_all() -> None:
+    """Stop every process the benchmark started, newest first."""
+    for managed in reversed(list(Managed.registry)):
+        managed.stop()
+
+
+def wait_http(url: str, timeout: float = 30.0, process: Managed | None = None) -> None:
+    """Wait until `url` answers at all (any HTTP status)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and not process.running:
+            raise RuntimeError(f"{process.name} exited:\n{process.log_tail()}")
+        try:
+            with _OPENER.open(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def run_manage(db: Path, *args: str, **env: str) -> str:
+    """`manage.py <args>` on a bench database; its output, or an error with the output."""
+    result = subprocess.run(
+        [PYTHON, "manage.py", *args],
+        cwd=ROOT,
+        env=child_env(db, **env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+    return result.stdout
+
+
+def start_sandbox(latency: float) -> tuple[SandboxControl, Path]:
+    """The recording OSAI sandbox (bench/osai_recorder.py); its control and call log."""
+    calls_log = LOG_DIR / "osai-calls.jsonl"
+    port = free_port()
+    managed = Managed(
+        "sandbox",
+        [
+            PYTHON,
+            "-m",
+            "bench.osai_recorder",
+            "--port",
+            str(port),
+            "--latency",
+            str(latency),
+            "--calls-log",
+            str(calls_log),
+        ],
+        child_env(Path("/nonexistent")),  # the sandbox needs no database
+    ).start()
+    control = SandboxControl(f"http://127.0.0.1:{port}")
+    deadline = time.monotonic() + 20
+    while not control.health():
+        if not managed.running or time.monotonic() > deadline:
+            raise RuntimeError(f"the OSAI sandbox did not start:\n{managed.log_tail()}")
+        time.sleep(0.05)
+    return control, calls_log
+
+
+def start_worker(db: Path, sandbox_api_url: str, **extra: str) -> Managed:
+    """A real `manage.py qcluster` on the bench database (production timings, 2 workers)."""
+    from bench.env import WORKER_ENV
+
+    env = child_env(db, sandbox_api_url, **WORKER_ENV, **extra)
+    return Managed("qcluster", [PYTHON, "manage.py", "qcluster"], env).start()
+
+
+def start_gunicorn(db: Path, name: str, sandbox_api_url: str = "") -> tuple[Managed, str]:
+    """`gunicorn osai_dashboard.wsgi -w 2` on a free port of 127.0.0.1; (process, base URL)."""
+    port = free_port()
+    managed = Managed(
+        name,
+        [
+            str(BIN / "gunicorn"),
+            "osai_dashboard.wsgi",
+            "-w",
+            "2",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--graceful-timeout",
+            "3",
+        ],
+        child_env(db, sandbox_api_url),
+    ).start()
+    base = f"http://127.0.0.1:{port}"
+    wait_http(f"{base}/accounts/login/", process=managed)
+    return managed, base
+
+
+def start_static_server(directory: Path, name: str = "static-server") -> tuple[Managed, str]:
+    """Python's http.server for the P9 comparison pages (127.0.0.1 only)."""
+    port = free_port()
+    managed = Managed(
+        name,
+        [
+            PYTHON,
+            "-m",
+            "http.server",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            str(directory),
+        ],
+        child_env(Path("/nonexistent")),
+    ).start()
+    base = f"http://127.0.0.1:{port}"
+    wait_http(f"{base}/", process=managed)
+    return managed, base

@@ -1,0 +1,41 @@
+"""What the management commands share: parsing people, dates and flags into clear errors."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import CommandError
+
+from reports.metrics import FLAG_BY_CLI_NAME, FLAGS
+
+FLAGS_HELP = f"comma-separated categories (default all): {', '.join(FLAG_BY_CLI_NAME)}"
+ALL_FLAGS = ",".join(FLAG_BY_CLI_NAME)
+
+
+def user_named(username: str) -> Any:
+    """The user with this username, or a CommandError that says there is none."""
+    user = get_user_model().objects.filter(username=username).first()
+    if user is None:
+        raise CommandError(f"No user {username!r}.")
+    return user
+
+
+def parse_date(value: str, option: str) -> datetime:
+    """A YYYY-MM-DD option as UTC midnight."""
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        raise CommandError(f"{option} must be a date like 2026-01-01, not {value!r}.") from None
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def parse_flags(text: str) -> dict[str, bool]:
+    """`datasets,models` as all five flags: the named ones on, the others off."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in FLAG_BY_CLI_NAME]
+    if unknown or not names:
+        raise CommandError(f"Unknown flags {unknown}; choose from {list(FLAG_BY_CLI_NAME)}.")
+    chosen = {FLAG_BY_CLI_NAME[n].field for n in names}
+    return {flag.field: flag.field in chosen for flag in FLAGS}

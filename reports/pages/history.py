@@ -1,0 +1,50 @@
+"""The home page's recent reports and the report history: what a person may see, newest first."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.db.models import (
+    Case,
+    IntegerField,
+    Q,
+    QuerySet,
+    Value,
+    When,
+    prefetch_related_objects,
+)
+
+from reports import charts
+from reports.access import recent_reports_visible_to, reports_visible_to
+from reports.models import Connection, Report
+
+RECENT_REPORTS = 5
+
+
+def with_periods(reports: Iterable[Report]) -> list[tuple[Report, str]]:
+    """Each report with its period as UTC days, the last day included."""
+    return [(r, charts.period_label(r.period_start, r.period_end, "total")) for r in reports]
+
+
+def home_page(user: Any) -> dict[str, Any]:
+    """The signed-in home page: the person's connections and their newest reports."""
+    connections = list(Connection.objects.filter(owner=user))
+    recent = recent_reports_visible_to(user, RECENT_REPORTS)
+    prefetch_related_objects(recent, "team", "connections")
+    return {"connections": connections, "reports": with_periods(recent)}
+
+
+def history_queryset(user: Any) -> QuerySet[Report]:
+    """Reports the user may see, their own first, newest first; connections prefetched."""
+    return (
+        reports_visible_to(user)
+        .select_related("team", "owner")
+        .prefetch_related("connections")
+        .annotate(
+            own_first=Case(
+                When(Q(owner=user), then=Value(0)), default=Value(1), output_field=IntegerField()
+            )
+        )
+        .order_by("own_first", "-requested_at", "-id")
+    )

@@ -1,0 +1,412 @@
+"""The report page's model: the badge, KPI tiles, charts with their tables, the buckets.
+
+Built from a report and a view mode ("usage" or "cost"); the views render it, and the CLI
+and the API read the same figures. Nothing here asks OSAI anything: it reads buckets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+from urllib.parse import urlencode
+
+from django.db.models import Exists, OuterRef
+from django.urls import reverse
+from django.utils import timezone
+
+from reports import charts, pricing
+from reports.access import counted_buckets
+from reports.metrics import CATEGORIES, METRICS, OSAI_FIELD_TO_COLUMN, display_value, metrics_in
+from reports.models import Bucket, BucketFile, PriceBook, Report
+from reports.periods import EARLIEST_PERIOD_START, previous_period
+from reports.usage import UsageRow, rows_from_buckets, sum_rows
+
+ViewMode = Literal["usage", "cost"]
+# OSAI totals that are a state at the end of a period (images existing), not a sum over it.
+STATE_FIELDS = frozenset(m.osai_field for m in METRICS if not m.total.additive)
+
+
+def view_mode(value: str | None) -> ViewMode:
+    """The view mode a `?view=` parameter asks for (usage unless it says cost)."""
+    return "cost" if value == "cost" else "usage"
+
+
+def duration(delta: timedelta) -> str:
+    seconds = max(int(delta.total_seconds()), 0)
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {seconds:02d} s"
+    return f"{seconds} s"
+
+
+def badge_context(report: Report) -> dict[str, Any]:
+    """What the status badge needs: the report row only (S6: no further queries)."""
+    now = timezone.now()
+    if report.started_at:
+        elapsed = duration((report.finished_at or now) - report.started_at)
+    else:
+        elapsed = duration((report.finished_at or now) - report.requested_at)
+    status_url = reverse("report_status", args=[report.pk])
+    return {
+        "report": report,
+        "elapsed": elapsed,
+        "waiting": report.started_at is None,
+        "status_url": f"{status_url}?{urlencode({'seen': report.buckets_done})}",
+    }
+
+
+@dataclass(frozen=True)
+class TileSpec:
+    """A KPI tile: one category of the metric registry."""
+
+    label: str
+    columns: tuple[str, ...]
+    unit: str
+    flag: str
+    priced: bool
+    decimals: int
+
+
+TILE_SPECS: tuple[TileSpec, ...] = tuple(
+    TileSpec(
+        label=category.label,
+        columns=tuple(m.column for m in metrics_in(category.key)),
+        unit=category.unit,
+        flag=metrics_in(category.key)[0].flag,
+        priced=any(m.priced for m in metrics_in(category.key)),
+        decimals=category.decimals,
+    )
+    for category in CATEGORIES
+)
+
+
+@dataclass(frozen=True)
+class Tile:
+    label: str
+    value: str
+    unit: str  # a unit of usage after the value, or a currency before it
+    detail: str  # the 8 GB / 16 GB split, or why there is no value
+    change: str  # against the previous period, "" when unknown
+    trend: str  # "up", "down", "flat" or "" (for the colour)
+    included: bool
+    is_money: bool = False
+
+
+def _change(current: float | Decimal, previous: float | Decimal | None) -> tuple[str, str]:
+    if previous is None:
+        return "", ""
+    if previous == 0:
+        return ("no change", "flat") if current == 0 else ("new this period", "up")
+    ratio = (Decimal(str(current)) - Decimal(str(previous))) / Decimal(str(previous))
+    if abs(ratio) < Decimal("0.0005"):
+        return "no change", "flat"
+    return f"{ratio * 100:+.1f} % vs previous period", "up" if ratio > 0 else "down"
+
+
+def _tiles(
+    report: Report,
+    totals: dict[str, float],
+    previous: dict[str, float] | None,
+    *,
+    money: pricing.Costs | None,
+    previous_money: pricing.Costs | None,
+    currency: str,
+) -> list[Tile]:
+    """One tile per category: usage in display units, or money in the cost view."""
+    tiles = []
+    for spec in TILE_SPECS:
+        if not getattr(report, spec.flag):
+            tiles.append(Tile(spec.label, charts.EN_DASH, "", "not included", "", "", False))
+            continue
+        detail = ""
+        if len(spec.columns) == 2:  # OSAI splits it by worker class
+            gb8, gb16 = (display_value(c, totals[c]) for c in spec.columns)
+            detail = f"8 GB {gb8:,.{spec.decimals}f} · 16 GB {gb16:,.{spec.decimals}f}"
+        if money is not None and spec.priced:
+            amount = sum((money.get(c, Decimal(0)) for c in spec.columns), Decimal(0))
+            before = None
+            if previous_money is not None:
+                before = sum((previous_money.get(c, Decimal(0)) for c in spec.columns), Decimal(0))
+            change, trend = _change(amount, before)
+            detail = f"{detail} {spec.unit}" if detail else ""
+            value = f"{pricing.money(amount):,.2f}"
+            tiles.append(Tile(spec.label, value, currency, detail, change, trend, True, True))
+            continue
+        usage = sum(display_value(c, totals[c]) for c in spec.columns)
+        before_usage = None
+        if previous is not None:
+            before_usage = round(sum(display_value(c, previous[c]) for c in spec.columns), 6)
+        change, trend = _change(round(usage, 6), before_usage)
+        if money is not None:
+            detail = "not priced"
+        value = f"{usage:,.{spec.decimals}f}"
+        tiles.append(Tile(spec.label, value, spec.unit, detail, change, trend, True))
+    if money is not None:
+        # The whole report's spend, rounded once, as the CSV's total is.
+        total = money.get("total", Decimal(0))
+        before_total = previous_money.get("total") if previous_money is not None else None
+        change, trend = _change(total, before_total)
+        value = f"{pricing.money(total):,.2f}"
+        tiles.insert(0, Tile("Total", value, currency, "all categories", change, trend, True, True))
+    return tiles
+
+
+def report_buckets(report: Report) -> list[Bucket]:
+    """The report's buckets with their connection and whether a raw file is archived.
+
+    A team report only counts connections still shared by current members (reports/teams.py).
+    """
+    return list(
+        counted_buckets(report)
+        .select_related("connection")
+        .annotate(has_file=Exists(BucketFile.objects.filter(bucket=OuterRef("pk"))))
+        .order_by("period_start", "connection__label", "pk")
+    )
+
+
+def _tiling(buckets: Sequence[Bucket], start: datetime, end: datetime) -> list[Bucket] | None:
+    """Buckets of one connection that cover [start, end) exactly, end to end, or None."""
+    by_start: dict[datetime, list[Bucket]] = {}
+    for bucket in buckets:
+        by_start.setdefault(bucket.period_start, []).append(bucket)
+    for options in by_start.values():  # closed (final) buckets first, then the longest
+        options.sort(key=lambda b: (not b.is_closed, -(b.period_end - b.period_start)))
+    dead_ends: set[datetime] = set()
+
+    def walk(cursor: datetime) -> list[Bucket] | None:
+        if cursor == end:
+            return []
+        if cursor in dead_ends:
+            return None
+        for bucket in by_start.get(cursor, []):
+            rest = walk(bucket.period_end)
+            if rest is not None:
+                return [bucket, *rest]
+        dead_ends.add(cursor)
+        return None
+
+    return walk(start)
+
+
+def _previous_rows(report: Report, connection_ids: Sequence[int]) -> list[UsageRow] | None:
+    """Usage of the period of equal length before the report's, if it is already known.
+
+    Known means finished buckets with the report's flags that cover the previous period
+    exactly for every one of the report's connections (from any earlier report). One query;
+    never asks OSAI.
+    """
+    start, end = previous_period(report.period_start, report.period_end)
+    if not connection_ids or start < EARLIEST_PERIOD_START:
+        return None
+    candidates = list(
+        Bucket.objects.filter(
+            connection_id__in=connection_ids,
+            state=Bucket.State.DONE,
+            period_start__gte=start,
+            period_end__lte=end,
+            **report.flags(),
+        )
+        .defer("osai_response")  # the totals' columns are all this needs
+        .order_by()
+    )
+    chosen: list[Bucket] = []
+    for connection_id in connection_ids:
+        tiling = _tiling([b for b in candidates if b.connection_id == connection_id], start, end)
+        if tiling is None:
+            return None
+        chosen.extend(tiling)
+    return rows_from_buckets(chosen)
+
+
+def report_body(report: Report, mode: ViewMode) -> dict[str, Any]:
+    """Everything below the badge: tiles, charts with their tables, buckets, actions."""
+    buckets = report_buckets(report)
+    rows = rows_from_buckets(buckets)
+    totals = sum_rows(rows)
+    connection_ids = sorted({b.connection_id for b in buckets})
+    previous_rows = _previous_rows(report, connection_ids) if report.is_terminal else None
+    previous = sum_rows(previous_rows) if previous_rows is not None else None
+
+    price_book: PriceBook | None = None
+    row_money: list[pricing.Costs] | None = None
+    money = previous_money = None
+    currency = ""
+    pricing_notice = None
+    if mode == "cost":
+        price_book = pricing.price_book_for(report)
+        currency = price_book.currency if price_book else ""
+        row_money = pricing.rows_costs(rows, price_book)
+        money = pricing.sum_costs(row_money)
+        if previous_rows is not None:
+            previous_money = pricing.sum_costs(pricing.rows_costs(previous_rows, price_book))
+        pricing_notice = pricing.pricing_notice(rows, price_book)
+
+    figures = _figures(rows, report.granularity, row_money, currency)
+    failed = [b for b in buckets if b.state in Bucket.FAILED_STATES]
+    done = [b for b in buckets if b.state == Bucket.State.DONE]
+    as_of = [t for t in (b.osai_created_at or b.finished_at for b in done) if t is not None]
+    data_as_of = max(as_of, default=None)
+    return {
+        "report": report,
+        "mode": mode,
+        "rows": rows,
+        "buckets": buckets,
+        "failed_buckets": failed,
+        "preliminary": any(r.preliminary for r in rows),
+        "data_as_of": data_as_of,
+        "connection_labels": sorted({b.connection.label for b in buckets}),
+        "tiles": _tiles(
+            report, totals, previous, money=money, previous_money=previous_money, currency=currency
+        ),
+        "previous_known": previous is not None,
+        "previous_period": previous_period(report.period_start, report.period_end),
+        "charts": figures,
+        "price_book": price_book,
+        "is_example_prices": mode == "cost" and pricing.is_example(price_book),
+        "pricing_notice": pricing_notice,
+        "charts_url": with_mode(reverse("report_charts", args=[report.pk]), mode),
+        "can_cancel": not report.is_terminal,
+        "can_retry": report.is_terminal
+        and (report.buckets_failed > 0 or report.state == Report.State.CANCELLED),
+    }
+
+
+def with_mode(url: str, mode: ViewMode) -> str:
+    return f"{url}?view=cost" if mode == "cost" else url
+
+
+@dataclass(frozen=True)
+class ChartBlock:
+    """One chart for the template: its JSON data island id, the figure, its table."""
+
+    id: str
+    title: str
+    wide: bool  # spans the page: the main chart of each view
+    figure: dict[str, Any]
+    table: charts.ChartTable | None
+    empty_message: str
+
+
+def _figures(
+    rows: list[UsageRow], granularity: str, row_money: list[pricing.Costs] | None, currency: str
+) -> list[ChartBlock]:
+    if row_money is not None:
+        figures = [
+            (
+                "compute",
+                charts.compute_hours_figure(
+                    rows, granularity=granularity, costs=row_money, currency=currency
+                ),
+            ),
+            (
+                "cumulative",
+                charts.cumulative_cost_figure(
+                    rows, row_money, granularity=granularity, currency=currency
+                ),
+            ),
+            ("share", charts.share_figure(rows, costs=row_money, currency=currency)),
+            (
+                "devices",
+                charts.device_rental_figure(
+                    rows, granularity=granularity, costs=row_money, currency=currency
+                ),
+            ),
+            (
+                "storage",
+                charts.storage_figure(
+                    rows, granularity=granularity, costs=row_money, currency=currency
+                ),
+            ),
+            ("images", charts.images_figure(rows, granularity=granularity)),
+        ]
+    else:
+        figures = [
+            ("compute", charts.compute_hours_figure(rows, granularity=granularity)),
+            ("share", charts.share_figure(rows)),
+            ("devices", charts.device_rental_figure(rows, granularity=granularity)),
+            ("storage", charts.storage_figure(rows, granularity=granularity)),
+            ("images", charts.images_figure(rows, granularity=granularity)),
+        ]
+    return [
+        ChartBlock(
+            id=f"figure-{name}",
+            title=str(fig.layout.title.text or ""),
+            wide=name in ("compute", "cumulative"),
+            figure=charts.figure_json(fig),
+            table=charts.figure_table(fig),
+            empty_message=(fig.layout.meta or {}).get("message", "")
+            if charts.is_empty(fig)
+            else "",
+        )
+        for name, fig in figures
+    ]
+
+
+def report_page(report: Report, mode: ViewMode) -> dict[str, Any]:
+    """The whole report page: the badge, the body and the page's own links."""
+    return {
+        **badge_context(report),
+        **report_body(report, mode),
+        "period_label": charts.period_label(report.period_start, report.period_end, "total"),
+        "usage_url": reverse("report_detail", args=[report.pk]),
+        "cost_url": with_mode(reverse("report_detail", args=[report.pk]), "cost"),
+        "mode": mode,
+    }
+
+
+def report_json(report: Report) -> dict[str, Any]:
+    """The report, its buckets and its totals (OSAI field names, raw units)."""
+    buckets = list(
+        counted_buckets(report)
+        .select_related("connection")
+        .order_by("period_start", "connection__label")
+    )
+    totals: dict[str, int | float] = dict.fromkeys(OSAI_FIELD_TO_COLUMN, 0)
+    last_period_end = max(
+        (b.period_end for b in buckets if b.state == Bucket.State.DONE), default=None
+    )
+    for bucket in buckets:
+        if bucket.state != Bucket.State.DONE:
+            continue
+        for field, value in bucket.totals().items():
+            # Images existing are a state at the end of a period, not a flow: take the
+            # last period's counts only.
+            if field in STATE_FIELDS and bucket.period_end != last_period_end:
+                continue
+            totals[field] += value or 0
+    return {
+        "id": report.pk,
+        "state": report.state,
+        "granularity": report.granularity,
+        "periodFrom": report.period_start.isoformat().replace("+00:00", "Z"),
+        "periodTo": report.period_end.isoformat().replace("+00:00", "Z"),
+        "flags": report.flags(),
+        "connections": [c.label for c in report.connections.order_by("label")],
+        "buckets_total": report.buckets_total,
+        "buckets_done": report.buckets_done,
+        "buckets_failed": report.buckets_failed,
+        "requested_at": report.requested_at.isoformat(),
+        "finished_at": report.finished_at.isoformat() if report.finished_at else None,
+        "error": report.error_message or None,
+        "totals": totals,
+        "buckets": [
+            {
+                "connection": b.connection.label,
+                "periodFrom": b.period_start.isoformat().replace("+00:00", "Z"),
+                "periodTo": b.period_end.isoformat().replace("+00:00", "Z"),
+                "preliminary": not b.is_closed,
+                "state": b.state,
+                "osaiReportId": b.osai_report_id,
+                "osaiCreationTime": b.osai_creation_time_raw or None,
+                "error": b.error_message or None,
+                "totals": b.totals() if b.state == Bucket.State.DONE else None,
+            }
+            for b in buckets
+        ],
+    }

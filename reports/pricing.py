@@ -1,0 +1,341 @@
+"""Price books and cost: usage in OSAI's raw units times the rates in force, as exact Decimals.
+
+The rules, in one place:
+
+- Money is `Decimal`, never float. A raw OSAI value (stored as a double) enters as
+  `Decimal(repr(x))`: the shortest decimal that round-trips the double, which is what OSAI
+  sent in its JSON. No float arithmetic touches money.
+- A period is priced by the price-book version in force during it. A row that spans a
+  version change is split pro rata by time: usage is assumed uniform within the row.
+  Time before a book's first version has no prices: it costs 0 and the row is flagged
+  (`Costs.unpriced`), so the page can say so (`pricing_notice`).
+- Each cost is kept at `COST_QUANTUM` (10^-10 of the currency unit, ROUND_HALF_EVEN). That is
+  far below a cent and fixed, so adding costs is exact and does not depend on the order of
+  the rows. Only display helpers (`money`, `format_money`) and nothing else round to cents,
+  once, on the final figure, with ROUND_HALF_UP (commercial rounding).
+
+Conversions follow reports/metrics.py: hours = seconds / 3600; GB-months = KB-minutes /
+(1,048,576 KB per GB x 43,200 minutes per 30-day month).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, localcontext
+from typing import Any
+
+from django.db.models import prefetch_related_objects
+
+from reports.metrics import (
+    KB_MIN_PER_GB_MONTH,
+    PREDICTION_COLUMNS,
+    PRICED,
+    PRICED_COLUMNS,
+    SECONDS_PER_HOUR,
+    STAGES,
+    STORAGE_COLUMNS,
+    TRAINING_COLUMNS,
+)
+from reports.models import PriceBook, PriceBookVersion, Report
+from reports.usage import UsageRow
+
+# Usage column (raw OSAI unit) -> the PriceBookVersion rate that prices it, and how many raw
+# units make one rate unit (seconds per hour, KB-minutes per GB-month).
+RATES: dict[str, str] = {m.column: m.rate_field for m in PRICED if m.rate_field}
+_RAW_PER_RATE_UNIT: dict[str, int] = {m.column: m.divisor for m in PRICED}
+
+COST_QUANTUM = Decimal("1E-10")  # internal precision of every cost (see the module docstring)
+CENT = Decimal("0.01")
+# Enough digits that products of 1.5e18 KB-minutes and 6-decimal rates stay exact before the
+# single quantize of each cost.
+_PRECISION = 60
+
+ZERO = Decimal(0)
+
+
+class Costs(dict[str, Decimal]):
+    """Cost per priced column, plus "total", in the price book's currency.
+
+    `unpriced` is True when some of the period had no prices in force (costed at 0);
+    `versions` are the price-book versions that priced it, oldest first.
+    """
+
+    def __init__(self, values: Mapping[str, Decimal] | None = None) -> None:
+        super().__init__(values or {})
+        self.unpriced: bool = False
+        self.versions: list[PriceBookVersion] = []
+
+
+# --- Price books ------------------------------------------------------------------------------
+
+
+def default_price_book() -> PriceBook | None:
+    """The book reports use when none was chosen (the shipped example until an admin changes it)."""
+    return PriceBook.objects.filter(is_default=True).order_by("pk").first()
+
+
+def price_book_for(report: Report) -> PriceBook | None:
+    """The report's own price book, else the default one, else None (costs are then 0)."""
+    if report.price_book_id is not None:
+        return report.price_book
+    return default_price_book()
+
+
+def is_example(price_book: PriceBook | None) -> bool:
+    """True for a book that pages must label as an example, not OSAI's prices."""
+    return bool(price_book is not None and price_book.is_example)
+
+
+def price_book_versions(price_book: PriceBook) -> list[PriceBookVersion]:
+    """The book's versions, oldest first, read once per PriceBook instance.
+
+    They are kept in Django's prefetch cache, so `refresh_from_db()` or a fresh instance sees
+    new versions, and a caller's `prefetch_related("versions")` is reused.
+    """
+    prefetch_related_objects([price_book], "versions")
+    return sorted(price_book.versions.all(), key=lambda v: v.effective_from)
+
+
+def version_in_force(price_book: PriceBook | None, at: datetime) -> PriceBookVersion | None:
+    """The version whose rates apply at the instant `at`, or None before the first version."""
+    if price_book is None:
+        return None
+    current = None
+    for version in price_book_versions(price_book):
+        if version.effective_from > at:
+            break
+        current = version
+    return current
+
+
+# --- Arithmetic -------------------------------------------------------------------------------
+
+
+def to_decimal(value: float | int | Decimal | None) -> Decimal:
+    """A raw OSAI number as an exact Decimal. None and non-finite values (never usage) are 0."""
+    if value is None:
+        return ZERO
+    if isinstance(value, Decimal):
+        return value if value.is_finite() else ZERO
+    if isinstance(value, float) and not math.isfinite(value):
+        return ZERO
+    return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+
+
+def _micros(delta: timedelta) -> int:
+    return delta // timedelta(microseconds=1)
+
+
+def _segments(
+    price_book: PriceBook | None, start: datetime, end: datetime
+) -> list[tuple[PriceBookVersion | None, int]]:
+    """Split [start, end) by the versions in force: (version or None, overlap in microseconds)."""
+    if price_book is None:
+        return [(None, max(_micros(end - start), 1))]
+    versions = price_book_versions(price_book)
+    if end <= start:  # a degenerate period is priced at its start instant
+        return [(version_in_force(price_book, start), 1)]
+    segments: list[tuple[PriceBookVersion | None, int]] = []
+    first_from = versions[0].effective_from if versions else end
+    if start < first_from:
+        segments.append((None, _micros(min(first_from, end) - start)))
+    for i, version in enumerate(versions):
+        v_start = version.effective_from
+        v_end = versions[i + 1].effective_from if i + 1 < len(versions) else None
+        lo = max(start, v_start)
+        hi = end if v_end is None else min(end, v_end)
+        if hi > lo:
+            segments.append((version, _micros(hi - lo)))
+    return segments
+
+
+def _costs_over_segments(
+    totals: Mapping[str, Any], segments: list[tuple[PriceBookVersion | None, int]]
+) -> Costs:
+    duration = sum(overlap for _, overlap in segments)
+    costs = Costs()
+    with localcontext() as ctx:
+        ctx.prec = _PRECISION
+        exact = dict.fromkeys(PRICED_COLUMNS, ZERO)
+        for version, overlap in segments:
+            if version is None:
+                costs.unpriced = True
+                continue
+            costs.versions.append(version)
+            for column, rate_field in RATES.items():
+                raw = to_decimal(totals.get(column))
+                rate: Decimal = getattr(version, rate_field)
+                # One division per term: raw x rate x (overlap / duration) / raw-per-rate-unit.
+                exact[column] += (raw * rate * overlap) / (duration * _RAW_PER_RATE_UNIT[column])
+        for column, value in exact.items():
+            costs[column] = value.quantize(COST_QUANTUM, rounding=ROUND_HALF_EVEN)
+        costs["total"] = sum((costs[c] for c in PRICED_COLUMNS), ZERO)
+    return costs
+
+
+def usage_cost(totals: Mapping[str, Any], version: PriceBookVersion | None) -> Costs:
+    """The cost of raw usage totals at one version's rates (pure; None prices nothing)."""
+    return _costs_over_segments(totals, [(version, 1)])
+
+
+def row_costs(row: UsageRow, price_book: PriceBook | None) -> Costs:
+    """The cost of one period's usage, split pro rata over the versions in force during it."""
+    return _costs_over_segments(row.totals, _segments(price_book, row.period_start, row.period_end))
+
+
+def period_costs(
+    totals: Mapping[str, Any], start: datetime, end: datetime, price_book: PriceBook | None
+) -> Costs:
+    """Like row_costs, for totals of [start, end) that are not a UsageRow (a bucket, a member)."""
+    return _costs_over_segments(totals, _segments(price_book, start, end))
+
+
+def rows_costs(rows: Iterable[UsageRow], price_book: PriceBook | None) -> list[Costs]:
+    """row_costs for each row, in order."""
+    return [row_costs(row, price_book) for row in rows]
+
+
+def sum_costs(items: Iterable[Mapping[str, Decimal]]) -> Costs:
+    """Add Costs key by key. Exact (every cost has the same quantum), so order does not matter."""
+    result = Costs(dict.fromkeys([*PRICED_COLUMNS, "total"], ZERO))
+    for item in items:
+        with localcontext() as ctx:
+            ctx.prec = _PRECISION  # additions stay exact however large the sums grow
+            for key, value in item.items():
+                result[key] = result.get(key, ZERO) + value
+        if isinstance(item, Costs):
+            result.unpriced = result.unpriced or item.unpriced
+            for version in item.versions:
+                if version not in result.versions:
+                    result.versions.append(version)
+    result.versions.sort(key=lambda v: v.effective_from)
+    return result
+
+
+def pricing_notice(rows: Iterable[UsageRow], price_book: PriceBook | None) -> str | None:
+    """A sentence for the page when some usage could not be priced, else None."""
+    rows = list(rows)
+    if not rows:
+        return None
+    if price_book is None:
+        return "No price book is set up, so costs are shown as 0."
+    unpriced = [row for row in rows if row_costs(row, price_book).unpriced]
+    if not unpriced:
+        return None
+    first = price_book_versions(price_book)
+    start = min(row.period_start for row in unpriced)
+    end = max(row.period_end for row in unpriced)
+    if first:
+        end = min(end, first[0].effective_from)
+    return (
+        f"No prices in force from {start:%Y-%m-%d} until {end:%Y-%m-%d} (UTC) in the price book "
+        f"“{price_book.name}”: that usage is costed at 0."
+    )
+
+
+# --- Views of a cost --------------------------------------------------------------------------
+
+
+def stage_costs(costs: Mapping[str, Decimal]) -> dict[str, Decimal]:
+    """Cost by ML stage (data, augmentation, training, conversion, deployment); sums to total."""
+    return {
+        stage: sum((costs.get(column, ZERO) for column in columns), ZERO)
+        for stage, columns in STAGES.items()
+    }
+
+
+def _per_unit(cost: Decimal, units: Decimal) -> Decimal | None:
+    if units == 0:
+        return None
+    with localcontext() as ctx:
+        ctx.prec = _PRECISION
+        return (cost / units).quantize(COST_QUANTUM, rounding=ROUND_HALF_EVEN)
+
+
+def unit_costs(
+    totals: Mapping[str, Any], costs: Mapping[str, Decimal]
+) -> dict[str, Decimal | None]:
+    """Cost per training GPU-hour, per prediction hour and per stored GB-month (None if no usage).
+
+    `totals` are raw OSAI units (the same totals `costs` were computed from).
+    """
+
+    def raw_sum(columns: tuple[str, ...]) -> Decimal:
+        return sum((to_decimal(totals.get(c)) for c in columns), ZERO)
+
+    def cost_sum(columns: tuple[str, ...]) -> Decimal:
+        return sum((costs.get(c, ZERO) for c in columns), ZERO)
+
+    with localcontext() as ctx:
+        ctx.prec = _PRECISION
+        training_hours = raw_sum(TRAINING_COLUMNS) / SECONDS_PER_HOUR
+        prediction_hours = raw_sum(PREDICTION_COLUMNS) / SECONDS_PER_HOUR
+        stored_gb_months = raw_sum(STORAGE_COLUMNS) / KB_MIN_PER_GB_MONTH
+    return {
+        "per_training_gpu_hour": _per_unit(cost_sum(TRAINING_COLUMNS), training_hours),
+        "per_prediction_hour": _per_unit(cost_sum(PREDICTION_COLUMNS), prediction_hours),
+        "per_stored_gb_month": _per_unit(cost_sum(STORAGE_COLUMNS), stored_gb_months),
+    }
+
+
+# The training column of each worker class (8 and 16 GB), for the what-if.
+_TRAINING_ON: dict[int, str] = {
+    m.total.worker_gb: m.column for m in PRICED if m.category == "training" and m.total.worker_gb
+}
+WHAT_IF_KEYS: dict[str, int] = {"all_on_8gb": 8, "all_on_16gb": 16}
+
+
+def _training_moved(totals: Mapping[str, Any], worker_gb: int) -> dict[str, Decimal]:
+    """Totals with every training second moved to one worker class (for the what-if)."""
+    moved: dict[str, Decimal] = {c: to_decimal(totals.get(c)) for c in PRICED_COLUMNS}
+    seconds = sum((moved[column] for column in _TRAINING_ON.values()), ZERO)
+    for column in _TRAINING_ON.values():
+        moved[column] = ZERO
+    moved[_TRAINING_ON[worker_gb]] = seconds
+    return moved
+
+
+def _training_cost(costs: Mapping[str, Decimal]) -> Decimal:
+    return sum((costs[column] for column in TRAINING_COLUMNS), ZERO)
+
+
+def training_what_if(
+    totals: Mapping[str, Any], version: PriceBookVersion | None
+) -> dict[str, Decimal]:
+    """An estimate: the period's training seconds at the 8 GB rate, at the 16 GB rate, and actual.
+
+    Same seconds at the other rate; it ignores that a job may run faster on a larger worker.
+    """
+    result = {"actual": _training_cost(usage_cost(totals, version))}
+    for key, worker_gb in WHAT_IF_KEYS.items():
+        result[key] = _training_cost(usage_cost(_training_moved(totals, worker_gb), version))
+    return result
+
+
+def training_what_if_rows(
+    rows: Iterable[UsageRow], price_book: PriceBook | None
+) -> dict[str, Decimal]:
+    """training_what_if over a report's rows, each priced by the versions in force (pro rata)."""
+    result = dict.fromkeys(("actual", "all_on_8gb", "all_on_16gb"), ZERO)
+    for row in rows:
+        segments = _segments(price_book, row.period_start, row.period_end)
+        result["actual"] += _training_cost(_costs_over_segments(row.totals, segments))
+        for key, worker_gb in WHAT_IF_KEYS.items():
+            moved = _training_moved(row.totals, worker_gb)
+            result[key] += _training_cost(_costs_over_segments(moved, segments))
+    return result
+
+
+# --- Display ----------------------------------------------------------------------------------
+
+
+def money(amount: Decimal) -> Decimal:
+    """An amount rounded to cents for display (ROUND_HALF_UP). Never feed it back into sums."""
+    return amount.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def format_money(amount: Decimal, currency: str) -> str:
+    """'EUR 1,234.56' (a minus sign for credits)."""
+    return f"{currency} {money(amount):,.2f}"

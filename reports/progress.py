@@ -1,0 +1,80 @@
+"""Report progress: a report's counts and state, recomputed from its buckets.
+
+    report: queued → running (k of N buckets done) → done | partial | failed | timed_out
+            | cancelled
+
+Called by the pipeline whenever a bucket moves, and by the report services after a request,
+a cancel or a retry. The counts live on the report row, so the status badge is one query.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from reports.models import Bucket, Report
+
+
+def refresh_reports_of(bucket_pk: int) -> None:
+    for report_pk in (
+        Report.objects.filter(report_buckets__bucket_id=bucket_pk)
+        .exclude(state__in=Report.TERMINAL_STATES)
+        .values_list("pk", flat=True)
+    ):
+        report_refresh(report_pk)
+
+
+@transaction.atomic
+def report_refresh(report_pk: int) -> None:
+    """Recompute a report's counts and state from its buckets."""
+    report = Report.objects.select_for_update().filter(pk=report_pk).first()
+    if report is None or report.state == Report.State.CANCELLED:
+        return
+    counts = Bucket.objects.filter(report_buckets__report_id=report_pk).aggregate(
+        total=Count("pk"),
+        done=Count("pk", filter=Q(state=Bucket.State.DONE)),
+        failed=Count("pk", filter=Q(state__in=Bucket.FAILED_STATES)),
+        timed_out=Count("pk", filter=Q(state=Bucket.State.TIMED_OUT)),
+        started=Count("pk", filter=~Q(state=Bucket.State.NEW) | Q(started_at__isnull=False)),
+    )
+    total, done, failed = counts["total"], counts["done"], counts["failed"]
+    now = timezone.now()
+    fields: dict[str, object] = {
+        "buckets_total": total,
+        "buckets_done": done,
+        "buckets_failed": failed,
+    }
+    if total and done + failed == total:
+        if failed == 0:
+            state = Report.State.DONE
+        elif done > 0:
+            state = Report.State.PARTIAL
+        elif counts["timed_out"] == failed:
+            state = Report.State.TIMED_OUT
+        else:
+            state = Report.State.FAILED
+        fields["finished_at"] = report.finished_at or now
+        fields["error_message"] = _failure_summary(report_pk, failed, total) if failed else ""
+    else:
+        state = Report.State.RUNNING if counts["started"] or done else Report.State.QUEUED
+        if state == Report.State.RUNNING and report.started_at is None:
+            fields["started_at"] = now
+    fields["state"] = state
+    if state != Report.State.QUEUED and report.started_at is None:
+        fields["started_at"] = now
+    Report.objects.filter(pk=report_pk).update(**fields)
+
+
+def _failure_summary(report_pk: int, failed: int, total: int) -> str:
+    lines = [f"{failed} of {total} parts of this report failed:"]
+    for bucket in Bucket.objects.filter(
+        report_buckets__report_id=report_pk, state__in=Bucket.FAILED_STATES
+    ).select_related("connection")[:20]:
+        lines.append(
+            f"- {bucket.connection.label}, {bucket.period_start:%Y-%m-%d} to "
+            f"{bucket.period_end:%Y-%m-%d}: {bucket.error_message or bucket.get_state_display()}"
+        )
+    if failed > 20:
+        lines.append(f"… and {failed - 20} more.")
+    return "\n".join(lines)

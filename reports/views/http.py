@@ -1,0 +1,66 @@
+"""What every view shares: the request type, htmx-aware login, and 404 scoping helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.contrib.auth.views import redirect_to_login
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import resolve_url
+from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.middleware import HtmxDetails
+
+from reports import teams
+from reports.access import report_visible_to
+from reports.models import Membership, Report
+
+
+class AuthenticatedRequest(HttpRequest):
+    """A request seen by django-htmx's middleware, in a view behind a login check."""
+
+    htmx: HtmxDetails
+    user: User
+
+
+def htmx_login_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """`login_required` that answers htmx requests with HX-Redirect to the login page (S5).
+
+    A plain 302 would be followed by the browser's XHR and the login form swapped into the
+    badge. The `next` is the page the person is on, not the partial's URL.
+    """
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.user.is_authenticated:
+            return view(request, *args, **kwargs)
+        htmx: HtmxDetails | None = getattr(request, "htmx", None)
+        if htmx:
+            next_url = htmx.current_url_abs_path or request.get_full_path()
+            login_url = resolve_url(settings.LOGIN_URL)
+            return HttpResponseClientRedirect(f"{login_url}?{urlencode({'next': next_url})}")
+        return redirect_to_login(request.get_full_path())
+
+    return wrapper
+
+
+def visible_report_or_404(request: AuthenticatedRequest, pk: int) -> Report:
+    """The report if the user may see it (own, or a team report of a team they administer)."""
+    report = report_visible_to(request.user, pk)
+    if report is None:
+        raise Http404("No such report.")
+    return report
+
+
+def membership_or_404(
+    request: AuthenticatedRequest, team_pk: int, *, admin: bool = False
+) -> Membership:
+    """The user's membership of the team (an admin one if `admin`), else 404."""
+    membership = teams.membership_for(request.user, team_pk, admin=admin)
+    if membership is None:
+        raise Http404("No such team.")
+    return membership

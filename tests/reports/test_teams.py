@@ -1,0 +1,590 @@
+"""Teams: scoping of every team page and export (S2), tokens never shown (S3), spend per member."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.db import connection, transaction
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from reports import charts, crypto, pricing, teams
+from reports.models import Bucket, Connection, Membership, Report, ReportBucket
+from reports.usage import USAGE_COLUMNS
+from tests.factories import (
+    make_connection,
+    make_done_bucket,
+    make_done_report,
+    make_team,
+    make_user,
+    share_with,
+)
+from tests.support import figures
+
+BOB_TOKEN = "osai-CANARY-bob-7f3e9d2c41b8-tail"  # the test greps pages for every part of it
+JAN = datetime(2026, 1, 1, tzinfo=UTC)
+APR = datetime(2026, 4, 1, tzinfo=UTC)
+
+
+@dataclass
+class World:
+    alice: Any  # admin of team A, owner of the team report
+    bob: Any  # member of team A, with a connection shared with it
+    erin: Any  # member of team A, nothing shared
+    carol: Any  # admin of team B
+    dave: Any  # in no team
+    team: Any
+    other_team: Any
+    alice_conn: Connection
+    bob_conn: Connection
+    team_report: Report
+    bob_report: Report
+    other_report: Report
+
+
+@pytest.fixture
+def world(db: Any) -> World:
+    alice, bob, carol, dave, erin = (
+        make_user(n) for n in ("alice", "bob", "carol", "dave", "erin")
+    )
+    team = make_team("Vision", admins=[alice], members=[bob, erin])
+    other_team = make_team("Speech", admins=[carol])
+    alice_conn = make_connection(alice, "Alice prod")
+    bob_conn = make_connection(bob, "Bob main", token=BOB_TOKEN)
+    carol_conn = make_connection(carol, "Carol lab")
+    share_with(team, alice_conn, bob_conn)
+    share_with(other_team, carol_conn)
+    return World(
+        alice=alice,
+        bob=bob,
+        erin=erin,
+        carol=carol,
+        dave=dave,
+        team=team,
+        other_team=other_team,
+        alice_conn=alice_conn,
+        bob_conn=bob_conn,
+        team_report=make_done_report(alice, [alice_conn, bob_conn], team=team),
+        bob_report=make_done_report(bob, [bob_conn]),
+        other_report=make_done_report(carol, [carol_conn], team=other_team),
+    )
+
+
+def client_for(user: Any | None) -> Client:
+    client = Client()
+    if user is not None:
+        client.force_login(user)
+    return client
+
+
+# --- S2: the authorization matrix ------------------------------------------------------------
+
+ROLES = ("owner", "team member", "team admin", "other team admin", "unrelated", "anonymous")
+
+
+def role_users(w: World, owner: Any) -> dict[str, Any]:
+    return {
+        "owner": owner,
+        "team member": w.erin if owner != w.erin else w.bob,
+        "team admin": w.alice,
+        "other team admin": w.carol,
+        "unrelated": w.dave,
+        "anonymous": None,
+    }
+
+
+def test_authorization_matrix_for_team_views_and_exports(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    w = world
+    team_url = {"pk": w.team.pk}
+    team_report = {"pk": w.team.pk, "report_pk": w.team_report.pk}
+    # (url, method, data, report owner, roles allowed) — everyone else signed in gets 404.
+    cases = [
+        (
+            reverse("team_detail", kwargs=team_url),
+            "get",
+            None,
+            w.alice,
+            {"owner", "team member", "team admin"},
+        ),
+        (
+            reverse("team_sharing", kwargs=team_url),
+            "get",
+            None,
+            w.alice,
+            {"owner", "team member", "team admin"},
+        ),
+        (
+            reverse("team_sharing", kwargs=team_url),
+            "post",
+            {"connections": []},
+            w.alice,
+            {"owner", "team member", "team admin"},
+        ),
+        (
+            reverse("team_report_new", kwargs=team_url),
+            "post",
+            {
+                "preset": "custom",
+                "date_from": "2026-01-01",
+                "date_to": "2026-03-31",
+                "granularity": "month",
+                "include_models": "on",
+            },
+            w.alice,
+            {"owner", "team admin"},
+        ),
+        (
+            reverse("team_report_detail", kwargs=team_report),
+            "get",
+            None,
+            w.alice,
+            {"owner", "team admin"},
+        ),
+        (
+            reverse("team_report_detail", kwargs=team_report) + "?view=cost",
+            "get",
+            None,
+            w.alice,
+            {"owner", "team admin"},
+        ),
+        (
+            reverse("team_report_export_csv", kwargs=team_report),
+            "get",
+            None,
+            w.alice,
+            {"owner", "team admin"},
+        ),
+        (
+            reverse("report_export_csv", kwargs={"pk": w.team_report.pk}),
+            "get",
+            None,
+            w.alice,
+            {"owner", "team admin"},
+        ),
+        (
+            reverse("report_export_csv", kwargs={"pk": w.bob_report.pk}),
+            "get",
+            None,
+            w.bob,
+            {"owner"},
+        ),
+        # Another team's report through this team's URL, and the other way round.
+        (
+            reverse("team_report_detail", kwargs={"pk": w.team.pk, "report_pk": w.other_report.pk}),
+            "get",
+            None,
+            w.carol,
+            set(),
+        ),
+        (
+            reverse(
+                "team_report_export_csv",
+                kwargs={"pk": w.other_team.pk, "report_pk": w.team_report.pk},
+            ),
+            "get",
+            None,
+            w.alice,
+            set(),
+        ),
+        (reverse("team_detail", kwargs={"pk": 999_999}), "get", None, w.alice, set()),
+    ]
+    cells = 0
+    failures: list[str] = []
+    for url, method, data, owner, allowed in cases:
+        for role, user in role_users(w, owner).items():
+            # Sharing changes state: restore it so every cell sees the same world.
+            share_with(w.team, w.alice_conn, w.bob_conn)
+            response = getattr(client_for(user), method)(url, data or {})
+            if user is None:
+                expected = "login"
+                ok = response.status_code == 302 and response["Location"].startswith(
+                    reverse("login")
+                )
+            elif role in allowed:
+                expected = "allowed"
+                ok = response.status_code in (200, 302) and (
+                    response.status_code == 200 or "login" not in response["Location"]
+                )
+            else:
+                expected = "404"
+                ok = response.status_code == 404
+            cells += 1
+            if not ok:
+                failures.append(
+                    f"{method.upper()} {url} as {role}: {response.status_code}, expected {expected}"
+                )
+    figures.figure("S2 (teams+exports) cells", cells)
+    figures.figure("S2 (teams+exports) failures", len(failures))
+    with capsys.disabled():
+        print(f"\nS2 (teams+exports): {cells} cells, {len(failures)} failures")
+    assert not failures, "\n".join(failures)
+
+
+def test_a_member_sees_no_team_reports_and_no_request_form(world: World) -> None:
+    response = client_for(world.bob).get(reverse("team_detail", args=[world.team.pk]))
+    assert response.status_code == 200
+    content = response.content.decode()
+    assert reverse("team_report_detail", args=[world.team.pk, world.team_report.pk]) not in content
+    assert reverse("team_report_new", args=[world.team.pk]) not in content
+    admin_page = client_for(world.alice).get(reverse("team_detail", args=[world.team.pk]))
+    admin_content = admin_page.content.decode()
+    assert (
+        reverse("team_report_detail", args=[world.team.pk, world.team_report.pk]) in admin_content
+    )
+    assert reverse("team_report_new", args=[world.team.pk]) in admin_content
+
+
+def test_team_list_shows_the_users_teams_with_role(world: World) -> None:
+    response = client_for(world.alice).get(reverse("team_list"))
+    assert response.status_code == 200
+    assert [(m.team.name, m.role) for m in response.context["memberships"]] == [
+        ("Vision", Membership.Role.ADMIN)
+    ]
+    assert "Team admin" in response.content.decode()
+    assert "Speech" not in response.content.decode()
+    assert list(client_for(world.dave).get(reverse("team_list")).context["memberships"]) == []
+
+
+# --- S3: never a token beyond its last 4 characters --------------------------------------------
+
+
+def test_team_pages_never_show_a_members_token(world: World) -> None:
+    w = world
+    w.bob_conn.jwt_encrypted = crypto.encrypt_secret("eyJ.CANARY-JWT.sig")
+    w.bob_conn.save()
+    pages = [
+        (w.alice, reverse("team_detail", args=[w.team.pk])),
+        (w.bob, reverse("team_detail", args=[w.team.pk])),
+        (w.bob, reverse("team_sharing", args=[w.team.pk])),
+        (w.alice, reverse("team_report_detail", args=[w.team.pk, w.team_report.pk])),
+        (w.alice, reverse("team_report_detail", args=[w.team.pk, w.team_report.pk]) + "?view=cost"),
+        (w.alice, reverse("team_report_export_csv", args=[w.team.pk, w.team_report.pk])),
+        (w.alice, reverse("report_export_csv", args=[w.team_report.pk])),
+    ]
+    secrets = [
+        BOB_TOKEN,
+        BOB_TOKEN[:-4],
+        "CANARY",
+        w.bob_conn.token_encrypted,
+        w.bob_conn.jwt_encrypted,
+        "eyJ",
+    ]
+    hits = 0
+    for user, url in pages:
+        response = client_for(user).get(url)
+        assert response.status_code == 200, url
+        body = b"".join(response.streaming_content) if response.streaming else response.content
+        text = body.decode()
+        hits += sum(secret in text for secret in secrets)
+    assert hits == 0
+    detail = client_for(w.alice).get(reverse("team_detail", args=[w.team.pk])).content.decode()
+    assert "…tail" in detail  # the last four, and only them
+    assert "Bob main" in detail and "bob@sandbox" in detail
+    figures.figure("S3 canary hits (team pages)", hits)
+
+
+# --- Sharing -----------------------------------------------------------------------------------
+
+
+def test_a_member_chooses_which_own_connections_the_team_may_use(world: World) -> None:
+    w = world
+    spare = make_connection(w.bob, "Bob spare")
+    url = reverse("team_sharing", args=[w.team.pk])
+    response = client_for(w.bob).post(url, {"connections": [spare.pk]})
+    assert response.status_code == 302
+    assert response["Location"] == reverse("team_detail", args=[w.team.pk])
+    assert set(teams.team_shared_connections(w.team)) == {w.alice_conn, spare}
+
+    # Someone else's connection is not a choice: nothing changes.
+    response = client_for(w.bob).post(url, {"connections": [w.alice_conn.pk]})
+    assert response.status_code == 200
+    assert "connections" in response.context["form"].errors
+    assert set(teams.team_shared_connections(w.team)) == {w.alice_conn, spare}
+    assert not w.alice_conn.shared_with_teams.exclude(pk=w.team.pk).exists()
+
+
+def test_team_sharing_set_refuses_other_peoples_connections(world: World) -> None:
+    with pytest.raises(teams.TeamError):
+        teams.team_sharing_set(team=world.team, user=world.bob, connections=[world.alice_conn])
+    with pytest.raises(teams.TeamError):
+        teams.team_sharing_set(team=world.team, user=world.dave, connections=[])
+
+
+def test_connections_of_people_who_left_no_longer_count(world: World) -> None:
+    w = world
+    Membership.objects.filter(team=w.team, user=w.bob).delete()
+    assert list(teams.team_shared_connections(w.team)) == [w.alice_conn]
+    spend = teams.team_spend(w.team_report)
+    assert [m.member for m in spend.members] == ["alice"]
+    csv_text = b"".join(
+        client_for(w.alice)
+        .get(reverse("team_report_export_csv", args=[w.team.pk, w.team_report.pk]))
+        .streaming_content
+    ).decode()
+    assert "Bob main" not in csv_text and "alice" in csv_text
+
+
+# --- Requesting a team report -----------------------------------------------------------------
+
+
+def test_team_admin_requests_a_report_over_the_shared_connections(world: World) -> None:
+    w = world
+    outsider = make_connection(w.dave, "Dave")
+    share_with(w.team, outsider)  # shared by someone who is not a member: ignored
+    data = {
+        "preset": "custom",
+        "date_from": "2026-01-01",
+        "date_to": "2026-03-31",
+        "granularity": "month",
+        **{
+            f: "on"
+            for f in (
+                "include_datasets",
+                "include_manipulations",
+                "include_models",
+                "include_rented_devices",
+                "include_predictions",
+            )
+        },
+    }
+    response = client_for(w.alice).post(reverse("team_report_new", args=[w.team.pk]), data)
+    report = Report.objects.exclude(
+        pk__in=[w.team_report.pk, w.bob_report.pk, w.other_report.pk]
+    ).get()
+    assert response.status_code == 302
+    assert response["Location"] == reverse("team_report_detail", args=[w.team.pk, report.pk])
+    assert (report.owner, report.team) == (w.alice, w.team)
+    assert set(report.connections.all()) == {w.alice_conn, w.bob_conn}
+    assert (report.period_start, report.period_end) == (JAN, APR)
+    # The worker has nothing to do: every closed bucket was reused.
+    assert set(report.buckets.all()) == set(w.team_report.buckets.all())
+    assert report.state == Report.State.DONE
+
+
+def test_team_report_needs_a_shared_connection_and_says_so(world: World) -> None:
+    w = world
+    w.alice_conn.shared_with_teams.clear()
+    w.bob_conn.shared_with_teams.clear()
+    before = Report.objects.count()
+    response = client_for(w.alice).post(
+        reverse("team_report_new", args=[w.team.pk]),
+        {"preset": "last_month", "granularity": "month", "include_models": "on"},
+    )
+    assert response.status_code == 400
+    assert "No member shares a connection" in response.content.decode()
+    assert Report.objects.count() == before
+
+
+def test_team_report_form_rejects_bad_dates_with_a_message(world: World) -> None:
+    response = client_for(world.alice).post(
+        reverse("team_report_new", args=[world.team.pk]),
+        {
+            "preset": "custom",
+            "date_from": "2026-03-01",
+            "date_to": "2026-01-01",
+            "granularity": "month",
+            "include_models": "on",
+        },
+    )
+    assert response.status_code == 400
+    assert "must be on or after" in response.content.decode()
+
+
+def test_team_report_new_refuses_get(world: World) -> None:
+    response = client_for(world.alice).get(reverse("team_report_new", args=[world.team.pk]))
+    assert response.status_code == 405
+
+
+# --- Spend per member --------------------------------------------------------------------------
+
+
+def test_team_report_page_shows_spend_per_member_and_team_totals(world: World) -> None:
+    w = world
+    url = reverse("team_report_detail", args=[w.team.pk, w.team_report.pk])
+    response = client_for(w.alice).get(url + "?view=cost")
+    assert response.status_code == 200
+    spend: teams.TeamSpend = response.context["spend"]
+    assert [m.member for m in spend.members] == ["alice", "bob"]
+    # Both connections carry the factory's usage(seed) for months 1..3: equal spend.
+    assert spend.members[0].costs == spend.members[1].costs
+    assert spend.team.costs["total"] == spend.members[0].costs["total"] * 2
+    expected = pricing.sum_costs(
+        pricing.period_costs(
+            {c: getattr(b, c) for c in USAGE_COLUMNS},
+            b.period_start,
+            b.period_end,
+            pricing.price_book_for(w.team_report),
+        )
+        for b in Bucket.objects.filter(report_buckets__report=w.team_report)
+    )
+    assert spend.team.costs == expected
+    content = response.content.decode()
+    assert "example prices, not OSAI" in content
+    assert pricing.format_money(expected["total"], "EUR").removeprefix("EUR ") in content
+    assert "2026-01" in content and "2026-03" in content
+    assert 'data-figure="team-chart"' in content and 'id="team-chart"' in content
+
+    usage = client_for(w.alice).get(url)
+    assert usage.context["cost_view"] is False
+    assert "GPU-hours" in usage.content.decode()
+
+
+def test_previous_period_is_shown_when_its_buckets_are_known(world: World) -> None:
+    w = world
+    day = datetime(2026, 1, 1, tzinfo=UTC)
+    week = datetime(2026, 1, 8, tzinfo=UTC)
+    both = [w.alice_conn, w.bob_conn]
+    first = make_done_report(w.alice, both, team=w.team, start=day, end=week, granularity="day")
+    second = make_done_report(
+        w.alice,
+        both,
+        team=w.team,
+        start=week,
+        end=datetime(2026, 1, 15, tzinfo=UTC),
+        granularity="day",
+    )
+    spend = teams.team_spend(second)
+    # Jan 1-7 is finished for both members (from the first report): known, no OSAI call.
+    assert spend.previous_total == teams.team_spend(first).team.costs["total"]
+    assert spend.change is not None
+    assert teams.team_spend(first).previous_total is None  # Dec 25-31, 2025 is unknown
+    page = client_for(w.alice).get(
+        reverse("team_report_detail", args=[w.team.pk, second.pk]) + "?view=cost"
+    )
+    assert "vs. previous period" in page.content.decode()
+
+
+def test_open_bucket_is_marked_preliminary(world: World) -> None:
+    w = world
+    report = Report.objects.create(
+        owner=w.alice, team=w.team, period_start=JAN, period_end=datetime(2026, 2, 1, tzinfo=UTC)
+    )
+    bucket = make_done_bucket(w.alice_conn, JAN, datetime(2026, 1, 20, tzinfo=UTC), closed=False)
+    ReportBucket.objects.create(report=report, bucket=bucket)
+    spend = teams.team_spend(report)
+    assert [c.preliminary for c in spend.cells] == [True]
+    page = client_for(w.alice).get(reverse("team_report_detail", args=[w.team.pk, report.pk]))
+    assert "preliminary" in page.content.decode()
+
+
+def test_team_report_page_queries_do_not_grow_with_buckets(
+    world: World, django_assert_max_num_queries: Any
+) -> None:
+    w = world
+    url = reverse("team_report_detail", args=[w.team.pk, w.team_report.pk])
+    client = client_for(w.alice)
+    client.get(url)
+    with CaptureQueriesContext(connection) as small:
+        client.get(url + "?view=cost")
+    big = make_done_report(
+        w.alice,
+        [w.alice_conn, w.bob_conn],
+        team=w.team,
+        granularity="day",
+        start=datetime(2025, 1, 1, tzinfo=UTC),
+        end=datetime(2025, 4, 1, tzinfo=UTC),
+    )
+    with django_assert_max_num_queries(len(small.captured_queries)):
+        client.get(reverse("team_report_detail", args=[w.team.pk, big.pk]) + "?view=cost")
+
+
+# --- Properties: team total = sum of members, whatever the order --------------------------------
+
+member_usage = st.lists(
+    st.lists(st.integers(min_value=0, max_value=40), min_size=1, max_size=4),
+    min_size=1,
+    max_size=4,
+)
+
+
+@pytest.mark.django_db
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(member_usage, st.randoms())
+def test_team_total_is_the_sum_of_members_totals_in_any_bucket_order(
+    seeds_per_member: list[list[int]], rnd: random.Random
+) -> None:
+    with transaction.atomic():
+        admin = make_user()
+        team = make_team(admins=[admin])
+        months = max(len(s) for s in seeds_per_member)
+        periods = [
+            (datetime(2025, m, 1, tzinfo=UTC), datetime(2025, m + 1, 1, tzinfo=UTC))
+            for m in range(1, months + 1)
+        ]
+        plan = []
+        for i, seeds in enumerate(seeds_per_member):
+            member = make_user()
+            Membership.objects.create(team=team, user=member)
+            conn = make_connection(member, f"Conn {i}")
+            share_with(team, conn)
+            plan += [(conn, periods[j], seed) for j, seed in enumerate(seeds)]
+        rnd.shuffle(plan)  # bucket rows are written (and get their ids) in a random order
+        report = Report.objects.create(
+            owner=admin, team=team, period_start=periods[0][0], period_end=periods[-1][1]
+        )
+        for conn, (s, e), seed in plan:
+            ReportBucket.objects.create(
+                report=report, bucket=make_done_bucket(conn, s, e, seed=seed)
+            )
+        spend = teams.team_spend(report, previous=False)
+        assert spend.team.costs == pricing.sum_costs(m.costs for m in spend.members)
+        assert spend.team.costs["total"] == sum(
+            (m.costs["total"] for m in spend.members), Decimal(0)
+        )
+        # The same as pricing each bucket on its own and adding in a random order.
+        buckets = list(Bucket.objects.filter(report_buckets__report=report))
+        rnd.shuffle(buckets)
+        per_bucket = pricing.sum_costs(
+            pricing.period_costs(
+                {c: getattr(b, c) for c in USAGE_COLUMNS},
+                b.period_start,
+                b.period_end,
+                spend.price_book,
+            )
+            for b in buckets
+        )
+        assert spend.team.costs["total"] == per_bucket["total"]
+        transaction.set_rollback(True)
+
+
+def test_team_chart_has_one_stacked_trace_per_member() -> None:
+    figure = charts.member_bars_figure(
+        ["2026-01", "2026-02"], {"alice": [1.5, 2.0], "bob": [0.0, 4.25]}, unit="EUR", title="Cost"
+    )
+    assert [(t.type, t.name, list(t.x), list(t.y)) for t in figure.data] == [
+        ("bar", "alice", ["2026-01", "2026-02"], [1.5, 2.0]),
+        ("bar", "bob", ["2026-01", "2026-02"], [0.0, 4.25]),
+    ]
+    assert figure.layout.barmode == "stack"
+    assert figure.layout.yaxis.title.text == "EUR"
+    data = charts.figure_json(figure)
+    assert data["data"][0]["name"] == "alice" and "template" in data["layout"]
+
+
+def test_team_posts_need_a_csrf_token_and_get_changes_nothing(world: World) -> None:
+    w = world
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(w.bob)
+    sharing = reverse("team_sharing", args=[w.team.pk])
+    assert client.post(sharing, {"connections": []}).status_code == 403
+    assert set(teams.team_shared_connections(w.team)) == {w.alice_conn, w.bob_conn}
+    client.force_login(w.alice)
+    before = Report.objects.count()
+    new = reverse("team_report_new", args=[w.team.pk])
+    assert client.post(new, {"preset": "last_month", "granularity": "month"}).status_code == 403
+    assert client.get(sharing + "?connections=").status_code == 200  # GET only shows the form
+    assert set(teams.team_shared_connections(w.team)) == {w.alice_conn, w.bob_conn}
+    assert Report.objects.count() == before
+    figures.figure("CSRF-checked endpoints (teams)", 2)

@@ -1,0 +1,1138 @@
+"""The pages: authorization matrix (S2), CSRF (S4), the status badge (S5, S6, P5, P7), tokens
+never shown (T2), bad report requests (I1), history without N+1, and no off-site assets.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import time_machine
+from django.db import connection as db_connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from reports import connections
+from reports.models import (
+    Bucket,
+    BucketFile,
+    Connection,
+    Granularity,
+    Membership,
+    Report,
+    Team,
+)
+from tests.factories import (
+    make_connection,
+    make_done_bucket,
+    make_done_report,
+    make_team,
+    make_user,
+)
+from tests.support import figures
+
+pytestmark = pytest.mark.django_db
+
+NOW = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
+LOGIN_URL = "/accounts/login/"
+
+
+@pytest.fixture(autouse=True)
+def _frozen_time() -> Any:
+    with time_machine.travel(NOW, tick=False):
+        yield
+
+
+# --- The cast -----------------------------------------------------------------------------------
+
+
+@dataclass
+class World:
+    owner: Any
+    team_admin: Any
+    team_member: Any
+    other_admin: Any
+    stranger: Any
+    team: Team
+    connection: Connection
+    team_report: Report
+    personal_report: Report
+
+    def user(self, role: str) -> Any:
+        return None if role == "anonymous" else getattr(self, role)
+
+
+@pytest.fixture
+def world() -> World:
+    owner, team_admin, team_member = make_user("owner"), make_user("admin"), make_user("member")
+    other_admin, stranger = make_user("otheradmin"), make_user("stranger")
+    team = make_team("Vision", admins=[team_admin], members=[owner, team_member])
+    make_team("Elsewhere", admins=[other_admin], members=[stranger])
+    connection = make_connection(owner, "Main", token="osai-sandbox-owner-main-9f2c")
+    connection.shared_with_teams.add(team)
+    # Team reports are requested by a team admin over the connections members share.
+    team_report = make_done_report(team_admin, [connection], team=team)
+    personal_report = make_done_report(
+        owner,
+        [connection],
+        start=datetime(2025, 10, 1, tzinfo=UTC),
+        end=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    for report in (team_report, personal_report):
+        bucket = Bucket.objects.filter(report_buckets__report=report).first()
+        assert bucket is not None
+        BucketFile.objects.create(
+            bucket=bucket, content=b'{"status": 0}', sha256="0" * 64, size_bytes=13
+        )
+    return World(
+        owner,
+        team_admin,
+        team_member,
+        other_admin,
+        stranger,
+        team,
+        connection,
+        team_report,
+        personal_report,
+    )
+
+
+def page_text(body: str) -> str:
+    """The visible text of a page: tags dropped, whitespace collapsed."""
+    return " ".join(re.sub(r"<[^>]+>", " ", body).split())
+
+
+def first_bucket(report: Report) -> Bucket:
+    bucket = Bucket.objects.filter(report_buckets__report=report).order_by("pk").first()
+    assert bucket is not None
+    return bucket
+
+
+def client_for(user: Any, **kwargs: Any) -> Client:
+    client = Client(**kwargs)
+    if user is not None:
+        client.force_login(user)
+    return client
+
+
+# --- S2: the authorization matrix ---------------------------------------------------------------
+
+ROLES = ("owner", "team_admin", "team_member", "other_admin", "stranger", "anonymous")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    method: str
+    url: Callable[[World], str]
+    allowed: tuple[str, ...]  # roles that may use it; every other signed-in role gets 404
+    ok_status: int
+    htmx: bool = False
+    # Something that must stay unchanged when the request is refused.
+    snapshot: Callable[[World], Any] = lambda w: None
+
+
+def _report_state(report: Report) -> Callable[[World], Any]:
+    return lambda w: Report.objects.get(pk=report.pk).state
+
+
+# Team reports show other people's spend: only the team's current admins see them, not the
+# members whose connections they cover ("owner" owns the shared connection).
+REPORT_ROLES = ("team_admin",)
+PERSONAL_ROLES = ("owner",)
+CONNECTION_ROLES = ("owner",)  # nobody else ever manages a connection
+
+
+def _endpoints() -> list[Endpoint]:
+    endpoints = []
+    for kind, roles in (("team_report", REPORT_ROLES), ("personal_report", PERSONAL_ROLES)):
+
+        def report(w: World, kind: str = kind) -> Report:
+            return getattr(w, kind)
+
+        endpoints += [
+            Endpoint(
+                f"report_detail[{kind}]",
+                "get",
+                lambda w, r=report: reverse("report_detail", args=[r(w).pk]),
+                roles,
+                200,
+            ),
+            Endpoint(
+                f"report_status[{kind}]",
+                "get",
+                lambda w, r=report: reverse("report_status", args=[r(w).pk]),
+                roles,
+                286,
+                htmx=True,
+            ),
+            Endpoint(
+                f"report_charts[{kind}]",
+                "get",
+                lambda w, r=report: reverse("report_charts", args=[r(w).pk]),
+                roles,
+                200,
+                htmx=True,
+            ),
+            Endpoint(
+                f"report_cancel[{kind}]",
+                "post",
+                lambda w, r=report: reverse("report_cancel", args=[r(w).pk]),
+                roles,
+                302,
+                snapshot=lambda w, r=report: Report.objects.get(pk=r(w).pk).state,
+            ),
+            Endpoint(
+                f"report_retry[{kind}]",
+                "post",
+                lambda w, r=report: reverse("report_retry", args=[r(w).pk]),
+                roles,
+                302,
+                snapshot=lambda w, r=report: Report.objects.get(pk=r(w).pk).state,
+            ),
+            Endpoint(
+                f"bucket_raw_json[{kind}]",
+                "get",
+                lambda w, r=report: reverse(
+                    "bucket_raw_json", args=[r(w).pk, first_bucket(r(w)).pk]
+                ),
+                roles,
+                200,
+            ),
+        ]
+    endpoints += [
+        Endpoint(
+            "connection_edit",
+            "get",
+            lambda w: reverse("connection_edit", args=[w.connection.pk]),
+            CONNECTION_ROLES,
+            200,
+        ),
+        Endpoint(
+            "connection_edit[post]",
+            "post",
+            lambda w: reverse("connection_edit", args=[w.connection.pk]),
+            CONNECTION_ROLES,
+            302,
+            snapshot=lambda w: Connection.objects.get(pk=w.connection.pk).label,
+        ),
+        Endpoint(
+            "connection_token",
+            "get",
+            lambda w: reverse("connection_token", args=[w.connection.pk]),
+            CONNECTION_ROLES,
+            200,
+        ),
+        Endpoint(
+            "connection_token[post]",
+            "post",
+            lambda w: reverse("connection_token", args=[w.connection.pk]),
+            CONNECTION_ROLES,
+            200,  # no token given: the form again, nothing changed
+            snapshot=lambda w: Connection.objects.get(pk=w.connection.pk).token_encrypted,
+        ),
+        Endpoint(
+            "connection_delete",
+            "get",
+            lambda w: reverse("connection_delete", args=[w.connection.pk]),
+            CONNECTION_ROLES,
+            200,
+        ),
+        Endpoint(
+            "connection_delete[post]",
+            "post",
+            lambda w: reverse("connection_delete", args=[w.connection.pk]),
+            CONNECTION_ROLES,
+            302,
+            snapshot=lambda w: Connection.objects.filter(pk=w.connection.pk).exists(),
+        ),
+    ]
+    return endpoints
+
+
+ENDPOINTS = _endpoints()
+MATRIX_RESULTS: list[tuple[str, bool]] = []
+
+
+def _post_data(endpoint: Endpoint) -> dict[str, str]:
+    if endpoint.name == "connection_edit[post]":
+        return {"label": "Renamed"}
+    return {}
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=lambda e: e.name)
+def test_authorization_matrix(world: World, endpoint: Endpoint, role: str) -> None:
+    cell = f"{endpoint.name} x {role}"
+    passed = False
+    try:
+        url = endpoint.url(world)
+        before = endpoint.snapshot(world)
+        client = client_for(world.user(role))
+        send = client.post if endpoint.method == "post" else client.get
+        response = send(url, _post_data(endpoint))
+        if role == "anonymous":
+            assert response.status_code == 302
+            assert response["Location"].startswith(f"{LOGIN_URL}?next=")
+            if endpoint.htmx:
+                htmx = send(
+                    url, HTTP_HX_REQUEST="true", HTTP_HX_CURRENT_URL=f"http://testserver{url}"
+                )
+                assert htmx.status_code == 200
+                assert htmx["HX-Redirect"].startswith(f"{LOGIN_URL}?next=")
+            assert endpoint.snapshot(world) == before
+        elif role in endpoint.allowed:
+            assert response.status_code == endpoint.ok_status, response.content[:300]
+        else:
+            assert response.status_code == 404
+            assert endpoint.snapshot(world) == before
+        passed = True
+    finally:
+        MATRIX_RESULTS.append((cell, passed))
+
+
+def test_authorization_matrix_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    """Runs after the matrix (file order) and prints its size; any failed cell fails here too."""
+    failures = [cell for cell, ok in MATRIX_RESULTS if not ok]
+    line = f"S2: authorization matrix {len(MATRIX_RESULTS)} cells, {len(failures)} failures"
+    figures.figure("S2 authorization matrix cells", len(MATRIX_RESULTS))
+    figures.figure("S2 authorization matrix failures", len(failures))
+    with capsys.disabled():
+        print(f"\n{line}")
+    assert not failures, failures
+
+
+def test_a_team_admin_cannot_reach_a_members_personal_report_by_its_bucket(world: World) -> None:
+    """The bucket id of a team report, asked for under a report the admin may not see: 404."""
+    bucket = first_bucket(world.team_report)
+    url = reverse("bucket_raw_json", args=[world.personal_report.pk, bucket.pk])
+    assert client_for(world.team_admin).get(url).status_code == 404
+
+
+def test_a_bucket_of_another_report_is_404_even_for_the_owner(world: World) -> None:
+    other = make_done_report(
+        make_user(), start=datetime(2025, 1, 1, tzinfo=UTC), end=datetime(2025, 2, 1, tzinfo=UTC)
+    )
+    url = reverse("bucket_raw_json", args=[world.personal_report.pk, first_bucket(other).pk])
+    assert client_for(world.owner).get(url).status_code == 404
+
+
+def test_raw_json_is_an_attachment_named_after_the_osai_report(world: World) -> None:
+    bucket = first_bucket(world.personal_report)
+    response = client_for(world.owner).get(
+        reverse("bucket_raw_json", args=[world.personal_report.pk, bucket.pk])
+    )
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    assert response["Content-Disposition"] == (
+        f'attachment; filename="osai-report-{bucket.osai_report_id}.json"'
+    )
+    assert response.content == b'{"status": 0}'
+
+
+def test_raw_json_without_an_archived_file_is_404(world: World) -> None:
+    bucket = Bucket.objects.filter(report_buckets__report=world.personal_report).order_by("-pk")[0]
+    assert not BucketFile.objects.filter(bucket=bucket).exists()
+    url = reverse("bucket_raw_json", args=[world.personal_report.pk, bucket.pk])
+    assert client_for(world.owner).get(url).status_code == 404
+
+
+def test_a_team_report_hides_connections_no_longer_shared(world: World) -> None:
+    world.connection.shared_with_teams.remove(world.team)
+    response = client_for(world.team_admin).get(
+        reverse("report_detail", args=[world.team_report.pk])
+    )
+    assert response.status_code == 200
+    assert "Main" not in response.content.decode().split('id="report-body"')[1]
+    bucket = first_bucket(world.team_report)
+    url = reverse("bucket_raw_json", args=[world.team_report.pk, bucket.pk])
+    assert client_for(world.team_admin).get(url).status_code == 404
+
+
+# --- S4: CSRF ----------------------------------------------------------------------
+
+
+def _running(report: Report) -> Report:
+    Report.objects.filter(pk=report.pk).update(state=Report.State.RUNNING, finished_at=None)
+    report.refresh_from_db()
+    return report
+
+
+def _partly_failed(owner: Any) -> Report:
+    report = make_done_report(
+        owner,
+        start=datetime(2025, 5, 1, tzinfo=UTC),
+        end=datetime(2025, 7, 1, tzinfo=UTC),
+        state=Report.State.PARTIAL,
+    )
+    Bucket.objects.filter(pk=first_bucket(report).pk).update(
+        state=Bucket.State.ERROR, error_message="OSAI said no"
+    )
+    Report.objects.filter(pk=report.pk).update(buckets_done=1, buckets_failed=1)
+    return report
+
+
+def _state_changing_requests(
+    world: World,
+) -> list[tuple[str, str, dict[str, Any], Callable[[], Any]]]:
+    running = _running(world.personal_report)
+    partial = _partly_failed(world.owner)
+    conn = world.connection
+    return [
+        (
+            "connection_create",
+            reverse("connection_create"),
+            {"label": "New", "region": "sandbox", "access_token": "osai-sandbox-csrf-0001"},
+            lambda: Connection.objects.count(),
+        ),
+        (
+            "connection_edit",
+            reverse("connection_edit", args=[conn.pk]),
+            {"label": "Renamed"},
+            lambda: Connection.objects.get(pk=conn.pk).label,
+        ),
+        (
+            "connection_token",
+            reverse("connection_token", args=[conn.pk]),
+            {"access_token": "osai-sandbox-csrf-0002"},
+            lambda: Connection.objects.get(pk=conn.pk).token_encrypted,
+        ),
+        (
+            "report_new",
+            reverse("report_new"),
+            {
+                "connections": [conn.pk],
+                "preset": "last_month",
+                "granularity": "month",
+                "include_models": "on",
+            },
+            lambda: Report.objects.count(),
+        ),
+        (
+            "report_cancel",
+            reverse("report_cancel", args=[running.pk]),
+            {},
+            lambda: Report.objects.get(pk=running.pk).state,
+        ),
+        (
+            "report_retry",
+            reverse("report_retry", args=[partial.pk]),
+            {},
+            lambda: Report.objects.get(pk=partial.pk).state,
+        ),
+        # Last: the reports above need the connection.
+        (
+            "connection_delete",
+            reverse("connection_delete", args=[conn.pk]),
+            {},
+            lambda: Connection.objects.filter(pk=conn.pk).exists(),
+        ),
+    ]
+
+
+def test_every_state_changing_endpoint_rejects_a_post_without_csrf_token(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(connections, "_check_token", lambda connection, token: "acct")
+    client = client_for(world.owner, enforce_csrf_checks=True)
+    checked = 0
+    for name, url, data, state in _state_changing_requests(world):
+        before = state()
+        response = client.post(url, data)
+        assert response.status_code == 403, name
+        assert state() == before, name
+        checked += 1
+    figures.figure("S4 CSRF-checked endpoints", checked)
+
+
+def test_the_same_posts_with_a_csrf_token_do_change_state(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The control for the test above: with the token, each endpoint acts."""
+    monkeypatch.setattr(connections, "_check_token", lambda connection, token: "acct")
+    client = client_for(world.owner, enforce_csrf_checks=True)
+    client.get(reverse("home"))  # sets the CSRF cookie
+    token = client.cookies["csrftoken"].value
+    for name, url, data, state in _state_changing_requests(world):
+        before = state()
+        response = client.post(url, {**data, "csrfmiddlewaretoken": token})
+        assert response.status_code == 302, (name, response.content[:500])
+        assert state() != before, name
+
+
+def test_get_never_changes_state(world: World) -> None:
+    client = client_for(world.owner)
+    running = _running(world.personal_report)
+    reports_before = Report.objects.count()
+    for name in ("report_cancel", "report_retry"):
+        assert client.get(reverse(name, args=[running.pk])).status_code == 405
+    assert Report.objects.get(pk=running.pk).state == Report.State.RUNNING
+    assert client.get(reverse("connection_delete", args=[world.connection.pk])).status_code == 200
+    assert Connection.objects.filter(pk=world.connection.pk).exists()
+    client.get(reverse("report_new"), {"preset": "last_month", "granularity": "month"})
+    assert Report.objects.count() == reports_before
+
+
+# --- The status badge: S5, S6, P5, P7 -----------------------------------------------------------
+
+
+def _status(client: Client, report: Report, seen: int | None = None, **headers: Any) -> Any:
+    query = {} if seen is None else {"seen": seen}
+    return client.get(
+        reverse("report_status", args=[report.pk]), query, HTTP_HX_REQUEST="true", **headers
+    )
+
+
+def test_status_answers_286_without_polling_attributes_when_report_done(world: World) -> None:
+    response = _status(client_for(world.owner), world.personal_report)
+    assert response.status_code == 286
+    body = response.content.decode()
+    assert "hx-get" not in body and "hx-trigger" not in body and "every 2s" not in body
+    assert "Done" in body and "3 of 3 buckets done" in body and "Generated at" in body
+    assert response["HX-Trigger"] == '{"report-finished": {}}'
+
+
+@pytest.mark.parametrize("state", ["partial", "failed", "timed_out", "cancelled"])
+def test_status_stops_polling_in_every_terminal_state(world: World, state: str) -> None:
+    Report.objects.filter(pk=world.personal_report.pk).update(state=state)
+    response = _status(client_for(world.owner), world.personal_report)
+    assert response.status_code == 286
+    assert "hx-trigger" not in response.content.decode()
+
+
+def test_status_polls_every_2s_while_running(world: World) -> None:
+    report = _running(world.personal_report)
+    response = _status(client_for(world.owner), report, seen=report.buckets_done)
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert 'hx-trigger="every 2s"' in body
+    assert f'hx-get="/reports/{report.pk}/status/?seen={report.buckets_done}"' in body
+    assert 'hx-swap="outerHTML"' in body
+    assert "HX-Trigger" not in response  # nothing new since the last poll
+
+
+def test_status_announces_progress_when_a_bucket_finished_since_the_last_poll(
+    world: World,
+) -> None:
+    report = _running(world.personal_report)
+    response = _status(client_for(world.owner), report, seen=report.buckets_done - 1)
+    assert response.status_code == 200
+    assert response["HX-Trigger"] == '{"report-progress": {}}'
+
+
+def test_report_page_polls_only_while_running(world: World) -> None:
+    client = client_for(world.owner)
+    done = client.get(reverse("report_detail", args=[world.personal_report.pk])).content.decode()
+    assert "every 2s" not in done
+    assert 'hx-trigger="report-finished from:body, report-progress from:body"' in done
+    running = _running(world.personal_report)
+    page = client.get(reverse("report_detail", args=[running.pk])).content.decode()
+    assert page.count('hx-trigger="every 2s"') == 1
+
+
+@pytest.mark.parametrize("running", [False, True], ids=["done", "running"])
+def test_status_poll_runs_at_most_two_queries_and_writes_no_session(
+    world: World, running: bool, django_assert_max_num_queries: Any
+) -> None:
+    report = _running(world.personal_report) if running else world.personal_report
+    client = client_for(world.owner)
+    _status(client, report)  # warm the session cache (cached_db reads it from the cache)
+    with django_assert_max_num_queries(2):
+        response = _status(client, report, seen=report.buckets_done)
+    assert response.status_code == (200 if running else 286)
+    assert not response.cookies, response.cookies  # no Set-Cookie: session untouched
+    assert "Set-Cookie" not in response
+
+
+def test_htmx_request_with_expired_session_gets_hx_redirect_to_login(world: World) -> None:
+    client = client_for(world.owner)
+    client.logout()  # the session is gone, as after expiry
+    page = f"/reports/{world.personal_report.pk}/"
+    response = _status(
+        client, world.personal_report, HTTP_HX_CURRENT_URL=f"http://testserver{page}"
+    )
+    assert response.status_code == 200
+    assert response["HX-Redirect"] == f"{LOGIN_URL}?next=%2Freports%2F{world.personal_report.pk}%2F"
+    assert b"<form" not in response.content
+
+
+def test_non_htmx_request_without_session_redirects_to_login(world: World) -> None:
+    url = reverse("report_status", args=[world.personal_report.pk])
+    response = Client().get(url)
+    assert response.status_code == 302
+    assert response["Location"] == f"{LOGIN_URL}?next=/reports/{world.personal_report.pk}/status/"
+
+
+def test_charts_partial_is_the_report_body(world: World) -> None:
+    response = client_for(world.owner).get(
+        reverse("report_charts", args=[world.personal_report.pk]) + "?view=cost",
+        HTTP_HX_REQUEST="true",
+    )
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert body.lstrip().startswith('<div id="report-body"')
+    assert "<html" not in body
+    assert 'data-figure="figure-cumulative"' in body  # the cost view's charts
+    assert f'hx-get="/reports/{world.personal_report.pk}/charts/?view=cost"' in body
+
+
+# --- The report page ---------------------------------------------------------------------------
+
+
+def test_report_page_shows_tiles_charts_tables_and_links(world: World) -> None:
+    report = world.personal_report
+    response = client_for(world.owner).get(reverse("report_detail", args=[report.pk]))
+    body = response.content.decode()
+    text = page_text(body)
+    # Seeds 1..3: training 8 GB 2+4+6 h, 16 GB 1+2+3 h.
+    assert "Training 18.0 GPU-hours 8 GB 12.0 · 16 GB 6.0" in text
+    assert "Images existing 1,003 images" in text  # the last month's count
+    for chart in ("compute", "share", "devices", "storage", "images"):
+        assert f'data-figure="figure-{chart}"' in body
+        assert f'<script id="figure-{chart}" type="application/json">' in body
+    assert body.count('<table class="table numbers">') == 5
+    assert "Oct 2025" in body and "Dec 2025" in body
+    assert reverse("report_export_csv", args=[report.pk]) in body
+    assert reverse("bucket_raw_json", args=[report.pk, first_bucket(report).pk]) in body
+    assert "2025-10-01 \u2013 2025-12-31" in body
+    assert "no previous period" in body
+    assert "vendor/plotly/plotly-basic.min." in body and "js/charts." in body
+
+
+def test_report_page_marks_the_open_bucket_preliminary(world: World) -> None:
+    bucket = first_bucket(world.personal_report)
+    Bucket.objects.filter(pk=bucket.pk).update(is_closed=False)
+    body = (
+        client_for(world.owner)
+        .get(reverse("report_detail", args=[world.personal_report.pk]))
+        .content.decode()
+    )
+    assert "preliminary" in body
+    assert "Oct 2025 *" in body
+
+
+def test_cost_view_shows_money_and_the_example_label(world: World) -> None:
+    body = (
+        client_for(world.owner)
+        .get(reverse("report_detail", args=[world.personal_report.pk]), {"view": "cost"})
+        .content.decode()
+    )
+    assert "Example prices — not OSAI&#x27;s prices" in body or "Example prices" in body
+    assert "Cumulative spend" in body
+    assert 'aria-current="true">Cost</a>' in body
+    assert f'href="/reports/{world.personal_report.pk}/?view=cost"' in body
+
+
+def test_change_against_the_previous_period_when_it_is_known(world: World) -> None:
+    """A 28-day total report, and the 28 days before it covered by finished daily buckets."""
+    conn = world.connection
+    report = make_done_report(
+        world.owner,
+        [conn],
+        start=datetime(2026, 2, 1, tzinfo=UTC),
+        end=datetime(2026, 3, 1, tzinfo=UTC),
+        granularity=Granularity.TOTAL,
+    )
+    # Previous: 2026-01-04 .. 2026-02-01, as one week of days plus three whole weeks.
+    days = [datetime(2026, 1, d, tzinfo=UTC) for d in range(4, 12)]
+    for start, end in itertools.pairwise(days):
+        make_done_bucket(conn, start, end, seed=0)
+    for week in range(3):
+        start = datetime(2026, 1, 11, tzinfo=UTC) + timedelta(weeks=week)
+        make_done_bucket(conn, start, start + timedelta(weeks=1), seed=0)
+    Bucket.objects.filter(
+        period_start__gte=datetime(2026, 1, 4, tzinfo=UTC),
+        period_end__lte=datetime(2026, 2, 1, tzinfo=UTC),
+    ).update(training_seconds_8gb=3600, training_seconds_16gb=0)
+    body = client_for(world.owner).get(reverse("report_detail", args=[report.pk])).content.decode()
+    # Now 6 GPU-hours of training (the team report's February bucket, seed 2, is reused),
+    # before: 10 buckets x 1 h = 10 h, so -40 %.
+    assert "compared with 2026-01-04" in body
+    assert "Training 6.0 GPU-hours 8 GB 4.0 · 16 GB 2.0 -40.0 % vs previous period" in page_text(
+        body
+    )
+
+
+def test_no_previous_period_when_a_day_is_missing(world: World) -> None:
+    conn = world.connection
+    report = make_done_report(
+        world.owner,
+        [conn],
+        start=datetime(2026, 2, 1, tzinfo=UTC),
+        end=datetime(2026, 2, 3, tzinfo=UTC),
+        granularity=Granularity.TOTAL,
+    )
+    make_done_bucket(conn, datetime(2026, 1, 30, tzinfo=UTC), datetime(2026, 1, 31, tzinfo=UTC))
+    body = client_for(world.owner).get(reverse("report_detail", args=[report.pk])).content.decode()
+    assert "no previous period" in body
+
+
+def test_failed_buckets_are_listed_with_their_message_and_a_retry_button(world: World) -> None:
+    report = _partly_failed(world.owner)
+    body = client_for(world.owner).get(reverse("report_detail", args=[report.pk])).content.decode()
+    assert "OSAI said no" in body
+    assert reverse("report_retry", args=[report.pk]) in body
+    assert reverse("report_cancel", args=[report.pk]) not in body
+
+
+def test_cancel_stops_a_running_report(world: World) -> None:
+    report = _running(world.personal_report)
+    response = client_for(world.owner).post(reverse("report_cancel", args=[report.pk]))
+    assert response.status_code == 302
+    assert Report.objects.get(pk=report.pk).state == Report.State.CANCELLED
+
+
+def test_retry_resets_the_failed_buckets(world: World) -> None:
+    report = _partly_failed(world.owner)
+    response = client_for(world.owner).post(reverse("report_retry", args=[report.pk]))
+    assert response.status_code == 302
+    assert not Report.objects.get(pk=report.pk).is_terminal
+    assert not Bucket.objects.filter(
+        report_buckets__report=report, state=Bucket.State.ERROR
+    ).exists()
+
+
+# --- T2: a saved token is never shown again --------------------------------------------------
+
+CANARY = "osai-sandbox-CANARY-5e1f0b7a9d3c"
+
+
+def _assert_no_canary(body: bytes, where: str) -> None:
+    text = body.decode(errors="replace")
+    assert CANARY not in text, where
+    assert CANARY[:-4] not in text, where
+
+
+def test_the_token_never_appears_in_any_page_partial_or_form_rerender(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    user = make_user()
+    client = client_for(user)
+    hits = 0
+
+    def check(response: Any, where: str) -> None:
+        nonlocal hits
+        _assert_no_canary(response.content, where)
+        hits += 1
+
+    # A form shown again after an error: empty label, then OSAI refusing the token.
+    check(
+        client.post(
+            reverse("connection_create"), {"label": "", "region": "sandbox", "access_token": CANARY}
+        ),
+        "empty label",
+    )
+
+    def refuse(connection: Connection, token: str) -> str:
+        raise connections.ConnectionCheckError("OSAI did not accept this access token.")
+
+    monkeypatch.setattr(connections, "_check_token", refuse)
+    refused = client.post(
+        reverse("connection_create"), {"label": "Lab", "region": "sandbox", "access_token": CANARY}
+    )
+    check(refused, "refused token")
+    assert b"OSAI did not accept this access token." in refused.content
+    assert not Connection.objects.filter(owner=user).exists()
+
+    monkeypatch.setattr(connections, "_check_token", lambda connection, token: "canary-account")
+    saved = client.post(
+        reverse("connection_create"), {"label": "Lab", "region": "sandbox", "access_token": CANARY}
+    )
+    assert saved.status_code == 302
+    conn = Connection.objects.get(owner=user)
+    assert conn.token_last4 == CANARY[-4:]
+    report = make_done_report(user, [conn])
+
+    monkeypatch.setattr(connections, "_check_token", refuse)
+    check(
+        client.post(reverse("connection_token", args=[conn.pk]), {"access_token": CANARY}),
+        "replace refused",
+    )
+    for url in (
+        reverse("home"),
+        reverse("connection_list"),
+        reverse("connection_create"),
+        reverse("connection_edit", args=[conn.pk]),
+        reverse("connection_token", args=[conn.pk]),
+        reverse("connection_delete", args=[conn.pk]),
+        reverse("report_new"),
+        reverse("report_history"),
+        reverse("report_detail", args=[report.pk]),
+        reverse("report_detail", args=[report.pk]) + "?view=cost",
+        reverse("report_status", args=[report.pk]),
+        reverse("report_charts", args=[report.pk]),
+    ):
+        check(client.get(url), url)
+    figures.figure("T2 responses checked for the canary token", hits)
+    figures.figure("canary hits", 0)
+
+
+def test_connection_list_shows_status_and_last4_only(world: World) -> None:
+    Connection.objects.filter(pk=world.connection.pk).update(status=Connection.Status.NEEDS_TOKEN)
+    body = client_for(world.owner).get(reverse("connection_list")).content.decode()
+    assert "…9f2c" in body
+    assert "osai-sandbox-owner-main" not in body
+    assert "Needs a new token" in body
+    assert "Vision" in body  # shared with
+
+
+def test_relabel_and_share_with_own_teams_only(world: World) -> None:
+    foreign = Team.objects.get(name="Elsewhere")
+    response = client_for(world.owner).post(
+        reverse("connection_edit", args=[world.connection.pk]),
+        {"label": "Production", "shared_with_teams": [foreign.pk]},
+    )
+    assert response.status_code == 200  # "not one of the available choices"
+    assert b"Select a valid choice" in response.content
+    response = client_for(world.owner).post(
+        reverse("connection_edit", args=[world.connection.pk]), {"label": "Production"}
+    )
+    assert response.status_code == 302
+    world.connection.refresh_from_db()
+    assert world.connection.label == "Production"
+    assert not world.connection.shared_with_teams.exists()
+
+
+# --- I1: bad report requests change nothing ------------------------------------------------------
+
+GOOD = {
+    "preset": "custom",
+    "granularity": "month",
+    "include_datasets": "on",
+    "include_manipulations": "on",
+    "include_models": "on",
+    "include_rented_devices": "on",
+    "include_predictions": "on",
+}
+
+BAD_REQUESTS: list[tuple[str, dict[str, Any], str]] = [
+    ("from after to", {"date_from": "2026-02-10", "date_to": "2026-02-01"}, "on or after"),
+    ("future", {"date_from": "2026-03-01", "date_to": "2026-03-20"}, "cannot be in the future"),
+    ("malformed date", {"date_from": "2026-13-45", "date_to": "2026-02-01"}, "Enter a valid date"),
+    ("missing dates", {"date_from": "", "date_to": ""}, "Enter the first day"),
+    (
+        "too many buckets",
+        {"date_from": "2016-01-01", "date_to": "2026-01-01", "granularity": "day"},
+        "the limit is",
+    ),
+    (
+        "before OSAI existed",
+        {"date_from": "1999-01-01", "date_to": "1999-02-01"},
+        "cannot start before",
+    ),
+    (
+        "no category",
+        {
+            "date_from": "2026-01-01",
+            "date_to": "2026-01-31",
+            "include_datasets": "",
+            "include_manipulations": "",
+            "include_models": "",
+            "include_rented_devices": "",
+            "include_predictions": "",
+        },
+        "Choose at least one category",
+    ),
+    (
+        "unknown granularity",
+        {"date_from": "2026-01-01", "date_to": "2026-01-31", "granularity": "hour"},
+        "Select a valid choice",
+    ),
+    ("unknown preset", {"preset": "forever"}, "Select a valid choice"),
+    (
+        "unknown connection",
+        {"connections": ["999999"], "date_from": "2026-01-01", "date_to": "2026-01-31"},
+        "Select a valid choice",
+    ),
+    (
+        "no connection",
+        {"connections": [], "date_from": "2026-01-01", "date_to": "2026-01-31"},
+        "Choose at least one connection",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "data", "message"), BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS]
+)
+def test_bad_report_requests_show_a_form_error_and_create_nothing(
+    case: str, data: dict[str, Any], message: str
+) -> None:
+    user = make_user()
+    conn = make_connection(user)
+    reports, buckets = Report.objects.count(), Bucket.objects.count()
+    response = client_for(user).post(
+        reverse("report_new"), {"connections": [conn.pk], **GOOD, **data}
+    )
+    assert response.status_code == 200
+    assert message in response.content.decode().replace("&#x27;", "'").replace("&quot;", '"'), case
+    assert 'class="errorlist' in response.content.decode()
+    assert (Report.objects.count(), Bucket.objects.count()) == (reports, buckets)
+    figures.figure("I1 bad report requests tried", 1)
+
+
+def test_a_tampered_connection_id_of_another_user_is_refused() -> None:
+    user, other = make_user(), make_user()
+    make_connection(user)
+    theirs = make_connection(other)
+    response = client_for(user).post(
+        reverse("report_new"),
+        {**GOOD, "connections": [theirs.pk], "date_from": "2026-01-01", "date_to": "2026-01-31"},
+    )
+    assert response.status_code == 200
+    assert b"Select a valid choice" in response.content
+    assert not Report.objects.exists()
+
+
+def test_a_connection_that_needs_a_new_token_is_refused_on_the_form() -> None:
+    user = make_user()
+    conn = make_connection(user, "Old", status=Connection.Status.NEEDS_TOKEN)
+    response = client_for(user).post(
+        reverse("report_new"),
+        {**GOOD, "connections": [conn.pk], "date_from": "2026-01-01", "date_to": "2026-01-31"},
+    )
+    assert b"need a new access token first: Old" in response.content
+    assert not Report.objects.exists()
+
+
+def test_custom_range_to_date_is_inclusive() -> None:
+    user = make_user()
+    conn = make_connection(user)
+    response = client_for(user).post(
+        reverse("report_new"),
+        {**GOOD, "connections": [conn.pk], "date_from": "2026-01-01", "date_to": "2026-01-31"},
+    )
+    report = Report.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == reverse("report_detail", args=[report.pk])
+    assert report.period_start == datetime(2026, 1, 1, tzinfo=UTC)
+    assert report.period_end == datetime(2026, 2, 1, tzinfo=UTC)
+    assert report.buckets_total == 1
+
+
+def test_custom_range_ending_today_runs_up_to_now() -> None:
+    user = make_user()
+    conn = make_connection(user)
+    client_for(user).post(
+        reverse("report_new"),
+        {
+            **GOOD,
+            "connections": [conn.pk],
+            "date_from": "2026-03-01",
+            "date_to": "2026-03-15",
+            "granularity": "day",
+        },
+    )
+    report = Report.objects.get()
+    assert report.period_end == NOW
+    assert report.buckets_total == 15
+    assert Bucket.objects.filter(is_closed=False).count() == 1
+
+
+def test_preset_and_flags_reach_the_report() -> None:
+    user = make_user()
+    conn, second = make_connection(user), make_connection(user)
+    response = client_for(user).post(
+        reverse("report_new"),
+        {
+            "connections": [conn.pk, second.pk],
+            "preset": "last_month",
+            "granularity": "total",
+            "include_models": "on",
+        },
+    )
+    assert response.status_code == 302
+    report = Report.objects.get()
+    assert (report.period_start, report.period_end) == (
+        datetime(2026, 2, 1, tzinfo=UTC),
+        datetime(2026, 3, 1, tzinfo=UTC),
+    )
+    assert report.preset == "last_month"
+    assert report.flags() == {
+        "include_datasets": False,
+        "include_manipulations": False,
+        "include_models": True,
+        "include_rented_devices": False,
+        "include_predictions": False,
+    }
+    assert set(report.connections.all()) == {conn, second}
+    assert report.buckets_total == 2
+
+
+def test_new_report_form_defaults_to_all_connections_and_all_flags() -> None:
+    user = make_user()
+    conn = make_connection(user)
+    body = client_for(user).get(reverse("report_new")).content.decode()
+    assert re.search(rf'value="{conn.pk}"[^>]*checked', body)
+    assert body.count('type="checkbox" name="include_') == 5
+    assert len(re.findall(r'type="checkbox" name="include_[a-z_]+"[^>]*checked', body)) == 5
+    assert "inclusive" in body and "UTC" in body
+
+
+# --- History: no N+1 ----------------------------------------------------------------------------
+
+
+def _history_queries(client: Client) -> int:
+    with CaptureQueriesContext(db_connection) as queries:
+        response = client.get(reverse("report_history"))
+    assert response.status_code == 200
+    return len(queries)
+
+
+def test_history_runs_the_same_queries_for_1_and_50_reports() -> None:
+    user = make_user()
+    team = make_team(admins=[user])
+    client = client_for(user)
+    make_done_report(user, team=team)
+    client.get(reverse("report_history"))  # warm the session cache
+    one = _history_queries(client)
+    for _ in range(49):
+        make_done_report(user)
+    fifty = _history_queries(client)
+    assert one == fifty, (one, fifty)
+    figures.figure("P6 history queries at 1 and 50 reports", f"{one} and {fifty}")
+
+
+def test_history_lists_own_reports_first_then_team_reports(world: World) -> None:
+    co_admin = make_user("coadmin")
+    Membership.objects.create(team=world.team, user=co_admin, role=Membership.Role.ADMIN)
+    client = client_for(co_admin)
+    body = client.get(reverse("report_history")).content.decode()
+    assert f"#{world.team_report.pk}<" in body  # requested by the other admin
+    assert f"#{world.personal_report.pk}<" not in body  # a member's own report
+    own = make_done_report(co_admin)
+    body = client.get(reverse("report_history")).content.decode()
+    assert body.index(f"#{own.pk}<") < body.index(f"#{world.team_report.pk}<")
+    assert "by admin" in body
+
+
+def test_history_paginates(world: World) -> None:
+    for _ in range(26):
+        make_done_report(world.stranger)
+    client = client_for(world.stranger)
+    assert "Page 1 of 2" in client.get(reverse("report_history")).content.decode()
+    assert client.get(reverse("report_history"), {"page": 2}).status_code == 200
+
+
+# --- Pages for a new user, and no off-site assets -------------------------------------------------
+
+
+def test_home_tells_a_new_user_what_to_do() -> None:
+    body = client_for(make_user()).get(reverse("home")).content.decode()
+    assert "Add a connection" in body and "Generate a report" in body
+
+
+def test_home_shows_recent_reports_and_connections(world: World) -> None:
+    body = client_for(world.owner).get(reverse("home")).content.decode()
+    assert "Recent reports" in body and "Main" in body and "…9f2c" in body
+
+
+OFF_SITE = re.compile(
+    r"<(?:script|link|img|iframe|source)\b[^>]*\b(?:src|href)\s*=\s*[\"']?(?:https?:)?//",
+    re.IGNORECASE,
+)
+
+
+def test_no_page_loads_anything_from_another_site(world: World) -> None:
+    client = client_for(world.owner)
+    report = world.personal_report
+    urls = [
+        reverse("home"),
+        reverse("connection_list"),
+        reverse("connection_create"),
+        reverse("connection_edit", args=[world.connection.pk]),
+        reverse("connection_token", args=[world.connection.pk]),
+        reverse("connection_delete", args=[world.connection.pk]),
+        reverse("report_new"),
+        reverse("report_history"),
+        reverse("report_detail", args=[report.pk]),
+        reverse("report_detail", args=[report.pk]) + "?view=cost",
+        reverse("report_charts", args=[report.pk]),
+    ]
+    pages = {url: client.get(url) for url in urls}
+    pages[LOGIN_URL] = Client().get(LOGIN_URL)
+    for url, response in pages.items():
+        assert response.status_code == 200, url
+        body = response.content.decode()
+        assert not OFF_SITE.search(body), (url, OFF_SITE.search(body))
+        assert "<script>" not in body, url  # no inline script (CSP)
+        assert " style=" not in body, url  # no inline style attributes (CSP)
+    detail = pages[reverse("report_detail", args=[report.pk])].content.decode()
+    assert re.search(r'<script src="/static/django_htmx/htmx-2[^"]*\.js" defer>', detail)
+    home = pages[reverse("home")].content.decode()
+    assert "plotly" not in home  # the Plotly bundle only on pages with charts
+
+
+def test_login_page_and_csp_header() -> None:
+    response = Client().get(LOGIN_URL)
+    assert response.status_code == 200
+    csp = response["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "unsafe-eval" not in csp
+    assert "unsafe-inline" not in csp
+
+
+def test_hashed_static_files_are_cached_forever_and_compressed() -> None:
+    from django.templatetags.static import static
+
+    url = static("js/charts.js")
+    assert re.fullmatch(r"/static/js/charts\.[0-9a-f]{12}\.js", url), url
+    response = Client().get(url, HTTP_ACCEPT_ENCODING="gzip, br")
+    assert response.status_code == 200
+    assert "immutable" in response["Cache-Control"]
+    assert response["Content-Encoding"] == "br"
+    plotly = Client().get(static("vendor/plotly/plotly-basic.min.js"), HTTP_ACCEPT_ENCODING="br")
+    assert plotly.status_code == 200 and "immutable" in plotly["Cache-Control"]
+
+
+@pytest.mark.parametrize("view", ["usage", "cost"])
+def test_report_page_queries_do_not_grow_with_its_buckets(view: str) -> None:
+    user = make_user()
+    client = client_for(user)
+    small = make_done_report(
+        user, start=datetime(2025, 1, 1, tzinfo=UTC), end=datetime(2025, 2, 1, tzinfo=UTC)
+    )
+    large = make_done_report(
+        user,
+        [make_connection(user), make_connection(user)],
+        start=datetime(2025, 1, 1, tzinfo=UTC),
+        end=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    counts = []
+    for report in (small, large):
+        client.get(reverse("report_detail", args=[report.pk]))  # warm the session cache
+        with CaptureQueriesContext(db_connection) as queries:
+            response = client.get(reverse("report_detail", args=[report.pk]), {"view": view})
+        assert response.status_code == 200
+        counts.append(len(queries))
+    assert counts[0] == counts[1], counts
+
+
+@pytest.mark.django_db
+def test_the_cost_view_has_a_total_tile_equal_to_the_csv_total() -> None:
+    import csv
+    import io
+    from decimal import Decimal
+
+    from reports import pricing
+    from tests.factories import ensure_example_price_book, make_done_report
+
+    user = make_user()
+    report = make_done_report(user, price_book=ensure_example_price_book())
+    client = client_for(user)
+    body = client.get(reverse("report_detail", args=[report.pk]) + "?view=cost").content.decode()
+    export = client.get(reverse("report_export_csv", args=[report.pk]))
+    rows = list(csv.DictReader(io.StringIO(b"".join(export.streaming_content).decode())))
+    total = pricing.money(sum((Decimal(r["cost_total"]) for r in rows), Decimal(0)))
+    match = re.search(
+        r'tile-label">Total</div>\s*<div class="tile-value"><span class="tile-unit">EUR</span> '
+        r"([\d,.]+)</div>",
+        body,
+    )
+    assert match, "no Total tile in the cost view"
+    assert match.group(1) == f"{total:,.2f}"
