@@ -1,4 +1,4 @@
-"""`make bench`: measure P1-P12 of docs/performance.md and write BENCHMARKS.md.
+"""`make bench`: measure the P targets of docs/requirements.md and write BENCHMARKS.md.
 
     python -m bench                 # everything (about 8 minutes)
     python -m bench --only p6,p7    # some groups (development)

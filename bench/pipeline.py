@@ -91,8 +91,9 @@ def schedule_text(limit: float = 90.0) -> str:
 
 
 class SeedLoop(threading.Thread):
-    """The seed's script (shared/seeds/000_…): sign in, POST /Reports, then GET it every 2 s
-    until status is 0 or 1. Timed from before the sign-in to the answer that ends the loop."""
+    """OSAI's own example script (tests/osai/data/osai_report_playbook.txt): sign in,
+    POST /Reports, then GET it every 2 s until status is 0 or 1. Timed from before the
+    sign-in to the answer that ends the loop."""
 
     def __init__(self, api_url: str, period: tuple[datetime, datetime]) -> None:
         super().__init__(daemon=True)

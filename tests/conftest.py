@@ -37,7 +37,7 @@ def osai_sandbox(sandbox: SandboxControl) -> SandboxControl:
 # test sandbox (tests/support/worker.py); `use_sandbox` points this process's sandbox region at it.
 from tests.support.worker import start_worker, use_sandbox, worker  # noqa: E402, F401
 
-# --- Figures printed at the end of the run (reliability.md) ---
+# --- Figures printed at the end of the run (docs/requirements.md) ---
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -1,6 +1,6 @@
 """The OSAI sandbox: a local emulator of ONESTEP AI's report API, faithful to its contract.
 
-It speaks the calls of the seed's playbook (docs/product.md) over real HTTP:
+It speaks the calls of OSAI's report playbook (osai/contract.py) over real HTTP:
 
     POST /api/Users/SignIn      JSON string body (an access token) -> the JWT as text
     GET  /api/Users             -> who the JWT belongs to

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from django.conf import settings
 from django.db.models import (
     Case,
     IntegerField,
@@ -32,7 +33,11 @@ def home_page(user: Any) -> dict[str, Any]:
     connections = list(Connection.objects.filter(owner=user))
     recent = recent_reports_visible_to(user, RECENT_REPORTS)
     prefetch_related_objects(recent, "team", "connections")
-    return {"connections": connections, "reports": with_periods(recent)}
+    return {
+        "connections": connections,
+        "reports": with_periods(recent),
+        "sandbox_offered": "sandbox" in settings.OSAI_REGIONS,
+    }
 
 
 def history_queryset(user: Any) -> QuerySet[Report]:

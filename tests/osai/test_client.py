@@ -84,7 +84,7 @@ ALL_FLAGS = {
     "includePredictions": True,
 }
 CREATED = {"id": 16718, "creationTime": "2023-02-10T14:33:33.7629037Z", "status": -1}
-# OSAI's own example (seeds/000_*.txt), byte for byte where the numbers matter (I2).
+# OSAI's own example (tests/osai/data/), byte for byte where the numbers matter (I2).
 DONE_BODY = (
     '{"id": 16718, "path": "' + FILE_URL + '", '
     '"totalExistingImagesNum": 20356, "totalDeletedImagesNum": 94853, '

@@ -1,4 +1,4 @@
-"""The figures the suite prints at the end (reliability.md: "Figures the suite prints").
+"""The figures the suite prints at the end (docs/requirements.md names each code).
 
 Tests call `record(...)`; conftest's pytest_terminal_summary prints the totals.
 """
