@@ -13,7 +13,7 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 
-from reports.models import Bucket, Membership, Report, Team
+from reports.models import Bucket, Membership, Report, ReportBucket, Team
 
 
 def teams_administered_by(user: Any) -> QuerySet[Team]:
@@ -64,4 +64,22 @@ def counted_buckets(report: Report) -> QuerySet[Bucket]:
     return buckets.filter(
         connection__shared_with_teams=report.team_id,
         connection__owner__memberships__team=report.team_id,
+    )
+
+
+def bucket_is_wanted(bucket: Bucket) -> bool:
+    """True while some unfinished report still counts this bucket: a personal report, or a
+    team report whose team the connection's owner is in and shares the connection with.
+
+    The pipeline asks this before every step, so a member who leaves a team, or stops
+    sharing, never has their token used for that team again (M1).
+    """
+    teams_counting_it = Team.objects.filter(
+        shared_connections=bucket.connection_id, memberships__user=bucket.connection.owner_id
+    )
+    return (
+        ReportBucket.objects.filter(bucket_id=bucket.pk)
+        .exclude(report__state__in=Report.TERMINAL_STATES)
+        .filter(Q(report__team__isnull=True) | Q(report__team__in=teams_counting_it))
+        .exists()
     )

@@ -189,7 +189,7 @@ X_TITLES: dict[str, str] = {
 }
 
 
-def _x_title(granularity: str) -> str:
+def x_title(granularity: str) -> str:
     return X_TITLES.get(granularity, "Period (UTC)")
 
 
@@ -223,7 +223,7 @@ def _bar_chart(
     if not rows or not any(v for vs in values.values() for v in vs):
         return empty_figure(title)
     fig = _figure(
-        title, x_title=_x_title(granularity), y_title=y_title, unit=unit, decimals=decimals
+        title, x_title=x_title(granularity), y_title=y_title, unit=unit, decimals=decimals
     )
     labels = row_labels(rows, granularity)
     for column, name in series:
@@ -428,7 +428,7 @@ def cumulative_cost_figure(
         return empty_figure(title)
     fig = _figure(
         title,
-        x_title=_x_title(granularity),
+        x_title=x_title(granularity),
         y_title=f"Cost ({_money(currency)})",
         unit=currency,
         decimals=2,
@@ -446,27 +446,27 @@ def cumulative_cost_figure(
     return fig
 
 
-def member_bars_figure(
-    period_labels: Sequence[str],
-    values_by_member: Mapping[str, Sequence[float]],
+def stacked_bars_figure(
+    x_labels: Sequence[str],
+    series: Mapping[str, Sequence[float]],
     *,
     unit: str,
     title: str,
-    x_title: str = "Period (UTC)",
+    x_title: str,
+    colors: Mapping[str, str] | None = None,
 ) -> go.Figure:
-    """A team's spend (or usage) per member over time: stacked bars, one trace per member.
-
-    Values are floats only for drawing; the table under the chart shows the same figures.
-    """
-    if not period_labels or not any(v for vs in values_by_member.values() for v in vs):
+    """Stacked bars, one trace per series: a team's spend per member by ML stage, or per
+    member over time. Floats only for drawing; the table under the chart has the figures."""
+    if not x_labels or not any(v for vs in series.values() for v in vs):
         return empty_figure(title)
     fig = _figure(title, x_title=x_title, y_title=unit, unit=unit, decimals=2)
-    for member, values in values_by_member.items():
+    for name, values in series.items():
         fig.add_trace(
             go.Bar(
-                name=member,
-                x=list(period_labels),
+                name=name,
+                x=list(x_labels),
                 y=list(values),
+                marker_color=(colors or {}).get(name),
                 hovertemplate=_hover(unit, 2),
             )
         )

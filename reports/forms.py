@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from reports import connections
 from reports.metrics import FLAG_FIELDS, FLAGS
-from reports.models import Connection, Granularity, Team
+from reports.models import Connection, Granularity, Membership, PriceBook, Team
 from reports.periods import PRESETS, preset_period, utc_midnight
 
 CUSTOM = "custom"
@@ -208,3 +208,32 @@ class SharingForm(forms.Form):
         field = self.fields["connections"]
         assert isinstance(field, SharedConnectionsField)
         field.queryset = Connection.objects.filter(owner=user).order_by("label")
+
+
+class TeamCreateForm(forms.Form):
+    name = forms.CharField(max_length=120, label="Team name")
+
+
+class MemberAddForm(forms.Form):
+    """Add someone who has an account here, by username or email."""
+
+    who = forms.CharField(
+        max_length=254,
+        label="Username or email",
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
+    role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.MEMBER)
+
+
+class MemberRoleForm(forms.Form):
+    role = forms.ChoiceField(choices=Membership.Role.choices)
+
+
+class TeamPriceBookForm(forms.Form):
+    price_book = forms.ModelChoiceField(
+        queryset=PriceBook.objects.order_by("name"),
+        required=False,
+        empty_label="The default price book",
+        label="Price book",
+        help_text="Every report of this team, earlier ones included, is priced with it.",
+    )

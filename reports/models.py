@@ -19,8 +19,15 @@ from reports.metrics import FLAG_FIELDS, METRICS, OSAI_FIELD_TO_COLUMN, RATE_FIE
 
 
 class Team(models.Model):
+    """People who review spend together. Its admins run it (reports/teams.py); its reports
+    cover the connections its members choose to share with it."""
+
     name = models.CharField(max_length=120, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The rates its reports are priced with; the default price book when empty.
+    price_book = models.ForeignKey(
+        "PriceBook", null=True, blank=True, on_delete=models.SET_NULL, related_name="teams"
+    )
 
     members = models.ManyToManyField(  # type: ignore[var-annotated]
         settings.AUTH_USER_MODEL, through="Membership", related_name="teams"
@@ -296,6 +303,9 @@ class Report(OsaiFlags):
     buckets_done = models.PositiveIntegerField(default=0)
     buckets_failed = models.PositiveIntegerField(default=0)
     error_message = models.TextField(blank=True)
+    # Team reports: shared connections left out because they could not be used when the
+    # report was requested, as [{"owner": …, "label": …, "reason": …}] (M3).
+    skipped_connections = models.JSONField(default=list, blank=True)
 
     requested_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -44,6 +44,7 @@ from django_q.tasks import async_task
 from osai.client import OsaiClient
 from osai.errors import OsaiAuthError, OsaiError, OsaiRateLimited
 from reports import crypto
+from reports.access import bucket_is_wanted
 from reports.connections import connection_mark_needs_token, osai_client_for
 from reports.failpoints import failpoint
 from reports.metrics import OSAI_FIELD_TO_COLUMN, to_osai_flags
@@ -70,6 +71,10 @@ DISPATCHER_LEASE_SECONDS = 5.0
 # A lease renewed within this long has a live holder; an older one probably has a dead one.
 LEASE_FRESH_SECONDS = 2 * DISPATCH_MAX_SLEEP
 DISPATCHER = "dispatcher"
+UNWANTED_MESSAGE = (
+    "Stopped: no report needs this part any more (its connection is no longer shared with "
+    "the team, or its owner left the team)."
+)
 
 
 # --- Starting work ---------------------------------------------------------------------------
@@ -90,6 +95,20 @@ def start_soon(bucket_ids: Iterable[int]) -> None:
             async_task("reports.tasks.pipeline_dispatch", task_name="osai-dispatch")
 
     transaction.on_commit(kick)
+
+
+def buckets_release_unwanted(bucket_ids: Iterable[int]) -> int:
+    """Stop, at once, the unfinished buckets that no live report wants any more (M1).
+
+    The same rule the worker checks before every step; this makes it take effect without
+    waiting for the bucket's next turn. Returns how many were stopped.
+    """
+    stopped = 0
+    for bucket in Bucket.objects.filter(pk__in=list(bucket_ids), state__in=ACTIVE_STATES):
+        if not bucket_is_wanted(bucket):
+            _finish(bucket.pk, Bucket.State.CANCELLED, UNWANTED_MESSAGE)
+            stopped += 1
+    return stopped
 
 
 # --- The dispatcher --------------------------------------------------------------------------
@@ -291,6 +310,9 @@ def bucket_step(pk: int) -> str:
     if bucket.deadline_at and now > bucket.deadline_at:
         _time_out_overdue(now)
         return "timed out"
+    if not bucket_is_wanted(bucket):
+        _finish(pk, Bucket.State.CANCELLED, UNWANTED_MESSAGE)
+        return "no report wants it any more"
     if bucket.connection.status == Connection.Status.NEEDS_TOKEN:
         _finish(pk, Bucket.State.ERROR, _needs_token_message(bucket.connection))
         return "connection needs a token"

@@ -77,7 +77,10 @@ def default_price_book() -> PriceBook | None:
 
 
 def price_book_for(report: Report) -> PriceBook | None:
-    """The report's own price book, else the default one, else None (costs are then 0)."""
+    """The book a report is priced with: a team report follows its team's book; otherwise the
+    report's own book; else the default one; else None (costs are then 0)."""
+    if report.team_id is not None and report.team is not None and report.team.price_book_id:
+        return report.team.price_book
     if report.price_book_id is not None:
         return report.price_book
     return default_price_book()

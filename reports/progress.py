@@ -10,9 +10,10 @@ a cancel or a retry. The counts live on the report row, so the status badge is o
 from __future__ import annotations
 
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
+from reports.access import counted_buckets
 from reports.models import Bucket, Report
 
 
@@ -27,11 +28,16 @@ def refresh_reports_of(bucket_pk: int) -> None:
 
 @transaction.atomic
 def report_refresh(report_pk: int) -> None:
-    """Recompute a report's counts and state from its buckets."""
+    """Recompute a report's counts and state from the buckets that count for it.
+
+    For a team report those are the buckets on connections still shared by current members
+    (reports/access.py), so someone leaving the team drops out of the counts at once.
+    """
     report = Report.objects.select_for_update().filter(pk=report_pk).first()
     if report is None or report.state == Report.State.CANCELLED:
         return
-    counts = Bucket.objects.filter(report_buckets__report_id=report_pk).aggregate(
+    buckets = counted_buckets(report)
+    counts = buckets.aggregate(
         total=Count("pk"),
         done=Count("pk", filter=Q(state=Bucket.State.DONE)),
         failed=Count("pk", filter=Q(state__in=Bucket.FAILED_STATES)),
@@ -45,7 +51,13 @@ def report_refresh(report_pk: int) -> None:
         "buckets_done": done,
         "buckets_failed": failed,
     }
-    if total and done + failed == total:
+    if total == 0 and report.team_id is not None:
+        # Everyone whose connections it covered has left or stopped sharing: nothing to wait
+        # for, and nothing to show.
+        state = Report.State.DONE
+        fields["finished_at"] = report.finished_at or now
+        fields["error_message"] = "No connection in this report is shared with the team now."
+    elif total and done + failed == total:
         if failed == 0:
             state = Report.State.DONE
         elif done > 0:
@@ -55,7 +67,7 @@ def report_refresh(report_pk: int) -> None:
         else:
             state = Report.State.FAILED
         fields["finished_at"] = report.finished_at or now
-        fields["error_message"] = _failure_summary(report_pk, failed, total) if failed else ""
+        fields["error_message"] = _failure_summary(buckets, failed, total) if failed else ""
     else:
         state = Report.State.RUNNING if counts["started"] or done else Report.State.QUEUED
         if state == Report.State.RUNNING and report.started_at is None:
@@ -66,11 +78,9 @@ def report_refresh(report_pk: int) -> None:
     Report.objects.filter(pk=report_pk).update(**fields)
 
 
-def _failure_summary(report_pk: int, failed: int, total: int) -> str:
+def _failure_summary(buckets: QuerySet[Bucket], failed: int, total: int) -> str:
     lines = [f"{failed} of {total} parts of this report failed:"]
-    for bucket in Bucket.objects.filter(
-        report_buckets__report_id=report_pk, state__in=Bucket.FAILED_STATES
-    ).select_related("connection")[:20]:
+    for bucket in buckets.filter(state__in=Bucket.FAILED_STATES).select_related("connection")[:20]:
         lines.append(
             f"- {bucket.connection.label}, {bucket.period_start:%Y-%m-%d} to "
             f"{bucket.period_end:%Y-%m-%d}: {bucket.error_message or bucket.get_state_display()}"

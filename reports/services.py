@@ -18,6 +18,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from reports import pipeline, progress
+from reports.access import counted_buckets
 from reports.metrics import FLAG_FIELDS
 from reports.models import (
     Bucket,
@@ -85,12 +86,15 @@ def report_request(
     preset: str = "",
     team: Team | None = None,
     price_book: PriceBook | None = None,
+    skipped_connections: list[dict[str, str]] | None = None,
     now: datetime | None = None,
 ) -> Report:
     """Create a report and its buckets, reusing finished buckets of closed periods.
 
     Closed buckets that failed before are reset so the worker tries them again; the open
     bucket (it contains now) is always requested afresh. The worker starts after commit.
+    A personal report keeps the default price book of the day; a team report follows its
+    team's price book (reports/pricing.py).
     """
     now = now or timezone.now()
     connections = list(connections)
@@ -107,7 +111,7 @@ def report_request(
     flags = flags_from(flags)
     if not any(flags.values()):
         raise ReportRequestError("Choose at least one category of usage.")
-    if price_book is None:
+    if price_book is None and team is None:
         price_book = PriceBook.objects.filter(is_default=True).first()
 
     report = Report.objects.create(
@@ -118,6 +122,7 @@ def report_request(
         period_end=period_end,
         granularity=granularity,
         price_book=price_book,
+        skipped_connections=skipped_connections or [],
         requested_at=now,
         **flags,
     )
@@ -235,11 +240,16 @@ def report_cancel(*, report: Report) -> Report:
 
 
 def report_retry(*, report: Report) -> Report:
-    """Try the failed, timed-out or cancelled buckets of a report again."""
+    """Try the failed, timed-out or cancelled buckets of a report again.
+
+    Only buckets that still count for the report (for a team report: on connections still
+    shared by current members, M1) and whose connection works; a connection that needs a new
+    token would only fail again.
+    """
     now = timezone.now()
     with transaction.atomic():
-        failed = Bucket.objects.filter(
-            report_buckets__report=report, state__in=Bucket.FAILED_STATES
+        failed = counted_buckets(report).filter(
+            state__in=Bucket.FAILED_STATES, connection__status=Connection.Status.OK
         )
         ids = list(failed.values_list("pk", flat=True))
         if not ids:

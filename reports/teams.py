@@ -1,13 +1,20 @@
-"""Teams: membership and roles, which connections members share, team reports and their spend.
+"""Teams: run by their admins; members share connections; team reports and spend per member.
 
-Rules (S2, S3):
-- A member sees the team, its members and the labels of the connections shared with it, and
-  chooses which of their *own* connections the team may report on.
+Rules (S2, S3, M1-M4):
+- A team's admins run it without Django staff rights: they add people (by username or
+  email), change roles, remove people and choose its price book. A team always keeps at
+  least one admin. Anyone can create a team and becomes its admin; anyone can leave.
+- A member sees the team and the names of its members, and chooses which of their *own*
+  connections the team may report on; they never see other members' OSAI account names or
+  token endings (M2).
 - A team admin also requests and reads team reports: spend per member on the shared
   connections. Nobody sees another person's token beyond its last four characters.
-- A connection counts for a team only while its owner is still a member and still shares it:
-  leaving the team or un-sharing withdraws it from every team report page and export,
-  including reports made before.
+- A connection counts for a team only while its owner is a member and shares it. Leaving
+  (or being removed) ends the sharing; un-sharing or leaving takes effect at once, in every
+  team report page, export and retry, and stops the team's buckets in flight on that
+  connection (M1). Being added again shares nothing by itself.
+- A shared connection that needs a new token is skipped by a new team report and named on
+  its page; it does not block the others (M3).
 
 Per-member sums are SQL aggregates over the report's finished buckets; Python only prices the
 aggregated (member, period) rows.
@@ -15,29 +22,27 @@ aggregated (member, period) rows.
 
 from __future__ import annotations
 
-import operator
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from functools import reduce
 from typing import Any
 
-from django.db import transaction
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
 from django.db.models import Count, Q, QuerySet, Sum
 
-from reports import pricing, services
+from reports import pipeline, pricing, progress, services
 from reports.access import counted_buckets
-from reports.metrics import METRIC_BY_COLUMN, PRICED, USAGE_COLUMNS
+from reports.metrics import METRIC_BY_COLUMN, USAGE_COLUMNS
 from reports.models import Bucket, Connection, Membership, PriceBook, Report, Team
-from reports.periods import previous_period, split_period
 
-# The metrics a team page shows per member (the priced ones, in display units).
-TEAM_METRICS = PRICED
+Role = Membership.Role
 
 
 class TeamError(Exception):
-    """A team action that cannot be done; the message is for the page."""
+    """A team action that cannot be done; the message is for the page or the command."""
 
 
 # --- Membership and scoping -------------------------------------------------------------------
@@ -54,7 +59,7 @@ def membership_for(user: Any, team_pk: int, *, admin: bool = False) -> Membershi
         return None
     memberships = Membership.objects.filter(user=user, team_id=team_pk).select_related("team")
     if admin:
-        memberships = memberships.filter(role=Membership.Role.ADMIN)
+        memberships = memberships.filter(role=Role.ADMIN)
     return memberships.first()
 
 
@@ -76,6 +81,110 @@ def team_shared_connections(team: Team) -> QuerySet[Connection]:
     )
 
 
+# --- Running a team ---------------------------------------------------------------------------
+
+
+def _require_admin(team: Team, actor: Any | None) -> None:
+    """`actor` must be one of the team's admins; None is the operator (the command line)."""
+    if (
+        actor is not None
+        and not Membership.objects.filter(team=team, user=actor, role=Role.ADMIN).exists()
+    ):
+        raise TeamError("Only the team's admins can do that.")
+
+
+def _keep_an_admin(team: Team) -> None:
+    """Raise (and so roll back the change) if the team would be left without an admin."""
+    if not Membership.objects.filter(team=team, role=Role.ADMIN).exists():
+        raise TeamError(
+            f"{team.name} must keep at least one admin: make someone else an admin first."
+        )
+
+
+def find_user(who: str) -> Any:
+    """A user by username or email address (case-insensitive for the email)."""
+    who = (who or "").strip()
+    if not who:
+        raise TeamError("Give a username or an email address.")
+    users = get_user_model().objects
+    user = users.filter(username=who).first()
+    if user is None and "@" in who:
+        matches = list(users.filter(email__iexact=who)[:2])
+        if len(matches) > 1:
+            raise TeamError(f"Several accounts use {who}: give the username instead.")
+        user = matches[0] if matches else None
+    if user is None:
+        raise TeamError(f"Nobody here has the username or email {who!r}.")
+    return user
+
+
+@transaction.atomic
+def team_create(*, name: str, admin: Any) -> Team:
+    """A new team with `admin` as its first admin."""
+    name = " ".join((name or "").split())
+    if not name:
+        raise TeamError("Give the team a name.")
+    if len(name) > Team._meta.get_field("name").max_length:  # type: ignore[operator]
+        raise TeamError("That name is too long.")
+    try:
+        with transaction.atomic():
+            team = Team.objects.create(name=name)
+    except IntegrityError:
+        raise TeamError(f"There is already a team called {name!r}.") from None
+    Membership.objects.create(team=team, user=admin, role=Role.ADMIN)
+    return team
+
+
+@transaction.atomic
+def team_member_add(*, team: Team, actor: Any | None, who: str, role: str = Role.MEMBER) -> Any:
+    """Add a person (by username or email) to the team. Shares nothing of theirs (M1)."""
+    _require_admin(team, actor)
+    if role not in Role.values:
+        raise TeamError("Choose a role: admin or member.")
+    user = find_user(who)
+    if Membership.objects.filter(team=team, user=user).exists():
+        raise TeamError(f"{user.get_username()} is already in {team.name}.")
+    Membership.objects.create(team=team, user=user, role=role)
+    return user
+
+
+@transaction.atomic
+def team_member_set_role(*, team: Team, actor: Any | None, user: Any, role: str) -> None:
+    _require_admin(team, actor)
+    if role not in Role.values:
+        raise TeamError("Choose a role: admin or member.")
+    if not Membership.objects.filter(team=team, user=user).update(role=role):
+        raise TeamError(f"{user.get_username()} is not in {team.name}.")
+    _keep_an_admin(team)
+
+
+@transaction.atomic
+def team_member_remove(*, team: Team, actor: Any | None, user: Any) -> None:
+    """Remove a person from the team (an admin's act), or leave it (`actor` is `user`).
+
+    Their sharing with the team ends with their membership, at once (M1).
+    """
+    if actor is None or actor.pk != user.pk:
+        _require_admin(team, actor)
+    if not Membership.objects.filter(team=team, user=user).delete()[0]:
+        raise TeamError(f"{user.get_username()} is not in {team.name}.")
+    _keep_an_admin(team)
+    for connection in Connection.objects.filter(owner=user, shared_with_teams=team):
+        connection.shared_with_teams.remove(team)
+    transaction.on_commit(functools.partial(_withdraw, team))
+
+
+@transaction.atomic
+def team_price_book_set(*, team: Team, actor: Any | None, price_book: PriceBook | None) -> None:
+    """The rates the team's reports are priced with (all of them, earlier ones included)."""
+    _require_admin(team, actor)
+    Team.objects.filter(pk=team.pk).update(price_book=price_book)
+    team.price_book = price_book
+
+
+# --- Sharing ----------------------------------------------------------------------------------
+
+
 @transaction.atomic
 def team_sharing_set(*, team: Team, user: Any, connections: Iterable[Connection]) -> list[str]:
     """Share exactly `connections` (the user's own) with the team; un-share the user's others.
@@ -94,25 +203,44 @@ def team_sharing_set(*, team: Team, user: Any, connections: Iterable[Connection]
             connection.shared_with_teams.add(team)
         else:
             connection.shared_with_teams.remove(team)
+    transaction.on_commit(functools.partial(_withdraw, team))
     return sorted(c.label for c in own if c.pk in chosen)
 
 
 @transaction.atomic
 def connection_teams_set(*, connection: Connection, teams: Iterable[Team]) -> None:
-    """Share a connection with exactly `teams` among its owner's current teams.
+    """Share a connection with exactly `teams` among the owner's teams; un-share the others.
 
-    Sharing with teams the owner has left is left alone here (the connection page only offers
-    the owner's current teams); leaving a team withdraws the sharing from its reports anyway.
+    A connection can only be shared with teams its owner is in; sharing with any other team
+    is withdrawn here too.
     """
     own_teams = set(
         Team.objects.filter(memberships__user=connection.owner).values_list("pk", flat=True)
     )
     chosen = {team.pk for team in teams} & own_teams
-    current = set(connection.shared_with_teams.values_list("pk", flat=True)) & own_teams
+    current = set(connection.shared_with_teams.values_list("pk", flat=True))
     if chosen - current:
         connection.shared_with_teams.add(*(chosen - current))
-    if current - chosen:
-        connection.shared_with_teams.remove(*(current - chosen))
+    withdrawn = current - chosen
+    if withdrawn:
+        connection.shared_with_teams.remove(*withdrawn)
+        for team in Team.objects.filter(pk__in=withdrawn):
+            transaction.on_commit(functools.partial(_withdraw, team))
+
+
+def _withdraw(team: Team) -> None:
+    """After a change of sharing or membership: stop the team's buckets in flight that no
+    live report wants any more, and recount every team report (M1)."""
+    reports = Report.objects.filter(team=team)
+    in_flight = Bucket.objects.filter(
+        report_buckets__report__in=reports.exclude(state__in=Report.TERMINAL_STATES)
+    ).exclude(state__in=Bucket.TERMINAL_STATES)
+    pipeline.buckets_release_unwanted(in_flight.values_list("pk", flat=True).distinct())
+    for report_pk in reports.values_list("pk", flat=True):
+        progress.report_refresh(report_pk)
+
+
+# --- Team reports -----------------------------------------------------------------------------
 
 
 def team_report_request(
@@ -124,31 +252,44 @@ def team_report_request(
     granularity: str,
     flags: Mapping[str, bool],
     preset: str = "",
-    price_book: PriceBook | None = None,
+    now: datetime | None = None,
 ) -> Report:
     """Ask for a team report over every connection members share with the team.
 
-    The worker builds it, reusing finished buckets. Raises services.ReportRequestError (for
-    the form) if no member shares a connection or the request is unreasonable.
+    Connections that need a new token are skipped and named on the report (M3). The worker
+    builds the rest, reusing finished buckets. Raises services.ReportRequestError (for the
+    form) if no member shares a working connection or the request is unreasonable.
     """
-    if not Membership.objects.filter(team=team, user=admin, role=Membership.Role.ADMIN).exists():
+    if not Membership.objects.filter(team=team, user=admin, role=Role.ADMIN).exists():
         raise services.ReportRequestError("Only team admins can request team reports.")
-    connections = list(team_shared_connections(team))
-    if not connections:
+    shared = list(team_shared_connections(team))
+    if not shared:
         raise services.ReportRequestError(
             "No member shares a connection with this team yet: members choose theirs on the "
             "team's sharing page."
         )
+    working = [c for c in shared if c.status == Connection.Status.OK]
+    skipped = [
+        {"owner": c.owner.get_username(), "label": c.label, "reason": c.get_status_display()}
+        for c in shared
+        if c.status != Connection.Status.OK
+    ]
+    if not working:
+        names = ", ".join(f"“{s['label']}” of {s['owner']}" for s in skipped)
+        raise services.ReportRequestError(
+            f"Every connection shared with this team needs a new token first: {names}."
+        )
     return services.report_request(
         owner=admin,
         team=team,
-        connections=connections,
+        connections=working,
         period_start=period_start,
         period_end=period_end,
         granularity=granularity,
         flags=flags,
         preset=preset,
-        price_book=price_book,
+        skipped_connections=skipped,
+        now=now,
     )
 
 
@@ -201,19 +342,11 @@ class TeamSpend:
     cells: list[MemberPeriod]
     members: list[MemberSpend]
     team: MemberSpend
-    previous_total: Decimal | None = None  # the team's cost in the previous period, if known
     notice: str | None = None
 
     @property
     def currency(self) -> str:
         return self.price_book.currency if self.price_book else ""
-
-    @property
-    def change(self) -> Decimal | None:
-        """Change of the team's total cost against the previous period, as a fraction."""
-        if not self.previous_total:
-            return None
-        return (self.team.costs["total"] - self.previous_total) / self.previous_total
 
 
 def _member_period_cells(
@@ -249,12 +382,10 @@ def _add(spend: MemberSpend, cell: MemberPeriod) -> None:
     spend.costs = pricing.sum_costs([spend.costs, cell.costs])
 
 
-def team_spend(report: Report, *, previous: bool = True) -> TeamSpend:
+def team_spend(report: Report) -> TeamSpend:
     """Spend per member (a connection's owner) per period, and the team's totals.
 
-    The team's totals are the sum of the members' (exact: costs share one quantum). The
-    previous period of equal length is included when every one of its buckets is already
-    finished in the database (no OSAI call is made for it).
+    The team's totals are the sum of the members' (exact: costs share one quantum).
     """
     price_book = pricing.price_book_for(report)
     cells = _member_period_cells(counted_buckets(report), price_book)
@@ -280,48 +411,5 @@ def team_spend(report: Report, *, previous: bool = True) -> TeamSpend:
         cells=cells,
         members=sorted(members.values(), key=lambda m: m.member),
         team=team_total,
-        previous_total=previous_period_cost(report, price_book) if previous else None,
         notice=notice,
     )
-
-
-def previous_period_cost(report: Report, price_book: PriceBook | None) -> Decimal | None:
-    """The team's cost in the period of equal length before the report's, if fully known.
-
-    Known means: a finished, closed bucket with the report's flags exists for every shared
-    connection and every period of the previous span. Two queries, no OSAI call.
-    """
-    if report.team_id is None:
-        return None
-    start, end = previous_period(report.period_start, report.period_end)
-    periods = split_period(start, end, report.granularity)
-    connection_ids = list(
-        Connection.objects.filter(
-            shared_with_teams=report.team_id, owner__memberships__team=report.team_id
-        ).values_list("pk", flat=True)
-    )
-    if not periods or not connection_ids or len(periods) > 400:
-        return None
-    exact_periods = reduce(operator.or_, (Q(period_start=s, period_end=e) for s, e in periods))
-    rows = list(
-        Bucket.objects.filter(
-            exact_periods,
-            connection_id__in=connection_ids,
-            state=Bucket.State.DONE,
-            is_closed=True,
-            **report.flags(),
-        )
-        # Grouped like team_spend (member x period), so a report and its successor's
-        # "previous period" price the same buckets to the same 10^-10.
-        .values("connection__owner__username", "period_start", "period_end")
-        .annotate(n=Count("pk"), **_SUMS)
-    )
-    if sum(row["n"] for row in rows) != len(periods) * len(connection_ids):
-        return None
-    total = Decimal(0)
-    for row in rows:
-        totals = {column: row[column] or 0.0 for column in USAGE_COLUMNS}
-        total += pricing.period_costs(totals, row["period_start"], row["period_end"], price_book)[
-            "total"
-        ]
-    return total

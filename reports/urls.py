@@ -30,6 +30,18 @@ urlpatterns = [
     path("teams/", teams.team_list, name="team_list"),
     path("teams/<int:pk>/", teams.team_detail, name="team_detail"),
     path("teams/<int:pk>/sharing/", teams.team_sharing, name="team_sharing"),
+    path("teams/<int:pk>/members/", teams.team_member_add, name="team_member_add"),
+    path(
+        "teams/<int:pk>/members/<int:user_pk>/role/",
+        teams.team_member_role,
+        name="team_member_role",
+    ),
+    path(
+        "teams/<int:pk>/members/<int:user_pk>/remove/",
+        teams.team_member_remove,
+        name="team_member_remove",
+    ),
+    path("teams/<int:pk>/price-book/", teams.team_price_book, name="team_price_book"),
     path("teams/<int:pk>/reports/new/", teams.team_report_new, name="team_report_new"),
     path(
         "teams/<int:pk>/reports/<int:report_pk>/",

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from reports import pipeline
 from tests.support.sandbox import SandboxControl
 
 # --- OSAI sandbox ---
-# One sandbox process per test session (`manage.py osai_sandbox` on a free port), spoken
+# One sandbox process per test session (`python -m osai.sandbox` on a free port), spoken
 # to over a real socket. Tests that change faults or latency use `osai_sandbox`, which
 # resets it first, so each test starts with no faults, no reports and zeroed counters.
 
@@ -30,6 +32,28 @@ def osai_sandbox(sandbox: SandboxControl) -> SandboxControl:
     """The session's sandbox, reset: no faults, no reports, zeroed counters."""
     sandbox.reset()
     return sandbox
+
+
+# --- The pipeline in this process ---
+# `fast` shortens the pipeline's timings; `queue` records what the pipeline would enqueue,
+# so tests can run steps themselves (tests/support/pipeline.py `drive`).
+
+
+@pytest.fixture
+def fast(settings: Any) -> Any:
+    settings.OSAI_POLL_FIRST_SECONDS = 0.1
+    settings.OSAI_POLL_MAX_SECONDS = 0.3
+    settings.OSAI_RETRY_AFTER_CAP_SECONDS = 0.5
+    settings.OSAI_HTTP_TIMEOUT_SECONDS = 3
+    return settings
+
+
+@pytest.fixture
+def queue(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    """Record what the pipeline would enqueue instead of needing a worker."""
+    calls: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(pipeline, "async_task", lambda *a, **k: calls.append(a))
+    return calls
 
 
 # --- Real worker ---

@@ -444,6 +444,8 @@ class SandboxApp:
         self._files: dict[str, int] = {}  # file id -> report id
         self._faults: dict[str, Any] = {}
         self._calls: Counter[str] = Counter({route: 0 for route in ROUTES})
+        # Calls that reached an account (a valid token, JWT or signed link): per account id.
+        self._account_calls: dict[str, Counter[str]] = {}
         self._injected: Counter[str] = Counter()
         self._auth_headers_on_downloads = 0
         self._error_every_seen = 0
@@ -503,6 +505,7 @@ class SandboxApp:
             statuses = Counter(str(r.status(now)) for r in self._reports.values())
             return {
                 "calls": dict(self._calls),
+                "calls_by_account": {a: dict(c) for a, c in self._account_calls.items()},
                 "reports": {key: statuses.get(key, 0) for key in ("-1", "0", "1")},
                 "faults": dict(self._faults),
                 "settings": self._settings(),
@@ -581,6 +584,10 @@ class SandboxApp:
         self._injected[countdown.removesuffix("_next")] += 1
         return True
 
+    def _count_account_call(self, account_id: str, route: str) -> None:
+        with self._lock:
+            self._account_calls.setdefault(account_id, Counter())[route] += 1
+
     def _error_every_due(self, every: int) -> bool:
         self._error_every_seen += 1
         return self._error_every_seen % every == 0
@@ -598,6 +605,7 @@ class SandboxApp:
         claims = self._authenticate(environ)
         if isinstance(claims, _Response):
             return claims
+        self._count_account_call(claims["sub"], route)
         if route == ROUTE_USERS:
             return self._user(claims)
         if route == ROUTE_CREATE:
@@ -611,6 +619,7 @@ class SandboxApp:
         if not isinstance(body, str) or not body.startswith(TOKEN_PREFIX) or body == TOKEN_PREFIX:
             return _message(401, "Invalid access token")
         now = int(time.time())
+        self._count_account_call(account_id_for_token(body), ROUTE_SIGN_IN)
         with self._lock:
             settings = self._settings()
         claims = {
@@ -786,6 +795,7 @@ class SandboxApp:
             report = self._reports.get(report_id) if report_id is not None else None
         if report is None or report.status(time.time()) != 0:
             return _s3_error(404, "NoSuchKey", "The specified key does not exist.")
+        self._count_account_call(report.account_id, ROUTE_DOWNLOAD)
         return _json(200, _report_file(report))
 
     # The sandbox's own endpoints. ------------------------------------------------------------

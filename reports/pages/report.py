@@ -20,7 +20,9 @@ from django.utils import timezone
 from reports import charts, pricing
 from reports.access import counted_buckets
 from reports.metrics import CATEGORIES, METRICS, OSAI_FIELD_TO_COLUMN, display_value, metrics_in
-from reports.models import Bucket, BucketFile, PriceBook, Report
+from reports.models import Bucket, BucketFile, Connection, PriceBook, Report
+from reports.pages.blocks import ChartBlock, chart_block
+from reports.pages.members import member_breakdown
 from reports.periods import EARLIEST_PERIOD_START, previous_period
 from reports.usage import UsageRow, rows_from_buckets, sum_rows
 
@@ -164,7 +166,7 @@ def report_buckets(report: Report) -> list[Bucket]:
     """
     return list(
         counted_buckets(report)
-        .select_related("connection")
+        .select_related("connection__owner")
         .annotate(has_file=Exists(BucketFile.objects.filter(bucket=OuterRef("pk"))))
         .order_by("period_start", "connection__label", "pk")
     )
@@ -248,6 +250,7 @@ def report_body(report: Report, mode: ViewMode) -> dict[str, Any]:
         pricing_notice = pricing.pricing_notice(rows, price_book)
 
     figures = _figures(rows, report.granularity, row_money, currency)
+    members = member_breakdown(report, cost_view=mode == "cost") if report.team_id else None
     failed = [b for b in buckets if b.state in Bucket.FAILED_STATES]
     done = [b for b in buckets if b.state == Bucket.State.DONE]
     as_of = [t for t in (b.osai_created_at or b.finished_at for b in done) if t is not None]
@@ -260,13 +263,15 @@ def report_body(report: Report, mode: ViewMode) -> dict[str, Any]:
         "failed_buckets": failed,
         "preliminary": any(r.preliminary for r in rows),
         "data_as_of": data_as_of,
-        "connection_labels": sorted({b.connection.label for b in buckets}),
+        "connection_labels": sorted({_connection_label(report, b.connection) for b in buckets}),
         "tiles": _tiles(
             report, totals, previous, money=money, previous_money=previous_money, currency=currency
         ),
         "previous_known": previous is not None,
         "previous_period": previous_period(report.period_start, report.period_end),
         "charts": figures,
+        "members": members,
+        "skipped_connections": report.skipped_connections if report.team_id else [],
         "price_book": price_book,
         "is_example_prices": mode == "cost" and pricing.is_example(price_book),
         "pricing_notice": pricing_notice,
@@ -277,20 +282,15 @@ def report_body(report: Report, mode: ViewMode) -> dict[str, Any]:
     }
 
 
+def _connection_label(report: Report, connection: Connection) -> str:
+    """A team report names each connection with its owner: people share them."""
+    if report.team_id is None:
+        return connection.label
+    return f"{connection.owner.get_username()}: {connection.label}"
+
+
 def with_mode(url: str, mode: ViewMode) -> str:
     return f"{url}?view=cost" if mode == "cost" else url
-
-
-@dataclass(frozen=True)
-class ChartBlock:
-    """One chart for the template: its JSON data island id, the figure, its table."""
-
-    id: str
-    title: str
-    wide: bool  # spans the page: the main chart of each view
-    figure: dict[str, Any]
-    table: charts.ChartTable | None
-    empty_message: str
 
 
 def _figures(
@@ -333,19 +333,7 @@ def _figures(
             ("storage", charts.storage_figure(rows, granularity=granularity)),
             ("images", charts.images_figure(rows, granularity=granularity)),
         ]
-    return [
-        ChartBlock(
-            id=f"figure-{name}",
-            title=str(fig.layout.title.text or ""),
-            wide=name in ("compute", "cumulative"),
-            figure=charts.figure_json(fig),
-            table=charts.figure_table(fig),
-            empty_message=(fig.layout.meta or {}).get("message", "")
-            if charts.is_empty(fig)
-            else "",
-        )
-        for name, fig in figures
-    ]
+    return [chart_block(name, fig, wide=name in ("compute", "cumulative")) for name, fig in figures]
 
 
 def report_page(report: Report, mode: ViewMode) -> dict[str, Any]:
@@ -364,7 +352,7 @@ def report_json(report: Report) -> dict[str, Any]:
     """The report, its buckets and its totals (OSAI field names, raw units)."""
     buckets = list(
         counted_buckets(report)
-        .select_related("connection")
+        .select_related("connection__owner")
         .order_by("period_start", "connection__label")
     )
     totals: dict[str, int | float] = dict.fromkeys(OSAI_FIELD_TO_COLUMN, 0)
@@ -387,7 +375,13 @@ def report_json(report: Report) -> dict[str, Any]:
         "periodFrom": report.period_start.isoformat().replace("+00:00", "Z"),
         "periodTo": report.period_end.isoformat().replace("+00:00", "Z"),
         "flags": report.flags(),
-        "connections": [c.label for c in report.connections.order_by("label")],
+        "team": report.team.name if report.team else None,
+        "connections": (
+            sorted({_connection_label(report, b.connection) for b in buckets})
+            if report.team_id
+            else [c.label for c in report.connections.order_by("label")]
+        ),
+        "skipped_connections": report.skipped_connections,
         "buckets_total": report.buckets_total,
         "buckets_done": report.buckets_done,
         "buckets_failed": report.buckets_failed,
@@ -397,7 +391,7 @@ def report_json(report: Report) -> dict[str, Any]:
         "totals": totals,
         "buckets": [
             {
-                "connection": b.connection.label,
+                "connection": _connection_label(report, b.connection),
                 "periodFrom": b.period_start.isoformat().replace("+00:00", "Z"),
                 "periodTo": b.period_end.isoformat().replace("+00:00", "Z"),
                 "preliminary": not b.is_closed,

@@ -1,47 +1,74 @@
-"""Team pages: the list, a team, sharing connections with it, team reports.
+"""Team pages: the list (and creating a team), a team, sharing, running it, team reports.
 
-A team page answers 404 unless the user is a member of that team; team reports and their
-requests answer 404 unless the user is one of its admins (S2).
+A team page answers 404 unless the user is a member of that team; what only admins may do
+(reports, members, roles, the price book) answers 404 to everyone else (S2, M4).
 """
 
 from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
 from django.http import Http404, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from reports import services, teams
-from reports.forms import SharingForm, TeamReportForm
-from reports.models import Connection, Membership, Team
-from reports.pages.team import team_page, team_report_page
+from reports.forms import (
+    MemberAddForm,
+    MemberRoleForm,
+    SharingForm,
+    TeamCreateForm,
+    TeamPriceBookForm,
+    TeamReportForm,
+)
+from reports.models import Connection, Membership
+from reports.pages.team import team_page
 from reports.views.http import AuthenticatedRequest, membership_or_404
 
 
 @login_required
-@require_GET
+@require_http_methods(["GET", "POST"])
 def team_list(request: AuthenticatedRequest) -> HttpResponse:
+    form = TeamCreateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            team = teams.team_create(name=form.cleaned_data["name"], admin=request.user)
+        except teams.TeamError as exc:
+            form.add_error("name", str(exc))
+        else:
+            messages.success(request, f"Created {team.name}: you are its admin.")
+            return redirect("team_detail", pk=team.pk)
     return render(
-        request, "reports/team_list.html", {"memberships": teams.memberships_of(request.user)}
+        request,
+        "reports/team_list.html",
+        {"memberships": teams.memberships_of(request.user), "form": form},
+        status=400 if form.errors else 200,
     )
 
 
 def _team_response(
     request: AuthenticatedRequest,
     membership: Membership,
-    form: TeamReportForm | None,
+    *,
+    report_form: TeamReportForm | None = None,
+    member_form: MemberAddForm | None = None,
     status: int = 200,
 ) -> HttpResponse:
     context = team_page(request.user, membership)
-    context["form"] = (form or TeamReportForm()) if context["is_admin"] else None
+    if context["is_admin"]:
+        context["form"] = report_form or TeamReportForm()
+        context["member_form"] = member_form or MemberAddForm()
+        context["price_book_form"] = TeamPriceBookForm(
+            initial={"price_book": membership.team.price_book}
+        )
     return render(request, "reports/team_detail.html", context, status=status)
 
 
 @login_required
 @require_GET
 def team_detail(request: AuthenticatedRequest, pk: int) -> HttpResponse:
-    return _team_response(request, membership_or_404(request, pk), None)
+    return _team_response(request, membership_or_404(request, pk))
 
 
 @login_required
@@ -72,6 +99,98 @@ def team_sharing(request: AuthenticatedRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
+def team_member_add(request: AuthenticatedRequest, pk: int) -> HttpResponse:
+    membership = membership_or_404(request, pk, admin=True)
+    form = MemberAddForm(request.POST)
+    if form.is_valid():
+        try:
+            user = teams.team_member_add(
+                team=membership.team,
+                actor=request.user,
+                who=form.cleaned_data["who"],
+                role=form.cleaned_data["role"],
+            )
+        except teams.TeamError as exc:
+            form.add_error("who", str(exc))
+        else:
+            messages.success(
+                request,
+                f"Added {user.get_username()} to {membership.team.name}. They choose which of "
+                "their connections the team may report on.",
+            )
+            return redirect("team_detail", pk=pk)
+    return _team_response(request, membership, member_form=form, status=400)
+
+
+def _member_or_404(membership: Membership, user_pk: int) -> User:
+    target = get_object_or_404(Membership, team=membership.team, user_id=user_pk)
+    return target.user
+
+
+@login_required
+@require_POST
+def team_member_role(request: AuthenticatedRequest, pk: int, user_pk: int) -> HttpResponse:
+    membership = membership_or_404(request, pk, admin=True)
+    user = _member_or_404(membership, user_pk)
+    form = MemberRoleForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose a role: admin or member.")
+        return redirect("team_detail", pk=pk)
+    role = form.cleaned_data["role"]
+    try:
+        teams.team_member_set_role(team=membership.team, actor=request.user, user=user, role=role)
+    except teams.TeamError as exc:
+        messages.error(request, str(exc))
+    else:
+        label = Membership.Role(role).label.lower()
+        messages.success(request, f"{user.get_username()} is now a {label}.")
+    return redirect("team_detail", pk=pk)
+
+
+@login_required
+@require_POST
+def team_member_remove(request: AuthenticatedRequest, pk: int, user_pk: int) -> HttpResponse:
+    """An admin removes someone, or a member leaves (removes themselves)."""
+    leaving = user_pk == request.user.pk
+    membership = membership_or_404(request, pk, admin=not leaving)
+    user = _member_or_404(membership, user_pk)
+    team = membership.team
+    try:
+        teams.team_member_remove(team=team, actor=request.user, user=user)
+    except teams.TeamError as exc:
+        messages.error(request, str(exc))
+        return redirect("team_detail", pk=pk)
+    if leaving:
+        messages.success(request, f"You left {team.name}; it no longer sees your connections.")
+        return redirect("team_list")
+    messages.success(
+        request,
+        f"Removed {user.get_username()} from {team.name}; their connections no longer count "
+        "for its reports.",
+    )
+    return redirect("team_detail", pk=pk)
+
+
+@login_required
+@require_POST
+def team_price_book(request: AuthenticatedRequest, pk: int) -> HttpResponse:
+    membership = membership_or_404(request, pk, admin=True)
+    form = TeamPriceBookForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose one of the price books.")
+        return redirect("team_detail", pk=pk)
+    book = form.cleaned_data["price_book"]
+    teams.team_price_book_set(team=membership.team, actor=request.user, price_book=book)
+    messages.success(
+        request,
+        f"{membership.team.name}'s reports are now priced with "
+        f"{book.name if book else 'the default price book'}.",
+    )
+    return redirect("team_detail", pk=pk)
+
+
+@login_required
+@require_POST
 def team_report_new(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     membership = membership_or_404(request, pk, admin=True)
     form = TeamReportForm(request.POST)
@@ -85,21 +204,20 @@ def team_report_new(request: AuthenticatedRequest, pk: int) -> HttpResponse:
                 granularity=form.cleaned_data["granularity"],
                 flags=form.flags(),
                 preset=form.preset_name(),
+                now=form.now,
             )
         except services.ReportRequestError as exc:
             form.add_error(None, str(exc))
         else:
-            return redirect("team_report_detail", pk=membership.team_id, report_pk=report.pk)
-    return _team_response(request, membership, form, status=400)
+            return redirect("report_detail", pk=report.pk)
+    return _team_response(request, membership, report_form=form, status=400)
 
 
 @login_required
 @require_GET
 def team_report_detail(request: AuthenticatedRequest, pk: int, report_pk: int) -> HttpResponse:
+    """The team's address of one of its reports: the report page, for its admins only."""
     membership = membership_or_404(request, pk, admin=True)
-    team: Team = membership.team
-    report = teams.team_report_for(team, report_pk)
-    if report is None:
+    if teams.team_report_for(membership.team, report_pk) is None:
         raise Http404("No such report.")
-    context = team_report_page(report, cost_view=request.GET.get("view") == "cost")
-    return render(request, "reports/team_report_detail.html", context)
+    return redirect("report_detail", pk=report_pk)

@@ -271,6 +271,15 @@ def team_setup(browser_user: Any) -> TeamSetup:
     return TeamSetup(team_pk=team.pk, admin=browser_user.username, member=member.username)
 
 
+def _team_screenshot(page: Any, name: str) -> None:
+    """Into var/test-artifacts; into docs/ when missing or OSAI_UPDATE_SCREENSHOT=1."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+    target = SCREENSHOT.parent / name
+    if not target.exists() or os.environ.get("OSAI_UPDATE_SCREENSHOT") == "1":
+        page.screenshot(path=str(target), full_page=True)
+
+
 def _cents(amount: Decimal) -> Decimal:
     """Rounded to cents as the pages round (reports/pricing.py `money`: ROUND_HALF_UP, once)."""
     return amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
@@ -368,7 +377,7 @@ def test_a_team_admin_sees_the_same_cost_totals_on_the_page_and_in_the_csv(
     assert "You are a team admin of this team" in " ".join(
         page.locator("main").inner_text().split()
     )
-    page.click("a:has-text('Choose which of your connections it may report on')")
+    page.click("a:has-text('Share your connections')")
     page.wait_for_url(f"{team_url}sharing/")
     page.get_by_label(f"{ADMIN_LABEL} (").check()
     page.click("button:has-text('Save sharing')")
@@ -379,40 +388,46 @@ def test_a_team_admin_sees_the_same_cost_totals_on_the_page_and_in_the_csv(
     expect(shared).to_contain_text(f"…{token[-4:]}")
     assert token not in page.content()
 
-    # Request a team report: the last TEAM_MONTHS whole months, month by month.
+    # Request a team report: the last TEAM_MONTHS whole months, month by month. It is the
+    # report page, with the team's breadcrumbs and a per-member breakdown.
     _fill_period(page, start, end)
     page.click("button:has-text('Request team report')")
-    page.wait_for_url(re.compile(rf"{re.escape(team_url)}reports/\d+/$"))
+    page.wait_for_url(re.compile(rf"{re.escape(base)}/reports/\d+/$"))
     report_url = page.url
     _wait_until_done(page)
     buckets = 2 * TEAM_MONTHS  # (admin's + member's connection) x months
     assert f"{buckets} of {buckets} buckets done" in page.locator("#status-badge").inner_text()
+    expect(page.locator("nav.breadcrumbs")).to_contain_text(TEAM_NAME)
 
     # Spend per member, filled in without a reload once it is done.
-    body = page.locator("#team-report-body")
-    members_table = body.locator("section[aria-labelledby=members-heading] table")
+    members = page.locator("section[aria-labelledby=members-heading]")
+    members_table = members.locator("table").first
     expect(members_table.locator("tbody th")).to_have_text(sorted([setup.admin, setup.member]))
-    period_line = page.locator("main p", has_text="Requested by")
+    page.locator('.chart[data-figure="figure-members-by-kind"][data-drawn]').wait_for()
+    period_line = page.locator("main p.period")
     period_text = period_line.inner_text()
     assert f"{start:%Y-%m-%d} 00:00" in period_text
 
     # Toggle to cost: same page, same period, ?view=cost, money in the currency.
-    body.locator(".view-toggle a:has-text('Cost')").click()
+    page.click(".toggle >> text=Cost")
     page.wait_for_url(f"{report_url}?view=cost")
-    assert urlparse(page.url).path == urlparse(report_url).path
     assert period_line.inner_text() == period_text
-    expect(page.locator(".view-toggle [aria-current=page]")).to_have_text("Cost")
-    currency, page_total = _parse_money(page.locator(".kpis .kpi-value").inner_text())
+    expect(page.locator(".toggle a[aria-current=true]")).to_have_text("Cost")
+    currency, page_total = _parse_money(page.locator(".tile-value").first.inner_text())
     assert currency == "EUR" and page_total > 0
-    members_table = page.locator("section[aria-labelledby=members-heading] table")
     expect(members_table.locator("thead th").last).to_have_text(f"Total ({currency})")
     assert members_table.locator("tbody tr").count() == 2
     assert _parse_number(members_table.locator("tfoot td").last.inner_text()) == page_total
-    over_time = page.locator("section[aria-labelledby=time-heading] table tbody tr")
-    assert over_time.count() == TEAM_MONTHS
+    by_stage = page.locator('.chart[data-figure="figure-members-by-kind"]')
+    by_stage.locator(".barlayer .trace").first.wait_for(timeout=20_000)
+    assert by_stage.locator(".barlayer .trace").count() == 5  # the ML stages
+    page.locator(".chart[data-drawn]").nth(0).wait_for()
+    page.wait_for_timeout(500)
+    team_charts_drawn = page.locator(".chart[data-drawn]").count()
+    _team_screenshot(page, "screenshot-team-report.png")
 
     # The team CSV: one row per (member connection x month); its total is the page's.
-    link = page.locator("p.exports a:has-text('Download CSV')")
+    link = page.locator(".toolbar-links a:has-text('Download CSV')")
     filename, rows = _download_csv(page, link, tmp_path)
     assert re.fullmatch(rf"osai-usage-team-{setup.team_pk}-report-\d+-[\d-]+\.csv", filename)
     cells = _assert_no_formula_cells(rows)
@@ -479,6 +494,34 @@ def test_a_team_admin_sees_the_same_cost_totals_on_the_page_and_in_the_csv(
     # The admin's share of the team report is the same buckets at the same prices.
     admin_rows = [row for row in rows if row["member"] == setup.admin]
     assert _csv_cost_total(admin_rows) == personal_csv_total
+    # The team report draws every chart the personal one does, and the per-member ones.
+    personal_charts_drawn = page.locator(".chart[data-drawn]").count()
+    assert personal_charts_drawn >= 5
+    assert team_charts_drawn >= personal_charts_drawn + 2
+
+    # The team page itself, as its admin sees it.
+    page.goto(team_url)
+    page.wait_for_timeout(300)
+    _team_screenshot(page, "screenshot-team.png")
+
+    # A plain member of the team: the team report is a 404 at either address.
+    page.click("form.signout button")
+    page.goto(f"{base}/accounts/login/")
+    page.fill("#id_username", setup.member)
+    page.fill("#id_password", PASSWORD)
+    page.click("main button[type=submit]")
+    page.wait_for_url(f"{base}/")
+    report_pk = report_url.rstrip("/").rsplit("/", 1)[-1]
+    errors_before = len(problems.console_errors)
+    for url in (report_url, f"{team_url}reports/{report_pk}/"):
+        response = page.goto(url)
+        assert response is not None and response.status == 404, url
+    # The browser logs each 404 page as a console error: those two are the point here.
+    assert all("404" in e for e in problems.console_errors[errors_before:])
+    del problems.console_errors[errors_before:]
+    page.goto(team_url)
+    assert "Team reports" not in page.locator("main").inner_text()
+    assert f"…{token[-4:]}" not in page.content()  # M2: names, never token endings
 
     problems.assert_none()
     figures.figure("browser CSV total equals page total", "yes (team and report)")

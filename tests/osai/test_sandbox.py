@@ -635,10 +635,21 @@ def test_stats_count_calls_per_route_and_reset_clears_everything(osai_sandbox):
     assert stats["reports"] == {"-1": 0, "0": 1, "1": 0}
     assert stats["faults"] == {"latency": 0.0, "fail_next": 5}
     assert stats["auth_headers_on_downloads"] == 0
+    # Per OSAI account, for checks such as "no call with a former member's token".
+    assert osai_sandbox.calls_with_token(TOKEN) == {
+        ROUTE_SIGN_IN: 1,
+        ROUTE_USERS: 1,
+        ROUTE_CREATE: 1,
+        ROUTE_STATUS: 1,
+        ROUTE_DOWNLOAD: 1,
+    }
+    assert osai_sandbox.calls_with_token(OTHER_TOKEN) == {ROUTE_SIGN_IN: 1}
+    assert osai_sandbox.calls_with_token("osai-sandbox-nobody") == {}
 
     osai_sandbox.reset()
     stats = osai_sandbox.full_stats()
     assert set(stats["calls"].values()) == {0}
+    assert stats["calls_by_account"] == {}
     assert stats["reports"] == {"-1": 0, "0": 0, "1": 0}
     assert stats["faults"] == {} and stats["injected"] == {}
     # The JWT still works (accounts are deterministic), the old report is gone, and new

@@ -22,6 +22,7 @@ from reports.models import Bucket, BucketFile, Connection, Report
 from reports.periods import preset_period
 from tests.factories import make_connection, make_user
 from tests.support import figures
+from tests.support.pipeline import drive
 
 ALL_FLAGS = {
     "include_datasets": True,
@@ -36,39 +37,6 @@ FILE = "GET /s3/file"
 SIGN_IN = "POST /api/Users/SignIn"
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def fast(settings: Any) -> Any:
-    settings.OSAI_POLL_FIRST_SECONDS = 0.1
-    settings.OSAI_POLL_MAX_SECONDS = 0.3
-    settings.OSAI_RETRY_AFTER_CAP_SECONDS = 0.5
-    settings.OSAI_HTTP_TIMEOUT_SECONDS = 3
-    return settings
-
-
-@pytest.fixture
-def queue(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
-    """Record what the pipeline would enqueue instead of needing a worker."""
-    calls: list[tuple[Any, ...]] = []
-    monkeypatch.setattr(pipeline, "async_task", lambda *a, **k: calls.append(a))
-    return calls
-
-
-def drive(max_seconds: float = 20.0) -> int:
-    """Run due steps in this process until no bucket is active. Returns steps run."""
-    steps = 0
-    deadline = time.monotonic() + max_seconds
-    while time.monotonic() < deadline:
-        pipeline._time_out_overdue(timezone.now())
-        active = Bucket.objects.filter(state__in=pipeline.ACTIVE_STATES)
-        if not active.exists():
-            return steps
-        for pk in active.filter(next_attempt_at__lte=timezone.now()).values_list("pk", flat=True):
-            pipeline.bucket_step(pk)
-            steps += 1
-        time.sleep(0.02)
-    raise AssertionError("buckets still active after the time limit")
 
 
 def request(

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reports import charts, crypto, pricing, teams
+from reports.metrics import STAGE_LABELS
 from reports.models import Bucket, Connection, Membership, Report, ReportBucket
 from reports.usage import USAGE_COLUMNS
 from tests.factories import (
@@ -234,14 +235,24 @@ def test_a_member_sees_no_team_reports_and_no_request_form(world: World) -> None
     response = client_for(world.bob).get(reverse("team_detail", args=[world.team.pk]))
     assert response.status_code == 200
     content = response.content.decode()
-    assert reverse("team_report_detail", args=[world.team.pk, world.team_report.pk]) not in content
+    assert f'href="{reverse("report_detail", args=[world.team_report.pk])}"' not in content
     assert reverse("team_report_new", args=[world.team.pk]) not in content
+    assert f'action="{reverse("team_member_add", args=[world.team.pk])}"' not in content
     admin_page = client_for(world.alice).get(reverse("team_detail", args=[world.team.pk]))
     admin_content = admin_page.content.decode()
-    assert (
-        reverse("team_report_detail", args=[world.team.pk, world.team_report.pk]) in admin_content
-    )
+    assert f'href="{reverse("report_detail", args=[world.team_report.pk])}"' in admin_content
     assert reverse("team_report_new", args=[world.team.pk]) in admin_content
+    assert f'action="{reverse("team_member_add", args=[world.team.pk])}"' in admin_content
+
+
+def test_the_teams_address_of_a_report_leads_its_admins_to_the_report_page(world: World) -> None:
+    w = world
+    url = reverse("team_report_detail", args=[w.team.pk, w.team_report.pk])
+    response = client_for(w.alice).get(url)
+    assert response.status_code == 302
+    assert response["Location"] == reverse("report_detail", args=[w.team_report.pk])
+    assert client_for(w.bob).get(url).status_code == 404  # a plain member
+    assert client_for(w.bob).get(response["Location"]).status_code == 404
 
 
 def test_team_list_shows_the_users_teams_with_role(world: World) -> None:
@@ -266,8 +277,9 @@ def test_team_pages_never_show_a_members_token(world: World) -> None:
         (w.alice, reverse("team_detail", args=[w.team.pk])),
         (w.bob, reverse("team_detail", args=[w.team.pk])),
         (w.bob, reverse("team_sharing", args=[w.team.pk])),
-        (w.alice, reverse("team_report_detail", args=[w.team.pk, w.team_report.pk])),
-        (w.alice, reverse("team_report_detail", args=[w.team.pk, w.team_report.pk]) + "?view=cost"),
+        (w.alice, reverse("report_detail", args=[w.team_report.pk])),
+        (w.alice, reverse("report_detail", args=[w.team_report.pk]) + "?view=cost"),
+        (w.alice, reverse("report_charts", args=[w.team_report.pk]) + "?view=cost"),
         (w.alice, reverse("team_report_export_csv", args=[w.team.pk, w.team_report.pk])),
         (w.alice, reverse("report_export_csv", args=[w.team_report.pk])),
     ]
@@ -362,7 +374,7 @@ def test_team_admin_requests_a_report_over_the_shared_connections(world: World) 
         pk__in=[w.team_report.pk, w.bob_report.pk, w.other_report.pk]
     ).get()
     assert response.status_code == 302
-    assert response["Location"] == reverse("team_report_detail", args=[w.team.pk, report.pk])
+    assert response["Location"] == reverse("report_detail", args=[report.pk])
     assert (report.owner, report.team) == (w.alice, w.team)
     assert set(report.connections.all()) == {w.alice_conn, w.bob_conn}
     assert (report.period_start, report.period_end) == (JAN, APR)
@@ -410,14 +422,14 @@ def test_team_report_new_refuses_get(world: World) -> None:
 
 def test_team_report_page_shows_spend_per_member_and_team_totals(world: World) -> None:
     w = world
-    url = reverse("team_report_detail", args=[w.team.pk, w.team_report.pk])
+    url = reverse("report_detail", args=[w.team_report.pk])
     response = client_for(w.alice).get(url + "?view=cost")
     assert response.status_code == 200
-    spend: teams.TeamSpend = response.context["spend"]
-    assert [m.member for m in spend.members] == ["alice", "bob"]
+    members = response.context["members"]
+    assert [row.member for row in members.rows] == ["alice", "bob"]
+    assert members.columns == [*STAGE_LABELS.values(), "Total (EUR)"]
     # Both connections carry the factory's usage(seed) for months 1..3: equal spend.
-    assert spend.members[0].costs == spend.members[1].costs
-    assert spend.team.costs["total"] == spend.members[0].costs["total"] * 2
+    assert members.rows[0].values == members.rows[1].values
     expected = pricing.sum_costs(
         pricing.period_costs(
             {c: getattr(b, c) for c in USAGE_COLUMNS},
@@ -427,19 +439,27 @@ def test_team_report_page_shows_spend_per_member_and_team_totals(world: World) -
         )
         for b in Bucket.objects.filter(report_buckets__report=w.team_report)
     )
-    assert spend.team.costs == expected
+    team_total = pricing.format_money(expected["total"], "EUR").removeprefix("EUR ")
+    half = pricing.format_money(expected["total"] / 2, "EUR").removeprefix("EUR ")
+    assert (members.team.total, members.rows[0].total) == (team_total, half)
+    total_tile = next(t for t in response.context["tiles"] if t.label == "Total")
+    assert total_tile.value == team_total  # the page's total is the members' total
     content = response.content.decode()
-    assert "example prices, not OSAI" in content
-    assert pricing.format_money(expected["total"], "EUR").removeprefix("EUR ") in content
-    assert "2026-01" in content and "2026-03" in content
-    assert 'data-figure="team-chart"' in content and 'id="team-chart"' in content
+    assert "Example prices" in content
+    assert "Jan 2026" in content and "Mar 2026" in content
+    for chart in ("members-by-kind", "members-over-time", "compute", "cumulative", "share"):
+        assert f'data-figure="figure-{chart}"' in content and f'id="figure-{chart}"' in content
+    by_kind = next(c for c in members.charts if c.id == "figure-members-by-kind")
+    assert [t["name"] for t in by_kind.figure["data"]] == list(STAGE_LABELS.values())
+    assert by_kind.figure["data"][0]["x"] == ["alice", "bob"]
 
     usage = client_for(w.alice).get(url)
-    assert usage.context["cost_view"] is False
-    assert "GPU-hours" in usage.content.decode()
+    assert usage.context["mode"] == "usage"
+    usage_content = usage.content.decode()
+    assert "Training (GPU-hours)" in usage_content and "Compute hours per member" in usage_content
 
 
-def test_previous_period_is_shown_when_its_buckets_are_known(world: World) -> None:
+def test_team_report_compares_with_the_previous_period_like_a_personal_one(world: World) -> None:
     w = world
     day = datetime(2026, 1, 1, tzinfo=UTC)
     week = datetime(2026, 1, 8, tzinfo=UTC)
@@ -453,15 +473,13 @@ def test_previous_period_is_shown_when_its_buckets_are_known(world: World) -> No
         end=datetime(2026, 1, 15, tzinfo=UTC),
         granularity="day",
     )
-    spend = teams.team_spend(second)
     # Jan 1-7 is finished for both members (from the first report): known, no OSAI call.
-    assert spend.previous_total == teams.team_spend(first).team.costs["total"]
-    assert spend.change is not None
-    assert teams.team_spend(first).previous_total is None  # Dec 25-31, 2025 is unknown
-    page = client_for(w.alice).get(
-        reverse("team_report_detail", args=[w.team.pk, second.pk]) + "?view=cost"
-    )
-    assert "vs. previous period" in page.content.decode()
+    page = client_for(w.alice).get(reverse("report_detail", args=[second.pk]) + "?view=cost")
+    assert page.context["previous_known"] is True
+    total = next(t for t in page.context["tiles"] if t.label == "Total")
+    assert total.change.endswith("vs previous period") or total.change == "no change"
+    first_page = client_for(w.alice).get(reverse("report_detail", args=[first.pk]))
+    assert first_page.context["previous_known"] is False  # Dec 25-31, 2025 is unknown
 
 
 def test_open_bucket_is_marked_preliminary(world: World) -> None:
@@ -473,7 +491,7 @@ def test_open_bucket_is_marked_preliminary(world: World) -> None:
     ReportBucket.objects.create(report=report, bucket=bucket)
     spend = teams.team_spend(report)
     assert [c.preliminary for c in spend.cells] == [True]
-    page = client_for(w.alice).get(reverse("team_report_detail", args=[w.team.pk, report.pk]))
+    page = client_for(w.alice).get(reverse("report_detail", args=[report.pk]))
     assert "preliminary" in page.content.decode()
 
 
@@ -481,7 +499,7 @@ def test_team_report_page_queries_do_not_grow_with_buckets(
     world: World, django_assert_max_num_queries: Any
 ) -> None:
     w = world
-    url = reverse("team_report_detail", args=[w.team.pk, w.team_report.pk])
+    url = reverse("report_detail", args=[w.team_report.pk])
     client = client_for(w.alice)
     client.get(url)
     with CaptureQueriesContext(connection) as small:
@@ -495,7 +513,7 @@ def test_team_report_page_queries_do_not_grow_with_buckets(
         end=datetime(2025, 4, 1, tzinfo=UTC),
     )
     with django_assert_max_num_queries(len(small.captured_queries)):
-        client.get(reverse("team_report_detail", args=[w.team.pk, big.pk]) + "?view=cost")
+        client.get(reverse("report_detail", args=[big.pk]) + "?view=cost")
 
 
 # --- Properties: team total = sum of members, whatever the order --------------------------------
@@ -538,7 +556,7 @@ def test_team_total_is_the_sum_of_members_totals_in_any_bucket_order(
             ReportBucket.objects.create(
                 report=report, bucket=make_done_bucket(conn, s, e, seed=seed)
             )
-        spend = teams.team_spend(report, previous=False)
+        spend = teams.team_spend(report)
         assert spend.team.costs == pricing.sum_costs(m.costs for m in spend.members)
         assert spend.team.costs["total"] == sum(
             (m.costs["total"] for m in spend.members), Decimal(0)
@@ -560,8 +578,12 @@ def test_team_total_is_the_sum_of_members_totals_in_any_bucket_order(
 
 
 def test_team_chart_has_one_stacked_trace_per_member() -> None:
-    figure = charts.member_bars_figure(
-        ["2026-01", "2026-02"], {"alice": [1.5, 2.0], "bob": [0.0, 4.25]}, unit="EUR", title="Cost"
+    figure = charts.stacked_bars_figure(
+        ["2026-01", "2026-02"],
+        {"alice": [1.5, 2.0], "bob": [0.0, 4.25]},
+        unit="EUR",
+        title="Cost",
+        x_title="Month (UTC)",
     )
     assert [(t.type, t.name, list(t.x), list(t.y)) for t in figure.data] == [
         ("bar", "alice", ["2026-01", "2026-02"], [1.5, 2.0]),

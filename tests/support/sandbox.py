@@ -155,6 +155,13 @@ class SandboxControl:
         """How many requests a route key received, e.g. calls("GET /api/Reports/{id}")."""
         return self.stats().get(route, 0)
 
+    def calls_with_token(self, token: str) -> dict[str, int]:
+        """Calls per route that reached the OSAI account of an access token."""
+        from osai.sandbox.server import account_id_for_token
+
+        by_account: dict[str, dict[str, int]] = self.full_stats()["calls_by_account"]
+        return by_account.get(account_id_for_token(token), {})
+
     def reset(self) -> None:
         """Forget reports, counters, faults and setting overrides."""
         self._call("POST", "/__sandbox__/reset", {})

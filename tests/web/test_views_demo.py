@@ -11,9 +11,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import RequestFactory
 
-from reports import crypto
+from reports import crypto, teams
 from reports.management.commands.seed_demo import DEMO_PASSWORD, DEMO_TOKEN
-from reports.models import Connection, Report
+from reports.models import Connection, Report, Team
 
 pytestmark = pytest.mark.django_db
 
@@ -24,12 +24,22 @@ def test_seed_demo_is_idempotent_and_prints_the_login() -> None:
     call_command("seed_demo", stdout=second)
     user = get_user_model().objects.get(username="demo")
     assert Connection.objects.filter(owner=user).count() == 1
-    assert Report.objects.filter(owner=user).count() == 3
-    assert {(r.preset, r.granularity) for r in Report.objects.all()} == {
+    assert Report.objects.filter(owner=user, team=None).count() == 3
+    assert {(r.preset, r.granularity) for r in Report.objects.filter(team=None)} == {
         ("last_12_months", "month"),
         ("last_30_days", "day"),
         ("last_month", "total"),
     }
+    # A team the demo user runs, with a member who shares a connection, and a team report.
+    team = Team.objects.get(name="Demo team")
+    assert list(team.memberships.values_list("user__username", "role")) == [
+        ("demo", "admin"),
+        ("dana", "member"),
+    ]
+    assert [c.label for c in teams.team_shared_connections(team)] == ["Dana's lab", "Sandbox demo"]
+    team_report = Report.objects.get(team=team)
+    assert (team_report.owner, team_report.connections.count()) == (user, 2)
+    assert not get_user_model().objects.get(username="dana").has_usable_password()
     assert f"demo / {DEMO_PASSWORD}" in first.getvalue()
     assert "Found the report" in second.getvalue()
     request = RequestFactory().post("/accounts/login/")  # django-axes wants a request

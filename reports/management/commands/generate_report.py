@@ -2,6 +2,10 @@
 
     manage.py generate_report --user U --connection L --from 2026-01-01 --to 2026-07-01 \
         --granularity month [--flags datasets,models] [--wait] [--json]
+    manage.py generate_report --team T --user ADMIN --preset last_month [--wait] [--json]
+
+With `--team`, the report covers every working connection the team's members share with it,
+and `--user` must be one of its admins (the report is theirs, as on the team page).
 
 `--to` is exclusive, like OSAI's periodTo. `--wait` needs a running worker (`make run` or
 `manage.py qcluster`); it exits 0 only if the report is done. `--json` prints the report, its
@@ -19,9 +23,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from reports import services
+from reports import services, teams
 from reports.management import cli
-from reports.models import Connection, Granularity, Report
+from reports.models import Connection, Granularity, Report, Team
 from reports.pages.report import report_json
 from reports.periods import PRESETS, preset_period
 
@@ -31,6 +35,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--user", required=True, help="username of the owner")
+        parser.add_argument("--team", help="team name: a team report (--user is its admin)")
         parser.add_argument(
             "--connection",
             action="append",
@@ -52,6 +57,13 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         owner = cli.user_named(options["user"])
+        team = None
+        if options["team"]:
+            team = Team.objects.filter(name=options["team"]).first()
+            if team is None:
+                raise CommandError(f"No team {options['team']!r}.")
+            if options["connection"]:
+                raise CommandError("--connection goes with a personal report, not --team.")
 
         connections = Connection.objects.filter(owner=owner)
         if options["connection"]:
@@ -72,17 +84,19 @@ class Command(BaseCommand):
         else:
             raise CommandError("Give --from and --to (exclusive), or --preset.")
 
+        request = {
+            "period_start": start,
+            "period_end": end,
+            "granularity": options["granularity"],
+            "flags": flags,
+            "preset": options["preset"] or "",
+            "now": now,
+        }
         try:
-            report = services.report_request(
-                owner=owner,
-                connections=connections,
-                period_start=start,
-                period_end=end,
-                granularity=options["granularity"],
-                flags=flags,
-                preset=options["preset"] or "",
-                now=now,
-            )
+            if team is not None:
+                report = teams.team_report_request(team=team, admin=owner, **request)
+            else:
+                report = services.report_request(owner=owner, connections=connections, **request)
         except services.ReportRequestError as exc:
             raise CommandError(str(exc)) from None
 
@@ -105,5 +119,9 @@ class Command(BaseCommand):
             )
             if report.error_message:
                 self.stdout.write(report.error_message)
+            for skipped in report.skipped_connections:
+                self.stdout.write(
+                    f"Left out: {skipped['owner']} / {skipped['label']} ({skipped['reason']})."
+                )
         if options["wait"] and report.state != Report.State.DONE:
             sys.exit(1)

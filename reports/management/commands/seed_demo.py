@@ -1,4 +1,6 @@
-"""Seed a local demo: a "demo" user, a sandbox connection and a few reports for the worker.
+"""Seed a local demo: a "demo" user with a sandbox connection and a few reports, and a team
+("Demo team") that demo runs, with a second member ("dana") who shares her connection, and a
+team report, so a first visitor sees a team admin's view too.
 
 Idempotent: running it again finds what is there and adds nothing twice. The password is a
 fixed, printed one on purpose: this is for `make run` on one machine, against the local OSAI
@@ -14,15 +16,21 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from reports import crypto, services
+from reports import crypto, services, teams
 from reports.metrics import all_flags
-from reports.models import Connection, Granularity, Report
+from reports.models import Connection, Granularity, Membership, Report, Team
 from reports.periods import PRESETS, preset_period
 
 DEMO_USERNAME = "demo"
 DEMO_PASSWORD = "demo-osai-usage"  # noqa: S105 (a published local-demo password)
 DEMO_TOKEN = "osai-sandbox-demo-account"  # noqa: S105 (any osai-sandbox-* token is a sandbox account)
 DEMO_CONNECTION = "Sandbox demo"
+DEMO_TEAM = "Demo team"
+MEMBER_USERNAME = "dana"
+MEMBER_TOKEN = "osai-sandbox-dana-lab"  # noqa: S105 (a sandbox account, like DEMO_TOKEN)
+MEMBER_CONNECTION = "Dana's lab"
+# The team report a first visitor finds: the last three whole months, month by month.
+TEAM_REPORT = ("last_90_days", Granularity.MONTH)
 # (preset, granularity): the reports a first visitor finds, finished by the worker.
 DEMO_REPORTS: tuple[tuple[str, str], ...] = (
     ("last_12_months", Granularity.MONTH),
@@ -53,21 +61,7 @@ class Command(BaseCommand):
         user.save()
         self.stdout.write(f"{'Created' if created else 'Found'} the user {DEMO_USERNAME!r}.")
 
-        # Written directly: the sandbox may not be up yet to check the token by signing in.
-        connection, created = Connection.objects.get_or_create(
-            owner=user,
-            label=DEMO_CONNECTION,
-            defaults={
-                "region": "sandbox",
-                "token_encrypted": crypto.encrypt_secret(DEMO_TOKEN),
-                "token_last4": DEMO_TOKEN[-4:],
-                "account_name": "demo",
-                "last_verified_at": timezone.now(),
-            },
-        )
-        self.stdout.write(
-            f"{'Created' if created else 'Found'} the connection {connection.label!r}."
-        )
+        connection = self._connection(user, DEMO_CONNECTION, DEMO_TOKEN)
 
         flags = all_flags()
         for preset, granularity in DEMO_REPORTS:
@@ -89,6 +83,57 @@ class Command(BaseCommand):
                 f"Requested the report {label!r} ({report.buckets_total} OSAI reports); "
                 "the worker builds it."
             )
+        self._team(user)
         self.stdout.write(
             self.style.SUCCESS(f"Demo login: {DEMO_USERNAME} / {options['password']}")
+        )
+
+    def _connection(self, owner: Any, label: str, token: str) -> Connection:
+        # Written directly: the sandbox may not be up yet to check the token by signing in.
+        connection, created = Connection.objects.get_or_create(
+            owner=owner,
+            label=label,
+            defaults={
+                "region": "sandbox",
+                "token_encrypted": crypto.encrypt_secret(token),
+                "token_last4": token[-4:],
+                "account_name": owner.get_username(),
+                "last_verified_at": timezone.now(),
+            },
+        )
+        self.stdout.write(f"{'Created' if created else 'Found'} the connection {label!r}.")
+        return connection
+
+    def _team(self, admin: Any) -> None:
+        """Demo runs a team; dana is a member who shares her connection with it."""
+        team = Team.objects.filter(name=DEMO_TEAM).first()
+        if team is None:
+            team = teams.team_create(name=DEMO_TEAM, admin=admin)
+            self.stdout.write(f"Created the team {DEMO_TEAM!r}, run by {admin.get_username()}.")
+        member, created = get_user_model().objects.get_or_create(username=MEMBER_USERNAME)
+        if created:
+            member.set_unusable_password()  # a demo colleague, not a login
+            member.save()
+        if not Membership.objects.filter(team=team, user=member).exists():
+            teams.team_member_add(team=team, actor=admin, who=MEMBER_USERNAME)
+        connection = self._connection(member, MEMBER_CONNECTION, MEMBER_TOKEN)
+        own = Connection.objects.filter(owner=admin, label=DEMO_CONNECTION)
+        teams.team_sharing_set(team=team, user=member, connections=[connection])
+        teams.team_sharing_set(team=team, user=admin, connections=own)
+        preset, granularity = TEAM_REPORT
+        if Report.objects.filter(team=team, preset=preset, granularity=granularity).exists():
+            self.stdout.write("Found the team report.")
+            return
+        start, end = preset_period(preset, timezone.now())
+        report = teams.team_report_request(
+            team=team,
+            admin=admin,
+            period_start=start,
+            period_end=end,
+            granularity=granularity,
+            flags=all_flags(),
+            preset=preset,
+        )
+        self.stdout.write(
+            f"Requested a team report ({report.buckets_total} OSAI reports) for {DEMO_TEAM}."
         )
