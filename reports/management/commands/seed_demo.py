@@ -29,8 +29,8 @@ DEMO_TEAM = "Demo team"
 MEMBER_USERNAME = "dana"
 MEMBER_TOKEN = "osai-sandbox-dana-lab"  # noqa: S105 (a sandbox account, like DEMO_TOKEN)
 MEMBER_CONNECTION = "Dana's lab"
-# The team report a first visitor finds: the last three whole months, month by month.
-TEAM_REPORT = ("last_90_days", Granularity.MONTH)
+# The team report a first visitor finds: the last 12 months, month by month.
+TEAM_REPORT = ("last_12_months", Granularity.MONTH)
 # (preset, granularity): the reports a first visitor finds, finished by the worker.
 DEMO_REPORTS: tuple[tuple[str, str], ...] = (
     ("last_12_months", Granularity.MONTH),
