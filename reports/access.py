@@ -55,10 +55,8 @@ def _visible(user: Any) -> Q:
     )
 
 
-def counted_buckets(report: Report) -> QuerySet[Bucket]:
-    """The buckets that count for a report: all of a personal report's; of a team report, only
-    those on connections still shared with the team by people who are still its members."""
-    buckets = Bucket.objects.filter(report_buckets__report=report)
+def _counting(report: Report, purpose: str) -> QuerySet[Bucket]:
+    buckets = Bucket.objects.filter(report_buckets__report=report, report_buckets__purpose=purpose)
     if report.team_id is None:
         return buckets
     return buckets.filter(
@@ -67,19 +65,36 @@ def counted_buckets(report: Report) -> QuerySet[Bucket]:
     )
 
 
+def counted_buckets(report: Report) -> QuerySet[Bucket]:
+    """The buckets that count for a report: all of a personal report's; of a team report, only
+    those on connections still shared with the team by people who are still its members."""
+    return _counting(report, ReportBucket.Purpose.MAIN)
+
+
+def comparison_buckets_of(report: Report) -> QuerySet[Bucket]:
+    """The buckets fetched for the period a report is compared with, by the same rule."""
+    return _counting(report, ReportBucket.Purpose.COMPARISON)
+
+
 def bucket_is_wanted(bucket: Bucket) -> bool:
-    """True while some unfinished report still counts this bucket: a personal report, or a
-    team report whose team the connection's owner is in and shares the connection with.
+    """True while something still needs this bucket fetched: tracking; an unfinished report
+    that counts it; or a report comparing with its period (that fetch outlives the report's
+    own). For a team report "counts" means its owner is in the team and shares the connection.
 
     The pipeline asks this before every step, so a member who leaves a team, or stops
     sharing, never has their token used for that team again (M1).
     """
+    if bucket.tracked:
+        return True
     teams_counting_it = Team.objects.filter(
         shared_connections=bucket.connection_id, memberships__user=bucket.connection.owner_id
     )
     return (
         ReportBucket.objects.filter(bucket_id=bucket.pk)
-        .exclude(report__state__in=Report.TERMINAL_STATES)
+        .filter(
+            Q(purpose=ReportBucket.Purpose.COMPARISON)
+            | ~Q(report__state__in=Report.TERMINAL_STATES)
+        )
         .filter(Q(report__team__isnull=True) | Q(report__team__in=teams_counting_it))
         .exists()
     )

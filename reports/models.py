@@ -186,6 +186,9 @@ class Bucket(OsaiFlags):
     # A closed period can never change, so its finished bucket is reused forever. The open
     # bucket (it contains "now") is preliminary and requested again next time.
     is_closed = models.BooleanField()
+    # Tracking (reports/tracking.py) keeps the current month fresh with daily buckets: it wants
+    # this one whatever reports link it.
+    tracked = models.BooleanField(default=False)
     state = models.CharField(max_length=12, choices=State.choices, default=State.NEW)
 
     osai_report_id = models.BigIntegerField(null=True, blank=True)
@@ -324,8 +327,15 @@ class Report(OsaiFlags):
 
 
 class ReportBucket(models.Model):
+    """A bucket a report is made of, or one of the period it is compared with."""
+
+    class Purpose(models.TextChoices):
+        MAIN = "main", "The report's period"
+        COMPARISON = "comparison", "The period it is compared with"
+
     report = models.ForeignKey(Report, on_delete=models.CASCADE, related_name="report_buckets")
     bucket = models.ForeignKey(Bucket, on_delete=models.CASCADE, related_name="report_buckets")
+    purpose = models.CharField(max_length=10, choices=Purpose.choices, default=Purpose.MAIN)
 
     class Meta:
         constraints = [
@@ -345,3 +355,169 @@ class WorkerLease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} lease ({self.holder or 'free'})"
+
+
+# --- Cost control: budgets, alerts and what was sent (reports/budgets.py, reports/notify.py) ---
+
+
+class Budget(models.Model):
+    """A monthly amount of money for one connection, one person's connections, or a team.
+
+    In the currency of the price book that prices the scope (the team's for a team budget,
+    the default book otherwise). Crossing a threshold (a percentage of the amount, of the
+    spend so far or, if `on_forecast`, of the month-end forecast) alerts once per month.
+    """
+
+    class Scope(models.TextChoices):
+        CONNECTION = "connection", "One connection"
+        PERSON = "person", "All of a person's connections"
+        TEAM = "team", "A team"
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="budgets"
+    )
+    scope = models.CharField(max_length=10, choices=Scope.choices)
+    connection = models.ForeignKey(
+        Connection, null=True, blank=True, on_delete=models.CASCADE, related_name="budgets"
+    )
+    team = models.ForeignKey(
+        Team, null=True, blank=True, on_delete=models.CASCADE, related_name="budgets"
+    )
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
+    thresholds = models.JSONField(default=list)  # percentages, e.g. [50, 80, 100]
+    on_forecast = models.BooleanField(default=False)
+    emails = models.JSONField(default=list, blank=True)
+    webhook_url = models.URLField(max_length=500, blank=True)
+    # Encrypted like access tokens (reports/crypto.py); it signs the webhook's body.
+    webhook_secret_encrypted = models.TextField(blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner"], condition=Q(scope="person"), name="one_person_budget"
+            ),
+            models.UniqueConstraint(
+                fields=["connection"], condition=Q(scope="connection"), name="one_connection_budget"
+            ),
+            models.UniqueConstraint(
+                fields=["team"], condition=Q(scope="team"), name="one_team_budget"
+            ),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="budget_amount_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Budget {self.pk} ({self.scope}, {self.amount})"
+
+
+class Alert(models.Model):
+    """A threshold of a budget crossed in a month. Unique, so each one alerts once (A1)."""
+
+    class Kind(models.TextChoices):
+        ACTUAL = "actual", "Spend so far"
+        FORECAST = "forecast", "Month-end forecast"
+
+    budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="alerts")
+    month = models.DateField()  # the first day of the month (UTC)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    threshold = models.PositiveSmallIntegerField()
+    percent = models.DecimalField(max_digits=9, decimal_places=2)  # of the amount, when crossed
+    value = models.DecimalField(max_digits=16, decimal_places=2)  # spend or forecast then
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["budget", "month", "kind", "threshold"], name="one_alert_per_threshold"
+            )
+        ]
+        ordering = ["-created_at", "-threshold"]
+
+    def __str__(self) -> str:
+        return f"{self.threshold} % of budget {self.budget_id} ({self.kind}, {self.month})"
+
+
+class Delivery(models.Model):
+    """One message to send (an alert or a digest) by email or webhook: an outbox row.
+
+    Sent by a task with a lease and retried with back-off (A4); `key` is its idempotency key,
+    sent along (X-OSAI-Usage-Delivery) so a receiver can drop a duplicate (A1).
+    """
+
+    class Channel(models.TextChoices):
+        EMAIL = "email", "Email"
+        WEBHOOK = "webhook", "Webhook"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Waiting"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+
+    key = models.CharField(max_length=64, unique=True)
+    channel = models.CharField(max_length=8, choices=Channel.choices)
+    target = models.TextField()  # email addresses (comma-separated) or the webhook URL
+    subject = models.CharField(max_length=200)
+    text = models.TextField()
+    payload = models.JSONField(default=dict, blank=True)  # the webhook's JSON body
+    budget = models.ForeignKey(
+        Budget, null=True, blank=True, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    alert = models.ForeignKey(
+        Alert, null=True, blank=True, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    state = models.CharField(max_length=8, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.channel} delivery {self.key} ({self.state})"
+
+
+class DigestPreference(models.Model):
+    """A person's choice of digest emails (weekly on Mondays, monthly on the 1st)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="digest_preference"
+    )
+    weekly = models.BooleanField(default=True)
+    monthly = models.BooleanField(default=True)
+
+    def __str__(self) -> str:
+        return f"Digests of {self.user}"
+
+
+class DigestSent(models.Model):
+    """A digest made for a person (or a team, for its admin) and a period: made once."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="digests"
+    )
+    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.CASCADE)
+    kind = models.CharField(max_length=8)  # "weekly" or "monthly"
+    period_start = models.DateField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "kind", "period_start"],
+                condition=Q(team__isnull=True),
+                name="one_personal_digest_per_period",
+            ),
+            models.UniqueConstraint(
+                fields=["user", "team", "kind", "period_start"],
+                condition=Q(team__isnull=False),
+                name="one_team_digest_per_period",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} digest of {self.user} from {self.period_start}"

@@ -103,3 +103,82 @@ def count_buckets(start: datetime, end: datetime, granularity: str) -> int:
 def previous_period(start: datetime, end: datetime) -> Period:
     """The period of equal length just before [start, end), for period-over-period change."""
     return start - (end - start), start
+
+
+DASH = " \u2013 "  # between the ends of a range
+
+# --- Comparison: what a period is compared with ---------------------------------------------
+
+# How far back a preset that ends now is compared: the same span, one step earlier.
+_SHIFTS: dict[str, relativedelta] = {
+    "this_month": relativedelta(months=1),
+    "quarter_to_date": relativedelta(months=3),
+    "year_to_date": relativedelta(years=1),
+    "last_12_months": relativedelta(months=12),
+}
+
+
+def _is_month_start(moment: datetime) -> bool:
+    return moment == utc_midnight(moment.date()).replace(day=1)
+
+
+def comparison_period(preset: str, start: datetime, end: datetime) -> Period:
+    """The period a report is compared with.
+
+    - Months compare with calendar months: "last month" with the month before; a range of
+      whole months with as many whole months before it.
+    - A preset that ends now ("this month", "quarter to date", "year to date", "last 12
+      months") with the same span one month, quarter, year or 12 months earlier: "this month"
+      on the 26th at 13:27 compares with the previous month's 1st to its 26th at 13:27.
+    - "Last N days" with the N days before; any other range with the same number of whole
+      days before it.
+    """
+    if preset in _SHIFTS:
+        shift = _SHIFTS[preset]
+        return start - shift, end - shift
+    if _is_month_start(start) and _is_month_start(end):
+        months = relativedelta(end, start)
+        return start - months, start
+    days = timedelta(days=-((start - end) // timedelta(days=1)))  # whole days, rounded up
+    return start - days, end - days
+
+
+def ceil_midnight(moment: datetime) -> datetime:
+    """The moment itself if it is a UTC midnight, else the next one."""
+    day = utc_midnight(moment.date())
+    return day if day == moment else day + timedelta(days=1)
+
+
+def comparison_buckets(start: datetime, end: datetime) -> list[Period]:
+    """The closed buckets that cover [start, end) rounded up to a midnight: whole calendar
+    months as one bucket each, the rest day by day, so every one is fetched once and reused
+    by every later comparison (its last, partial day is counted pro rata)."""
+    stop = ceil_midnight(end)
+    periods: list[Period] = []
+    cursor = start
+    while cursor < stop:
+        month_end = cursor + relativedelta(months=1)
+        if _is_month_start(cursor) and month_end <= stop:
+            periods.append((cursor, month_end))
+            cursor = month_end
+        else:
+            day_end = min(utc_midnight(cursor.date()) + timedelta(days=1), stop)
+            periods.append((cursor, day_end))
+            cursor = day_end
+    return periods
+
+
+def describe(start: datetime, end: datetime) -> str:
+    """A period for a sentence, UTC: "Oct 2026", "Jan 2025 to Oct 2025" (an en dash), or days
+    (the last one included), with the time when it ends within a day."""
+    if _is_month_start(start) and _is_month_start(end):
+        last = end - relativedelta(months=1)
+        if last == start:
+            return f"{start:%b %Y}"
+        return f"{start:%b %Y}{DASH}{last:%b %Y}"
+    if end == utc_midnight(end.date()):
+        last_day = end - timedelta(days=1)
+        if last_day.date() == start.date():
+            return f"{start:%Y-%m-%d}"
+        return f"{start:%Y-%m-%d}{DASH}{last_day:%Y-%m-%d}"
+    return f"{start:%Y-%m-%d}{DASH}{end:%Y-%m-%d %H:%M}"

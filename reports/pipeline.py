@@ -97,7 +97,7 @@ def start_soon(bucket_ids: Iterable[int]) -> None:
     transaction.on_commit(kick)
 
 
-def buckets_release_unwanted(bucket_ids: Iterable[int]) -> int:
+def buckets_release_unwanted(bucket_ids: Iterable[int], *, message: str = "") -> int:
     """Stop, at once, the unfinished buckets that no live report wants any more (M1).
 
     The same rule the worker checks before every step; this makes it take effect without
@@ -106,7 +106,7 @@ def buckets_release_unwanted(bucket_ids: Iterable[int]) -> int:
     stopped = 0
     for bucket in Bucket.objects.filter(pk__in=list(bucket_ids), state__in=ACTIVE_STATES):
         if not bucket_is_wanted(bucket):
-            _finish(bucket.pk, Bucket.State.CANCELLED, UNWANTED_MESSAGE)
+            _finish(bucket.pk, Bucket.State.CANCELLED, message or UNWANTED_MESSAGE)
             stopped += 1
     return stopped
 

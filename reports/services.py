@@ -13,12 +13,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db import transaction
 from django.utils import timezone
 
 from reports import pipeline, progress
 from reports.access import counted_buckets
+from reports.buckets import BucketConflict, bucket_reset, buckets_for
 from reports.metrics import FLAG_FIELDS
 from reports.models import (
     Bucket,
@@ -29,7 +29,13 @@ from reports.models import (
     ReportBucket,
     Team,
 )
-from reports.periods import EARLIEST_PERIOD_START, count_buckets, split_period, utc_midnight
+from reports.periods import (
+    EARLIEST_PERIOD_START,
+    comparison_buckets,
+    comparison_period,
+    count_buckets,
+    split_period,
+)
 
 
 class ReportRequestError(Exception):
@@ -87,9 +93,13 @@ def report_request(
     team: Team | None = None,
     price_book: PriceBook | None = None,
     skipped_connections: list[dict[str, str]] | None = None,
+    compare: bool = False,
     now: datetime | None = None,
 ) -> Report:
     """Create a report and its buckets, reusing finished buckets of closed periods.
+
+    With `compare` (the pages ask for it; scripts need no tiles) the period the report is
+    compared with is fetched too, as closed buckets reused by every later comparison.
 
     Closed buckets that failed before are reset so the worker tries them again; the open
     bucket (it contains now) is always requested afresh. The worker starts after commit.
@@ -128,112 +138,63 @@ def report_request(
     )
     report.connections.set(connections)
     periods = split_period(period_start, period_end, granularity)
-    buckets = _buckets_for(connections, periods, flags, now)
-    ReportBucket.objects.bulk_create([ReportBucket(report=report, bucket=b) for b in buckets])
+    try:
+        buckets = buckets_for(connections, periods, flags, now)
+        # The period it is compared with: closed buckets, fetched once and reused.
+        own = {b.pk for b in buckets}
+        comparison = (
+            [
+                b
+                for b in buckets_for(connections, _comparison_periods(report), flags, now)
+                if b.pk not in own
+            ]
+            if compare
+            else []
+        )
+    except BucketConflict:
+        raise ReportRequestError(
+            "Another report for the same period is being set up; try again in a moment."
+        ) from None
+    ReportBucket.objects.bulk_create(
+        [ReportBucket(report=report, bucket=b) for b in buckets]
+        + [
+            ReportBucket(report=report, bucket=b, purpose=ReportBucket.Purpose.COMPARISON)
+            for b in comparison
+        ]
+    )
     progress.report_refresh(report.pk)
-    pipeline.start_soon([b.pk for b in buckets if not b.is_terminal])
+    pipeline.start_soon([b.pk for b in [*buckets, *comparison] if not b.is_terminal])
     report.refresh_from_db()
     return report
 
 
-def _buckets_for(
-    connections: list[Connection],
-    periods: list[tuple[datetime, datetime]],
-    flags: dict[str, bool],
-    now: datetime,
-) -> list[Bucket]:
-    """Existing closed buckets where there are any, new ones for the rest."""
-    deadline = now + timedelta(seconds=settings.OSAI_BUCKET_DEADLINE_SECONDS)
-    starts = [start for start, _ in periods]
-    existing = {
-        (b.connection_id, b.period_start, b.period_end): b
-        for b in Bucket.objects.filter(
-            connection__in=connections, is_closed=True, period_start__in=starts, **flags
-        )
-    }
-    result: list[Bucket] = []
-    to_create: list[Bucket] = []
-    to_reset: list[int] = []
-    # Closed: ends by today's UTC midnight. A bucket ending later today is still open (OSAI
-    # may add usage to it), so it is requested afresh each time and marked preliminary.
-    closed_until = utc_midnight(now.date())
-    for connection in connections:
-        for start, end in periods:
-            closed = end <= closed_until
-            bucket = existing.get((connection.pk, start, end)) if closed else None
-            if bucket is None:
-                bucket = Bucket(
-                    connection=connection,
-                    period_start=start,
-                    period_end=end,
-                    is_closed=closed,
-                    created_at=now,
-                    next_attempt_at=now,
-                    deadline_at=deadline,
-                    **flags,
-                )
-                to_create.append(bucket)
-            elif bucket.state in Bucket.FAILED_STATES:
-                to_reset.append(bucket.pk)
-                bucket.state = Bucket.State.NEW
-            result.append(bucket)
-    if to_create:
-        try:
-            with transaction.atomic():
-                Bucket.objects.bulk_create(to_create)
-        except IntegrityError:
-            # Another request created one of the same closed buckets a moment ago.
-            raise ReportRequestError(
-                "Another report for the same period is being set up; try again in a moment."
-            ) from None
-    if to_reset:
-        bucket_reset(Bucket.objects.filter(pk__in=to_reset), now=now)
-    return result
-
-
-def bucket_reset(queryset: Any, *, now: datetime) -> int:
-    """Put failed buckets back to the start: a new OSAI report, fresh attempts and deadline."""
-    return queryset.update(
-        state=Bucket.State.NEW,
-        osai_report_id=None,
-        osai_status=None,
-        osai_response=None,
-        osai_created_at=None,
-        osai_creation_time_raw="",
-        attempts=0,
-        polls=0,
-        next_attempt_at=now,
-        lease_until=None,
-        error_message="",
-        started_at=None,
-        finished_at=None,
-        deadline_at=now + timedelta(seconds=settings.OSAI_BUCKET_DEADLINE_SECONDS),
-    )
+def _comparison_periods(report: Report) -> list[tuple[datetime, datetime]]:
+    """The buckets that fetch the period the report is compared with (none before OSAI)."""
+    start, end = comparison_period(report.preset, report.period_start, report.period_end)
+    if start < EARLIEST_PERIOD_START:
+        return []
+    return comparison_buckets(start, end)
 
 
 def report_cancel(*, report: Report) -> Report:
-    """Stop a report. Its unfinished buckets stop too, unless another live report needs them."""
+    """Stop a report. Its unfinished buckets stop too, unless something else still wants them
+    (another live report, a comparison, tracking)."""
     with transaction.atomic():
         if report.is_terminal:
             return report
-        now = timezone.now()
         Report.objects.filter(pk=report.pk).update(
             state=Report.State.CANCELLED,
-            finished_at=now,
+            finished_at=timezone.now(),
             error_message="Cancelled at your request.",
         )
-        needed_elsewhere = ReportBucket.objects.filter(
-            ~Q(report_id=report.pk),
-            ~Q(report__state__in=Report.TERMINAL_STATES),
-        ).values("bucket_id")
-        Bucket.objects.filter(report_buckets__report=report).exclude(
-            state__in=Bucket.TERMINAL_STATES
-        ).exclude(pk__in=needed_elsewhere).update(
-            state=Bucket.State.CANCELLED,
-            finished_at=now,
-            next_attempt_at=None,
-            error_message="Cancelled.",
+        unfinished = list(
+            Bucket.objects.filter(report_buckets__report=report)
+            .exclude(state__in=Bucket.TERMINAL_STATES)
+            .values_list("pk", flat=True)
         )
+        # Its comparison is not wanted either once the report is cancelled.
+        ReportBucket.objects.filter(report=report, purpose=ReportBucket.Purpose.COMPARISON).delete()
+        pipeline.buckets_release_unwanted(unfinished, message="Cancelled.")
     progress.report_refresh(report.pk)
     report.refresh_from_db()
     return report

@@ -252,6 +252,7 @@ def team_report_request(
     granularity: str,
     flags: Mapping[str, bool],
     preset: str = "",
+    compare: bool = False,
     now: datetime | None = None,
 ) -> Report:
     """Ask for a team report over every connection members share with the team.
@@ -289,6 +290,7 @@ def team_report_request(
         flags=flags,
         preset=preset,
         skipped_connections=skipped,
+        compare=compare,
         now=now,
     )
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Literal
 from urllib.parse import urlencode
@@ -18,13 +18,13 @@ from django.urls import reverse
 from django.utils import timezone
 
 from reports import charts, pricing
-from reports.access import counted_buckets
+from reports.access import comparison_buckets_of, counted_buckets
 from reports.metrics import CATEGORIES, METRICS, OSAI_FIELD_TO_COLUMN, display_value, metrics_in
 from reports.models import Bucket, BucketFile, Connection, PriceBook, Report
 from reports.pages.blocks import ChartBlock, chart_block
 from reports.pages.members import member_breakdown
-from reports.periods import EARLIEST_PERIOD_START, previous_period
-from reports.usage import UsageRow, rows_from_buckets, sum_rows
+from reports.periods import EARLIEST_PERIOD_START, comparison_period, describe
+from reports.usage import UsageRow, known_usage, rows_from_buckets, sum_rows
 
 ViewMode = Literal["usage", "cost"]
 # OSAI totals that are a state at the end of a period (images existing), not a sum over it.
@@ -100,15 +100,18 @@ class Tile:
     is_money: bool = False
 
 
-def _change(current: float | Decimal, previous: float | Decimal | None) -> tuple[str, str]:
+def change_text(
+    current: float | Decimal, previous: float | Decimal | None, versus: str
+) -> tuple[str, str]:
+    """ "+12.3 % vs Oct 2026" and its trend ("up", "down", "flat"); ("", "") when unknown."""
     if previous is None:
         return "", ""
     if previous == 0:
-        return ("no change", "flat") if current == 0 else ("new this period", "up")
+        return ("no change", "flat") if current == 0 else (f"new since {versus}", "up")
     ratio = (Decimal(str(current)) - Decimal(str(previous))) / Decimal(str(previous))
     if abs(ratio) < Decimal("0.0005"):
-        return "no change", "flat"
-    return f"{ratio * 100:+.1f} % vs previous period", "up" if ratio > 0 else "down"
+        return f"no change vs {versus}", "flat"
+    return f"{ratio * 100:+.1f} % vs {versus}", "up" if ratio > 0 else "down"
 
 
 def _tiles(
@@ -119,6 +122,7 @@ def _tiles(
     money: pricing.Costs | None,
     previous_money: pricing.Costs | None,
     currency: str,
+    versus: str,
 ) -> list[Tile]:
     """One tile per category: usage in display units, or money in the cost view."""
     tiles = []
@@ -135,7 +139,7 @@ def _tiles(
             before = None
             if previous_money is not None:
                 before = sum((previous_money.get(c, Decimal(0)) for c in spec.columns), Decimal(0))
-            change, trend = _change(amount, before)
+            change, trend = change_text(amount, before, versus)
             detail = f"{detail} {spec.unit}" if detail else ""
             value = f"{pricing.money(amount):,.2f}"
             tiles.append(Tile(spec.label, value, currency, detail, change, trend, True, True))
@@ -144,7 +148,7 @@ def _tiles(
         before_usage = None
         if previous is not None:
             before_usage = round(sum(display_value(c, previous[c]) for c in spec.columns), 6)
-        change, trend = _change(round(usage, 6), before_usage)
+        change, trend = change_text(round(usage, 6), before_usage, versus)
         if money is not None:
             detail = "not priced"
         value = f"{usage:,.{spec.decimals}f}"
@@ -153,7 +157,7 @@ def _tiles(
         # The whole report's spend, rounded once, as the CSV's total is.
         total = money.get("total", Decimal(0))
         before_total = previous_money.get("total") if previous_money is not None else None
-        change, trend = _change(total, before_total)
+        change, trend = change_text(total, before_total, versus)
         value = f"{pricing.money(total):,.2f}"
         tiles.insert(0, Tile("Total", value, currency, "all categories", change, trend, True, True))
     return tiles
@@ -172,58 +176,28 @@ def report_buckets(report: Report) -> list[Bucket]:
     )
 
 
-def _tiling(buckets: Sequence[Bucket], start: datetime, end: datetime) -> list[Bucket] | None:
-    """Buckets of one connection that cover [start, end) exactly, end to end, or None."""
-    by_start: dict[datetime, list[Bucket]] = {}
-    for bucket in buckets:
-        by_start.setdefault(bucket.period_start, []).append(bucket)
-    for options in by_start.values():  # closed (final) buckets first, then the longest
-        options.sort(key=lambda b: (not b.is_closed, -(b.period_end - b.period_start)))
-    dead_ends: set[datetime] = set()
+def comparison(report: Report, connection_ids: Sequence[int]) -> dict[str, Any]:
+    """What the report is compared with: its period, a label, and the usage if known.
 
-    def walk(cursor: datetime) -> list[Bucket] | None:
-        if cursor == end:
-            return []
-        if cursor in dead_ends:
-            return None
-        for bucket in by_start.get(cursor, []):
-            rest = walk(bucket.period_end)
-            if rest is not None:
-                return [bucket, *rest]
-        dead_ends.add(cursor)
-        return None
-
-    return walk(start)
-
-
-def _previous_rows(report: Report, connection_ids: Sequence[int]) -> list[UsageRow] | None:
-    """Usage of the period of equal length before the report's, if it is already known.
-
-    Known means finished buckets with the report's flags that cover the previous period
-    exactly for every one of the report's connections (from any earlier report). One query;
-    never asks OSAI.
+    Known means finished buckets cover the period for every one of the report's connections
+    (usage.known_usage); the report's own request fetched them (ReportBucket COMPARISON),
+    so `pending` is true while those are still on their way.
     """
-    start, end = previous_period(report.period_start, report.period_end)
-    if not connection_ids or start < EARLIEST_PERIOD_START:
-        return None
-    candidates = list(
-        Bucket.objects.filter(
-            connection_id__in=connection_ids,
-            state=Bucket.State.DONE,
-            period_start__gte=start,
-            period_end__lte=end,
-            **report.flags(),
-        )
-        .defer("osai_response")  # the totals' columns are all this needs
-        .order_by()
+    start, end = comparison_period(report.preset, report.period_start, report.period_end)
+    rows = None
+    if connection_ids and start >= EARLIEST_PERIOD_START:
+        rows = known_usage(connection_ids, report.flags(), start, end)
+    pending = (
+        rows is None
+        and comparison_buckets_of(report).exclude(state__in=Bucket.TERMINAL_STATES).exists()
     )
-    chosen: list[Bucket] = []
-    for connection_id in connection_ids:
-        tiling = _tiling([b for b in candidates if b.connection_id == connection_id], start, end)
-        if tiling is None:
-            return None
-        chosen.extend(tiling)
-    return rows_from_buckets(chosen)
+    return {
+        "start": start,
+        "end": end,
+        "label": describe(start, end),
+        "rows": rows,
+        "pending": pending,
+    }
 
 
 def report_body(report: Report, mode: ViewMode) -> dict[str, Any]:
@@ -232,7 +206,8 @@ def report_body(report: Report, mode: ViewMode) -> dict[str, Any]:
     rows = rows_from_buckets(buckets)
     totals = sum_rows(rows)
     connection_ids = sorted({b.connection_id for b in buckets})
-    previous_rows = _previous_rows(report, connection_ids) if report.is_terminal else None
+    compared = comparison(report, connection_ids)
+    previous_rows = compared["rows"] if report.is_terminal else None
     previous = sum_rows(previous_rows) if previous_rows is not None else None
 
     price_book: PriceBook | None = None
@@ -265,10 +240,16 @@ def report_body(report: Report, mode: ViewMode) -> dict[str, Any]:
         "data_as_of": data_as_of,
         "connection_labels": sorted({_connection_label(report, b.connection) for b in buckets}),
         "tiles": _tiles(
-            report, totals, previous, money=money, previous_money=previous_money, currency=currency
+            report,
+            totals,
+            previous,
+            money=money,
+            previous_money=previous_money,
+            currency=currency,
+            versus=compared["label"],
         ),
         "previous_known": previous is not None,
-        "previous_period": previous_period(report.period_start, report.period_end),
+        "comparison": compared,
         "charts": figures,
         "members": members,
         "skipped_connections": report.skipped_connections if report.team_id else [],

@@ -44,6 +44,7 @@ def report_new(request: AuthenticatedRequest) -> HttpResponse:
                 granularity=data["granularity"],
                 flags=form.flags(),
                 preset=form.preset_name(),
+                compare=True,
                 now=form.now,
             )
         except services.ReportRequestError as exc:

@@ -204,6 +204,7 @@ def team_report_new(request: AuthenticatedRequest, pk: int) -> HttpResponse:
                 granularity=form.cleaned_data["granularity"],
                 flags=form.flags(),
                 preset=form.preset_name(),
+                compare=True,
                 now=form.now,
             )
         except services.ReportRequestError as exc:

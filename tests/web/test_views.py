@@ -601,7 +601,7 @@ def test_report_page_shows_tiles_charts_tables_and_links(world: World) -> None:
     assert reverse("report_export_csv", args=[report.pk]) in body
     assert reverse("bucket_raw_json", args=[report.pk, first_bucket(report).pk]) in body
     assert "2025-10-01 \u2013 2025-12-31" in body
-    assert "no previous period" in body
+    assert "no comparison" in body
     assert "vendor/plotly/plotly-basic.min." in body and "js/charts." in body
 
 
@@ -630,8 +630,9 @@ def test_cost_view_shows_money_and_the_example_label(world: World) -> None:
 
 
 def test_change_against_the_previous_period_when_it_is_known(world: World) -> None:
-    """A 28-day total report, and the 28 days before it covered by finished daily buckets."""
-    conn = world.connection
+    """February as one total, compared with January: whole months compare with whole months,
+    covered here by ten finished daily buckets and three weekly ones."""
+    conn = make_connection(world.owner, "Fresh")
     report = make_done_report(
         world.owner,
         [conn],
@@ -639,24 +640,23 @@ def test_change_against_the_previous_period_when_it_is_known(world: World) -> No
         end=datetime(2026, 3, 1, tzinfo=UTC),
         granularity=Granularity.TOTAL,
     )
-    # Previous: 2026-01-04 .. 2026-02-01, as one week of days plus three whole weeks.
-    days = [datetime(2026, 1, d, tzinfo=UTC) for d in range(4, 12)]
+    # January: 2026-01-01 .. 2026-01-11 as days, then three whole weeks to 2026-02-01.
+    days = [datetime(2026, 1, d, tzinfo=UTC) for d in range(1, 12)]
     for start, end in itertools.pairwise(days):
         make_done_bucket(conn, start, end, seed=0)
     for week in range(3):
         start = datetime(2026, 1, 11, tzinfo=UTC) + timedelta(weeks=week)
         make_done_bucket(conn, start, start + timedelta(weeks=1), seed=0)
     Bucket.objects.filter(
-        period_start__gte=datetime(2026, 1, 4, tzinfo=UTC),
+        connection=conn,
+        period_start__gte=datetime(2026, 1, 1, tzinfo=UTC),
         period_end__lte=datetime(2026, 2, 1, tzinfo=UTC),
     ).update(training_seconds_8gb=3600, training_seconds_16gb=0)
     body = client_for(world.owner).get(reverse("report_detail", args=[report.pk])).content.decode()
-    # Now 6 GPU-hours of training (the team report's February bucket, seed 2, is reused),
-    # before: 10 buckets x 1 h = 10 h, so -40 %.
-    assert "compared with 2026-01-04" in body
-    assert "Training 6.0 GPU-hours 8 GB 4.0 · 16 GB 2.0 -40.0 % vs previous period" in page_text(
-        body
-    )
+    # Now 3 GPU-hours of training (seed 1: 2 h on 8 GB, 1 h on 16 GB); before: 13 buckets of
+    # 1 h each, so -76.9 %.
+    assert "compared with Jan 2026" in body
+    assert "Training 3.0 GPU-hours 8 GB 2.0 · 16 GB 1.0 -76.9 % vs Jan 2026" in page_text(body)
 
 
 def test_no_previous_period_when_a_day_is_missing(world: World) -> None:
@@ -670,7 +670,7 @@ def test_no_previous_period_when_a_day_is_missing(world: World) -> None:
     )
     make_done_bucket(conn, datetime(2026, 1, 30, tzinfo=UTC), datetime(2026, 1, 31, tzinfo=UTC))
     body = client_for(world.owner).get(reverse("report_detail", args=[report.pk])).content.decode()
-    assert "no previous period" in body
+    assert "no comparison" in body
 
 
 def test_failed_buckets_are_listed_with_their_message_and_a_retry_button(world: World) -> None:

@@ -78,6 +78,7 @@ class Command(BaseCommand):
                 granularity=granularity,
                 flags=flags,
                 preset=preset,
+                compare=True,
             )
             self.stdout.write(
                 f"Requested the report {label!r} ({report.buckets_total} OSAI reports); "
@@ -133,6 +134,7 @@ class Command(BaseCommand):
             granularity=granularity,
             flags=all_flags(),
             preset=preset,
+            compare=True,
         )
         self.stdout.write(
             f"Requested a team report ({report.buckets_total} OSAI reports) for {DEMO_TEAM}."

@@ -1,0 +1,104 @@
+"""Finding or making buckets: the OSAI reports a request or a tracking refresh needs.
+
+A closed period's finished bucket is reused forever (one per connection, flags and period);
+a bucket of a period that is still open is made afresh each time.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from reports.models import Bucket, Connection
+from reports.periods import utc_midnight
+
+
+class BucketConflict(Exception):
+    """Another request created one of the same closed buckets a moment ago."""
+
+
+def buckets_for(
+    connections: list[Connection],
+    periods: list[tuple[datetime, datetime]],
+    flags: dict[str, bool],
+    now: datetime,
+    *,
+    tracked: bool = False,
+) -> list[Bucket]:
+    """Existing closed buckets where there are any, new ones for the rest.
+
+    Closed buckets that failed before are reset so the worker tries them again; a period
+    that is not closed yet always gets a new bucket. `tracked` marks them wanted by tracking.
+    Raises BucketConflict if another request created one of the same closed buckets at once.
+    """
+    deadline = now + timedelta(seconds=settings.OSAI_BUCKET_DEADLINE_SECONDS)
+    starts = [start for start, _ in periods]
+    existing = {
+        (b.connection_id, b.period_start, b.period_end): b
+        for b in Bucket.objects.filter(
+            connection__in=connections, is_closed=True, period_start__in=starts, **flags
+        )
+    }
+    result: list[Bucket] = []
+    to_create: list[Bucket] = []
+    to_reset: list[int] = []
+    # Closed: ends by today's UTC midnight. A bucket ending later today is still open (OSAI
+    # may add usage to it), so it is requested afresh each time and marked preliminary.
+    closed_until = utc_midnight(now.date())
+    for connection in connections:
+        for start, end in periods:
+            closed = end <= closed_until
+            bucket = existing.get((connection.pk, start, end)) if closed else None
+            if bucket is None:
+                bucket = Bucket(
+                    connection=connection,
+                    period_start=start,
+                    period_end=end,
+                    is_closed=closed,
+                    created_at=now,
+                    next_attempt_at=now,
+                    deadline_at=deadline,
+                    tracked=tracked,
+                    **flags,
+                )
+                to_create.append(bucket)
+            elif bucket.state in Bucket.FAILED_STATES:
+                to_reset.append(bucket.pk)
+                bucket.state = Bucket.State.NEW
+            result.append(bucket)
+    if to_create:
+        try:
+            with transaction.atomic():
+                Bucket.objects.bulk_create(to_create)
+        except IntegrityError:
+            # Another request created one of the same closed buckets a moment ago.
+            raise BucketConflict from None
+    if to_reset:
+        bucket_reset(Bucket.objects.filter(pk__in=to_reset), now=now)
+    if tracked:
+        existing_ids = [b.pk for b in result if b.pk and not b.tracked]
+        Bucket.objects.filter(pk__in=existing_ids).update(tracked=True)
+    return result
+
+
+def bucket_reset(queryset: Any, *, now: datetime) -> int:
+    """Put failed buckets back to the start: a new OSAI report, fresh attempts and deadline."""
+    return queryset.update(
+        state=Bucket.State.NEW,
+        osai_report_id=None,
+        osai_status=None,
+        osai_response=None,
+        osai_created_at=None,
+        osai_creation_time_raw="",
+        attempts=0,
+        polls=0,
+        next_attempt_at=now,
+        lease_until=None,
+        error_message="",
+        started_at=None,
+        finished_at=None,
+        deadline_at=now + timedelta(seconds=settings.OSAI_BUCKET_DEADLINE_SECONDS),
+    )
