@@ -259,6 +259,27 @@ OSAI_MAX_IN_FLIGHT_PER_CONNECTION = env.int("OSAI_MAX_IN_FLIGHT_PER_CONNECTION",
 OSAI_MAX_BUCKETS_PER_REPORT = env.int("OSAI_MAX_BUCKETS_PER_REPORT", default=400)
 OSAI_STEP_LEASE_SECONDS = env.int("OSAI_STEP_LEASE_SECONDS", default=75)
 
+# --- Cost control: tracking, alerts and digests (reports/tracking.py, budgets.py, notify.py) ---
+# Minutes between tracking refreshes of every working connection's open day (one OSAI report
+# per connection per refresh); closed days are fetched once.
+OSAI_TRACK_INTERVAL = env.int("OSAI_TRACK_INTERVAL", default=60)
+# Email: django-environ's EMAIL_URL (smtp://user:pass@host:587 …). By default messages are
+# written as files into var/mail, so `make run` needs no mail server.
+if env.str("EMAIL_URL", default=""):
+    vars().update(env.email_url("EMAIL_URL"))
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = str(VAR_DIR / "mail")
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="OSAI Usage <osai-usage@localhost>")
+# Where people reach this site, for links in emails (digests' CSV links).
+OSAI_USAGE_BASE_URL = env.str("OSAI_USAGE_BASE_URL", default="http://127.0.0.1:8000")
+# Budget webhooks go to https on public addresses only (A2); this lets development and tests
+# post to loopback over http. Never in production.
+ALERT_WEBHOOK_ALLOW_LOCAL = env.bool("ALERT_WEBHOOK_ALLOW_LOCAL", default=False)
+ALERT_WEBHOOK_TIMEOUT_SECONDS = env.float("ALERT_WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+ALERT_DELIVERY_MAX_ATTEMPTS = env.int("ALERT_DELIVERY_MAX_ATTEMPTS", default=5)
+ALERT_DELIVERY_RETRY_SECONDS = env.float("ALERT_DELIVERY_RETRY_SECONDS", default=30.0)
+
 # --- Logging: to stderr; the OSAI client never logs tokens, JWTs or signed URLs ----------------
 LOGGING = {
     "version": 1,

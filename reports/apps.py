@@ -20,10 +20,12 @@ class ReportsConfig(AppConfig):
 
 def _resume_pipeline(sender: Any, proc_name: str, **kwargs: Any) -> None:
     """A worker (re)started, e.g. after a crash: resume work in flight without waiting for
-    the reconciler's next tick."""
+    the reconciler's next tick, and make the schedules follow the settings."""
     from reports.pipeline import reconcile
+    from reports.schedules import ensure_schedules
 
     try:
+        ensure_schedules()
         reconcile(force=True)
     except Exception:  # a worker must start even if the database is briefly unavailable
         log.exception("Could not resume the report pipeline at worker start")

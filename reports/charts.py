@@ -474,6 +474,102 @@ def stacked_bars_figure(
     return fig
 
 
+def month_spend_figure(
+    day_labels: Sequence[str],
+    daily: Sequence[float | None],
+    *,
+    currency: str,
+    forecast: tuple[float, float, float] | None = None,
+    budget: float | None = None,
+) -> go.Figure:
+    """This month day by day: bars of daily spend, the cumulative line, and from today to
+    the month's end the forecast (dashed) inside its band, and the budget as a dotted line.
+
+    `daily` has one entry per day of the month so far (None: not fetched yet); `forecast` is
+    (value, low, high) at the month's end.
+    """
+    title = "Spend this month, day by day"
+    known = [v for v in daily if v is not None]
+    if not known and forecast is None:
+        return empty_figure(title, "No usage fetched for this month yet")
+    unit = currency or "money"
+    fig = _figure(title, x_title="Day (UTC)", y_title=f"Cost ({unit})", unit=currency, decimals=2)
+    shown = list(day_labels[: len(daily)])
+    fig.add_trace(
+        go.Bar(
+            x=shown,
+            y=[v if v is not None else 0.0 for v in daily],
+            name="Daily spend",
+            marker_color=CATEGORY_COLORS["Training"],
+            hovertemplate=_hover(unit, 2),
+        )
+    )
+    running, cumulative = 0.0, []
+    for value in daily:
+        running += value or 0.0
+        cumulative.append(running)
+    fig.add_trace(
+        go.Scatter(
+            x=shown,
+            y=cumulative,
+            name="Month to date",
+            mode="lines+markers",
+            line={"color": TOTAL_COLOR, "width": 3},
+            hovertemplate=_hover(unit, 2),
+        )
+    )
+    if forecast is not None:
+        value, low, high = forecast
+        x = [shown[-1], day_labels[-1]] if shown else [day_labels[0], day_labels[-1]]
+        start = cumulative[-1] if cumulative else 0.0
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=[start, low],
+                name="Forecast band (80 %)",
+                mode="lines",
+                line={"color": "rgba(47, 98, 176, 0)", "width": 0},
+                hoverinfo="skip",
+                showlegend=False,
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=[start, high],
+                name="Forecast band (80 %)",
+                mode="lines",
+                fill="tonexty",
+                fillcolor="rgba(47, 98, 176, 0.15)",
+                line={"color": "rgba(47, 98, 176, 0)", "width": 0},
+                hoverinfo="skip",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=[start, value],
+                name="Forecast (our estimate)",
+                mode="lines+markers",
+                line={"color": TOTAL_COLOR, "width": 2, "dash": "dash"},
+                hovertemplate=_hover(unit, 2),
+            )
+        )
+    if budget is not None:
+        fig.add_trace(
+            go.Scatter(
+                x=[day_labels[0], day_labels[-1]],
+                y=[budget, budget],
+                name="Budget",
+                mode="lines",
+                line={"color": "#b42318", "width": 2, "dash": "dot"},
+                hovertemplate=_hover(unit, 2),
+            )
+        )
+    fig.update_layout(xaxis={"categoryorder": "array", "categoryarray": list(day_labels)})
+    return fig
+
+
 # --- Output for the page -----------------------------------------------------------------------
 
 

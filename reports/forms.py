@@ -8,6 +8,7 @@ form shown again after an error never carries the token (T2).
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django import forms
@@ -15,7 +16,7 @@ from django.utils import timezone
 
 from reports import connections
 from reports.metrics import FLAG_FIELDS, FLAGS
-from reports.models import Connection, Granularity, Membership, PriceBook, Team
+from reports.models import Budget, Connection, Granularity, Membership, PriceBook, Team
 from reports.periods import PRESETS, preset_period, utc_midnight
 
 CUSTOM = "custom"
@@ -237,3 +238,64 @@ class TeamPriceBookForm(forms.Form):
         label="Price book",
         help_text="Every report of this team, earlier ones included, is priced with it.",
     )
+
+
+class BudgetForm(forms.Form):
+    """A monthly budget: for you, one of your connections, or a team you administer."""
+
+    scope = forms.ChoiceField(
+        choices=Budget.Scope.choices,
+        label="Budget for",
+        widget=forms.RadioSelect,
+        initial=Budget.Scope.PERSON,
+    )
+    connection = forms.ModelChoiceField(
+        queryset=Connection.objects.none(), required=False, label="Connection"
+    )
+    team = forms.ModelChoiceField(queryset=Team.objects.none(), required=False, label="Team")
+    amount = forms.DecimalField(
+        label="Monthly amount",
+        min_value=Decimal("0.01"),
+        max_digits=14,
+        decimal_places=2,
+        help_text="In the currency of the price book that prices it.",
+    )
+    thresholds = forms.CharField(
+        initial="50, 80, 100",
+        help_text="Percentages of the amount; each one alerts once a month.",
+    )
+    on_forecast = forms.BooleanField(
+        required=False,
+        label="Also alert when the month-end forecast crosses a threshold",
+    )
+    emails = forms.CharField(
+        required=False,
+        label="Email alerts to",
+        help_text="Addresses, separated by commas.",
+    )
+    webhook_url = forms.URLField(
+        required=False,
+        max_length=500,
+        assume_scheme="https",
+        label="Webhook URL",
+        help_text="Optional, https: gets a signed JSON message with a Slack-compatible text.",
+    )
+    webhook_secret = forms.CharField(
+        required=False,
+        max_length=500,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        label="Webhook secret",
+        help_text="Signs each message (X-OSAI-Usage-Signature). Leave empty to keep the "
+        "current one. Never shown again.",
+    )
+
+    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        connection = self.fields["connection"]
+        assert isinstance(connection, forms.ModelChoiceField)
+        connection.queryset = Connection.objects.filter(owner=user).order_by("label")
+        team = self.fields["team"]
+        assert isinstance(team, forms.ModelChoiceField)
+        team.queryset = Team.objects.filter(
+            memberships__user=user, memberships__role=Membership.Role.ADMIN
+        ).order_by("name")

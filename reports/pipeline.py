@@ -48,7 +48,7 @@ from reports.access import bucket_is_wanted
 from reports.connections import connection_mark_needs_token, osai_client_for
 from reports.failpoints import failpoint
 from reports.metrics import OSAI_FIELD_TO_COLUMN, to_osai_flags
-from reports.models import Bucket, BucketFile, Connection, WorkerLease
+from reports.models import Bucket, BucketFile, Connection, Delivery, WorkerLease
 from reports.progress import refresh_reports_of
 
 log = logging.getLogger(__name__)
@@ -173,8 +173,33 @@ def enqueue_due_buckets(now: datetime | None = None) -> int:
     return enqueued
 
 
+def enqueue_due_deliveries(now: datetime | None = None) -> int:
+    """Enqueue a send for every outbox delivery that is due (reports/notify.py)."""
+    now = now or timezone.now()
+    due = list(
+        Delivery.objects.filter(state=Delivery.State.PENDING, next_attempt_at__lte=now).values_list(
+            "pk", flat=True
+        )[:200]
+    )
+    enqueued = 0
+    lease = timedelta(seconds=settings.OSAI_STEP_LEASE_SECONDS)
+    for pk in due:
+        if Delivery.objects.filter(pk=pk, next_attempt_at__lte=now).update(
+            next_attempt_at=now + lease
+        ):
+            async_task("reports.tasks.delivery_send", pk, task_name=f"osai-delivery-{pk}")
+            enqueued += 1
+    return enqueued
+
+
 def _next_due() -> datetime | None:
-    return Bucket.objects.filter(state__in=ACTIVE_STATES).aggregate(m=Min("next_attempt_at"))["m"]
+    """When the next bucket step or delivery is due (None: nothing in flight)."""
+    bucket = Bucket.objects.filter(state__in=ACTIVE_STATES).aggregate(m=Min("next_attempt_at"))
+    delivery = Delivery.objects.filter(state=Delivery.State.PENDING).aggregate(
+        m=Min("next_attempt_at")
+    )
+    moments = [m for m in (bucket["m"], delivery["m"]) if m is not None]
+    return min(moments, default=None)
 
 
 def dispatch(run_seconds: float = DISPATCH_RUN_SECONDS) -> str:
@@ -194,6 +219,7 @@ def dispatch(run_seconds: float = DISPATCH_RUN_SECONDS) -> str:
     try:
         while True:
             enqueue_due_buckets()
+            enqueue_due_deliveries()
             next_due = _next_due()
             if next_due is None or time.monotonic() >= end:
                 break
@@ -449,4 +475,12 @@ def _step_poll(bucket: Bucket, client: OsaiClient) -> str:
         note = "OSAI gave no report file to archive."
     _save(bucket, attempts=0, lease_until=bucket.lease_until)
     _finish(bucket.pk, Bucket.State.DONE, note)
+    if bucket.tracked:
+        # A tracking refresh may be complete: its budgets are evaluated then (by name, so the
+        # pipeline imports nothing above it).
+        async_task(
+            "reports.tasks.tracking_bucket_done",
+            bucket.connection_id,
+            task_name=f"osai-tracked-{bucket.pk}",
+        )
     return "done"

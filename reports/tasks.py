@@ -1,8 +1,13 @@
-"""django-q2 task entry points. They take primary keys only (no tokens, JWTs or URLs)."""
+"""django-q2 task entry points. They take primary keys only (no tokens, JWTs or URLs).
+
+This module sits above everything else: the pipeline names these tasks as strings (so it
+imports nothing above it), and each one calls into the module that does the work.
+"""
 
 from __future__ import annotations
 
-from reports import pipeline
+from reports import budgets, digests, notify, pipeline, tracking
+from reports.models import Connection
 
 
 def pipeline_dispatch() -> str:
@@ -15,3 +20,33 @@ def pipeline_reconcile() -> str:
 
 def bucket_step(bucket_id: int) -> str:
     return pipeline.bucket_step(int(bucket_id))
+
+
+def tracking_refresh_all() -> str:
+    return f"refreshed {tracking.tracking_refresh_all()} connections"
+
+
+def tracking_bucket_done(connection_id: int) -> str:
+    """A tracked bucket finished: once the connection's refresh is complete, check the
+    budgets its spend counts against (the last bucket to finish does it; checks are
+    idempotent, so two at once alert once)."""
+    if not tracking.tracking_done_for(int(connection_id)):
+        return "refresh still on its way"
+    connection = Connection.objects.filter(pk=connection_id).first()
+    if connection is None:
+        return "connection gone"
+    checked, alerts = budgets.budgets_check(budgets.budgets_for_connection(connection))
+    return f"checked {checked} budgets, {len(alerts)} new alerts"
+
+
+def budgets_check_all() -> str:
+    checked, alerts = budgets.budgets_check()
+    return f"checked {checked} budgets, {len(alerts)} new alerts"
+
+
+def delivery_send(delivery_id: int) -> str:
+    return notify.delivery_send(int(delivery_id))
+
+
+def digests_send() -> str:
+    return f"queued {digests.digests_send()} digests"

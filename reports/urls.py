@@ -2,10 +2,16 @@
 
 from django.urls import path
 
-from reports.views import connections, exports, home, reports, teams
+from reports.views import account, budgets, connections, exports, home, reports, teams
 
 urlpatterns = [
     path("", home.home, name="home"),
+    path("overview/", home.overview, name="overview"),
+    path("budgets/", budgets.budget_list, name="budget_list"),
+    path("budgets/<int:pk>/", budgets.budget_detail, name="budget_detail"),
+    path("budgets/<int:pk>/delete/", budgets.budget_delete, name="budget_delete"),
+    path("spend.csv", exports.spend_export_csv, name="spend_export_csv"),
+    path("account/digests/", account.digest_settings, name="digest_settings"),
     # Connections (a user's OSAI access tokens).
     path("connections/", connections.connection_list, name="connection_list"),
     path("connections/new/", connections.connection_create, name="connection_create"),

@@ -93,18 +93,16 @@ def scaled(row: UsageRow, fraction: float) -> UsageRow:
     return UsageRow(row.period_start, row.period_end, row.preliminary, row.buckets, totals)
 
 
-def known_usage(
+def known_usage_each(
     connection_ids: Sequence[int], flags: Mapping[str, bool], start: datetime, end: datetime
-) -> list[UsageRow] | None:
-    """Usage of [start, end) from finished buckets already in the database, or None.
-
-    Known means finished buckets with these flags cover the period exactly for every one of
-    the connections. When `end` falls within a day, that day's bucket counts pro rata. One
-    query; never asks OSAI.
-    """
-    whole_until = utc_midnight(end.date())
+) -> dict[int, list[UsageRow] | None]:
+    """Per connection, its usage of [start, end) from finished buckets already in the
+    database, or None where they do not cover the period exactly. When `end` falls within a
+    day, that day's bucket counts pro rata. One query; never asks OSAI."""
+    whole_until = max(utc_midnight(end.date()), start)
     last_day_end = ceil_midnight(end)
-    candidates = list(
+    by_connection: dict[int, list[Bucket]] = {c: [] for c in connection_ids}
+    for bucket in (
         Bucket.objects.filter(
             connection_id__in=connection_ids,
             state=Bucket.State.DONE,
@@ -114,23 +112,44 @@ def known_usage(
         )
         .defer("osai_response")  # the totals' columns are all this needs
         .order_by()
-    )
-    chosen: list[Bucket] = []
-    partial: list[Bucket] = []
-    for connection_id in connection_ids:
-        own = [b for b in candidates if b.connection_id == connection_id]
-        whole = tiling(own, start, max(whole_until, start))
-        if whole is None:
-            return None
-        chosen.extend(whole)
-        if whole_until < end:
-            day = tiling(own, max(whole_until, start), last_day_end)
-            if day is None or len(day) != 1:
-                return None
-            partial.extend(day)
-    rows = rows_from_buckets(chosen)
-    if partial:
-        day_row = rows_from_buckets(partial)[0]
-        span = (day_row.period_end - day_row.period_start).total_seconds()
-        rows.append(scaled(day_row, (end - day_row.period_start).total_seconds() / span))
-    return rows
+    ):
+        by_connection[bucket.connection_id].append(bucket)
+    result: dict[int, list[UsageRow] | None] = {}
+    for connection_id, own in by_connection.items():
+        whole = tiling(own, start, whole_until)
+        day = tiling(own, whole_until, last_day_end) if whole_until < end else []
+        if whole is None or day is None or len(day) > 1:
+            result[connection_id] = None
+            continue
+        rows = rows_from_buckets(whole)
+        if day:
+            day_row = rows_from_buckets(day)[0]
+            span = (day_row.period_end - day_row.period_start).total_seconds()
+            rows.append(scaled(day_row, (end - day_row.period_start).total_seconds() / span))
+        result[connection_id] = rows
+    return result
+
+
+def known_usage(
+    connection_ids: Sequence[int], flags: Mapping[str, bool], start: datetime, end: datetime
+) -> list[UsageRow] | None:
+    """The connections' usage of [start, end) together, or None unless every one of them is
+    known (see known_usage_each)."""
+    each = known_usage_each(connection_ids, flags, start, end)
+    if not each or any(rows is None for rows in each.values()):
+        return None
+    return combine_rows(rows for rows in each.values() if rows is not None)
+
+
+def combine_rows(per_connection: Iterable[list[UsageRow]]) -> list[UsageRow]:
+    """Rows of several connections added up per period, in period order."""
+    combined: dict[tuple[datetime, datetime], UsageRow] = {}
+    for rows in per_connection:
+        for row in rows:
+            key = (row.period_start, row.period_end)
+            into = combined.setdefault(key, UsageRow(row.period_start, row.period_end))
+            into.preliminary = into.preliminary or row.preliminary
+            into.buckets += row.buckets
+            for column in USAGE_COLUMNS:
+                into.totals[column] += row.totals[column]
+    return [combined[key] for key in sorted(combined)]

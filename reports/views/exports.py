@@ -6,9 +6,12 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, StreamingHttpResponse
 from django.views.decorators.http import require_GET
 
-from reports import exports, pricing, teams
+from reports import digests, exports, pricing, teams
 from reports.access import counted_buckets
-from reports.models import Report
+from reports.metrics import all_flags
+from reports.models import Bucket, Connection, Granularity, Report
+from reports.periods import split_period, utc_midnight
+from reports.spend import price_book_of
 from reports.views.http import AuthenticatedRequest, membership_or_404, visible_report_or_404
 
 
@@ -48,4 +51,45 @@ def _export(request: AuthenticatedRequest, report: Report) -> StreamingHttpRespo
     filename = exports.safe_filename(
         *kind, report.pk, f"{report.period_start:%Y-%m-%d}", f"{report.period_end:%Y-%m-%d}"
     )
+    return exports.csv_response(rows, filename)
+
+
+@login_required
+@require_GET
+def spend_export_csv(request: AuthenticatedRequest) -> StreamingHttpResponse:
+    """The tracked daily usage and cost of a period, for a person or (its admins) a team:
+    the CSV a digest links to. `?from=YYYY-MM-DD&to=YYYY-MM-DD[&team=ID]`, `to` exclusive."""
+    period = digests.period_from_query(request.GET)
+    if period is None or (period[1] - period[0]).days > 400:
+        raise Http404("Give from and to as dates, at most 400 days apart.")
+    start, end = (utc_midnight(day) for day in period)
+    team = None
+    if request.GET.get("team"):
+        team_id = request.GET["team"]
+        membership = membership_or_404(
+            request, int(team_id) if team_id.isdigit() else 0, admin=True
+        )
+        team = membership.team
+        connections = Connection.objects.filter(
+            shared_with_teams=team, owner__memberships__team=team
+        )
+    else:
+        connections = Connection.objects.filter(owner=request.user)
+    days = set(split_period(start, end, Granularity.DAY))
+    buckets = Bucket.objects.filter(
+        connection__in=connections,
+        is_closed=True,
+        period_start__gte=start,
+        period_end__lte=end,
+        **all_flags(),
+    ).only("pk", "period_start", "period_end")
+    day_ids = [b.pk for b in buckets if (b.period_start, b.period_end) in days]
+    rows = exports.export_rows(
+        Bucket.objects.filter(pk__in=day_ids),
+        team=team is not None,
+        with_cost=True,
+        price_book=price_book_of(team),
+    )
+    kind = ("osai-usage-team", team.pk) if team else ("osai-usage",)
+    filename = exports.safe_filename(*kind, f"{start:%Y-%m-%d}", f"{end:%Y-%m-%d}")
     return exports.csv_response(rows, filename)

@@ -1,4 +1,4 @@
-"""The home page."""
+"""The home page: the overview of this month's spend, budgets, recent reports."""
 
 from __future__ import annotations
 
@@ -8,10 +8,21 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from reports.pages.history import home_page
-from reports.views.http import AuthenticatedRequest
+from reports.pages.overview import overview_page
+from reports.views.http import AuthenticatedRequest, htmx_login_required
 
 
 @login_required
 @require_GET
 def home(request: AuthenticatedRequest) -> HttpResponse:
-    return render(request, "reports/home.html", home_page(request.user))
+    context = home_page(request.user)
+    if context["connections"]:
+        context.update(overview_page(request.user))
+    return render(request, "reports/home.html", context)
+
+
+@htmx_login_required
+@require_GET
+def overview(request: AuthenticatedRequest) -> HttpResponse:
+    """The overview alone, polled by the home page while tracking fetches this month."""
+    return render(request, "reports/home.html#overview", overview_page(request.user))

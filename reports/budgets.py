@@ -1,0 +1,300 @@
+"""Budgets: set them, and check them against this month's spend, alerting once per threshold.
+
+A budget is monthly, per connection, per person (all their connections) or per team (its
+admins set it), in its price book's currency (A6: a positive Decimal). Its thresholds
+(default 50/80/100 %) apply to spend so far and, if chosen, to the month-end forecast.
+
+Checking a budget (after each tracking refresh, and by `manage.py check_budgets`) inserts one
+Alert row per newly crossed threshold; the database's uniqueness makes that exactly once per
+month (A1), however many workers check at once. One check that finds several thresholds
+newly crossed sends one message, naming the highest (reports/notify.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+from reports import crypto, notify
+from reports.access import teams_administered_by
+from reports.models import Alert, Budget, Connection, Team
+from reports.outbound import WebhookRefused, check_target
+from reports.spend import BudgetStatus, budget_status
+
+DEFAULT_THRESHOLDS = (50, 80, 100)
+MAX_AMOUNT = Decimal("999999999999.99")
+
+
+class BudgetError(Exception):
+    """A budget that cannot be set; the message is for the form or the command."""
+
+
+# --- Setting a budget ---------------------------------------------------------------------------
+
+
+def parse_amount(value: Any) -> Decimal:
+    try:
+        amount = Decimal(str(value).strip().replace(",", ""))
+    except (InvalidOperation, ValueError):
+        raise BudgetError("Give the monthly amount as a number, such as 250 or 1200.50.") from None
+    if not amount.is_finite() or amount <= 0:
+        raise BudgetError("The monthly amount must be more than 0.")
+    if amount > MAX_AMOUNT or amount != amount.quantize(Decimal("0.01")):
+        raise BudgetError("The monthly amount has at most two decimals and 12 digits.")
+    return amount
+
+
+def parse_thresholds(values: Iterable[Any]) -> list[int]:
+    try:
+        thresholds = sorted({int(str(v).strip().rstrip("%")) for v in values if str(v).strip()})
+    except ValueError:
+        raise BudgetError("Thresholds are whole percentages, such as 50, 80, 100.") from None
+    if not thresholds or any(not 1 <= t <= 1000 for t in thresholds):
+        raise BudgetError("Give one to ten thresholds between 1 and 1000 %.")
+    if len(thresholds) > 10:
+        raise BudgetError("Give one to ten thresholds between 1 and 1000 %.")
+    return thresholds
+
+
+def parse_emails(values: Iterable[str]) -> list[str]:
+    emails = []
+    for value in values:
+        for address in str(value).replace(";", ",").split(","):
+            address = address.strip()
+            if not address:
+                continue
+            try:
+                validate_email(address)
+            except ValidationError:
+                raise BudgetError(f"{address!r} is not an email address.") from None
+            if address not in emails:
+                emails.append(address)
+    if len(emails) > 20:
+        raise BudgetError("Alerts go to at most 20 email addresses.")
+    return emails
+
+
+def check_webhook_url(url: str) -> str:
+    url = (url or "").strip()
+    if not url:
+        return ""
+    try:
+        check_target(url, allow_local=settings.ALERT_WEBHOOK_ALLOW_LOCAL)
+    except WebhookRefused as exc:
+        raise BudgetError(str(exc)) from None
+    return url
+
+
+@transaction.atomic
+def budget_set(
+    *,
+    actor: Any,
+    scope: str,
+    amount: Any,
+    connection: Connection | None = None,
+    team: Team | None = None,
+    thresholds: Sequence[Any] = DEFAULT_THRESHOLDS,
+    on_forecast: bool = False,
+    emails: Sequence[str] = (),
+    webhook_url: str = "",
+    webhook_secret: str | None = None,
+) -> Budget:
+    """Create or change the one budget of a scope. `actor` sets it: the connection's owner, the
+    person themselves, or one of the team's admins. `webhook_secret` None keeps the old one."""
+    if scope == Budget.Scope.CONNECTION:
+        if connection is None or connection.owner_id != actor.pk:
+            raise BudgetError("Choose one of your own connections.")
+        lookup: dict[str, Any] = {"scope": scope, "connection": connection}
+    elif scope == Budget.Scope.TEAM:
+        if team is None or not teams_administered_by(actor).filter(pk=team.pk).exists():
+            raise BudgetError("Only the team's admins set its budget.")
+        lookup = {"scope": scope, "team": team}
+    elif scope == Budget.Scope.PERSON:
+        lookup = {"scope": scope, "owner": actor}
+    else:
+        raise BudgetError("Choose what the budget covers: a connection, you, or a team.")
+    url = check_webhook_url(webhook_url)
+    if webhook_secret is not None and len(webhook_secret) > 500:
+        raise BudgetError("The webhook secret is too long.")
+    fields = {
+        "amount": parse_amount(amount),
+        "thresholds": parse_thresholds(thresholds),
+        "on_forecast": bool(on_forecast),
+        "emails": parse_emails(emails),
+        "webhook_url": url,
+    }
+    budget = Budget.objects.filter(**lookup).first()
+    if budget is None:
+        budget = Budget(owner=actor, **lookup)
+    for name, value in fields.items():
+        setattr(budget, name, value)
+    if webhook_secret is not None:
+        budget.webhook_secret_encrypted = (
+            crypto.encrypt_secret(webhook_secret) if webhook_secret else ""
+        )
+    if url and not budget.webhook_secret_encrypted:
+        raise BudgetError("A webhook needs a secret to sign its messages with.")
+    budget.save()
+    return budget
+
+
+def budget_delete(*, actor: Any, budget: Budget) -> None:
+    if budget not in budgets_managed_by(actor):
+        raise BudgetError("You cannot remove this budget.")
+    budget.delete()
+
+
+def budgets_managed_by(user: Any) -> list[Budget]:
+    """A person's own budgets and those of the teams they administer."""
+    if not user.is_authenticated:
+        return []
+    return list(
+        Budget.objects.filter(
+            Q(owner=user, team__isnull=True) | Q(team__in=teams_administered_by(user))
+        )
+        .select_related("connection", "team__price_book", "owner")
+        .order_by("scope", "pk")
+    )
+
+
+# --- Checking budgets -----------------------------------------------------------------------------
+
+
+def budget_check(budget: Budget, *, now: datetime | None = None) -> list[Alert]:
+    """Record the thresholds newly crossed this month and queue one message naming the
+    highest. Returns the new alerts (none on a second check)."""
+    now = now or timezone.now()
+    status = budget_status(budget, now=now)
+    month = now.astimezone(UTC).date().replace(day=1)
+    crossed: list[tuple[str, int, Decimal, Decimal]] = [
+        (Alert.Kind.ACTUAL, t, status.percent, status.spent) for t in status.crossed
+    ]
+    if budget.on_forecast and status.forecast is not None and status.forecast_percent is not None:
+        crossed += [
+            (Alert.Kind.FORECAST, int(t), status.forecast_percent, status.forecast.value)
+            for t in sorted(budget.thresholds)
+            if status.forecast_percent >= int(t)
+        ]
+    new: list[Alert] = []
+    with transaction.atomic():
+        for kind, threshold, percent, value in crossed:
+            try:
+                with transaction.atomic():
+                    new.append(
+                        Alert.objects.create(
+                            budget=budget,
+                            month=month,
+                            kind=kind,
+                            threshold=threshold,
+                            percent=percent,
+                            value=value,
+                            created_at=now,
+                        )
+                    )
+            except IntegrityError:
+                continue  # crossed before this month: already alerted (A1)
+        if new:
+            highest = max(new, key=lambda a: (a.threshold, a.kind == Alert.Kind.ACTUAL))
+            _queue_alert(status, highest)
+    return new
+
+
+def _queue_alert(status: BudgetStatus, alert: Alert) -> None:
+    budget = status.budget
+    money = f"{status.currency} {status.spent:,.2f}".strip()
+    amount = f"{status.currency} {status.amount:,.2f}".strip()
+    if alert.kind == Alert.Kind.FORECAST and status.forecast is not None:
+        headline = (
+            f"{status.name}: the month-end forecast ({status.currency} "
+            f"{status.forecast.value:,.2f}) is {alert.percent} % of the {amount} budget, "
+            f"past {alert.threshold} %."
+        )
+    else:
+        headline = (
+            f"{status.name}: {money} spent this month, {alert.percent} % of the {amount} "
+            f"budget, past {alert.threshold} %."
+        )
+    lines = [headline, ""]
+    lines.append(f"Left: {status.currency} {status.remaining:,.2f}".strip())
+    if status.remaining_gpu_hours_16gb is not None:
+        lines.append(
+            f"That is about {status.remaining_gpu_hours_16gb} h of 16 GB training or "
+            f"{status.remaining_gpu_hours_8gb} h on 8 GB at the price book's rates."
+        )
+    if status.runs_out_on:
+        lines.append(f"At the current rate it runs out on {status.runs_out_on:%Y-%m-%d}.")
+    if status.forecast is not None:
+        lines.append(
+            f"Month-end forecast (our estimate, not OSAI's): {status.currency} "
+            f"{status.forecast.value:,.2f} (likely {status.forecast.low:,.2f} to "
+            f"{status.forecast.high:,.2f})."
+        )
+    link = settings.OSAI_USAGE_BASE_URL.rstrip("/") + reverse("budget_detail", args=[budget.pk])
+    lines += ["", f"Budget and alert log: {link}"]
+    text = "\n".join(lines)
+    payload = {
+        "text": headline,
+        "budget": {
+            "id": budget.pk,
+            "name": status.name,
+            "scope": budget.scope,
+            "amount": str(status.amount),
+            "currency": status.currency,
+        },
+        "month": f"{alert.month:%Y-%m}",
+        "kind": alert.kind,
+        "threshold": alert.threshold,
+        "percent": str(alert.percent),
+        "spent": str(status.spent),
+        "remaining": str(status.remaining),
+        "forecast": str(status.forecast.value) if status.forecast else None,
+        "url": link,
+    }
+    notify.deliveries_create(
+        subject=f"Budget alert: {alert.threshold} % of {status.name}",
+        text=text,
+        payload=payload,
+        emails=list(budget.emails),
+        webhook_url=budget.webhook_url,
+        budget=budget,
+        alert=alert,
+    )
+
+
+def budgets_for_connection(connection: Connection) -> list[Budget]:
+    """Every budget the connection's spend counts against."""
+    teams = Team.objects.filter(
+        shared_connections=connection, memberships__user=connection.owner_id
+    )
+    return list(
+        Budget.objects.filter(
+            Q(scope=Budget.Scope.CONNECTION, connection=connection)
+            | Q(scope=Budget.Scope.PERSON, owner=connection.owner_id)
+            | Q(scope=Budget.Scope.TEAM, team__in=teams)
+        ).select_related("connection", "team__price_book", "owner")
+    )
+
+
+def budgets_check(
+    budgets: Iterable[Budget] | None = None, *, now: datetime | None = None
+) -> tuple[int, list[Alert]]:
+    """Check budgets (all by default). Returns how many were checked and the new alerts."""
+    budgets = (
+        list(Budget.objects.select_related("connection", "team__price_book", "owner"))
+        if budgets is None
+        else list(budgets)
+    )
+    alerts: list[Alert] = []
+    for budget in budgets:
+        alerts += budget_check(budget, now=now)
+    return len(budgets), alerts

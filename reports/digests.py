@@ -1,0 +1,213 @@
+"""Digests: a weekly (Mondays, for the week before) and a monthly (the 1st, for the month
+before) email per person, and per team for its admins: the period's spend, the change
+against the period before, this month's forecast, the top categories, where the budgets
+stand, and a link to the CSV. Read from tracked buckets; each digest is made once
+(`DigestSent` is unique per person, team, kind and period) and sent through the outbox.
+People can turn either kind off (DigestPreference).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlencode
+
+from dateutil.relativedelta import relativedelta
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.urls import reverse
+from django.utils import timezone
+
+from reports import notify, pricing
+from reports.access import teams_administered_by
+from reports.metrics import CATEGORIES, all_flags, metrics_in
+from reports.models import Budget, Connection, DigestPreference, DigestSent, PriceBook, Team
+from reports.periods import describe, utc_midnight
+from reports.spend import budget_status, month_spend, price_book_of
+from reports.usage import known_usage
+
+WEEKLY = "weekly"
+MONTHLY = "monthly"
+
+
+def due_periods(now: datetime) -> list[tuple[str, datetime, datetime]]:
+    """The digests due today: (kind, start, end) of the period each one covers."""
+    today = utc_midnight(now.astimezone(UTC).date())
+    due = []
+    if today.weekday() == 0:
+        due.append((WEEKLY, today - timedelta(days=7), today))
+    if today.day == 1:
+        due.append((MONTHLY, today - relativedelta(months=1), today))
+    return due
+
+
+@dataclass(frozen=True)
+class Digest:
+    subject: str
+    text: str
+
+
+def _money(currency: str, value: Decimal) -> str:
+    return f"{currency} {pricing.money(value):,.2f}".strip()
+
+
+def digest_for(
+    *,
+    kind: str,
+    start: datetime,
+    end: datetime,
+    name: str,
+    connections: list[Connection],
+    price_book: PriceBook | None,
+    budgets: list[Budget],
+    csv_query: dict[str, str],
+    now: datetime,
+) -> Digest:
+    """The digest of one scope (a person or a team) for one period."""
+    currency = price_book.currency if price_book else ""
+    ids = [c.pk for c in connections]
+    flags = all_flags()
+    rows = known_usage(ids, flags, start, end) if ids else None
+    before_start = start - (relativedelta(months=1) if kind == MONTHLY else timedelta(days=7))
+    before = known_usage(ids, flags, before_start, start) if ids else None
+    label = describe(start, end)
+    lines = [f"{name}: usage and spend for {label} (UTC).", ""]
+    if rows is None:
+        lines.append("Not all of this period is fetched from OSAI yet; see the dashboard.")
+        spent = None
+    else:
+        costs = pricing.sum_costs(pricing.rows_costs(rows, price_book))
+        spent = costs["total"]
+        lines.append(f"Spend: {_money(currency, spent)}")
+        if before is not None:
+            earlier = pricing.sum_costs(pricing.rows_costs(before, price_book))["total"]
+            if earlier:
+                change = (spent - earlier) / earlier * 100
+                lines.append(
+                    f"Change: {change:+.1f} % against {describe(before_start, start)} "
+                    f"({_money(currency, earlier)})"
+                )
+        top = sorted(
+            (
+                (sum((costs.get(m.column, Decimal(0)) for m in metrics_in(c.key)), Decimal(0)), c)
+                for c in CATEGORIES
+            ),
+            key=lambda item: item[0],
+            reverse=True,
+        )[:3]
+        lines.append(
+            "Top categories: "
+            + ", ".join(f"{c.label} {_money(currency, value)}" for value, c in top if value)
+        )
+    month = month_spend(connections, price_book, now)
+    if month.forecast is not None:
+        lines.append(
+            f"This month so far: {_money(currency, month.month_to_date)}; month-end forecast "
+            f"(our estimate, not OSAI's) {_money(currency, month.forecast.value)}."
+        )
+    for budget in budgets:
+        status = budget_status(budget, now=now)
+        lines.append(
+            f"Budget {status.name}: {status.percent} % of {_money(currency, status.amount)} "
+            f"used this month, {_money(currency, status.remaining)} left."
+        )
+    base = settings.OSAI_USAGE_BASE_URL.rstrip("/")
+    csv_link = f"{base}{reverse('spend_export_csv')}?{urlencode(csv_query)}"
+    lines += [
+        "",
+        f"CSV of the period: {csv_link}",
+        f"Dashboard: {base}{reverse('home')}",
+        f"Digest settings: {base}{reverse('digest_settings')}",
+    ]
+    title = "Weekly" if kind == WEEKLY else "Monthly"
+    amount = f": {_money(currency, spent)}" if spent is not None else ""
+    return Digest(subject=f"{title} OSAI usage, {name}, {label}{amount}", text="\n".join(lines))
+
+
+def _wants(user: Any, kind: str) -> bool:
+    preference = DigestPreference.objects.filter(user=user).first()
+    if preference is None:
+        return True
+    return preference.weekly if kind == WEEKLY else preference.monthly
+
+
+def _queue(user: Any, team: Team | None, kind: str, start: datetime, digest: Digest) -> bool:
+    """Record the digest and queue its email, once (False if it was made before)."""
+    try:
+        with transaction.atomic():
+            DigestSent.objects.create(user=user, team=team, kind=kind, period_start=start.date())
+            notify.deliveries_create(
+                subject=digest.subject,
+                text=digest.text,
+                payload={"text": digest.subject},
+                emails=[user.email],
+            )
+    except IntegrityError:
+        return False
+    return True
+
+
+def digests_send(*, now: datetime | None = None) -> int:
+    """Queue every digest due today that is not made yet. Returns how many were queued."""
+    now = now or timezone.now()
+    queued = 0
+    for kind, start, end in due_periods(now):
+        query = {"from": f"{start:%Y-%m-%d}", "to": f"{end:%Y-%m-%d}"}
+        for user in get_user_model().objects.filter(is_active=True).exclude(email=""):
+            if not _wants(user, kind):
+                continue
+            own = list(Connection.objects.filter(owner=user))
+            if (
+                own
+                and not DigestSent.objects.filter(
+                    user=user, team=None, kind=kind, period_start=start.date()
+                ).exists()
+            ):
+                digest = digest_for(
+                    kind=kind,
+                    start=start,
+                    end=end,
+                    name=user.get_username(),
+                    connections=own,
+                    price_book=pricing.default_price_book(),
+                    budgets=list(Budget.objects.filter(owner=user, team__isnull=True)),
+                    csv_query=query,
+                    now=now,
+                )
+                queued += _queue(user, None, kind, start, digest)
+            for team in teams_administered_by(user):
+                if DigestSent.objects.filter(
+                    user=user, team=team, kind=kind, period_start=start.date()
+                ).exists():
+                    continue
+                shared = list(
+                    Connection.objects.filter(shared_with_teams=team, owner__memberships__team=team)
+                )
+                if not shared:
+                    continue
+                digest = digest_for(
+                    kind=kind,
+                    start=start,
+                    end=end,
+                    name=f"team {team.name}",
+                    connections=shared,
+                    price_book=price_book_of(team),
+                    budgets=list(Budget.objects.filter(team=team)),
+                    csv_query={**query, "team": str(team.pk)},
+                    now=now,
+                )
+                queued += _queue(user, team, kind, start, digest)
+    return queued
+
+
+def period_from_query(values: dict[str, str]) -> tuple[date, date] | None:
+    """The [from, to) days of a CSV link, or None if they are not valid dates."""
+    try:
+        first = date.fromisoformat(values.get("from", ""))
+        last = date.fromisoformat(values.get("to", ""))
+    except ValueError:
+        return None
+    return (first, last) if first < last else None

@@ -1,0 +1,182 @@
+"""The outbox: alerts and digests sent by email and webhook, each exactly as often as needed.
+
+A message is a `Delivery` row, created in the same transaction as what caused it (an alert
+row, a digest row), so nothing is lost and nothing is sent twice by a second evaluation. A
+django-q2 task sends it: it claims the row with a lease, sends, then records the result.
+Failures are retried with back-off (ALERT_DELIVERY_RETRY_SECONDS, doubling) up to
+ALERT_DELIVERY_MAX_ATTEMPTS, then shown as failed with the reason (A4). A worker killed
+between sending and recording makes the lease run out and the message go again: at most one
+duplicate per kill, carrying the same idempotency key (X-OSAI-Usage-Delivery) so a receiver
+can drop it (A1).
+
+Webhook bodies are JSON with a Slack-compatible `text` and are signed:
+`X-OSAI-Usage-Signature: sha256=<hex HMAC-SHA256(secret, raw body)>` (A3). No token, JWT,
+signed link or webhook secret is ever in a message or a log (A5).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import smtplib
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.mail import EmailMessage
+from django.db.models import F, Q
+from django.utils import timezone
+
+from reports import crypto, pipeline
+from reports.failpoints import failpoint
+from reports.models import Alert, Budget, Delivery
+from reports.outbound import WebhookFailed, WebhookRefused, post_json
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-OSAI-Usage-Signature"
+DELIVERY_HEADER = "X-OSAI-Usage-Delivery"
+LEASE_SECONDS = 60
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The signature header's value for a raw body."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def deliveries_create(
+    *,
+    subject: str,
+    text: str,
+    payload: dict[str, Any],
+    emails: list[str],
+    webhook_url: str = "",
+    budget: Budget | None = None,
+    alert: Alert | None = None,
+) -> list[Delivery]:
+    """One delivery per channel (one email to every address; one webhook), sent after commit."""
+    rows = []
+    now = timezone.now()
+    targets = []
+    if emails:
+        targets.append((Delivery.Channel.EMAIL, ", ".join(emails)))
+    if webhook_url:
+        targets.append((Delivery.Channel.WEBHOOK, webhook_url))
+    for channel, target in targets:
+        key = uuid.uuid4().hex
+        rows.append(
+            Delivery.objects.create(
+                key=key,
+                channel=channel,
+                target=target,
+                subject=subject[:200],
+                text=text,
+                payload={**payload, "delivery": key},
+                budget=budget,
+                alert=alert,
+                next_attempt_at=now,
+            )
+        )
+    if rows:
+        pipeline.start_soon([])  # the dispatcher sends due deliveries too
+    return rows
+
+
+def delivery_send(pk: int, *, now: datetime | None = None) -> str:
+    """Send one delivery (a django-q2 task). Safe to run twice: it claims a lease first."""
+    now = now or timezone.now()
+    lease = now + timedelta(seconds=LEASE_SECONDS)
+    claimed = (
+        Delivery.objects.filter(pk=pk, state=Delivery.State.PENDING)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .update(lease_until=lease, next_attempt_at=lease, attempts=F("attempts") + 1)
+    )
+    if not claimed:
+        return "not claimed (sent, failed, or another worker holds it)"
+    delivery = Delivery.objects.select_related("budget").get(pk=pk)
+    try:
+        if delivery.channel == Delivery.Channel.EMAIL:
+            _send_email(delivery)
+        else:
+            _send_webhook(delivery)
+    except WebhookRefused as exc:
+        _fail(delivery, str(exc))
+        return "refused"
+    except (WebhookFailed, smtplib.SMTPException, OSError) as exc:
+        reason = str(exc) if isinstance(exc, WebhookFailed) else _mail_failure(exc)
+        if delivery.attempts >= settings.ALERT_DELIVERY_MAX_ATTEMPTS:
+            _fail(delivery, f"{reason} (gave up after {delivery.attempts} attempts)")
+            return "failed"
+        delay = settings.ALERT_DELIVERY_RETRY_SECONDS * 2 ** (delivery.attempts - 1)
+        Delivery.objects.filter(pk=pk).update(
+            lease_until=None,
+            next_attempt_at=timezone.now() + timedelta(seconds=delay),
+            last_error=f"Retrying: {reason}"[:500],
+        )
+        pipeline.start_soon([])
+        return "will retry"
+    failpoint("after_send")
+    Delivery.objects.filter(pk=pk).update(
+        state=Delivery.State.SENT,
+        sent_at=timezone.now(),
+        lease_until=None,
+        next_attempt_at=None,
+        last_error="",
+    )
+    return "sent"
+
+
+def _fail(delivery: Delivery, reason: str) -> None:
+    log.warning("Delivery %s (%s) failed: %s", delivery.key, delivery.channel, reason)
+    Delivery.objects.filter(pk=delivery.pk).update(
+        state=Delivery.State.FAILED, lease_until=None, next_attempt_at=None, last_error=reason[:500]
+    )
+
+
+def _mail_failure(exc: BaseException) -> str:
+    """Why mail could not be sent, without the server's credentials."""
+    host = f"{settings.EMAIL_HOST}:{settings.EMAIL_PORT}"
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return "The mail server refused the recipients."
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        return f"The mail server at {host} refused our sign-in."
+    if isinstance(exc, smtplib.SMTPException):
+        return f"The mail server at {host} refused the message ({type(exc).__name__})."
+    return f"The mail server at {host} could not be reached."
+
+
+def _send_email(delivery: Delivery) -> None:
+    message = EmailMessage(
+        subject=delivery.subject,
+        body=delivery.text,
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=[address.strip() for address in delivery.target.split(",") if address.strip()],
+        headers={DELIVERY_HEADER: delivery.key},
+    )
+    message.send(fail_silently=False)
+
+
+def _send_webhook(delivery: Delivery) -> None:
+    budget = delivery.budget
+    secret = ""
+    if budget is not None and budget.webhook_secret_encrypted:
+        try:
+            secret = crypto.decrypt_secret(budget.webhook_secret_encrypted)
+        except crypto.TokenDecryptionError:
+            raise WebhookRefused(
+                "The webhook's secret cannot be read with the configured OSAI_TOKEN_KEYS."
+            ) from None
+    body = json.dumps(delivery.payload, sort_keys=True).encode()
+    headers = {DELIVERY_HEADER: delivery.key}
+    if secret:
+        headers[SIGNATURE_HEADER] = sign(secret, body)
+    post_json(
+        delivery.target,
+        body,
+        headers,
+        timeout=settings.ALERT_WEBHOOK_TIMEOUT_SECONDS,
+        allow_local=settings.ALERT_WEBHOOK_ALLOW_LOCAL,
+    )

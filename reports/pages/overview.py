@@ -1,0 +1,206 @@
+"""The overview (the home page): this month to date per connection and combined, against the
+same days of last month, the month-end forecast, a daily chart with the forecast drawn on,
+the budgets and what is left, and "data as of". Read from tracked buckets: it never waits on
+OSAI, and fills in while tracking fetches a new connection's month.
+
+The same numbers serve `manage.py spend_summary` (`spend_summary`) and the API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.utils import timezone
+
+from reports import charts, pricing
+from reports.budgets import budgets_managed_by
+from reports.models import Budget, Connection, PriceBook, Team
+from reports.pages.blocks import ChartBlock, chart_block
+from reports.pages.report import change_text
+from reports.spend import (
+    BudgetStatus,
+    MonthSpend,
+    SpendData,
+    budget_connection_ids,
+    budget_statuses,
+    load_spend,
+    month_spend_of,
+    price_book_of,
+)
+from reports.tracking import tracking_in_flight
+
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True)
+class ConnectionSpend:
+    label: str
+    month_to_date: Decimal
+    previous: Decimal | None
+    change: str
+    trend: str
+    needs_token: bool
+
+
+def _money(value: Decimal | None) -> str:
+    return "" if value is None else f"{pricing.money(value):,.2f}"
+
+
+def _day_labels(spend: MonthSpend) -> list[str]:
+    first = spend.month_start
+    return [f"{first.replace(day=d):%b} {d}" for d in range(1, spend.days_in_month + 1)]
+
+
+def month_chart(spend: MonthSpend, budget_amount: Decimal | None) -> ChartBlock:
+    """The daily chart with the forecast and the budget drawn on, and its table."""
+    forecast = spend.forecast
+    figure = charts.month_spend_figure(
+        _day_labels(spend),
+        [float(d.cost) if d.cost is not None else None for d in spend.days],
+        currency=spend.currency,
+        forecast=(float(forecast.value), float(forecast.low), float(forecast.high))
+        if forecast
+        else None,
+        budget=float(budget_amount) if budget_amount is not None else None,
+    )
+    block = chart_block("month", figure, wide=True)
+    running = ZERO
+    rows = []
+    for label, day in zip(_day_labels(spend), spend.days, strict=False):
+        running += day.cost or ZERO
+        cost = _money(day.cost) if day.cost is not None else "not fetched yet"
+        rows.append([label + (" *" if day.preliminary else ""), cost, _money(running)])
+    unit = f" ({spend.currency})" if spend.currency else ""
+    table = charts.ChartTable(
+        columns=["Day (UTC)", f"Spend{unit}", f"Month to date{unit}"], rows=rows
+    )
+    return ChartBlock(block.id, block.title, True, block.figure, table, block.empty_message)
+
+
+def _scope(
+    data: SpendData,
+    connections: list[Connection],
+    price_book: PriceBook | None,
+    *,
+    with_owner: bool = False,
+) -> dict[str, Any]:
+    spend = month_spend_of(data, [c.pk for c in connections], price_book)
+    per_connection = []
+    for connection in connections:
+        earlier = data.previous.get(connection.pk)
+        previous = None
+        if earlier is not None:
+            previous = pricing.sum_costs(pricing.rows_costs(earlier, price_book))["total"]
+        mtd = spend.by_connection.get(connection.pk, ZERO)
+        change, trend = change_text(mtd, previous, "the same days of last month")
+        per_connection.append(
+            ConnectionSpend(
+                label=(
+                    f"{connection.owner.get_username()}: {connection.label}"
+                    if with_owner
+                    else connection.label
+                ),
+                month_to_date=mtd,
+                previous=previous,
+                change=change,
+                trend=trend,
+                needs_token=connection.status == Connection.Status.NEEDS_TOKEN,
+            )
+        )
+    change, trend = change_text(spend.month_to_date, spend.previous_same_days, spend.previous_label)
+    return {
+        "spend": spend,
+        "currency": spend.currency,
+        "month_to_date": _money(spend.month_to_date),
+        "previous": _money(spend.previous_same_days),
+        "change": change,
+        "trend": trend,
+        "forecast": spend.forecast,
+        "per_connection": per_connection,
+        "price_book": price_book,
+        "is_example_prices": pricing.is_example(price_book),
+    }
+
+
+def overview_page(user: Any, *, now: datetime | None = None) -> dict[str, Any]:
+    """The signed-in person's overview: their connections, and every budget they manage."""
+    now = now or timezone.now()
+    own = list(Connection.objects.filter(owner=user).order_by("label"))
+    budgets = budgets_managed_by(user)
+    covered = budget_connection_ids(budgets)
+    data = load_spend({c.pk for c in own} | {c for ids in covered.values() for c in ids}, now)
+    scope = _scope(data, own, pricing.default_price_book())
+    statuses = budget_statuses(budgets, data=data)
+    person_budget = next(
+        (s.amount for s in statuses if s.budget.scope == Budget.Scope.PERSON), None
+    )
+    return {
+        **scope,
+        "now": now,
+        "chart": month_chart(scope["spend"], person_budget),
+        "budgets": statuses,
+        "tracking": bool(own) and tracking_in_flight([c.pk for c in own]),
+    }
+
+
+def team_overview(team: Team, *, now: datetime | None = None) -> dict[str, Any]:
+    """A team's month, as its admins see it on the team page."""
+    now = now or timezone.now()
+    shared = list(
+        Connection.objects.filter(shared_with_teams=team, owner__memberships__team=team)
+        .select_related("owner")
+        .order_by("owner__username", "label")
+    )
+    budgets = list(Budget.objects.filter(team=team).select_related("team__price_book"))
+    data = load_spend([c.pk for c in shared], now)
+    scope = _scope(data, shared, price_book_of(team), with_owner=True)
+    statuses = budget_statuses(budgets, data=data)
+    return {
+        **scope,
+        "now": now,
+        "chart": month_chart(scope["spend"], statuses[0].amount if statuses else None),
+        "budgets": statuses,
+        "tracking": bool(shared) and tracking_in_flight([c.pk for c in shared]),
+    }
+
+
+def spend_summary(scope: dict[str, Any]) -> dict[str, Any]:
+    """What the overview shows, as JSON-ready data: money as strings (manage.py spend_summary)."""
+    spend: MonthSpend = scope["spend"]
+    forecast = spend.forecast
+
+    def text(value: Decimal | None) -> str | None:
+        return None if value is None else str(pricing.money(value))
+
+    def budget(status: BudgetStatus) -> dict[str, Any]:
+        return {
+            "scope": status.budget.scope,
+            "name": status.name,
+            "amount": str(status.amount),
+            "spent": str(status.spent),
+            "percent": str(status.percent),
+            "remaining": str(status.remaining),
+            "remaining_gpu_hours_16gb": text_or_none(status.remaining_gpu_hours_16gb),
+            "remaining_gpu_hours_8gb": text_or_none(status.remaining_gpu_hours_8gb),
+            "runs_out_on": status.runs_out_on.isoformat() if status.runs_out_on else None,
+        }
+
+    return {
+        "currency": spend.currency,
+        "as_of": spend.data_as_of.isoformat() if spend.data_as_of else None,
+        "month": f"{spend.month_start:%Y-%m}",
+        "month_to_date_cost": text(spend.month_to_date),
+        "previous_month_same_days_cost": text(spend.previous_same_days),
+        "forecast_cost": text(forecast.value if forecast else None),
+        "forecast_low": text(forecast.low if forecast else None),
+        "forecast_high": text(forecast.high if forecast else None),
+        "missing_days": spend.missing_days,
+        "budgets": [budget(s) for s in scope["budgets"]],
+    }
+
+
+def text_or_none(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)

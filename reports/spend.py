@@ -1,0 +1,384 @@
+"""This month's spend: month to date, the same days of last month, the month-end forecast,
+and where each budget stands. Read from tracked daily buckets (reports/tracking.py): nothing
+here asks OSAI, so the overview never waits on it.
+
+The forecast is ours, never OSAI's: month-end spend from the month's closed days, a run rate
+weighted to recent days (a 7-day half-life), with an 80 % band from the spread of daily
+spend. It is shown from the 3rd day of a month, when two closed days are known.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal, localcontext
+
+from dateutil.relativedelta import relativedelta
+from django.db.models import F, Q
+from django.utils import timezone
+
+from reports import pricing
+from reports.metrics import USAGE_COLUMNS, all_flags
+from reports.models import Bucket, Budget, Connection, PriceBook, Team
+from reports.periods import describe, utc_midnight
+from reports.usage import UsageRow, combine_rows, known_usage_each
+
+ZERO = Decimal(0)
+CENT = Decimal("0.01")
+HALF_LIFE_DAYS = 7
+BAND_Z = Decimal("1.2816")  # an 80 % band of a normal spread
+FORECAST_FROM_DAY = 3
+
+
+def _cents(value: Decimal) -> Decimal:
+    return value.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+# --- The days of this month -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DaySpend:
+    day: date
+    cost: Decimal | None  # None: not fetched yet
+    preliminary: bool  # today: it can still grow
+
+
+@dataclass(frozen=True)
+class Forecast:
+    value: Decimal  # month-end spend
+    low: Decimal
+    high: Decimal
+    daily_rate: Decimal  # the weighted run rate it extends
+    closed_days: int  # how many closed days it rests on
+
+
+@dataclass
+class MonthSpend:
+    """A set of connections' spend this month, in one price book's currency."""
+
+    month_start: datetime
+    now: datetime
+    currency: str
+    days: list[DaySpend]
+    month_to_date: Decimal
+    missing_days: int  # closed days whose buckets are not fetched yet
+    previous_same_days: Decimal | None
+    previous_label: str
+    forecast: Forecast | None
+    data_as_of: datetime | None
+    by_connection: dict[int, Decimal] = field(default_factory=dict)
+
+    @property
+    def days_in_month(self) -> int:
+        return calendar.monthrange(self.month_start.year, self.month_start.month)[1]
+
+    @property
+    def change(self) -> Decimal | None:
+        """Month to date against the same days of last month, as a fraction."""
+        if not self.previous_same_days:
+            return None
+        return (self.month_to_date - self.previous_same_days) / self.previous_same_days
+
+
+@dataclass
+class SpendData:
+    """What the month's figures are made of, loaded once for many connections (two queries):
+    per connection and day of this month, the closed day's bucket (for today, the latest
+    finished open-day bucket); and per connection, the same days of last month."""
+
+    now: datetime
+    month_start: datetime
+    today: datetime
+    days: dict[int, dict[date, UsageRow]]
+    previous: dict[int, list[UsageRow] | None]
+    as_of: dict[int, datetime]
+    previous_end: datetime
+
+
+def load_spend(connection_ids: Iterable[int], now: datetime | None = None) -> SpendData:
+    now = now or timezone.now()
+    today = utc_midnight(now.date())
+    month_start = today.replace(day=1)
+    ids = sorted(set(connection_ids))
+    days: dict[int, dict[date, UsageRow]] = {c: {} for c in ids}
+    as_of: dict[int, datetime] = {}
+    buckets = (
+        Bucket.objects.filter(
+            connection_id__in=ids,
+            state=Bucket.State.DONE,
+            period_start__gte=month_start,
+            period_end__lte=today + timedelta(days=1),
+            **all_flags(),
+        )
+        .filter(Q(is_closed=True) | Q(period_start=today))
+        .defer("osai_response")
+        .order_by("period_start", "period_end", "pk")
+    )
+    for bucket in buckets:
+        day = bucket.period_start.date()
+        whole_day = bucket.period_end - bucket.period_start == timedelta(days=1)
+        if bucket.period_start != utc_midnight(day) or (bucket.is_closed and not whole_day):
+            continue
+        # Ordered by end: the latest open-day bucket wins.
+        days[bucket.connection_id][day] = UsageRow(
+            bucket.period_start,
+            bucket.period_end,
+            preliminary=not bucket.is_closed,
+            buckets=1,
+            totals={column: getattr(bucket, column) or 0.0 for column in USAGE_COLUMNS},
+        )
+        made = bucket.osai_created_at or bucket.finished_at
+        if made and (bucket.connection_id not in as_of or made > as_of[bucket.connection_id]):
+            as_of[bucket.connection_id] = made
+    last_month = month_start - relativedelta(months=1)
+    previous_end = min(last_month + (now - month_start), month_start)
+    previous = known_usage_each(ids, all_flags(), last_month, previous_end) if ids else {}
+    return SpendData(now, month_start, today, days, previous, as_of, previous_end)
+
+
+def month_spend_of(
+    data: SpendData, connection_ids: Iterable[int], price_book: PriceBook | None
+) -> MonthSpend:
+    """This month so far for some of the loaded connections, with comparison and forecast."""
+    ids = sorted(set(connection_ids))
+    days: list[DaySpend] = []
+    missing = 0
+    by_connection = dict.fromkeys(ids, ZERO)
+    day = data.month_start
+    while day <= data.today:
+        rows = [data.days[c].get(day.date()) for c in ids]
+        if ids and all(r is not None for r in rows):
+            costs = [pricing.row_costs(r, price_book)["total"] for r in rows if r is not None]
+            for connection_id, cost in zip(ids, costs, strict=True):
+                by_connection[connection_id] += cost
+            days.append(DaySpend(day.date(), sum(costs, ZERO), preliminary=day == data.today))
+        else:
+            days.append(DaySpend(day.date(), None, preliminary=day == data.today))
+            missing += day < data.today
+        day += timedelta(days=1)
+    month_to_date = sum((d.cost for d in days if d.cost is not None), ZERO)
+    previous = None
+    earlier = [data.previous.get(c) for c in ids]
+    if ids and all(rows is not None for rows in earlier):
+        combined = combine_rows(r for r in earlier if r is not None)
+        previous = pricing.sum_costs(pricing.rows_costs(combined, price_book))["total"]
+    closed = [d.cost for d in days if not d.preliminary]
+    forecast = None
+    if ids and all(c is not None for c in closed):
+        forecast = month_forecast(
+            [c for c in closed if c is not None],
+            days_in_month=calendar.monthrange(data.today.year, data.today.month)[1],
+            spent_so_far=month_to_date,
+        )
+    stamps = [data.as_of[c] for c in ids if c in data.as_of]
+    return MonthSpend(
+        month_start=data.month_start,
+        now=data.now,
+        currency=price_book.currency if price_book else "",
+        days=days,
+        month_to_date=month_to_date,
+        missing_days=missing,
+        previous_same_days=previous,
+        previous_label=describe(data.month_start - relativedelta(months=1), data.previous_end),
+        forecast=forecast,
+        data_as_of=max(stamps, default=None),
+        by_connection=by_connection,
+    )
+
+
+def month_spend(
+    connections: Iterable[Connection], price_book: PriceBook | None, now: datetime | None = None
+) -> MonthSpend:
+    """This month so far for these connections, with its comparison and forecast."""
+    ids = [c.pk for c in connections]
+    return month_spend_of(load_spend(ids, now), ids, price_book)
+
+
+def month_forecast(
+    closed_days: Sequence[Decimal], *, days_in_month: int, spent_so_far: Decimal
+) -> Forecast | None:
+    """Month-end spend: the closed days, plus a run rate weighted to recent days for the rest
+    of the month (today included). The band is ±1.28 standard deviations of what those days
+    may add: the spread of daily spend over the remaining days, and the uncertainty of the
+    rate itself. None before the 3rd day of a month."""
+    k = len(closed_days)
+    if k < FORECAST_FROM_DAY - 1:
+        return None
+    with localcontext() as ctx:
+        ctx.prec = 40
+        weights = [Decimal(0.5 ** ((k - 1 - i) / HALF_LIFE_DAYS)) for i in range(k)]
+        total_weight = sum(weights, ZERO)
+        rate = sum((w * c for w, c in zip(weights, closed_days, strict=True)), ZERO) / total_weight
+        spread = (
+            sum((w * (c - rate) ** 2 for w, c in zip(weights, closed_days, strict=True)), ZERO)
+            / total_weight
+            * Decimal(k)
+            / Decimal(k - 1)
+        )
+        remaining = Decimal(days_in_month - k)
+        value = sum(closed_days, ZERO) + rate * remaining
+        deviation = spread.sqrt() * (remaining + remaining * remaining / Decimal(k)).sqrt()
+        low = max(value - BAND_Z * deviation, spent_so_far)
+        high = value + BAND_Z * deviation
+    return Forecast(
+        value=_cents(max(value, spent_so_far)),
+        low=_cents(low),
+        high=_cents(max(high, spent_so_far)),
+        daily_rate=_cents(rate),
+        closed_days=k,
+    )
+
+
+# --- Budgets ------------------------------------------------------------------------------------
+
+
+def budget_connection_ids(budgets: Sequence[Budget]) -> dict[int, list[int]]:
+    """Per budget, the connections whose spend counts against it (two queries for any
+    number of budgets): a connection; a person's connections; the connections shared with a
+    team by its current members."""
+    result: dict[int, list[int]] = {}
+    owners = {b.owner_id for b in budgets if b.scope == Budget.Scope.PERSON}
+    by_owner: dict[int, list[int]] = {}
+    for pk, owner_id in Connection.objects.filter(owner_id__in=owners).values_list(
+        "pk", "owner_id"
+    ):
+        by_owner.setdefault(owner_id, []).append(pk)
+    team_ids = {b.team_id for b in budgets if b.scope == Budget.Scope.TEAM}
+    by_team: dict[int, list[int]] = {}
+    for pk, team_id in (
+        Connection.objects.filter(shared_with_teams__in=team_ids)
+        .filter(owner__memberships__team=F("shared_with_teams"))
+        .values_list("pk", "shared_with_teams")
+    ):
+        by_team.setdefault(team_id, []).append(pk)
+    for budget in budgets:
+        if budget.scope == Budget.Scope.CONNECTION and budget.connection_id:
+            result[budget.pk] = [budget.connection_id]
+        elif budget.scope == Budget.Scope.TEAM and budget.team_id:
+            result[budget.pk] = by_team.get(budget.team_id, [])
+        else:
+            result[budget.pk] = by_owner.get(budget.owner_id, [])
+    return result
+
+
+def price_book_of(team: Team | None) -> PriceBook | None:
+    """A team's price book, else the default one: what a budget's amount is in."""
+    if team is not None and team.price_book_id:
+        return team.price_book
+    return pricing.default_price_book()
+
+
+def budget_name(budget: Budget) -> str:
+    if budget.scope == Budget.Scope.CONNECTION and budget.connection is not None:
+        return f"Connection “{budget.connection.label}”"
+    if budget.scope == Budget.Scope.TEAM and budget.team is not None:
+        return f"Team {budget.team.name}"
+    return f"All of {budget.owner.get_username()}'s connections"
+
+
+@dataclass(frozen=True)
+class BudgetStatus:
+    budget: Budget
+    name: str
+    currency: str
+    amount: Decimal
+    spent: Decimal
+    percent: Decimal  # of the amount, spent so far
+    remaining: Decimal  # never below 0
+    remaining_gpu_hours_16gb: Decimal | None  # of training at the price book's rates
+    remaining_gpu_hours_8gb: Decimal | None
+    runs_out_on: date | None  # at the current rate; None if not this month
+    forecast: Forecast | None
+    forecast_percent: Decimal | None
+    crossed: list[int]  # thresholds reached by spend so far
+
+    @property
+    def over(self) -> bool:
+        return self.spent >= self.amount
+
+    @property
+    def bar_percent(self) -> int:
+        """For drawing the bar: 0 to 100."""
+        return int(min(max(self.percent, ZERO), Decimal(100)))
+
+
+def _hours_at(rate: Decimal | None, money: Decimal) -> Decimal | None:
+    if not rate:
+        return None
+    return (money / rate).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+
+
+def budget_status(budget: Budget, *, now: datetime | None = None) -> BudgetStatus:
+    return budget_statuses([budget], now=now)[0]
+
+
+def budget_statuses(
+    budgets: Sequence[Budget], *, now: datetime | None = None, data: SpendData | None = None
+) -> list[BudgetStatus]:
+    """Where each budget stands, from one load of every connection they cover."""
+    ids = budget_connection_ids(budgets)
+    if data is None:
+        data = load_spend({c for cs in ids.values() for c in cs}, now)
+    books = BookCache()
+    statuses = []
+    for budget in budgets:
+        price_book = books.of(budget.team if budget.scope == Budget.Scope.TEAM else None)
+        spend = month_spend_of(data, ids[budget.pk], price_book)
+        statuses.append(status_from(budget, spend, price_book))
+    return statuses
+
+
+class BookCache:
+    """Price books by id, each loaded (with its versions) once however many budgets use it."""
+
+    def __init__(self) -> None:
+        self._books: dict[int | None, PriceBook | None] = {}
+
+    def of(self, team: Team | None) -> PriceBook | None:
+        key = team.price_book_id if team is not None and team.price_book_id else None
+        if key not in self._books:
+            self._books[key] = price_book_of(team)
+        return self._books[key]
+
+
+def status_from(budget: Budget, spend: MonthSpend, price_book: PriceBook | None) -> BudgetStatus:
+    """Where a budget stands, given the month's spend of its connections."""
+    amount = budget.amount
+    spent = spend.month_to_date
+    percent = (spent / amount * 100).quantize(CENT, rounding=ROUND_HALF_UP)
+    remaining = max(amount - spent, ZERO)
+    version = pricing.version_in_force(price_book, spend.now)
+    rate_16 = getattr(version, "training_16gb_per_hour", None) if version else None
+    rate_8 = getattr(version, "training_8gb_per_hour", None) if version else None
+    daily = spend.forecast.daily_rate if spend.forecast else None
+    runs_out = None
+    if daily and remaining > 0:
+        # Today's spend so far is in `spent`; the rest of today and the next days at the rate.
+        days_left = float(remaining / daily)
+        moment = spend.now + timedelta(days=days_left)
+        month_end = spend.month_start + relativedelta(months=1)
+        runs_out = moment.date() if moment < month_end else None
+    forecast_percent = None
+    if spend.forecast is not None:
+        forecast_percent = (spend.forecast.value / amount * 100).quantize(
+            CENT, rounding=ROUND_HALF_UP
+        )
+    thresholds = sorted(int(t) for t in budget.thresholds)
+    return BudgetStatus(
+        budget=budget,
+        name=budget_name(budget),
+        currency=spend.currency,
+        amount=amount,
+        spent=_cents(spent),
+        percent=percent,
+        remaining=_cents(remaining),
+        remaining_gpu_hours_16gb=_hours_at(rate_16, remaining),
+        remaining_gpu_hours_8gb=_hours_at(rate_8, remaining),
+        runs_out_on=runs_out,
+        forecast=spend.forecast,
+        forecast_percent=forecast_percent,
+        crossed=[t for t in thresholds if percent >= t],
+    )

@@ -1,0 +1,114 @@
+"""Budgets: the list (with where each stands), setting one, and a budget's alert log.
+
+A budget is visible to its owner (a personal or connection budget) or to the admins of its
+team; to everyone else it is a 404.
+"""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from reports import budgets
+from reports.forms import BudgetForm
+from reports.models import Budget
+from reports.spend import budget_statuses
+from reports.views.http import AuthenticatedRequest
+
+
+def _managed_or_404(request: AuthenticatedRequest, pk: int) -> Budget:
+    budget = next((b for b in budgets.budgets_managed_by(request.user) if b.pk == pk), None)
+    if budget is None:
+        raise Http404("No such budget.")
+    return budget
+
+
+def _save(request: AuthenticatedRequest, form: BudgetForm) -> Budget | None:
+    data = form.cleaned_data
+    secret = data["webhook_secret"] or None
+    try:
+        return budgets.budget_set(
+            actor=request.user,
+            scope=data["scope"],
+            amount=data["amount"],
+            connection=data.get("connection"),
+            team=data.get("team"),
+            thresholds=data["thresholds"].split(","),
+            on_forecast=data["on_forecast"],
+            emails=[data["emails"]],
+            webhook_url=data["webhook_url"],
+            webhook_secret=secret,
+        )
+    except budgets.BudgetError as exc:
+        form.add_error(None, str(exc))
+        return None
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def budget_list(request: AuthenticatedRequest) -> HttpResponse:
+    form = BudgetForm(
+        request.POST or None,
+        user=request.user,
+        initial={"emails": request.user.email},
+    )
+    if request.method == "POST" and form.is_valid():
+        budget = _save(request, form)
+        if budget is not None:
+            messages.success(request, "The budget is set; it is checked after every refresh.")
+            return redirect("budget_detail", pk=budget.pk)
+    managed = budgets.budgets_managed_by(request.user)
+    return render(
+        request,
+        "reports/budget_list.html",
+        {"statuses": budget_statuses(managed), "form": form},
+        status=400 if form.errors else 200,
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def budget_detail(request: AuthenticatedRequest, pk: int) -> HttpResponse:
+    budget = _managed_or_404(request, pk)
+    initial = {
+        "scope": budget.scope,
+        "connection": budget.connection,
+        "team": budget.team,
+        "amount": budget.amount,
+        "thresholds": ", ".join(str(t) for t in budget.thresholds),
+        "on_forecast": budget.on_forecast,
+        "emails": ", ".join(budget.emails),
+        "webhook_url": budget.webhook_url,
+    }
+    form = BudgetForm(request.POST or None, user=request.user, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        saved = _save(request, form)
+        if saved is not None:
+            messages.success(request, "Saved.")
+            return redirect("budget_detail", pk=saved.pk)
+    status = budget_statuses([budget])[0]
+    return render(
+        request,
+        "reports/budget_detail.html",
+        {
+            "status": status,
+            "budget": budget,
+            "form": form,
+            "alerts": budget.alerts.order_by("-created_at", "-threshold")[:100],
+            "deliveries": budget.deliveries.order_by("-created_at", "-pk")[:100],
+            "has_secret": bool(budget.webhook_secret_encrypted),
+        },
+        status=400 if form.errors else 200,
+    )
+
+
+@login_required
+@require_POST
+def budget_delete(request: AuthenticatedRequest, pk: int) -> HttpResponse:
+    budget = _managed_or_404(request, pk)
+    budgets.budget_delete(actor=request.user, budget=budget)
+    messages.success(request, "The budget was removed.")
+    return redirect("budget_list")
