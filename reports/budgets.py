@@ -135,7 +135,7 @@ def budget_set(
     }
     budget = Budget.objects.filter(**lookup).first()
     if budget is None:
-        budget = Budget(owner=actor, **lookup)
+        budget = Budget(**{"owner": actor, **lookup})
     for name, value in fields.items():
         setattr(budget, name, value)
     if webhook_secret is not None:

@@ -9,6 +9,7 @@ sandbox. It refuses to run where the sandbox region is not configured (productio
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -16,16 +17,22 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from reports import crypto, services, teams
-from reports.metrics import all_flags
-from reports.models import Connection, Granularity, Membership, Report, Team
-from reports.periods import PRESETS, preset_period
+from osai.sandbox.server import account_id_for_token
+from osai.sandbox.usage import account_totals
+from reports import budgets, crypto, pricing, services, teams, tracking
+from reports.metrics import OSAI_FIELD_TO_COLUMN, all_flags
+from reports.models import Budget, Connection, Granularity, Membership, Report, Team
+from reports.periods import PRESETS, preset_period, utc_midnight
 
 DEMO_USERNAME = "demo"
 DEMO_PASSWORD = "demo-osai-usage"  # noqa: S105 (a published local-demo password)
 DEMO_TOKEN = "osai-sandbox-demo-account"  # noqa: S105 (any osai-sandbox-* token is a sandbox account)
 DEMO_CONNECTION = "Sandbox demo"
+DEMO_EMAIL = "demo@example.com"
 DEMO_TEAM = "Demo team"
+# The demo's monthly budget is set so that this month's spend so far is about this share of
+# it: past the 80 % threshold, so the first tracking refresh sends an alert to var/mail.
+DEMO_BUDGET_SHARE = Decimal("0.85")
 MEMBER_USERNAME = "dana"
 MEMBER_TOKEN = "osai-sandbox-dana-lab"  # noqa: S105 (a sandbox account, like DEMO_TOKEN)
 MEMBER_CONNECTION = "Dana's lab"
@@ -58,6 +65,7 @@ class Command(BaseCommand):
         user_model = get_user_model()
         user, created = user_model.objects.get_or_create(username=DEMO_USERNAME)
         user.set_password(options["password"])  # so the printed password always works
+        user.email = user.email or DEMO_EMAIL
         user.save()
         self.stdout.write(f"{'Created' if created else 'Found'} the user {DEMO_USERNAME!r}.")
 
@@ -85,6 +93,13 @@ class Command(BaseCommand):
                 "the worker builds it."
             )
         self._team(user)
+        self._budget(user, connection)
+        # Tracking fills in the overview; the schedule would start within a minute anyway.
+        started = sum(
+            len(tracking.tracking_refresh(c))
+            for c in Connection.objects.filter(owner__username__in=[DEMO_USERNAME, MEMBER_USERNAME])
+        )
+        self.stdout.write(f"Started tracking this month ({started} OSAI reports to fetch).")
         self.stdout.write(
             self.style.SUCCESS(f"Demo login: {DEMO_USERNAME} / {options['password']}")
         )
@@ -138,4 +153,25 @@ class Command(BaseCommand):
         )
         self.stdout.write(
             f"Requested a team report ({report.buckets_total} OSAI reports) for {DEMO_TEAM}."
+        )
+
+    def _budget(self, user: Any, connection: Connection) -> None:
+        """A budget for all of demo's connections, about 85 % used by this month's spend."""
+        if Budget.objects.filter(owner=user, scope=Budget.Scope.PERSON).exists():
+            self.stdout.write("Found the demo budget.")
+            return
+        now = timezone.now()
+        month_start = utc_midnight(now.date()).replace(day=1)
+        totals = account_totals(account_id_for_token(DEMO_TOKEN), month_start, now)
+        usage = {column: totals[field] for field, column in OSAI_FIELD_TO_COLUMN.items()}
+        spent = pricing.period_costs(usage, month_start, now, pricing.default_price_book())
+        amount = (spent["total"] / DEMO_BUDGET_SHARE).quantize(Decimal("0.01"))
+        budget = budgets.budget_set(
+            actor=user,
+            scope=Budget.Scope.PERSON,
+            amount=max(amount, Decimal("1.00")),
+            emails=[DEMO_EMAIL],
+        )
+        self.stdout.write(
+            f"Set a monthly budget of {budget.amount} (alerts to {DEMO_EMAIL}, into var/mail)."
         )
