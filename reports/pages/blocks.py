@@ -22,12 +22,15 @@ class ChartBlock:
     empty_message: str
 
 
-def chart_block(name: str, fig: go.Figure, *, wide: bool) -> ChartBlock:
+def chart_block(
+    name: str, fig: go.Figure, *, wide: bool, table: charts.ChartTable | None = None
+) -> ChartBlock:
+    """A figure and its data table (by default the numbers the figure plots)."""
     return ChartBlock(
         id=f"figure-{name}",
         title=str(fig.layout.title.text or ""),
         wide=wide,
         figure=charts.figure_json(fig),
-        table=charts.figure_table(fig),
+        table=table if table is not None else charts.figure_table(fig),
         empty_message=(fig.layout.meta or {}).get("message", "") if charts.is_empty(fig) else "",
     )

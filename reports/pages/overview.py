@@ -66,7 +66,6 @@ def month_chart(spend: MonthSpend, budget_amount: Decimal | None) -> ChartBlock:
         else None,
         budget=float(budget_amount) if budget_amount is not None else None,
     )
-    block = chart_block("month", figure, wide=True)
     running = ZERO
     rows = []
     for label, day in zip(_day_labels(spend), spend.days, strict=False):
@@ -77,7 +76,7 @@ def month_chart(spend: MonthSpend, budget_amount: Decimal | None) -> ChartBlock:
     table = charts.ChartTable(
         columns=["Day (UTC)", f"Spend{unit}", f"Month to date{unit}"], rows=rows
     )
-    return ChartBlock(block.id, block.title, True, block.figure, table, block.empty_message)
+    return chart_block("month", figure, wide=True, table=table)
 
 
 def _scope(
