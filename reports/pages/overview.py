@@ -109,7 +109,9 @@ def _scope(
                 needs_token=connection.status == Connection.Status.NEEDS_TOKEN,
             )
         )
-    change, trend = change_text(spend.month_to_date, spend.previous_same_days, spend.previous_label)
+    change, trend = change_text(
+        spend.month_to_date, spend.previous_same_days, "the same days of last month"
+    )
     return {
         "spend": spend,
         "currency": spend.currency,

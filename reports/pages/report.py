@@ -19,7 +19,14 @@ from django.utils import timezone
 
 from reports import charts, pricing
 from reports.access import comparison_buckets_of, counted_buckets
-from reports.metrics import CATEGORIES, METRICS, OSAI_FIELD_TO_COLUMN, display_value, metrics_in
+from reports.metrics import (
+    CATEGORIES,
+    METRICS,
+    OSAI_FIELD_TO_COLUMN,
+    STAGE_LABELS,
+    display_value,
+    metrics_in,
+)
 from reports.models import Bucket, BucketFile, Connection, PriceBook, Report
 from reports.pages.blocks import ChartBlock, chart_block
 from reports.pages.members import member_breakdown
@@ -226,6 +233,7 @@ def report_body(report: Report, mode: ViewMode) -> dict[str, Any]:
 
     figures = _figures(rows, report.granularity, row_money, currency)
     members = member_breakdown(report, cost_view=mode == "cost") if report.team_id else None
+    stages = ml_stages(rows, totals, money, price_book) if money is not None and rows else None
     failed = [b for b in buckets if b.state in Bucket.FAILED_STATES]
     done = [b for b in buckets if b.state == Bucket.State.DONE]
     as_of = [t for t in (b.osai_created_at or b.finished_at for b in done) if t is not None]
@@ -252,6 +260,7 @@ def report_body(report: Report, mode: ViewMode) -> dict[str, Any]:
         "comparison": compared,
         "charts": figures,
         "members": members,
+        "stages": stages,
         "skipped_connections": report.skipped_connections if report.team_id else [],
         "price_book": price_book,
         "is_example_prices": mode == "cost" and pricing.is_example(price_book),
@@ -261,6 +270,59 @@ def report_body(report: Report, mode: ViewMode) -> dict[str, Any]:
         "can_retry": report.is_terminal
         and (report.buckets_failed > 0 or report.state == Report.State.CANCELLED),
     }
+
+
+@dataclass(frozen=True)
+class StageView:
+    """Cost by ML stage, unit costs, and the 8 GB vs 16 GB what-if, formatted."""
+
+    stages: list[tuple[str, str, str]]  # label, money, share
+    unit_costs: list[tuple[str, str]]  # what, money per unit (or "" when no usage)
+    what_if: list[tuple[str, str, str]]  # label, money, change against actual
+
+
+def ml_stages(
+    rows: list[UsageRow],
+    totals: dict[str, float],
+    money: pricing.Costs,
+    price_book: PriceBook | None,
+) -> StageView:
+    """The report's cost by ML stage (data, augmentation, training, conversion, deployment),
+    its unit costs, and what its training would have cost all on 8 GB or all on 16 GB."""
+    total = money.get("total", Decimal(0))
+    stages = []
+    for key, cost in pricing.stage_costs(money).items():
+        share = f"{cost / total * 100:.1f} %" if total else charts.EN_DASH
+        stages.append((STAGE_LABELS[key], f"{pricing.money(cost):,.2f}", share))
+    units = pricing.unit_costs(totals, money)
+    labels = {
+        "per_training_gpu_hour": "per training GPU-hour",
+        "per_prediction_hour": "per prediction hour",
+        "per_stored_gb_month": "per stored GB-month (images and models)",
+    }
+    unit_costs = [
+        (labels[key], f"{pricing.money(value):,.2f}" if value is not None else "")
+        for key, value in units.items()
+    ]
+    what_if = pricing.training_what_if_rows(rows, price_book)
+    actual = what_if["actual"]
+    scenarios = [
+        ("As it ran", actual),
+        ("All training on 8 GB workers", what_if["all_on_8gb"]),
+        ("All training on 16 GB workers", what_if["all_on_16gb"]),
+    ]
+    return StageView(
+        stages=stages,
+        unit_costs=unit_costs,
+        what_if=[
+            (
+                label,
+                f"{pricing.money(value):,.2f}",
+                f"{(value - actual) / actual * 100:+.1f} %" if actual and value != actual else "",
+            )
+            for label, value in scenarios
+        ],
+    )
 
 
 def _connection_label(report: Report, connection: Connection) -> str:

@@ -23,6 +23,7 @@ from reports.forms import (
     TeamReportForm,
 )
 from reports.models import Connection, Membership
+from reports.pages.overview import team_overview
 from reports.pages.team import team_page
 from reports.views.http import AuthenticatedRequest, membership_or_404
 
@@ -57,6 +58,7 @@ def _team_response(
 ) -> HttpResponse:
     context = team_page(request.user, membership)
     if context["is_admin"]:
+        context["month"] = team_overview(membership.team)
         context["form"] = report_form or TeamReportForm()
         context["member_form"] = member_form or MemberAddForm()
         context["price_book_form"] = TeamPriceBookForm(
