@@ -1,0 +1,419 @@
+"""This month's spend (reports/spend.py), budgets and alerts (reports/budgets.py, A1, A6), the
+outbox (reports/notify.py, A3-A5), digests, and what the overview and spend_summary show."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.core import mail
+from django.core.management import call_command
+from django.test import Client
+from django.urls import reverse
+
+from reports import budgets, digests, notify
+from reports.metrics import USAGE_COLUMNS, all_flags
+from reports.models import Alert, Bucket, Budget, Delivery, DigestPreference, DigestSent
+from reports.pages.overview import overview_page, spend_summary
+from reports.spend import budget_status, month_forecast, month_spend
+from tests.factories import ensure_example_price_book, make_connection, make_team, make_user
+
+pytestmark = pytest.mark.django_db
+
+NOW = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)  # a Sunday: the 14 closed days of March
+HOUR = 3600.0  # one hour of 8 GB training costs EUR 1.20 in the example book
+
+
+def day(month: int, d: int) -> datetime:
+    return datetime(2026, month, d, tzinfo=UTC)
+
+
+def spend_day(
+    connection: Any, start: datetime, hours: float, *, closed: bool = True, end: Any = None
+) -> Bucket:
+    """A finished tracked bucket with `hours` of 8 GB training and nothing else."""
+    usage = dict.fromkeys(USAGE_COLUMNS, 0.0) | {"training_seconds_8gb": hours * HOUR}
+    return Bucket.objects.create(
+        connection=connection,
+        period_start=start,
+        period_end=end or start + timedelta(days=1),
+        is_closed=closed,
+        tracked=True,
+        state=Bucket.State.DONE,
+        finished_at=NOW,
+        osai_created_at=start + timedelta(days=1) if closed else NOW,
+        **all_flags(),
+        **usage,
+    )
+
+
+@pytest.fixture
+def book() -> Any:
+    return ensure_example_price_book()
+
+
+@pytest.fixture
+def month(book: Any) -> dict[str, Any]:
+    """Mar 1-14 closed at 1 h a day, today (the 15th) 1 h so far; Feb at 2 h a day."""
+    owner = make_user("payer")
+    owner.email = "payer@example.com"
+    owner.save()
+    conn = make_connection(owner, "Lab")
+    for d in range(1, 15):
+        spend_day(conn, day(3, d), 1)
+    spend_day(conn, day(3, 15), 1, closed=False, end=NOW)
+    for d in range(1, 29):
+        spend_day(conn, day(2, d), 2)
+    return {"owner": owner, "conn": conn, "book": book}
+
+
+# --- Month to date, the same days of last month, the forecast ---------------------------------
+
+
+def test_month_to_date_compares_with_the_same_days_of_last_month(month: dict[str, Any]) -> None:
+    spend = month_spend([month["conn"]], month["book"], NOW)
+    assert spend.month_to_date == Decimal("18.00")  # 15 h x 1.20
+    # Feb 1-14 whole and half of Feb 15, 2 h a day: 29 h x 1.20.
+    assert spend.previous_same_days == Decimal("34.80")
+    assert spend.previous_label == "2026-02-01 \u2013 2026-02-15 12:00"
+    assert spend.missing_days == 0
+    assert spend.data_as_of == NOW
+    assert [d.cost for d in spend.days][:2] == [Decimal("1.20"), Decimal("1.20")]
+    assert spend.days[-1].preliminary is True
+    # 14 closed days at EUR 1.20, and 17 more days (today included) at that rate.
+    assert spend.forecast is not None
+    assert spend.forecast.value == Decimal("37.20")
+    assert spend.forecast.low == spend.forecast.high == Decimal("37.20")  # no spread
+
+
+def test_a_day_not_fetched_yet_is_missing_and_there_is_no_forecast(month: dict[str, Any]) -> None:
+    Bucket.objects.filter(period_start=day(3, 5)).delete()
+    spend = month_spend([month["conn"]], month["book"], NOW)
+    assert spend.missing_days == 1
+    assert spend.days[4].cost is None
+    assert spend.forecast is None
+    assert spend.month_to_date == Decimal("16.80")
+
+
+def test_the_forecast_weights_recent_days_and_widens_with_their_spread() -> None:
+    flat = month_forecast([Decimal(10)] * 10, days_in_month=30, spent_so_far=Decimal(100))
+    assert flat is not None and flat.value == Decimal("300.00") and flat.low == flat.high
+    rising = month_forecast(
+        [Decimal(d) for d in range(1, 11)], days_in_month=30, spent_so_far=Decimal(55)
+    )
+    assert rising is not None
+    assert rising.daily_rate > Decimal("5.5")  # above the plain mean: recent days weigh more
+    assert rising.low < rising.value < rising.high
+    assert rising.low >= Decimal(55)  # never below what is already spent
+    assert month_forecast([Decimal(3)], days_in_month=30, spent_so_far=Decimal(3)) is None
+
+
+# --- Budgets -------------------------------------------------------------------------------------
+
+
+def test_a_budget_says_what_is_left_in_money_gpu_hours_and_days(month: dict[str, Any]) -> None:
+    budget = budgets.budget_set(actor=month["owner"], scope="person", amount="24")
+    status = budget_status(budget, now=NOW)
+    assert (status.spent, status.percent, status.remaining) == (
+        Decimal("18.00"),
+        Decimal("75.00"),
+        Decimal("6.00"),
+    )
+    # EUR 6 at the example rates: 2.10 / h on 16 GB, 1.20 / h on 8 GB.
+    assert (status.remaining_gpu_hours_16gb, status.remaining_gpu_hours_8gb) == (
+        Decimal("2.9"),
+        Decimal("5.0"),
+    )
+    # EUR 1.20 a day: EUR 6 lasts 5 days from now.
+    assert status.runs_out_on == (NOW + timedelta(days=5)).date()
+    assert status.crossed == [50]
+    assert status.forecast_percent == Decimal("155.00")
+
+
+@pytest.mark.parametrize(
+    ("amount", "message"),
+    [
+        ("0", "more than 0"),
+        ("-5", "more than 0"),
+        ("ten", "as a number"),
+        ("1.234", "two decimals"),
+        ("NaN", "more than 0"),
+        ("1e20", "12 digits"),
+    ],
+)
+def test_bad_budget_amounts_get_a_clear_message_and_change_nothing(
+    month: dict[str, Any], amount: str, message: str
+) -> None:
+    """A6."""
+    with pytest.raises(budgets.BudgetError, match=message):
+        budgets.budget_set(actor=month["owner"], scope="person", amount=amount)
+    client = Client()
+    client.force_login(month["owner"])
+    response = client.post(
+        reverse("budget_list"), {"scope": "person", "amount": amount, "thresholds": "50"}
+    )
+    assert response.status_code == 400
+    assert Budget.objects.count() == 0
+
+
+def test_only_a_teams_admins_set_its_budget_and_only_owners_see_budgets(
+    month: dict[str, Any],
+) -> None:
+    admin, member, stranger = make_user(), make_user(), make_user()
+    team = make_team(admins=[admin], members=[member])
+    with pytest.raises(budgets.BudgetError, match="team's admins"):
+        budgets.budget_set(actor=member, scope="team", amount="100", team=team)
+    budget = budgets.budget_set(actor=admin, scope="team", amount="100", team=team)
+    other = budgets.budget_set(actor=month["owner"], scope="person", amount="5")
+    for user, visible in ((admin, True), (member, False), (stranger, False)):
+        client = Client()
+        client.force_login(user)
+        status = client.get(reverse("budget_detail", args=[budget.pk])).status_code
+        assert status == (200 if visible else 404)
+        assert client.get(reverse("budget_detail", args=[other.pk])).status_code == 404
+        assert client.post(reverse("budget_delete", args=[other.pk])).status_code == 404
+    assert Budget.objects.count() == 2
+
+
+# --- Alerts: once per threshold per month (A1), one message naming the highest -------------
+
+
+def test_each_threshold_alerts_once_a_month_with_one_message_naming_the_highest(
+    month: dict[str, Any],
+) -> None:
+    budget = budgets.budget_set(
+        actor=month["owner"], scope="person", amount="20", emails=["ops@example.com"]
+    )
+    first = budgets.budget_check(budget, now=NOW)  # 90 %: past 50 and 80
+    assert sorted(a.threshold for a in first) == [50, 80]
+    deliveries = list(Delivery.objects.all())
+    assert len(deliveries) == 1
+    assert deliveries[0].subject == "Budget alert: 80 % of All of payer's connections"
+    assert "past 80 %" in deliveries[0].text and "EUR 18.00 spent" in deliveries[0].text
+    assert budgets.budget_check(budget, now=NOW) == []  # a second check sends nothing
+    assert Delivery.objects.count() == 1
+    # Crossing 100 % later in the month alerts for 100 % only.
+    spend_day(month["conn"], day(3, 15), 3, closed=False, end=NOW + timedelta(hours=1))
+    later = budgets.budget_check(budget, now=NOW + timedelta(hours=1))
+    assert [a.threshold for a in later] == [100]
+    # A new month starts over.
+    april = budgets.budget_check(budget, now=datetime(2026, 4, 2, tzinfo=UTC))
+    assert april == []  # nothing spent in April yet
+    assert Alert.objects.filter(month=datetime(2026, 3, 1).date()).count() == 3
+
+
+def test_forecast_thresholds_alert_when_chosen(month: dict[str, Any]) -> None:
+    budget = budgets.budget_set(
+        actor=month["owner"], scope="person", amount="30", on_forecast=True, thresholds=[100]
+    )
+    alerts = budgets.budget_check(budget, now=NOW)
+    assert [(a.kind, a.threshold) for a in alerts] == [("forecast", 100)]  # 37.20 of 30
+
+
+def test_alert_messages_carry_no_secret(month: dict[str, Any], settings: Any) -> None:
+    """A5: the webhook secret is encrypted at rest, never in the message, page or log."""
+    settings.ALERT_WEBHOOK_ALLOW_LOCAL = True
+    secret = "CANARY-webhook-secret-9f8e"
+    budget = budgets.budget_set(
+        actor=month["owner"],
+        scope="person",
+        amount="20",
+        webhook_url="http://127.0.0.1:9/hook",
+        webhook_secret=secret,
+    )
+    assert secret not in budget.webhook_secret_encrypted
+    budgets.budget_check(budget, now=NOW)
+    delivery = Delivery.objects.get()
+    assert secret not in json.dumps(delivery.payload) + delivery.text + delivery.target
+    client = Client()
+    client.force_login(month["owner"])
+    page = client.get(reverse("budget_detail", args=[budget.pk])).content.decode()
+    assert secret not in page and "A secret is set" in page
+
+
+def test_an_email_delivery_is_sent_once_with_its_key(month: dict[str, Any]) -> None:
+    budget = budgets.budget_set(
+        actor=month["owner"], scope="person", amount="20", emails=["a@example.com", "b@x.org"]
+    )
+    budgets.budget_check(budget, now=NOW)
+    delivery = Delivery.objects.get()
+    assert notify.delivery_send(delivery.pk) == "sent"
+    assert notify.delivery_send(delivery.pk).startswith("not claimed")
+    assert len(mail.outbox) == 1
+    message = mail.outbox[0]
+    assert message.to == ["a@example.com", "b@x.org"]
+    assert message.extra_headers["X-OSAI-Usage-Delivery"] == delivery.key
+    delivery.refresh_from_db()
+    assert (delivery.state, delivery.attempts) == ("sent", 1)
+
+
+def test_a_failing_mail_server_is_retried_then_shown_as_failed(
+    month: dict[str, Any], settings: Any
+) -> None:
+    """A4, in-process: nothing listens on the mail port."""
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", 9, 2
+    settings.ALERT_DELIVERY_MAX_ATTEMPTS = 3
+    settings.ALERT_DELIVERY_RETRY_SECONDS = 0
+    budget = budgets.budget_set(
+        actor=month["owner"], scope="person", amount="20", emails=["a@b.co"]
+    )
+    budgets.budget_check(budget, now=NOW)
+    delivery = Delivery.objects.get()
+    results = [notify.delivery_send(delivery.pk) for _ in range(3)]
+    assert results == ["will retry", "will retry", "failed"]
+    delivery.refresh_from_db()
+    assert delivery.state == "failed" and delivery.attempts == 3
+    assert (
+        "could not be reached" in delivery.last_error and "gave up after 3" in delivery.last_error
+    )
+    client = Client()
+    client.force_login(month["owner"])
+    page = client.get(reverse("budget_detail", args=[budget.pk])).content.decode()
+    assert "Failed" in page and "could not be reached" in page
+
+
+# --- The overview and spend_summary ---------------------------------------------------------------
+
+
+def test_spend_summary_prints_what_the_overview_shows(
+    month: dict[str, Any], time_machine: Any
+) -> None:
+    time_machine.move_to(NOW)
+    budgets.budget_set(actor=month["owner"], scope="person", amount="24")
+    out = io.StringIO()
+    call_command("spend_summary", "--user", "payer", "--json", stdout=out)
+    summary = json.loads(out.getvalue())
+    assert summary == spend_summary(overview_page(month["owner"], now=NOW)) | {
+        "as_of": summary["as_of"]
+    }
+    assert summary["currency"] == "EUR"
+    assert summary["month_to_date_cost"] == "18.00"
+    assert summary["previous_month_same_days_cost"] == "34.80"
+    assert (summary["forecast_cost"], summary["forecast_low"], summary["forecast_high"]) == (
+        "37.20",
+        "37.20",
+        "37.20",
+    )
+    assert summary["budgets"] == [
+        {
+            "scope": "person",
+            "name": "All of payer's connections",
+            "amount": "24.00",
+            "spent": "18.00",
+            "percent": "75.00",
+            "remaining": "6.00",
+            "remaining_gpu_hours_16gb": "2.9",
+            "remaining_gpu_hours_8gb": "5.0",
+            "runs_out_on": "2026-03-20",
+        }
+    ]
+    client = Client()
+    client.force_login(month["owner"])
+    page = client.get(reverse("home")).content.decode()
+    assert "EUR</span> 18.00" in page and "37.20" in page
+    assert "-48.3 % vs the same days of last month" in page
+    assert 'class="budget-meter' in page and 'value="75"' in page
+
+
+def test_the_overview_queries_do_not_grow_with_connections_and_budgets(
+    book: Any, django_assert_max_num_queries: Any
+) -> None:
+    """P18 as a count: the overview's queries are the same for 1 and 50 connections."""
+    owner = make_user()
+    client = Client()
+    client.force_login(owner)
+
+    def add(count: int) -> None:
+        for _ in range(count):
+            conn = make_connection(owner)
+            for d in range(1, 15):
+                spend_day(conn, day(3, d), 1)
+            budgets.budget_set(actor=owner, scope="connection", amount="50", connection=conn)
+
+    add(1)
+    from django.db import connection as db
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(db) as one:
+        assert client.get(reverse("home")).status_code == 200
+    add(49)
+    with django_assert_max_num_queries(len(one.captured_queries)):
+        assert client.get(reverse("home")).status_code == 200
+
+
+# --- Digests ---------------------------------------------------------------------------------
+
+
+def test_digests_are_made_once_per_period_and_respect_opt_out(month: dict[str, Any]) -> None:
+    monday = datetime(2026, 3, 16, 7, tzinfo=UTC)
+    spend_day(month["conn"], day(3, 15), 1)  # Sunday has closed by Monday
+    assert [k for k, _, _ in digests.due_periods(monday)] == ["weekly"]
+    assert [k for k, _, _ in digests.due_periods(datetime(2026, 4, 1, tzinfo=UTC))] == ["monthly"]
+    assert digests.due_periods(NOW) == []
+    assert digests.digests_send(now=monday) == 1
+    assert digests.digests_send(now=monday + timedelta(hours=1)) == 0  # once
+    delivery = Delivery.objects.get()
+    assert delivery.target == "payer@example.com"
+    assert "usage and spend for 2026-03-09 \u2013 2026-03-15" in delivery.text
+    assert "Spend: EUR 8.40" in delivery.text  # 7 days x 1 h x 1.20
+    assert "/spend.csv?from=2026-03-09&to=2026-03-16" in delivery.text
+    DigestPreference.objects.create(user=month["owner"], weekly=False)
+    DigestSent.objects.all().delete()
+    assert digests.digests_send(now=monday) == 0
+
+
+def test_the_digest_csv_link_exports_the_period_for_its_owner_only(month: dict[str, Any]) -> None:
+    spend_day(month["conn"], day(3, 15), 1)
+    client = Client()
+    client.force_login(month["owner"])
+    response = client.get(reverse("spend_export_csv") + "?from=2026-03-09&to=2026-03-16")
+    assert response.status_code == 200
+    lines = b"".join(response.streaming_content).decode().splitlines()
+    assert len(lines) == 1 + 7  # the header and seven days
+    stranger = Client()
+    stranger.force_login(make_user())
+    body = b"".join(
+        stranger.get(
+            reverse("spend_export_csv") + "?from=2026-03-09&to=2026-03-16"
+        ).streaming_content
+    )
+    assert body.decode().count("\n") == 1  # only the header: nothing of theirs
+    assert client.get(reverse("spend_export_csv") + "?from=x&to=y").status_code == 404
+    assert (
+        client.get(
+            reverse("spend_export_csv") + "?from=2026-03-09&to=2026-03-16&team=9"
+        ).status_code
+        == 404
+    )
+
+
+def test_pricing_and_the_ml_stage_view_on_the_report_page(month: dict[str, Any]) -> None:
+    from tests.factories import make_done_report
+
+    report = make_done_report(month["owner"], [make_connection(month["owner"])])
+    client = Client()
+    client.force_login(month["owner"])
+    page = client.get(reverse("report_detail", args=[report.pk]) + "?view=cost")
+    stages = page.context["stages"]
+    assert [label for label, _, _ in stages.stages] == [
+        "Data (image storage)",
+        "Augmentation",
+        "Training (incl. model storage)",
+        "Conversion",
+        "Deployment (devices + prediction)",
+    ]
+    total_tile = Decimal(page.context["tiles"][0].value.replace(",", ""))
+    stage_sum = sum((Decimal(a.replace(",", "")) for _, a, _ in stages.stages), Decimal(0))
+    assert abs(stage_sum - total_tile) <= Decimal("0.03")  # five stages, each rounded once
+    assert [label for label, _, _ in stages.what_if] == [
+        "As it ran",
+        "All training on 8 GB workers",
+        "All training on 16 GB workers",
+    ]
+    content = page.content.decode()
+    assert "By ML stage" in content and "per training GPU-hour" in content
