@@ -279,6 +279,10 @@ ALERT_WEBHOOK_ALLOW_LOCAL = env.bool("ALERT_WEBHOOK_ALLOW_LOCAL", default=False)
 ALERT_WEBHOOK_TIMEOUT_SECONDS = env.float("ALERT_WEBHOOK_TIMEOUT_SECONDS", default=10.0)
 ALERT_DELIVERY_MAX_ATTEMPTS = env.int("ALERT_DELIVERY_MAX_ATTEMPTS", default=5)
 ALERT_DELIVERY_RETRY_SECONDS = env.float("ALERT_DELIVERY_RETRY_SECONDS", default=30.0)
+# A send that has not finished within this long is taken over (its worker died): longer than
+# the webhook timeout and an SMTP conversation.
+ALERT_DELIVERY_LEASE_SECONDS = env.int("ALERT_DELIVERY_LEASE_SECONDS", default=60)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 
 # --- Logging: to stderr; the OSAI client never logs tokens, JWTs or signed URLs ----------------
 LOGGING = {

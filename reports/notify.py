@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-OSAI-Usage-Signature"
 DELIVERY_HEADER = "X-OSAI-Usage-Delivery"
-LEASE_SECONDS = 60
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -88,7 +87,7 @@ def deliveries_create(
 def delivery_send(pk: int, *, now: datetime | None = None) -> str:
     """Send one delivery (a django-q2 task). Safe to run twice: it claims a lease first."""
     now = now or timezone.now()
-    lease = now + timedelta(seconds=LEASE_SECONDS)
+    lease = now + timedelta(seconds=settings.ALERT_DELIVERY_LEASE_SECONDS)
     claimed = (
         Delivery.objects.filter(pk=pk, state=Delivery.State.PENDING)
         .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))

@@ -12,7 +12,7 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from reports import connections, teams
+from reports import connections, teams, tracking
 from reports.forms import ConnectionCreateForm, ConnectionEditForm, ConnectionTokenForm
 from reports.models import Connection, Report
 from reports.views.http import AuthenticatedRequest
@@ -44,10 +44,11 @@ def connection_create(request: AuthenticatedRequest) -> HttpResponse:
         except connections.ConnectionCheckError as exc:
             form.add_error(None, str(exc))
         else:
+            tracking.tracking_refresh(connection)  # this month's spend fills in the overview
             messages.success(
                 request,
                 f"Connected to OSAI as {connection.account_name or 'your account'}: "
-                f"“{connection.label}” is ready.",
+                f"“{connection.label}” is ready. This month's spend is being fetched.",
             )
             return redirect("connection_list")
     return render(request, "reports/connection_form.html", {"form": form})
@@ -89,6 +90,7 @@ def connection_token(request: AuthenticatedRequest, pk: int) -> HttpResponse:
         except connections.ConnectionCheckError as exc:
             form.add_error("access_token", str(exc))
         else:
+            tracking.tracking_refresh(connection)
             messages.success(request, f"The token of “{connection.label}” was replaced.")
             return redirect("connection_list")
         connection.refresh_from_db()  # undo what the failed check set on the instance

@@ -13,6 +13,8 @@ import json
 import os
 import re
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -531,3 +533,102 @@ def test_a_team_admin_sees_the_same_cost_totals_on_the_page_and_in_the_csv(
     )
     figures.figure("browser CSV cells checked for formulas", cells)
     figures.figure("S7 CSP violations in the browser", len(problems.csp_violations))
+
+
+# --- Cost control: the overview, a budget, and a comparison that works ------------------------
+
+
+def _spend_summary(username: str) -> dict[str, Any]:
+    """`manage.py spend_summary --json`, as a script would run it, on the test database."""
+    from tests.support.worker import ROOT, database_url
+
+    env = {**os.environ, "DATABASE_URL": database_url(), "OSAI_TESTING": "1"}
+    output = subprocess.run(
+        [sys.executable, "manage.py", "spend_summary", "--user", username, "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    summary: dict[str, Any] = json.loads(output)
+    return summary
+
+
+@pytest.fixture
+def priced_user(browser_user: Any) -> Any:
+    """The browser user, with the example price book in place (before the browser starts)."""
+    ensure_example_price_book()  # transactional tests flush migration data
+    return browser_user
+
+
+def test_the_overview_fills_in_shows_a_forecast_and_a_budget_and_last_month_compares(
+    live_site: Any,
+    use_sandbox: Any,
+    priced_user: Any,
+    browser_page: tuple[Any, BrowserProblems],
+) -> None:
+    from playwright.sync_api import expect
+
+    browser_user = priced_user
+    use_sandbox.set_latency(0.5)  # the month's 60 tracked days arrive quickly
+    page, problems = browser_page
+    base = live_site.url
+    token = f"osai-sandbox-overview-{secrets.token_hex(6)}"
+
+    page.goto(f"{base}/accounts/login/")
+    page.fill("#id_username", browser_user.username)
+    page.fill("#id_password", PASSWORD)
+    page.click("main button[type=submit]")
+    page.wait_for_url(f"{base}/")
+    page.goto(f"{base}/connections/new/")
+    page.fill("#id_label", "Sandbox")
+    page.select_option("#id_region", "sandbox")
+    page.fill("#id_access_token", token)
+    page.click("main button[type=submit]")
+    page.wait_for_url(f"{base}/connections/")
+
+    # The overview fills in by itself while tracking fetches the month: no reload.
+    page.goto(f"{base}/")
+    page.evaluate("window.__sameDocument = true")
+    overview = page.locator("#overview")
+    expect(overview).not_to_have_attribute("hx-trigger", "every 3s", timeout=120_000)
+    assert page.evaluate("window.__sameDocument") is True
+    mtd_text = page.locator("#month-to-date").inner_text()
+    currency, page_mtd = _parse_money(mtd_text)
+    summary = _spend_summary(browser_user.username)
+    assert (summary["currency"], Decimal(summary["month_to_date_cost"])) == (currency, page_mtd)
+    if datetime.now(UTC).day >= 3:
+        _, forecast = _parse_money(page.locator("#forecast").inner_text())
+        assert forecast == Decimal(summary["forecast_cost"]) >= page_mtd
+    page.locator('.chart[data-figure="figure-month"] .barlayer .trace').first.wait_for()
+
+    # Set a budget on the page; the overview then shows its bar.
+    page.click("nav >> text=Budgets")
+    page.check("input[name=scope][value=person]")
+    amount = (page_mtd * 2).quantize(Decimal("0.01")) if page_mtd else Decimal("10.00")
+    page.fill("#id_amount", str(amount))
+    page.click("button:has-text('Set budget')")
+    page.wait_for_url(re.compile(rf"{re.escape(base)}/budgets/\d+/$"))
+    page.goto(f"{base}/")
+    bar = page.locator("#overview meter.budget-meter")
+    expect(bar).to_have_count(1)
+    expected = 50 if page_mtd else 0  # half of it spent (more may arrive meanwhile)
+    assert expected - 2 <= int(bar.get_attribute("value") or 0) <= expected + 5
+    _team_screenshot(page, "screenshot-overview.png")
+
+    # "Last month" compares with the month before, fetched by the app itself.
+    page.click("nav >> text=New report")
+    page.select_option("#id_preset", "last_month")
+    page.select_option("#id_granularity", "total")
+    page.click("button:has-text('Generate report')")
+    page.wait_for_url(re.compile(rf"{re.escape(base)}/reports/\d+/$"))
+    _wait_until_done(page)
+    month_before = datetime.now(UTC).date().replace(day=1) - relativedelta(months=2)
+    # Every tile of a category with usage says how it changed since then.
+    changes = page.locator(".tile .tile-change", has_text=f"{month_before:%b %Y}")
+    expect(changes.first).to_be_visible(timeout=60_000)
+    assert changes.count() >= 5
+    expect(page.locator("#kpi-title")).to_contain_text(f"compared with {month_before:%b %Y}")
+    problems.assert_none()

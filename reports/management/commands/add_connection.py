@@ -9,7 +9,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from reports import connections
+from reports import connections, tracking
 
 
 class Command(BaseCommand):
@@ -38,6 +38,7 @@ class Command(BaseCommand):
             )
         except connections.ConnectionCheckError as exc:
             raise CommandError(str(exc)) from None
+        tracking.tracking_refresh(connection)  # a worker fetches this month's spend
         self.stdout.write(
             f"Added connection {connection.label!r} (id {connection.pk}) for {owner.username}: "
             f"OSAI account {connection.account_name!r}, token {connection.token_hint}."
