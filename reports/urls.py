@@ -24,6 +24,7 @@ urlpatterns = [
     path("reports/<int:pk>/", reports.report_detail, name="report_detail"),
     path("reports/<int:pk>/status/", reports.report_status, name="report_status"),
     path("reports/<int:pk>/charts/", reports.report_charts, name="report_charts"),
+    path("reports/<int:pk>/comparison/", reports.report_comparison, name="report_comparison"),
     path("reports/<int:pk>/cancel/", reports.report_cancel, name="report_cancel"),
     path("reports/<int:pk>/retry/", reports.report_retry, name="report_retry"),
     path(

@@ -183,6 +183,11 @@ def report_buckets(report: Report) -> list[Bucket]:
     )
 
 
+def comparison_pending(report: Report) -> bool:
+    """True while buckets of the period the report compares with are still being fetched."""
+    return comparison_buckets_of(report).exclude(state__in=Bucket.TERMINAL_STATES).exists()
+
+
 def comparison(report: Report, connection_ids: Sequence[int]) -> dict[str, Any]:
     """What the report is compared with: its period, a label, and the usage if known.
 
@@ -194,10 +199,7 @@ def comparison(report: Report, connection_ids: Sequence[int]) -> dict[str, Any]:
     rows = None
     if connection_ids and start >= EARLIEST_PERIOD_START:
         rows = known_usage(connection_ids, report.flags(), start, end)
-    pending = (
-        rows is None
-        and comparison_buckets_of(report).exclude(state__in=Bucket.TERMINAL_STATES).exists()
-    )
+    pending = rows is None and comparison_pending(report)
     return {
         "start": start,
         "end": end,

@@ -19,7 +19,13 @@ from reports.access import counted_buckets
 from reports.forms import ReportForm
 from reports.models import BucketFile, Connection
 from reports.pages.history import history_queryset, with_periods
-from reports.pages.report import badge_context, report_body, report_page, view_mode
+from reports.pages.report import (
+    badge_context,
+    comparison_pending,
+    report_body,
+    report_page,
+    view_mode,
+)
 from reports.views.http import AuthenticatedRequest, htmx_login_required, visible_report_or_404
 
 HISTORY_PAGE_SIZE = 25
@@ -81,6 +87,17 @@ def report_status(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     if request.GET.get("seen") != str(report.buckets_done):
         trigger_client_event(response, EVENT_PROGRESS)
     return response
+
+
+@htmx_login_required
+@require_GET
+def report_comparison(request: AuthenticatedRequest, pk: int) -> HttpResponse:
+    """Polled while the period a finished report compares with is still being fetched; once
+    it is, 286 stops the polling and report-finished reloads the body, once."""
+    report = visible_report_or_404(request, pk)
+    if comparison_pending(report):
+        return HttpResponse(status=204)  # htmx swaps nothing and keeps polling
+    return trigger_client_event(HttpResponseStopPolling(""), EVENT_FINISHED)
 
 
 @htmx_login_required

@@ -3,6 +3,7 @@ once), and how it is read (tiling, the last day pro rata; I3: nothing recurses p
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -197,3 +198,34 @@ def test_a_request_fetches_its_comparison_once_and_the_worker_keeps_it_after_the
     february_2024.refresh_from_db()
     assert february_2024.state == Bucket.State.CANCELLED
     assert pipeline.bucket_is_wanted(february_2024) is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_finished_report_polls_only_a_small_element_until_its_comparison_arrives(
+    queue: list[object],
+) -> None:
+    owner = make_user()
+    conn = make_connection(owner)
+    report = services.report_request(
+        owner=owner,
+        connections=[conn],
+        period_start=utc(2025, 3, 1),
+        period_end=utc(2025, 4, 1),
+        granularity="total",
+        flags=all_flags(),
+        compare=True,
+    )
+    Bucket.objects.filter(report_buckets__purpose="main").update(state=Bucket.State.DONE)
+    from reports.progress import report_refresh
+
+    report_refresh(report.pk)
+    client = Client()
+    client.force_login(owner)
+    page = client.get(reverse("report_detail", args=[report.pk])).content.decode()
+    url = reverse("report_comparison", args=[report.pk])
+    assert "being fetched from OSAI" in page and f'hx-get="{url}"' in page
+    assert 'hx-trigger="report-finished from:body, report-progress from:body"' in page
+    assert client.get(url, HTTP_HX_REQUEST="true").status_code == 204  # nothing to swap yet
+    Bucket.objects.update(state=Bucket.State.DONE)
+    done = client.get(url, HTTP_HX_REQUEST="true")
+    assert done.status_code == 286 and json.loads(done["HX-Trigger"]) == {"report-finished": {}}
