@@ -44,6 +44,7 @@ class OsaiUser:
 
     account_name: str  # for display; "" when OSAI names nobody
     raw: dict[str, Any]  # the answer, with secret-looking fields redacted
+    account_id: str = ""  # OSAI's id of the account ("" when it gives none)
 
 
 @dataclass(frozen=True)
@@ -249,7 +250,10 @@ def parse_user(data: object) -> OsaiUser:
         raw = _redact_secrets(user)
     except RecursionError:
         raise OsaiBadResponse("OSAI's answer to GET /Users is nested too deeply") from None
-    return OsaiUser(account_name=account_name, raw=raw)
+    account_id = user.get("id")
+    if isinstance(account_id, bool) or not isinstance(account_id, str | int):
+        account_id = ""
+    return OsaiUser(account_name=account_name, raw=raw, account_id=str(account_id)[:100])
 
 
 def parse_report_created(data: object) -> ReportCreated:

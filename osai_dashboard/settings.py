@@ -54,10 +54,14 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Signed-in pages are never stored by a browser or proxy cache (S11).
+    "reports.middleware.private_pages",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "csp.middleware.CSPMiddleware",
+    # Turns django-ratelimit's refusals into RATELIMIT_VIEW's page (S12).
+    "django_ratelimit.middleware.RatelimitMiddleware",
     # Axes must be last: it turns lock-outs into responses.
     "axes.middleware.AxesMiddleware",
 ]
@@ -144,6 +148,13 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
 AXES_LOCKOUT_TEMPLATE = "locked_out.html"
+# The client's address, not the proxy's, behind the documented proxy (S10).
+AXES_CLIENT_IP_CALLABLE = "reports.views.http.client_ip"
+# Password reset exists only where mail is configured (S12), throttled per address and per
+# email: django-ratelimit, on the shared cache.
+PASSWORD_RESET_ENABLED = bool(env.str("EMAIL_URL", default=""))
+PASSWORD_RESET_RATE = env.str("PASSWORD_RESET_RATE", default="5/h")
+RATELIMIT_VIEW = "reports.views.http.too_many_requests"
 
 # --- Internationalisation: every period is UTC, and the UI says so --------------------------
 LANGUAGE_CODE = "en-us"
@@ -182,7 +193,10 @@ SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
 SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", default=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
 SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
-if env.bool("DJANGO_BEHIND_PROXY", default=False):
+# One trusted proxy in front (the README's production setup): it says whether the request
+# came over https, and its X-Forwarded-For names the client (reports/views/http.py).
+BEHIND_PROXY = env.bool("DJANGO_BEHIND_PROXY", default=False)
+if BEHIND_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # Scripts come only from this server, with no inline code and no eval; charts are drawn by
@@ -255,7 +269,17 @@ OSAI_POLL_STEADY_PERIOD_SECONDS = env.float("OSAI_POLL_STEADY_PERIOD_SECONDS", d
 OSAI_POLL_MAX_SECONDS = env.float("OSAI_POLL_MAX_SECONDS", default=10.0)
 OSAI_BUCKET_DEADLINE_SECONDS = env.int("OSAI_BUCKET_DEADLINE_SECONDS", default=30 * 60)
 OSAI_BUCKET_MAX_ATTEMPTS = env.int("OSAI_BUCKET_MAX_ATTEMPTS", default=3)
+# Politeness and fairness (F1, F4): OSAI reports in flight at once per connection, per OSAI
+# account (connections with one token share it) and per person; steps waiting in the queue.
 OSAI_MAX_IN_FLIGHT_PER_CONNECTION = env.int("OSAI_MAX_IN_FLIGHT_PER_CONNECTION", default=16)
+OSAI_MAX_IN_FLIGHT_PER_ACCOUNT = env.int("OSAI_MAX_IN_FLIGHT_PER_ACCOUNT", default=16)
+OSAI_MAX_IN_FLIGHT_PER_PERSON = env.int("OSAI_MAX_IN_FLIGHT_PER_PERSON", default=32)
+OSAI_QUEUE_DEPTH = env.int("OSAI_QUEUE_DEPTH", default=64)
+# Requests (F2, F3): report requests per person per hour, parts waiting per person, and how
+# long an identical request counts as a double click.
+OSAI_REPORT_REQUESTS_PER_HOUR = env.int("OSAI_REPORT_REQUESTS_PER_HOUR", default=60)
+OSAI_MAX_WAITING_BUCKETS_PER_PERSON = env.int("OSAI_MAX_WAITING_BUCKETS_PER_PERSON", default=1500)
+OSAI_DUPLICATE_REQUEST_SECONDS = env.int("OSAI_DUPLICATE_REQUEST_SECONDS", default=10)
 OSAI_MAX_BUCKETS_PER_REPORT = env.int("OSAI_MAX_BUCKETS_PER_REPORT", default=400)
 OSAI_STEP_LEASE_SECONDS = env.int("OSAI_STEP_LEASE_SECONDS", default=75)
 

@@ -109,6 +109,7 @@ def _check_token(connection: Connection, token: str) -> str:
     if client.jwt:
         connection.jwt_encrypted = crypto.encrypt_secret(client.jwt)
         connection.jwt_expires_at = jwt_expiry(client.jwt) or timezone.now() + timedelta(minutes=30)
+    connection.osai_account_id = user.account_id  # one token, one account: one shared cap
     return user.account_name
 
 

@@ -72,6 +72,9 @@ class Connection(models.Model):
     token_encrypted = models.TextField(editable=False)
     token_last4 = models.CharField(max_length=4, editable=False)
     account_name = models.CharField(max_length=200, blank=True)
+    # OSAI's own id of the account (GET /Users): connections with one token share it, and
+    # with it the cap on OSAI reports in flight (F1). Empty: the connection is its own account.
+    osai_account_id = models.CharField(max_length=100, blank=True, db_index=True)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.OK)
     status_message = models.CharField(max_length=300, blank=True)
     last_verified_at = models.DateTimeField(null=True, blank=True)
@@ -202,6 +205,9 @@ class Bucket(OsaiFlags):
     attempts = models.PositiveSmallIntegerField(default=0)  # steps started but not finished
     polls = models.PositiveIntegerField(default=0)  # GET /Reports/{id} made for this bucket
     next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # When the dispatcher put its step in the queue; cleared when a worker claims it. A bucket
+    # whose step is queued is not queued again (F4).
+    queued_at = models.DateTimeField(null=True, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)
     deadline_at = models.DateTimeField(null=True, blank=True)
     error_message = models.CharField(max_length=500, blank=True)

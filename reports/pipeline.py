@@ -32,12 +32,15 @@ import hashlib
 import logging
 import time
 import uuid
+from collections import Counter, deque
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Min, Q
+from django.db.models import Count, F, Min, Q, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -151,24 +154,139 @@ def _lease_release(name: str, holder: str) -> None:
     WorkerLease.objects.filter(name=name, holder=holder).update(holder="", expires_at=None)
 
 
+# How many due buckets of each connection the dispatcher looks at per round: enough to fill
+# the queue, few enough that a backlog costs one cheap query a second.
+SCAN_PER_CONNECTION = 4
+
+
+@dataclass(frozen=True)
+class _Due:
+    pk: int
+    starts: bool  # a NEW bucket: its step asks OSAI for a new report (needs a free slot)
+    connection: int
+    owner: int
+    account: str
+
+
+def _account_key(region: str, account_id: str, connection_id: int) -> str:
+    """Connections with one token are one OSAI account: they share its cap (F1)."""
+    return f"{region}:{account_id}" if account_id else f"connection:{connection_id}"
+
+
+def _due_buckets(now: datetime, lease: timedelta) -> list[_Due]:
+    """The first few due buckets of every connection, skipping those whose step is queued."""
+    rank = Window(
+        RowNumber(),
+        partition_by=[F("connection_id")],
+        order_by=[F("next_attempt_at").asc(), F("pk").asc()],
+    )
+    rows = (
+        Bucket.objects.filter(state__in=ACTIVE_STATES, next_attempt_at__lte=now)
+        .filter(Q(queued_at__isnull=True) | Q(queued_at__lte=now - lease))
+        .annotate(turn=rank)
+        .filter(turn__lte=SCAN_PER_CONNECTION)
+        .values_list(
+            "pk",
+            "state",
+            "connection_id",
+            "connection__owner_id",
+            "connection__region",
+            "connection__osai_account_id",
+            "next_attempt_at",
+        )
+    )
+    ordered = sorted(rows, key=lambda r: (r[6], r[0]))
+    return [
+        _Due(pk, state == Bucket.State.NEW, conn, owner, _account_key(region, account, conn))
+        for pk, state, conn, owner, region, account, _ in ordered
+    ]
+
+
+def _round_robin(groups: Iterable[list[_Due]]) -> list[_Due]:
+    """Take one from each group in turn: [[a1, a2], [b1]] -> [a1, b1, a2]."""
+    queues = [deque(g) for g in groups if g]
+    result: list[_Due] = []
+    while queues:
+        for queue in list(queues):
+            result.append(queue.popleft())
+            if not queue:
+                queues.remove(queue)
+    return result
+
+
+def fair_order(due: list[_Due]) -> list[_Due]:
+    """People take turns, and within a person their connections do (F4): one person's backlog
+    never stands in front of another person's first bucket. People whose work has waited
+    longest go first in each round."""
+    by_owner: dict[int, dict[int, list[_Due]]] = {}
+    for item in due:  # `due` is oldest first, so dicts keep first-come order
+        by_owner.setdefault(item.owner, {}).setdefault(item.connection, []).append(item)
+    return _round_robin(_round_robin(conns.values()) for conns in by_owner.values())
+
+
+def _in_flight_counts() -> tuple[Counter[int], Counter[int], Counter[str]]:
+    """OSAI reports in flight now, per connection, per person and per OSAI account."""
+    per_connection: Counter[int] = Counter()
+    per_owner: Counter[int] = Counter()
+    per_account: Counter[str] = Counter()
+    for conn, owner, region, account, n in (
+        Bucket.objects.filter(state__in=IN_FLIGHT_STATES)
+        .values_list(
+            "connection_id",
+            "connection__owner_id",
+            "connection__region",
+            "connection__osai_account_id",
+        )
+        .annotate(n=Count("pk"))
+    ):
+        per_connection[conn] += n
+        per_owner[owner] += n
+        per_account[_account_key(region, account, conn)] += n
+    return per_connection, per_owner, per_account
+
+
 def enqueue_due_buckets(now: datetime | None = None) -> int:
-    """Enqueue a step for every active bucket that is due. Returns how many."""
+    """Enqueue the steps of due buckets, fairly and within the caps. Returns how many.
+
+    At most OSAI_QUEUE_DEPTH steps wait in the broker at a time, so a backlog stays in the
+    database (where it can be ordered fairly) instead of in the queue (where it cannot). A
+    bucket that would ask OSAI for a new report waits, un-queued, while its connection, its
+    OSAI account or its person has as many reports in flight as allowed (F1).
+    """
     now = now or timezone.now()
     _time_out_overdue(now)
-    due = list(
-        Bucket.objects.filter(state__in=ACTIVE_STATES, next_attempt_at__lte=now).values_list(
-            "pk", flat=True
-        )[:500]
-    )
-    enqueued = 0
     lease = timedelta(seconds=settings.OSAI_STEP_LEASE_SECONDS)
-    for pk in due:
-        # Push it a lease ahead first, so it is enqueued once; if the task is lost, it
-        # becomes due again when that lease runs out.
-        if Bucket.objects.filter(pk=pk, next_attempt_at__lte=now).update(
-            next_attempt_at=now + lease
-        ):
-            async_task("reports.tasks.bucket_step", pk, task_name=f"osai-bucket-{pk}")
+    queued = Bucket.objects.filter(state__in=ACTIVE_STATES, queued_at__gt=now - lease).count()
+    room = settings.OSAI_QUEUE_DEPTH - queued
+    if room <= 0:
+        return 0
+    due = _due_buckets(now, lease)
+    if not due:
+        return 0
+    per_connection, per_owner, per_account = _in_flight_counts()
+    enqueued = 0
+    for item in fair_order(due):
+        if enqueued >= room:
+            break
+        if item.starts:
+            if (
+                per_connection[item.connection] >= settings.OSAI_MAX_IN_FLIGHT_PER_CONNECTION
+                or per_owner[item.owner] >= settings.OSAI_MAX_IN_FLIGHT_PER_PERSON
+                or per_account[item.account] >= settings.OSAI_MAX_IN_FLIGHT_PER_ACCOUNT
+            ):
+                continue  # waits for a free slot, out of the queue
+            per_connection[item.connection] += 1
+            per_owner[item.owner] += 1
+            per_account[item.account] += 1
+        # Marked queued first, so it is enqueued once; if the task is lost, the mark expires
+        # with the lease and the bucket is due again.
+        marked = (
+            Bucket.objects.filter(pk=item.pk, next_attempt_at__lte=now)
+            .filter(Q(queued_at__isnull=True) | Q(queued_at__lte=now - lease))
+            .update(queued_at=now, next_attempt_at=now + lease)
+        )
+        if marked:
+            async_task("reports.tasks.bucket_step", item.pk, task_name=f"osai-bucket-{item.pk}")
             enqueued += 1
     return enqueued
 
@@ -218,12 +336,15 @@ def dispatch(run_seconds: float = DISPATCH_RUN_SECONDS) -> str:
     end = time.monotonic() + run_seconds
     try:
         while True:
-            enqueue_due_buckets()
-            enqueue_due_deliveries()
+            moved = enqueue_due_buckets() + enqueue_due_deliveries()
             next_due = _next_due()
             if next_due is None or time.monotonic() >= end:
                 break
             wait = (next_due - timezone.now()).total_seconds()
+            if wait <= 0 and not moved:
+                # Due work that cannot move (waiting for a free slot, or the queue is full):
+                # look again in a second rather than spin.
+                wait = DISPATCH_MAX_SLEEP
             time.sleep(min(max(wait, 0.05), DISPATCH_MAX_SLEEP))
             if not _lease_acquire(DISPATCHER, holder, lease_seconds):
                 return "lease lost to another dispatcher"
@@ -293,7 +414,9 @@ def _claim(pk: int, now: datetime) -> bool:
     return bool(
         Bucket.objects.filter(pk=pk, state__in=ACTIVE_STATES)
         .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-        .update(lease_until=lease, next_attempt_at=lease, attempts=F("attempts") + 1)
+        .update(
+            lease_until=lease, next_attempt_at=lease, attempts=F("attempts") + 1, queued_at=None
+        )
     )
 
 

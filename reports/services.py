@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
@@ -35,6 +36,14 @@ from reports.periods import (
     comparison_period,
     count_buckets,
     split_period,
+)
+
+# Buckets not finished yet (they count against a person's waiting parts).
+ACTIVE_BUCKET_STATES = (
+    Bucket.State.NEW,
+    Bucket.State.CREATING,
+    Bucket.State.POLLING,
+    Bucket.State.DOWNLOADING,
 )
 
 
@@ -121,6 +130,17 @@ def report_request(
     flags = flags_from(flags)
     if not any(flags.values()):
         raise ReportRequestError("Choose at least one category of usage.")
+    # One request of a person at a time (a row lock; SQLite's IMMEDIATE transactions queue
+    # anyway), so a double click's second request finds the first one's report (F3).
+    get_user_model().objects.select_for_update().filter(pk=owner.pk).first()
+    duplicate = _recent_identical(
+        owner, team, connections, period_start, period_end, granularity, flags, now
+    )
+    if duplicate is not None:
+        return duplicate
+    _check_request_limits(
+        owner, count_buckets(period_start, period_end, granularity) * len(connections), now
+    )
     if price_book is None and team is None:
         price_book = PriceBook.objects.filter(is_default=True).first()
 
@@ -166,6 +186,69 @@ def report_request(
     pipeline.start_soon([b.pk for b in [*buckets, *comparison] if not b.is_terminal])
     report.refresh_from_db()
     return report
+
+
+def _recent_identical(
+    owner: Any,
+    team: Team | None,
+    connections: list[Connection],
+    period_start: datetime,
+    period_end: datetime,
+    granularity: str,
+    flags: Mapping[str, bool],
+    now: datetime,
+) -> Report | None:
+    """The same request by the same person within the last few seconds (a double click)."""
+    window = timedelta(seconds=settings.OSAI_DUPLICATE_REQUEST_SECONDS)
+    wanted = {c.pk for c in connections}
+    for report in (
+        Report.objects.filter(
+            owner=owner,
+            team=team,
+            period_start=period_start,
+            period_end=period_end,
+            granularity=granularity,
+            requested_at__gte=now - window,
+            requested_at__lte=now,
+            **flags,
+        )
+        .exclude(state=Report.State.CANCELLED)
+        .prefetch_related("connections")
+        .order_by("-requested_at")
+    ):
+        if {c.pk for c in report.connections.all()} == wanted:
+            return report
+    return None
+
+
+def _check_request_limits(owner: Any, new_buckets: int, now: datetime) -> None:
+    """F2: a person's report requests per hour, and the parts of their reports still waiting
+    for OSAI, are bounded; over a limit nothing is created and the message says why."""
+    hour_ago = now - timedelta(hours=1)
+    limit = settings.OSAI_REPORT_REQUESTS_PER_HOUR
+    recent = list(
+        Report.objects.filter(owner=owner, requested_at__gt=hour_ago)
+        .order_by("requested_at")
+        .values_list("requested_at", flat=True)[:limit]
+    )
+    if len(recent) >= limit:
+        again = recent[0] + timedelta(hours=1)
+        raise ReportRequestError(
+            f"You asked for {limit} reports in the last hour, the most we take from one person; "
+            f"try again after {again:%H:%M} UTC."
+        )
+    waiting = (
+        Bucket.objects.filter(report_buckets__report__owner=owner, state__in=ACTIVE_BUCKET_STATES)
+        .distinct()
+        .count()
+    )
+    cap = settings.OSAI_MAX_WAITING_BUCKETS_PER_PERSON
+    if waiting + new_buckets > cap:
+        raise ReportRequestError(
+            f"Your reports still wait for {waiting} OSAI reports, and this one needs up to "
+            f"{new_buckets} more; at most {cap} may wait at once for one person. Wait for them "
+            "to finish, cancel one, or ask for a coarser granularity."
+        )
 
 
 def _comparison_periods(report: Report) -> list[tuple[datetime, datetime]]:

@@ -6,7 +6,7 @@ They write rows directly (no OSAI calls), so view and cost tests run without a s
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -126,6 +126,8 @@ def make_done_report(
         granularity=granularity,
         state=state,
         price_book=price_book,
+        # Requested a while ago: a request for the same report now is not a double click.
+        requested_at=timezone.now() - timedelta(minutes=5),
         started_at=timezone.now(),
         finished_at=timezone.now() if state in Report.TERMINAL_STATES else None,
     )

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any, Literal
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.db.models import Exists, OuterRef
 from django.urls import reverse
 from django.utils import timezone
@@ -238,6 +239,14 @@ def report_body(report: Report, mode: ViewMode) -> dict[str, Any]:
     stages = ml_stages(rows, totals, money, price_book) if money is not None and rows else None
     failed = [b for b in buckets if b.state in Bucket.FAILED_STATES]
     done = [b for b in buckets if b.state == Bucket.State.DONE]
+    # Not started although due: the person's (or the OSAI account's) reports in flight are at
+    # the cap, so these take turns (F1).
+    now = timezone.now()
+    waiting = sum(
+        1
+        for b in buckets
+        if b.state == Bucket.State.NEW and b.next_attempt_at and b.next_attempt_at <= now
+    )
     as_of = [t for t in (b.osai_created_at or b.finished_at for b in done) if t is not None]
     data_as_of = max(as_of, default=None)
     return {
@@ -246,6 +255,11 @@ def report_body(report: Report, mode: ViewMode) -> dict[str, Any]:
         "rows": rows,
         "buckets": buckets,
         "failed_buckets": failed,
+        "waiting_for_slot": waiting if not report.is_terminal else 0,
+        "slot_caps": (
+            settings.OSAI_MAX_IN_FLIGHT_PER_PERSON,
+            settings.OSAI_MAX_IN_FLIGHT_PER_ACCOUNT,
+        ),
         "preliminary": any(r.preliminary for r in rows),
         "data_as_of": data_as_of,
         "connection_labels": sorted({_connection_label(report, b.connection) for b in buckets}),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -11,7 +12,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import resolve_url
+from django.shortcuts import render, resolve_url
 from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 
@@ -64,3 +65,29 @@ def membership_or_404(
     if membership is None:
         raise Http404("No such team.")
     return membership
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    """The client's address (S10). Behind the one trusted proxy the README documents
+    (DJANGO_BEHIND_PROXY), it is the right-most X-Forwarded-For entry, the address the proxy
+    itself saw: entries left of it came from the client and prove nothing. Otherwise it is
+    the connection's own address."""
+    if settings.BEHIND_PROXY:
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+        nearest = forwarded.rsplit(",", 1)[-1].strip()
+        try:
+            return str(ipaddress.ip_address(nearest))
+        except ValueError:
+            pass  # a proxy that sent none: fall back on the connection
+    address: str | None = request.META.get("REMOTE_ADDR")
+    return address
+
+
+def client_ip_key(group: str, request: HttpRequest) -> str:
+    """django-ratelimit's key: the client's address as above."""
+    return client_ip(request) or "unknown"
+
+
+def too_many_requests(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """What a throttled request gets (django-ratelimit's RATELIMIT_VIEW)."""
+    return render(request, "too_many_requests.html", status=429)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from reports import access, pipeline, services
 from reports.metrics import all_flags
@@ -171,7 +172,7 @@ def test_a_request_fetches_its_comparison_once_and_the_worker_keeps_it_after_the
     report.refresh_from_db()
     assert report.state == "done"
     assert access.bucket_is_wanted(compared.get())
-    # A second request for the same period reuses the same comparison bucket.
+    # A second request for the same period, a minute later, reuses the comparison bucket.
     again = services.report_request(
         owner=owner,
         connections=[conn],
@@ -180,6 +181,7 @@ def test_a_request_fetches_its_comparison_once_and_the_worker_keeps_it_after_the
         granularity="total",
         flags=all_flags(),
         compare=True,
+        now=timezone.now() + timedelta(minutes=1),
     )
     assert list(access.comparison_buckets_of(again)) == list(compared)
     assert ReportBucket.objects.filter(purpose="comparison").count() == 2

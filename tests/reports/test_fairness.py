@@ -1,0 +1,261 @@
+"""Many tenants, one pipeline: fair turns (F4), caps (F1), request limits (F2), one report for
+a double click (F3); and the web hardening a review asked for (S10, S11, S12)."""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from django.db import close_old_connections
+from django.test import Client
+from django.urls import clear_url_caches, reverse
+from django.utils import timezone
+
+from reports import pipeline, services
+from reports.metrics import all_flags
+from reports.models import Bucket, Connection, Report
+from reports.pipeline import _Due, fair_order
+from tests.factories import PASSWORD, make_connection, make_done_report, make_user
+from tests.support import figures
+
+YEAR = (datetime(2025, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC))
+
+
+def request(owner: Any, connections: list[Connection], **kwargs: Any) -> Report:
+    start, end = kwargs.pop("period", YEAR)
+    return services.report_request(
+        owner=owner,
+        connections=connections,
+        period_start=start,
+        period_end=end,
+        granularity=kwargs.pop("granularity", "month"),
+        flags=all_flags(),
+        **kwargs,
+    )
+
+
+def queued_owners(queue: list[tuple[Any, ...]]) -> list[int]:
+    ids = [args[1] for args in queue if args[0] == "reports.tasks.bucket_step"]
+    owner_of = dict(Bucket.objects.filter(pk__in=ids).values_list("pk", "connection__owner_id"))
+    return [owner_of[pk] for pk in ids]
+
+
+# --- F4: turns ---------------------------------------------------------------------------------
+
+
+def test_people_take_turns_then_their_connections() -> None:
+    due = [
+        *[_Due(pk, True, 10, 1, "a") for pk in range(1, 6)],  # person 1, connection 10
+        *[_Due(pk, True, 11, 1, "b") for pk in range(6, 8)],  # person 1, connection 11
+        _Due(99, True, 20, 2, "c"),  # person 2: one bucket, due last
+    ]
+    order = [d.pk for d in fair_order(due)]
+    assert order == [1, 99, 6, 2, 7, 3, 4, 5]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_persons_backlog_does_not_delay_another_persons_first_bucket(
+    queue: list[tuple[Any, ...]], settings: Any
+) -> None:
+    settings.OSAI_QUEUE_DEPTH = 8
+    heavy, light = make_user("heavy"), make_user("light")
+    backlog = [make_connection(heavy) for _ in range(3)]
+    for connection in backlog:  # 3 x 12 monthly buckets, requested first
+        request(heavy, [connection])
+    request(light, [make_connection(light)], granularity="total")
+    queue.clear()
+    assert pipeline.enqueue_due_buckets() == 8
+    order = queued_owners(queue)
+    assert order.index(light.pk) <= 1  # within the first round
+    # Queued steps are not queued again while they wait in the broker.
+    assert pipeline.enqueue_due_buckets() == 0
+    figures.figure(
+        "F4 another person's first bucket, position in the queue", order.index(light.pk) + 1
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_caps_per_person_and_per_osai_account_keep_the_rest_out_of_the_queue(
+    queue: list[tuple[Any, ...]], settings: Any
+) -> None:
+    """F1: two connections with one token are one OSAI account, with one cap."""
+    settings.OSAI_MAX_IN_FLIGHT_PER_ACCOUNT = 3
+    settings.OSAI_MAX_IN_FLIGHT_PER_PERSON = 5
+    settings.OSAI_QUEUE_DEPTH = 100
+    owner = make_user()
+    twins = [make_connection(owner, osai_account_id="acct-1") for _ in range(2)]
+    other = make_connection(owner, osai_account_id="acct-2")
+    for connection in [*twins, other]:
+        request(owner, [connection])
+    queue.clear()
+    enqueued = pipeline.enqueue_due_buckets()
+    steps = [args[1] for args in queue if args[0] == "reports.tasks.bucket_step"]
+    by_account = dict.fromkeys(("acct-1", "acct-2"), 0)
+    for account in Bucket.objects.filter(pk__in=steps).values_list(
+        "connection__osai_account_id", flat=True
+    ):
+        by_account[account] += 1
+    assert enqueued == 5  # the person's cap
+    assert by_account["acct-1"] == 3  # the shared account's cap, across both connections
+    # Those wait out of the queue, and the page says so.
+    report = Report.objects.filter(connections=twins[0]).get()
+    client = Client()
+    client.force_login(owner)
+    page = client.get(reverse("report_detail", args=[report.pk])).content.decode()
+    assert "waiting for a free slot" in page
+
+
+# --- F2 and F3: request limits, double clicks ----------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_requests_over_the_hourly_limit_get_a_message_and_create_nothing(settings: Any) -> None:
+    settings.OSAI_REPORT_REQUESTS_PER_HOUR = 2
+    owner = make_user()
+    connection = make_connection(owner)
+    now = timezone.now()
+    for month in (1, 2):
+        period = (datetime(2025, month, 1, tzinfo=UTC), datetime(2025, month + 1, 1, tzinfo=UTC))
+        request(owner, [connection], period=period, now=now)
+    with pytest.raises(services.ReportRequestError, match="2 reports in the last hour"):
+        request(owner, [connection], period=(YEAR[0], YEAR[0] + timedelta(days=1)), now=now)
+    client = Client()
+    client.force_login(owner)
+    response = client.post(
+        reverse("report_new"),
+        {
+            "connections": [connection.pk],
+            "preset": "last_month",
+            "granularity": "total",
+            "include_models": "on",
+        },
+    )
+    assert response.status_code == 200 and "in the last hour" in response.content.decode()
+    assert Report.objects.count() == 2
+    figures.figure("F2 requests refused over the limit", 2)
+
+
+@pytest.mark.django_db
+def test_too_many_waiting_parts_are_refused(settings: Any) -> None:
+    settings.OSAI_MAX_WAITING_BUCKETS_PER_PERSON = 20
+    owner = make_user()
+    connection = make_connection(owner)
+    request(owner, [connection])  # 12 waiting
+    with pytest.raises(services.ReportRequestError, match="at most 20 may wait"):
+        request(owner, [connection], period=(YEAR[0] - timedelta(days=365), YEAR[0]))
+    assert Report.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_an_identical_request_within_seconds_is_the_same_report() -> None:
+    owner = make_user()
+    connection = make_connection(owner)
+    first = request(owner, [connection])
+    assert request(owner, [connection]) == first
+    later = request(owner, [connection], now=timezone.now() + timedelta(seconds=30))
+    assert later != first
+    assert Report.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_double_click_makes_one_report(queue: list[tuple[Any, ...]]) -> None:
+    """F3: two identical POSTs at once, from two threads (two connections to the database)."""
+    owner = make_user()
+    connection = make_connection(owner)
+    form = {
+        "connections": [connection.pk],
+        "preset": "custom",
+        "date_from": "2025-01-01",
+        "date_to": "2025-12-31",
+        "granularity": "month",
+        "include_models": "on",
+    }
+    locations: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def click() -> None:
+        client = Client()
+        client.force_login(owner)
+        barrier.wait()
+        locations.append(client.post(reverse("report_new"), form)["Location"])
+        close_old_connections()
+
+    threads = [threading.Thread(target=click) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert Report.objects.count() == 1
+    assert locations == [reverse("report_detail", args=[Report.objects.get().pk])] * 2
+    figures.figure("F3 double-submits merged", 1)
+
+
+# --- S10, S11, S12 ---
+
+
+@pytest.mark.django_db
+def test_lock_out_counts_the_client_behind_the_proxy_not_the_proxy(settings: Any) -> None:
+    """S10: five failures from one client lock that client out, not the same user elsewhere."""
+    settings.BEHIND_PROXY = True
+    user = make_user("locked")
+
+    def sign_in(client_address: str, password: str) -> int:
+        client = Client(REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR=f"6.6.6.6, {client_address}")
+        response = client.post(reverse("login"), {"username": user.username, "password": password})
+        return response.status_code
+
+    for _ in range(4):
+        assert sign_in("203.0.113.7", "wrong") == 200
+    assert sign_in("203.0.113.7", "wrong") == 429  # the fifth failure locks this client out
+    assert sign_in("203.0.113.7", PASSWORD) == 429  # even with the right password
+    assert sign_in("198.51.100.2", PASSWORD) == 302  # the same user elsewhere is not
+
+
+@pytest.mark.django_db
+def test_signed_in_pages_partials_and_downloads_are_not_cached(client: Client) -> None:
+    """S11."""
+    owner = make_user()
+    report = make_done_report(owner)
+    client.force_login(owner)
+    for url in (
+        reverse("home"),
+        reverse("report_detail", args=[report.pk]),
+        reverse("report_status", args=[report.pk]),
+        reverse("report_export_csv", args=[report.pk]),
+        reverse("budget_list"),
+    ):
+        response = client.get(url, HTTP_HX_REQUEST="true" if "status" in url else "")
+        assert "no-store" in response["Cache-Control"] and "private" in response["Cache-Control"], (
+            url
+        )
+    figures.figure("S11 pages checked for Cache-Control", 5)
+
+
+@pytest.mark.django_db
+def test_password_reset_exists_only_with_mail_and_is_throttled(settings: Any) -> None:
+    """S12."""
+    import osai_dashboard.urls
+
+    assert Client().get("/accounts/password_reset/").status_code == 404  # no mail configured
+    settings.PASSWORD_RESET_ENABLED = True
+    settings.PASSWORD_RESET_RATE = "3/h"
+    # The test cache is a shared file cache: counters of earlier runs must not count here.
+    settings.RATELIMIT_CACHE_PREFIX = f"rl-{uuid.uuid4().hex}:"
+    try:
+        importlib.reload(osai_dashboard.urls)
+        clear_url_caches()
+        client = Client(REMOTE_ADDR="192.0.2.5")
+        assert client.get("/accounts/password_reset/").status_code == 200
+        codes = [
+            client.post("/accounts/password_reset/", {"email": f"x{i}@example.com"}).status_code
+            for i in range(4)
+        ]
+        assert codes == [302, 302, 302, 429]
+    finally:
+        settings.PASSWORD_RESET_ENABLED = False
+        importlib.reload(osai_dashboard.urls)
+        clear_url_caches()
