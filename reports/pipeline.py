@@ -39,7 +39,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F, Min, Q, Window
+from django.db.models import Case, Count, F, Min, Q, Value, When, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 from django_q.tasks import async_task
@@ -174,20 +174,26 @@ def _account_key(region: str, account_id: str, connection_id: int) -> str:
 
 
 def _due_buckets(now: datetime, lease: timedelta) -> list[_Due]:
-    """The first few due buckets of every connection, skipping those whose step is queued."""
+    """The first few due buckets of every connection, skipping those whose step is queued.
+
+    Steps of reports already in flight come first, oldest first, then new buckets: a
+    backlog of new buckets waiting for a slot must never hide the polls that free one.
+    """
+    starts = Case(When(state=Bucket.State.NEW, then=Value(1)), default=Value(0))
     rank = Window(
         RowNumber(),
         partition_by=[F("connection_id")],
-        order_by=[F("next_attempt_at").asc(), F("pk").asc()],
+        order_by=[F("starts").asc(), F("next_attempt_at").asc(), F("pk").asc()],
     )
     rows = (
         Bucket.objects.filter(state__in=ACTIVE_STATES, next_attempt_at__lte=now)
         .filter(Q(queued_at__isnull=True) | Q(queued_at__lte=now - lease))
+        .annotate(starts=starts)
         .annotate(turn=rank)
         .filter(turn__lte=SCAN_PER_CONNECTION)
         .values_list(
             "pk",
-            "state",
+            "starts",
             "connection_id",
             "connection__owner_id",
             "connection__region",
@@ -195,10 +201,10 @@ def _due_buckets(now: datetime, lease: timedelta) -> list[_Due]:
             "next_attempt_at",
         )
     )
-    ordered = sorted(rows, key=lambda r: (r[6], r[0]))
+    ordered = sorted(rows, key=lambda r: (r[1], r[6], r[0]))
     return [
-        _Due(pk, state == Bucket.State.NEW, conn, owner, _account_key(region, account, conn))
-        for pk, state, conn, owner, region, account, _ in ordered
+        _Due(pk, bool(new), conn, owner, _account_key(region, account, conn))
+        for pk, new, conn, owner, region, account, _ in ordered
     ]
 
 

@@ -109,6 +109,27 @@ def test_caps_per_person_and_per_osai_account_keep_the_rest_out_of_the_queue(
     assert "waiting for a free slot" in page
 
 
+@pytest.mark.django_db(transaction=True)
+def test_reports_in_flight_are_polled_even_behind_a_backlog_waiting_for_a_slot(
+    queue: list[tuple[Any, ...]], settings: Any
+) -> None:
+    """A connection at its cap with older new buckets waiting: the polls that free a slot
+    must still be queued, or nothing ever moves again (a deadlock the demo once hit)."""
+    settings.OSAI_MAX_IN_FLIGHT_PER_CONNECTION = 2
+    owner = make_user()
+    connection = make_connection(owner)
+    request(owner, [connection])  # 12 new buckets, due now
+    now = timezone.now()
+    in_flight = list(Bucket.objects.filter(connection=connection).order_by("-pk")[:2])
+    Bucket.objects.filter(pk__in=[b.pk for b in in_flight]).update(
+        state=Bucket.State.POLLING, osai_report_id=7, next_attempt_at=now
+    )
+    queue.clear()
+    assert pipeline.enqueue_due_buckets(now + timedelta(seconds=1)) == 2
+    steps = {args[1] for args in queue if args[0] == "reports.tasks.bucket_step"}
+    assert steps == {b.pk for b in in_flight}  # the polls, and no new report over the cap
+
+
 # --- F2 and F3: request limits, double clicks ----------------------------------------------------
 
 
