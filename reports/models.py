@@ -201,6 +201,16 @@ class Bucket(OsaiFlags):
     # OSAI's final answer, as received, with the signed link's query string removed.
     osai_response = models.JSONField(null=True, blank=True)
 
+    # How long OSAI took (reports/eta.py), in seconds after our POST /Reports was answered
+    # (`created_seen_at`, our clock): still generating at the last pending poll, and done
+    # by the poll that said so. The plan for polling it: from `eta_low_seconds` until
+    # `expected_ready_at` (both null for the first report of a kind: the back-off).
+    created_seen_at = models.DateTimeField(null=True, blank=True)
+    pending_seen_seconds = models.FloatField(null=True, blank=True)
+    ready_seen_seconds = models.FloatField(null=True, blank=True)
+    eta_low_seconds = models.FloatField(null=True, blank=True)
+    expected_ready_at = models.DateTimeField(null=True, blank=True)
+
     # Pipeline bookkeeping.
     attempts = models.PositiveSmallIntegerField(default=0)  # steps started but not finished
     polls = models.PositiveIntegerField(default=0)  # GET /Reports/{id} made for this bucket
@@ -311,6 +321,9 @@ class Report(OsaiFlags):
     buckets_total = models.PositiveIntegerField(default=0)
     buckets_done = models.PositiveIntegerField(default=0)
     buckets_failed = models.PositiveIntegerField(default=0)
+    # When OSAI should have finished the last of its unfinished buckets (reports/eta.py);
+    # null while any of them has no estimate yet. The badge polls to match it.
+    expected_done_at = models.DateTimeField(null=True, blank=True)
     error_message = models.TextField(blank=True)
     # Team reports: shared connections left out because they could not be used when the
     # report was requested, as [{"owner": …, "label": …, "reason": …}] (M3).

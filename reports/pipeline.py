@@ -39,14 +39,25 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, Count, F, Min, Q, Value, When, Window
+from django.db.models import (
+    Case,
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    Min,
+    Q,
+    Value,
+    When,
+    Window,
+)
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 from django_q.tasks import async_task
 
 from osai.client import OsaiClient
 from osai.errors import OsaiAuthError, OsaiError, OsaiRateLimited
-from reports import crypto
+from reports import crypto, eta
 from reports.access import bucket_is_wanted
 from reports.connections import connection_mark_needs_token, osai_client_for
 from reports.failpoints import failpoint
@@ -68,6 +79,11 @@ IN_FLIGHT_STATES = (Bucket.State.CREATING, Bucket.State.POLLING, Bucket.State.DO
 # A dispatcher task runs for a third of the django-q2 timeout at most, then hands over.
 DISPATCH_RUN_SECONDS = min(20.0, settings.Q_CLUSTER["timeout"] / 3)
 DISPATCH_MAX_SLEEP = 1.0  # new work is noticed within this
+# A step is enqueued this long before it is due and waits out the rest in the worker, so the
+# broker's hop (the ORM broker looks every `poll` seconds) does not make the poll late.
+DISPATCH_LEAD_SECONDS = float(settings.Q_CLUSTER.get("poll", 0.2)) + 0.1
+# Steps a new request enqueues itself, before the dispatcher's next round (the rest follow).
+KICK_STEPS = 8
 # Renewed on every loop (at least once a second), so a dispatcher killed with its worker
 # blocks a successor for a few seconds only.
 DISPATCHER_LEASE_SECONDS = 5.0
@@ -92,8 +108,11 @@ def start_soon(bucket_ids: Iterable[int]) -> None:
             Bucket.objects.filter(pk__in=ids, state__in=ACTIVE_STATES).update(
                 next_attempt_at=timezone.now()
             )
-        # A live dispatcher notices the new buckets within a second; and one about to stop
-        # looks again after releasing its lease, so skipping the task here loses nothing.
+            # The first steps go to the queue now, in fair order and within the caps, rather
+            # than a dispatcher round (up to a second) later.
+            enqueue_due_buckets(limit=KICK_STEPS)
+        # A live dispatcher notices the rest within a second; and one about to stop looks
+        # again after releasing its lease, so skipping the task here loses nothing.
         if not _dispatcher_alive():
             async_task("reports.tasks.pipeline_dispatch", task_name="osai-dispatch")
 
@@ -166,6 +185,7 @@ class _Due:
     connection: int
     owner: int
     account: str
+    due: datetime | None = None
 
 
 def _account_key(region: str, account_id: str, connection_id: int) -> str:
@@ -173,7 +193,7 @@ def _account_key(region: str, account_id: str, connection_id: int) -> str:
     return f"{region}:{account_id}" if account_id else f"connection:{connection_id}"
 
 
-def _due_buckets(now: datetime, lease: timedelta) -> list[_Due]:
+def _due_buckets(now: datetime, lease: timedelta, horizon: datetime) -> list[_Due]:
     """The first few due buckets of every connection, skipping those whose step is queued.
 
     Steps of reports already in flight come first, oldest first, then new buckets: a
@@ -186,7 +206,7 @@ def _due_buckets(now: datetime, lease: timedelta) -> list[_Due]:
         order_by=[F("starts").asc(), F("next_attempt_at").asc(), F("pk").asc()],
     )
     rows = (
-        Bucket.objects.filter(state__in=ACTIVE_STATES, next_attempt_at__lte=now)
+        Bucket.objects.filter(state__in=ACTIVE_STATES, next_attempt_at__lte=horizon)
         .filter(Q(queued_at__isnull=True) | Q(queued_at__lte=now - lease))
         .annotate(starts=starts)
         .annotate(turn=rank)
@@ -203,8 +223,8 @@ def _due_buckets(now: datetime, lease: timedelta) -> list[_Due]:
     )
     ordered = sorted(rows, key=lambda r: (r[1], r[6], r[0]))
     return [
-        _Due(pk, bool(new), conn, owner, _account_key(region, account, conn))
-        for pk, new, conn, owner, region, account, _ in ordered
+        _Due(pk, bool(new), conn, owner, _account_key(region, account, conn), due)
+        for pk, new, conn, owner, region, account, due in ordered
     ]
 
 
@@ -230,13 +250,20 @@ def fair_order(due: list[_Due]) -> list[_Due]:
     return _round_robin(_round_robin(conns.values()) for conns in by_owner.values())
 
 
-def _in_flight_counts() -> tuple[Counter[int], Counter[int], Counter[str]]:
-    """OSAI reports in flight now, per connection, per person and per OSAI account."""
+def _in_flight_counts(
+    now: datetime, lease: timedelta
+) -> tuple[Counter[int], Counter[int], Counter[str]]:
+    """OSAI reports in flight now, per connection, per person and per OSAI account.
+
+    A new bucket whose step is already queued counts too: it will start one.
+    """
     per_connection: Counter[int] = Counter()
     per_owner: Counter[int] = Counter()
     per_account: Counter[str] = Counter()
     for conn, owner, region, account, n in (
-        Bucket.objects.filter(state__in=IN_FLIGHT_STATES)
+        Bucket.objects.filter(
+            Q(state__in=IN_FLIGHT_STATES) | Q(state=Bucket.State.NEW, queued_at__gt=now - lease)
+        )
         .values_list(
             "connection_id",
             "connection__owner_id",
@@ -251,25 +278,30 @@ def _in_flight_counts() -> tuple[Counter[int], Counter[int], Counter[str]]:
     return per_connection, per_owner, per_account
 
 
-def enqueue_due_buckets(now: datetime | None = None) -> int:
+def enqueue_due_buckets(now: datetime | None = None, limit: int | None = None) -> int:
     """Enqueue the steps of due buckets, fairly and within the caps. Returns how many.
 
     At most OSAI_QUEUE_DEPTH steps wait in the broker at a time, so a backlog stays in the
     database (where it can be ordered fairly) instead of in the queue (where it cannot). A
     bucket that would ask OSAI for a new report waits, un-queued, while its connection, its
-    OSAI account or its person has as many reports in flight as allowed (F1).
+    OSAI account or its person has as many reports in flight as allowed (F1). Steps due
+    within DISPATCH_LEAD_SECONDS go now, with the moment they are due. `limit` caps how
+    many this call enqueues.
     """
     now = now or timezone.now()
     _time_out_overdue(now)
     lease = timedelta(seconds=settings.OSAI_STEP_LEASE_SECONDS)
+    horizon = now + timedelta(seconds=DISPATCH_LEAD_SECONDS)
     queued = Bucket.objects.filter(state__in=ACTIVE_STATES, queued_at__gt=now - lease).count()
     room = settings.OSAI_QUEUE_DEPTH - queued
+    if limit is not None:
+        room = min(room, limit)
     if room <= 0:
         return 0
-    due = _due_buckets(now, lease)
+    due = _due_buckets(now, lease, horizon)
     if not due:
         return 0
-    per_connection, per_owner, per_account = _in_flight_counts()
+    per_connection, per_owner, per_account = _in_flight_counts(now, lease)
     enqueued = 0
     for item in fair_order(due):
         if enqueued >= room:
@@ -287,12 +319,18 @@ def enqueue_due_buckets(now: datetime | None = None) -> int:
         # Marked queued first, so it is enqueued once; if the task is lost, the mark expires
         # with the lease and the bucket is due again.
         marked = (
-            Bucket.objects.filter(pk=item.pk, next_attempt_at__lte=now)
+            Bucket.objects.filter(pk=item.pk, next_attempt_at__lte=horizon)
             .filter(Q(queued_at__isnull=True) | Q(queued_at__lte=now - lease))
             .update(queued_at=now, next_attempt_at=now + lease)
         )
         if marked:
-            async_task("reports.tasks.bucket_step", item.pk, task_name=f"osai-bucket-{item.pk}")
+            not_before = item.due.timestamp() if item.due and item.due > now else None
+            async_task(
+                "reports.tasks.bucket_step",
+                item.pk,
+                not_before,
+                task_name=f"osai-bucket-{item.pk}",
+            )
             enqueued += 1
     return enqueued
 
@@ -346,7 +384,7 @@ def dispatch(run_seconds: float = DISPATCH_RUN_SECONDS) -> str:
             next_due = _next_due()
             if next_due is None or time.monotonic() >= end:
                 break
-            wait = (next_due - timezone.now()).total_seconds()
+            wait = (next_due - timezone.now()).total_seconds() - DISPATCH_LEAD_SECONDS
             if wait <= 0 and not moved:
                 # Due work that cannot move (waiting for a free slot, or the queue is full):
                 # look again in a second rather than spin.
@@ -448,8 +486,14 @@ def _finish(pk: int, state: str, message: str = "") -> None:
         refresh_reports_of(pk)
 
 
-def bucket_step(pk: int) -> str:
-    """Do the next step of one bucket: create, poll, or download. Safe to run twice."""
+def bucket_step(pk: int, not_before: float | None = None) -> str:
+    """Do the next step of one bucket: create, poll, or download. Safe to run twice.
+
+    `not_before` (epoch seconds): the step was enqueued a moment early (DISPATCH_LEAD_SECONDS)
+    to hide the broker's hop; it waits until then.
+    """
+    if not_before is not None:
+        time.sleep(min(max(not_before - time.time(), 0.0), DISPATCH_LEAD_SECONDS))
     now = timezone.now()
     if not _claim(pk, now):
         return "not claimed (done, or another worker holds it)"
@@ -527,10 +571,12 @@ def _step_create(bucket: Bucket, client: OsaiClient) -> str:
             )
             return "waiting for a free slot"
         _save(bucket, state=Bucket.State.CREATING, lease_until=bucket.lease_until)
+    plan = eta.estimate(_finished_samples(bucket))
     created = client.create_report(
         bucket.period_start, bucket.period_end, to_osai_flags(bucket.flags())
     )
     failpoint("after_create")
+    seen_at = timezone.now()
     # Commit the id at once: from here on a re-run polls instead of creating again.
     _save(
         bucket,
@@ -539,30 +585,90 @@ def _step_create(bucket: Bucket, client: OsaiClient) -> str:
         osai_status=created.status,
         osai_created_at=created.creation_time,
         osai_creation_time_raw=created.creation_time_raw[:40],
+        created_seen_at=seen_at,
+        eta_low_seconds=plan.low if plan else None,
+        expected_ready_at=seen_at + timedelta(seconds=plan.high) if plan else None,
         attempts=0,
-        next_attempt_at=timezone.now() + timedelta(seconds=_poll_delay(0)),
+        next_attempt_at=seen_at
+        + timedelta(seconds=eta.seconds_to_next_poll(plan, 0.0, 0, _poll_delay)),
         error_message="",
     )
+    if plan is not None:
+        refresh_reports_of(bucket.pk)  # the badge shows the estimate
     return "created"
+
+
+def _finished_samples(bucket: Bucket) -> list[eta.Sample]:
+    """How long OSAI took for the connection's last buckets of the same length, newest first."""
+    shortest, longest = eta.length_class(bucket.period_end - bucket.period_start)
+    length = ExpressionWrapper(F("period_end") - F("period_start"), output_field=DurationField())
+    rows = (
+        Bucket.objects.filter(
+            connection_id=bucket.connection_id,
+            ready_seen_seconds__isnull=False,
+            pending_seen_seconds__isnull=False,
+        )
+        .annotate(length=length)
+        .filter(length__gt=shortest, length__lte=longest)
+        .order_by(F("finished_at").desc(nulls_last=True), "-pk")
+        .values_list("pending_seen_seconds", "ready_seen_seconds", "polls")[: eta.WINDOW]
+    )
+    return [
+        eta.Sample(pending, ready, polls)
+        for pending, ready, polls in rows
+        if pending is not None and ready is not None
+    ]
+
+
+def _plan_of(bucket: Bucket) -> eta.Estimate | None:
+    """The polling plan made when the bucket was created at OSAI (None: the back-off)."""
+    if bucket.eta_low_seconds is None or not bucket.expected_ready_at or not bucket.created_seen_at:
+        return None
+    high = (bucket.expected_ready_at - bucket.created_seen_at).total_seconds()
+    return eta.Estimate(low=bucket.eta_low_seconds, high=high, samples=0)
 
 
 def _step_poll(bucket: Bucket, client: OsaiClient) -> str:
     assert bucket.osai_report_id is not None
+    asked_at = timezone.now()
     status = client.get_report(bucket.osai_report_id)
     failpoint("after_poll")
     polls = bucket.polls + 1
+    plan = _plan_of(bucket)
+    # Seconds since OSAI answered our POST when we asked (None for buckets created before
+    # that was recorded): what OSAI's answer tells us about how long it takes.
+    elapsed = (
+        (asked_at - bucket.created_seen_at).total_seconds() if bucket.created_seen_at else None
+    )
     if status.is_pending:
+        now = timezone.now()
+        if bucket.created_seen_at is not None:
+            since_created = (now - bucket.created_seen_at).total_seconds()
+            delay = eta.seconds_to_next_poll(plan, since_created, polls, _poll_delay)
+        else:
+            delay = _poll_delay(polls)
         _save(
             bucket,
             polls=polls,
             osai_status=status.status,
+            pending_seen_seconds=elapsed,
             attempts=0,
             error_message="",
-            next_attempt_at=timezone.now() + timedelta(seconds=_poll_delay(polls)),
+            next_attempt_at=now + timedelta(seconds=delay),
         )
         return "still generating"
+    learned: dict[str, object] = {}
+    if elapsed is not None:
+        low, high = eta.sample_of(bucket.pending_seen_seconds, elapsed, plan)
+        learned = {"pending_seen_seconds": low, "ready_seen_seconds": high}
     if status.is_error:
-        _save(bucket, polls=polls, osai_status=status.status, lease_until=bucket.lease_until)
+        _save(
+            bucket,
+            polls=polls,
+            osai_status=status.status,
+            lease_until=bucket.lease_until,
+            **learned,
+        )
         _finish(
             bucket.pk,
             Bucket.State.ERROR,
@@ -579,6 +685,7 @@ def _step_poll(bucket: Bucket, client: OsaiClient) -> str:
         osai_response=status.raw,
         state=Bucket.State.DOWNLOADING,
         lease_until=bucket.lease_until,
+        **learned,
         **totals,
     )
     note = ""

@@ -10,7 +10,7 @@ a cancel or a retry. The counts live on the report row, so the status badge is o
 from __future__ import annotations
 
 from django.db import transaction
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Max, Q, QuerySet
 from django.utils import timezone
 
 from reports.access import counted_buckets
@@ -43,6 +43,13 @@ def report_refresh(report_pk: int) -> None:
         failed=Count("pk", filter=Q(state__in=Bucket.FAILED_STATES)),
         timed_out=Count("pk", filter=Q(state=Bucket.State.TIMED_OUT)),
         started=Count("pk", filter=~Q(state=Bucket.State.NEW) | Q(started_at__isnull=False)),
+        # When OSAI should be done with the unfinished ones (reports/eta.py), if it is known
+        # for every one of them.
+        expected=Max("expected_ready_at", filter=~Q(state__in=Bucket.TERMINAL_STATES)),
+        unestimated=Count(
+            "pk",
+            filter=~Q(state__in=Bucket.TERMINAL_STATES) & Q(expected_ready_at__isnull=True),
+        ),
     )
     total, done, failed = counts["total"], counts["done"], counts["failed"]
     now = timezone.now()
@@ -50,6 +57,7 @@ def report_refresh(report_pk: int) -> None:
         "buckets_total": total,
         "buckets_done": done,
         "buckets_failed": failed,
+        "expected_done_at": None if counts["unestimated"] else counts["expected"],
     }
     if total == 0 and report.team_id is not None:
         # Everyone whose connections it covered has left or stopped sharing: nothing to wait

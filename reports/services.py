@@ -208,8 +208,8 @@ def _recent_identical(
             period_start=period_start,
             period_end=period_end,
             granularity=granularity,
+            # No upper bound: the other click's `now` may be a moment later than ours.
             requested_at__gte=now - window,
-            requested_at__lte=now,
             **flags,
         )
         .exclude(state=Report.State.CANCELLED)

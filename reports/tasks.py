@@ -18,8 +18,8 @@ def pipeline_reconcile() -> str:
     return pipeline.reconcile()
 
 
-def bucket_step(bucket_id: int) -> str:
-    return pipeline.bucket_step(int(bucket_id))
+def bucket_step(bucket_id: int, not_before: float | None = None) -> str:
+    return pipeline.bucket_step(int(bucket_id), not_before)
 
 
 def tracking_refresh_all() -> str:

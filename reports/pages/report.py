@@ -6,14 +6,18 @@ and the API read the same figures. Nothing here asks OSAI anything: it reads buc
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlencode
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db.models import Exists, OuterRef
 from django.urls import reverse
 from django.utils import timezone
@@ -29,6 +33,7 @@ from reports.metrics import (
     metrics_in,
 )
 from reports.models import Bucket, BucketFile, Connection, PriceBook, Report
+from reports.pages import blocks
 from reports.pages.blocks import ChartBlock, chart_block
 from reports.pages.members import member_breakdown
 from reports.periods import EARLIEST_PERIOD_START, comparison_period, describe
@@ -55,6 +60,48 @@ def duration(delta: timedelta) -> str:
     return f"{seconds} s"
 
 
+# The badge's polling (P5). While nobody knows when OSAI will finish: every
+# BADGE_POLL_SECONDS. With an estimate (reports/eta.py): at the moment OSAI should be done
+# plus the worker's own poll and write (BADGE_SETTLE_SECONDS), at most BADGE_MAX_WAIT_SECONDS
+# apart so the elapsed time stays current; then densely for a short while; then as before.
+BADGE_POLL_SECONDS = 2.0
+BADGE_MAX_WAIT_SECONDS = 5.0
+BADGE_SETTLE_SECONDS = 0.3
+BADGE_DENSE_SECONDS = 0.25
+BADGE_DENSE_PERIOD_SECONDS = 3.0
+
+
+def badge_poll_seconds(report: Report, now: datetime) -> float:
+    """Seconds until the badge should look again."""
+    if report.is_terminal or report.expected_done_at is None:
+        return BADGE_POLL_SECONDS
+    until = (report.expected_done_at - now).total_seconds() + BADGE_SETTLE_SECONDS
+    if until > BADGE_DENSE_SECONDS:
+        return min(until, BADGE_MAX_WAIT_SECONDS)
+    if until > -BADGE_DENSE_PERIOD_SECONDS:
+        return BADGE_DENSE_SECONDS
+    return BADGE_POLL_SECONDS
+
+
+def poll_trigger(seconds: float) -> str:
+    """An htmx polling trigger: "every 2s", or in milliseconds when not whole seconds."""
+    if float(seconds).is_integer():
+        return f"every {int(seconds)}s"
+    return f"every {max(50, round(seconds * 1000))}ms"
+
+
+def eta_text(report: Report, now: datetime) -> str:
+    """ "about 40 s left", from the same estimate the worker polls by ("" when unknown)."""
+    if report.is_terminal or report.expected_done_at is None:
+        return ""
+    left = (report.expected_done_at - now).total_seconds()
+    if left < 1.5:
+        return "finishing"
+    if left < 90:
+        return f"about {math.ceil(left)} s left"
+    return f"about {round(left / 60)} min left"
+
+
 def badge_context(report: Report) -> dict[str, Any]:
     """What the status badge needs: the report row only (S6: no further queries)."""
     now = timezone.now()
@@ -67,6 +114,8 @@ def badge_context(report: Report) -> dict[str, Any]:
         "report": report,
         "elapsed": elapsed,
         "waiting": report.started_at is None,
+        "eta": eta_text(report, now),
+        "poll_trigger": poll_trigger(badge_poll_seconds(report, now)),
         "status_url": f"{status_url}?{urlencode({'seen': report.buckets_done})}",
     }
 
@@ -234,7 +283,7 @@ def report_body(report: Report, mode: ViewMode) -> dict[str, Any]:
             previous_money = pricing.sum_costs(pricing.rows_costs(previous_rows, price_book))
         pricing_notice = pricing.pricing_notice(rows, price_book)
 
-    figures = _figures(rows, report.granularity, row_money, currency)
+    figures = cached_figures(rows, report.granularity, row_money, currency)
     members = member_breakdown(report, cost_view=mode == "cost") if report.team_id else None
     stages = ml_stages(rows, totals, money, price_book) if money is not None and rows else None
     failed = [b for b in buckets if b.state in Bucket.FAILED_STATES]
@@ -352,7 +401,41 @@ def with_mode(url: str, mode: ViewMode) -> str:
     return f"{url}?view=cost" if mode == "cost" else url
 
 
-def _figures(
+# A report's figures are cached by what they show (P14): the rows they plot, their costs, the
+# granularity, the currency and the code that draws them. A repeat view builds none; anything
+# that changes a figure (a bucket finishing, a price-book version added or edited, a member
+# leaving a team) makes a new key, so nothing needs invalidating by hand.
+FIGURES_CACHE_SECONDS = 7 * 24 * 3600
+_DRAWING_CODE = hashlib.sha256(
+    Path(charts.__file__).read_bytes() + Path(blocks.__file__).read_bytes()
+).hexdigest()[:16]
+
+
+def figures_cache_key(
+    rows: list[UsageRow], granularity: str, row_money: list[pricing.Costs] | None, currency: str
+) -> str:
+    digest = hashlib.sha256(repr((_DRAWING_CODE, granularity, currency)).encode())
+    for row in rows:
+        digest.update(repr((row.period_start, row.period_end, row.preliminary)).encode())
+        digest.update(repr(sorted(row.totals.items())).encode())
+    for costs in row_money or ():
+        digest.update(repr((sorted(costs.items()), costs.unpriced)).encode())
+    return f"report-figures:{digest.hexdigest()}"
+
+
+def cached_figures(
+    rows: list[UsageRow], granularity: str, row_money: list[pricing.Costs] | None, currency: str
+) -> list[ChartBlock]:
+    """The figures for these rows and costs, built once and then read from the cache."""
+    key = figures_cache_key(rows, granularity, row_money, currency)
+    figures: list[ChartBlock] | None = cache.get(key)
+    if figures is None:
+        figures = build_figures(rows, granularity, row_money, currency)
+        cache.set(key, figures, FIGURES_CACHE_SECONDS)
+    return figures
+
+
+def build_figures(
     rows: list[UsageRow], granularity: str, row_money: list[pricing.Costs] | None, currency: str
 ) -> list[ChartBlock]:
     if row_money is not None:

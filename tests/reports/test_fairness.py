@@ -59,9 +59,10 @@ def test_people_take_turns_then_their_connections() -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_one_persons_backlog_does_not_delay_another_persons_first_bucket(
-    queue: list[tuple[Any, ...]], settings: Any
+    queue: list[tuple[Any, ...]], settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings.OSAI_QUEUE_DEPTH = 8
+    monkeypatch.setattr(pipeline, "KICK_STEPS", 0)  # the dispatcher's order alone
     heavy, light = make_user("heavy"), make_user("light")
     backlog = [make_connection(heavy) for _ in range(3)]
     for connection in backlog:  # 3 x 12 monthly buckets, requested first
@@ -79,6 +80,27 @@ def test_one_persons_backlog_does_not_delay_another_persons_first_bucket(
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_request_queues_its_first_steps_itself_in_fair_order(
+    queue: list[tuple[Any, ...]], settings: Any
+) -> None:
+    """The request does not wait up to a dispatcher round: it enqueues the first few due
+    steps itself, through the same fair, capped function."""
+    heavy, light = make_user("heavy"), make_user("light")
+    for _ in range(3):
+        request(heavy, [make_connection(heavy)])
+    queue.clear()
+    light_report = request(light, [make_connection(light)], granularity="total")
+    steps = [args[1] for args in queue if args[0] == "reports.tasks.bucket_step"]
+    assert 0 < len(steps) <= pipeline.KICK_STEPS
+    light_bucket = Bucket.objects.get(report_buckets__report=light_report)
+    assert steps[0] == light_bucket.pk or steps[1] == light_bucket.pk  # in the first round
+    # Queued steps count against the caps before they start (they will start a report).
+    settings.OSAI_MAX_IN_FLIGHT_PER_PERSON = 1
+    queue.clear()
+    assert pipeline.enqueue_due_buckets() == 0
+
+
+@pytest.mark.django_db(transaction=True)
 def test_caps_per_person_and_per_osai_account_keep_the_rest_out_of_the_queue(
     queue: list[tuple[Any, ...]], settings: Any
 ) -> None:
@@ -90,10 +112,10 @@ def test_caps_per_person_and_per_osai_account_keep_the_rest_out_of_the_queue(
     twins = [make_connection(owner, osai_account_id="acct-1") for _ in range(2)]
     other = make_connection(owner, osai_account_id="acct-2")
     for connection in [*twins, other]:
-        request(owner, [connection])
-    queue.clear()
-    enqueued = pipeline.enqueue_due_buckets()
+        request(owner, [connection])  # each request queues its first steps itself
+    pipeline.enqueue_due_buckets()  # and a dispatcher round after them
     steps = [args[1] for args in queue if args[0] == "reports.tasks.bucket_step"]
+    enqueued = len(steps)
     by_account = dict.fromkeys(("acct-1", "acct-2"), 0)
     for account in Bucket.objects.filter(pk__in=steps).values_list(
         "connection__osai_account_id", flat=True

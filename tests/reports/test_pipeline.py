@@ -385,6 +385,8 @@ def test_the_dispatcher_is_a_singleton_and_takes_over_a_dead_ones_lease(account,
         defaults={"holder": "alive", "expires_at": timezone.now() + timedelta(seconds=seconds)},
     )
     queue.clear()
+    # The request queued its step itself; say that task was lost, so the bucket is due again.
+    Bucket.objects.update(queued_at=None, next_attempt_at=timezone.now())
     # A live dispatcher renews its lease every second: the reconciler leaves it alone, and a
     # second dispatcher leaves as soon as it sees a renewal.
     assert pipeline.reconcile() == "a dispatcher is running"
@@ -411,7 +413,7 @@ def test_the_dispatcher_is_a_singleton_and_takes_over_a_dead_ones_lease(account,
     started = time.monotonic()
     assert pipeline.dispatch(run_seconds=0.2) == "handed over"
     assert time.monotonic() - started < seconds
-    assert ("reports.tasks.bucket_step", Bucket.objects.get().pk) in queue
+    assert ("reports.tasks.bucket_step", Bucket.objects.get().pk) in [q[:2] for q in queue]
 
 
 def test_a_report_request_skips_the_wake_up_while_a_dispatcher_runs(account, queue):
@@ -422,8 +424,61 @@ def test_a_report_request_skips_the_wake_up_while_a_dispatcher_runs(account, que
         name=pipeline.DISPATCHER,
         defaults={"holder": "alive", "expires_at": timezone.now() + timedelta(seconds=60)},
     )
-    request(user, [conn], datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 2, 1, tzinfo=UTC))
-    assert queue == []  # the running dispatcher sees the new bucket within a second
+    first = request(
+        user, [conn], datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 2, 1, tzinfo=UTC)
+    )
+    # The request queues its bucket's first step itself, and the running dispatcher takes
+    # care of the rest: no wake-up task.
+    first_bucket = Bucket.objects.get(report_buckets__report=first).pk
+    assert queue == [("reports.tasks.bucket_step", first_bucket, None)]
     WorkerLease.objects.all().delete()
-    request(user, [conn], datetime(2025, 2, 1, tzinfo=UTC), datetime(2025, 3, 1, tzinfo=UTC))
-    assert queue == [("reports.tasks.pipeline_dispatch",)]
+    queue.clear()
+    second = request(
+        user, [conn], datetime(2025, 2, 1, tzinfo=UTC), datetime(2025, 3, 1, tzinfo=UTC)
+    )
+    second_bucket = Bucket.objects.get(report_buckets__report=second).pk
+    assert queue == [
+        ("reports.tasks.bucket_step", second_bucket, None),
+        ("reports.tasks.pipeline_dispatch",),
+    ]
+
+
+# --- How long OSAI takes (reports/eta.py) ---
+
+
+def test_polling_learns_how_long_osai_takes_per_connection_and_bucket_length(
+    account, use_sandbox, queue
+):
+    """The first report of a kind follows the back-off; later ones poll near the moment OSAI
+    was ready last time, and the report carries the estimate for its badge."""
+    user, conn, _ = account
+    use_sandbox.set_latency(1.0)
+    outcomes = []
+    for day in range(1, 5):
+        start = datetime(2025, 1, day, tzinfo=UTC)
+        report = request(user, [conn], start, start + timedelta(days=1), granularity="total")
+        bucket = Bucket.objects.get(report_buckets__report=report)
+        pipeline.bucket_step(bucket.pk)  # the create step
+        report.refresh_from_db()
+        bucket.refresh_from_db()
+        assert bucket.state == Bucket.State.POLLING
+        outcomes.append((report.expected_done_at, bucket.expected_ready_at))
+        drive()
+        bucket.refresh_from_db()
+        assert bucket.state == Bucket.State.DONE
+        assert bucket.ready_seen_seconds >= bucket.pending_seen_seconds
+        outcomes[-1] += (bucket.polls, bucket.ready_seen_seconds)
+    first, *later = outcomes
+    assert first[:2] == (None, None)  # nothing known yet: no estimate, the back-off
+    assert first[2] >= 3
+    for expected_done_at, expected_ready_at, polls, ready in later[1:]:
+        assert expected_done_at == expected_ready_at is not None
+        assert polls <= 2
+        assert 1.0 <= ready <= 1.6
+    # A month is another kind: its first report knows nothing yet.
+    month = request_march(user, conn)
+    month_bucket = Bucket.objects.get(report_buckets__report=month)
+    pipeline.bucket_step(month_bucket.pk)
+    month_bucket.refresh_from_db()
+    assert month_bucket.expected_ready_at is None
+    figures.figure("P13 polls per one-day bucket, 1st to 4th report", [o[2] for o in outcomes])

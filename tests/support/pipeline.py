@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from django.db.models import Q
 from django.utils import timezone
 
 from reports import pipeline
@@ -19,7 +20,12 @@ def drive(max_seconds: float = 20.0) -> int:
         active = Bucket.objects.filter(state__in=pipeline.ACTIVE_STATES)
         if not active.exists():
             return steps
-        for pk in active.filter(next_attempt_at__lte=timezone.now()).values_list("pk", flat=True):
+        # Due, or queued already (a request enqueues its first steps itself): what a worker
+        # would run next.
+        runnable = active.filter(
+            Q(next_attempt_at__lte=timezone.now()) | Q(queued_at__isnull=False)
+        )
+        for pk in runnable.values_list("pk", flat=True):
             pipeline.bucket_step(pk)
             steps += 1
         time.sleep(0.02)
