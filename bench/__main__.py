@@ -3,10 +3,11 @@
     python -m bench                 # everything (about 8 minutes)
     python -m bench --only p6,p7    # some groups (development)
 
-Groups: pipeline (P1 P2 P3 P4 P5 P12), p7, p6, p8, p9, p10, p11. Everything runs against
-processes started here: the recording OSAI sandbox, a real `manage.py qcluster` (2 workers,
-production timings), gunicorn (2 workers) and headless Chromium, on a bench database in
-var/bench/ (never var/db.sqlite3). All of them are stopped on exit, Ctrl-C included.
+Groups: pipeline (P1 P2 P3 P4 P5 P12), eta (P3′ P13), p7, p6 (P6 P14), p8, p9, p10, p11.
+Everything runs against processes started here: the recording OSAI sandbox, a real
+`manage.py qcluster` (2 workers, production timings), gunicorn (2 workers) and headless
+Chromium, on a bench database in var/bench/ (never var/db.sqlite3). All of them are stopped on
+exit, Ctrl-C included.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from bench.env import (
 )
 from bench.results import Results, machine_facts, write_markdown
 
-GROUPS = ("pipeline", "p7", "p6", "p8", "p9", "p10", "p11")
+GROUPS = ("pipeline", "eta", "p7", "p6", "p8", "p9", "p10", "p11")
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -107,7 +108,7 @@ def main() -> int:
         import django
 
         django.setup()
-        from bench import csv_export, idle, pages, pipeline
+        from bench import csv_export, eta, idle, pages, pipeline
         from bench.browser import chromium
         from bench.context import Bench
 
@@ -118,6 +119,8 @@ def main() -> int:
             bench = Bench(sandbox, calls_log, worker, web, base_url, browser)
             if "pipeline" in groups:
                 _guarded(results, "P1 P2 P3 P4 P5 P12", lambda: pipeline.run(bench, results))
+            if "eta" in groups:
+                _guarded(results, "P3′ P13", lambda: eta.run(bench, results))
             if "p7" in groups:
                 _guarded(results, "P7", lambda: pages.run_p7(bench, results))
             if "p6" in groups:
@@ -172,6 +175,10 @@ def main() -> int:
         "bench/pipeline.py): P1 at D = 0, 10 and 60 s; P3 and P5 at D = 10 and 60 s in "
         "the browser, each beside the seed's own 2 s loop at the same D; P12 at D = 2 s; "
         "P4 and P2 at D = 10 s (the D = 60 s report finishes during the P4 rounds)",
+        "P3′ and P13 (bench/eta.py): per D, one connection asks for one-month reports of "
+        "different closed months; two teach the worker, then each round is a report through "
+        "the browser beside the seed's loop at the same D (10 s: 5 rounds in a row; 60 s: 3 "
+        "rounds side by side)",
         "browser: Debian Chromium, headless, through Playwright",
         f"load: {load.tool()}, 2 connections, 1 thread",
     ]

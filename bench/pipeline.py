@@ -67,6 +67,12 @@ def backoff(d: float) -> tuple[int, float, float]:
     return k, gap, t
 
 
+def seed_loop_polls(d: float) -> int:
+    """Status polls the seed's loop makes for a report OSAI finishes D s after creating it:
+    one every 2 s, the last at or just after D."""
+    return max(1, math.ceil(d / 2))
+
+
 def schedule_text(limit: float = 90.0) -> str:
     """The worker's poll gaps in words, e.g. "1 s, 2 s x15, 3 s, 4.5 s, then 10 s"."""
     from reports.pipeline import _poll_delay

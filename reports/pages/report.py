@@ -66,9 +66,9 @@ def duration(delta: timedelta) -> str:
 # apart so the elapsed time stays current; then densely for a short while; then as before.
 BADGE_POLL_SECONDS = 2.0
 BADGE_MAX_WAIT_SECONDS = 5.0
-BADGE_SETTLE_SECONDS = 0.3
-BADGE_DENSE_SECONDS = 0.25
-BADGE_DENSE_PERIOD_SECONDS = 3.0
+BADGE_SETTLE_SECONDS = 0.15
+BADGE_DENSE_SECONDS = 0.1
+BADGE_DENSE_PERIOD_SECONDS = 1.0
 
 
 def badge_poll_seconds(report: Report, now: datetime) -> float:
