@@ -158,7 +158,7 @@ def _run_at(bench: Bench, results: Results, d: float, rounds: int) -> None:
             f"{delay:.2f} s, {polls} polls",
         )
 
-    ours, theirs, e2e = [], [], []
+    ours, theirs, e2e, parts = [], [], [], []
     for run in runs:
         bucket = _report_buckets(run.report_id)[0]
         ours.append(_detection(calls, account, bucket.osai_report_id, d))
@@ -166,7 +166,12 @@ def _run_at(bench: Bench, results: Results, d: float, rounds: int) -> None:
         theirs.append(_detection(calls, account_id_for_token(run.seed.token), None, d))
         probe = read_probe(run.page)
         if probe["terminalAt"] and run.seed.finished_at:
-            e2e.append((probe["terminalAt"] / 1000 - run.requested_at, run.seed.seconds))
+            done_at = probe["terminalAt"] / 1000
+            e2e.append((done_at - run.requested_at, run.seed.seconds))
+            mine = [c for c in calls if c.report == bucket.osai_report_id]
+            created = next((c.t for c in mine if c.route == CREATE), math.nan)
+            seen = next((c.t for c in mine if c.route == STATUS and c.status == 0), math.nan)
+            parts.append((created - run.requested_at, seen - created, done_at - seen))
         run.context.close()
 
     our_delay, our_polls = median([o[0] for o in ours]), median([o[1] for o in ours])
@@ -206,6 +211,12 @@ def _run_at(bench: Bench, results: Results, d: float, rounds: int) -> None:
         "; ".join(f"{a:.2f} vs {b:.2f}" for a, b in e2e),
     )
     results.add("P3′", f"D={d:g} s: per-round ratios", fmt_ratios(per_round))
+    results.add(
+        "P3′",
+        f"D={d:g} s: where the time goes (click -> OSAI create, -> poll that saw done, "
+        "-> badge done; medians)",
+        " / ".join(f"{median([p[i] for p in parts]):.2f} s" for i in range(3)),
+    )
     results.add(
         "P3′",
         f"D={d:g} s: ratio dashboard / seed loop, ETA known (median of {len(per_round)})",
