@@ -46,6 +46,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 def _guarded(results: Results, target: str, step: Callable[[], object]) -> None:
     """Run one group; a failure is reported as an error and the next group still runs."""
     print(f"bench: {target} ...", flush=True)
+    started = time.monotonic()
     try:
         step()
     except KeyboardInterrupt:
@@ -53,6 +54,7 @@ def _guarded(results: Results, target: str, step: Callable[[], object]) -> None:
     except Exception as exc:
         results.error(target, f"{type(exc).__name__}: {exc}")
         traceback.print_exc()
+    print(f"bench: {target} took {time.monotonic() - started:.0f} s", flush=True)
 
 
 def _ensure_twelve_month_report(bench: object) -> None:
