@@ -1,13 +1,16 @@
 """`make bench`: measure the P targets of docs/requirements.md and write BENCHMARKS.md.
 
-    python -m bench                 # everything (about 8 minutes)
+    python -m bench                 # everything (about 25 minutes)
     python -m bench --only p6,p7    # some groups (development)
 
-Groups: pipeline (P1 P2 P3 P4 P5 P12), eta (P3′ P13), p7, p6 (P6 P14), p8, p9, p10, p11.
+Groups: pipeline (P1 P2 P3 P4 P5 P12), eta (P3′ P13), p7, p6 (P6 P14), p8, p9, p15, p18, p16,
+p17, p19, p10, p11.
 Everything runs against processes started here: the recording OSAI sandbox, a real
 `manage.py qcluster` (2 workers, production timings), gunicorn (2 workers) and headless
-Chromium, on a bench database in var/bench/ (never var/db.sqlite3). All of them are stopped on
-exit, Ctrl-C included.
+Chromium, on a bench database in var/bench/ (never var/db.sqlite3). P17 and P19 start their
+own qcluster on their own copies of it (P19 also an SMTP server); P16 starts 1, 2 and 4
+qclusters on PostgreSQL (database bench_p16, created and dropped) and Redis db 14. All of
+them are stopped on exit, Ctrl-C included.
 """
 
 from __future__ import annotations
@@ -34,7 +37,21 @@ from bench.env import (
 )
 from bench.results import Results, machine_facts, write_markdown
 
-GROUPS = ("pipeline", "eta", "p7", "p6", "p8", "p9", "p10", "p11")
+GROUPS = (
+    "pipeline",
+    "eta",
+    "p7",
+    "p6",
+    "p8",
+    "p9",
+    "p15",
+    "p18",
+    "p16",
+    "p17",
+    "p19",
+    "p10",
+    "p11",
+)
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -44,6 +61,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 def _guarded(results: Results, target: str, step: Callable[[], object]) -> None:
     """Run one group; a failure is reported as an error and the next group still runs."""
     print(f"bench: {target} ...", flush=True)
+    started = time.monotonic()
     try:
         step()
     except KeyboardInterrupt:
@@ -51,6 +69,7 @@ def _guarded(results: Results, target: str, step: Callable[[], object]) -> None:
     except Exception as exc:
         results.error(target, f"{type(exc).__name__}: {exc}")
         traceback.print_exc()
+    print(f"bench: {target} took {time.monotonic() - started:.0f} s", flush=True)
 
 
 def _ensure_twelve_month_report(bench: object) -> None:
@@ -122,7 +141,18 @@ def main() -> int:
         import django
 
         django.setup()
-        from bench import csv_export, eta, idle, pages, pipeline
+        from bench import (
+            alerts,
+            csv_export,
+            eta,
+            fairness,
+            idle,
+            overview,
+            pages,
+            pipeline,
+            scaleout,
+            tracking,
+        )
         from bench.browser import chromium
         from bench.context import Bench
 
@@ -146,6 +176,17 @@ def main() -> int:
                 _guarded(results, "P8", lambda: frontend.run_p8(bench, results, brotli_job))
             if "p9" in groups:
                 _guarded(results, "P9", lambda: frontend.run_p9(bench, results))
+        if "p15" in groups:
+            _guarded(results, "P15", lambda: fairness.run_p15(bench, results))
+        if "p18" in groups:
+            _guarded(results, "P18", lambda: overview.run_p18(bench, results))
+        # Each on its own database and worker(s); the bench's worker idles meanwhile.
+        if "p16" in groups:
+            _guarded(results, "P16", lambda: scaleout.run_p16(bench, results))
+        if "p17" in groups:
+            _guarded(results, "P17", lambda: tracking.run_p17(bench, results))
+        if "p19" in groups:
+            _guarded(results, "P19", lambda: alerts.run_p19(bench, results))
         meter = None
         if "p11" in groups:
             _guarded(results, "P11", lambda: bench.shared.update(p11=idle.start_p11(worker)))
@@ -177,11 +218,18 @@ def main() -> int:
 
     setup = [
         "bench database: a fresh SQLite file var/bench/bench.sqlite3 (WAL), migrated first; "
-        "P6 and P10 use their own copies of it",
+        "P6, P10, P17 and P19 use their own copies of it (P17 and P19 each with its own "
+        "qcluster, same settings as the bench's worker)",
+        "P16: PostgreSQL 15 (database bench_p16, created and dropped by the run) and the "
+        "django-q2 Redis broker (db 14), 1, 2 and 4 `manage.py qcluster` processes with "
+        "Q_WORKERS=2 each, the sandbox at D = 0 (bench/scaleout.py)",
+        "P19: mail to aiosmtpd (`python -m aiosmtpd`, a Maildir under var/bench/), webhooks "
+        "to a receiver in the bench process (ALERT_WEBHOOK_ALLOW_LOCAL=True for that worker)",
         "web: `gunicorn osai_dashboard.wsgi -w 2` on 127.0.0.1 (DEBUG off, whitenoise, "
         "settings bench.settings = the project's settings with the file cache in "
         "var/bench/cache)",
-        f"worker: one `manage.py qcluster`, ORM broker (poll 0.2 s), env {WORKER_ENV}, "
+        "worker: one `manage.py qcluster` per database, ORM broker (poll 0.2 s), env "
+        f"{WORKER_ENV}, "
         "otherwise the production defaults of settings.py (Q_TIMEOUT, Q_RETRY, lease, "
         f"OSAI_POLL_*); its status polls after a create: {schedule}",
         "OSAI: the project's sandbox (osai/sandbox/) behind a call recorder "

@@ -178,6 +178,33 @@ def daily_periods(days: int, end: datetime) -> list[tuple[datetime, datetime]]:
     ]
 
 
+def tracked_buckets(
+    connection: Any, now: datetime, *, with_open_day: bool = False, usage: bool = True
+) -> list[Any]:
+    """Unsaved finished buckets of everything tracking keeps for a connection (the month
+    before last, every closed day of last month and this month; the open day if asked), as
+    a refresh would have left them. `usage=False` makes them all zero (nothing spent)."""
+    from reports.metrics import USAGE_COLUMNS
+    from reports.periods import utc_midnight
+    from reports.tracking import tracked_periods
+
+    closed, open_day = tracked_periods(now)
+    periods = [*closed, *([open_day] if with_open_day and open_day else [])]
+    midnight = utc_midnight(now.date())
+    buckets = []
+    for n, (start, end) in enumerate(periods):
+        bucket = done_bucket(connection, start, end, connection.pk * 100 + n)
+        bucket.tracked = True
+        bucket.is_closed = end <= midnight
+        if not bucket.is_closed:
+            bucket.osai_created_at = bucket.created_at = bucket.finished_at = now
+        if not usage:
+            for column in USAGE_COLUMNS:
+                setattr(bucket, column, 0.0)
+        buckets.append(bucket)
+    return buckets
+
+
 # --- Helper-process entry points ----------------------------------------------------------
 
 

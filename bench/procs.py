@@ -143,12 +143,14 @@ def start_sandbox(latency: float) -> tuple[SandboxControl, Path]:
     return control, calls_log
 
 
-def start_worker(db: Path, sandbox_api_url: str, **extra: str) -> Managed:
-    """A real `manage.py qcluster` on the bench database (production timings, 2 workers)."""
+def start_worker(
+    db: Path, sandbox_api_url: str, *, name: str = "qcluster", **extra: str
+) -> Managed:
+    """A real `manage.py qcluster` on a bench database (production timings, 2 workers)."""
     from bench.env import WORKER_ENV
 
     env = child_env(db, sandbox_api_url, **WORKER_ENV, **extra)
-    return Managed("qcluster", [PYTHON, "manage.py", "qcluster"], env).start()
+    return Managed(name, [PYTHON, "manage.py", "qcluster"], env).start()
 
 
 def start_gunicorn(db: Path, name: str, sandbox_api_url: str = "") -> tuple[Managed, str]:

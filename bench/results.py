@@ -109,7 +109,7 @@ def _commit() -> str:
 
 
 def _order(target: str) -> tuple[int, str]:
-    """P1 < P2 < ... < P12, then anything else."""
+    """P1 < P2 < ... < P19, then anything else."""
     digits = target[1:]
     return (int(digits), target) if target.startswith("P") and digits.isdigit() else (99, target)
 

@@ -369,6 +369,11 @@ def dispatch(run_seconds: float = DISPATCH_RUN_SECONDS) -> str:
     holder = uuid.uuid4().hex
     lease_seconds = DISPATCHER_LEASE_SECONDS
     if not _lease_acquire(DISPATCHER, holder, lease_seconds):
+        # Renewed just now: its holder is alive. Leave at once, not after watching the lease
+        # for LEASE_FRESH_SECONDS: a burst of wake-ups (a tracking refresh of many
+        # connections) queues many of these tasks, and each would hold a worker process.
+        if _dispatcher_alive():
+            return "another dispatcher is running"
         # Its holder may have been killed with its worker: if it does not renew the lease
         # within a couple of seconds, wait the lease out once and take over, rather than
         # leave the work in flight to the reconciler's next tick.

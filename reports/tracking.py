@@ -44,10 +44,13 @@ def tracked_periods(now: datetime) -> tuple[list[Period], Period | None]:
     return closed, ((today, now) if now > today else None)
 
 
-def tracking_refresh(connection: Connection, *, now: datetime | None = None) -> list[int]:
+def tracking_refresh(
+    connection: Connection, *, now: datetime | None = None, wake: bool = True
+) -> list[int]:
     """Make sure the connection's tracked buckets exist; start the new ones. Returns their ids.
 
-    The open day gets a new bucket unless one is already on its way.
+    The open day gets a new bucket unless one is already on its way. `wake=False` leaves
+    waking the pipeline to the caller (a refresh of every connection wakes it once).
     """
     now = now or timezone.now()
     closed, open_day = tracked_periods(now)
@@ -60,7 +63,8 @@ def tracking_refresh(connection: Connection, *, now: datetime | None = None) -> 
         if open_day and not _open_day_in_flight(connection, open_day[0]):
             buckets += buckets_for([connection], [open_day], flags, now, tracked=True)
         started = [b.pk for b in buckets if not b.is_terminal]
-        pipeline.start_soon(started)
+        if wake:
+            pipeline.start_soon(started)
     prune_open_buckets(connection, now=now)
     return started
 
@@ -80,10 +84,13 @@ def tracking_refresh_all(*, now: datetime | None = None, owner: Any = None) -> i
     connections = Connection.objects.filter(status=Connection.Status.OK)
     if owner is not None:
         connections = connections.filter(owner=owner)
-    count = 0
+    count = started = 0
     for connection in connections.iterator():
-        tracking_refresh(connection, now=now)
+        started += len(tracking_refresh(connection, now=now, wake=False))
         count += 1
+    if started:
+        # New buckets are due at once: one wake-up for all of them, not one per connection.
+        pipeline.start_soon([])
     return count
 
 

@@ -416,6 +416,25 @@ def test_the_dispatcher_is_a_singleton_and_takes_over_a_dead_ones_lease(account,
     assert ("reports.tasks.bucket_step", Bucket.objects.get().pk) in [q[:2] for q in queue]
 
 
+def test_a_second_dispatcher_leaves_at_once_when_the_lease_was_just_renewed(account, queue):
+    """A burst of wake-ups (a tracking refresh of many connections) queues many dispatcher
+    tasks; each must not hold a worker process for LEASE_FRESH_SECONDS while a live
+    dispatcher has just renewed its lease."""
+    from reports.models import WorkerLease
+
+    WorkerLease.objects.update_or_create(
+        name=pipeline.DISPATCHER,
+        defaults={
+            "holder": "alive",
+            "expires_at": timezone.now() + timedelta(seconds=pipeline.DISPATCHER_LEASE_SECONDS),
+        },
+    )
+    started = time.monotonic()
+    assert pipeline.dispatch(run_seconds=0.2) == "another dispatcher is running"
+    assert time.monotonic() - started < pipeline.LEASE_FRESH_SECONDS / 4
+    assert queue == []
+
+
 def test_a_report_request_skips_the_wake_up_while_a_dispatcher_runs(account, queue):
     from reports.models import WorkerLease
 
