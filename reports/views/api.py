@@ -21,6 +21,7 @@ from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 from django_ratelimit.core import is_ratelimited
 from ninja import NinjaAPI, Query, Schema
+from ninja.errors import AuthenticationError
 from ninja.security import HttpBearer
 
 from reports import api_tokens
@@ -89,6 +90,14 @@ api = NinjaAPI(
     docs_url=None,
     urls_namespace="api",
 )
+
+
+@api.exception_handler(AuthenticationError)
+def _unauthorized(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    """No token, or one that is unknown, revoked or its owner's account disabled: 401."""
+    response = api.create_response(request, {"detail": "Unauthorized"}, status=401)
+    response["WWW-Authenticate"] = 'Bearer realm="api"'
+    return response
 
 
 @api.exception_handler(ApiRateLimited)
