@@ -4,8 +4,9 @@ OSAI posts to a URL the user gives it when a worker task finishes. The sandbox d
 URLs registered with `POST /__sandbox__/webhooks` ({"url", "token", "interval"}): every
 `interval` seconds it posts one event for the token's account, while its simulated usage
 accrues. The kind of task follows where the account's usage of the day so far went (training,
-conversion, prediction, manipulation, device rental; some trainings are re-trainings), and the
-8/16 GB class follows the day's split of that kind; about one task in eight fails.
+conversion, prediction, manipulation, device rental; some trainings are re-trainings), with a
+typical mix blended in, and the 8/16 GB class follows the day's split of that kind; about one
+task in eight fails.
 `POST /__sandbox__/webhooks/fire` posts events at once (tests; a repeat, or a given body).
 
 Nothing is posted until a URL is registered, and a reset forgets every registration, so tests
@@ -35,6 +36,7 @@ SEND_TIMEOUT_SECONDS: Final = 5.0
 MIN_INTERVAL_SECONDS: Final = 0.2
 FAILURE_SHARE: Final = 0.12
 RETRAINING_SHARE: Final = 0.25
+DAY_SHARE: Final = 0.6  # how much the kind of task follows the day's usage so far
 _OPENER: Final = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 # Task kinds and the day's totals (OSAI's fields) their usage shows up in, by worker class.
@@ -54,7 +56,7 @@ _KIND_TOTALS: Final[Mapping[str, Mapping[int | None, str]]] = {
     "Manipulation": {None: contract.MANIPULATION_SECONDS.field},
     "DeviceRental": {None: contract.DEVICE_RENTAL_SECONDS.field},
 }
-# When the day so far shows no work at all, a typical mix.
+# A typical mix of tasks.
 _QUIET_DAY_WEIGHTS: Final = {
     "Training": 4,
     "Conversion": 2,
@@ -81,15 +83,22 @@ def task_event(account_id: str, sequence: int, now: datetime | None = None) -> d
     account, sequence number and minute)."""
     now = now or datetime.now(UTC)
     rng = random.Random(f"{account_id}\x1f{sequence}\x1f{now:%Y%m%d%H%M}")
-    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    totals = account_totals(account_id, day, now) if now > day else {}
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    totals = account_totals(account_id, midnight, now) if now > midnight else {}
     by_kind = {
         kind: {gb: float(totals.get(f, 0) or 0) for gb, f in fields.items()}
         for kind, fields in _KIND_TOTALS.items()
     }
-    weights = {kind: sum(split.values()) for kind, split in by_kind.items()}
-    if not any(weights.values()):
-        weights = {kind: float(w) for kind, w in _QUIET_DAY_WEIGHTS.items()}
+    # Mostly where the day's usage went; partly a typical mix, so that a day of one kind of
+    # work (or none yet) still shows the others now and then.
+    day = {kind: sum(split.values()) for kind, split in by_kind.items()}
+    day_total = sum(day.values())
+    typical_total = sum(_QUIET_DAY_WEIGHTS.values())
+    weights = {
+        kind: DAY_SHARE * (day[kind] / day_total if day_total else 0.0)
+        + (1 - DAY_SHARE if day_total else 1.0) * _QUIET_DAY_WEIGHTS[kind] / typical_total
+        for kind in _KIND_TOTALS
+    }
     kinds = [k for k, w in weights.items() if w > 0]
     kind = rng.choices(kinds, weights=[weights[k] for k in kinds])[0]
     split = by_kind[kind]
