@@ -313,11 +313,14 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    # Paths in Django's request logs would carry a webhook URL's secret (reports/log_filters.py).
+    "filters": {"webhook_secrets": {"()": "reports.log_filters.RedactWebhookSecrets"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     # urllib3 logs request lines at DEBUG, and a signed link's query string with them.
     "loggers": {
-        "django.server": {"level": "WARNING"},
+        "django.server": {"level": "WARNING", "filters": ["webhook_secrets"]},
+        "django.request": {"filters": ["webhook_secrets"]},
         "urllib3": {"level": "WARNING"},
         # django-q2 logs every task at INFO; our pipeline logs what matters.
         "django-q": {"level": env.str("Q_LOG_LEVEL", default="WARNING")},
