@@ -213,7 +213,8 @@ def register_demo_webhooks(
                 if answer.status == 200:
                     break
         except OSError:
-            time.sleep(0.3)
+            pass
+        time.sleep(0.3)
     accepted = 0
     for registration in registrations:
         request = urllib.request.Request(  # noqa: S310 (the operator's local sandbox URL)
