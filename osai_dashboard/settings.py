@@ -313,13 +313,27 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    # Paths in Django's request logs would carry a webhook URL's secret (reports/log_filters.py).
+    "filters": {"webhook_secrets": {"()": "reports.log_filters.RedactWebhookSecrets"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     # urllib3 logs request lines at DEBUG, and a signed link's query string with them.
     "loggers": {
-        "django.server": {"level": "WARNING"},
+        "django.server": {"level": "WARNING", "filters": ["webhook_secrets"]},
+        "django.request": {"filters": ["webhook_secrets"]},
         "urllib3": {"level": "WARNING"},
         # django-q2 logs every task at INFO; our pipeline logs what matters.
         "django-q": {"level": env.str("Q_LOG_LEVEL", default="WARNING")},
     },
 }
+
+# --- Integrations: OSAI's worker webhooks and the read-only API (W1, W2) -----------------------
+# A webhook body larger than this is refused (413); deliveries per connection are rate-limited.
+OSAI_WEBHOOK_MAX_BYTES = env.int("OSAI_WEBHOOK_MAX_BYTES", default=64 * 1024)
+OSAI_WEBHOOK_RATE = env.str("OSAI_WEBHOOK_RATE", default="120/m")
+# A finished task refreshes the connection's open day this many seconds after the first event of
+# a burst: the rest of the burst joins the same refresh (one OSAI report).
+OSAI_WEBHOOK_REFRESH_DELAY_SECONDS = env.int("OSAI_WEBHOOK_REFRESH_DELAY_SECONDS", default=60)
+# API requests per token, and failed API sign-ins per client address (django-ratelimit).
+API_RATE = env.str("API_RATE", default="120/m")
+API_FAILED_AUTH_RATE = env.str("API_FAILED_AUTH_RATE", default="30/m")

@@ -14,6 +14,7 @@ from django.http import HttpRequest
 
 from reports.metrics import FLAG_FIELDS, RATE_FIELDS, USAGE_COLUMNS
 from reports.models import (
+    ApiToken,
     Bucket,
     Connection,
     Membership,
@@ -21,9 +22,15 @@ from reports.models import (
     PriceBookVersion,
     Report,
     Team,
+    WebhookEvent,
 )
 
-SECRET_FIELDS = ("token_encrypted", "jwt_encrypted")
+SECRET_FIELDS = (
+    "token_encrypted",
+    "jwt_encrypted",
+    "webhook_secret_encrypted",
+    "webhook_secret_sha256",
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -219,3 +226,37 @@ class BucketAdmin(ReadOnlyAdmin):
             .get_queryset(request)
             .defer("osai_response", "connection__token_encrypted", "connection__jwt_encrypted")
         )
+
+
+# --- Integrations: read-only; neither a webhook's raw body nor a token's hash is shown ----------
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(ReadOnlyAdmin):
+    list_display = ("pk", "connection", "kind", "succeeded", "worker_gb", "received_at")
+    list_filter = ("kind", "succeeded", "worker_gb")
+    list_select_related = ("connection",)
+    fields = (
+        "connection",
+        "kind",
+        "kind_raw",
+        "succeeded",
+        "worker_gb",
+        "task_id",
+        "finished_at",
+        "message",
+        "received_at",
+    )
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[WebhookEvent]:
+        return super().get_queryset(request).defer("body")
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(ReadOnlyAdmin):
+    list_display = ("name", "user", "prefix", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("revoked_at",)
+    list_select_related = ("user",)
+    fields = ("name", "user", "prefix", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = fields

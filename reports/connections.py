@@ -188,19 +188,21 @@ def connection_delete(*, connection: Connection) -> int:
 
 
 def connections_reencrypt() -> tuple[int, int]:
-    """Re-encrypt every token and cached JWT under the primary key. Returns (rows, changed).
+    """Re-encrypt every token, cached JWT and webhook secret under the primary key.
+
+    Returns (rows, changed).
 
     Idempotent: rows already under the primary key are left as they are.
     """
     rows = changed = 0
-    for connection in Connection.objects.only("pk", "token_encrypted", "jwt_encrypted"):
+    fields = ("token_encrypted", "jwt_encrypted", "webhook_secret_encrypted")
+    for connection in Connection.objects.only("pk", *fields):
         rows += 1
-        secrets = [connection.token_encrypted, connection.jwt_encrypted]
-        if all(not s or crypto.is_under_primary_key(s) for s in secrets):
+        secrets = {name: getattr(connection, name) for name in fields}
+        if all(not s or crypto.is_under_primary_key(s) for s in secrets.values()):
             continue
-        new_token, new_jwt = (crypto.rotate_secret(s) if s else "" for s in secrets)
         Connection.objects.filter(pk=connection.pk).update(
-            token_encrypted=new_token, jwt_encrypted=new_jwt
+            **{name: crypto.rotate_secret(s) if s else "" for name, s in secrets.items()}
         )
         changed += 1
     return rows, changed

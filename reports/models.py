@@ -7,6 +7,8 @@ same months again reuses them. See reports/pipeline.py for the state machine.
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from decimal import Decimal
 from typing import Any
 
@@ -15,6 +17,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from reports import crypto
 from reports.metrics import FLAG_FIELDS, METRICS, OSAI_FIELD_TO_COLUMN, RATE_FIELDS
 
 
@@ -84,20 +87,63 @@ class Connection(models.Model):
     jwt_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     shared_with_teams = models.ManyToManyField(Team, blank=True, related_name="shared_connections")
     created_at = models.DateTimeField(auto_now_add=True)
+    # The secret in this connection's OSAI webhook URL (reports/webhooks.py): encrypted like
+    # the token, so the page can show it again, and its SHA-256, which a delivery is looked up
+    # by. Rotating it makes the old URL answer 404 (W1).
+    webhook_secret_encrypted = models.TextField(blank=True, editable=False)
+    webhook_secret_sha256 = models.CharField(max_length=64, blank=True, editable=False)
+    # A finished OSAI task asks for a refresh of the open day; the dispatcher starts it at
+    # this time, so a burst of webhooks makes one refresh (reports/webhooks.py).
+    refresh_due_at = models.DateTimeField(null=True, blank=True, db_index=True, editable=False)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["owner", "label"], name="unique_connection_label")
+            models.UniqueConstraint(fields=["owner", "label"], name="unique_connection_label"),
+            models.UniqueConstraint(
+                fields=["webhook_secret_sha256"],
+                condition=~Q(webhook_secret_sha256=""),
+                name="unique_webhook_secret",
+            ),
         ]
         ordering = ["label"]
 
     def __str__(self) -> str:
         return f"{self.label} ({self.region}, …{self.token_last4})"
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self.webhook_secret_sha256:
+            self.set_webhook_secret(new_webhook_secret())
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = {
+                    *kwargs["update_fields"],
+                    "webhook_secret_encrypted",
+                    "webhook_secret_sha256",
+                }
+        super().save(*args, **kwargs)
+
+    def set_webhook_secret(self, secret: str) -> None:
+        """Set (not save) the secret of this connection's webhook URL."""
+        self.webhook_secret_encrypted = crypto.encrypt_secret(secret)
+        self.webhook_secret_sha256 = webhook_secret_digest(secret)
+
+    @property
+    def webhook_secret(self) -> str:
+        """The secret in the webhook URL, for its owner's eyes only."""
+        return crypto.decrypt_secret(self.webhook_secret_encrypted)
+
     @property
     def token_hint(self) -> str:
         """The only form in which a token is ever shown."""
         return f"…{self.token_last4}"
+
+
+def new_webhook_secret() -> str:
+    """An unguessable secret for a webhook URL: 256 random bits, URL-safe."""
+    return secrets.token_urlsafe(32)
+
+
+def webhook_secret_digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 class OsaiFlags(models.Model):
@@ -540,3 +586,74 @@ class DigestSent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} digest of {self.user} from {self.period_start}"
+
+
+# --- Integrations: OSAI's worker webhooks and the read-only API (reports/webhooks.py, api) ---
+
+
+class WebhookEvent(models.Model):
+    """One delivery of OSAI's worker webhook to a connection's URL, stored as received.
+
+    OSAI documents no payload schema: the raw body is kept, and the fields the feed shows are
+    read from it defensively (reports/webhooks.py); anything unknown stays only in `body`.
+    """
+
+    class Kind(models.TextChoices):
+        TRAINING = "training", "Training"
+        RETRAINING = "retraining", "Re-training"
+        CONVERSION = "conversion", "Conversion"
+        PREDICTION = "prediction", "Prediction"
+        MANIPULATION = "manipulation", "Manipulation"
+        DEVICE_RENTAL = "device_rental", "Device rental"
+        UNKNOWN = "unknown", "Task"
+
+    connection = models.ForeignKey(
+        Connection, on_delete=models.CASCADE, related_name="webhook_events"
+    )
+    received_at = models.DateTimeField(default=timezone.now)
+    # A repeated delivery has the same key and is stored once (W1).
+    dedupe_key = models.CharField(max_length=64)
+    body = models.TextField()  # the JSON as received (size-capped)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.UNKNOWN)
+    kind_raw = models.CharField(max_length=80, blank=True)  # OSAI's own word for the task
+    succeeded = models.BooleanField(null=True)  # None: the body did not say
+    worker_gb = models.PositiveSmallIntegerField(null=True)  # 8 or 16, when given
+    task_id = models.CharField(max_length=100, blank=True)
+    finished_at = models.DateTimeField(null=True)  # when OSAI says the task ended, if it does
+    message = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connection", "dedupe_key"], name="unique_webhook_delivery"
+            )
+        ]
+        ordering = ["-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} webhook {self.pk} of connection {self.connection_id}"
+
+
+class ApiToken(models.Model):
+    """A personal token for the read-only JSON API (W2). Only its SHA-256 is stored; the token
+    itself is shown once, when it is made."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=80)
+    prefix = models.CharField(max_length=16)  # the token's first characters, to recognise it
+    token_sha256 = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"API token {self.prefix}… of {self.user_id} ({self.name})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

@@ -354,13 +354,31 @@ def enqueue_due_deliveries(now: datetime | None = None) -> int:
     return enqueued
 
 
+def enqueue_due_refreshes(now: datetime | None = None) -> int:
+    """Start each open-day refresh that webhooks asked for and that is due (reports/webhooks.py).
+
+    Claimed by clearing the mark, so events that arrive while it runs ask for the next one.
+    """
+    now = now or timezone.now()
+    due = list(
+        Connection.objects.filter(refresh_due_at__lte=now).values_list("pk", flat=True)[:200]
+    )
+    enqueued = 0
+    for pk in due:
+        if Connection.objects.filter(pk=pk, refresh_due_at__lte=now).update(refresh_due_at=None):
+            async_task("reports.tasks.webhook_refresh", pk, task_name=f"osai-refresh-{pk}")
+            enqueued += 1
+    return enqueued
+
+
 def _next_due() -> datetime | None:
-    """When the next bucket step or delivery is due (None: nothing in flight)."""
+    """When the next bucket step, delivery or refresh is due (None: nothing in flight)."""
     bucket = Bucket.objects.filter(state__in=ACTIVE_STATES).aggregate(m=Min("next_attempt_at"))
     delivery = Delivery.objects.filter(state=Delivery.State.PENDING).aggregate(
         m=Min("next_attempt_at")
     )
-    moments = [m for m in (bucket["m"], delivery["m"]) if m is not None]
+    refresh = Connection.objects.aggregate(m=Min("refresh_due_at"))
+    moments = [m for m in (bucket["m"], delivery["m"], refresh["m"]) if m is not None]
     return min(moments, default=None)
 
 
@@ -385,7 +403,7 @@ def dispatch(run_seconds: float = DISPATCH_RUN_SECONDS) -> str:
     end = time.monotonic() + run_seconds
     try:
         while True:
-            moved = enqueue_due_buckets() + enqueue_due_deliveries()
+            moved = enqueue_due_buckets() + enqueue_due_deliveries() + enqueue_due_refreshes()
             next_due = _next_due()
             if next_due is None or time.monotonic() >= end:
                 break

@@ -6,7 +6,7 @@ imports nothing above it), and each one calls into the module that does the work
 
 from __future__ import annotations
 
-from reports import budgets, digests, notify, pipeline, tracking
+from reports import budgets, digests, notify, pipeline, tracking, webhooks
 from reports.models import Connection
 
 
@@ -50,3 +50,8 @@ def delivery_send(delivery_id: int) -> str:
 
 def digests_send() -> str:
     return f"queued {digests.digests_send()} digests"
+
+
+def webhook_refresh(connection_id: int) -> str:
+    """The open-day refresh a burst of OSAI webhooks asked for (reports/webhooks.py)."""
+    return webhooks.webhook_refresh(int(connection_id))

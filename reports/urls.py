@@ -1,8 +1,18 @@
 """URL map. Every URL with an object id scopes the lookup to the signed-in user (404 otherwise)."""
 
-from django.urls import path
+from django.urls import path, re_path
 
-from reports.views import account, budgets, connections, exports, home, reports, teams
+from reports.views import (
+    account,
+    api,
+    budgets,
+    connections,
+    exports,
+    home,
+    reports,
+    teams,
+    webhooks,
+)
 
 urlpatterns = [
     path("", home.home, name="home"),
@@ -12,12 +22,30 @@ urlpatterns = [
     path("budgets/<int:pk>/delete/", budgets.budget_delete, name="budget_delete"),
     path("spend.csv", exports.spend_export_csv, name="spend_export_csv"),
     path("account/digests/", account.digest_settings, name="digest_settings"),
+    path("account/api-tokens/", account.api_token_list, name="api_token_list"),
+    path("account/api-tokens/<int:pk>/revoke/", account.api_token_revoke, name="api_token_revoke"),
+    # Integrations: OSAI's worker webhooks (the secret is the credential; with or without the
+    # final slash, as OSAI may post either), the activity feed, and the read-only API.
+    re_path(
+        r"^hooks/osai/(?P<secret>[A-Za-z0-9_-]{1,128})/?$",
+        webhooks.osai_webhook,
+        name="osai_webhook",
+    ),
+    path("activity/", webhooks.activity, name="activity"),
+    path("activity/feed/", webhooks.activity_feed, name="activity_feed"),
+    path("api/v1/", api.api.urls),
     # Connections (a user's OSAI access tokens).
     path("connections/", connections.connection_list, name="connection_list"),
     path("connections/new/", connections.connection_create, name="connection_create"),
     path("connections/<int:pk>/edit/", connections.connection_edit, name="connection_edit"),
     path("connections/<int:pk>/token/", connections.connection_token, name="connection_token"),
     path("connections/<int:pk>/delete/", connections.connection_delete, name="connection_delete"),
+    path("connections/<int:pk>/webhook/", webhooks.connection_webhook, name="connection_webhook"),
+    path(
+        "connections/<int:pk>/webhook/rotate/",
+        webhooks.connection_webhook_rotate,
+        name="connection_webhook_rotate",
+    ),
     # Reports.
     path("reports/", reports.report_history, name="report_history"),
     path("reports/new/", reports.report_new, name="report_new"),

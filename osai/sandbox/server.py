@@ -47,6 +47,7 @@ from wsgiref.types import StartResponse, WSGIEnvironment
 
 from osai import contract
 from osai.sandbox.usage import FLAG_FIELDS, TOTAL_FIELDS, account_totals, daily_breakdown
+from osai.sandbox.webhooks import WebhookSender
 
 TOKEN_PREFIX: Final = "osai-sandbox-"  # noqa: S105 (a prefix, not a secret)
 FIRST_REPORT_ID: Final = 16718  # the seed's example id
@@ -79,6 +80,7 @@ class SandboxConfig:
     jwt_ttl: int = 3600  # seconds a JWT from SignIn stays valid
     link_ttl: int = 600  # seconds a pre-signed `path` stays valid
     quote_jwt: bool = False  # SignIn answers `"<jwt>"` as JSON instead of bare text
+    webhook_interval: float = 10.0  # seconds between events to a registered webhook URL
 
 
 # --- Accounts and JWTs --------------------------------------------------------------------
@@ -437,6 +439,8 @@ class SandboxApp:
         # Report ids keep growing across resets, so an id from an earlier test never
         # names a newer report.
         self._next_id = FIRST_REPORT_ID
+        # Worker webhooks to registered URLs (osai/sandbox/webhooks.py): none until one is.
+        self.webhooks = WebhookSender(self.config.webhook_interval)
         self._clear()
 
     def _clear(self) -> None:
@@ -454,10 +458,16 @@ class SandboxApp:
     # Control, also callable in-process. ------------------------------------------------------
 
     def reset(self) -> None:
-        """Forget reports, counters and faults; release requests held by hang or trickle."""
+        """Forget reports, counters, faults and webhook URLs; release requests held by hang or
+        trickle."""
         with self._lock:
             self._wake.set()
             self._clear()
+        self.webhooks.clear()
+
+    def close(self) -> None:
+        """Stop posting webhooks (the server is stopping)."""
+        self.webhooks.stop()
 
     def set_faults(self, changes: Mapping[str, object]) -> dict[str, Any]:
         """Merge `changes` into the faults; an empty mapping clears them all.
@@ -511,6 +521,7 @@ class SandboxApp:
                 "settings": self._settings(),
                 "injected": dict(self._injected),
                 "auth_headers_on_downloads": self._auth_headers_on_downloads,
+                "webhooks": self.webhooks.totals(),
             }
 
     # WSGI. -----------------------------------------------------------------------------------
@@ -822,7 +833,47 @@ class SandboxApp:
             except ValueError as exc:
                 return _message(400, str(exc))
             return _json(200, {"faults": faults, "settings": self.settings()})
+        if action.startswith("webhooks"):
+            return self._control_webhooks(method, action, environ)
         return _message(404, "Unknown sandbox control endpoint.")
+
+    def _control_webhooks(self, method: str, action: str, environ: WSGIEnvironment) -> _Response:
+        """GET, POST (register {"url", "token", "interval"}) and DELETE /__sandbox__/webhooks;
+        POST /__sandbox__/webhooks/fire ({"url", "count", "repeat", "body"}: post now)."""
+        if action == "webhooks" and method == "GET":
+            return _json(200, {"registrations": self.webhooks.registrations()})
+        if action == "webhooks" and method == "DELETE":
+            self.webhooks.clear()
+            return _json(200, {"registrations": []})
+        if method != "POST" or action not in ("webhooks", "webhooks/fire"):
+            return _message(404, "Unknown sandbox control endpoint.")
+        request = _read_json(environ)
+        if not isinstance(request, dict):
+            return _message(400, "Send a JSON object.")
+        if action == "webhooks/fire":
+            count = request.get("count", 1)
+            if isinstance(count, bool) or not isinstance(count, int) or not 0 < count <= 100:
+                return _message(400, "count must be a whole number from 1 to 100.")
+            statuses = self.webhooks.fire(
+                request.get("url"),
+                count=count,
+                repeat=bool(request.get("repeat")),
+                body=request.get("body"),
+            )
+            return _json(200, {"statuses": statuses})
+        token, interval = request.get("token"), request.get("interval")
+        if isinstance(token, str) and token.startswith(TOKEN_PREFIX):
+            account = account_id_for_token(token)
+        elif isinstance(request.get("account_id"), str):
+            account = str(request["account_id"])
+        else:
+            account = account_id_for_token(str(request.get("url")))
+        try:
+            seconds = None if interval is None else _check_seconds(interval)
+            registration = self.webhooks.register(request.get("url"), account, seconds)  # type: ignore[arg-type]
+        except ValueError as exc:
+            return _message(400, str(exc))
+        return _json(200, {"registered": registration.public()})
 
 
 _UNSET: Final = object()
@@ -948,6 +999,7 @@ class RunningSandbox:
     def stop(self) -> None:
         """Stop serving, release hung requests and close the socket."""
         self.server.shutdown()
+        self.app.close()
         self.app.reset()
         self.server.server_close()
         self.thread.join(timeout=5)
@@ -1023,6 +1075,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quote-jwt", action="store_true", help='answer SignIn with "<jwt>" as JSON'
     )
+    parser.add_argument(
+        "--webhook-interval",
+        type=float,
+        default=10.0,
+        help="seconds between worker webhooks to each registered URL (10)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
 
 
@@ -1035,6 +1093,7 @@ def config_from_options(options: Mapping[str, Any]) -> SandboxConfig:
         jwt_ttl=options["jwt_ttl"],
         link_ttl=options["link_ttl"],
         quote_jwt=options["quote_jwt"],
+        webhook_interval=max(0.2, float(options.get("webhook_interval") or 10.0)),
     )
 
 

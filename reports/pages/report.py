@@ -28,6 +28,7 @@ from reports.metrics import (
     CATEGORIES,
     METRICS,
     OSAI_FIELD_TO_COLUMN,
+    PRICED_COLUMNS,
     STAGE_LABELS,
     display_value,
     metrics_in,
@@ -490,8 +491,18 @@ def report_page(report: Report, mode: ViewMode) -> dict[str, Any]:
     }
 
 
-def report_json(report: Report) -> dict[str, Any]:
-    """The report, its buckets and its totals (OSAI field names, raw units)."""
+_COLUMN_TO_OSAI_FIELD = {column: field for field, column in OSAI_FIELD_TO_COLUMN.items()}
+
+
+def _costs_json(costs: pricing.Costs) -> dict[str, str]:
+    """Cost per priced OSAI total (OSAI's field names) and "total", as exact decimal strings."""
+    by_field = {_COLUMN_TO_OSAI_FIELD[c]: str(pricing.money(costs[c])) for c in PRICED_COLUMNS}
+    return {**by_field, "total": str(pricing.money(costs["total"]))}
+
+
+def report_json(report: Report, *, with_cost: bool = False) -> dict[str, Any]:
+    """The report, its buckets and its totals (OSAI field names, raw units); `with_cost` adds
+    what they cost in the report's price book, priced as the page prices them."""
     buckets = list(
         counted_buckets(report)
         .select_related("connection__owner")
@@ -510,7 +521,7 @@ def report_json(report: Report) -> dict[str, Any]:
             if field in STATE_FIELDS and bucket.period_end != last_period_end:
                 continue
             totals[field] += value or 0
-    return {
+    data: dict[str, Any] = {
         "id": report.pk,
         "state": report.state,
         "granularity": report.granularity,
@@ -546,3 +557,26 @@ def report_json(report: Report) -> dict[str, Any]:
             for b in buckets
         ],
     }
+    if with_cost:
+        price_book = pricing.price_book_for(report)
+        done = [b for b in buckets if b.state == Bucket.State.DONE]
+        total = pricing.sum_costs(pricing.rows_costs(rows_from_buckets(done), price_book))
+        data.update(
+            {
+                "currency": price_book.currency if price_book else None,
+                "price_book": price_book.name if price_book else None,
+                "price_book_is_example": pricing.is_example(price_book),
+                "cost": _costs_json(total),
+            }
+        )
+        for item, bucket in zip(data["buckets"], buckets, strict=True):
+            item["cost"] = _bucket_cost_json(bucket, price_book)
+    return data
+
+
+def _bucket_cost_json(bucket: Bucket, price_book: PriceBook | None) -> dict[str, str] | None:
+    if bucket.state != Bucket.State.DONE:
+        return None
+    usage = {column: getattr(bucket, column) for column in PRICED_COLUMNS}
+    costs = pricing.period_costs(usage, bucket.period_start, bucket.period_end, price_book)
+    return _costs_json(costs)

@@ -182,3 +182,47 @@ class SandboxControl:
     def set_jwt_ttl(self, seconds: int) -> None:
         """How long JWTs signed from now on live."""
         self.faults(jwt_ttl=seconds)
+
+    # Worker webhooks (osai/sandbox/webhooks.py): none are sent unless a test registers a URL.
+
+    def register_webhook(
+        self, url: str, *, token: str | None = None, interval: float | None = None
+    ) -> dict[str, Any]:
+        """Post task-finished events for the token's account to `url` every `interval` s."""
+        body: dict[str, Any] = {"url": url}
+        if token is not None:
+            body["token"] = token
+        if interval is not None:
+            body["interval"] = interval
+        answer: dict[str, Any] = self._call("POST", "/__sandbox__/webhooks", body)
+        return answer["registered"]
+
+    def webhook_registrations(self) -> list[dict[str, Any]]:
+        """Each registered URL with its counts (sent, failed, statuses)."""
+        registrations: list[dict[str, Any]] = self._call("GET", "/__sandbox__/webhooks")[
+            "registrations"
+        ]
+        return registrations
+
+    def clear_webhooks(self) -> None:
+        self._call("DELETE", "/__sandbox__/webhooks")
+
+    def fire_webhooks(
+        self,
+        url: str | None = None,
+        *,
+        count: int = 1,
+        repeat: bool = False,
+        body: Any = None,
+        timeout: float = 30.0,
+    ) -> list[int]:
+        """Post events now to a registered URL (or each); the HTTP statuses they got."""
+        request: dict[str, Any] = {"count": count, "repeat": repeat}
+        if url is not None:
+            request["url"] = url
+        if body is not None:
+            request["body"] = body
+        statuses: list[int] = self._call(
+            "POST", "/__sandbox__/webhooks/fire", request, timeout=timeout
+        )["statuses"]
+        return statuses

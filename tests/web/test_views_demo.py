@@ -54,3 +54,31 @@ def test_seed_demo_refuses_without_the_sandbox_region(settings: Any) -> None:
     with pytest.raises(CommandError, match="local demos only"):
         call_command("seed_demo", stdout=StringIO())
     assert not get_user_model().objects.filter(username="demo").exists()
+
+
+def test_the_demo_connections_webhook_urls_are_registered_with_the_sandbox(
+    osai_sandbox: Any,
+) -> None:
+    """What `make run` does once the sandbox answers: its events then reach the demo's feed."""
+    from django.urls import resolve
+
+    from reports import webhooks
+    from reports.management.commands.seed_demo import (
+        MEMBER_TOKEN,
+        demo_webhook_registrations,
+        register_demo_webhooks,
+    )
+
+    call_command("seed_demo", stdout=StringIO())
+    # Port 9 (discard): nothing listens there, so no event lands on anybody's server.
+    registrations = demo_webhook_registrations("http://127.0.0.1:9/")
+    assert [r["token"] for r in registrations] == [DEMO_TOKEN, MEMBER_TOKEN]
+    for registration in registrations:
+        path = registration["url"].removeprefix("http://127.0.0.1:9")
+        secret = resolve(path).kwargs["secret"]
+        assert webhooks.connection_for_webhook(secret) is not None
+    assert register_demo_webhooks(osai_sandbox.base_url, registrations, wait_seconds=5) == 2
+    assert sorted(r["url"] for r in osai_sandbox.webhook_registrations()) == sorted(
+        r["url"] for r in registrations
+    )
+    osai_sandbox.reset()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 from typing import Any
 
 from django.conf import settings
@@ -17,7 +18,12 @@ from django.core.management.base import BaseCommand, CommandParser
 from honcho.manager import Manager
 from honcho.printer import Printer
 
-from reports.management.commands.seed_demo import DEMO_PASSWORD, DEMO_USERNAME
+from reports.management.commands.seed_demo import (
+    DEMO_PASSWORD,
+    DEMO_USERNAME,
+    demo_webhook_registrations,
+    register_demo_webhooks,
+)
 
 
 class SturdyPrinter(Printer):
@@ -44,6 +50,12 @@ class Command(BaseCommand):
             help="Seconds the sandbox takes to generate a report.",
         )
         parser.add_argument("--no-seed", action="store_true", help="Skip seed_demo.")
+        parser.add_argument(
+            "--webhook-interval",
+            type=float,
+            default=10.0,
+            help="Seconds between the sandbox's worker webhooks to each demo connection.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         sandbox_url = f"http://127.0.0.1:{options['sandbox_port']}/api"
@@ -61,7 +73,7 @@ class Command(BaseCommand):
         manager.add_process(
             "sandbox",
             f"{manage} osai_sandbox --host 127.0.0.1 --port {options['sandbox_port']} "
-            f"--latency {options['latency']}",
+            f"--latency {options['latency']} --webhook-interval {options['webhook_interval']}",
             env=env,
         )
         manager.add_process(
@@ -70,6 +82,15 @@ class Command(BaseCommand):
         manager.add_process("worker", f"{manage} qcluster", env=env)
 
         url = f"http://{options['host']}:{options['port']}/"
+        # Once the sandbox answers, it posts worker webhooks to the demo connections' URLs on
+        # this web server: the activity feed fills in by itself.
+        registrations = demo_webhook_registrations(url)
+        threading.Thread(
+            target=register_demo_webhooks,
+            args=(f"http://127.0.0.1:{options['sandbox_port']}", registrations),
+            name="register-demo-webhooks",
+            daemon=True,
+        ).start()
         self.stdout.write(
             self.style.SUCCESS(
                 f"\nOpen {url} and sign in as {DEMO_USERNAME} / {DEMO_PASSWORD}"

@@ -1,6 +1,8 @@
 """Seed a local demo: a "demo" user with a sandbox connection and a few reports, and a team
 ("Demo team") that demo runs, with a second member ("dana") who shares her connection, and a
-team report, so a first visitor sees a team admin's view too.
+team report, so a first visitor sees a team admin's view too. `register_demo_webhooks` gives
+the sandbox the demo connections' webhook URLs, so its worker webhooks fill the activity feed
+(`run_dev` calls it once the sandbox answers).
 
 Idempotent: running it again finds what is there and adds nothing twice. The password is a
 fixed, printed one on purpose: this is for `make run` on one machine, against the local OSAI
@@ -9,6 +11,10 @@ sandbox. It refuses to run where the sandbox region is not configured (productio
 
 from __future__ import annotations
 
+import json
+import time
+import urllib.error
+import urllib.request
 from decimal import Decimal
 from typing import Any
 
@@ -19,7 +25,7 @@ from django.utils import timezone
 
 from osai.sandbox.server import account_id_for_token
 from osai.sandbox.usage import account_totals
-from reports import budgets, crypto, pricing, services, teams, tracking
+from reports import budgets, crypto, pricing, services, teams, tracking, webhooks
 from reports.metrics import OSAI_FIELD_TO_COLUMN, all_flags
 from reports.models import Budget, Connection, Granularity, Membership, Report, Team
 from reports.periods import PRESETS, preset_period, utc_midnight
@@ -175,3 +181,51 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Set a monthly budget of {budget.amount} (alerts to {DEMO_EMAIL}, into var/mail)."
         )
+
+
+def demo_webhook_registrations(site_url: str) -> list[dict[str, str]]:
+    """The demo connections' webhook URLs on `site_url`, each with its sandbox token (which
+    account's usage the sandbox's events follow)."""
+    registrations = []
+    for username, label, token in (
+        (DEMO_USERNAME, DEMO_CONNECTION, DEMO_TOKEN),
+        (MEMBER_USERNAME, MEMBER_CONNECTION, MEMBER_TOKEN),
+    ):
+        connection = Connection.objects.filter(owner__username=username, label=label).first()
+        if connection is not None:
+            registrations.append(
+                {"url": webhooks.webhook_url(connection, site_url), "token": token}
+            )
+    return registrations
+
+
+def register_demo_webhooks(
+    sandbox_base_url: str, registrations: list[dict[str, str]], *, wait_seconds: float = 30.0
+) -> int:
+    """Register webhook URLs with the sandbox (`POST /__sandbox__/webhooks`), waiting for it to
+    answer first. Returns how many it accepted."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    base = sandbox_base_url.rstrip("/")
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        try:
+            with opener.open(f"{base}/__sandbox__/health", timeout=1) as answer:
+                if answer.status == 200:
+                    break
+        except OSError:
+            pass
+        time.sleep(0.3)
+    accepted = 0
+    for registration in registrations:
+        request = urllib.request.Request(  # noqa: S310 (the operator's local sandbox URL)
+            f"{base}/__sandbox__/webhooks",
+            data=json.dumps(registration).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with opener.open(request, timeout=5) as answer:
+                accepted += answer.status == 200
+        except OSError:
+            continue
+    return accepted

@@ -1,0 +1,176 @@
+"""OSAI's worker webhooks, received per connection (W1), and the refresh a finished task asks for.
+
+Each connection has its own URL, `/hooks/osai/<secret>/`, with 256 random bits in it; only the
+secret's SHA-256 is looked up (and the secret itself is kept encrypted, to show it again). A
+delivery is JSON of at most OSAI_WEBHOOK_MAX_BYTES, stored as received with what
+`osai.webhooks` could read from it; a repeat (same event id, or the same JSON) is stored once.
+
+A finished task means the open day's usage has grown, so it asks for a tracking refresh of the
+connection's open day (reports/tracking.py), debounced: the first event arms
+`Connection.refresh_due_at` OSAI_WEBHOOK_REFRESH_DELAY_SECONDS ahead and later ones find it
+armed, so a burst of events makes one refresh. The dispatcher starts it when it is due
+(pipeline.enqueue_due_refreshes), like a bucket step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.urls import reverse
+from django.utils import timezone
+
+from osai.webhooks import delivery_key, parse_task_finished
+from reports import pipeline, tracking
+from reports.metrics import all_flags
+from reports.models import (
+    Bucket,
+    Connection,
+    WebhookEvent,
+    new_webhook_secret,
+    webhook_secret_digest,
+)
+from reports.periods import utc_midnight
+
+log = logging.getLogger(__name__)
+
+# Content types a JSON body may come with (OSAI documents none); anything else is refused.
+_JSON_TYPES = ("application/json", "text/json", "text/plain", "")
+
+
+class WebhookRejected(Exception):
+    """A delivery that is not stored: `status` is the HTTP answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# --- The URL -----------------------------------------------------------------------------------
+
+
+def webhook_path(connection: Connection) -> str:
+    return reverse("osai_webhook", args=[connection.webhook_secret])
+
+
+def webhook_url(connection: Connection, base_url: str) -> str:
+    """The URL to give OSAI: `base_url` (where OSAI reaches this site) and the secret path."""
+    return base_url.rstrip("/") + webhook_path(connection)
+
+
+def webhook_secret_rotate(*, connection: Connection) -> Connection:
+    """A new secret: the old URL answers 404 from now on."""
+    connection.set_webhook_secret(new_webhook_secret())
+    connection.save(update_fields=["webhook_secret_encrypted", "webhook_secret_sha256"])
+    return connection
+
+
+def connection_for_webhook(secret: str) -> Connection | None:
+    """The connection whose webhook URL carries this secret; None for any other string."""
+    if not secret or len(secret) > 128:
+        return None
+    return Connection.objects.filter(webhook_secret_sha256=webhook_secret_digest(secret)).first()
+
+
+# --- Deliveries ----------------------------------------------------------------------------------
+
+
+def _is_json_type(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media in _JSON_TYPES or media.endswith("+json")
+
+
+def webhook_receive(
+    *, connection: Connection, body: bytes, content_type: str, now: datetime | None = None
+) -> tuple[WebhookEvent, bool]:
+    """Store one delivery; returns (event, created). A repeat returns the stored event.
+
+    Raises WebhookRejected for what is not JSON (415, 400) or too big (413).
+    """
+    if len(body) > settings.OSAI_WEBHOOK_MAX_BYTES:
+        raise WebhookRejected(413, "The body is larger than this endpoint accepts.")
+    if not _is_json_type(content_type):
+        raise WebhookRejected(415, "Send JSON (Content-Type: application/json).")
+    try:
+        text = body.decode("utf-8-sig")
+        payload = json.loads(text)
+    except (ValueError, RecursionError):  # also UnicodeDecodeError
+        raise WebhookRejected(400, "The body is not JSON.") from None
+    now = now or timezone.now()
+    task = parse_task_finished(payload)
+    key = delivery_key(payload)
+    try:
+        with transaction.atomic():
+            event = WebhookEvent.objects.create(
+                connection=connection,
+                received_at=now,
+                dedupe_key=key,
+                body=text,
+                kind=task.kind,
+                kind_raw=task.kind_raw,
+                succeeded=task.succeeded,
+                worker_gb=task.worker_gb,
+                task_id=task.task_id,
+                finished_at=task.finished_at,
+                message=task.message,
+            )
+    except IntegrityError:
+        existing = WebhookEvent.objects.filter(connection=connection, dedupe_key=key).first()
+        if existing is None:  # not a duplicate after all: let the caller see the error
+            raise
+        return existing, False
+    refresh_request(connection, now=now)
+    return event, True
+
+
+# --- The debounced refresh ---------------------------------------------------------------------
+
+
+def refresh_request(connection: Connection, *, now: datetime | None = None) -> bool:
+    """Ask for a refresh of the connection's open day, unless one is already armed.
+
+    Returns True if this call armed it (the first event of a burst).
+    """
+    if connection.status != Connection.Status.OK:
+        return False  # tracking skips it too, until its token is replaced
+    now = now or timezone.now()
+    due = now + timedelta(seconds=settings.OSAI_WEBHOOK_REFRESH_DELAY_SECONDS)
+    armed = Connection.objects.filter(pk=connection.pk, refresh_due_at__isnull=True).update(
+        refresh_due_at=due
+    )
+    if armed:
+        pipeline.start_soon([])  # wakes a dispatcher, which starts the refresh when it is due
+    return bool(armed)
+
+
+def _open_day_in_flight(connection: Connection, now: datetime) -> bool:
+    return Bucket.objects.filter(
+        connection=connection,
+        is_closed=False,
+        tracked=True,
+        period_start=utc_midnight(now.date()),
+        state__in=pipeline.ACTIVE_STATES,
+        **all_flags(),
+    ).exists()
+
+
+def webhook_refresh(connection_id: int, *, now: datetime | None = None) -> str:
+    """The refresh a burst of webhooks asked for (a task, started by the dispatcher).
+
+    If the open day is being fetched already, that fetch may have started before the tasks
+    finished: the refresh is armed again for later rather than dropped.
+    """
+    now = now or timezone.now()
+    connection = Connection.objects.filter(pk=connection_id, status=Connection.Status.OK).first()
+    if connection is None:
+        return "no working connection"
+    if _open_day_in_flight(connection, now):
+        refresh_request(connection, now=now)
+        return "the open day is being fetched; refresh again later"
+    started = tracking.tracking_refresh(connection, now=now)
+    log.info("Webhook refresh of connection %s: %d OSAI reports", connection.pk, len(started))
+    return f"refreshed ({len(started)} OSAI reports started)"
