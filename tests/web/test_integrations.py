@@ -644,7 +644,7 @@ def test_old_connections_got_a_webhook_secret_from_the_migration() -> None:
     Connection.objects.filter(pk=connection.pk).update(
         webhook_secret_encrypted="", webhook_secret_sha256=""
     )
-    migration = importlib.import_module("reports.migrations.0009_integrations")
+    migration = importlib.import_module("reports.migrations.0010_integrations")
     migration.give_connections_webhook_secrets(apps, None)
     connection.refresh_from_db()
     assert webhooks.connection_for_webhook(connection.webhook_secret) == connection

@@ -25,7 +25,7 @@ def give_connections_webhook_secrets(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('reports', '0008_fair_turns'),
+        ('reports', '0009_eta'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
