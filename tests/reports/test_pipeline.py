@@ -501,3 +501,23 @@ def test_polling_learns_how_long_osai_takes_per_connection_and_bucket_length(
     month_bucket.refresh_from_db()
     assert month_bucket.expected_ready_at is None
     figures.figure("P13 polls per one-day bucket, 1st to 4th report", [o[2] for o in outcomes])
+
+
+def test_only_the_poll_aimed_at_the_expected_moment_waits_for_it(
+    account, use_sandbox, queue, monkeypatch
+):
+    """Steps go to the broker a moment early; only a poll aimed at the moment OSAI should be
+    done waits for that moment in the worker, any other step runs at once."""
+    user, conn, _ = account
+    slept: list[float] = []
+    monkeypatch.setattr(pipeline.time, "sleep", slept.append)
+    report = request_march(user, conn)
+    bucket = Bucket.objects.get(report_buckets__report=report)
+    soon = time.time() + 0.2
+    pipeline.bucket_step(bucket.pk, soon)  # the create: no plan, runs at once
+    assert slept == []
+    bucket.refresh_from_db()
+    expected = timezone.now() + timedelta(seconds=0.2)
+    Bucket.objects.filter(pk=bucket.pk).update(expected_ready_at=expected, eta_low_seconds=0.1)
+    pipeline.bucket_step(bucket.pk, expected.timestamp())
+    assert len(slept) == 1 and 0 < slept[0] <= pipeline.DISPATCH_LEAD_SECONDS
