@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 from reports.metrics import STATE_COLUMNS, USAGE_COLUMNS, display_value
 from reports.models import Bucket
@@ -52,20 +53,34 @@ def sum_rows(rows: Iterable[UsageRow]) -> dict[str, float]:
     return totals
 
 
-def tiling(buckets: Sequence[Bucket], start: datetime, end: datetime) -> list[Bucket] | None:
+@dataclass(frozen=True)
+class Span:
+    """A finished bucket's place in time: all tiling needs, read without its usage."""
+
+    pk: int
+    connection_id: int
+    period_start: datetime
+    period_end: datetime
+    is_closed: bool
+
+
+Tile = TypeVar("Tile", Bucket, Span)
+
+
+def tiling(buckets: Sequence[Tile], start: datetime, end: datetime) -> list[Tile] | None:
     """Buckets of one connection that cover [start, end) exactly, end to end, or None.
 
     Closed (final) buckets are preferred, then the longest. One pass over the bucket
     boundaries in time order: nothing recurses per bucket (I3), so 10,000 daily buckets are
     no harder than ten.
     """
-    by_start: dict[datetime, list[Bucket]] = {}
+    by_start: dict[datetime, list[Tile]] = {}
     for bucket in buckets:
         if start <= bucket.period_start and bucket.period_end <= end:
             by_start.setdefault(bucket.period_start, []).append(bucket)
     for options in by_start.values():
         options.sort(key=lambda b: (not b.is_closed, -(b.period_end - b.period_start)))
-    arrived_by: dict[datetime, Bucket | None] = {start: None}  # how each reachable time was
+    arrived_by: dict[datetime, Tile | None] = {start: None}  # how each reachable time was
     for moment in sorted(by_start):
         if moment not in arrived_by:
             continue
@@ -73,7 +88,7 @@ def tiling(buckets: Sequence[Bucket], start: datetime, end: datetime) -> list[Bu
             arrived_by.setdefault(bucket.period_end, bucket)
     if end not in arrived_by:
         return None
-    chosen: list[Bucket] = []
+    chosen: list[Tile] = []
     cursor = end
     while cursor != start:
         step = arrived_by[cursor]
@@ -98,11 +113,16 @@ def known_usage_each(
 ) -> dict[int, list[UsageRow] | None]:
     """Per connection, its usage of [start, end) from finished buckets already in the
     database, or None where they do not cover the period exactly. When `end` falls within a
-    day, that day's bucket counts pro rata. One query; never asks OSAI."""
+    day, that day's bucket counts pro rata. Never asks OSAI.
+
+    The tiling is found from the buckets' periods alone (one light query); only the buckets
+    it chose are then read with their usage (a second query, and only when some connection
+    is covered), so a period with many buckets that cannot cover it costs little (P14).
+    """
     whole_until = max(utc_midnight(end.date()), start)
     last_day_end = ceil_midnight(end)
-    by_connection: dict[int, list[Bucket]] = {c: [] for c in connection_ids}
-    for bucket in (
+    by_connection: dict[int, list[Span]] = {c: [] for c in connection_ids}
+    for values in (
         Bucket.objects.filter(
             connection_id__in=connection_ids,
             state=Bucket.State.DONE,
@@ -110,20 +130,33 @@ def known_usage_each(
             period_end__lte=last_day_end,
             **flags,
         )
-        .defer("osai_response")  # the totals' columns are all this needs
         .order_by()
+        .values_list("pk", "connection_id", "period_start", "period_end", "is_closed")
     ):
-        by_connection[bucket.connection_id].append(bucket)
-    result: dict[int, list[UsageRow] | None] = {}
+        by_connection[values[1]].append(Span(*values))
+    tilings: dict[int, tuple[list[Span], list[Span]] | None] = {}
     for connection_id, own in by_connection.items():
         whole = tiling(own, start, whole_until)
         day = tiling(own, whole_until, last_day_end) if whole_until < end else []
         if whole is None or day is None or len(day) > 1:
+            tilings[connection_id] = None
+        else:
+            tilings[connection_id] = (whole, day)
+    wanted = [s.pk for t in tilings.values() if t for s in (*t[0], *t[1])]
+    buckets = (
+        Bucket.objects.defer("osai_response").in_bulk(wanted)  # the totals' columns suffice
+        if wanted
+        else {}
+    )
+    result: dict[int, list[UsageRow] | None] = {}
+    for connection_id, chosen in tilings.items():
+        if chosen is None:
             result[connection_id] = None
             continue
-        rows = rows_from_buckets(whole)
-        if day:
-            day_row = rows_from_buckets(day)[0]
+        whole_spans, day_spans = chosen
+        rows = rows_from_buckets(buckets[s.pk] for s in whole_spans)
+        if day_spans:
+            day_row = rows_from_buckets([buckets[day_spans[0].pk]])[0]
             span = (day_row.period_end - day_row.period_start).total_seconds()
             rows.append(scaled(day_row, (end - day_row.period_start).total_seconds() / span))
         result[connection_id] = rows
