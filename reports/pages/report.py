@@ -96,6 +96,8 @@ def eta_text(report: Report, now: datetime) -> str:
     if report.is_terminal or report.expected_done_at is None:
         return ""
     left = (report.expected_done_at - now).total_seconds()
+    if left < -BADGE_DENSE_PERIOD_SECONDS - BADGE_SETTLE_SECONDS:
+        return "taking longer than usual"
     if left < 1.5:
         return "finishing"
     if left < 90:

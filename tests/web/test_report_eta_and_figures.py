@@ -49,7 +49,7 @@ def _badge(client: Client, report: Report) -> str:
         (40.0, "every 5s", "about 40 s left"),  # far off: every 5 s at most
         (1.0, r"every 11\d\dms", None),  # close: just after the moment, and the worker's write
         (-0.5, "every 100ms", "finishing"),  # just past it: densely
-        (-30.0, "every 2s", "finishing"),  # long past: as before
+        (-30.0, "every 2s", "taking longer than usual"),  # long past: as before
         (600.0, "every 5s", "about 10 min left"),
     ],
 )
