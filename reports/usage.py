@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple, Protocol, TypeVar
+
+from django.db.models import Q
 
 from reports.metrics import STATE_COLUMNS, USAGE_COLUMNS, display_value
 from reports.models import Bucket
@@ -52,20 +55,34 @@ def sum_rows(rows: Iterable[UsageRow]) -> dict[str, float]:
     return totals
 
 
-def tiling(buckets: Sequence[Bucket], start: datetime, end: datetime) -> list[Bucket] | None:
+class Span(Protocol):
+    """What tiling reads of a bucket."""
+
+    @property
+    def period_start(self) -> datetime: ...
+    @property
+    def period_end(self) -> datetime: ...
+    @property
+    def is_closed(self) -> bool: ...
+
+
+S = TypeVar("S", bound=Span)
+
+
+def tiling(buckets: Sequence[S], start: datetime, end: datetime) -> list[S] | None:
     """Buckets of one connection that cover [start, end) exactly, end to end, or None.
 
     Closed (final) buckets are preferred, then the longest. One pass over the bucket
     boundaries in time order: nothing recurses per bucket (I3), so 10,000 daily buckets are
     no harder than ten.
     """
-    by_start: dict[datetime, list[Bucket]] = {}
+    by_start: dict[datetime, list[S]] = {}
     for bucket in buckets:
         if start <= bucket.period_start and bucket.period_end <= end:
             by_start.setdefault(bucket.period_start, []).append(bucket)
     for options in by_start.values():
         options.sort(key=lambda b: (not b.is_closed, -(b.period_end - b.period_start)))
-    arrived_by: dict[datetime, Bucket | None] = {start: None}  # how each reachable time was
+    arrived_by: dict[datetime, S | None] = {start: None}  # how each reachable time was
     for moment in sorted(by_start):
         if moment not in arrived_by:
             continue
@@ -73,7 +90,7 @@ def tiling(buckets: Sequence[Bucket], start: datetime, end: datetime) -> list[Bu
             arrived_by.setdefault(bucket.period_end, bucket)
     if end not in arrived_by:
         return None
-    chosen: list[Bucket] = []
+    chosen: list[S] = []
     cursor = end
     while cursor != start:
         step = arrived_by[cursor]
@@ -93,27 +110,64 @@ def scaled(row: UsageRow, fraction: float) -> UsageRow:
     return UsageRow(row.period_start, row.period_end, row.preliminary, row.buckets, totals)
 
 
+class Stored(NamedTuple):
+    """A finished bucket as known_usage_each reads it: read as plain values, since making
+    model instances (and converting their ten timestamps) was most of loading a month."""
+
+    connection_id: int
+    period_start: datetime
+    period_end: datetime
+    is_closed: bool
+    usage: tuple[float | None, ...]  # USAGE_COLUMNS, in order
+
+    def row(self) -> UsageRow:
+        """Its usage row, as rows_from_buckets makes it from this bucket alone."""
+        return UsageRow(
+            self.period_start,
+            self.period_end,
+            preliminary=not self.is_closed,
+            buckets=1,
+            totals={c: 0.0 + (v or 0.0) for c, v in zip(USAGE_COLUMNS, self.usage, strict=True)},
+        )
+
+
+STORED_FIELDS = ("connection_id", "period_start", "period_end", "is_closed", *USAGE_COLUMNS)
+
+
+def known_usage_filter(start: datetime, end: datetime) -> Q:
+    """The buckets known_usage_each reads for [start, end) (with the connections, the flags
+    and state DONE), for a caller that reads them in one query with others."""
+    return Q(period_start__gte=start, period_end__lte=ceil_midnight(end))
+
+
 def known_usage_each(
     connection_ids: Sequence[int], flags: Mapping[str, bool], start: datetime, end: datetime
 ) -> dict[int, list[UsageRow] | None]:
     """Per connection, its usage of [start, end) from finished buckets already in the
     database, or None where they do not cover the period exactly. When `end` falls within a
     day, that day's bucket counts pro rata. One query; never asks OSAI."""
-    whole_until = max(utc_midnight(end.date()), start)
-    last_day_end = ceil_midnight(end)
-    by_connection: dict[int, list[Bucket]] = {c: [] for c in connection_ids}
-    for bucket in (
+    by_connection: dict[int, list[Stored]] = {c: [] for c in connection_ids}
+    for values in (
         Bucket.objects.filter(
+            known_usage_filter(start, end),
             connection_id__in=connection_ids,
             state=Bucket.State.DONE,
-            period_start__gte=start,
-            period_end__lte=last_day_end,
             **flags,
         )
-        .defer("osai_response")  # the totals' columns are all this needs
         .order_by()
+        .values_list(*STORED_FIELDS)
     ):
-        by_connection[bucket.connection_id].append(bucket)
+        stored = Stored(values[0], values[1], values[2], values[3], values[4:])
+        by_connection[stored.connection_id].append(stored)
+    return usage_from_stored(by_connection, start, end)
+
+
+def usage_from_stored(
+    by_connection: Mapping[int, Sequence[Stored]], start: datetime, end: datetime
+) -> dict[int, list[UsageRow] | None]:
+    """known_usage_each, from the buckets of each connection that known_usage_filter picks."""
+    whole_until = max(utc_midnight(end.date()), start)
+    last_day_end = ceil_midnight(end)
     result: dict[int, list[UsageRow] | None] = {}
     for connection_id, own in by_connection.items():
         whole = tiling(own, start, whole_until)
@@ -121,9 +175,10 @@ def known_usage_each(
         if whole is None or day is None or len(day) > 1:
             result[connection_id] = None
             continue
-        rows = rows_from_buckets(whole)
+        # A tiling has one bucket per period, in period order: a row each.
+        rows = [bucket.row() for bucket in whole]
         if day:
-            day_row = rows_from_buckets(day)[0]
+            day_row = day[0].row()
             span = (day_row.period_end - day_row.period_start).total_seconds()
             rows.append(scaled(day_row, (end - day_row.period_start).total_seconds() / span))
         result[connection_id] = rows
