@@ -20,7 +20,11 @@ Conversions follow reports/metrics.py: hours = seconds / 3600; GB-months = KB-mi
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, localcontext
@@ -135,11 +139,20 @@ def _segments(
     price_book: PriceBook | None, start: datetime, end: datetime
 ) -> list[tuple[PriceBookVersion | None, int]]:
     """Split [start, end) by the versions in force: (version or None, overlap in microseconds)."""
-    if price_book is None:
+    versions = None if price_book is None else price_book_versions(price_book)
+    return _segments_of(versions, start, end)
+
+
+def _segments_of(
+    versions: list[PriceBookVersion] | None, start: datetime, end: datetime
+) -> list[tuple[PriceBookVersion | None, int]]:
+    """_segments for a book's versions already read (None: no book), so that pricing many
+    rows reads them once instead of once a row."""
+    if versions is None:
         return [(None, max(_micros(end - start), 1))]
-    versions = price_book_versions(price_book)
     if end <= start:  # a degenerate period is priced at its start instant
-        return [(version_in_force(price_book, start), 1)]
+        in_force = [v for v in versions if v.effective_from <= start]
+        return [(in_force[-1] if in_force else None, 1)]
     segments: list[tuple[PriceBookVersion | None, int]] = []
     first_from = versions[0].effective_from if versions else end
     if start < first_from:
@@ -196,8 +209,92 @@ def period_costs(
 
 
 def rows_costs(rows: Iterable[UsageRow], price_book: PriceBook | None) -> list[Costs]:
-    """row_costs for each row, in order."""
-    return [row_costs(row, price_book) for row in rows]
+    """row_costs for each row, in order (the book's versions read once for all of them)."""
+    versions = None if price_book is None else price_book_versions(price_book)
+    return [
+        _costs_over_segments(row.totals, _segments_of(versions, row.period_start, row.period_end))
+        for row in rows
+    ]
+
+
+# A row's total is a pure function of its period, its priced usage and the rates (and start)
+# of the book's versions. The overview prices every covered connection's days on each view,
+# and those barely change between views, so totals are remembered here by exactly that
+# content, never by an id: a new or refetched bucket, an edited rate or a new version is a
+# new key, and nothing can go stale. Bounded (about 14 MB per process when full); the least
+# recently used go first.
+TOTALS_MEMO_SIZE = 20_000
+_totals_memo: OrderedDict[tuple[Any, ...], Decimal] = OrderedDict()
+# A book's rates content -> a short key for it. Keys are never reused (even after a clear),
+# so an entry priced at other rates can never answer for these.
+_rates_ids: dict[tuple[Any, ...] | None, int] = {}
+_next_rates_id = itertools.count()
+_memo_lock = threading.Lock()
+_priced_usage = operator.itemgetter(*PRICED_COLUMNS)
+
+
+def _rates_id(versions: list[PriceBookVersion] | None) -> int:
+    rates = None
+    if versions is not None:
+        rates = tuple(
+            (v.effective_from, tuple(getattr(v, f) for f in RATES.values())) for v in versions
+        )
+    with _memo_lock:
+        if rates not in _rates_ids:
+            if len(_rates_ids) >= 1000:  # books edited very often: forget the old rates
+                _rates_ids.clear()
+            _rates_ids[rates] = next(_next_rates_id)
+        return _rates_ids[rates]
+
+
+class TotalsPricer:
+    """Row totals at one price book's rates: its versions are read once, here, for however
+    many rows are priced with it (make one per book for a page)."""
+
+    def __init__(self, price_book: PriceBook | None) -> None:
+        self.price_book = price_book
+        self._versions = None if price_book is None else price_book_versions(price_book)
+        self._rates = _rates_id(self._versions)
+
+    def totals(self, rows: Iterable[UsageRow], *, remember: bool = True) -> list[Decimal]:
+        """row_costs(row, price_book)["total"] for each row, in order, each computed once per
+        process for the same content (see above). `remember=False` for rows that will not
+        come again (a day cut at this moment): priced, not kept."""
+        totals = []
+        for row in rows:
+            try:
+                usage = _priced_usage(row.totals)
+            except KeyError:  # a row without some column: it costs nothing, as in row_costs
+                usage = tuple(row.totals.get(c) for c in PRICED_COLUMNS)
+            key = (self._rates, row.period_start, row.period_end, usage)
+            with _memo_lock:
+                total = _totals_memo.get(key)
+                if total is not None:
+                    _totals_memo.move_to_end(key)
+            if total is None:
+                segments = _segments_of(self._versions, row.period_start, row.period_end)
+                total = _costs_over_segments(row.totals, segments)["total"]
+                if remember:
+                    with _memo_lock:
+                        _totals_memo[key] = total
+                        if len(_totals_memo) > TOTALS_MEMO_SIZE:
+                            _totals_memo.popitem(last=False)
+            totals.append(total)
+        return totals
+
+
+def add_up(amounts: Iterable[Decimal]) -> Decimal:
+    """A sum of costs, exact however large (as sum_costs adds)."""
+    with localcontext() as ctx:
+        ctx.prec = _PRECISION
+        return sum(amounts, ZERO)
+
+
+def clear_totals_memo() -> None:
+    """Forget remembered totals (tests that count pricing work start from none)."""
+    with _memo_lock:
+        _totals_memo.clear()
+        _rates_ids.clear()
 
 
 def sum_costs(items: Iterable[Mapping[str, Decimal]]) -> Costs:

@@ -14,16 +14,26 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, localcontext
+from functools import cache
+from typing import cast
 
 from dateutil.relativedelta import relativedelta
 from django.db.models import F, Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from reports import pricing
 from reports.metrics import USAGE_COLUMNS, all_flags
 from reports.models import Bucket, Budget, Connection, PriceBook, Team
 from reports.periods import describe, utc_midnight
-from reports.usage import UsageRow, combine_rows, known_usage_each
+from reports.usage import (
+    STORED_FIELDS,
+    Stored,
+    UsageRow,
+    combine_rows,
+    known_usage_filter,
+    usage_from_stored,
+)
 
 ZERO = Decimal(0)
 CENT = Decimal("0.01")
@@ -85,9 +95,14 @@ class MonthSpend:
 
 @dataclass
 class SpendData:
-    """What the month's figures are made of, loaded once for many connections (two queries):
+    """What the month's figures are made of, loaded once for many connections (one query):
     per connection and day of this month, the closed day's bucket (for today, the latest
-    finished open-day bucket); and per connection, the same days of last month."""
+    finished open-day bucket); and per connection, the same days of last month.
+
+    It also keeps what has been priced from it, so that however many scopes and budgets
+    count a connection, each of its days (and its last month) is priced once per price book:
+    the overview's totals, its per-connection rows and every budget share these costs.
+    """
 
     now: datetime
     month_start: datetime
@@ -96,46 +111,110 @@ class SpendData:
     previous: dict[int, list[UsageRow] | None]
     as_of: dict[int, datetime]
     previous_end: datetime
+    # By price book instance (BookCache hands out one per book): a pricer holding the book
+    # (so its id cannot be reused while this lives), each connection's day costs, last
+    # month's costs per set of connections. Instances, not pks: two reads may differ.
+    _priced: dict[int, _Priced] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def _of(self, price_book: PriceBook | None) -> _Priced:
+        key = id(price_book)
+        if key not in self._priced:
+            self._priced[key] = _Priced(pricing.TotalsPricer(price_book))
+        return self._priced[key]
+
+    def day_costs(self, connection_id: int, price_book: PriceBook | None) -> dict[date, Decimal]:
+        """The total cost of each loaded day of one connection, priced once per book."""
+        priced = self._of(price_book)
+        if connection_id not in priced.days:
+            rows = self.days[connection_id]
+            costs = priced.pricer.totals(rows.values())
+            priced.days[connection_id] = dict(zip(rows, costs, strict=True))
+        return priced.days[connection_id]
+
+    def previous_cost(
+        self, connection_ids: Sequence[int], price_book: PriceBook | None
+    ) -> Decimal | None:
+        """The same days of last month for these connections together, or None unless each
+        one's are known. Their rows are added up per period before pricing, as a report of
+        them would be; one connection's are its own rows."""
+        key = tuple(sorted(set(connection_ids)))
+        priced = self._of(price_book)
+        if key not in priced.previous:
+            earlier = [rows for c in key if (rows := self.previous.get(c)) is not None]
+            cost = None
+            if key and len(earlier) == len(key):
+                rows = earlier[0] if len(key) == 1 else combine_rows(earlier)
+                # The day cut at this moment last month is a new row on every view: priced
+                # as it is, not remembered.
+                whole = [r for r in rows if r.period_end <= self.previous_end]
+                cut = [r for r in rows if r.period_end > self.previous_end]
+                cost = pricing.add_up(
+                    [
+                        *priced.pricer.totals(whole),
+                        *priced.pricer.totals(cut, remember=False),
+                    ]
+                )
+            priced.previous[key] = cost
+        return priced.previous[key]
+
+
+@dataclass
+class _Priced:
+    pricer: pricing.TotalsPricer  # holds the book
+    days: dict[int, dict[date, Decimal]] = field(default_factory=dict)
+    previous: dict[tuple[int, ...], Decimal | None] = field(default_factory=dict)
 
 
 def load_spend(connection_ids: Iterable[int], now: datetime | None = None) -> SpendData:
     now = now or timezone.now()
     today = utc_midnight(now.date())
     month_start = today.replace(day=1)
+    last_month = month_start - relativedelta(months=1)
+    previous_end = min(last_month + (now - month_start), month_start)
     ids = sorted(set(connection_ids))
     days: dict[int, dict[date, UsageRow]] = {c: {} for c in ids}
     as_of: dict[int, datetime] = {}
+    earlier: dict[int, list[Stored]] = {c: [] for c in ids}
+    this_month = Q(
+        Q(is_closed=True) | Q(period_start=today),
+        period_start__gte=month_start,
+        period_end__lte=today + timedelta(days=1),
+    )
+    # One query for both months (the same days of last month end before this one starts),
+    # as plain values of what is read: making model instances and converting a bucket's
+    # other timestamps cost more than the rest of loading.
     buckets = (
         Bucket.objects.filter(
+            this_month | known_usage_filter(last_month, previous_end),
             connection_id__in=ids,
             state=Bucket.State.DONE,
-            period_start__gte=month_start,
-            period_end__lte=today + timedelta(days=1),
             **all_flags(),
         )
-        .filter(Q(is_closed=True) | Q(period_start=today))
-        .defer("osai_response")
         .order_by("period_start", "period_end", "pk")
+        .values_list(*STORED_FIELDS, Coalesce("osai_created_at", "finished_at"))
     )
-    for bucket in buckets:
-        day = bucket.period_start.date()
-        whole_day = bucket.period_end - bucket.period_start == timedelta(days=1)
-        if bucket.period_start != utc_midnight(day) or (bucket.is_closed and not whole_day):
+    for values in buckets if ids else ():
+        stored = Stored(values[0], values[1], values[2], values[3], values[4:-1])
+        connection_id, start, end, is_closed, usage = stored
+        if start < month_start:
+            earlier[connection_id].append(stored)
+            continue
+        day = start.date()
+        whole_day = end - start == timedelta(days=1)
+        if start != utc_midnight(day) or (is_closed and not whole_day):
             continue
         # Ordered by end: the latest open-day bucket wins.
-        days[bucket.connection_id][day] = UsageRow(
-            bucket.period_start,
-            bucket.period_end,
-            preliminary=not bucket.is_closed,
+        days[connection_id][day] = UsageRow(
+            start,
+            end,
+            preliminary=not is_closed,
             buckets=1,
-            totals={column: getattr(bucket, column) or 0.0 for column in USAGE_COLUMNS},
+            totals={c: v or 0.0 for c, v in zip(USAGE_COLUMNS, usage, strict=True)},
         )
-        made = bucket.osai_created_at or bucket.finished_at
-        if made and (bucket.connection_id not in as_of or made > as_of[bucket.connection_id]):
-            as_of[bucket.connection_id] = made
-    last_month = month_start - relativedelta(months=1)
-    previous_end = min(last_month + (now - month_start), month_start)
-    previous = known_usage_each(ids, all_flags(), last_month, previous_end) if ids else {}
+        made = values[-1]  # when OSAI made it, else when we finished it
+        if made and (connection_id not in as_of or made > as_of[connection_id]):
+            as_of[connection_id] = made
+    previous = usage_from_stored(earlier, last_month, previous_end)
     return SpendData(now, month_start, today, days, previous, as_of, previous_end)
 
 
@@ -147,24 +226,21 @@ def month_spend_of(
     days: list[DaySpend] = []
     missing = 0
     by_connection = dict.fromkeys(ids, ZERO)
+    costs_of = [data.day_costs(c, price_book) for c in ids]
     day = data.month_start
     while day <= data.today:
-        rows = [data.days[c].get(day.date()) for c in ids]
-        if ids and all(r is not None for r in rows):
-            costs = [pricing.row_costs(r, price_book)["total"] for r in rows if r is not None]
-            for connection_id, cost in zip(ids, costs, strict=True):
+        costs = [of.get(day.date()) for of in costs_of]
+        if ids and None not in costs:
+            known = cast(list[Decimal], costs)
+            for connection_id, cost in zip(ids, known, strict=True):
                 by_connection[connection_id] += cost
-            days.append(DaySpend(day.date(), sum(costs, ZERO), preliminary=day == data.today))
+            days.append(DaySpend(day.date(), sum(known, ZERO), preliminary=day == data.today))
         else:
             days.append(DaySpend(day.date(), None, preliminary=day == data.today))
             missing += day < data.today
         day += timedelta(days=1)
     month_to_date = sum((d.cost for d in days if d.cost is not None), ZERO)
-    previous = None
-    earlier = [data.previous.get(c) for c in ids]
-    if ids and all(rows is not None for rows in earlier):
-        combined = combine_rows(r for r in earlier if r is not None)
-        previous = pricing.sum_costs(pricing.rows_costs(combined, price_book))["total"]
+    previous = data.previous_cost(ids, price_book)
     closed = [d.cost for d in days if not d.preliminary]
     forecast = None
     if ids and all(c is not None for c in closed):
@@ -197,6 +273,13 @@ def month_spend(
     return month_spend_of(load_spend(ids, now), ids, price_book)
 
 
+@cache
+def _weights(k: int) -> tuple[Decimal, ...]:
+    """The closed days' weights, oldest first (exact Decimals of floats: made once per k,
+    as every budget on a page asks for the same ones)."""
+    return tuple(Decimal(0.5 ** ((k - 1 - i) / HALF_LIFE_DAYS)) for i in range(k))
+
+
 def month_forecast(
     closed_days: Sequence[Decimal], *, days_in_month: int, spent_so_far: Decimal
 ) -> Forecast | None:
@@ -209,7 +292,7 @@ def month_forecast(
         return None
     with localcontext() as ctx:
         ctx.prec = 40
-        weights = [Decimal(0.5 ** ((k - 1 - i) / HALF_LIFE_DAYS)) for i in range(k)]
+        weights = _weights(k)
         total_weight = sum(weights, ZERO)
         rate = sum((w * c for w, c in zip(weights, closed_days, strict=True)), ZERO) / total_weight
         spread = (
@@ -242,8 +325,12 @@ def budget_connection_ids(budgets: Sequence[Budget]) -> dict[int, list[int]]:
     result: dict[int, list[int]] = {}
     owners = {b.owner_id for b in budgets if b.scope == Budget.Scope.PERSON}
     by_owner: dict[int, list[int]] = {}
-    for pk, owner_id in Connection.objects.filter(owner_id__in=owners).values_list(
-        "pk", "owner_id"
+    # Without person (or team) budgets the query is not even built: building it cost as
+    # much as running it, on every overview.
+    for pk, owner_id in (
+        Connection.objects.filter(owner_id__in=owners).values_list("pk", "owner_id")
+        if owners
+        else ()
     ):
         by_owner.setdefault(owner_id, []).append(pk)
     team_ids = {b.team_id for b in budgets if b.scope == Budget.Scope.TEAM}
@@ -252,6 +339,8 @@ def budget_connection_ids(budgets: Sequence[Budget]) -> dict[int, list[int]]:
         Connection.objects.filter(shared_with_teams__in=team_ids)
         .filter(owner__memberships__team=F("shared_with_teams"))
         .values_list("pk", "shared_with_teams")
+        if team_ids
+        else ()
     ):
         by_team.setdefault(team_id, []).append(pk)
     for budget in budgets:
@@ -316,13 +405,20 @@ def budget_status(budget: Budget, *, now: datetime | None = None) -> BudgetStatu
 
 
 def budget_statuses(
-    budgets: Sequence[Budget], *, now: datetime | None = None, data: SpendData | None = None
+    budgets: Sequence[Budget],
+    *,
+    now: datetime | None = None,
+    data: SpendData | None = None,
+    books: BookCache | None = None,
+    covered: dict[int, list[int]] | None = None,
 ) -> list[BudgetStatus]:
-    """Where each budget stands, from one load of every connection they cover."""
-    ids = budget_connection_ids(budgets)
+    """Where each budget stands, from one load of every connection they cover. A page that
+    also shows `data` passes its `books` (and the budgets' `covered` connections, if it has
+    them), so that the books are read once and each connection is priced once."""
+    ids = budget_connection_ids(budgets) if covered is None else covered
     if data is None:
         data = load_spend({c for cs in ids.values() for c in cs}, now)
-    books = BookCache()
+    books = books or BookCache()
     statuses = []
     for budget in budgets:
         price_book = books.of(budget.team if budget.scope == Budget.Scope.TEAM else None)

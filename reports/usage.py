@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar
+from typing import NamedTuple, Protocol, TypeVar
+
+from django.db.models import Q
 
 from reports.metrics import STATE_COLUMNS, USAGE_COLUMNS, display_value
 from reports.models import Bucket
@@ -53,34 +55,34 @@ def sum_rows(rows: Iterable[UsageRow]) -> dict[str, float]:
     return totals
 
 
-@dataclass(frozen=True)
-class Span:
-    """A finished bucket's place in time: all tiling needs, read without its usage."""
+class Span(Protocol):
+    """What tiling reads of a bucket."""
 
-    pk: int
-    connection_id: int
-    period_start: datetime
-    period_end: datetime
-    is_closed: bool
-
-
-Tile = TypeVar("Tile", Bucket, Span)
+    @property
+    def period_start(self) -> datetime: ...
+    @property
+    def period_end(self) -> datetime: ...
+    @property
+    def is_closed(self) -> bool: ...
 
 
-def tiling(buckets: Sequence[Tile], start: datetime, end: datetime) -> list[Tile] | None:
+S = TypeVar("S", bound=Span)
+
+
+def tiling(buckets: Sequence[S], start: datetime, end: datetime) -> list[S] | None:
     """Buckets of one connection that cover [start, end) exactly, end to end, or None.
 
     Closed (final) buckets are preferred, then the longest. One pass over the bucket
     boundaries in time order: nothing recurses per bucket (I3), so 10,000 daily buckets are
     no harder than ten.
     """
-    by_start: dict[datetime, list[Tile]] = {}
+    by_start: dict[datetime, list[S]] = {}
     for bucket in buckets:
         if start <= bucket.period_start and bucket.period_end <= end:
             by_start.setdefault(bucket.period_start, []).append(bucket)
     for options in by_start.values():
         options.sort(key=lambda b: (not b.is_closed, -(b.period_end - b.period_start)))
-    arrived_by: dict[datetime, Tile | None] = {start: None}  # how each reachable time was
+    arrived_by: dict[datetime, S | None] = {start: None}  # how each reachable time was
     for moment in sorted(by_start):
         if moment not in arrived_by:
             continue
@@ -88,7 +90,7 @@ def tiling(buckets: Sequence[Tile], start: datetime, end: datetime) -> list[Tile
             arrived_by.setdefault(bucket.period_end, bucket)
     if end not in arrived_by:
         return None
-    chosen: list[Tile] = []
+    chosen: list[S] = []
     cursor = end
     while cursor != start:
         step = arrived_by[cursor]
@@ -108,55 +110,75 @@ def scaled(row: UsageRow, fraction: float) -> UsageRow:
     return UsageRow(row.period_start, row.period_end, row.preliminary, row.buckets, totals)
 
 
+class Stored(NamedTuple):
+    """A finished bucket as known_usage_each reads it: read as plain values, since making
+    model instances (and converting their ten timestamps) was most of loading a month."""
+
+    connection_id: int
+    period_start: datetime
+    period_end: datetime
+    is_closed: bool
+    usage: tuple[float | None, ...]  # USAGE_COLUMNS, in order
+
+    def row(self) -> UsageRow:
+        """Its usage row, as rows_from_buckets makes it from this bucket alone."""
+        return UsageRow(
+            self.period_start,
+            self.period_end,
+            preliminary=not self.is_closed,
+            buckets=1,
+            totals={c: 0.0 + (v or 0.0) for c, v in zip(USAGE_COLUMNS, self.usage, strict=True)},
+        )
+
+
+STORED_FIELDS = ("connection_id", "period_start", "period_end", "is_closed", *USAGE_COLUMNS)
+
+
+def known_usage_filter(start: datetime, end: datetime) -> Q:
+    """The buckets known_usage_each reads for [start, end) (with the connections, the flags
+    and state DONE), for a caller that reads them in one query with others."""
+    return Q(period_start__gte=start, period_end__lte=ceil_midnight(end))
+
+
 def known_usage_each(
     connection_ids: Sequence[int], flags: Mapping[str, bool], start: datetime, end: datetime
 ) -> dict[int, list[UsageRow] | None]:
     """Per connection, its usage of [start, end) from finished buckets already in the
     database, or None where they do not cover the period exactly. When `end` falls within a
-    day, that day's bucket counts pro rata. Never asks OSAI.
-
-    The tiling is found from the buckets' periods alone (one light query); only the buckets
-    it chose are then read with their usage (a second query, and only when some connection
-    is covered), so a period with many buckets that cannot cover it costs little (P14).
-    """
-    whole_until = max(utc_midnight(end.date()), start)
-    last_day_end = ceil_midnight(end)
-    by_connection: dict[int, list[Span]] = {c: [] for c in connection_ids}
+    day, that day's bucket counts pro rata. One query; never asks OSAI."""
+    by_connection: dict[int, list[Stored]] = {c: [] for c in connection_ids}
     for values in (
         Bucket.objects.filter(
+            known_usage_filter(start, end),
             connection_id__in=connection_ids,
             state=Bucket.State.DONE,
-            period_start__gte=start,
-            period_end__lte=last_day_end,
             **flags,
         )
         .order_by()
-        .values_list("pk", "connection_id", "period_start", "period_end", "is_closed")
+        .values_list(*STORED_FIELDS)
     ):
-        by_connection[values[1]].append(Span(*values))
-    tilings: dict[int, tuple[list[Span], list[Span]] | None] = {}
+        stored = Stored(values[0], values[1], values[2], values[3], values[4:])
+        by_connection[stored.connection_id].append(stored)
+    return usage_from_stored(by_connection, start, end)
+
+
+def usage_from_stored(
+    by_connection: Mapping[int, Sequence[Stored]], start: datetime, end: datetime
+) -> dict[int, list[UsageRow] | None]:
+    """known_usage_each, from the buckets of each connection that known_usage_filter picks."""
+    whole_until = max(utc_midnight(end.date()), start)
+    last_day_end = ceil_midnight(end)
+    result: dict[int, list[UsageRow] | None] = {}
     for connection_id, own in by_connection.items():
         whole = tiling(own, start, whole_until)
         day = tiling(own, whole_until, last_day_end) if whole_until < end else []
         if whole is None or day is None or len(day) > 1:
-            tilings[connection_id] = None
-        else:
-            tilings[connection_id] = (whole, day)
-    wanted = [s.pk for t in tilings.values() if t for s in (*t[0], *t[1])]
-    buckets = (
-        Bucket.objects.defer("osai_response").in_bulk(wanted)  # the totals' columns suffice
-        if wanted
-        else {}
-    )
-    result: dict[int, list[UsageRow] | None] = {}
-    for connection_id, chosen in tilings.items():
-        if chosen is None:
             result[connection_id] = None
             continue
-        whole_spans, day_spans = chosen
-        rows = rows_from_buckets(buckets[s.pk] for s in whole_spans)
-        if day_spans:
-            day_row = rows_from_buckets([buckets[day_spans[0].pk]])[0]
+        # A tiling has one bucket per period, in period order: a row each.
+        rows = [bucket.row() for bucket in whole]
+        if day:
+            day_row = day[0].row()
             span = (day_row.period_end - day_row.period_start).total_seconds()
             rows.append(scaled(day_row, (end - day_row.period_start).total_seconds() / span))
         result[connection_id] = rows

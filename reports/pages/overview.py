@@ -8,19 +8,22 @@ The same numbers serve `manage.py spend_summary` (`spend_summary`) and the API.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from django.core.cache import cache
 from django.utils import timezone
 
 from reports import charts, pricing
 from reports.budgets import budgets_managed_by
 from reports.models import Budget, Connection, PriceBook, Team
 from reports.pages.blocks import ChartBlock, chart_block
-from reports.pages.report import change_text
+from reports.pages.report import DRAWING_CODE, FIGURES_CACHE_SECONDS, change_text
 from reports.spend import (
+    BookCache,
     BudgetStatus,
     MonthSpend,
     SpendData,
@@ -28,7 +31,6 @@ from reports.spend import (
     budget_statuses,
     load_spend,
     month_spend_of,
-    price_book_of,
 )
 from reports.tracking import tracking_in_flight
 
@@ -55,20 +57,20 @@ def _day_labels(spend: MonthSpend) -> list[str]:
 
 
 def month_chart(spend: MonthSpend, budget_amount: Decimal | None) -> ChartBlock:
-    """The daily chart with the forecast and the budget drawn on, and its table."""
+    """The daily chart with the forecast and the budget drawn on, and its table.
+
+    Cached by what it shows, as a report's figures are (reports/pages/report.py): building
+    the Plotly figure was a third of a one-connection overview, and it only changes when a
+    day's spend, the forecast or the budget does, each of which makes a new key.
+    """
     forecast = spend.forecast
-    figure = charts.month_spend_figure(
-        _day_labels(spend),
-        [float(d.cost) if d.cost is not None else None for d in spend.days],
-        currency=spend.currency,
-        forecast=(float(forecast.value), float(forecast.low), float(forecast.high))
-        if forecast
-        else None,
-        budget=float(budget_amount) if budget_amount is not None else None,
-    )
+    labels = _day_labels(spend)
+    daily = [float(d.cost) if d.cost is not None else None for d in spend.days]
+    band = (float(forecast.value), float(forecast.low), float(forecast.high)) if forecast else None
+    budget = float(budget_amount) if budget_amount is not None else None
     running = ZERO
     rows = []
-    for label, day in zip(_day_labels(spend), spend.days, strict=False):
+    for label, day in zip(labels, spend.days, strict=False):
         running += day.cost or ZERO
         cost = _money(day.cost) if day.cost is not None else "not fetched yet"
         rows.append([label + (" *" if day.preliminary else ""), cost, _money(running)])
@@ -76,7 +78,16 @@ def month_chart(spend: MonthSpend, budget_amount: Decimal | None) -> ChartBlock:
     table = charts.ChartTable(
         columns=["Day (UTC)", f"Spend{unit}", f"Month to date{unit}"], rows=rows
     )
-    return chart_block("month", figure, wide=True, table=table)
+    content = (DRAWING_CODE, labels, daily, spend.currency, band, budget, table)
+    key = f"overview-month:{hashlib.sha256(repr(content).encode()).hexdigest()}"
+    block: ChartBlock | None = cache.get(key)
+    if block is None:
+        figure = charts.month_spend_figure(
+            labels, daily, currency=spend.currency, forecast=band, budget=budget
+        )
+        block = chart_block("month", figure, wide=True, table=table)
+        cache.set(key, block, FIGURES_CACHE_SECONDS)
+    return block
 
 
 def _scope(
@@ -89,10 +100,8 @@ def _scope(
     spend = month_spend_of(data, [c.pk for c in connections], price_book)
     per_connection = []
     for connection in connections:
-        earlier = data.previous.get(connection.pk)
-        previous = None
-        if earlier is not None:
-            previous = pricing.sum_costs(pricing.rows_costs(earlier, price_book))["total"]
+        # Priced once in `data`: the budget of this connection reuses it.
+        previous = data.previous_cost([connection.pk], price_book)
         mtd = spend.by_connection.get(connection.pk, ZERO)
         change, trend = change_text(mtd, previous, "the same days of last month")
         per_connection.append(
@@ -126,15 +135,22 @@ def _scope(
     }
 
 
-def overview_page(user: Any, *, now: datetime | None = None) -> dict[str, Any]:
-    """The signed-in person's overview: their connections, and every budget they manage."""
+def overview_page(
+    user: Any, *, now: datetime | None = None, own: list[Connection] | None = None
+) -> dict[str, Any]:
+    """The signed-in person's overview: their connections, and every budget they manage.
+    `own`: their connections in label order, if the caller has read them already."""
     now = now or timezone.now()
-    own = list(Connection.objects.filter(owner=user).order_by("label"))
+    if own is None:
+        own = list(Connection.objects.filter(owner=user).order_by("label"))
     budgets = budgets_managed_by(user)
     covered = budget_connection_ids(budgets)
     data = load_spend({c.pk for c in own} | {c for ids in covered.values() for c in ids}, now)
-    scope = _scope(data, own, pricing.default_price_book())
-    statuses = budget_statuses(budgets, data=data)
+    # One instance per book for the page: each is read once, and `data` prices a connection
+    # once per book for the totals, the per-connection rows and the budgets alike.
+    books = BookCache()
+    scope = _scope(data, own, books.of(None))
+    statuses = budget_statuses(budgets, data=data, books=books, covered=covered)
     person_budget = next(
         (s.amount for s in statuses if s.budget.scope == Budget.Scope.PERSON), None
     )
@@ -157,8 +173,9 @@ def team_overview(team: Team, *, now: datetime | None = None) -> dict[str, Any]:
     )
     budgets = list(Budget.objects.filter(team=team).select_related("team__price_book"))
     data = load_spend([c.pk for c in shared], now)
-    scope = _scope(data, shared, price_book_of(team), with_owner=True)
-    statuses = budget_statuses(budgets, data=data)
+    books = BookCache()
+    scope = _scope(data, shared, books.of(team), with_owner=True)
+    statuses = budget_statuses(budgets, data=data, books=books)
     return {
         **scope,
         "now": now,

@@ -409,7 +409,7 @@ def with_mode(url: str, mode: ViewMode) -> str:
 # that changes a figure (a bucket finishing, a price-book version added or edited, a member
 # leaving a team) makes a new key, so nothing needs invalidating by hand.
 FIGURES_CACHE_SECONDS = 7 * 24 * 3600
-_DRAWING_CODE = hashlib.sha256(
+DRAWING_CODE = hashlib.sha256(
     Path(charts.__file__).read_bytes() + Path(blocks.__file__).read_bytes()
 ).hexdigest()[:16]
 
@@ -417,7 +417,7 @@ _DRAWING_CODE = hashlib.sha256(
 def figures_cache_key(
     rows: list[UsageRow], granularity: str, row_money: list[pricing.Costs] | None, currency: str
 ) -> str:
-    digest = hashlib.sha256(repr((_DRAWING_CODE, granularity, currency)).encode())
+    digest = hashlib.sha256(repr((DRAWING_CODE, granularity, currency)).encode())
     for row in rows:
         digest.update(repr((row.period_start, row.period_end, row.preliminary)).encode())
         digest.update(repr(sorted(row.totals.items())).encode())

@@ -17,7 +17,8 @@ from reports.views.http import AuthenticatedRequest, htmx_login_required
 def home(request: AuthenticatedRequest) -> HttpResponse:
     context = home_page(request.user)
     if context["connections"]:
-        context.update(overview_page(request.user))
+        # The same connections, in label order (Connection's default ordering).
+        context.update(overview_page(request.user, own=context["connections"]))
     return render(request, "reports/home.html", context)
 
 

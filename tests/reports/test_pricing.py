@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.db import transaction
@@ -219,6 +220,58 @@ def test_versions_are_read_once_per_book_instance(django_assert_num_queries) -> 
     rows = [row(JAN, FEB, training_seconds_8gb=3600.0)] * 50
     with django_assert_num_queries(1):
         pricing.rows_costs(rows, book)
+
+
+@pytest.mark.django_db
+def test_remembered_totals_are_row_costs_and_follow_the_rates_the_versions_and_the_usage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """TotalsPricer (what the overview prices with) remembers totals by content: a warm
+    answer is row_costs' total, and changed rates, a new version or changed usage are never
+    answered from before."""
+    pricing.clear_totals_memo()
+    computed: list[int] = []
+    real = pricing._costs_over_segments
+
+    def counting(*args: Any) -> pricing.Costs:
+        computed.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(pricing, "_costs_over_segments", counting)
+    book = make_book("Remembered", (JAN, RATES))
+    days = [
+        row(JAN.replace(day=d), JAN.replace(day=d + 1), training_seconds_8gb=60.0 * d)
+        for d in range(1, 11)
+    ]
+
+    def fresh(book: PriceBook) -> list[Decimal]:
+        # row_costs on a new instance of the book: no memo, the versions as stored now.
+        again = PriceBook.objects.get(pk=book.pk)
+        return [
+            real(r.totals, pricing._segments(again, r.period_start, r.period_end))["total"]
+            for r in days
+        ]
+
+    assert pricing.TotalsPricer(book).totals(days) == fresh(book)
+    assert len(computed) == 10
+    assert pricing.TotalsPricer(PriceBook.objects.get(pk=book.pk)).totals(days) == fresh(book)
+    assert len(computed) == 10  # the same content: remembered
+
+    book.versions.update(training_8gb_per_hour=Decimal("2.40"))  # an edited rate
+    edited = pricing.TotalsPricer(PriceBook.objects.get(pk=book.pk)).totals(days)
+    assert edited == fresh(book) and edited[0] == Decimal("0.04")
+    PriceBookVersion.objects.create(  # a new version from the middle of Jan 5
+        price_book=book, effective_from=JAN.replace(day=5, hour=12), **RATES
+    )
+    assert pricing.TotalsPricer(PriceBook.objects.get(pk=book.pk)).totals(days) == fresh(book)
+    days[2].totals["training_seconds_8gb"] += 1.0  # a refetched day
+    assert pricing.TotalsPricer(PriceBook.objects.get(pk=book.pk)).totals(days) == fresh(book)
+    assert pricing.TotalsPricer(None).totals(days) == [Decimal(0)] * 10
+    cut = [row(JAN, JAN.replace(hour=7), training_seconds_8gb=99.0)]
+    before = len(computed)
+    pricing.TotalsPricer(book).totals(cut, remember=False)
+    pricing.TotalsPricer(book).totals(cut, remember=False)
+    assert len(computed) == before + 2  # a day cut at a moment is not kept
 
 
 # --- Stages, unit costs, what-if ---------------------------------------------------------------

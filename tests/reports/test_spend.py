@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -15,17 +16,25 @@ from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 
-from reports import budgets, digests, notify
+from reports import budgets, digests, notify, pricing
 from reports.metrics import USAGE_COLUMNS, all_flags
 from reports.models import Alert, Bucket, Budget, Delivery, DigestPreference, DigestSent
 from reports.pages.overview import overview_page, spend_summary
-from reports.spend import budget_status, month_forecast, month_spend
-from tests.factories import ensure_example_price_book, make_connection, make_team, make_user
+from reports.spend import budget_status, month_forecast, month_spend, status_from
+from reports.usage import UsageRow, combine_rows
+from tests.factories import (
+    ensure_example_price_book,
+    make_connection,
+    make_team,
+    make_user,
+    share_with,
+)
 
 pytestmark = pytest.mark.django_db
 
 NOW = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)  # a Sunday: the 14 closed days of March
 HOUR = 3600.0  # one hour of 8 GB training costs EUR 1.20 in the example book
+HALF_DAY = timedelta(hours=12)
 
 
 def day(month: int, d: int) -> datetime:
@@ -320,10 +329,41 @@ def test_spend_summary_prints_what_the_overview_shows(
     assert 'class="budget-meter' in page and 'value="75"' in page
 
 
+def bulk_month(connection: Any, hours: float) -> None:
+    """As `month`, in one insert: Mar 1-14 closed and today so far at `hours` a day, Feb at
+    twice that."""
+
+    def bucket(start: datetime, hours: float, closed: bool = True, end: Any = None) -> Bucket:
+        usage = dict.fromkeys(USAGE_COLUMNS, 0.0) | {"training_seconds_8gb": hours * HOUR}
+        return Bucket(
+            connection=connection,
+            period_start=start,
+            period_end=end or start + timedelta(days=1),
+            is_closed=closed,
+            tracked=True,
+            state=Bucket.State.DONE,
+            finished_at=NOW,
+            osai_created_at=start + timedelta(days=1) if closed else NOW,
+            **all_flags(),
+            **usage,
+        )
+
+    Bucket.objects.bulk_create(
+        [bucket(day(3, d), hours) for d in range(1, 15)]
+        + [bucket(day(3, 15), hours, closed=False, end=NOW)]
+        + [bucket(day(2, d), 2 * hours) for d in range(1, 29)]
+    )
+
+
 def test_the_overview_queries_do_not_grow_with_connections_and_budgets(
-    book: Any, django_assert_max_num_queries: Any
+    book: Any, time_machine: Any
 ) -> None:
-    """P18 as a count: the overview's queries are the same for 1 and 50 connections."""
+    """P18 as a count: the overview's queries are the same for 1 and 50 connections, each
+    with its budget and a month of spend."""
+    from django.db import connection as db
+    from django.test.utils import CaptureQueriesContext
+
+    time_machine.move_to(NOW)
     owner = make_user()
     client = Client()
     client.force_login(owner)
@@ -331,19 +371,172 @@ def test_the_overview_queries_do_not_grow_with_connections_and_budgets(
     def add(count: int) -> None:
         for _ in range(count):
             conn = make_connection(owner)
-            for d in range(1, 15):
-                spend_day(conn, day(3, d), 1)
+            bulk_month(conn, 1)
             budgets.budget_set(actor=owner, scope="connection", amount="50", connection=conn)
 
-    add(1)
-    from django.db import connection as db
-    from django.test.utils import CaptureQueriesContext
+    counts = []
+    for more in (1, 49):
+        add(more)
+        with CaptureQueriesContext(db) as queries:
+            page = client.get(reverse("home"))
+        assert page.status_code == 200 and "EUR</span> " in page.content.decode()
+        counts.append(len(queries.captured_queries))
+        sql = [q["sql"] for q in queries.captured_queries]
+        # The book's versions are read once, not per connection or budget.
+        assert sum('FROM "reports_pricebookversion"' in q for q in sql) == 1
+    assert counts[0] == counts[1]
 
-    with CaptureQueriesContext(db) as one:
-        assert client.get(reverse("home")).status_code == 200
-    add(49)
-    with django_assert_max_num_queries(len(one.captured_queries)):
-        assert client.get(reverse("home")).status_code == 200
+
+@pytest.fixture
+def own_cache(settings: Any) -> None:
+    """A cache of this test's own: the shared test cache may hold these figures already."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": uuid.uuid4().hex,
+        }
+    }
+
+
+@pytest.fixture
+def pricing_work(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every row priced from now on (pricing's one computation), from an empty memo."""
+    pricing.clear_totals_memo()
+    priced: list[UsageRow] = []
+    real = pricing._costs_over_segments
+
+    def counting(totals: Any, segments: Any) -> pricing.Costs:
+        priced.append(totals)
+        return real(totals, segments)
+
+    monkeypatch.setattr(pricing, "_costs_over_segments", counting)
+    return priced
+
+
+def test_the_overview_prices_each_connection_day_once(
+    book: Any, time_machine: Any, own_cache: None, pricing_work: list[Any]
+) -> None:
+    """The totals, the per-connection rows, the forecasts and every budget share one pricing
+    of each connection's days: once on a first view, and on a repeat view only the day of
+    last month cut at this moment (it is new every moment)."""
+    time_machine.move_to(NOW)
+    owner = make_user()
+    connections = [make_connection(owner) for _ in range(3)]
+    for hours, conn in enumerate(connections, start=1):  # different usage: no row alike
+        bulk_month(conn, hours)
+        budgets.budget_set(actor=owner, scope="connection", amount="50", connection=conn)
+    budgets.budget_set(actor=owner, scope="person", amount="500")
+    client = Client()
+    client.force_login(owner)
+
+    assert client.get(reverse("home")).status_code == 200
+    # Per connection: 15 days of March, Feb 1-14 and the cut Feb 15. Then the same days of
+    # last month together (the total and the person budget): 14 days and the cut one.
+    assert len(pricing_work) == 3 * 15 + 3 * 15 + 15
+    del pricing_work[:]
+    assert client.get(reverse("home")).status_code == 200
+    assert len(pricing_work) == 3 + 1  # only the cut days
+
+
+def _reference_month(data: Any, ids: list[int], book: Any) -> tuple[Any, ...]:
+    """The month as the overview computed it before its pricing was shared: every scope
+    pricing its own rows with row_costs."""
+    days = []
+    for n in range(data.today.day):
+        rows = [data.days[c].get((data.month_start + timedelta(days=n)).date()) for c in ids]
+        costs = [pricing.row_costs(r, book)["total"] for r in rows if r is not None]
+        days.append(sum(costs, Decimal(0)) if len(costs) == len(ids) else None)
+    earlier = [data.previous.get(c) for c in ids]
+    previous = None
+    if all(rows is not None for rows in earlier):
+        combined = combine_rows(r for r in earlier if r is not None)
+        previous = pricing.sum_costs(pricing.rows_costs(combined, book))["total"]
+    return days, previous
+
+
+def test_shared_pricing_shows_what_each_scope_priced_alone_did(book: Any) -> None:
+    """Pins the figures: connections with different usage, a new version from the middle of
+    a day, a missing day and a team budget in another book and currency give the overview
+    and the team page what pricing each scope on its own gives."""
+    from reports.models import PriceBook, PriceBookVersion
+    from reports.pages.overview import team_overview
+    from reports.spend import BookCache, load_spend, month_spend_of
+
+    rates = {"training_8gb_per_hour": Decimal("1.3"), "training_16gb_per_hour": Decimal("2")}
+    PriceBookVersion.objects.create(price_book=book, effective_from=day(3, 6) + HALF_DAY, **rates)
+    usd = PriceBook.objects.create(name="USD book", currency="USD")
+    PriceBookVersion.objects.create(price_book=usd, effective_from=day(1, 1), **rates)
+    owner = make_user()
+    member = make_user()
+    team = make_team(admins=[owner], members=[member])
+    team.price_book = usd
+    team.save()
+    mine = [make_connection(owner) for _ in range(3)]
+    theirs = make_connection(member)
+    for hours, conn in enumerate([*mine, theirs], start=1):
+        bulk_month(conn, hours * 1.5)
+    Bucket.objects.filter(connection=mine[1], period_start=day(3, 9)).delete()
+    share_with(team, mine[0], theirs)
+    for conn in mine:
+        budgets.budget_set(actor=owner, scope="connection", amount="20", connection=conn)
+    budgets.budget_set(actor=owner, scope="person", amount="100")
+    budgets.budget_set(actor=owner, scope="team", team=team, amount="100")
+
+    page = overview_page(owner, now=NOW)
+    team_page = team_overview(team, now=NOW)
+    data = load_spend([c.pk for c in [*mine, theirs]], NOW)
+    default = BookCache().of(None)
+    for scope, ids, price_book in [
+        (page, [c.pk for c in mine], default),
+        (team_page, sorted([mine[0].pk, theirs.pk]), usd),
+    ]:
+        days, previous = _reference_month(data, ids, price_book)
+        assert [d.cost for d in scope["spend"].days] == days
+        assert scope["spend"].previous_same_days == previous
+        assert scope["spend"].month_to_date == sum((d for d in days if d), Decimal(0))
+    assert page["spend"].missing_days == 1 and page["forecast"] is None
+    assert team_page["forecast"] is not None
+    complete = [d.cost is not None for d in page["spend"].days]
+    for row, conn in zip(page["per_connection"], mine, strict=True):
+        days, previous = _reference_month(data, [conn.pk], default)
+        # A connection's month to date counts the days known for all of them (as the total).
+        known = [d for d, whole in zip(days, complete, strict=True) if whole and d]
+        assert row.month_to_date == sum(known, Decimal(0))
+        assert row.previous == previous
+    for status in page["budgets"]:
+        covered = {
+            "connection": [status.budget.connection_id],
+            "person": [c.pk for c in mine],
+            "team": sorted([mine[0].pk, theirs.pk]),
+        }[status.budget.scope]
+        price_book = usd if status.budget.scope == "team" else default
+        alone = month_spend_of(load_spend(covered, NOW), covered, price_book)
+        days, _ = _reference_month(data, covered, price_book)
+        assert alone.month_to_date == sum((d for d in days if d), Decimal(0))
+        assert status == status_from(status.budget, alone, price_book)
+
+
+def test_the_month_chart_is_built_once_per_content(
+    month: dict[str, Any], own_cache: None, time_machine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reports import charts
+
+    builds: list[int] = []
+    real = charts.month_spend_figure
+    monkeypatch.setattr(
+        charts, "month_spend_figure", lambda *a, **k: builds.append(1) or real(*a, **k)
+    )
+    time_machine.move_to(NOW)
+    client = Client()
+    client.force_login(month["owner"])
+    for _ in range(2):
+        page = client.get(reverse("home")).content.decode()
+        assert 'id="figure-month"' in page and "18.00" in page
+    assert len(builds) == 1
+    # Today's bucket grows: a new figure, with the new spend in it.
+    Bucket.objects.filter(is_closed=False).update(training_seconds_8gb=3 * HOUR)
+    assert "20.40" in client.get(reverse("home")).content.decode()
+    assert len(builds) == 2
 
 
 # --- Digests ---------------------------------------------------------------------------------
