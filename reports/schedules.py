@@ -6,7 +6,10 @@ every worker start, call `ensure_schedules` so the tracking interval follows the
 - digests, once a day: sends the weekly (Mondays) and monthly (the 1st) digests that are due.
 """
 
+from datetime import timedelta
+
 from django.conf import settings
+from django.utils import timezone
 from django_q.models import Schedule
 
 RECONCILE = "osai-reconcile"
@@ -29,14 +32,20 @@ def ensure_reconciler_schedule() -> Schedule:
 
 def ensure_schedules() -> None:
     ensure_reconciler_schedule()
+    interval = max(1, settings.OSAI_TRACK_INTERVAL)
+    tracking = {
+        "func": "reports.tasks.tracking_refresh_all",
+        "schedule_type": Schedule.MINUTES,
+        "minutes": interval,
+        "repeats": -1,
+    }
     Schedule.objects.update_or_create(
         name=TRACK,
-        defaults={
-            "func": "reports.tasks.tracking_refresh_all",
-            "schedule_type": Schedule.MINUTES,
-            "minutes": max(1, settings.OSAI_TRACK_INTERVAL),
-            "repeats": -1,
-        },
+        defaults=tracking,
+        # Made here (not by the migration: its database was emptied, as tests do), it first
+        # runs one interval from now: a connection starts its own tracking when it is added,
+        # so a worker start need not refresh every connection at once.
+        create_defaults={**tracking, "next_run": timezone.now() + timedelta(minutes=interval)},
     )
     Schedule.objects.update_or_create(
         name=DIGESTS,

@@ -86,3 +86,26 @@ def test_the_track_command_refreshes_working_connections_and_budgets_follow(
     assert tasks.tracking_bucket_done(working.pk) == "checked 1 budgets, 3 new alerts"
     assert sorted(Alert.objects.values_list("threshold", flat=True)) == [50, 80, 100]
     assert tasks.tracking_bucket_done(working.pk) == "checked 1 budgets, 0 new alerts"
+
+
+def test_a_tracking_schedule_made_at_worker_start_waits_one_interval(settings: Any) -> None:
+    """Where the migration's schedule is gone (an emptied database), a worker start makes it
+    again, first due one interval ahead: it does not refresh every connection at once."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from django_q.models import Schedule
+
+    from reports.schedules import TRACK, ensure_schedules
+
+    settings.OSAI_TRACK_INTERVAL = 60
+    Schedule.objects.filter(name=TRACK).delete()
+    ensure_schedules()
+    schedule = Schedule.objects.get(name=TRACK)
+    assert schedule.minutes == 60
+    assert schedule.next_run > timezone.now() + timedelta(minutes=59)
+    # An existing one keeps its time and follows the setting.
+    settings.OSAI_TRACK_INTERVAL = 30
+    ensure_schedules()
+    again = Schedule.objects.get(name=TRACK)
+    assert (again.minutes, again.next_run) == (30, schedule.next_run)
