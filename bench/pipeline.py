@@ -332,36 +332,43 @@ def _seconds_since_terminal(*runs: Run) -> float:
 def _p1(results: Results, calls: list[Call], runs: list[Run]) -> None:
     """P1: OSAI calls per finished bucket, from the sandbox's own record of each call.
 
-    One bucket per report, each on its own OSAI account, D ∈ {0, 10, 60 s}. Goal: exactly one
-    POST /Reports, GET /Reports/{id} ≤ k(D) (the worker's back-off schedule: 1 s, then x1.5
-    up to 10 s, counted until a poll falls at or after D), one download of the file.
+    One OSAI account per report, D ∈ {0, 10, 60 s}. A report from the form also fetches the
+    period before it to compare with: two buckets on the account, counted each on its own
+    (GETs by OSAI report id; POSTs and downloads, which name no id, per bucket on average).
+    Goal: exactly one POST /Reports, GET /Reports/{id} ≤ k(D) (the worker's back-off schedule:
+    1 s, then every 2 s, then x1.5 up to 10 s, counted until a poll falls at or after D), one
+    download of the file.
     """
     for r in runs:
         mine = _calls_of(calls, r.account)
-        posts = sum(c.route == CREATE for c in mine)
-        gets = sum(c.route == STATUS for c in mine)
-        downloads = sum(c.route == DOWNLOAD for c in mine)
+        buckets = [b for b in _report_buckets(r.report_id) if b.osai_report_id is not None]
+        n = max(1, len(buckets))
+        posts_total = sum(c.route == CREATE for c in mine)
+        posts = posts_total / n
+        polls = [c.report for c in mine if c.route == STATUS]
+        gets = max((polls.count(b.osai_report_id) for b in buckets), default=0)
+        downloads = sum(c.route == DOWNLOAD for c in mine) / n
         k, _, _ = backoff(r.d)
-        buckets = _report_buckets(r.report_id)
         state = ",".join(sorted({b.state for b in buckets}))
         results.add(
             "P1",
             f"D={r.d:g} s: POST /Reports per bucket",
-            str(posts),
+            f"{posts:g} ({posts_total} for {n} buckets)",
             goal="= 1",
             met=posts == 1,
         )
         results.add(
             "P1",
             f"D={r.d:g} s: GET /Reports/{{id}} per bucket",
-            f"{gets} (worker's own count {sum(b.polls for b in buckets)}, bucket {state})",
+            f"{gets} (the most for one bucket; worker's own counts "
+            f"{', '.join(str(b.polls) for b in buckets)}, buckets {state})",
             goal=f"≤ {k} (back-off schedule for D={r.d:g} s)",
             met=gets <= k,
         )
         results.add(
             "P1",
             f"D={r.d:g} s: downloads per bucket",
-            str(downloads),
+            f"{downloads:g}",
             goal="= 1",
             met=downloads == 1,
         )

@@ -79,9 +79,11 @@ IN_FLIGHT_STATES = (Bucket.State.CREATING, Bucket.State.POLLING, Bucket.State.DO
 # A dispatcher task runs for a third of the django-q2 timeout at most, then hands over.
 DISPATCH_RUN_SECONDS = min(20.0, settings.Q_CLUSTER["timeout"] / 3)
 DISPATCH_MAX_SLEEP = 1.0  # new work is noticed within this
-# A step is enqueued this long before it is due and waits out the rest in the worker, so the
-# broker's hop (the ORM broker looks every `poll` seconds) does not make the poll late.
+# The poll aimed at the moment OSAI should be done is enqueued this long before it is due and
+# waits out the rest in the worker, so the broker's hop (the ORM broker looks every `poll`
+# seconds) does not make it late. Other steps are enqueued when due.
 DISPATCH_LEAD_SECONDS = float(settings.Q_CLUSTER.get("poll", 0.2)) + 0.1
+AIMED_TOLERANCE_SECONDS = 0.05  # a step due this close to expected_ready_at is the aimed poll
 # Steps a new request enqueues itself, before the dispatcher's next round (the rest follow).
 KICK_STEPS = 8
 # Renewed on every loop (at least once a second), so a dispatcher killed with its worker
@@ -186,6 +188,9 @@ class _Due:
     owner: int
     account: str
     due: datetime | None = None
+    # A poll aimed at the moment OSAI should be done (reports/eta.py): the only step sent
+    # ahead of its time, so it is on the spot when the report is ready.
+    aimed: bool = False
 
 
 def _account_key(region: str, account_id: str, connection_id: int) -> str:
@@ -219,13 +224,30 @@ def _due_buckets(now: datetime, lease: timedelta, horizon: datetime) -> list[_Du
             "connection__region",
             "connection__osai_account_id",
             "next_attempt_at",
+            "expected_ready_at",
         )
     )
     ordered = sorted(rows, key=lambda r: (r[1], r[6], r[0]))
     return [
-        _Due(pk, bool(new), conn, owner, _account_key(region, account, conn), due)
-        for pk, new, conn, owner, region, account, due in ordered
+        _Due(
+            pk,
+            bool(new),
+            conn,
+            owner,
+            _account_key(region, account, conn),
+            due,
+            aimed=_is_aimed(due, expected),
+        )
+        for pk, new, conn, owner, region, account, due, expected in ordered
     ]
+
+
+def _is_aimed(due: datetime | None, expected: datetime | None) -> bool:
+    return (
+        due is not None
+        and expected is not None
+        and abs((expected - due).total_seconds()) < AIMED_TOLERANCE_SECONDS
+    )
 
 
 def _round_robin(groups: Iterable[list[_Due]]) -> list[_Due]:
@@ -285,7 +307,8 @@ def enqueue_due_buckets(now: datetime | None = None, limit: int | None = None) -
     database (where it can be ordered fairly) instead of in the queue (where it cannot). A
     bucket that would ask OSAI for a new report waits, un-queued, while its connection, its
     OSAI account or its person has as many reports in flight as allowed (F1). Steps due
-    within DISPATCH_LEAD_SECONDS go now, with the moment they are due. `limit` caps how
+    within DISPATCH_LEAD_SECONDS go now, with the moment they are due, if aimed at
+    the moment OSAI should be done (an early back-off poll would only cost a poll). `limit` caps how
     many this call enqueues.
     """
     now = now or timezone.now()
@@ -306,6 +329,10 @@ def enqueue_due_buckets(now: datetime | None = None, limit: int | None = None) -
     for item in fair_order(due):
         if enqueued >= room:
             break
+        if item.due and item.due > now and not item.aimed:
+            # Only an aimed poll goes early; a back-off poll sent early would find OSAI no
+            # further along and cost a poll. The dispatcher wakes when it is due.
+            continue
         if item.starts:
             if (
                 per_connection[item.connection] >= settings.OSAI_MAX_IN_FLIGHT_PER_CONNECTION
@@ -407,11 +434,13 @@ def dispatch(run_seconds: float = DISPATCH_RUN_SECONDS) -> str:
             next_due = _next_due()
             if next_due is None or time.monotonic() >= end:
                 break
-            wait = (next_due - timezone.now()).total_seconds() - DISPATCH_LEAD_SECONDS
+            remaining = (next_due - timezone.now()).total_seconds()
+            wait = remaining - DISPATCH_LEAD_SECONDS
             if wait <= 0 and not moved:
-                # Due work that cannot move (waiting for a free slot, or the queue is full):
-                # look again in a second rather than spin.
-                wait = DISPATCH_MAX_SLEEP
+                # Either a step inside the lead window that is not sent early (wake when it
+                # is due), or due work that cannot move (waiting for a free slot, or the
+                # queue is full): look again in a second rather than spin.
+                wait = remaining if remaining > 0 else DISPATCH_MAX_SLEEP
             time.sleep(min(max(wait, 0.05), DISPATCH_MAX_SLEEP))
             if not _lease_acquire(DISPATCHER, holder, lease_seconds):
                 return "lease lost to another dispatcher"
@@ -578,7 +607,7 @@ def _aimed_at_expected_moment(bucket: Bucket, not_before: float) -> bool:
     return (
         bucket.state == Bucket.State.POLLING
         and expected is not None
-        and abs(expected.timestamp() - not_before) < 0.05
+        and abs(expected.timestamp() - not_before) < AIMED_TOLERANCE_SECONDS
     )
 
 

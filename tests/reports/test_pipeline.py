@@ -521,3 +521,28 @@ def test_only_the_poll_aimed_at_the_expected_moment_waits_for_it(
     Bucket.objects.filter(pk=bucket.pk).update(expected_ready_at=expected, eta_low_seconds=0.1)
     pipeline.bucket_step(bucket.pk, expected.timestamp())
     assert len(slept) == 1 and 0 < slept[0] <= pipeline.DISPATCH_LEAD_SECONDS
+
+
+def test_only_the_aimed_poll_is_enqueued_ahead_of_its_time(account, use_sandbox, queue):
+    """A back-off poll due within the lead window waits in the database until it is due
+    (sent early, it would find OSAI no further along and cost a poll); the poll aimed at the
+    moment OSAI should be done goes to the broker early, with that moment."""
+    user, conn, _ = account
+    report = request_march(user, conn)
+    bucket = Bucket.objects.get(report_buckets__report=report)
+    pipeline.bucket_step(bucket.pk)  # the create
+    now = timezone.now()
+    soon = now + timedelta(seconds=pipeline.DISPATCH_LEAD_SECONDS / 2)
+    Bucket.objects.filter(pk=bucket.pk).update(
+        queued_at=None, next_attempt_at=soon, expected_ready_at=None
+    )
+    queue.clear()
+    assert pipeline.enqueue_due_buckets(now) == 0
+    assert queue == []
+    assert pipeline.enqueue_due_buckets(soon) == 1  # once due, it goes
+    Bucket.objects.filter(pk=bucket.pk).update(
+        queued_at=None, next_attempt_at=soon, expected_ready_at=soon
+    )
+    queue.clear()
+    assert pipeline.enqueue_due_buckets(now) == 1
+    assert queue == [("reports.tasks.bucket_step", bucket.pk, soon.timestamp())]
