@@ -552,14 +552,25 @@ def _p5(results: Results, runs: list[Run]) -> None:
 
 def _p12(results: Results, calls: list[Call], r: Run) -> None:
     """P12: the sandbox answers status 1 (fault report_error, D=2 s). After the first answer
-    with status 1: no OSAI call at all for that account, and no badge poll after the badge
-    shows the failed state (watched for 3 badge intervals)."""
+    with status 1: no OSAI call for that bucket, and no badge poll after the badge shows the
+    failed state (watched for 3 badge intervals).
+
+    The report from the form also fetches the period before it on the same account, and
+    that bucket fails too (the fault holds for the account): it may be created and polled
+    after the first failure. So the count is the failed OSAI report's own polls, any
+    download, and any POST beyond one per bucket (a failed bucket created again)."""
     mine = _calls_of(calls, r.account)
-    first_error = next((c.t for c in mine if c.route == STATUS and c.status == 1), None)
-    if first_error is None:
+    first = next((c for c in mine if c.route == STATUS and c.status == 1), None)
+    if first is None:
         results.error("P12", "the sandbox never answered status 1")
         return
-    after = sum(c.t > first_error for c in mine)
+    first_error = first.t
+    created = sum(b.osai_report_id is not None for b in _report_buckets(r.report_id))
+    after = (
+        sum(c.t > first_error and c.route == STATUS and c.report == first.report for c in mine)
+        + sum(c.t > first_error and c.route == DOWNLOAD for c in mine)
+        + max(0, sum(c.route == CREATE for c in mine) - created)
+    )
     probe = read_probe(r.page)
     polls_after = (
         sum(t > probe["terminalAt"] for t in probe["polls"]) if probe["terminalAt"] else -1
