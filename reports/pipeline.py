@@ -399,13 +399,24 @@ def enqueue_due_refreshes(now: datetime | None = None) -> int:
 
 
 def _next_due() -> datetime | None:
-    """When the next bucket step, delivery or refresh is due (None: nothing in flight)."""
-    bucket = Bucket.objects.filter(state__in=ACTIVE_STATES).aggregate(m=Min("next_attempt_at"))
+    """When the next bucket step, delivery or refresh is due (None: nothing in flight).
+
+    The moment a report should be done counts too: a step that is queued or running hides
+    its bucket's next poll (its next_attempt_at is the lease until it writes the real one),
+    and across a wide estimate that poll can come sooner than DISPATCH_MAX_SLEEP. Waking
+    then lets the aimed poll go early, as it should, instead of up to a second late.
+    """
+    now = timezone.now()
+    bucket = Bucket.objects.filter(state__in=ACTIVE_STATES).aggregate(
+        m=Min("next_attempt_at"),
+        expected=Min("expected_ready_at", filter=Q(expected_ready_at__gt=now)),
+    )
     delivery = Delivery.objects.filter(state=Delivery.State.PENDING).aggregate(
         m=Min("next_attempt_at")
     )
     refresh = Connection.objects.aggregate(m=Min("refresh_due_at"))
-    moments = [m for m in (bucket["m"], delivery["m"], refresh["m"]) if m is not None]
+    candidates = (bucket["m"], bucket["expected"], delivery["m"], refresh["m"])
+    moments = [m for m in candidates if m is not None]
     return min(moments, default=None)
 
 

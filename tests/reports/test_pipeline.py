@@ -546,3 +546,21 @@ def test_only_the_aimed_poll_is_enqueued_ahead_of_its_time(account, use_sandbox,
     queue.clear()
     assert pipeline.enqueue_due_buckets(now) == 1
     assert queue == [("reports.tasks.bucket_step", bucket.pk, soon.timestamp())]
+
+
+def test_the_dispatcher_wakes_for_a_poll_that_a_running_step_hides(account, use_sandbox, queue):
+    """While a step runs, its bucket's next_attempt_at is the step's lease; the moment OSAI
+    should be done still wakes the dispatcher, so the aimed poll is not up to a second late.
+    A moment already past does not count (the back-off has taken over)."""
+    user, conn, _ = account
+    report = request_march(user, conn)
+    bucket = Bucket.objects.get(report_buckets__report=report)
+    pipeline.bucket_step(bucket.pk)  # the create
+    now = timezone.now()
+    running = now + timedelta(seconds=75)
+    expected = now + timedelta(seconds=0.8)
+    Bucket.objects.filter(pk=bucket.pk).update(next_attempt_at=running, expected_ready_at=expected)
+    Connection.objects.update(refresh_due_at=None)
+    assert pipeline._next_due() == expected
+    Bucket.objects.filter(pk=bucket.pk).update(expected_ready_at=now - timedelta(seconds=1))
+    assert pipeline._next_due() == running
