@@ -370,6 +370,10 @@ class Report(OsaiFlags):
     # When OSAI should have finished the last of its unfinished buckets (reports/eta.py);
     # null while any of them has no estimate yet. The badge polls to match it.
     expected_done_at = models.DateTimeField(null=True, blank=True)
+    # Without an estimate: when the worker next asks OSAI about one of its buckets (the
+    # earliest such moment it has published). Nothing on the page can change before then, so
+    # the badge looks just after it rather than every 2 s.
+    next_check_at = models.DateTimeField(null=True, blank=True)
     error_message = models.TextField(blank=True)
     # Team reports: shared connections left out because they could not be used when the
     # report was requested, as [{"owner": …, "label": …, "reason": …}] (M3).

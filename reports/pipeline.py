@@ -63,7 +63,7 @@ from reports.connections import connection_mark_needs_token, osai_client_for
 from reports.failpoints import failpoint
 from reports.metrics import OSAI_FIELD_TO_COLUMN, to_osai_flags
 from reports.models import Bucket, BucketFile, Connection, Delivery, WorkerLease
-from reports.progress import refresh_reports_of
+from reports.progress import note_next_poll, refresh_reports_of
 
 log = logging.getLogger(__name__)
 
@@ -652,6 +652,7 @@ def _step_create(bucket: Bucket, client: OsaiClient) -> str:
     )
     failpoint("after_create")
     seen_at = timezone.now()
+    first_poll = seen_at + timedelta(seconds=eta.seconds_to_next_poll(plan, 0.0, 0, _poll_delay))
     # Commit the id at once: from here on a re-run polls instead of creating again.
     _save(
         bucket,
@@ -664,10 +665,10 @@ def _step_create(bucket: Bucket, client: OsaiClient) -> str:
         eta_low_seconds=plan.low if plan else None,
         expected_ready_at=seen_at + timedelta(seconds=plan.high) if plan else None,
         attempts=0,
-        next_attempt_at=seen_at
-        + timedelta(seconds=eta.seconds_to_next_poll(plan, 0.0, 0, _poll_delay)),
+        next_attempt_at=first_poll,
         error_message="",
     )
+    note_next_poll(bucket.pk, first_poll)  # the badge looks just after it
     if plan is not None:
         refresh_reports_of(bucket.pk)  # the badge shows the estimate
     return "created"
@@ -731,6 +732,7 @@ def _step_poll(bucket: Bucket, client: OsaiClient) -> str:
             error_message="",
             next_attempt_at=now + timedelta(seconds=delay),
         )
+        note_next_poll(bucket.pk, now + timedelta(seconds=delay))  # the badge looks just after
         return "still generating"
     learned: dict[str, object] = {}
     if elapsed is not None:

@@ -9,12 +9,14 @@ a cancel or a retry. The counts live on the report row, so the status badge is o
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db import transaction
 from django.db.models import Count, Max, Q, QuerySet
 from django.utils import timezone
 
 from reports.access import counted_buckets
-from reports.models import Bucket, Report
+from reports.models import Bucket, Report, ReportBucket
 
 
 def refresh_reports_of(bucket_pk: int) -> None:
@@ -24,6 +26,22 @@ def refresh_reports_of(bucket_pk: int) -> None:
         .values_list("pk", flat=True)
     ):
         report_refresh(report_pk)
+
+
+def note_next_poll(bucket_pk: int, moment: datetime) -> None:
+    """Tell the unfinished reports of a bucket when the worker next polls OSAI for it.
+
+    One UPDATE. A report keeps the earliest moment still ahead: a later one replaces it only
+    once it has passed (its poll has happened), so with many buckets the badge follows the
+    soonest of them.
+    """
+    Report.objects.filter(
+        report_buckets__bucket_id=bucket_pk, report_buckets__purpose=ReportBucket.Purpose.MAIN
+    ).exclude(state__in=Report.TERMINAL_STATES).filter(
+        Q(next_check_at__isnull=True)
+        | Q(next_check_at__lte=timezone.now())
+        | Q(next_check_at__gt=moment)
+    ).update(next_check_at=moment)
 
 
 @transaction.atomic

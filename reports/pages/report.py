@@ -61,27 +61,45 @@ def duration(delta: timedelta) -> str:
     return f"{seconds} s"
 
 
-# The badge's polling (P5). While nobody knows when OSAI will finish: every
-# BADGE_POLL_SECONDS. With an estimate (reports/eta.py): at the moment OSAI should be done
-# plus the worker's own poll and write (BADGE_SETTLE_SECONDS), at most BADGE_MAX_WAIT_SECONDS
-# apart so the elapsed time stays current; then densely for a short while; then as before.
+# The badge's polling (P5). With an estimate (reports/eta.py): at the moment OSAI should be
+# done plus the worker's own poll and write (BADGE_SETTLE_SECONDS), then densely for a short
+# while. Without one, when a single bucket is left: just after the worker's next poll of it
+# (Report.next_check_at) plus its hop through the broker, request and write
+# (BADGE_FOLLOW_SECONDS), nothing on the page can change before then; then a little more
+# often for a short while in case the worker is late. Waits are at most
+# BADGE_MAX_WAIT_SECONDS, so the elapsed time stays current. Otherwise, and once well past
+# either moment: every BADGE_POLL_SECONDS.
 BADGE_POLL_SECONDS = 2.0
 BADGE_MAX_WAIT_SECONDS = 5.0
 BADGE_SETTLE_SECONDS = 0.15
 BADGE_DENSE_SECONDS = 0.1
 BADGE_DENSE_PERIOD_SECONDS = 1.0
+BADGE_FOLLOW_SECONDS = 0.4
+BADGE_CATCH_UP_SECONDS = 0.25
 
 
 def badge_poll_seconds(report: Report, now: datetime) -> float:
     """Seconds until the badge should look again."""
-    if report.is_terminal or report.expected_done_at is None:
+    if report.is_terminal:
         return BADGE_POLL_SECONDS
-    until = (report.expected_done_at - now).total_seconds() + BADGE_SETTLE_SECONDS
-    if until > BADGE_DENSE_SECONDS:
+    if report.expected_done_at is not None:
+        wait = _look_after(report.expected_done_at, now, BADGE_SETTLE_SECONDS, BADGE_DENSE_SECONDS)
+        return wait or BADGE_POLL_SECONDS
+    unfinished = report.buckets_total - report.buckets_done - report.buckets_failed
+    if report.next_check_at is not None and unfinished == 1:
+        wait = _look_after(report.next_check_at, now, BADGE_FOLLOW_SECONDS, BADGE_CATCH_UP_SECONDS)
+        return wait or BADGE_POLL_SECONDS
+    return BADGE_POLL_SECONDS
+
+
+def _look_after(moment: datetime, now: datetime, settle: float, dense: float) -> float | None:
+    """Seconds until `settle` after `moment`, then `dense` for a short while (None: past)."""
+    until = (moment - now).total_seconds() + settle
+    if until > dense:
         return min(until, BADGE_MAX_WAIT_SECONDS)
     if until > -BADGE_DENSE_PERIOD_SECONDS:
-        return BADGE_DENSE_SECONDS
-    return BADGE_POLL_SECONDS
+        return dense
+    return None
 
 
 def poll_trigger(seconds: float) -> str:

@@ -16,7 +16,7 @@ from django.db import connection as db_connection
 from django.utils import timezone
 
 from osai.client import OsaiClient
-from reports import connections, crypto, pipeline, services
+from reports import connections, crypto, pipeline, progress, services
 from reports.metrics import OSAI_FIELD_TO_COLUMN
 from reports.models import Bucket, BucketFile, Connection, Report
 from reports.periods import preset_period
@@ -564,3 +564,36 @@ def test_the_dispatcher_wakes_for_a_poll_that_a_running_step_hides(account, use_
     assert pipeline._next_due() == expected
     Bucket.objects.filter(pk=bucket.pk).update(expected_ready_at=now - timedelta(seconds=1))
     assert pipeline._next_due() == running
+
+
+def test_the_worker_tells_the_report_when_it_next_polls_osai(account, use_sandbox, queue):
+    """Without an estimate the badge follows the worker's polls (P5): the create and each
+    pending poll publish the next poll on the report; an earlier moment still ahead is kept."""
+    user, conn, _ = account
+    use_sandbox.set_latency(30.0)
+    report = request_march(user, conn)
+    bucket = Bucket.objects.get(report_buckets__report=report)
+    pipeline.bucket_step(bucket.pk)  # the create
+    bucket.refresh_from_db()
+    report.refresh_from_db()
+    assert bucket.state == Bucket.State.POLLING
+    assert report.next_check_at == bucket.next_attempt_at
+    now = timezone.now()  # that moment comes: the poll
+    Bucket.objects.filter(pk=bucket.pk).update(next_attempt_at=now)
+    Report.objects.filter(pk=report.pk).update(next_check_at=now)
+    pipeline.bucket_step(bucket.pk)  # OSAI is still generating
+    bucket.refresh_from_db()
+    report.refresh_from_db()
+    assert bucket.polls == 1 and bucket.state == Bucket.State.POLLING
+    assert report.next_check_at == bucket.next_attempt_at
+    # Another bucket's poll that comes sooner stays; a later one replaces it once it passed.
+    now = timezone.now()
+    sooner, later = now + timedelta(seconds=5), now + timedelta(seconds=9)
+    Report.objects.filter(pk=report.pk).update(next_check_at=sooner)
+    progress.note_next_poll(bucket.pk, later)
+    assert Report.objects.get(pk=report.pk).next_check_at == sooner
+    Report.objects.filter(pk=report.pk).update(next_check_at=now - timedelta(seconds=1))
+    progress.note_next_poll(bucket.pk, later)
+    assert Report.objects.get(pk=report.pk).next_check_at == later
+    progress.note_next_poll(bucket.pk, sooner)
+    assert Report.objects.get(pk=report.pk).next_check_at == sooner
