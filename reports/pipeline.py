@@ -516,6 +516,19 @@ def _poll_delay(polls: int) -> float:
     return float(min(steady * 1.5 ** (polls - steady_polls), cap))
 
 
+def _backoff_on_schedule(since_created: float, polls: int) -> float:
+    """Seconds to the back-off's next poll, kept on its schedule counted from the create.
+
+    Each poll comes a little after its moment (the dispatcher's wake, the broker's hop);
+    counted from the previous poll that lateness would add up, a second or two over a slow
+    report. Counted from the create it does not, and no poll comes before its moment, so a
+    report still makes at most the back-off's polls (P1). A poll far behind (a long queue)
+    catches up at half the interval, not all at once.
+    """
+    planned = sum(_poll_delay(n) for n in range(polls + 1))
+    return max(planned - since_created, _poll_delay(polls) / 2)
+
+
 def _claim(pk: int, now: datetime) -> bool:
     lease = now + timedelta(seconds=settings.OSAI_STEP_LEASE_SECONDS)
     return bool(
@@ -718,11 +731,14 @@ def _step_poll(bucket: Bucket, client: OsaiClient) -> str:
     )
     if status.is_pending:
         now = timezone.now()
-        if bucket.created_seen_at is not None:
+        if bucket.created_seen_at is None:
+            delay = _poll_delay(polls)
+        elif plan is None:
+            since_created = (now - bucket.created_seen_at).total_seconds()
+            delay = _backoff_on_schedule(since_created, polls)
+        else:
             since_created = (now - bucket.created_seen_at).total_seconds()
             delay = eta.seconds_to_next_poll(plan, since_created, polls, _poll_delay)
-        else:
-            delay = _poll_delay(polls)
         _save(
             bucket,
             polls=polls,

@@ -14,7 +14,7 @@ import pytest
 
 from reports import eta
 from reports.eta import Estimate, Sample, estimate, sample_of, seconds_to_next_poll
-from reports.pipeline import _poll_delay
+from reports.pipeline import _backoff_on_schedule, _poll_delay
 
 pytestmark = pytest.mark.django_db(transaction=False)
 
@@ -170,3 +170,36 @@ def test_when_osai_slows_down_the_estimate_follows() -> None:
     settled = outcomes[-3:]
     assert all(delay <= 0.25 for _, delay in settled)
     assert all(polls <= 2 for polls, _ in settled)
+
+
+# --- The back-off, kept on its schedule (reports/pipeline.py) ---
+
+
+@pytest.mark.parametrize("d", [10.0, 60.0])
+def test_the_back_off_does_not_add_up_each_polls_lateness(d: float) -> None:
+    """Each poll answered 0.25 s after its moment: counted from the create the polls stay on
+    the back-off's schedule (the one that sees OSAI done is 0.25 s after its moment, not
+    0.25 s per poll), none comes before its moment, and there are no more of them (P1)."""
+    lateness = 0.25
+    ideal, moment = [], 0.0
+    for n in range(100):
+        moment += _poll_delay(n)
+        ideal.append(moment)
+        if moment >= d:
+            break
+    elapsed, polls, times = 0.0, 0, []
+    while elapsed < d:
+        step = _poll_delay(0) if polls == 0 else _backoff_on_schedule(elapsed, polls)
+        elapsed += step + lateness
+        polls += 1
+        times.append(elapsed)
+    assert polls == len(ideal)
+    assert times == pytest.approx([t + lateness for t in ideal])
+    # Counted from the previous poll instead, the lateness adds up.
+    assert sum(_poll_delay(n) + lateness for n in range(polls)) - ideal[-1] == pytest.approx(
+        lateness * polls
+    )
+
+
+def test_a_poll_far_behind_its_schedule_catches_up_at_half_the_interval() -> None:
+    assert _backoff_on_schedule(500.0, 5) == _poll_delay(5) / 2
