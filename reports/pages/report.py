@@ -66,9 +66,9 @@ def duration(delta: timedelta) -> str:
 # while. Without one, when a single bucket is left: just after the worker's next poll of it
 # (Report.next_check_at) plus its hop through the broker, request and write
 # (BADGE_FOLLOW_SECONDS), nothing on the page can change before then; then a little more
-# often for a short while in case the worker is late. Waits are at most
-# BADGE_MAX_WAIT_SECONDS, so the elapsed time stays current. Otherwise, and once well past
-# either moment: every BADGE_POLL_SECONDS.
+# often for a short while in case the worker is late (also once well past an estimate: the
+# worker is back on its back-off). Waits are at most BADGE_MAX_WAIT_SECONDS, so the elapsed
+# time stays current. Otherwise: every BADGE_POLL_SECONDS.
 BADGE_POLL_SECONDS = 2.0
 BADGE_MAX_WAIT_SECONDS = 5.0
 BADGE_SETTLE_SECONDS = 0.15
@@ -84,7 +84,9 @@ def badge_poll_seconds(report: Report, now: datetime) -> float:
         return BADGE_POLL_SECONDS
     if report.expected_done_at is not None:
         wait = _look_after(report.expected_done_at, now, BADGE_SETTLE_SECONDS, BADGE_DENSE_SECONDS)
-        return wait or BADGE_POLL_SECONDS
+        if wait is not None:
+            return wait
+        # Long past the estimate, the worker is back on its back-off: follow it as below.
     unfinished = report.buckets_total - report.buckets_done - report.buckets_failed
     if report.next_check_at is not None and unfinished == 1:
         wait = _look_after(report.next_check_at, now, BADGE_FOLLOW_SECONDS, BADGE_CATCH_UP_SECONDS)

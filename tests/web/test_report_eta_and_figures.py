@@ -72,20 +72,22 @@ def test_the_badge_polls_by_the_estimate_and_says_how_long_is_left(
 
 
 @pytest.mark.parametrize(
-    ("next_check_in", "unfinished", "trigger"),
+    ("next_check_in", "unfinished", "trigger", "expected_in"),
     [
-        (3.0, 1, r"every 3[0-4]\d\dms|every 3s"),  # just after the worker's next poll
-        (8.0, 1, "every 5s"),  # far off: every 5 s at most
-        (-0.3, 1, "every 250ms"),  # the worker is a little late: a little more often
-        (-5.0, 1, "every 2s"),  # long past: as before
-        (3.0, 2, "every 2s"),  # another bucket may move at any time: as before
+        (3.0, 1, r"every 3[0-4]\d\dms|every 3s", None),  # just after the worker's next poll
+        (8.0, 1, "every 5s", None),  # far off: every 5 s at most
+        (-0.3, 1, "every 250ms", None),  # the worker is a little late: a little more often
+        (-5.0, 1, "every 2s", None),  # long past: as before
+        (3.0, 2, "every 2s", None),  # another bucket may move at any time: as before
+        # Long past its estimate the worker is on its back-off: the badge follows it.
+        (3.0, 1, r"every 3[0-4]\d\dms|every 3s", -30.0),
     ],
 )
 def test_without_an_estimate_the_badge_looks_just_after_the_workers_next_poll(
-    next_check_in: float, unfinished: int, trigger: str
+    next_check_in: float, unfinished: int, trigger: str, expected_in: float | None
 ) -> None:
     owner = make_user()
-    report = _running(make_done_report(owner), None)
+    report = _running(make_done_report(owner), expected_in)
     Report.objects.filter(pk=report.pk).update(
         next_check_at=timezone.now() + timedelta(seconds=next_check_in),
         buckets_total=unfinished + 1,
@@ -99,7 +101,10 @@ def test_without_an_estimate_the_badge_looks_just_after_the_workers_next_poll(
         body = _badge(client, report)
     assert len(queries) <= 2  # S6 / P7: the moment is on the report row
     assert re.search(f'hx-trigger="(?:{trigger})"', body)
-    assert "left" not in body  # no estimate, no ETA
+    if expected_in is None:
+        assert "left" not in body  # no estimate, no ETA
+    else:
+        assert "taking longer than usual" in body
 
 
 # --- P14: figures cached by what they show ---
