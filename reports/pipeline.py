@@ -306,10 +306,10 @@ def enqueue_due_buckets(now: datetime | None = None, limit: int | None = None) -
     At most OSAI_QUEUE_DEPTH steps wait in the broker at a time, so a backlog stays in the
     database (where it can be ordered fairly) instead of in the queue (where it cannot). A
     bucket that would ask OSAI for a new report waits, un-queued, while its connection, its
-    OSAI account or its person has as many reports in flight as allowed (F1). Steps due
-    within DISPATCH_LEAD_SECONDS go now, with the moment they are due, if aimed at
-    the moment OSAI should be done (an early back-off poll would only cost a poll). `limit` caps how
-    many this call enqueues.
+    OSAI account or its person has as many reports in flight as allowed (F1). A poll aimed
+    at the moment OSAI should be done goes up to DISPATCH_LEAD_SECONDS early, with that
+    moment; other steps go when due (an early back-off poll would only cost a poll).
+    `limit` caps how many this call enqueues.
     """
     now = now or timezone.now()
     _time_out_overdue(now)
@@ -448,9 +448,9 @@ def dispatch(run_seconds: float = DISPATCH_RUN_SECONDS) -> str:
             remaining = (next_due - timezone.now()).total_seconds()
             wait = remaining - DISPATCH_LEAD_SECONDS
             if wait <= 0 and not moved:
-                # Either a step inside the lead window that is not sent early (wake when it
-                # is due), or due work that cannot move (waiting for a free slot, or the
-                # queue is full): look again in a second rather than spin.
+                # A step inside the lead window that is not sent early: wake when it is due.
+                # Due work that cannot move (waiting for a free slot, or the queue is full):
+                # look again in a second rather than spin.
                 wait = remaining if remaining > 0 else DISPATCH_MAX_SLEEP
             time.sleep(min(max(wait, 0.05), DISPATCH_MAX_SLEEP))
             if not _lease_acquire(DISPATCHER, holder, lease_seconds):
@@ -733,12 +733,13 @@ def _step_poll(bucket: Bucket, client: OsaiClient) -> str:
         now = timezone.now()
         if bucket.created_seen_at is None:
             delay = _poll_delay(polls)
-        elif plan is None:
-            since_created = (now - bucket.created_seen_at).total_seconds()
-            delay = _backoff_on_schedule(since_created, polls)
         else:
             since_created = (now - bucket.created_seen_at).total_seconds()
-            delay = eta.seconds_to_next_poll(plan, since_created, polls, _poll_delay)
+            delay = (
+                _backoff_on_schedule(since_created, polls)
+                if plan is None
+                else eta.seconds_to_next_poll(plan, since_created, polls, _poll_delay)
+            )
         _save(
             bucket,
             polls=polls,
