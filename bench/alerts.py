@@ -244,10 +244,10 @@ def seed(round_no: int, hook_url: str) -> dict[str, Any]:
 
     from bench.data import make_connection, make_user, tracked_buckets
     from osai.sandbox.usage import account_totals
-    from reports import budgets, pricing
     from reports.metrics import OSAI_FIELD_TO_COLUMN, all_flags, to_osai_flags
     from reports.models import Bucket
     from reports.periods import utc_midnight
+    from reports.spend import budgets, pricing
 
     now = timezone.now()
     today = utc_midnight(now.date())

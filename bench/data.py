@@ -186,7 +186,7 @@ def tracked_buckets(
     a refresh would have left them. `usage=False` makes them all zero (nothing spent)."""
     from reports.metrics import USAGE_COLUMNS
     from reports.periods import utc_midnight
-    from reports.tracking import tracked_periods
+    from reports.spend.tracking import tracked_periods
 
     closed, open_day = tracked_periods(now)
     periods = [*closed, *([open_day] if with_open_day and open_day else [])]

@@ -64,11 +64,11 @@ def _months_back(count: int) -> list[tuple[date, date]]:
 
 
 def _request_month(owner: Any, connection: Any, month: tuple[date, date]) -> Any:
-    from reports import services
     from reports.metrics import FLAG_FIELDS
+    from reports.pipeline import report_requests
 
     start = datetime(month[0].year, month[0].month, month[0].day, tzinfo=UTC)
-    return services.report_request(
+    return report_requests.report_request(
         owner=owner,
         connections=[connection],
         period_start=start,

@@ -30,10 +30,10 @@ IN_FLIGHT_BEFORE_B = 16  # A's backlog is really running at OSAI before B asks
 
 
 def _request(owner: Any, connection: Any, start: datetime, end: datetime, granularity: str) -> Any:
-    from reports import services
     from reports.metrics import all_flags
+    from reports.pipeline import report_requests
 
-    return services.report_request(
+    return report_requests.report_request(
         owner=owner,
         connections=[connection],
         period_start=start,
@@ -74,8 +74,8 @@ def _backlog(heavy: Any, round_no: int) -> list[Any]:
 
 
 def run_p15(bench: Bench, results: Results) -> None:
-    from reports import services
     from reports.models import Bucket, Report
+    from reports.pipeline import report_requests
 
     bench.sandbox.clear_faults()
     bench.sandbox.faults(latency=P15_D)
@@ -108,7 +108,7 @@ def run_p15(bench: Bench, results: Results) -> None:
         behind.append(one_bucket())
         still_waiting.append(queued.exclude(state__in=Bucket.TERMINAL_STATES).count())
         for report in Report.objects.filter(pk__in=[r.pk for r in reports]):
-            services.report_cancel(report=report)
+            report_requests.report_cancel(report=report)
     wait_idle(timeout=180)
 
     _, w, _ = backoff(P15_D)

@@ -37,7 +37,7 @@ def wait_idle(timeout: float = 120.0) -> None:
     from django_q.models import OrmQ
 
     from reports.models import Bucket
-    from reports.pipeline import ACTIVE_STATES
+    from reports.pipeline.pipeline import ACTIVE_STATES
 
     wait_for(
         lambda: (

@@ -27,8 +27,8 @@ SIZES = (1, 50)
 
 def _person(size: int) -> Any:
     """A person with `size` connections, each with a month of tracked spend and a budget."""
-    from reports.budgets import budget_set
     from reports.models import Bucket
+    from reports.spend.budgets import budget_set
 
     user = make_user(f"p18-{size}-{secrets.token_hex(3)}")
     now = timezone.now()

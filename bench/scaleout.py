@@ -418,8 +418,8 @@ def seed(tag: str) -> dict[str, Any]:
     """PEOPLE new people with CONNECTIONS new connections each, each connection asking for
     DAYS days of 2024 by day (fresh OSAI accounts: nothing to reuse)."""
     from bench.data import make_connection, make_user
-    from reports import services
     from reports.metrics import all_flags
+    from reports.pipeline import report_requests
 
     start = datetime(2024, 1, 1, tzinfo=UTC)
     total = 0
@@ -427,7 +427,7 @@ def seed(tag: str) -> dict[str, Any]:
         owner = make_user(f"p16-{tag}-{p}")
         for c in range(CONNECTIONS):
             connection, _ = make_connection(owner, f"P16 {tag} {c}")
-            report = services.report_request(
+            report = report_requests.report_request(
                 owner=owner,
                 connections=[connection],
                 period_start=start,

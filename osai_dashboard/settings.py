@@ -55,7 +55,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # Signed-in pages are never stored by a browser or proxy cache (S11).
-    "reports.middleware.private_pages",
+    "reports.views.middleware.private_pages",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -314,7 +314,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     # Paths in Django's request logs would carry a webhook URL's secret (reports/log_filters.py).
-    "filters": {"webhook_secrets": {"()": "reports.log_filters.RedactWebhookSecrets"}},
+    "filters": {"webhook_secrets": {"()": "osai_dashboard.log_filters.RedactWebhookSecrets"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     # urllib3 logs request lines at DEBUG, and a signed link's query string with them.

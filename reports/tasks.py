@@ -6,8 +6,10 @@ imports nothing above it), and each one calls into the module that does the work
 
 from __future__ import annotations
 
-from reports import budgets, digests, notify, pipeline, tracking, webhooks
+from reports.integrations import webhooks
 from reports.models import Connection
+from reports.pipeline import pipeline
+from reports.spend import budgets, digests, notify, tracking
 
 
 def pipeline_dispatch() -> str:

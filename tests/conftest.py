@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from reports import pipeline
+from reports.pipeline import pipeline
 from tests.support.sandbox import SandboxControl
 
 # --- OSAI sandbox ---

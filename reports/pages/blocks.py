@@ -7,7 +7,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from reports import charts
+from reports.pages import charts
 
 
 @dataclass(frozen=True)

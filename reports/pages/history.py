@@ -16,9 +16,9 @@ from django.db.models import (
     prefetch_related_objects,
 )
 
-from reports import charts
 from reports.access import recent_reports_visible_to, reports_visible_to
 from reports.models import Connection, Report
+from reports.pages import charts
 
 RECENT_REPORTS = 5
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from reports import charts, pricing, teams
 from reports.metrics import (
     CATEGORIES,
     COMPUTE_COLUMNS,
@@ -20,7 +19,10 @@ from reports.metrics import (
     metrics_in,
 )
 from reports.models import Report
+from reports.pages import charts
 from reports.pages.blocks import ChartBlock, chart_block
+from reports.spend import pricing
+from reports.teams import teams
 
 # Stages and compute categories take the colour of the work they stand for.
 STAGE_COLORS: dict[str, str] = {

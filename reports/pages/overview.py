@@ -17,12 +17,13 @@ from typing import Any
 from django.core.cache import cache
 from django.utils import timezone
 
-from reports import charts, pricing
-from reports.budgets import budgets_managed_by
 from reports.models import Budget, Connection, PriceBook, Team
+from reports.pages import charts
 from reports.pages.blocks import ChartBlock, chart_block
 from reports.pages.report import DRAWING_CODE, FIGURES_CACHE_SECONDS, change_text
-from reports.spend import (
+from reports.spend import pricing
+from reports.spend.budgets import budgets_managed_by
+from reports.spend.monthly import (
     BookCache,
     BudgetStatus,
     MonthSpend,
@@ -32,7 +33,7 @@ from reports.spend import (
     load_spend,
     month_spend_of,
 )
-from reports.tracking import tracking_in_flight
+from reports.spend.tracking import tracking_in_flight
 
 ZERO = Decimal(0)
 

@@ -22,7 +22,6 @@ from django.db.models import Exists, OuterRef
 from django.urls import reverse
 from django.utils import timezone
 
-from reports import charts, pricing
 from reports.access import comparison_buckets_of, counted_buckets
 from reports.metrics import (
     CATEGORIES,
@@ -34,11 +33,12 @@ from reports.metrics import (
     metrics_in,
 )
 from reports.models import Bucket, BucketFile, Connection, PriceBook, Report
-from reports.pages import blocks
+from reports.pages import blocks, charts
 from reports.pages.blocks import ChartBlock, chart_block
 from reports.pages.members import member_breakdown
 from reports.periods import EARLIEST_PERIOD_START, comparison_period, describe
-from reports.usage import UsageRow, known_usage, rows_from_buckets, sum_rows
+from reports.spend import pricing
+from reports.spend.usage import UsageRow, known_usage, rows_from_buckets, sum_rows
 
 ViewMode = Literal["usage", "cost"]
 # OSAI totals that are a state at the end of a period (images existing), not a sum over it.

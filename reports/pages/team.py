@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from reports import pricing, teams
 from reports.models import Connection, Membership, PriceBook
 from reports.pages.history import with_periods
+from reports.spend import pricing
+from reports.teams import teams
 
 
 @dataclass(frozen=True)

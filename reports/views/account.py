@@ -9,7 +9,7 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from reports import api_tokens
+from reports.integrations import api_tokens
 from reports.models import DigestPreference
 from reports.views.http import AuthenticatedRequest
 

@@ -24,13 +24,13 @@ from ninja import NinjaAPI, Query, Schema
 from ninja.errors import AuthenticationError
 from ninja.security import HttpBearer
 
-from reports import api_tokens
 from reports.access import (
     recent_reports_visible_to,
     report_visible_to,
     reports_visible_to,
     teams_administered_by,
 )
+from reports.integrations import api_tokens
 from reports.models import ApiToken, Connection, Team
 from reports.pages.activity import feed_items
 from reports.pages.overview import overview_page, spend_summary, team_overview

@@ -12,10 +12,10 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from reports import budgets
-from reports.forms import BudgetForm
 from reports.models import Budget
-from reports.spend import budget_statuses
+from reports.spend import budgets
+from reports.spend.monthly import budget_statuses
+from reports.views.forms import BudgetForm
 from reports.views.http import AuthenticatedRequest
 
 

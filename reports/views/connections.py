@@ -12,9 +12,11 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from reports import connections, teams, tracking
-from reports.forms import ConnectionCreateForm, ConnectionEditForm, ConnectionTokenForm
 from reports.models import Connection, Report
+from reports.pipeline import connections
+from reports.spend import tracking
+from reports.teams import teams
+from reports.views.forms import ConnectionCreateForm, ConnectionEditForm, ConnectionTokenForm
 from reports.views.http import AuthenticatedRequest
 
 

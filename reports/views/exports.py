@@ -6,12 +6,13 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, StreamingHttpResponse
 from django.views.decorators.http import require_GET
 
-from reports import digests, exports, pricing, teams
 from reports.access import counted_buckets
 from reports.metrics import all_flags
 from reports.models import Bucket, Connection, Granularity, Report
 from reports.periods import split_period, utc_midnight
-from reports.spend import price_book_of
+from reports.spend import digests, exports, pricing
+from reports.spend.monthly import price_book_of
+from reports.teams import teams
 from reports.views.http import AuthenticatedRequest, membership_or_404, visible_report_or_404
 
 

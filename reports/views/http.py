@@ -16,9 +16,9 @@ from django.shortcuts import render, resolve_url
 from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 
-from reports import teams
 from reports.access import report_visible_to
 from reports.models import Membership, Report
+from reports.teams import teams
 
 
 class AuthenticatedRequest(HttpRequest):

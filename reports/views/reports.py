@@ -14,9 +14,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling, trigger_client_event
 
-from reports import services
 from reports.access import counted_buckets
-from reports.forms import ReportForm
 from reports.models import BucketFile, Connection
 from reports.pages.history import history_queryset, with_periods
 from reports.pages.report import (
@@ -26,6 +24,8 @@ from reports.pages.report import (
     report_page,
     view_mode,
 )
+from reports.pipeline import report_requests
+from reports.views.forms import ReportForm
 from reports.views.http import AuthenticatedRequest, htmx_login_required, visible_report_or_404
 
 HISTORY_PAGE_SIZE = 25
@@ -42,7 +42,7 @@ def report_new(request: AuthenticatedRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            report = services.report_request(
+            report = report_requests.report_request(
                 owner=request.user,
                 connections=data["connections"],
                 period_start=data["period_start"],
@@ -53,7 +53,7 @@ def report_new(request: AuthenticatedRequest) -> HttpResponse:
                 compare=True,
                 now=form.now,
             )
-        except services.ReportRequestError as exc:
+        except report_requests.ReportRequestError as exc:
             form.add_error(None, str(exc))
         else:
             return redirect("report_detail", pk=report.pk)
@@ -116,7 +116,7 @@ def report_cancel(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     if report.is_terminal:
         messages.info(request, "This report had already finished.")
     else:
-        services.report_cancel(report=report)
+        report_requests.report_cancel(report=report)
         messages.success(request, "The report was cancelled.")
     return redirect("report_detail", pk=pk)
 
@@ -129,7 +129,7 @@ def report_retry(request: AuthenticatedRequest, pk: int) -> HttpResponse:
         messages.info(request, "This report is still running.")
         return redirect("report_detail", pk=pk)
     before = report.state
-    report = services.report_retry(report=report)
+    report = report_requests.report_retry(report=report)
     if report.state == before:
         messages.info(request, "Nothing to retry: every part of this report finished.")
     else:

@@ -13,8 +13,12 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from reports import services, teams
-from reports.forms import (
+from reports.models import Connection, Membership
+from reports.pages.overview import team_overview
+from reports.pages.team import team_page
+from reports.pipeline import report_requests
+from reports.teams import teams
+from reports.views.forms import (
     MemberAddForm,
     MemberRoleForm,
     SharingForm,
@@ -22,9 +26,6 @@ from reports.forms import (
     TeamPriceBookForm,
     TeamReportForm,
 )
-from reports.models import Connection, Membership
-from reports.pages.overview import team_overview
-from reports.pages.team import team_page
 from reports.views.http import AuthenticatedRequest, membership_or_404
 
 
@@ -209,7 +210,7 @@ def team_report_new(request: AuthenticatedRequest, pk: int) -> HttpResponse:
                 compare=True,
                 now=form.now,
             )
-        except services.ReportRequestError as exc:
+        except report_requests.ReportRequestError as exc:
             form.add_error(None, str(exc))
         else:
             return redirect("report_detail", pk=report.pk)

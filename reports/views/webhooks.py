@@ -12,7 +12,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 from django_ratelimit.core import is_ratelimited
 
-from reports import webhooks
+from reports.integrations import webhooks
 from reports.models import Connection
 from reports.pages.activity import activity_page, has_newer
 from reports.views.http import AuthenticatedRequest, htmx_login_required

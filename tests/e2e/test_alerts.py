@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from reports import budgets
 from reports.metrics import USAGE_COLUMNS, all_flags
 from reports.models import Bucket, Delivery
-from reports.notify import DELIVERY_HEADER, sign
+from reports.spend import budgets
+from reports.spend.notify import DELIVERY_HEADER, sign
 from tests.factories import ensure_example_price_book, make_connection, make_user
 from tests.support import figures
 from tests.support.receiver import Receiver

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from reports import services
 from reports.models import Report
+from reports.pipeline import report_requests
 from tests.factories import make_connection, make_user
 from tests.support.sandbox import free_port
 from tests.support.worker import ARTIFACTS, ROOT, wait_until, worker_env
@@ -46,7 +46,7 @@ def test_the_procfile_serves_pages_and_finishes_reports(use_sandbox):
         wait_until(login_page, timeout=60, message="gunicorn from the Procfile")
         user = make_user()
         conn = make_connection(user, "Main", token="osai-sandbox-procfile")
-        report = services.report_request(
+        report = report_requests.report_request(
             owner=user,
             connections=[conn],
             period_start=datetime(2025, 1, 1, tzinfo=UTC),

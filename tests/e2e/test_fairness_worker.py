@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from reports import services
 from reports.metrics import all_flags
 from reports.models import Bucket, Report
+from reports.pipeline import report_requests
 from tests.factories import make_connection, make_user
 from tests.support import figures
 from tests.support.worker import FAST_PIPELINE_ENV, wait_until
@@ -28,7 +28,7 @@ POLL_INTERVAL = float(FAST_PIPELINE_ENV["OSAI_POLL_MAX_SECONDS"])
 
 
 def request_one_day(owner: Any, connection: Any, day: datetime) -> Report:
-    return services.report_request(
+    return report_requests.report_request(
         owner=owner,
         connections=[connection],
         period_start=day,
@@ -69,7 +69,7 @@ def test_one_persons_backlog_does_not_hold_up_another_persons_one_bucket_report(
     # The heavy person asks for three years, day by day (one request a year: each request is
     # capped at a few hundred OSAI reports), over two connections.
     for year in (2021, 2022, 2023):
-        services.report_request(
+        report_requests.report_request(
             owner=heavy,
             connections=[heavy_connections[year % 2]],
             period_start=datetime(year, 1, 1, tzinfo=UTC),

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from reports import tracking, webhooks
+from reports.integrations import webhooks
 from reports.models import Bucket, WebhookEvent
+from reports.spend import tracking
 from tests.e2e.test_browser import ARTIFACTS, BrowserProblems
 from tests.factories import PASSWORD, make_connection, make_user
 from tests.support import figures

@@ -22,8 +22,8 @@ from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_K
 from django.contrib.sessions.backends.cached_db import SessionStore
 from django.db import connection
 
-from reports import services
 from reports.models import Report
+from reports.pipeline import report_requests
 from tests.factories import make_connection, make_user
 from tests.support import figures
 from tests.support.sandbox import free_port
@@ -62,7 +62,7 @@ def test_sqlite_under_a_minute_of_workers_pollers_and_writes(start_worker, use_s
 
     def new_report(day: int) -> Report:
         start = datetime(2024, 1, 1, tzinfo=UTC) + timedelta(days=day)
-        return services.report_request(
+        return report_requests.report_request(
             owner=user,
             connections=[conn],
             period_start=start,

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-from reports import crypto, services
+from reports import crypto
 from reports.metrics import OSAI_FIELD_TO_COLUMN
 from reports.models import Bucket, Report
+from reports.pipeline import report_requests
 from tests.factories import make_connection, make_user
 from tests.reports.test_pipeline import direct_totals
 from tests.support import figures
@@ -37,7 +38,7 @@ POST = "POST /api/Reports"
 def request_year(
     user: Any, connection: Any, granularity: str = "month", year: int = 2025
 ) -> Report:
-    return services.report_request(
+    return report_requests.report_request(
         owner=user,
         connections=[connection],
         period_start=datetime(year, 1, 1, tzinfo=UTC),

@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from reports import charts
-from reports.usage import UsageRow
+from reports.pages import charts
+from reports.spend.usage import UsageRow
 from tests.factories import usage
 
 JAN, FEB, MAR, APR = (datetime(2026, m, 1, tzinfo=UTC) for m in (1, 2, 3, 4))
@@ -219,7 +219,7 @@ def test_figure_json_is_plain_json_with_only_the_partial_bundles_trace_types(
 
 
 def test_tables_round_half_up_like_the_money_tiles_and_the_csv():
-    from reports.charts import _fmt
+    from reports.pages.charts import _fmt
 
     # 10,700 s of device rental at 0.90/h is exactly 2.675: the tile and the CSV say 2.68.
     assert _fmt(2.675, 2) == "2.68"

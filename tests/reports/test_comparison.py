@@ -11,7 +11,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from reports import access, pipeline, services
+from reports import access
 from reports.metrics import all_flags
 from reports.models import Bucket, Granularity, ReportBucket
 from reports.periods import (
@@ -21,7 +21,8 @@ from reports.periods import (
     describe,
     preset_period,
 )
-from reports.usage import known_usage, sum_rows
+from reports.pipeline import pipeline, report_requests
+from reports.spend.usage import known_usage, sum_rows
 from tests.factories import make_connection, make_done_bucket, make_done_report, make_user
 
 NOW = datetime(2026, 11, 26, 13, 27, tzinfo=UTC)
@@ -146,7 +147,7 @@ def test_a_request_fetches_its_comparison_once_and_the_worker_keeps_it_after_the
 ) -> None:
     owner = make_user()
     conn = make_connection(owner)
-    report = services.report_request(
+    report = report_requests.report_request(
         owner=owner,
         connections=[conn],
         period_start=utc(2025, 3, 1),
@@ -166,14 +167,14 @@ def test_a_request_fetches_its_comparison_once_and_the_worker_keeps_it_after_the
     Bucket.objects.filter(report_buckets__report=report, report_buckets__purpose="main").update(
         state=Bucket.State.DONE
     )
-    from reports.progress import report_refresh
+    from reports.pipeline.progress import report_refresh
 
     report_refresh(report.pk)
     report.refresh_from_db()
     assert report.state == "done"
     assert access.bucket_is_wanted(compared.get())
     # A second request for the same period, a minute later, reuses the comparison bucket.
-    again = services.report_request(
+    again = report_requests.report_request(
         owner=owner,
         connections=[conn],
         period_start=utc(2025, 3, 1),
@@ -186,7 +187,7 @@ def test_a_request_fetches_its_comparison_once_and_the_worker_keeps_it_after_the
     assert list(access.comparison_buckets_of(again)) == list(compared)
     assert ReportBucket.objects.filter(purpose="comparison").count() == 2
     # Cancelling a report lets go of its comparison.
-    third = services.report_request(
+    third = report_requests.report_request(
         owner=owner,
         connections=[conn],
         period_start=utc(2024, 3, 1),
@@ -196,7 +197,7 @@ def test_a_request_fetches_its_comparison_once_and_the_worker_keeps_it_after_the
         compare=True,
     )
     february_2024 = access.comparison_buckets_of(third).get()
-    services.report_cancel(report=third)
+    report_requests.report_cancel(report=third)
     february_2024.refresh_from_db()
     assert february_2024.state == Bucket.State.CANCELLED
     assert pipeline.bucket_is_wanted(february_2024) is False
@@ -208,7 +209,7 @@ def test_a_finished_report_polls_only_a_small_element_until_its_comparison_arriv
 ) -> None:
     owner = make_user()
     conn = make_connection(owner)
-    report = services.report_request(
+    report = report_requests.report_request(
         owner=owner,
         connections=[conn],
         period_start=utc(2025, 3, 1),
@@ -218,7 +219,7 @@ def test_a_finished_report_polls_only_a_small_element_until_its_comparison_arriv
         compare=True,
     )
     Bucket.objects.filter(report_buckets__purpose="main").update(state=Bucket.State.DONE)
-    from reports.progress import report_refresh
+    from reports.pipeline.progress import report_refresh
 
     report_refresh(report.pk)
     client = Client()

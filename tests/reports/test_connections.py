@@ -10,8 +10,9 @@ from cryptography.fernet import Fernet
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from reports import connections, crypto
+from reports import crypto
 from reports.models import Connection
+from reports.pipeline import connections
 from tests.factories import make_connection, make_user
 
 pytestmark = pytest.mark.django_db

@@ -12,9 +12,9 @@ from datetime import timedelta
 
 import pytest
 
-from reports import eta
-from reports.eta import Estimate, Sample, estimate, sample_of, seconds_to_next_poll
-from reports.pipeline import _backoff_on_schedule, _poll_delay
+from reports.pipeline import eta
+from reports.pipeline.eta import Estimate, Sample, estimate, sample_of, seconds_to_next_poll
+from reports.pipeline.pipeline import _backoff_on_schedule, _poll_delay
 
 pytestmark = pytest.mark.django_db(transaction=False)
 

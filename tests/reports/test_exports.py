@@ -23,11 +23,12 @@ from django.urls import reverse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reports import crypto, exports, pricing
+from reports import crypto
 from reports.metrics import FLAG_FIELDS, PRICED
 from reports.models import Bucket, PriceBook, Report, ReportBucket
 from reports.pages.report import report_buckets
-from reports.usage import rows_from_buckets
+from reports.spend import exports, pricing
+from reports.spend.usage import rows_from_buckets
 from tests.factories import (
     make_bucket_file,
     make_connection,
@@ -543,7 +544,7 @@ def test_cli_connection_filter_and_price_book_option(cli_world: dict[str, Any]) 
 def test_cli_reports_missing_buckets_and_exits_non_zero(
     cli_world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from reports import connections
+    from reports.pipeline import connections
 
     def no_osai(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("export_usage must not call OSAI")

@@ -15,10 +15,10 @@ from django.test import Client
 from django.urls import clear_url_caches, reverse
 from django.utils import timezone
 
-from reports import pipeline, services
 from reports.metrics import all_flags
 from reports.models import Bucket, Connection, Report
-from reports.pipeline import _Due, fair_order
+from reports.pipeline import pipeline, report_requests
+from reports.pipeline.pipeline import _Due, fair_order
 from tests.factories import PASSWORD, make_connection, make_done_report, make_user
 from tests.support import figures
 
@@ -27,7 +27,7 @@ YEAR = (datetime(2025, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC))
 
 def request(owner: Any, connections: list[Connection], **kwargs: Any) -> Report:
     start, end = kwargs.pop("period", YEAR)
-    return services.report_request(
+    return report_requests.report_request(
         owner=owner,
         connections=connections,
         period_start=start,
@@ -164,7 +164,7 @@ def test_requests_over_the_hourly_limit_get_a_message_and_create_nothing(setting
     for month in (1, 2):
         period = (datetime(2025, month, 1, tzinfo=UTC), datetime(2025, month + 1, 1, tzinfo=UTC))
         request(owner, [connection], period=period, now=now)
-    with pytest.raises(services.ReportRequestError, match="2 reports in the last hour"):
+    with pytest.raises(report_requests.ReportRequestError, match="2 reports in the last hour"):
         request(owner, [connection], period=(YEAR[0], YEAR[0] + timedelta(days=1)), now=now)
     client = Client()
     client.force_login(owner)
@@ -188,7 +188,7 @@ def test_too_many_waiting_parts_are_refused(settings: Any) -> None:
     owner = make_user()
     connection = make_connection(owner)
     request(owner, [connection])  # 12 waiting
-    with pytest.raises(services.ReportRequestError, match="at most 20 may wait"):
+    with pytest.raises(report_requests.ReportRequestError, match="at most 20 may wait"):
         request(owner, [connection], period=(YEAR[0] - timedelta(days=365), YEAR[0]))
     assert Report.objects.count() == 1
 

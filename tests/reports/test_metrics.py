@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from osai import contract
-from reports import charts, exports, pricing
 from reports.metrics import (
     CATEGORIES,
     FLAG_FIELDS,
@@ -19,7 +18,9 @@ from reports.metrics import (
     to_osai_flags,
 )
 from reports.models import Bucket, PriceBookVersion, Report
+from reports.pages import charts
 from reports.pages.report import TILE_SPECS
+from reports.spend import exports, pricing
 
 
 def test_every_osai_total_has_exactly_one_metric_and_one_bucket_column() -> None:

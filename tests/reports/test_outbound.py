@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from reports import notify
 from reports.models import Delivery
-from reports.outbound import WebhookFailed, WebhookRefused, check_target, post_json
+from reports.spend import notify
+from reports.spend.outbound import WebhookFailed, WebhookRefused, check_target, post_json
 from tests.support import figures
 from tests.support.receiver import Receiver
 
@@ -129,7 +129,7 @@ def test_a_webhook_delivery_is_signed_and_carries_its_key(
 ) -> None:
     """A3: X-OSAI-Usage-Signature is the HMAC-SHA256 of the raw body; the key rides along."""
     settings.ALERT_WEBHOOK_ALLOW_LOCAL = True
-    from reports import budgets
+    from reports.spend import budgets
     from tests.factories import make_user
 
     owner = make_user()

@@ -16,10 +16,11 @@ from django.db import connection as db_connection
 from django.utils import timezone
 
 from osai.client import OsaiClient
-from reports import connections, crypto, pipeline, progress, services
+from reports import crypto
 from reports.metrics import OSAI_FIELD_TO_COLUMN
 from reports.models import Bucket, BucketFile, Connection, Report
 from reports.periods import preset_period
+from reports.pipeline import connections, pipeline, progress, report_requests
 from tests.factories import make_connection, make_user
 from tests.support import figures
 from tests.support.pipeline import drive
@@ -47,7 +48,7 @@ def request(
     granularity: str = "month",
     **kwargs: Any,
 ) -> Report:
-    return services.report_request(
+    return report_requests.report_request(
         owner=owner,
         connections=connections,
         period_start=start,
@@ -280,7 +281,7 @@ def test_a_token_osai_refuses_marks_the_connection_and_stops(account, use_sandbo
     assert use_sandbox.calls(POST) == 0
     # T5: the first bucket signs in once and stops; the second sees the mark and makes no call.
     assert use_sandbox.calls(SIGN_IN) == 1
-    with pytest.raises(services.ReportRequestError, match="need a new access token"):
+    with pytest.raises(report_requests.ReportRequestError, match="need a new access token"):
         request(user, [conn], datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 5, 1, tzinfo=UTC))
 
 
@@ -307,14 +308,14 @@ def test_cancel_stops_a_report_and_retry_finishes_it(account, use_sandbox, queue
     )
     for pk in Bucket.objects.values_list("pk", flat=True):
         pipeline.bucket_step(pk)
-    report = services.report_cancel(report=report)
+    report = report_requests.report_cancel(report=report)
     assert report.state == Report.State.CANCELLED
     assert not Bucket.objects.filter(state__in=pipeline.ACTIVE_STATES).exists()
     polls = use_sandbox.calls(GET)
     drive()
     assert use_sandbox.calls(GET) == polls
     use_sandbox.faults(report_stuck=False)
-    report = services.report_retry(report=report)
+    report = report_requests.report_retry(report=report)
     assert report.state == Report.State.QUEUED
     drive()
     report.refresh_from_db()

@@ -12,10 +12,10 @@ from django.db import transaction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reports import pricing
 from reports.metrics import PRICED_COLUMNS, STAGE_LABELS, USAGE_COLUMNS
 from reports.models import PriceBook, PriceBookVersion
-from reports.usage import UsageRow, rows_from_buckets
+from reports.spend import pricing
+from reports.spend.usage import UsageRow, rows_from_buckets
 from tests.factories import make_connection, make_done_bucket, make_done_report, make_user
 
 JAN = datetime(2026, 1, 1, tzinfo=UTC)

@@ -16,12 +16,12 @@ from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 
-from reports import budgets, digests, notify, pricing
 from reports.metrics import USAGE_COLUMNS, all_flags
 from reports.models import Alert, Bucket, Budget, Delivery, DigestPreference, DigestSent
 from reports.pages.overview import overview_page, spend_summary
-from reports.spend import budget_status, month_forecast, month_spend, status_from
-from reports.usage import UsageRow, combine_rows
+from reports.spend import budgets, digests, notify, pricing
+from reports.spend.monthly import budget_status, month_forecast, month_spend, status_from
+from reports.spend.usage import UsageRow, combine_rows
 from tests.factories import (
     ensure_example_price_book,
     make_connection,
@@ -460,7 +460,7 @@ def test_shared_pricing_shows_what_each_scope_priced_alone_did(book: Any) -> Non
     and the team page what pricing each scope on its own gives."""
     from reports.models import PriceBook, PriceBookVersion
     from reports.pages.overview import team_overview
-    from reports.spend import BookCache, load_spend, month_spend_of
+    from reports.spend.monthly import BookCache, load_spend, month_spend_of
 
     rates = {"training_8gb_per_hour": Decimal("1.3"), "training_16gb_per_hour": Decimal("2")}
     PriceBookVersion.objects.create(price_book=book, effective_from=day(3, 6) + HALF_DAY, **rates)
@@ -519,7 +519,7 @@ def test_shared_pricing_shows_what_each_scope_priced_alone_did(book: Any) -> Non
 def test_the_month_chart_is_built_once_per_content(
     month: dict[str, Any], own_cache: None, time_machine: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from reports import charts
+    from reports.pages import charts
 
     builds: list[int] = []
     real = charts.month_spend_figure

@@ -13,9 +13,10 @@ from django.core.management.base import CommandError
 from django.test import Client
 from django.urls import reverse
 
-from reports import pipeline, services, teams
 from reports.metrics import all_flags
 from reports.models import Bucket, Connection, Membership, PriceBook, PriceBookVersion, Report
+from reports.pipeline import pipeline, report_requests
+from reports.teams import teams
 from tests.factories import (
     ensure_example_price_book,
     make_connection,
@@ -237,7 +238,7 @@ def test_a_removed_member_no_longer_counts_and_their_token_is_never_used_again(
     assert ben_flight.state == Bucket.State.CANCELLED
     report.refresh_from_db()
     assert (report.buckets_total, report.buckets_failed) == (1, 1)
-    services.report_retry(report=report)
+    report_requests.report_retry(report=report)
     fresh = team_report(
         team, ada, period=(datetime(2025, 5, 1, tzinfo=UTC), datetime(2025, 6, 1, tzinfo=UTC))
     )
@@ -284,7 +285,7 @@ def test_a_personal_report_on_the_same_bucket_keeps_it_going(
 ) -> None:
     ada, ben, team = crew["ada"], crew["ben"], crew["team"]
     team_report(team, ada)
-    own = services.report_request(
+    own = report_requests.report_request(
         owner=ben,
         connections=[crew["ben_conn"]],
         period_start=MARCH[0],
@@ -321,7 +322,7 @@ def test_a_connection_that_needs_a_token_is_skipped_and_named(
     page = client_for(ada).get(reverse("report_detail", args=[report.pk])).content.decode()
     assert "Left out of this team report" in page and "Ben lab" in page
     Connection.objects.filter(pk=crew["ada_conn"].pk).update(status=Connection.Status.NEEDS_TOKEN)
-    with pytest.raises(services.ReportRequestError, match="needs a new token first"):
+    with pytest.raises(report_requests.ReportRequestError, match="needs a new token first"):
         team_report(team, ada)
     case("M3 skipped and named")
 

@@ -16,11 +16,14 @@ from django.urls import reverse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reports import charts, crypto, pricing, teams
+from reports import crypto
 from reports.access import counted_buckets
 from reports.metrics import STAGE_LABELS
 from reports.models import Bucket, Connection, Membership, Report, ReportBucket
-from reports.usage import USAGE_COLUMNS
+from reports.pages import charts
+from reports.spend import pricing
+from reports.spend.usage import USAGE_COLUMNS
+from reports.teams import teams
 from tests.factories import (
     make_connection,
     make_done_bucket,

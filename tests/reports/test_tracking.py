@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 
-from reports import tasks, tracking
+from reports import tasks
 from reports.access import bucket_is_wanted
 from reports.models import Alert, Bucket, Connection
+from reports.spend import tracking
 from tests.factories import ensure_example_price_book, make_connection, make_user
 from tests.support.pipeline import drive
 
@@ -77,7 +78,7 @@ def test_the_track_command_refreshes_working_connections_and_budgets_follow(
     call_command("track", "--user", owner.username, stdout=out)
     assert "Refreshing 1 connection." in out.getvalue()
     assert not Bucket.objects.filter(connection=broken).exists()
-    from reports import budgets
+    from reports.spend import budgets
 
     budgets.budget_set(actor=owner, scope="connection", amount="0.01", connection=working)
     # Until the refresh is complete, a finished tracked bucket checks nothing.

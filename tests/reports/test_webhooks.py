@@ -10,8 +10,11 @@ from typing import Any
 
 import pytest
 
-from reports import pipeline, tasks, tracking, webhooks
+from reports import tasks
+from reports.integrations import webhooks
 from reports.models import Bucket, Connection, WebhookEvent
+from reports.pipeline import pipeline
+from reports.spend import tracking
 from tests.factories import make_connection, make_user
 from tests.support import figures
 from tests.support.pipeline import drive

@@ -7,8 +7,8 @@ import time
 from django.db.models import Q
 from django.utils import timezone
 
-from reports import pipeline
 from reports.models import Bucket
+from reports.pipeline import pipeline
 
 
 def drive(max_seconds: float = 20.0) -> int:

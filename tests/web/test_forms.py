@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from reports.forms import ConnectionCreateForm, ConnectionTokenForm, ReportForm
+from reports.views.forms import ConnectionCreateForm, ConnectionTokenForm, ReportForm
 from tests.factories import make_connection, make_user
 
 pytestmark = pytest.mark.django_db

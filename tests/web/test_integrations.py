@@ -19,7 +19,8 @@ from django.core.management import call_command
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from reports import api_tokens, crypto, webhooks
+from reports import crypto
+from reports.integrations import api_tokens, webhooks
 from reports.models import ApiToken, Bucket, Connection, Report, Team, WebhookEvent
 from tests.factories import (
     ensure_example_price_book,

@@ -18,7 +18,6 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from reports import connections
 from reports.models import (
     Bucket,
     BucketFile,
@@ -28,6 +27,7 @@ from reports.models import (
     Report,
     Team,
 )
+from reports.pipeline import connections
 from tests.factories import (
     make_connection,
     make_done_bucket,
@@ -1125,7 +1125,7 @@ def test_the_cost_view_has_a_total_tile_equal_to_the_csv_total() -> None:
     import io
     from decimal import Decimal
 
-    from reports import pricing
+    from reports.spend import pricing
     from tests.factories import ensure_example_price_book, make_done_report
 
     user = make_user()

@@ -11,9 +11,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import RequestFactory
 
-from reports import crypto, teams
+from reports import crypto
 from reports.management.commands.seed_demo import DEMO_PASSWORD, DEMO_TOKEN
 from reports.models import Connection, Report, Team
+from reports.teams import teams
 
 pytestmark = pytest.mark.django_db
 
@@ -60,7 +61,7 @@ def test_the_demo_connections_webhook_urls_are_registered_with_the_sandbox(
     """What `make run` does once the sandbox answers: its events then reach the demo's feed."""
     from django.urls import resolve
 
-    from reports import webhooks
+    from reports.integrations import webhooks
     from reports.management.commands.seed_demo import (
         MEMBER_TOKEN,
         demo_webhook_registrations,

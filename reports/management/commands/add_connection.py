@@ -9,7 +9,8 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from reports import connections, tracking
+from reports.pipeline import connections
+from reports.spend import tracking
 
 
 class Command(BaseCommand):

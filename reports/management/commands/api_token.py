@@ -10,7 +10,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from reports import api_tokens
+from reports.integrations import api_tokens
 from reports.management import cli
 from reports.models import ApiToken
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from reports import budgets
 from reports.models import Delivery
+from reports.spend import budgets
 
 
 class Command(BaseCommand):

@@ -23,10 +23,11 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from reports import exports, pricing, teams
 from reports.management import cli
 from reports.models import Bucket, Connection, Granularity, PriceBook, Team
 from reports.periods import count_buckets, split_period
+from reports.spend import exports, pricing
+from reports.teams import teams
 
 MAX_PERIODS = 5000
 MISSING_SHOWN = 20

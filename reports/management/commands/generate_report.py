@@ -23,11 +23,12 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from reports import services, teams
 from reports.management import cli
 from reports.models import Connection, Granularity, Report, Team
 from reports.pages.report import report_json
 from reports.periods import PRESETS, preset_period
+from reports.pipeline import report_requests
+from reports.teams import teams
 
 
 class Command(BaseCommand):
@@ -96,8 +97,10 @@ class Command(BaseCommand):
             if team is not None:
                 report = teams.team_report_request(team=team, admin=owner, **request)
             else:
-                report = services.report_request(owner=owner, connections=connections, **request)
-        except services.ReportRequestError as exc:
+                report = report_requests.report_request(
+                    owner=owner, connections=connections, **request
+                )
+        except report_requests.ReportRequestError as exc:
             raise CommandError(str(exc)) from None
 
         if not options["json"]:

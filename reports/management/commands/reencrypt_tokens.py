@@ -6,7 +6,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from reports import connections, crypto
+from reports import crypto
+from reports.pipeline import connections
 
 
 class Command(BaseCommand):

@@ -25,10 +25,14 @@ from django.utils import timezone
 
 from osai.sandbox.server import account_id_for_token
 from osai.sandbox.usage import account_totals
-from reports import budgets, crypto, pricing, services, teams, tracking, webhooks
+from reports import crypto
+from reports.integrations import webhooks
 from reports.metrics import OSAI_FIELD_TO_COLUMN, all_flags
 from reports.models import Budget, Connection, Granularity, Membership, Report, Team
 from reports.periods import PRESETS, preset_period, utc_midnight
+from reports.pipeline import report_requests
+from reports.spend import budgets, pricing, tracking
+from reports.teams import teams
 
 DEMO_USERNAME = "demo"
 DEMO_PASSWORD = "demo-osai-usage"  # noqa: S105 (a published local-demo password)
@@ -84,7 +88,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"Found the report {label!r}.")
                 continue
             start, end = preset_period(preset, timezone.now())
-            report = services.report_request(
+            report = report_requests.report_request(
                 owner=user,
                 connections=[connection],
                 period_start=start,

@@ -14,9 +14,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from reports import budgets
 from reports.management import cli
 from reports.models import Budget, Connection, Team
+from reports.spend import budgets
 
 
 class Command(BaseCommand):

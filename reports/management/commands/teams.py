@@ -18,8 +18,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from reports import teams
 from reports.models import Connection, Membership, Team
+from reports.teams import teams
 
 ROLES = list(Membership.Role.values)
 

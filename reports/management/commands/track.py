@@ -12,9 +12,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from reports import tracking
 from reports.management import cli
 from reports.models import Bucket, Connection
+from reports.spend import tracking
 
 
 class Command(BaseCommand):

@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from reports import webhooks
+from reports.integrations import webhooks
 from reports.management import cli
 from reports.models import Connection
 

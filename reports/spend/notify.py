@@ -30,10 +30,11 @@ from django.core.mail import EmailMessage
 from django.db.models import F, Q
 from django.utils import timezone
 
-from reports import crypto, pipeline
-from reports.failpoints import failpoint
+from reports import crypto
 from reports.models import Alert, Budget, Delivery
-from reports.outbound import WebhookFailed, WebhookRefused, post_json
+from reports.pipeline import pipeline
+from reports.pipeline.failpoints import failpoint
+from reports.spend.outbound import WebhookFailed, WebhookRefused, post_json
 
 log = logging.getLogger(__name__)
 

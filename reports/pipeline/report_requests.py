@@ -17,9 +17,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from reports import pipeline, progress
 from reports.access import counted_buckets
-from reports.buckets import BucketConflict, bucket_reset, buckets_for
 from reports.metrics import FLAG_FIELDS
 from reports.models import (
     Bucket,
@@ -37,6 +35,8 @@ from reports.periods import (
     count_buckets,
     split_period,
 )
+from reports.pipeline import pipeline, progress
+from reports.pipeline.buckets import BucketConflict, bucket_reset, buckets_for
 
 # Buckets not finished yet (they count against a person's waiting parts).
 ACTIVE_BUCKET_STATES = (

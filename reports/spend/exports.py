@@ -35,9 +35,9 @@ from typing import Any
 from django.db.models import F, QuerySet
 from django.http import StreamingHttpResponse
 
-from reports import pricing
 from reports.metrics import FLAG_FIELDS, METRIC_BY_COLUMN, METRICS, PRICED, PRICED_COLUMNS
 from reports.models import Bucket, PriceBook
+from reports.spend import pricing
 
 CHUNK_SIZE = 500
 DISPLAY_QUANTUM = Decimal("1E-9")

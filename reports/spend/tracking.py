@@ -23,11 +23,11 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from reports import pipeline
-from reports.buckets import BucketConflict, buckets_for
 from reports.metrics import all_flags
 from reports.models import Bucket, Connection, Granularity, ReportBucket
 from reports.periods import Period, split_period, utc_midnight
+from reports.pipeline import pipeline
+from reports.pipeline.buckets import BucketConflict, buckets_for
 
 ACTIVE_STATES = pipeline.ACTIVE_STATES
 

@@ -24,7 +24,6 @@ from django.urls import reverse
 from django.utils import timezone
 
 from osai.webhooks import delivery_key, parse_task_finished
-from reports import pipeline, tracking
 from reports.metrics import all_flags
 from reports.models import (
     Bucket,
@@ -34,6 +33,8 @@ from reports.models import (
     webhook_secret_digest,
 )
 from reports.periods import utc_midnight
+from reports.pipeline import pipeline
+from reports.spend import tracking
 
 log = logging.getLogger(__name__)
 

@@ -25,11 +25,12 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
-from reports import crypto, notify
+from reports import crypto
 from reports.access import teams_administered_by
 from reports.models import Alert, Budget, Connection, Team
-from reports.outbound import WebhookRefused, check_target
-from reports.spend import BudgetStatus, budget_status
+from reports.spend import notify
+from reports.spend.monthly import BudgetStatus, budget_status
+from reports.spend.outbound import WebhookRefused, check_target
 
 DEFAULT_THRESHOLDS = (50, 80, 100)
 MAX_AMOUNT = Decimal("999999999999.99")

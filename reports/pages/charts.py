@@ -33,7 +33,7 @@ from reports.metrics import (
     metrics_in,
 )
 from reports.models import Granularity
-from reports.usage import UsageRow
+from reports.spend.usage import UsageRow
 
 DEVICE_RENTAL = next(m.column for m in METRICS if m.category == "device_rental")
 

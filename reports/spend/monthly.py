@@ -22,11 +22,11 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from reports import pricing
 from reports.metrics import USAGE_COLUMNS, all_flags
 from reports.models import Bucket, Budget, Connection, PriceBook, Team
 from reports.periods import describe, utc_midnight
-from reports.usage import (
+from reports.spend import pricing
+from reports.spend.usage import (
     STORED_FIELDS,
     Stored,
     UsageRow,

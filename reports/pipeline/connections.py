@@ -18,8 +18,9 @@ from django.utils import timezone
 from osai.client import OsaiClient
 from osai.errors import OsaiAuthError, OsaiError
 from osai.parse import jwt_expiry
-from reports import crypto, progress
+from reports import crypto
 from reports.models import Connection, Report
+from reports.pipeline import progress
 
 MAX_TOKEN_LENGTH = 4096
 

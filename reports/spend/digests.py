@@ -21,13 +21,13 @@ from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from reports import notify, pricing
 from reports.access import teams_administered_by
 from reports.metrics import CATEGORIES, all_flags, metrics_in
 from reports.models import Budget, Connection, DigestPreference, DigestSent, PriceBook, Team
 from reports.periods import describe, utc_midnight
-from reports.spend import budget_status, month_spend, price_book_of
-from reports.usage import known_usage
+from reports.spend import notify, pricing
+from reports.spend.monthly import budget_status, month_spend, price_book_of
+from reports.spend.usage import known_usage
 
 WEEKLY = "weekly"
 MONTHLY = "monthly"

@@ -14,10 +14,10 @@ from typing import Any
 from django import forms
 from django.utils import timezone
 
-from reports import connections
 from reports.metrics import FLAG_FIELDS, FLAGS
 from reports.models import Budget, Connection, Granularity, Membership, PriceBook, Team
 from reports.periods import PRESETS, preset_period, utc_midnight
+from reports.pipeline import connections
 
 CUSTOM = "custom"
 

@@ -33,10 +33,11 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q, QuerySet, Sum
 
-from reports import pipeline, pricing, progress, services
 from reports.access import counted_buckets
 from reports.metrics import METRIC_BY_COLUMN, USAGE_COLUMNS
 from reports.models import Bucket, Connection, Membership, PriceBook, Report, Team
+from reports.pipeline import pipeline, progress, report_requests
+from reports.spend import pricing
 
 Role = Membership.Role
 
@@ -258,14 +259,14 @@ def team_report_request(
     """Ask for a team report over every connection members share with the team.
 
     Connections that need a new token are skipped and named on the report (M3). The worker
-    builds the rest, reusing finished buckets. Raises services.ReportRequestError (for the
+    builds the rest, reusing finished buckets. Raises report_requests.ReportRequestError (for the
     form) if no member shares a working connection or the request is unreasonable.
     """
     if not Membership.objects.filter(team=team, user=admin, role=Role.ADMIN).exists():
-        raise services.ReportRequestError("Only team admins can request team reports.")
+        raise report_requests.ReportRequestError("Only team admins can request team reports.")
     shared = list(team_shared_connections(team))
     if not shared:
-        raise services.ReportRequestError(
+        raise report_requests.ReportRequestError(
             "No member shares a connection with this team yet: members choose theirs on the "
             "team's sharing page."
         )
@@ -277,10 +278,10 @@ def team_report_request(
     ]
     if not working:
         names = ", ".join(f"“{s['label']}” of {s['owner']}" for s in skipped)
-        raise services.ReportRequestError(
+        raise report_requests.ReportRequestError(
             f"Every connection shared with this team needs a new token first: {names}."
         )
-    return services.report_request(
+    return report_requests.report_request(
         owner=admin,
         team=team,
         connections=working,

@@ -57,13 +57,14 @@ from django_q.tasks import async_task
 
 from osai.client import OsaiClient
 from osai.errors import OsaiAuthError, OsaiError, OsaiRateLimited
-from reports import crypto, eta
+from reports import crypto
 from reports.access import bucket_is_wanted
-from reports.connections import connection_mark_needs_token, osai_client_for
-from reports.failpoints import failpoint
 from reports.metrics import OSAI_FIELD_TO_COLUMN, to_osai_flags
 from reports.models import Bucket, BucketFile, Connection, Delivery, WorkerLease
-from reports.progress import note_next_poll, refresh_reports_of
+from reports.pipeline import eta
+from reports.pipeline.connections import connection_mark_needs_token, osai_client_for
+from reports.pipeline.failpoints import failpoint
+from reports.pipeline.progress import note_next_poll, refresh_reports_of
 
 log = logging.getLogger(__name__)
 

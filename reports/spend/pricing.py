@@ -43,7 +43,7 @@ from reports.metrics import (
     TRAINING_COLUMNS,
 )
 from reports.models import PriceBook, PriceBookVersion, Report
-from reports.usage import UsageRow
+from reports.spend.usage import UsageRow
 
 # Usage column (raw OSAI unit) -> the PriceBookVersion rate that prices it, and how many raw
 # units make one rate unit (seconds per hour, KB-minutes per GB-month).
