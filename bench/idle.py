@@ -37,13 +37,9 @@ def wait_idle(timeout: float = 120.0) -> None:
     from django_q.models import OrmQ
 
     from reports.models import Bucket
-    from reports.pipeline.pipeline import ACTIVE_STATES
 
     wait_for(
-        lambda: (
-            not Bucket.objects.filter(state__in=ACTIVE_STATES).exists()
-            and not OrmQ.objects.exists()
-        ),
+        lambda: not Bucket.objects.active().exists() and not OrmQ.objects.exists(),
         timeout,
         "the worker to become idle",
         interval=0.5,

@@ -56,7 +56,7 @@ def backoff(d: float) -> tuple[int, float, float]:
     The worker polls _poll_delay(0) after the create, then _poll_delay(n) after its n-th
     poll (reports/pipeline.py), so the schedule follows whatever the settings make it.
     """
-    from reports.pipeline.pipeline import _poll_delay
+    from reports.pipeline.steps import _poll_delay
 
     k, t = 1, _poll_delay(0)
     gap = t
@@ -75,7 +75,7 @@ def seed_loop_polls(d: float) -> int:
 
 def schedule_text(limit: float = 90.0) -> str:
     """The worker's poll gaps in words, e.g. "1 s, 2 s x15, 3 s, 4.5 s, then 10 s"."""
-    from reports.pipeline.pipeline import _poll_delay
+    from reports.pipeline.steps import _poll_delay
 
     gaps, t, n = [], 0.0, 0
     while t < limit and n < 100:
@@ -461,7 +461,7 @@ def _poll_lateness(results: Results, calls: list[Call]) -> None:
     own schedule: its time minus (the previous call on that OSAI report + the scheduled
     gap, _poll_delay). The dispatcher's sleep granularity, broker poll and step time show
     here, and so would a stall of the worker (no free worker process)."""
-    from reports.pipeline.pipeline import _poll_delay
+    from reports.pipeline.steps import _poll_delay
 
     by_report: dict[tuple[str, int], list[Call]] = {}
     for c in calls:

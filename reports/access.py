@@ -59,10 +59,7 @@ def _counting(report: Report, purpose: str) -> QuerySet[Bucket]:
     buckets = Bucket.objects.filter(report_buckets__report=report, report_buckets__purpose=purpose)
     if report.team_id is None:
         return buckets
-    return buckets.filter(
-        connection__shared_with_teams=report.team_id,
-        connection__owner__memberships__team=report.team_id,
-    )
+    return buckets.counting_for_team(report.team_id)
 
 
 def counted_buckets(report: Report) -> QuerySet[Bucket]:

@@ -21,7 +21,7 @@ class ReportsConfig(AppConfig):
 def _resume_pipeline(sender: Any, proc_name: str, **kwargs: Any) -> None:
     """A worker (re)started, e.g. after a crash: resume work in flight without waiting for
     the reconciler's next tick, and make the schedules follow the settings."""
-    from reports.pipeline.pipeline import reconcile
+    from reports.pipeline.dispatcher import reconcile
     from reports.schedules import ensure_schedules
 
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -19,6 +20,13 @@ from django.utils import timezone
 
 from reports import crypto
 from reports.metrics import FLAG_FIELDS, METRICS, OSAI_FIELD_TO_COLUMN, RATE_FIELDS
+
+
+def counts_for_team(team: Team | int, *, via: str = "") -> Q:
+    """M1, the one spelling of "a connection that counts for a team": its owner is still a
+    member and shares it with the team. `via` is the path to the connection ("connection__"
+    from a bucket)."""
+    return Q(**{f"{via}shared_with_teams": team, f"{via}owner__memberships__team": team})
 
 
 class Team(models.Model):
@@ -60,6 +68,19 @@ class Membership(models.Model):
         return f"{self.user} in {self.team} ({self.role})"
 
 
+class ConnectionQuerySet(models.QuerySet["Connection"]):
+    def counting_for_team(self, team: Team | int) -> ConnectionQuerySet:
+        """Connections that count for the team (M1): shared with it by its current members."""
+        return self.filter(counts_for_team(team))
+
+    def counting_for_teams(self, team_ids: Iterable[int]) -> ConnectionQuerySet:
+        """The same rule for several teams at once: a row per connection and team it counts
+        for (the team is `shared_with_teams`)."""
+        return self.filter(shared_with_teams__in=list(team_ids)).filter(
+            owner__memberships__team=models.F("shared_with_teams")
+        )
+
+
 class Connection(models.Model):
     """One OSAI access token of a user. The token is encrypted (reports/crypto.py)."""
 
@@ -95,6 +116,8 @@ class Connection(models.Model):
     # A finished OSAI task asks for a refresh of the open day; the dispatcher starts it at
     # this time, so a burst of webhooks makes one refresh (reports/webhooks.py).
     refresh_due_at = models.DateTimeField(null=True, blank=True, db_index=True, editable=False)
+
+    objects = ConnectionQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -213,6 +236,16 @@ for _rate_field in RATE_FIELDS:
     PriceBookVersion.add_to_class(_rate_field, _rate())
 
 
+class BucketQuerySet(models.QuerySet["Bucket"]):
+    def active(self) -> BucketQuerySet:
+        """Buckets the pipeline has not finished (Bucket.ACTIVE_STATES)."""
+        return self.filter(state__in=Bucket.ACTIVE_STATES)
+
+    def counting_for_team(self, team: Team | int) -> BucketQuerySet:
+        """Buckets on connections that count for the team (M1)."""
+        return self.filter(counts_for_team(team, via="connection__"))
+
+
 class Bucket(OsaiFlags):
     """One OSAI report: a connection, flags and a period. See reports/pipeline.py."""
 
@@ -228,6 +261,10 @@ class Bucket(OsaiFlags):
 
     TERMINAL_STATES = (State.DONE, State.ERROR, State.TIMED_OUT, State.CANCELLED)
     FAILED_STATES = (State.ERROR, State.TIMED_OUT, State.CANCELLED)
+    # Not finished yet: the pipeline still has a step to do.
+    ACTIVE_STATES = (State.NEW, State.CREATING, State.POLLING, State.DOWNLOADING)
+    # An OSAI report exists (or may) and counts against the caps on reports in flight (F1).
+    IN_FLIGHT_STATES = (State.CREATING, State.POLLING, State.DOWNLOADING)
 
     connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="buckets")
     period_start = models.DateTimeField()
@@ -273,6 +310,8 @@ class Bucket(OsaiFlags):
 
     # The totals, one column each (added from the registry below the class), so that team
     # sums are SQL aggregates.
+
+    objects = BucketQuerySet.as_manager()
 
     class Meta:
         constraints = [

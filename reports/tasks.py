@@ -8,20 +8,20 @@ from __future__ import annotations
 
 from reports.integrations import webhooks
 from reports.models import Connection
-from reports.pipeline import pipeline
+from reports.pipeline import dispatcher, steps
 from reports.spend import budgets, digests, notify, tracking
 
 
 def pipeline_dispatch() -> str:
-    return pipeline.dispatch()
+    return dispatcher.dispatch()
 
 
 def pipeline_reconcile() -> str:
-    return pipeline.reconcile()
+    return dispatcher.reconcile()
 
 
 def bucket_step(bucket_id: int, not_before: float | None = None) -> str:
-    return pipeline.bucket_step(int(bucket_id), not_before)
+    return steps.bucket_step(int(bucket_id), not_before)
 
 
 def tracking_refresh_all() -> str:

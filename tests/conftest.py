@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from reports.pipeline import pipeline
+from reports.pipeline import dispatcher, steps
 from tests.support.sandbox import SandboxControl
 
 # --- OSAI sandbox ---
@@ -52,7 +52,8 @@ def fast(settings: Any) -> Any:
 def queue(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
     """Record what the pipeline would enqueue instead of needing a worker."""
     calls: list[tuple[Any, ...]] = []
-    monkeypatch.setattr(pipeline, "async_task", lambda *a, **k: calls.append(a))
+    for module in (dispatcher, steps):
+        monkeypatch.setattr(module, "async_task", lambda *a, **k: calls.append(a))
     return calls
 
 

@@ -9,7 +9,7 @@ A finished task means the open day's usage has grown, so it asks for a tracking 
 connection's open day (reports/tracking.py), debounced: the first event arms
 `Connection.refresh_due_at` OSAI_WEBHOOK_REFRESH_DELAY_SECONDS ahead and later ones find it
 armed, so a burst of events makes one refresh. The dispatcher starts it when it is due
-(pipeline.enqueue_due_refreshes), like a bucket step.
+(dispatcher.enqueue_due_refreshes), like a bucket step.
 """
 
 from __future__ import annotations
@@ -24,16 +24,14 @@ from django.urls import reverse
 from django.utils import timezone
 
 from osai.webhooks import delivery_key, parse_task_finished
-from reports.metrics import all_flags
 from reports.models import (
-    Bucket,
     Connection,
     WebhookEvent,
     new_webhook_secret,
     webhook_secret_digest,
 )
 from reports.periods import utc_midnight
-from reports.pipeline import pipeline
+from reports.pipeline import dispatcher
 from reports.spend import tracking
 
 log = logging.getLogger(__name__)
@@ -144,19 +142,8 @@ def refresh_request(connection: Connection, *, now: datetime | None = None) -> b
         refresh_due_at=due
     )
     if armed:
-        pipeline.start_soon([])  # wakes a dispatcher, which starts the refresh when it is due
+        dispatcher.wake()  # wakes a dispatcher, which starts the refresh when it is due
     return bool(armed)
-
-
-def _open_day_in_flight(connection: Connection, now: datetime) -> bool:
-    return Bucket.objects.filter(
-        connection=connection,
-        is_closed=False,
-        tracked=True,
-        period_start=utc_midnight(now.date()),
-        state__in=pipeline.ACTIVE_STATES,
-        **all_flags(),
-    ).exists()
 
 
 def webhook_refresh(connection_id: int, *, now: datetime | None = None) -> str:
@@ -169,7 +156,7 @@ def webhook_refresh(connection_id: int, *, now: datetime | None = None) -> str:
     connection = Connection.objects.filter(pk=connection_id, status=Connection.Status.OK).first()
     if connection is None:
         return "no working connection"
-    if _open_day_in_flight(connection, now):
+    if tracking.open_day_in_flight(connection, utc_midnight(now.date())):
         refresh_request(connection, now=now)
         return "the open day is being fetched; refresh again later"
     started = tracking.tracking_refresh(connection, now=now)

@@ -9,8 +9,8 @@ that count for the report (reports/access.py); sums come from reports/teams.py.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
 
+from reports.formatting import money
 from reports.metrics import (
     CATEGORIES,
     COMPUTE_COLUMNS,
@@ -21,8 +21,7 @@ from reports.metrics import (
 from reports.models import Report
 from reports.pages import charts
 from reports.pages.blocks import ChartBlock, chart_block
-from reports.spend import pricing
-from reports.teams import teams
+from reports.teams import member_spend
 
 # Stages and compute categories take the colour of the work they stand for.
 STAGE_COLORS: dict[str, str] = {
@@ -55,17 +54,13 @@ class MemberBreakdown:
     notice: str | None
 
 
-def _money(value: Decimal) -> str:
-    return f"{pricing.money(value):,.2f}"
-
-
 def _hours(value: float) -> str:
     return f"{value:,.2f}"
 
 
 def member_breakdown(report: Report, *, cost_view: bool) -> MemberBreakdown:
     """Spend (or usage) per member of a team report, as a table and stacked charts."""
-    spend = teams.team_spend(report)
+    spend = member_spend.team_spend(report)
     people = [*spend.members]
     names = [m.member for m in people]
     periods = spend.periods
@@ -76,10 +71,10 @@ def member_breakdown(report: Report, *, cost_view: bool) -> MemberBreakdown:
         currency = spend.currency
         columns = [*STAGE_LABELS.values(), f"Total ({currency})" if currency else "Total"]
 
-        def row(m: teams.MemberSpend) -> MemberRow:
+        def row(m: member_spend.MemberSpend) -> MemberRow:
             stages = m.stages
             return MemberRow(
-                m.member, [_money(stages[k]) for k in STAGE_LABELS], _money(m.costs["total"])
+                m.member, [money(stages[k]) for k in STAGE_LABELS], money(m.costs["total"])
             )
 
         by_kind = charts.stacked_bars_figure(
@@ -107,7 +102,7 @@ def member_breakdown(report: Report, *, cost_view: bool) -> MemberBreakdown:
         currency = ""
         columns = [f"{c.label} ({c.unit})" for c in USAGE_CATEGORIES]
 
-        def row(m: teams.MemberSpend) -> MemberRow:
+        def row(m: member_spend.MemberSpend) -> MemberRow:
             return MemberRow(
                 m.member,
                 [

@@ -17,6 +17,7 @@ from typing import Any
 from django.core.cache import cache
 from django.utils import timezone
 
+from reports.formatting import money, to_cents
 from reports.models import Budget, Connection, PriceBook, Team
 from reports.pages import charts
 from reports.pages.blocks import ChartBlock, chart_block
@@ -34,6 +35,7 @@ from reports.spend.monthly import (
     month_spend_of,
 )
 from reports.spend.tracking import tracking_in_flight
+from reports.teams.sharing import team_shared_connections
 
 ZERO = Decimal(0)
 
@@ -46,10 +48,6 @@ class ConnectionSpend:
     change: str
     trend: str
     needs_token: bool
-
-
-def _money(value: Decimal | None) -> str:
-    return "" if value is None else f"{pricing.money(value):,.2f}"
 
 
 def _day_labels(spend: MonthSpend) -> list[str]:
@@ -73,8 +71,8 @@ def month_chart(spend: MonthSpend, budget_amount: Decimal | None) -> ChartBlock:
     rows = []
     for label, day in zip(labels, spend.days, strict=False):
         running += day.cost or ZERO
-        cost = _money(day.cost) if day.cost is not None else "not fetched yet"
-        rows.append([label + (" *" if day.preliminary else ""), cost, _money(running)])
+        cost = money(day.cost) if day.cost is not None else "not fetched yet"
+        rows.append([label + (" *" if day.preliminary else ""), cost, money(running)])
     unit = f" ({spend.currency})" if spend.currency else ""
     table = charts.ChartTable(
         columns=["Day (UTC)", f"Spend{unit}", f"Month to date{unit}"], rows=rows
@@ -125,8 +123,8 @@ def _scope(
     return {
         "spend": spend,
         "currency": spend.currency,
-        "month_to_date": _money(spend.month_to_date),
-        "previous": _money(spend.previous_same_days),
+        "month_to_date": money(spend.month_to_date),
+        "previous": money(spend.previous_same_days),
         "change": change,
         "trend": trend,
         "forecast": spend.forecast,
@@ -167,11 +165,7 @@ def overview_page(
 def team_overview(team: Team, *, now: datetime | None = None) -> dict[str, Any]:
     """A team's month, as its admins see it on the team page."""
     now = now or timezone.now()
-    shared = list(
-        Connection.objects.filter(shared_with_teams=team, owner__memberships__team=team)
-        .select_related("owner")
-        .order_by("owner__username", "label")
-    )
+    shared = list(team_shared_connections(team))
     budgets = list(Budget.objects.filter(team=team).select_related("team__price_book"))
     data = load_spend([c.pk for c in shared], now)
     books = BookCache()
@@ -192,7 +186,7 @@ def spend_summary(scope: dict[str, Any]) -> dict[str, Any]:
     forecast = spend.forecast
 
     def text(value: Decimal | None) -> str | None:
-        return None if value is None else str(pricing.money(value))
+        return None if value is None else str(to_cents(value))
 
     def budget(status: BudgetStatus) -> dict[str, Any]:
         return {

@@ -22,6 +22,7 @@ from django.db.models import Exists, OuterRef
 from django.urls import reverse
 from django.utils import timezone
 
+from reports import formatting
 from reports.access import comparison_buckets_of, counted_buckets
 from reports.metrics import (
     CATEGORIES,
@@ -221,7 +222,7 @@ def _tiles(
                 before = sum((previous_money.get(c, Decimal(0)) for c in spec.columns), Decimal(0))
             change, trend = change_text(amount, before, versus)
             detail = f"{detail} {spec.unit}" if detail else ""
-            value = f"{pricing.money(amount):,.2f}"
+            value = formatting.money(amount)
             tiles.append(Tile(spec.label, value, currency, detail, change, trend, True, True))
             continue
         usage = sum(display_value(c, totals[c]) for c in spec.columns)
@@ -238,7 +239,7 @@ def _tiles(
         total = money.get("total", Decimal(0))
         before_total = previous_money.get("total") if previous_money is not None else None
         change, trend = change_text(total, before_total, versus)
-        value = f"{pricing.money(total):,.2f}"
+        value = formatting.money(total)
         tiles.insert(0, Tile("Total", value, currency, "all categories", change, trend, True, True))
     return tiles
 
@@ -381,17 +382,14 @@ def ml_stages(
     stages = []
     for key, cost in pricing.stage_costs(money).items():
         share = f"{cost / total * 100:.1f} %" if total else charts.EN_DASH
-        stages.append((STAGE_LABELS[key], f"{pricing.money(cost):,.2f}", share))
+        stages.append((STAGE_LABELS[key], formatting.money(cost), share))
     units = pricing.unit_costs(totals, money)
     labels = {
         "per_training_gpu_hour": "per training GPU-hour",
         "per_prediction_hour": "per prediction hour",
         "per_stored_gb_month": "per stored GB-month (images and models)",
     }
-    unit_costs = [
-        (labels[key], f"{pricing.money(value):,.2f}" if value is not None else "")
-        for key, value in units.items()
-    ]
+    unit_costs = [(labels[key], formatting.money(value)) for key, value in units.items()]
     what_if = pricing.training_what_if_rows(rows, price_book)
     actual = what_if["actual"]
     scenarios = [
@@ -405,7 +403,7 @@ def ml_stages(
         what_if=[
             (
                 label,
-                f"{pricing.money(value):,.2f}",
+                formatting.money(value),
                 f"{(value - actual) / actual * 100:+.1f} %" if actual and value != actual else "",
             )
             for label, value in scenarios
@@ -518,8 +516,10 @@ _COLUMN_TO_OSAI_FIELD = {column: field for field, column in OSAI_FIELD_TO_COLUMN
 
 def _costs_json(costs: pricing.Costs) -> dict[str, str]:
     """Cost per priced OSAI total (OSAI's field names) and "total", as exact decimal strings."""
-    by_field = {_COLUMN_TO_OSAI_FIELD[c]: str(pricing.money(costs[c])) for c in PRICED_COLUMNS}
-    return {**by_field, "total": str(pricing.money(costs["total"]))}
+    by_field = {
+        _COLUMN_TO_OSAI_FIELD[c]: str(formatting.to_cents(costs[c])) for c in PRICED_COLUMNS
+    }
+    return {**by_field, "total": str(formatting.to_cents(costs["total"]))}
 
 
 def report_json(report: Report, *, with_cost: bool = False) -> dict[str, Any]:
@@ -547,8 +547,8 @@ def report_json(report: Report, *, with_cost: bool = False) -> dict[str, Any]:
         "id": report.pk,
         "state": report.state,
         "granularity": report.granularity,
-        "periodFrom": report.period_start.isoformat().replace("+00:00", "Z"),
-        "periodTo": report.period_end.isoformat().replace("+00:00", "Z"),
+        "periodFrom": formatting.utc_z(report.period_start),
+        "periodTo": formatting.utc_z(report.period_end),
         "flags": report.flags(),
         "team": report.team.name if report.team else None,
         "connections": (
@@ -567,8 +567,8 @@ def report_json(report: Report, *, with_cost: bool = False) -> dict[str, Any]:
         "buckets": [
             {
                 "connection": _connection_label(report, b.connection),
-                "periodFrom": b.period_start.isoformat().replace("+00:00", "Z"),
-                "periodTo": b.period_end.isoformat().replace("+00:00", "Z"),
+                "periodFrom": formatting.utc_z(b.period_start),
+                "periodTo": formatting.utc_z(b.period_end),
                 "preliminary": not b.is_closed,
                 "state": b.state,
                 "osaiReportId": b.osai_report_id,

@@ -9,7 +9,7 @@ from typing import Any
 from reports.models import Connection, Membership, PriceBook
 from reports.pages.history import with_periods
 from reports.spend import pricing
-from reports.teams import teams
+from reports.teams import roster, sharing, team_reports
 
 
 @dataclass(frozen=True)
@@ -37,9 +37,9 @@ def team_page(user: Any, membership: Membership) -> dict[str, Any]:
             token_hint=c.token_hint if is_admin or c.owner_id == user.pk else None,
             needs_token=c.status == Connection.Status.NEEDS_TOKEN,
         )
-        for c in teams.team_shared_connections(team)
+        for c in sharing.team_shared_connections(team)
     ]
-    members = list(teams.team_members(team))
+    members = list(roster.team_members(team))
     price_book = team.price_book or pricing.default_price_book()
     return {
         "team": team,
@@ -50,7 +50,7 @@ def team_page(user: Any, membership: Membership) -> dict[str, Any]:
         "shared_connections": shared,
         "my_shared": Connection.objects.filter(owner=user, shared_with_teams=team),
         # Team reports show other people's spend: admins only.
-        "reports": with_periods(teams.team_reports(team)[:50]) if is_admin else [],
+        "reports": with_periods(team_reports.team_reports(team)[:50]) if is_admin else [],
         "price_book": price_book,
         "price_books": PriceBook.objects.order_by("name") if is_admin else [],
         "roles": Membership.Role.choices,

@@ -6,14 +6,23 @@ a bucket of a period that is still open is made afresh each time.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
+from reports.access import bucket_is_wanted
 from reports.models import Bucket, Connection
 from reports.periods import utc_midnight
+from reports.pipeline.progress import refresh_reports_of
+
+UNWANTED_MESSAGE = (
+    "Stopped: no report needs this part any more (its connection is no longer shared with "
+    "the team, or its owner left the team)."
+)
 
 
 class BucketConflict(Exception):
@@ -102,3 +111,45 @@ def bucket_reset(queryset: Any, *, now: datetime) -> int:
         finished_at=None,
         deadline_at=now + timedelta(seconds=settings.OSAI_BUCKET_DEADLINE_SECONDS),
     )
+
+
+def bucket_finish(pk: int, state: str, message: str = "") -> None:
+    """Move a bucket to a terminal state (only from an active one) and refresh its reports."""
+    changed = (
+        Bucket.objects.active()
+        .filter(pk=pk)
+        .update(
+            state=state,
+            error_message=message[:500],
+            finished_at=timezone.now(),
+            next_attempt_at=None,
+            lease_until=None,
+        )
+    )
+    if changed:
+        refresh_reports_of(pk)
+
+
+def buckets_time_out_overdue(now: datetime) -> None:
+    overdue = list(Bucket.objects.active().filter(deadline_at__lt=now).values_list("pk", flat=True))
+    for pk in overdue:
+        bucket_finish(
+            pk,
+            Bucket.State.TIMED_OUT,
+            "OSAI did not finish this report before the deadline "
+            f"({settings.OSAI_BUCKET_DEADLINE_SECONDS // 60} min).",
+        )
+
+
+def buckets_release_unwanted(bucket_ids: Iterable[int], *, message: str = "") -> int:
+    """Stop, at once, the unfinished buckets that no live report wants any more (M1).
+
+    The same rule the worker checks before every step; this makes it take effect without
+    waiting for the bucket's next turn. Returns how many were stopped.
+    """
+    stopped = 0
+    for bucket in Bucket.objects.active().filter(pk__in=list(bucket_ids)):
+        if not bucket_is_wanted(bucket):
+            bucket_finish(bucket.pk, Bucket.State.CANCELLED, message or UNWANTED_MESSAGE)
+            stopped += 1
+    return stopped

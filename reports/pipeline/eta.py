@@ -29,7 +29,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 WINDOW = 5  # finished buckets of a kind that make its estimate
 NARROW_SECONDS = 0.3  # an estimate this narrow is polled once, at its end
@@ -145,3 +145,17 @@ def length_class(length: timedelta) -> tuple[timedelta, timedelta]:
             return shorter, bound
         shorter = bound
     return shorter, timedelta(days=100_000)
+
+
+# A step due this close to a report's expected_ready_at is the poll aimed at that moment: the
+# only step the dispatcher sends ahead of its time, so it is on the spot when OSAI is done.
+AIMED_TOLERANCE_SECONDS = 0.05
+
+
+def is_aimed(due: datetime | None, expected: datetime | None) -> bool:
+    """True if a step due at `due` is the poll aimed at the expected moment `expected`."""
+    return (
+        due is not None
+        and expected is not None
+        and abs((expected - due).total_seconds()) < AIMED_TOLERANCE_SECONDS
+    )

@@ -35,16 +35,8 @@ from reports.periods import (
     count_buckets,
     split_period,
 )
-from reports.pipeline import pipeline, progress
+from reports.pipeline import buckets, dispatcher, progress
 from reports.pipeline.buckets import BucketConflict, bucket_reset, buckets_for
-
-# Buckets not finished yet (they count against a person's waiting parts).
-ACTIVE_BUCKET_STATES = (
-    Bucket.State.NEW,
-    Bucket.State.CREATING,
-    Bucket.State.POLLING,
-    Bucket.State.DOWNLOADING,
-)
 
 
 class ReportRequestError(Exception):
@@ -183,7 +175,7 @@ def report_request(
         ]
     )
     progress.report_refresh(report.pk)
-    pipeline.start_soon([b.pk for b in [*buckets, *comparison] if not b.is_terminal])
+    dispatcher.start_soon([b.pk for b in [*buckets, *comparison] if not b.is_terminal])
     report.refresh_from_db()
     return report
 
@@ -237,11 +229,7 @@ def _check_request_limits(owner: Any, new_buckets: int, now: datetime) -> None:
             f"You asked for {limit} reports in the last hour, the most we take from one person; "
             f"try again after {again:%H:%M} UTC."
         )
-    waiting = (
-        Bucket.objects.filter(report_buckets__report__owner=owner, state__in=ACTIVE_BUCKET_STATES)
-        .distinct()
-        .count()
-    )
+    waiting = Bucket.objects.active().filter(report_buckets__report__owner=owner).distinct().count()
     cap = settings.OSAI_MAX_WAITING_BUCKETS_PER_PERSON
     if waiting + new_buckets > cap:
         raise ReportRequestError(
@@ -277,7 +265,7 @@ def report_cancel(*, report: Report) -> Report:
         )
         # Its comparison is not wanted either once the report is cancelled.
         ReportBucket.objects.filter(report=report, purpose=ReportBucket.Purpose.COMPARISON).delete()
-        pipeline.buckets_release_unwanted(unfinished, message="Cancelled.")
+        buckets.buckets_release_unwanted(unfinished, message="Cancelled.")
     progress.report_refresh(report.pk)
     report.refresh_from_db()
     return report
@@ -303,6 +291,6 @@ def report_retry(*, report: Report) -> Report:
             state=Report.State.QUEUED, finished_at=None, error_message=""
         )
         progress.report_refresh(report.pk)
-        pipeline.start_soon(ids)
+        dispatcher.start_soon(ids)
     report.refresh_from_db()
     return report

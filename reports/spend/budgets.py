@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from reports import crypto
 from reports.access import teams_administered_by
+from reports.formatting import money
 from reports.models import Alert, Budget, Connection, Team
 from reports.spend import notify
 from reports.spend.monthly import BudgetStatus, budget_status
@@ -212,21 +213,20 @@ def budget_check(budget: Budget, *, now: datetime | None = None) -> list[Alert]:
 
 def _queue_alert(status: BudgetStatus, alert: Alert) -> None:
     budget = status.budget
-    money = f"{status.currency} {status.spent:,.2f}".strip()
-    amount = f"{status.currency} {status.amount:,.2f}".strip()
+    currency = status.currency
+    amount = money(status.amount, currency)
     if alert.kind == Alert.Kind.FORECAST and status.forecast is not None:
         headline = (
-            f"{status.name}: the month-end forecast ({status.currency} "
-            f"{status.forecast.value:,.2f}) is {alert.percent} % of the {amount} budget, "
-            f"past {alert.threshold} %."
+            f"{status.name}: the month-end forecast ({money(status.forecast.value, currency)}) "
+            f"is {alert.percent} % of the {amount} budget, past {alert.threshold} %."
         )
     else:
         headline = (
-            f"{status.name}: {money} spent this month, {alert.percent} % of the {amount} "
-            f"budget, past {alert.threshold} %."
+            f"{status.name}: {money(status.spent, currency)} spent this month, "
+            f"{alert.percent} % of the {amount} budget, past {alert.threshold} %."
         )
     lines = [headline, ""]
-    lines.append(f"Left: {status.currency} {status.remaining:,.2f}".strip())
+    lines.append(f"Left: {money(status.remaining, currency)}")
     if status.remaining_gpu_hours_16gb is not None:
         lines.append(
             f"That is about {status.remaining_gpu_hours_16gb} h of 16 GB training or "
@@ -235,10 +235,10 @@ def _queue_alert(status: BudgetStatus, alert: Alert) -> None:
     if status.runs_out_on:
         lines.append(f"At the current rate it runs out on {status.runs_out_on:%Y-%m-%d}.")
     if status.forecast is not None:
+        forecast = status.forecast
         lines.append(
-            f"Month-end forecast (our estimate, not OSAI's): {status.currency} "
-            f"{status.forecast.value:,.2f} (likely {status.forecast.low:,.2f} to "
-            f"{status.forecast.high:,.2f})."
+            f"Month-end forecast (our estimate, not OSAI's): {money(forecast.value, currency)} "
+            f"(likely {money(forecast.low)} to {money(forecast.high)})."
         )
     link = settings.OSAI_USAGE_BASE_URL.rstrip("/") + reverse("budget_detail", args=[budget.pk])
     lines += ["", f"Budget and alert log: {link}"]

@@ -22,6 +22,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from reports.access import teams_administered_by
+from reports.formatting import money
 from reports.metrics import CATEGORIES, all_flags, metrics_in
 from reports.models import Budget, Connection, DigestPreference, DigestSent, PriceBook, Team
 from reports.periods import describe, utc_midnight
@@ -48,10 +49,6 @@ def due_periods(now: datetime) -> list[tuple[str, datetime, datetime]]:
 class Digest:
     subject: str
     text: str
-
-
-def _money(currency: str, value: Decimal) -> str:
-    return f"{currency} {pricing.money(value):,.2f}".strip()
 
 
 def digest_for(
@@ -81,14 +78,14 @@ def digest_for(
     else:
         costs = pricing.sum_costs(pricing.rows_costs(rows, price_book))
         spent = costs["total"]
-        lines.append(f"Spend: {_money(currency, spent)}")
+        lines.append(f"Spend: {money(spent, currency)}")
         if before is not None:
             earlier = pricing.sum_costs(pricing.rows_costs(before, price_book))["total"]
             if earlier:
                 change = (spent - earlier) / earlier * 100
                 lines.append(
                     f"Change: {change:+.1f} % against {describe(before_start, start)} "
-                    f"({_money(currency, earlier)})"
+                    f"({money(earlier, currency)})"
                 )
         top = sorted(
             (
@@ -100,19 +97,19 @@ def digest_for(
         )[:3]
         lines.append(
             "Top categories: "
-            + ", ".join(f"{c.label} {_money(currency, value)}" for value, c in top if value)
+            + ", ".join(f"{c.label} {money(value, currency)}" for value, c in top if value)
         )
     month = month_spend(connections, price_book, now)
     if month.forecast is not None:
         lines.append(
-            f"This month so far: {_money(currency, month.month_to_date)}; month-end forecast "
-            f"(our estimate, not OSAI's) {_money(currency, month.forecast.value)}."
+            f"This month so far: {money(month.month_to_date, currency)}; month-end forecast "
+            f"(our estimate, not OSAI's) {money(month.forecast.value, currency)}."
         )
     for budget in budgets:
         status = budget_status(budget, now=now)
         lines.append(
-            f"Budget {status.name}: {status.percent} % of {_money(currency, status.amount)} "
-            f"used this month, {_money(currency, status.remaining)} left."
+            f"Budget {status.name}: {status.percent} % of {money(status.amount, currency)} "
+            f"used this month, {money(status.remaining, currency)} left."
         )
     base = settings.OSAI_USAGE_BASE_URL.rstrip("/")
     csv_link = f"{base}{reverse('spend_export_csv')}?{urlencode(csv_query)}"
@@ -123,7 +120,7 @@ def digest_for(
         f"Digest settings: {base}{reverse('digest_settings')}",
     ]
     title = "Weekly" if kind == WEEKLY else "Monthly"
-    amount = f": {_money(currency, spent)}" if spent is not None else ""
+    amount = f": {money(spent, currency)}" if spent is not None else ""
     return Digest(subject=f"{title} OSAI usage, {name}, {label}{amount}", text="\n".join(lines))
 
 
@@ -183,9 +180,7 @@ def digests_send(*, now: datetime | None = None) -> int:
                     user=user, team=team, kind=kind, period_start=start.date()
                 ).exists():
                     continue
-                shared = list(
-                    Connection.objects.filter(shared_with_teams=team, owner__memberships__team=team)
-                )
+                shared = list(Connection.objects.counting_for_team(team))
                 if not shared:
                     continue
                 digest = digest_for(

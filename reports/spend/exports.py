@@ -28,13 +28,14 @@ import csv
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from django.db.models import F, QuerySet
 from django.http import StreamingHttpResponse
 
+from reports.formatting import utc_z
 from reports.metrics import FLAG_FIELDS, METRIC_BY_COLUMN, METRICS, PRICED, PRICED_COLUMNS
 from reports.models import Bucket, PriceBook
 from reports.spend import pricing
@@ -65,12 +66,6 @@ def neutralise(text: str) -> str:
     return "'" + text if text.startswith(FORMULA_PREFIXES) else text
 
 
-def iso_utc(moment: datetime | None) -> str:
-    if moment is None:
-        return ""
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def number(value: float | int | Decimal | None) -> str:
     """A number as plain decimal text: no exponent for Decimals, OSAI's doubles as received.
 
@@ -97,7 +92,7 @@ def cell(value: Any) -> str:
     if isinstance(value, int | float | Decimal):
         return number(value)
     if isinstance(value, datetime):
-        return iso_utc(value)
+        return utc_z(value)
     return neutralise(str(value))
 
 
@@ -150,7 +145,7 @@ def bucket_row(
         cells.append(number(bucket_costs["total"]))
         cells.append(cell(price_book.currency if price_book else ""))
         cells.append(cell(price_book.name if price_book else ""))
-        cells.append(" ".join(iso_utc(v.effective_from) for v in bucket_costs.versions))
+        cells.append(" ".join(utc_z(v.effective_from) for v in bucket_costs.versions))
     cells.append(cell(bucket.osai_report_id))
     cells.append(cell(bucket.osai_creation_time_raw))
     cells += [cell(getattr(bucket, flag)) for flag in FLAG_FIELDS]

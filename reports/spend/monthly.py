@@ -18,10 +18,11 @@ from functools import cache
 from typing import cast
 
 from dateutil.relativedelta import relativedelta
-from django.db.models import F, Q
+from django.db.models import Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from reports.formatting import to_cents
 from reports.metrics import USAGE_COLUMNS, all_flags
 from reports.models import Bucket, Budget, Connection, PriceBook, Team
 from reports.periods import describe, utc_midnight
@@ -40,10 +41,6 @@ CENT = Decimal("0.01")
 HALF_LIFE_DAYS = 7
 BAND_Z = Decimal("1.2816")  # an 80 % band of a normal spread
 FORECAST_FROM_DAY = 3
-
-
-def _cents(value: Decimal) -> Decimal:
-    return value.quantize(CENT, rounding=ROUND_HALF_UP)
 
 
 # --- The days of this month -------------------------------------------------------------------
@@ -307,10 +304,10 @@ def month_forecast(
         low = max(value - BAND_Z * deviation, spent_so_far)
         high = value + BAND_Z * deviation
     return Forecast(
-        value=_cents(max(value, spent_so_far)),
-        low=_cents(low),
-        high=_cents(max(high, spent_so_far)),
-        daily_rate=_cents(rate),
+        value=to_cents(max(value, spent_so_far)),
+        low=to_cents(low),
+        high=to_cents(max(high, spent_so_far)),
+        daily_rate=to_cents(rate),
         closed_days=k,
     )
 
@@ -333,12 +330,10 @@ def budget_connection_ids(budgets: Sequence[Budget]) -> dict[int, list[int]]:
         else ()
     ):
         by_owner.setdefault(owner_id, []).append(pk)
-    team_ids = {b.team_id for b in budgets if b.scope == Budget.Scope.TEAM}
+    team_ids = {b.team_id for b in budgets if b.scope == Budget.Scope.TEAM and b.team_id}
     by_team: dict[int, list[int]] = {}
     for pk, team_id in (
-        Connection.objects.filter(shared_with_teams__in=team_ids)
-        .filter(owner__memberships__team=F("shared_with_teams"))
-        .values_list("pk", "shared_with_teams")
+        Connection.objects.counting_for_teams(team_ids).values_list("pk", "shared_with_teams")
         if team_ids
         else ()
     ):
@@ -468,9 +463,9 @@ def status_from(budget: Budget, spend: MonthSpend, price_book: PriceBook | None)
         name=budget_name(budget),
         currency=spend.currency,
         amount=amount,
-        spent=_cents(spent),
+        spent=to_cents(spent),
         percent=percent,
-        remaining=_cents(remaining),
+        remaining=to_cents(remaining),
         remaining_gpu_hours_16gb=_hours_at(rate_16, remaining),
         remaining_gpu_hours_8gb=_hours_at(rate_8, remaining),
         runs_out_on=runs_out,

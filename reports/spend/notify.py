@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from reports import crypto
 from reports.models import Alert, Budget, Delivery
-from reports.pipeline import pipeline
+from reports.pipeline import dispatcher
 from reports.pipeline.failpoints import failpoint
 from reports.spend.outbound import WebhookFailed, WebhookRefused, post_json
 
@@ -81,7 +81,7 @@ def deliveries_create(
             )
         )
     if rows:
-        pipeline.start_soon([])  # the dispatcher sends due deliveries too
+        dispatcher.wake()  # the dispatcher sends due deliveries too
     return rows
 
 
@@ -116,7 +116,7 @@ def delivery_send(pk: int, *, now: datetime | None = None) -> str:
             next_attempt_at=timezone.now() + timedelta(seconds=delay),
             last_error=f"Retrying: {reason}"[:500],
         )
-        pipeline.start_soon([])
+        dispatcher.wake()
         return "will retry"
     failpoint("after_send")
     Delivery.objects.filter(pk=pk).update(

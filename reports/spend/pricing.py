@@ -11,7 +11,7 @@ The rules, in one place:
   (`Costs.unpriced`), so the page can say so (`pricing_notice`).
 - Each cost is kept at `COST_QUANTUM` (10^-10 of the currency unit, ROUND_HALF_EVEN). That is
   far below a cent and fixed, so adding costs is exact and does not depend on the order of
-  the rows. Only display helpers (`money`, `format_money`) and nothing else round to cents,
+  the rows. Only display (reports/formatting.py) rounds to cents,
   once, on the final figure, with ROUND_HALF_UP (commercial rounding).
 
 Conversions follow reports/metrics.py: hours = seconds / 3600; GB-months = KB-minutes /
@@ -27,7 +27,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, localcontext
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from typing import Any
 
 from django.db.models import prefetch_related_objects
@@ -426,16 +426,3 @@ def training_what_if_rows(
             moved = _training_moved(row.totals, worker_gb)
             result[key] += _training_cost(_costs_over_segments(moved, segments))
     return result
-
-
-# --- Display ----------------------------------------------------------------------------------
-
-
-def money(amount: Decimal) -> Decimal:
-    """An amount rounded to cents for display (ROUND_HALF_UP). Never feed it back into sums."""
-    return amount.quantize(CENT, rounding=ROUND_HALF_UP)
-
-
-def format_money(amount: Decimal, currency: str) -> str:
-    """'EUR 1,234.56' (a minus sign for credits)."""
-    return f"{currency} {money(amount):,.2f}"

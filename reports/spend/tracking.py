@@ -26,10 +26,8 @@ from django.utils import timezone
 from reports.metrics import all_flags
 from reports.models import Bucket, Connection, Granularity, ReportBucket
 from reports.periods import Period, split_period, utc_midnight
-from reports.pipeline import pipeline
+from reports.pipeline import dispatcher
 from reports.pipeline.buckets import BucketConflict, buckets_for
-
-ACTIVE_STATES = pipeline.ACTIVE_STATES
 
 
 def tracked_periods(now: datetime) -> tuple[list[Period], Period | None]:
@@ -60,23 +58,22 @@ def tracking_refresh(
             buckets = buckets_for([connection], closed, flags, now, tracked=True)
         except BucketConflict:
             return []  # a report is creating the same buckets right now; next refresh
-        if open_day and not _open_day_in_flight(connection, open_day[0]):
+        if open_day and not open_day_in_flight(connection, open_day[0]):
             buckets += buckets_for([connection], [open_day], flags, now, tracked=True)
         started = [b.pk for b in buckets if not b.is_terminal]
         if wake:
-            pipeline.start_soon(started)
+            dispatcher.start_soon(started)
     prune_open_buckets(connection, now=now)
     return started
 
 
-def _open_day_in_flight(connection: Connection, day: datetime) -> bool:
-    return Bucket.objects.filter(
-        connection=connection,
-        is_closed=False,
-        period_start=day,
-        state__in=ACTIVE_STATES,
-        **all_flags(),
-    ).exists()
+def open_day_in_flight(connection: Connection, day: datetime) -> bool:
+    """True while the connection's open day (starting at `day`) is being fetched."""
+    return (
+        Bucket.objects.active()
+        .filter(connection=connection, is_closed=False, period_start=day, **all_flags())
+        .exists()
+    )
 
 
 def tracking_refresh_all(*, now: datetime | None = None, owner: Any = None) -> int:
@@ -90,7 +87,7 @@ def tracking_refresh_all(*, now: datetime | None = None, owner: Any = None) -> i
         count += 1
     if started:
         # New buckets are due at once: one wake-up for all of them, not one per connection.
-        pipeline.start_soon([])
+        dispatcher.wake()
     return count
 
 
@@ -120,9 +117,7 @@ def prune_open_buckets(connection: Connection, *, now: datetime) -> int:
 
 def tracking_in_flight(connection_ids: list[int]) -> bool:
     """True while tracking still waits on OSAI for one of these connections."""
-    return Bucket.objects.filter(
-        connection_id__in=connection_ids, tracked=True, state__in=ACTIVE_STATES
-    ).exists()
+    return Bucket.objects.active().filter(connection_id__in=connection_ids, tracked=True).exists()
 
 
 def tracking_done_for(connection_id: int) -> bool:

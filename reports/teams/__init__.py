@@ -1,0 +1,28 @@
+"""Teams: run by their admins; members share connections; team reports and spend per member.
+
+roster.py runs a team, sharing.py says which connections count for it, team_reports.py
+asks for its reports, member_spend.py sums a team report per member.
+
+Rules (S2, S3, M1-M4):
+- A team's admins run it without Django staff rights: they add people (by username or
+  email), change roles, remove people and choose its price book. A team always keeps at
+  least one admin. Anyone can create a team and becomes its admin; anyone can leave.
+- A member sees the team and the names of its members, and chooses which of their *own*
+  connections the team may report on; they never see other members' OSAI account names or
+  token endings (M2).
+- A team admin also requests and reads team reports: spend per member on the shared
+  connections. Nobody sees another person's token beyond its last four characters.
+- A connection counts for a team only while its owner is a member and shares it. Leaving
+  (or being removed) ends the sharing; un-sharing or leaving takes effect at once, in every
+  team report page, export and retry, and stops the team's buckets in flight on that
+  connection (M1). Being added again shares nothing by itself.
+- A shared connection that needs a new token is skipped by a new team report and named on
+  its page; it does not block the others (M3).
+
+Per-member sums are SQL aggregates over the report's finished buckets; Python only prices the
+aggregated (member, period) rows.
+"""
+
+
+class TeamError(Exception):
+    """A team action that cannot be done; the message is for the page or the command."""

@@ -30,6 +30,7 @@ from reports.access import (
     reports_visible_to,
     teams_administered_by,
 )
+from reports.formatting import utc_z
 from reports.integrations import api_tokens
 from reports.models import ApiToken, Connection, Team
 from reports.pages.activity import feed_items
@@ -115,7 +116,7 @@ def _user(request: HttpRequest) -> Any:
 
 
 def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat().replace("+00:00", "Z") if moment else None
+    return utc_z(moment) or None
 
 
 # --- Schemas (what the OpenAPI document describes) -------------------------------------------

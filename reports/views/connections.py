@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from reports.models import Connection, Report
 from reports.pipeline import connections
 from reports.spend import tracking
-from reports.teams import teams
+from reports.teams import sharing
 from reports.views.forms import ConnectionCreateForm, ConnectionEditForm, ConnectionTokenForm
 from reports.views.http import AuthenticatedRequest
 
@@ -68,7 +68,7 @@ def connection_edit(request: AuthenticatedRequest, pk: int) -> HttpResponse:
                 connections.connection_relabel(
                     connection=connection, label=form.cleaned_data["label"]
                 )
-                teams.connection_teams_set(
+                sharing.connection_teams_set(
                     connection=connection, teams=form.cleaned_data["shared_with_teams"]
                 )
         except connections.ConnectionCheckError as exc:

@@ -12,7 +12,7 @@ from reports.models import Bucket, Connection, Granularity, Report
 from reports.periods import split_period, utc_midnight
 from reports.spend import digests, exports, pricing
 from reports.spend.monthly import price_book_of
-from reports.teams import teams
+from reports.teams import team_reports
 from reports.views.http import AuthenticatedRequest, membership_or_404, visible_report_or_404
 
 
@@ -34,7 +34,7 @@ def team_report_export_csv(
     request: AuthenticatedRequest, pk: int, report_pk: int
 ) -> StreamingHttpResponse:
     membership = membership_or_404(request, pk, admin=True)
-    report = teams.team_report_for(membership.team, report_pk)
+    report = team_reports.team_report_for(membership.team, report_pk)
     if report is None:
         raise Http404("No such report.")
     return _export(request, report)
@@ -71,9 +71,7 @@ def spend_export_csv(request: AuthenticatedRequest) -> StreamingHttpResponse:
             request, int(team_id) if team_id.isdigit() else 0, admin=True
         )
         team = membership.team
-        connections = Connection.objects.filter(
-            shared_with_teams=team, owner__memberships__team=team
-        )
+        connections = Connection.objects.counting_for_team(team)
     else:
         connections = Connection.objects.filter(owner=request.user)
     days = set(split_period(start, end, Granularity.DAY))

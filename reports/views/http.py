@@ -18,7 +18,7 @@ from django_htmx.middleware import HtmxDetails
 
 from reports.access import report_visible_to
 from reports.models import Membership, Report
-from reports.teams import teams
+from reports.teams import roster
 
 
 class AuthenticatedRequest(HttpRequest):
@@ -61,7 +61,7 @@ def membership_or_404(
     request: AuthenticatedRequest, team_pk: int, *, admin: bool = False
 ) -> Membership:
     """The user's membership of the team (an admin one if `admin`), else 404."""
-    membership = teams.membership_for(request.user, team_pk, admin=admin)
+    membership = roster.membership_for(request.user, team_pk, admin=admin)
     if membership is None:
         raise Http404("No such team.")
     return membership

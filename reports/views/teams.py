@@ -17,7 +17,7 @@ from reports.models import Connection, Membership
 from reports.pages.overview import team_overview
 from reports.pages.team import team_page
 from reports.pipeline import report_requests
-from reports.teams import teams
+from reports.teams import TeamError, roster, sharing, team_reports
 from reports.views.forms import (
     MemberAddForm,
     MemberRoleForm,
@@ -35,8 +35,8 @@ def team_list(request: AuthenticatedRequest) -> HttpResponse:
     form = TeamCreateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            team = teams.team_create(name=form.cleaned_data["name"], admin=request.user)
-        except teams.TeamError as exc:
+            team = roster.team_create(name=form.cleaned_data["name"], admin=request.user)
+        except TeamError as exc:
             form.add_error("name", str(exc))
         else:
             messages.success(request, f"Created {team.name}: you are its admin.")
@@ -44,7 +44,7 @@ def team_list(request: AuthenticatedRequest) -> HttpResponse:
     return render(
         request,
         "reports/team_list.html",
-        {"memberships": teams.memberships_of(request.user), "form": form},
+        {"memberships": roster.memberships_of(request.user), "form": form},
         status=400 if form.errors else 200,
     )
 
@@ -82,7 +82,7 @@ def team_sharing(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     if request.method == "POST":
         form = SharingForm(request.POST, user=request.user)
         if form.is_valid():
-            labels = teams.team_sharing_set(
+            labels = sharing.team_sharing_set(
                 team=team, user=request.user, connections=form.cleaned_data["connections"]
             )
             if labels:
@@ -107,13 +107,13 @@ def team_member_add(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     form = MemberAddForm(request.POST)
     if form.is_valid():
         try:
-            user = teams.team_member_add(
+            user = roster.team_member_add(
                 team=membership.team,
                 actor=request.user,
                 who=form.cleaned_data["who"],
                 role=form.cleaned_data["role"],
             )
-        except teams.TeamError as exc:
+        except TeamError as exc:
             form.add_error("who", str(exc))
         else:
             messages.success(
@@ -141,8 +141,8 @@ def team_member_role(request: AuthenticatedRequest, pk: int, user_pk: int) -> Ht
         return redirect("team_detail", pk=pk)
     role = form.cleaned_data["role"]
     try:
-        teams.team_member_set_role(team=membership.team, actor=request.user, user=user, role=role)
-    except teams.TeamError as exc:
+        roster.team_member_set_role(team=membership.team, actor=request.user, user=user, role=role)
+    except TeamError as exc:
         messages.error(request, str(exc))
     else:
         label = Membership.Role(role).label.lower()
@@ -159,8 +159,8 @@ def team_member_remove(request: AuthenticatedRequest, pk: int, user_pk: int) -> 
     user = _member_or_404(membership, user_pk)
     team = membership.team
     try:
-        teams.team_member_remove(team=team, actor=request.user, user=user)
-    except teams.TeamError as exc:
+        roster.team_member_remove(team=team, actor=request.user, user=user)
+    except TeamError as exc:
         messages.error(request, str(exc))
         return redirect("team_detail", pk=pk)
     if leaving:
@@ -183,7 +183,7 @@ def team_price_book(request: AuthenticatedRequest, pk: int) -> HttpResponse:
         messages.error(request, "Choose one of the price books.")
         return redirect("team_detail", pk=pk)
     book = form.cleaned_data["price_book"]
-    teams.team_price_book_set(team=membership.team, actor=request.user, price_book=book)
+    roster.team_price_book_set(team=membership.team, actor=request.user, price_book=book)
     messages.success(
         request,
         f"{membership.team.name}'s reports are now priced with "
@@ -199,7 +199,7 @@ def team_report_new(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     form = TeamReportForm(request.POST)
     if form.is_valid():
         try:
-            report = teams.team_report_request(
+            report = team_reports.team_report_request(
                 team=membership.team,
                 admin=request.user,
                 period_start=form.cleaned_data["period_start"],
@@ -222,6 +222,6 @@ def team_report_new(request: AuthenticatedRequest, pk: int) -> HttpResponse:
 def team_report_detail(request: AuthenticatedRequest, pk: int, report_pk: int) -> HttpResponse:
     """The team's address of one of its reports: the report page, for its admins only."""
     membership = membership_or_404(request, pk, admin=True)
-    if teams.team_report_for(membership.team, report_pk) is None:
+    if team_reports.team_report_for(membership.team, report_pk) is None:
         raise Http404("No such report.")
     return redirect("report_detail", pk=report_pk)

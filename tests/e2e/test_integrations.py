@@ -106,7 +106,7 @@ def test_a_burst_of_webhooks_makes_one_refresh_with_a_real_worker(
     token = f"osai-sandbox-burst-{secrets.token_hex(6)}"
     connection = make_connection(make_user(), "Burst", token=token)
     tracking.tracking_refresh(connection)  # the month, as the schedule would fetch it
-    active = Bucket.objects.filter(connection=connection, state__in=tracking.ACTIVE_STATES)
+    active = Bucket.objects.active().filter(connection=connection)
     wait_until(lambda: not active.exists(), timeout=90, message="the month to be tracked")
     use_sandbox.reset()  # count from here
 

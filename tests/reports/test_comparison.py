@@ -21,7 +21,7 @@ from reports.periods import (
     describe,
     preset_period,
 )
-from reports.pipeline import pipeline, report_requests
+from reports.pipeline import report_requests
 from reports.spend.usage import known_usage, sum_rows
 from tests.factories import make_connection, make_done_bucket, make_done_report, make_user
 
@@ -200,7 +200,7 @@ def test_a_request_fetches_its_comparison_once_and_the_worker_keeps_it_after_the
     report_requests.report_cancel(report=third)
     february_2024.refresh_from_db()
     assert february_2024.state == Bucket.State.CANCELLED
-    assert pipeline.bucket_is_wanted(february_2024) is False
+    assert access.bucket_is_wanted(february_2024) is False
 
 
 @pytest.mark.django_db(transaction=True)

@@ -14,7 +14,7 @@ import pytest
 
 from reports.pipeline import eta
 from reports.pipeline.eta import Estimate, Sample, estimate, sample_of, seconds_to_next_poll
-from reports.pipeline.pipeline import _backoff_on_schedule, _poll_delay
+from reports.pipeline.steps import _backoff_on_schedule, _poll_delay
 
 pytestmark = pytest.mark.django_db(transaction=False)
 

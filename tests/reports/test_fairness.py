@@ -17,8 +17,8 @@ from django.utils import timezone
 
 from reports.metrics import all_flags
 from reports.models import Bucket, Connection, Report
-from reports.pipeline import pipeline, report_requests
-from reports.pipeline.pipeline import _Due, fair_order
+from reports.pipeline import dispatcher, report_requests
+from reports.pipeline.dispatcher import _Due, fair_order
 from tests.factories import PASSWORD, make_connection, make_done_report, make_user
 from tests.support import figures
 
@@ -62,18 +62,18 @@ def test_one_persons_backlog_does_not_delay_another_persons_first_bucket(
     queue: list[tuple[Any, ...]], settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings.OSAI_QUEUE_DEPTH = 8
-    monkeypatch.setattr(pipeline, "KICK_STEPS", 0)  # the dispatcher's order alone
+    monkeypatch.setattr(dispatcher, "KICK_STEPS", 0)  # the dispatcher's order alone
     heavy, light = make_user("heavy"), make_user("light")
     backlog = [make_connection(heavy) for _ in range(3)]
     for connection in backlog:  # 3 x 12 monthly buckets, requested first
         request(heavy, [connection])
     request(light, [make_connection(light)], granularity="total")
     queue.clear()
-    assert pipeline.enqueue_due_buckets() == 8
+    assert dispatcher.enqueue_due_buckets() == 8
     order = queued_owners(queue)
     assert order.index(light.pk) <= 1  # within the first round
     # Queued steps are not queued again while they wait in the broker.
-    assert pipeline.enqueue_due_buckets() == 0
+    assert dispatcher.enqueue_due_buckets() == 0
     figures.figure(
         "F4 another person's first bucket, position in the queue", order.index(light.pk) + 1
     )
@@ -91,13 +91,13 @@ def test_a_request_queues_its_first_steps_itself_in_fair_order(
     queue.clear()
     light_report = request(light, [make_connection(light)], granularity="total")
     steps = [args[1] for args in queue if args[0] == "reports.tasks.bucket_step"]
-    assert 0 < len(steps) <= pipeline.KICK_STEPS
+    assert 0 < len(steps) <= dispatcher.KICK_STEPS
     light_bucket = Bucket.objects.get(report_buckets__report=light_report)
     assert steps[0] == light_bucket.pk or steps[1] == light_bucket.pk  # in the first round
     # Queued steps count against the caps before they start (they will start a report).
     settings.OSAI_MAX_IN_FLIGHT_PER_PERSON = 1
     queue.clear()
-    assert pipeline.enqueue_due_buckets() == 0
+    assert dispatcher.enqueue_due_buckets() == 0
 
 
 @pytest.mark.django_db(transaction=True)
@@ -113,7 +113,7 @@ def test_caps_per_person_and_per_osai_account_keep_the_rest_out_of_the_queue(
     other = make_connection(owner, osai_account_id="acct-2")
     for connection in [*twins, other]:
         request(owner, [connection])  # each request queues its first steps itself
-    pipeline.enqueue_due_buckets()  # and a dispatcher round after them
+    dispatcher.enqueue_due_buckets()  # and a dispatcher round after them
     steps = [args[1] for args in queue if args[0] == "reports.tasks.bucket_step"]
     enqueued = len(steps)
     by_account = dict.fromkeys(("acct-1", "acct-2"), 0)
@@ -147,7 +147,7 @@ def test_reports_in_flight_are_polled_even_behind_a_backlog_waiting_for_a_slot(
         state=Bucket.State.POLLING, osai_report_id=7, next_attempt_at=now
     )
     queue.clear()
-    assert pipeline.enqueue_due_buckets(now + timedelta(seconds=1)) == 2
+    assert dispatcher.enqueue_due_buckets(now + timedelta(seconds=1)) == 2
     steps = {args[1] for args in queue if args[0] == "reports.tasks.bucket_step"}
     assert steps == {b.pk for b in in_flight}  # the polls, and no new report over the cap
 

@@ -20,7 +20,7 @@ from reports import crypto
 from reports.metrics import OSAI_FIELD_TO_COLUMN
 from reports.models import Bucket, BucketFile, Connection, Report
 from reports.periods import preset_period
-from reports.pipeline import connections, pipeline, progress, report_requests
+from reports.pipeline import connections, dispatcher, progress, report_requests, steps
 from tests.factories import make_connection, make_user
 from tests.support import figures
 from tests.support.pipeline import drive
@@ -222,7 +222,7 @@ def test_the_same_step_delivered_twice_at_once_creates_one_osai_report(account, 
     results: list[str] = []
 
     def run() -> None:
-        results.append(pipeline.bucket_step(bucket.pk))
+        results.append(steps.bucket_step(bucket.pk))
         db_connection.close()
 
     threads = [threading.Thread(target=run) for _ in range(2)]
@@ -307,10 +307,10 @@ def test_cancel_stops_a_report_and_retry_finishes_it(account, use_sandbox, queue
         user, [conn], datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 5, 1, tzinfo=UTC)
     )
     for pk in Bucket.objects.values_list("pk", flat=True):
-        pipeline.bucket_step(pk)
+        steps.bucket_step(pk)
     report = report_requests.report_cancel(report=report)
     assert report.state == Report.State.CANCELLED
-    assert not Bucket.objects.filter(state__in=pipeline.ACTIVE_STATES).exists()
+    assert not Bucket.objects.active().exists()
     polls = use_sandbox.calls(GET)
     drive()
     assert use_sandbox.calls(GET) == polls
@@ -366,7 +366,7 @@ def test_osai_reports_in_flight_per_connection_are_bounded(account, use_sandbox,
     use_sandbox.faults(report_stuck=True)
     request(user, [conn], datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 7, 1, tzinfo=UTC))
     for pk in Bucket.objects.values_list("pk", flat=True):
-        pipeline.bucket_step(pk)
+        steps.bucket_step(pk)
     assert use_sandbox.calls(POST) == 2
     waiting = Bucket.objects.filter(state=Bucket.State.NEW)
     assert waiting.count() == 4
@@ -379,10 +379,10 @@ def test_the_dispatcher_is_a_singleton_and_takes_over_a_dead_ones_lease(account,
 
     user, conn, _ = account
     request(user, [conn], datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 2, 1, tzinfo=UTC))
-    lease = WorkerLease.objects.filter(name=pipeline.DISPATCHER)
-    seconds = pipeline.DISPATCHER_LEASE_SECONDS
+    lease = WorkerLease.objects.filter(name=dispatcher.DISPATCHER)
+    seconds = dispatcher.DISPATCHER_LEASE_SECONDS
     WorkerLease.objects.update_or_create(
-        name=pipeline.DISPATCHER,
+        name=dispatcher.DISPATCHER,
         defaults={"holder": "alive", "expires_at": timezone.now() + timedelta(seconds=seconds)},
     )
     queue.clear()
@@ -390,7 +390,7 @@ def test_the_dispatcher_is_a_singleton_and_takes_over_a_dead_ones_lease(account,
     Bucket.objects.update(queued_at=None, next_attempt_at=timezone.now())
     # A live dispatcher renews its lease every second: the reconciler leaves it alone, and a
     # second dispatcher leaves as soon as it sees a renewal.
-    assert pipeline.reconcile() == "a dispatcher is running"
+    assert dispatcher.reconcile() == "a dispatcher is running"
     assert queue == []
     stop = threading.Event()
 
@@ -403,8 +403,8 @@ def test_the_dispatcher_is_a_singleton_and_takes_over_a_dead_ones_lease(account,
     renewer.start()
     try:
         started = time.monotonic()
-        assert pipeline.dispatch(run_seconds=0.2) == "another dispatcher is running"
-        assert time.monotonic() - started < pipeline.LEASE_FRESH_SECONDS + 1
+        assert dispatcher.dispatch(run_seconds=0.2) == "another dispatcher is running"
+        assert time.monotonic() - started < dispatcher.LEASE_FRESH_SECONDS + 1
     finally:
         stop.set()
         renewer.join()
@@ -412,7 +412,7 @@ def test_the_dispatcher_is_a_singleton_and_takes_over_a_dead_ones_lease(account,
     # A dispatcher killed with its worker stops renewing: its successor waits it out.
     lease.update(expires_at=timezone.now() + timedelta(seconds=0.3))
     started = time.monotonic()
-    assert pipeline.dispatch(run_seconds=0.2) == "handed over"
+    assert dispatcher.dispatch(run_seconds=0.2) == "handed over"
     assert time.monotonic() - started < seconds
     assert ("reports.tasks.bucket_step", Bucket.objects.get().pk) in [q[:2] for q in queue]
 
@@ -424,15 +424,15 @@ def test_a_second_dispatcher_leaves_at_once_when_the_lease_was_just_renewed(acco
     from reports.models import WorkerLease
 
     WorkerLease.objects.update_or_create(
-        name=pipeline.DISPATCHER,
+        name=dispatcher.DISPATCHER,
         defaults={
             "holder": "alive",
-            "expires_at": timezone.now() + timedelta(seconds=pipeline.DISPATCHER_LEASE_SECONDS),
+            "expires_at": timezone.now() + timedelta(seconds=dispatcher.DISPATCHER_LEASE_SECONDS),
         },
     )
     started = time.monotonic()
-    assert pipeline.dispatch(run_seconds=0.2) == "another dispatcher is running"
-    assert time.monotonic() - started < pipeline.LEASE_FRESH_SECONDS / 4
+    assert dispatcher.dispatch(run_seconds=0.2) == "another dispatcher is running"
+    assert time.monotonic() - started < dispatcher.LEASE_FRESH_SECONDS / 4
     assert queue == []
 
 
@@ -441,7 +441,7 @@ def test_a_report_request_skips_the_wake_up_while_a_dispatcher_runs(account, que
 
     user, conn, _ = account
     WorkerLease.objects.update_or_create(
-        name=pipeline.DISPATCHER,
+        name=dispatcher.DISPATCHER,
         defaults={"holder": "alive", "expires_at": timezone.now() + timedelta(seconds=60)},
     )
     first = request(
@@ -478,7 +478,7 @@ def test_polling_learns_how_long_osai_takes_per_connection_and_bucket_length(
         start = datetime(2025, 1, day, tzinfo=UTC)
         report = request(user, [conn], start, start + timedelta(days=1), granularity="total")
         bucket = Bucket.objects.get(report_buckets__report=report)
-        pipeline.bucket_step(bucket.pk)  # the create step
+        steps.bucket_step(bucket.pk)  # the create step
         report.refresh_from_db()
         bucket.refresh_from_db()
         assert bucket.state == Bucket.State.POLLING
@@ -498,7 +498,7 @@ def test_polling_learns_how_long_osai_takes_per_connection_and_bucket_length(
     # A month is another kind: its first report knows nothing yet.
     month = request_march(user, conn)
     month_bucket = Bucket.objects.get(report_buckets__report=month)
-    pipeline.bucket_step(month_bucket.pk)
+    steps.bucket_step(month_bucket.pk)
     month_bucket.refresh_from_db()
     assert month_bucket.expected_ready_at is None
     figures.figure("P13 polls per one-day bucket, 1st to 4th report", [o[2] for o in outcomes])
@@ -511,17 +511,17 @@ def test_only_the_poll_aimed_at_the_expected_moment_waits_for_it(
     done waits for that moment in the worker, any other step runs at once."""
     user, conn, _ = account
     slept: list[float] = []
-    monkeypatch.setattr(pipeline.time, "sleep", slept.append)
+    monkeypatch.setattr(steps.time, "sleep", slept.append)
     report = request_march(user, conn)
     bucket = Bucket.objects.get(report_buckets__report=report)
     soon = time.time() + 0.2
-    pipeline.bucket_step(bucket.pk, soon)  # the create: no plan, runs at once
+    steps.bucket_step(bucket.pk, soon)  # the create: no plan, runs at once
     assert slept == []
     bucket.refresh_from_db()
     expected = timezone.now() + timedelta(seconds=0.2)
     Bucket.objects.filter(pk=bucket.pk).update(expected_ready_at=expected, eta_low_seconds=0.1)
-    pipeline.bucket_step(bucket.pk, expected.timestamp())
-    assert len(slept) == 1 and 0 < slept[0] <= pipeline.DISPATCH_LEAD_SECONDS
+    steps.bucket_step(bucket.pk, expected.timestamp())
+    assert len(slept) == 1 and 0 < slept[0] <= dispatcher.DISPATCH_LEAD_SECONDS
 
 
 def test_only_the_aimed_poll_is_enqueued_ahead_of_its_time(account, use_sandbox, queue):
@@ -531,21 +531,21 @@ def test_only_the_aimed_poll_is_enqueued_ahead_of_its_time(account, use_sandbox,
     user, conn, _ = account
     report = request_march(user, conn)
     bucket = Bucket.objects.get(report_buckets__report=report)
-    pipeline.bucket_step(bucket.pk)  # the create
+    steps.bucket_step(bucket.pk)  # the create
     now = timezone.now()
-    soon = now + timedelta(seconds=pipeline.DISPATCH_LEAD_SECONDS / 2)
+    soon = now + timedelta(seconds=dispatcher.DISPATCH_LEAD_SECONDS / 2)
     Bucket.objects.filter(pk=bucket.pk).update(
         queued_at=None, next_attempt_at=soon, expected_ready_at=None
     )
     queue.clear()
-    assert pipeline.enqueue_due_buckets(now) == 0
+    assert dispatcher.enqueue_due_buckets(now) == 0
     assert queue == []
-    assert pipeline.enqueue_due_buckets(soon) == 1  # once due, it goes
+    assert dispatcher.enqueue_due_buckets(soon) == 1  # once due, it goes
     Bucket.objects.filter(pk=bucket.pk).update(
         queued_at=None, next_attempt_at=soon, expected_ready_at=soon
     )
     queue.clear()
-    assert pipeline.enqueue_due_buckets(now) == 1
+    assert dispatcher.enqueue_due_buckets(now) == 1
     assert queue == [("reports.tasks.bucket_step", bucket.pk, soon.timestamp())]
 
 
@@ -556,15 +556,15 @@ def test_the_dispatcher_wakes_for_a_poll_that_a_running_step_hides(account, use_
     user, conn, _ = account
     report = request_march(user, conn)
     bucket = Bucket.objects.get(report_buckets__report=report)
-    pipeline.bucket_step(bucket.pk)  # the create
+    steps.bucket_step(bucket.pk)  # the create
     now = timezone.now()
     running = now + timedelta(seconds=75)
     expected = now + timedelta(seconds=0.8)
     Bucket.objects.filter(pk=bucket.pk).update(next_attempt_at=running, expected_ready_at=expected)
     Connection.objects.update(refresh_due_at=None)
-    assert pipeline._next_due() == expected
+    assert dispatcher._next_due() == expected
     Bucket.objects.filter(pk=bucket.pk).update(expected_ready_at=now - timedelta(seconds=1))
-    assert pipeline._next_due() == running
+    assert dispatcher._next_due() == running
 
 
 def test_the_worker_tells_the_report_when_it_next_polls_osai(account, use_sandbox, queue):
@@ -574,7 +574,7 @@ def test_the_worker_tells_the_report_when_it_next_polls_osai(account, use_sandbo
     use_sandbox.set_latency(30.0)
     report = request_march(user, conn)
     bucket = Bucket.objects.get(report_buckets__report=report)
-    pipeline.bucket_step(bucket.pk)  # the create
+    steps.bucket_step(bucket.pk)  # the create
     bucket.refresh_from_db()
     report.refresh_from_db()
     assert bucket.state == Bucket.State.POLLING
@@ -582,7 +582,7 @@ def test_the_worker_tells_the_report_when_it_next_polls_osai(account, use_sandbo
     now = timezone.now()  # that moment comes: the poll
     Bucket.objects.filter(pk=bucket.pk).update(next_attempt_at=now)
     Report.objects.filter(pk=report.pk).update(next_check_at=now)
-    pipeline.bucket_step(bucket.pk)  # OSAI is still generating
+    steps.bucket_step(bucket.pk)  # OSAI is still generating
     bucket.refresh_from_db()
     report.refresh_from_db()
     assert bucket.polls == 1 and bucket.state == Bucket.State.POLLING

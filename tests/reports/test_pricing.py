@@ -12,6 +12,7 @@ from django.db import transaction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from reports import formatting
 from reports.metrics import PRICED_COLUMNS, STAGE_LABELS, USAGE_COLUMNS
 from reports.models import PriceBook, PriceBookVersion
 from reports.spend import pricing
@@ -84,17 +85,17 @@ def test_usage_cost_of_known_usage_is_exact() -> None:
     }
     assert all(isinstance(v, Decimal) for v in result.values())
     assert not result.unpriced
-    assert pricing.money(result["total"]) == Decimal("15.01")
-    assert pricing.format_money(result["total"], "EUR") == "EUR 15.01"
+    assert formatting.to_cents(result["total"]) == Decimal("15.01")
+    assert formatting.money(result["total"], "EUR") == "EUR 15.01"
 
 
 def test_full_precision_is_kept_until_display() -> None:
     version = PriceBookVersion(effective_from=JAN, training_8gb_per_hour=Decimal("1.000000"))
     one_second = pricing.usage_cost({"training_seconds_8gb": 1.0}, version)["total"]
     assert one_second == Decimal("0.0002777778")  # 1/3600 at the 10^-10 internal quantum
-    assert pricing.money(one_second) == Decimal("0.00")
+    assert formatting.to_cents(one_second) == Decimal("0.00")
     # 3600 one-second rows add up to what one hour costs, to the cent (no per-row rounding).
-    assert pricing.money(one_second * 3600) == Decimal("1.00")
+    assert formatting.to_cents(one_second * 3600) == Decimal("1.00")
 
 
 def test_raw_doubles_enter_as_the_decimal_osai_sent() -> None:
@@ -108,9 +109,9 @@ def test_raw_doubles_enter_as_the_decimal_osai_sent() -> None:
 
 
 def test_money_rounds_half_up_only_for_display() -> None:
-    assert pricing.money(Decimal("0.005")) == Decimal("0.01")
-    assert pricing.money(Decimal("0.0049999999")) == Decimal("0.00")
-    assert pricing.money(Decimal("-1.235")) == Decimal("-1.24")
+    assert formatting.to_cents(Decimal("0.005")) == Decimal("0.01")
+    assert formatting.to_cents(Decimal("0.0049999999")) == Decimal("0.00")
+    assert formatting.to_cents(Decimal("-1.235")) == Decimal("-1.24")
 
 
 # --- Price books and versions --------------------------------------------------------------

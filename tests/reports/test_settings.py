@@ -22,7 +22,7 @@ def test_step_lease_is_shorter_than_redelivery():
 
 
 def test_dispatcher_runs_far_below_the_task_timeout():
-    from reports.pipeline.pipeline import DISPATCH_RUN_SECONDS
+    from reports.pipeline.dispatcher import DISPATCH_RUN_SECONDS
 
     assert settings.Q_CLUSTER["timeout"] / 3 >= DISPATCH_RUN_SECONDS
 
@@ -41,7 +41,7 @@ def test_token_keys_are_not_the_secret_key():
 
 
 def test_the_poll_schedule_starts_like_the_seed_and_backs_off_to_the_cap(settings):
-    from reports.pipeline.pipeline import _poll_delay
+    from reports.pipeline.steps import _poll_delay
 
     settings.OSAI_POLL_FIRST_SECONDS = 1
     settings.OSAI_POLL_STEADY_SECONDS = 2

@@ -14,9 +14,10 @@ from django.test import Client
 from django.urls import reverse
 
 from reports.metrics import all_flags
-from reports.models import Bucket, Connection, Membership, PriceBook, PriceBookVersion, Report
-from reports.pipeline import pipeline, report_requests
-from reports.teams import teams
+from reports.models import Bucket, Connection, Membership, PriceBook, PriceBookVersion, Report, Team
+from reports.pipeline import report_requests, steps
+from reports.spend import pricing
+from reports.teams import roster, sharing, team_reports
 from tests.factories import (
     ensure_example_price_book,
     make_connection,
@@ -48,7 +49,7 @@ def case(name: str) -> None:
 
 def team_report(team: Any, admin: Any, **kwargs: Any) -> Report:
     start, end = kwargs.pop("period", MARCH)
-    return teams.team_report_request(
+    return team_reports.team_report_request(
         team=team,
         admin=admin,
         period_start=start,
@@ -84,7 +85,7 @@ def test_anyone_creates_a_team_and_becomes_its_admin_without_staff_rights() -> N
     zoe = make_user("zoe")
     assert not zoe.is_staff
     response = client_for(zoe).post(reverse("team_list"), {"name": "  Speech   lab "})
-    team = teams.Team.objects.get(name="Speech lab")
+    team = Team.objects.get(name="Speech lab")
     assert response.status_code == 302
     assert response["Location"] == reverse("team_detail", args=[team.pk])
     assert Membership.objects.get(team=team, user=zoe).role == Membership.Role.ADMIN
@@ -172,7 +173,7 @@ def test_the_teams_price_book_prices_all_its_reports(crew: dict[str, Any]) -> No
     ada, team = crew["ada"], crew["team"]
     report = Report.objects.create(owner=ada, team=team, period_start=MARCH[0], period_end=MARCH[1])
     default = ensure_example_price_book()
-    assert teams.pricing.price_book_for(report) == default
+    assert pricing.price_book_for(report) == default
     dear = PriceBook.objects.create(name="Dear", currency="USD")
     PriceBookVersion.objects.create(
         price_book=dear, effective_from=datetime(2020, 1, 1, tzinfo=UTC)
@@ -182,7 +183,7 @@ def test_the_teams_price_book_prices_all_its_reports(crew: dict[str, Any]) -> No
     )
     assert response.status_code == 302
     report.refresh_from_db()
-    assert teams.pricing.price_book_for(report) == dear
+    assert pricing.price_book_for(report) == dear
     case("price book")
 
 
@@ -208,8 +209,8 @@ def test_leaving_ends_sharing_and_being_added_again_shares_nothing(crew: dict[st
     ada, ben, team = crew["ada"], crew["ben"], crew["team"]
     client_for(ben).post(reverse("team_member_remove", args=[team.pk, ben.pk]))
     assert not crew["ben_conn"].shared_with_teams.exists()
-    teams.team_member_add(team=team, actor=ada, who="ben")
-    assert list(teams.team_shared_connections(team)) == [crew["ada_conn"]]
+    roster.team_member_add(team=team, actor=ada, who="ben")
+    assert list(sharing.team_shared_connections(team)) == [crew["ada_conn"]]
     case("leave, re-add")
 
 
@@ -228,7 +229,7 @@ def test_a_removed_member_no_longer_counts_and_their_token_is_never_used_again(
     in_flight = team_report(team, ada, period=(MARCH[0], datetime(2025, 3, 15, tzinfo=UTC)))
     assert in_flight.buckets_total == 2
     ben_flight = Bucket.objects.get(report_buckets__report=in_flight, connection=crew["ben_conn"])
-    assert pipeline.bucket_step(ben_flight.pk) == "created"  # OSAI is generating it now
+    assert steps.bucket_step(ben_flight.pk) == "created"  # OSAI is generating it now
 
     call_command("teams", "remove", "Vision", "ben", stdout=io.StringIO())
     use_sandbox.reset()
@@ -262,7 +263,7 @@ def test_unsharing_takes_effect_in_pages_exports_and_the_pipeline(
     # Un-shared between the request and the worker's first step (no on_commit hook ran yet
     # for this bucket): the worker's own check stops it before any OSAI call.
     Connection.shared_with_teams.through.objects.filter(connection=crew["ben_conn"]).delete()
-    assert pipeline.bucket_step(bucket.pk) == "no report wants it any more"
+    assert steps.bucket_step(bucket.pk) == "no report wants it any more"
     drive()
     assert use_sandbox.calls_with_token(BEN_TOKEN) == {}
     page = client_for(ada).get(reverse("report_detail", args=[report.pk]))
@@ -272,7 +273,7 @@ def test_unsharing_takes_effect_in_pages_exports_and_the_pipeline(
     )
     assert b"Ben lab" not in export and b"Ada prod" in export
     # Sharing again brings the connection back into earlier reports, by the member's choice.
-    teams.team_sharing_set(team=team, user=ben, connections=[crew["ben_conn"]])
+    sharing.team_sharing_set(team=team, user=ben, connections=[crew["ben_conn"]])
     assert (
         "Ben lab"
         in client_for(ada).get(reverse("report_detail", args=[report.pk])).content.decode()
@@ -293,7 +294,7 @@ def test_a_personal_report_on_the_same_bucket_keeps_it_going(
         granularity="total",
         flags=all_flags(),
     )
-    teams.team_sharing_set(team=team, user=ben, connections=[])
+    sharing.team_sharing_set(team=team, user=ben, connections=[])
     drive()
     own.refresh_from_db()
     assert own.state == Report.State.DONE  # the shared bucket was still wanted by ben
@@ -335,12 +336,12 @@ def test_the_teams_command_runs_a_team(crew: dict[str, Any]) -> None:
     call_command("teams", "create", "Speech", "--admin", "cyd", stdout=out)
     call_command("teams", "add", "Speech", "ben@example.com", "--role", "admin", stdout=out)
     call_command("teams", "share", "Speech", "--user", "ben", "--connection", "Ben lab", stdout=out)
-    speech = teams.Team.objects.get(name="Speech")
-    assert list(teams.team_shared_connections(speech)) == [crew["ben_conn"]]
+    speech = Team.objects.get(name="Speech")
+    assert list(sharing.team_shared_connections(speech)) == [crew["ben_conn"]]
     call_command(
         "teams", "unshare", "Speech", "--user", "ben", "--connection", "Ben lab", stdout=out
     )
-    assert list(teams.team_shared_connections(speech)) == []
+    assert list(sharing.team_shared_connections(speech)) == []
     call_command("teams", "role", "Speech", "ben", "--role", "member", stdout=out)
     call_command("teams", "remove", "Speech", "ben", stdout=out)
     assert list(Membership.objects.filter(team=speech).values_list("user__username", "role")) == [

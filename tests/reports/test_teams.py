@@ -16,14 +16,14 @@ from django.urls import reverse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reports import crypto
+from reports import crypto, formatting
 from reports.access import counted_buckets
 from reports.metrics import STAGE_LABELS
 from reports.models import Bucket, Connection, Membership, Report, ReportBucket
 from reports.pages import charts
 from reports.spend import pricing
 from reports.spend.usage import USAGE_COLUMNS
-from reports.teams import teams
+from reports.teams import TeamError, member_spend, sharing
 from tests.factories import (
     make_connection,
     make_done_bucket,
@@ -319,28 +319,28 @@ def test_a_member_chooses_which_own_connections_the_team_may_use(world: World) -
     response = client_for(w.bob).post(url, {"connections": [spare.pk]})
     assert response.status_code == 302
     assert response["Location"] == reverse("team_detail", args=[w.team.pk])
-    assert set(teams.team_shared_connections(w.team)) == {w.alice_conn, spare}
+    assert set(sharing.team_shared_connections(w.team)) == {w.alice_conn, spare}
 
     # Someone else's connection is not a choice: nothing changes.
     response = client_for(w.bob).post(url, {"connections": [w.alice_conn.pk]})
     assert response.status_code == 200
     assert "connections" in response.context["form"].errors
-    assert set(teams.team_shared_connections(w.team)) == {w.alice_conn, spare}
+    assert set(sharing.team_shared_connections(w.team)) == {w.alice_conn, spare}
     assert not w.alice_conn.shared_with_teams.exclude(pk=w.team.pk).exists()
 
 
 def test_team_sharing_set_refuses_other_peoples_connections(world: World) -> None:
-    with pytest.raises(teams.TeamError):
-        teams.team_sharing_set(team=world.team, user=world.bob, connections=[world.alice_conn])
-    with pytest.raises(teams.TeamError):
-        teams.team_sharing_set(team=world.team, user=world.dave, connections=[])
+    with pytest.raises(TeamError):
+        sharing.team_sharing_set(team=world.team, user=world.bob, connections=[world.alice_conn])
+    with pytest.raises(TeamError):
+        sharing.team_sharing_set(team=world.team, user=world.dave, connections=[])
 
 
 def test_connections_of_people_who_left_no_longer_count(world: World) -> None:
     w = world
     Membership.objects.filter(team=w.team, user=w.bob).delete()
-    assert list(teams.team_shared_connections(w.team)) == [w.alice_conn]
-    spend = teams.team_spend(w.team_report)
+    assert list(sharing.team_shared_connections(w.team)) == [w.alice_conn]
+    spend = member_spend.team_spend(w.team_report)
     assert [m.member for m in spend.members] == ["alice"]
     csv_text = b"".join(
         client_for(w.alice)
@@ -443,8 +443,8 @@ def test_team_report_page_shows_spend_per_member_and_team_totals(world: World) -
         )
         for b in Bucket.objects.filter(report_buckets__report=w.team_report)
     )
-    team_total = pricing.format_money(expected["total"], "EUR").removeprefix("EUR ")
-    half = pricing.format_money(expected["total"] / 2, "EUR").removeprefix("EUR ")
+    team_total = formatting.money(expected["total"], "EUR").removeprefix("EUR ")
+    half = formatting.money(expected["total"] / 2, "EUR").removeprefix("EUR ")
     assert (members.team.total, members.rows[0].total) == (team_total, half)
     total_tile = next(t for t in response.context["tiles"] if t.label == "Total")
     assert total_tile.value == team_total  # the page's total is the members' total
@@ -493,7 +493,7 @@ def test_open_bucket_is_marked_preliminary(world: World) -> None:
     )
     bucket = make_done_bucket(w.alice_conn, JAN, datetime(2026, 1, 20, tzinfo=UTC), closed=False)
     ReportBucket.objects.create(report=report, bucket=bucket)
-    spend = teams.team_spend(report)
+    spend = member_spend.team_spend(report)
     assert [c.preliminary for c in spend.cells] == [True]
     page = client_for(w.alice).get(reverse("report_detail", args=[report.pk]))
     assert "preliminary" in page.content.decode()
@@ -560,7 +560,7 @@ def test_team_total_is_the_sum_of_members_totals_in_any_bucket_order(
             ReportBucket.objects.create(
                 report=report, bucket=make_done_bucket(conn, s, e, seed=seed)
             )
-        spend = teams.team_spend(report)
+        spend = member_spend.team_spend(report)
         assert spend.team.costs == pricing.sum_costs(m.costs for m in spend.members)
         assert spend.team.costs["total"] == sum(
             (m.costs["total"] for m in spend.members), Decimal(0)
@@ -605,12 +605,12 @@ def test_team_posts_need_a_csrf_token_and_get_changes_nothing(world: World) -> N
     client.force_login(w.bob)
     sharing = reverse("team_sharing", args=[w.team.pk])
     assert client.post(sharing, {"connections": []}).status_code == 403
-    assert set(teams.team_shared_connections(w.team)) == {w.alice_conn, w.bob_conn}
+    assert set(sharing.team_shared_connections(w.team)) == {w.alice_conn, w.bob_conn}
     client.force_login(w.alice)
     before = Report.objects.count()
     new = reverse("team_report_new", args=[w.team.pk])
     assert client.post(new, {"preset": "last_month", "granularity": "month"}).status_code == 403
     assert client.get(sharing + "?connections=").status_code == 200  # GET only shows the form
-    assert set(teams.team_shared_connections(w.team)) == {w.alice_conn, w.bob_conn}
+    assert set(sharing.team_shared_connections(w.team)) == {w.alice_conn, w.bob_conn}
     assert Report.objects.count() == before
     figures.figure("CSRF-checked endpoints (teams)", 2)

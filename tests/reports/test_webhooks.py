@@ -13,7 +13,7 @@ import pytest
 from reports import tasks
 from reports.integrations import webhooks
 from reports.models import Bucket, Connection, WebhookEvent
-from reports.pipeline import pipeline
+from reports.pipeline import dispatcher
 from reports.spend import tracking
 from tests.factories import make_connection, make_user
 from tests.support import figures
@@ -71,12 +71,12 @@ def test_a_burst_of_webhooks_makes_one_refresh_of_the_open_day(
     tracked.refresh_from_db()
     # The first event armed it; the later ones found it armed and left it.
     assert _seconds_after(burst_start, tracked.refresh_due_at) == DELAY
-    assert pipeline._next_due() == tracked.refresh_due_at  # a dispatcher waits for it
-    assert pipeline.enqueue_due_refreshes() == 0  # not due yet
+    assert dispatcher._next_due() == tracked.refresh_due_at  # a dispatcher waits for it
+    assert dispatcher.enqueue_due_refreshes() == 0  # not due yet
 
     time_machine.move_to(burst_start + timedelta(seconds=DELAY + 1))
-    assert pipeline.enqueue_due_refreshes() == 1
-    assert pipeline.enqueue_due_refreshes() == 0  # claimed once
+    assert dispatcher.enqueue_due_refreshes() == 1
+    assert dispatcher.enqueue_due_refreshes() == 0  # claimed once
     assert _refresh_calls(queue) == [("reports.tasks.webhook_refresh", tracked.pk)]
     tasks.webhook_refresh(tracked.pk)
     drive()
@@ -100,7 +100,7 @@ def test_a_refresh_while_the_open_day_is_being_fetched_waits_instead_of_doubling
 ) -> None:
     time_machine.move_to(datetime(2026, 3, 3, 11, 0, tzinfo=UTC))
     tracking.tracking_refresh(tracked)  # the hourly refresh started the open day, not done yet
-    in_flight = Bucket.objects.filter(connection=tracked, state__in=pipeline.ACTIVE_STATES)
+    in_flight = Bucket.objects.active().filter(connection=tracked)
     assert in_flight.count() == 1
     answer = tasks.webhook_refresh(tracked.pk)
     assert "being fetched" in answer
@@ -109,7 +109,7 @@ def test_a_refresh_while_the_open_day_is_being_fetched_waits_instead_of_doubling
     assert _seconds_after(datetime(2026, 3, 3, 11, 0, tzinfo=UTC), tracked.refresh_due_at) == DELAY
     drive()
     time_machine.move_to(datetime(2026, 3, 3, 11, 1, tzinfo=UTC))
-    assert pipeline.enqueue_due_refreshes() == 1
+    assert dispatcher.enqueue_due_refreshes() == 1
     tasks.webhook_refresh(tracked.pk)
     drive()
     assert use_sandbox.calls(POST) == 2  # the hourly one, then the one the webhooks asked for

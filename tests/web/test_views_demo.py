@@ -14,7 +14,7 @@ from django.test import RequestFactory
 from reports import crypto
 from reports.management.commands.seed_demo import DEMO_PASSWORD, DEMO_TOKEN
 from reports.models import Connection, Report, Team
-from reports.teams import teams
+from reports.teams import sharing
 
 pytestmark = pytest.mark.django_db
 
@@ -35,7 +35,10 @@ def test_seed_demo_is_idempotent_and_prints_the_login() -> None:
     team = Team.objects.get(name="Demo team")
     roles = team.memberships.order_by("user__username").values_list("user__username", "role")
     assert list(roles) == [("dana", "member"), ("demo", "admin")]
-    assert [c.label for c in teams.team_shared_connections(team)] == ["Dana's lab", "Sandbox demo"]
+    assert [c.label for c in sharing.team_shared_connections(team)] == [
+        "Dana's lab",
+        "Sandbox demo",
+    ]
     team_report = Report.objects.get(team=team)
     assert (team_report.owner, team_report.connections.count()) == (user, 2)
     assert not get_user_model().objects.get(username="dana").has_usable_password()

@@ -23,11 +23,12 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from reports.formatting import utc_z
 from reports.management import cli
 from reports.models import Bucket, Connection, Granularity, PriceBook, Team
 from reports.periods import count_buckets, split_period
 from reports.spend import exports, pricing
-from reports.teams import teams
+from reports.teams import sharing
 
 MAX_PERIODS = 5000
 MISSING_SHOWN = 20
@@ -138,7 +139,7 @@ class Command(BaseCommand):
         if team is not None:
             if labels:
                 raise CommandError("--connection goes with --user, not --team.")
-            connections = list(teams.team_shared_connections(team))
+            connections = list(sharing.team_shared_connections(team))
             if not connections:
                 raise CommandError(f"No member shares a connection with the team {team.name!r}.")
             return connections
@@ -172,7 +173,7 @@ class Command(BaseCommand):
         for connection, s, e in missing[:MISSING_SHOWN]:
             self.stderr.write(
                 f"  {connection.owner.get_username()} / {connection.label}: "
-                f"{exports.iso_utc(s)} .. {exports.iso_utc(e)}"
+                f"{utc_z(s)} .. {utc_z(e)}"
             )
         if len(missing) > MISSING_SHOWN:
             self.stderr.write(f"  … and {len(missing) - MISSING_SHOWN} more.")

@@ -28,7 +28,7 @@ from reports.models import Connection, Granularity, Report, Team
 from reports.pages.report import report_json
 from reports.periods import PRESETS, preset_period
 from reports.pipeline import report_requests
-from reports.teams import teams
+from reports.teams import team_reports
 
 
 class Command(BaseCommand):
@@ -95,7 +95,7 @@ class Command(BaseCommand):
         }
         try:
             if team is not None:
-                report = teams.team_report_request(team=team, admin=owner, **request)
+                report = team_reports.team_report_request(team=team, admin=owner, **request)
             else:
                 report = report_requests.report_request(
                     owner=owner, connections=connections, **request

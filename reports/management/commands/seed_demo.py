@@ -32,7 +32,7 @@ from reports.models import Budget, Connection, Granularity, Membership, Report, 
 from reports.periods import PRESETS, preset_period, utc_midnight
 from reports.pipeline import report_requests
 from reports.spend import budgets, pricing, tracking
-from reports.teams import teams
+from reports.teams import roster, sharing, team_reports
 
 DEMO_USERNAME = "demo"
 DEMO_PASSWORD = "demo-osai-usage"  # noqa: S105 (a published local-demo password)
@@ -134,24 +134,24 @@ class Command(BaseCommand):
         """Demo runs a team; dana is a member who shares her connection with it."""
         team = Team.objects.filter(name=DEMO_TEAM).first()
         if team is None:
-            team = teams.team_create(name=DEMO_TEAM, admin=admin)
+            team = roster.team_create(name=DEMO_TEAM, admin=admin)
             self.stdout.write(f"Created the team {DEMO_TEAM!r}, run by {admin.get_username()}.")
         member, created = get_user_model().objects.get_or_create(username=MEMBER_USERNAME)
         if created:
             member.set_unusable_password()  # a demo colleague, not a login
             member.save()
         if not Membership.objects.filter(team=team, user=member).exists():
-            teams.team_member_add(team=team, actor=admin, who=MEMBER_USERNAME)
+            roster.team_member_add(team=team, actor=admin, who=MEMBER_USERNAME)
         connection = self._connection(member, MEMBER_CONNECTION, MEMBER_TOKEN)
         own = Connection.objects.filter(owner=admin, label=DEMO_CONNECTION)
-        teams.team_sharing_set(team=team, user=member, connections=[connection])
-        teams.team_sharing_set(team=team, user=admin, connections=own)
+        sharing.team_sharing_set(team=team, user=member, connections=[connection])
+        sharing.team_sharing_set(team=team, user=admin, connections=own)
         preset, granularity = TEAM_REPORT
         if Report.objects.filter(team=team, preset=preset, granularity=granularity).exists():
             self.stdout.write("Found the team report.")
             return
         start, end = preset_period(preset, timezone.now())
-        report = teams.team_report_request(
+        report = team_reports.team_report_request(
             team=team,
             admin=admin,
             period_start=start,

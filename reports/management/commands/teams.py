@@ -19,7 +19,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from reports.models import Connection, Membership, Team
-from reports.teams import teams
+from reports.teams import TeamError, roster, sharing
 
 ROLES = list(Membership.Role.values)
 
@@ -54,15 +54,15 @@ class Command(BaseCommand):
         action = options["action"]
         try:
             if action == "create":
-                team = teams.team_create(
-                    name=options["name"], admin=teams.find_user(options["admin"])
+                team = roster.team_create(
+                    name=options["name"], admin=roster.find_user(options["admin"])
                 )
                 self.stdout.write(f"Created team {team.name!r} (id {team.pk}).")
             elif action == "list":
                 self._list()
             else:
                 getattr(self, f"_{action}")(self._team(options["name"]), options)
-        except teams.TeamError as exc:
+        except TeamError as exc:
             raise CommandError(str(exc)) from None
 
     def _team(self, name: str) -> Team:
@@ -72,25 +72,25 @@ class Command(BaseCommand):
         return team
 
     def _add(self, team: Team, options: dict[str, Any]) -> None:
-        user = teams.team_member_add(
+        user = roster.team_member_add(
             team=team, actor=None, who=options["user"], role=options["role"]
         )
         self.stdout.write(f"Added {user.get_username()} to {team.name} as {options['role']}.")
 
     def _remove(self, team: Team, options: dict[str, Any]) -> None:
-        user = teams.find_user(options["user"])
-        teams.team_member_remove(team=team, actor=None, user=user)
+        user = roster.find_user(options["user"])
+        roster.team_member_remove(team=team, actor=None, user=user)
         self.stdout.write(
             f"Removed {user.get_username()} from {team.name}; their sharing with it ended."
         )
 
     def _role(self, team: Team, options: dict[str, Any]) -> None:
-        user = teams.find_user(options["user"])
-        teams.team_member_set_role(team=team, actor=None, user=user, role=options["role"])
+        user = roster.find_user(options["user"])
+        roster.team_member_set_role(team=team, actor=None, user=user, role=options["role"])
         self.stdout.write(f"{user.get_username()} is now {options['role']} of {team.name}.")
 
     def _share(self, team: Team, options: dict[str, Any], *, share: bool = True) -> None:
-        user = teams.find_user(options["user"])
+        user = roster.find_user(options["user"])
         connection = Connection.objects.filter(owner=user, label=options["connection"]).first()
         if connection is None:
             raise CommandError(
@@ -98,7 +98,7 @@ class Command(BaseCommand):
             )
         shared = set(Connection.objects.filter(owner=user, shared_with_teams=team))
         shared = shared | {connection} if share else shared - {connection}
-        labels = teams.team_sharing_set(team=team, user=user, connections=shared)
+        labels = sharing.team_sharing_set(team=team, user=user, connections=shared)
         self.stdout.write(
             f"{user.get_username()} shares with {team.name}: {', '.join(labels) or 'nothing'}."
         )
@@ -109,9 +109,9 @@ class Command(BaseCommand):
     def _list(self) -> None:
         for team in Team.objects.order_by("name"):
             self.stdout.write(team.name)
-            for membership in teams.team_members(team):
+            for membership in roster.team_members(team):
                 self.stdout.write(f"  {membership.user.get_username()} ({membership.role})")
-            for connection in teams.team_shared_connections(team):
+            for connection in sharing.team_shared_connections(team):
                 self.stdout.write(
                     f"  shared: {connection.owner.get_username()} / {connection.label}"
                 )

@@ -1,0 +1,134 @@
+"""Running a team: who is in it, with which role, and its price book (M4)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
+
+from reports.models import Membership, PriceBook, Team
+from reports.teams import TeamError, sharing
+
+Role = Membership.Role
+
+
+def memberships_of(user: Any) -> QuerySet[Membership]:
+    """The user's memberships with their teams, by team name."""
+    return Membership.objects.filter(user=user).select_related("team").order_by("team__name")
+
+
+def membership_for(user: Any, team_pk: int, *, admin: bool = False) -> Membership | None:
+    """The user's membership of the team (an admin one if `admin`), or None. One query."""
+    if not user.is_authenticated:
+        return None
+    memberships = Membership.objects.filter(user=user, team_id=team_pk).select_related("team")
+    if admin:
+        memberships = memberships.filter(role=Role.ADMIN)
+    return memberships.first()
+
+
+def team_members(team: Team) -> QuerySet[Membership]:
+    """The team's memberships, admins first, then by username."""
+    return (
+        Membership.objects.filter(team=team)
+        .select_related("user")
+        .order_by("role", "user__username")  # "admin" < "member"
+    )
+
+
+def _require_admin(team: Team, actor: Any | None) -> None:
+    """`actor` must be one of the team's admins; None is the operator (the command line)."""
+    if (
+        actor is not None
+        and not Membership.objects.filter(team=team, user=actor, role=Role.ADMIN).exists()
+    ):
+        raise TeamError("Only the team's admins can do that.")
+
+
+def _keep_an_admin(team: Team) -> None:
+    """Raise (and so roll back the change) if the team would be left without an admin."""
+    if not Membership.objects.filter(team=team, role=Role.ADMIN).exists():
+        raise TeamError(
+            f"{team.name} must keep at least one admin: make someone else an admin first."
+        )
+
+
+def find_user(who: str) -> Any:
+    """A user by username or email address (case-insensitive for the email)."""
+    who = (who or "").strip()
+    if not who:
+        raise TeamError("Give a username or an email address.")
+    users = get_user_model().objects
+    user = users.filter(username=who).first()
+    if user is None and "@" in who:
+        matches = list(users.filter(email__iexact=who)[:2])
+        if len(matches) > 1:
+            raise TeamError(f"Several accounts use {who}: give the username instead.")
+        user = matches[0] if matches else None
+    if user is None:
+        raise TeamError(f"Nobody here has the username or email {who!r}.")
+    return user
+
+
+@transaction.atomic
+def team_create(*, name: str, admin: Any) -> Team:
+    """A new team with `admin` as its first admin."""
+    name = " ".join((name or "").split())
+    if not name:
+        raise TeamError("Give the team a name.")
+    if len(name) > Team._meta.get_field("name").max_length:  # type: ignore[operator]
+        raise TeamError("That name is too long.")
+    try:
+        with transaction.atomic():
+            team = Team.objects.create(name=name)
+    except IntegrityError:
+        raise TeamError(f"There is already a team called {name!r}.") from None
+    Membership.objects.create(team=team, user=admin, role=Role.ADMIN)
+    return team
+
+
+@transaction.atomic
+def team_member_add(*, team: Team, actor: Any | None, who: str, role: str = Role.MEMBER) -> Any:
+    """Add a person (by username or email) to the team. Shares nothing of theirs (M1)."""
+    _require_admin(team, actor)
+    if role not in Role.values:
+        raise TeamError("Choose a role: admin or member.")
+    user = find_user(who)
+    if Membership.objects.filter(team=team, user=user).exists():
+        raise TeamError(f"{user.get_username()} is already in {team.name}.")
+    Membership.objects.create(team=team, user=user, role=role)
+    return user
+
+
+@transaction.atomic
+def team_member_set_role(*, team: Team, actor: Any | None, user: Any, role: str) -> None:
+    _require_admin(team, actor)
+    if role not in Role.values:
+        raise TeamError("Choose a role: admin or member.")
+    if not Membership.objects.filter(team=team, user=user).update(role=role):
+        raise TeamError(f"{user.get_username()} is not in {team.name}.")
+    _keep_an_admin(team)
+
+
+@transaction.atomic
+def team_member_remove(*, team: Team, actor: Any | None, user: Any) -> None:
+    """Remove a person from the team (an admin's act), or leave it (`actor` is `user`).
+
+    Their sharing with the team ends with their membership, at once (M1).
+    """
+    if actor is None or actor.pk != user.pk:
+        _require_admin(team, actor)
+    if not Membership.objects.filter(team=team, user=user).delete()[0]:
+        raise TeamError(f"{user.get_username()} is not in {team.name}.")
+    _keep_an_admin(team)
+    sharing.sharing_end(team=team, user=user)
+
+
+@transaction.atomic
+def team_price_book_set(*, team: Team, actor: Any | None, price_book: PriceBook | None) -> None:
+    """The rates the team's reports are priced with (all of them, earlier ones included)."""
+    _require_admin(team, actor)
+    Team.objects.filter(pk=team.pk).update(price_book=price_book)
+    team.price_book = price_book
