@@ -603,14 +603,14 @@ def test_team_posts_need_a_csrf_token_and_get_changes_nothing(world: World) -> N
     w = world
     client = Client(enforce_csrf_checks=True)
     client.force_login(w.bob)
-    sharing = reverse("team_sharing", args=[w.team.pk])
-    assert client.post(sharing, {"connections": []}).status_code == 403
+    sharing_url = reverse("team_sharing", args=[w.team.pk])
+    assert client.post(sharing_url, {"connections": []}).status_code == 403
     assert set(sharing.team_shared_connections(w.team)) == {w.alice_conn, w.bob_conn}
     client.force_login(w.alice)
     before = Report.objects.count()
     new = reverse("team_report_new", args=[w.team.pk])
     assert client.post(new, {"preset": "last_month", "granularity": "month"}).status_code == 403
-    assert client.get(sharing + "?connections=").status_code == 200  # GET only shows the form
+    assert client.get(sharing_url + "?connections=").status_code == 200  # GET only shows the form
     assert set(sharing.team_shared_connections(w.team)) == {w.alice_conn, w.bob_conn}
     assert Report.objects.count() == before
     figures.figure("CSRF-checked endpoints (teams)", 2)
