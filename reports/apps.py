@@ -14,6 +14,9 @@ class ReportsConfig(AppConfig):
         from django_q.signals import post_spawn
 
         from reports import checks  # noqa: F401  (registers the deploy checks)
+        from reports.spend import ledger
+
+        ledger.connect_signals()
 
         post_spawn.connect(_resume_pipeline, dispatch_uid="osai-resume-pipeline")
 

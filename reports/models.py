@@ -19,7 +19,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from reports import crypto
-from reports.metrics import FLAG_FIELDS, METRICS, OSAI_FIELD_TO_COLUMN, RATE_FIELDS
+from reports.metrics import FLAG_FIELDS, METRICS, OSAI_FIELD_TO_COLUMN, PRICED_COLUMNS, RATE_FIELDS
 
 
 def counts_for_team(team: Team | int, *, via: str = "") -> Q:
@@ -275,6 +275,10 @@ class Bucket(OsaiFlags):
     # Tracking (reports/tracking.py) keeps the current month fresh with daily buckets: it wants
     # this one whatever reports link it.
     tracked = models.BooleanField(default=False)
+    # Asked for by tracking alone (history being filled in, the open day refreshed), not by a
+    # person: the dispatcher starts it after what people asked for, in the slots they leave
+    # free. A report that reuses it makes it a person's (reports/pipeline/buckets.py).
+    background = models.BooleanField(default=False)
     state = models.CharField(max_length=12, choices=State.choices, default=State.NEW)
 
     osai_report_id = models.BigIntegerField(null=True, blank=True)
@@ -463,6 +467,95 @@ class WorkerLease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} lease ({self.holder or 'free'})"
+
+
+# --- Held data: the spend ledger and what tracking found (reports/spend/ledger.py) ---------
+
+
+class LedgerEntry(models.Model):
+    """What one held bucket costs under one price book, for the part of its period one version
+    of the book was in force: the rows pages, budgets, digests and exports add up.
+
+    Costs are whole numbers of COST_UNITS (10^-10 of the currency, the quantum every cost is
+    kept at), so sums are exact in SQL on SQLite too, where decimals are floating point.
+    Written when a held bucket finishes; re-written when the book's versions change.
+    """
+
+    class Span(models.TextChoices):
+        DAY = "day", "Day"
+        MONTH = "month", "Month"
+
+    COST_UNITS = 10_000_000_000  # per unit of the currency
+
+    bucket = models.ForeignKey(Bucket, on_delete=models.CASCADE, related_name="ledger_entries")
+    # Copied from the bucket, so that sums need no join.
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="+")
+    span = models.CharField(max_length=5, choices=Span.choices)
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    preliminary = models.BooleanField(default=False)  # the open day: it can still grow
+    price_book = models.ForeignKey(PriceBook, on_delete=models.CASCADE, related_name="+")
+    # None: the part of the period before the book's first version (no prices: costs 0).
+    version = models.ForeignKey(
+        PriceBookVersion, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    # One cost column per priced metric, added from the registry below the class.
+    cost_total = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["bucket", "price_book", "version"],
+                condition=Q(version__isnull=False),
+                name="unique_ledger_entry",
+            ),
+            models.UniqueConstraint(
+                fields=["bucket", "price_book"],
+                condition=Q(version__isnull=True),
+                name="unique_unpriced_ledger_entry",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["price_book", "span", "period_start", "connection"], name="ledger_sums"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Ledger: bucket {self.bucket_id} in book {self.price_book_id} ({self.cost_total})"
+
+
+for _column in PRICED_COLUMNS:
+    LedgerEntry.add_to_class(f"cost_{_column}", models.BigIntegerField(default=0))
+
+
+class HeldDiscrepancy(models.Model):
+    """A held month whose OSAI total differs from the sum of its held days, per metric.
+
+    The sandbox adds up by construction; real OSAI may not. The month answers for whole-month
+    views and the days for anything finer; the difference is kept here and shown on the
+    connection's page, never hidden.
+    """
+
+    connection = models.ForeignKey(
+        Connection, on_delete=models.CASCADE, related_name="held_discrepancies"
+    )
+    month_start = models.DateTimeField()
+    column = models.CharField(max_length=40)  # a usage column (reports/metrics.py)
+    month_value = models.FloatField()
+    days_value = models.FloatField()
+    found_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connection", "month_start", "column"], name="one_discrepancy_per_metric"
+            )
+        ]
+        ordering = ["-month_start", "column"]
+
+    def __str__(self) -> str:
+        return f"{self.column} of {self.month_start:%Y-%m} on connection {self.connection_id}"
 
 
 # --- Cost control: budgets, alerts and what was sent (reports/budgets.py, reports/notify.py) ---

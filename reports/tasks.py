@@ -7,9 +7,9 @@ imports nothing above it), and each one calls into the module that does the work
 from __future__ import annotations
 
 from reports.integrations import webhooks
-from reports.models import Connection
+from reports.models import Connection, PriceBook
 from reports.pipeline import dispatcher, steps
-from reports.spend import budgets, digests, notify, tracking
+from reports.spend import budgets, digests, ledger, notify, tracking
 
 
 def pipeline_dispatch() -> str:
@@ -41,9 +41,12 @@ def tracking_bucket_done(connection_id: int) -> str:
     return f"checked {checked} budgets, {len(alerts)} new alerts"
 
 
-def budgets_check_all() -> str:
-    checked, alerts = budgets.budgets_check()
-    return f"checked {checked} budgets, {len(alerts)} new alerts"
+def ledger_reprice(price_book_id: int) -> str:
+    """A price book's versions changed: re-write its rows of the spend ledger."""
+    book = PriceBook.objects.filter(pk=price_book_id).first()
+    if book is None:
+        return "price book gone"
+    return f"wrote {ledger.ledger_reprice(book)} ledger rows"
 
 
 def delivery_send(delivery_id: int) -> str:

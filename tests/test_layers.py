@@ -135,7 +135,8 @@ INSIDE: dict[str, list[tuple[str, ...]]] = {
     "reports.spend": [
         ("budgets", "digests"),
         ("monthly", "exports", "tracking", "notify"),
-        ("pricing", "outbound"),
+        ("ledger", "outbound"),
+        ("pricing",),
         ("usage",),
     ],
     "reports.teams": [("team_reports", "roster"), ("sharing", "member_spend")],

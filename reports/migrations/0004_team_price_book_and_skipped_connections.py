@@ -5,20 +5,25 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('reports', '0003_example_price_book'),
+        ("reports", "0003_example_price_book"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='report',
-            name='skipped_connections',
+            model_name="report",
+            name="skipped_connections",
             field=models.JSONField(blank=True, default=list),
         ),
         migrations.AddField(
-            model_name='team',
-            name='price_book',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='teams', to='reports.pricebook'),
+            model_name="team",
+            name="price_book",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="teams",
+                to="reports.pricebook",
+            ),
         ),
     ]

@@ -7,127 +7,278 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('reports', '0005_withdraw_sharing_of_former_members'),
+        ("reports", "0005_withdraw_sharing_of_former_members"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='bucket',
-            name='tracked',
+            model_name="bucket",
+            name="tracked",
             field=models.BooleanField(default=False),
         ),
         migrations.AddField(
-            model_name='reportbucket',
-            name='purpose',
-            field=models.CharField(choices=[('main', "The report's period"), ('comparison', 'The period it is compared with')], default='main', max_length=10),
+            model_name="reportbucket",
+            name="purpose",
+            field=models.CharField(
+                choices=[
+                    ("main", "The report's period"),
+                    ("comparison", "The period it is compared with"),
+                ],
+                default="main",
+                max_length=10,
+            ),
         ),
         migrations.CreateModel(
-            name='Budget',
+            name="Budget",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('scope', models.CharField(choices=[('connection', 'One connection'), ('person', "All of a person's connections"), ('team', 'A team')], max_length=10)),
-                ('amount', models.DecimalField(decimal_places=2, max_digits=14)),
-                ('thresholds', models.JSONField(default=list)),
-                ('on_forecast', models.BooleanField(default=False)),
-                ('emails', models.JSONField(blank=True, default=list)),
-                ('webhook_url', models.URLField(blank=True, max_length=500)),
-                ('webhook_secret_encrypted', models.TextField(blank=True, editable=False)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('connection', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='budgets', to='reports.connection')),
-                ('owner', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='budgets', to=settings.AUTH_USER_MODEL)),
-                ('team', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='budgets', to='reports.team')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "scope",
+                    models.CharField(
+                        choices=[
+                            ("connection", "One connection"),
+                            ("person", "All of a person's connections"),
+                            ("team", "A team"),
+                        ],
+                        max_length=10,
+                    ),
+                ),
+                ("amount", models.DecimalField(decimal_places=2, max_digits=14)),
+                ("thresholds", models.JSONField(default=list)),
+                ("on_forecast", models.BooleanField(default=False)),
+                ("emails", models.JSONField(blank=True, default=list)),
+                ("webhook_url", models.URLField(blank=True, max_length=500)),
+                ("webhook_secret_encrypted", models.TextField(blank=True, editable=False)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "connection",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="budgets",
+                        to="reports.connection",
+                    ),
+                ),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="budgets",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "team",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="budgets",
+                        to="reports.team",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Alert',
+            name="Alert",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('month', models.DateField()),
-                ('kind', models.CharField(choices=[('actual', 'Spend so far'), ('forecast', 'Month-end forecast')], max_length=10)),
-                ('threshold', models.PositiveSmallIntegerField()),
-                ('percent', models.DecimalField(decimal_places=2, max_digits=9)),
-                ('value', models.DecimalField(decimal_places=2, max_digits=16)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('budget', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='alerts', to='reports.budget')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("month", models.DateField()),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("actual", "Spend so far"), ("forecast", "Month-end forecast")],
+                        max_length=10,
+                    ),
+                ),
+                ("threshold", models.PositiveSmallIntegerField()),
+                ("percent", models.DecimalField(decimal_places=2, max_digits=9)),
+                ("value", models.DecimalField(decimal_places=2, max_digits=16)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "budget",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="alerts",
+                        to="reports.budget",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-threshold'],
+                "ordering": ["-created_at", "-threshold"],
             },
         ),
         migrations.CreateModel(
-            name='Delivery',
+            name="Delivery",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=64, unique=True)),
-                ('channel', models.CharField(choices=[('email', 'Email'), ('webhook', 'Webhook')], max_length=8)),
-                ('target', models.TextField()),
-                ('subject', models.CharField(max_length=200)),
-                ('text', models.TextField()),
-                ('payload', models.JSONField(blank=True, default=dict)),
-                ('state', models.CharField(choices=[('pending', 'Waiting'), ('sent', 'Sent'), ('failed', 'Failed')], default='pending', max_length=8)),
-                ('attempts', models.PositiveSmallIntegerField(default=0)),
-                ('next_attempt_at', models.DateTimeField(blank=True, db_index=True, null=True)),
-                ('lease_until', models.DateTimeField(blank=True, null=True)),
-                ('last_error', models.CharField(blank=True, max_length=500)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('sent_at', models.DateTimeField(blank=True, null=True)),
-                ('alert', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='deliveries', to='reports.alert')),
-                ('budget', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='deliveries', to='reports.budget')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("key", models.CharField(max_length=64, unique=True)),
+                (
+                    "channel",
+                    models.CharField(
+                        choices=[("email", "Email"), ("webhook", "Webhook")], max_length=8
+                    ),
+                ),
+                ("target", models.TextField()),
+                ("subject", models.CharField(max_length=200)),
+                ("text", models.TextField()),
+                ("payload", models.JSONField(blank=True, default=dict)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[("pending", "Waiting"), ("sent", "Sent"), ("failed", "Failed")],
+                        default="pending",
+                        max_length=8,
+                    ),
+                ),
+                ("attempts", models.PositiveSmallIntegerField(default=0)),
+                ("next_attempt_at", models.DateTimeField(blank=True, db_index=True, null=True)),
+                ("lease_until", models.DateTimeField(blank=True, null=True)),
+                ("last_error", models.CharField(blank=True, max_length=500)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("sent_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "alert",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="deliveries",
+                        to="reports.alert",
+                    ),
+                ),
+                (
+                    "budget",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="deliveries",
+                        to="reports.budget",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-pk'],
+                "ordering": ["-created_at", "-pk"],
             },
         ),
         migrations.CreateModel(
-            name='DigestPreference',
+            name="DigestPreference",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('weekly', models.BooleanField(default=True)),
-                ('monthly', models.BooleanField(default=True)),
-                ('user', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='digest_preference', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("weekly", models.BooleanField(default=True)),
+                ("monthly", models.BooleanField(default=True)),
+                (
+                    "user",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="digest_preference",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='DigestSent',
+            name="DigestSent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(max_length=8)),
-                ('period_start', models.DateField()),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('team', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, to='reports.team')),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='digests', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("kind", models.CharField(max_length=8)),
+                ("period_start", models.DateField()),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "team",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        to="reports.team",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="digests",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
         ),
         migrations.AddConstraint(
-            model_name='budget',
-            constraint=models.UniqueConstraint(condition=models.Q(('scope', 'person')), fields=('owner',), name='one_person_budget'),
+            model_name="budget",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("scope", "person")), fields=("owner",), name="one_person_budget"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='budget',
-            constraint=models.UniqueConstraint(condition=models.Q(('scope', 'connection')), fields=('connection',), name='one_connection_budget'),
+            model_name="budget",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("scope", "connection")),
+                fields=("connection",),
+                name="one_connection_budget",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='budget',
-            constraint=models.UniqueConstraint(condition=models.Q(('scope', 'team')), fields=('team',), name='one_team_budget'),
+            model_name="budget",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("scope", "team")), fields=("team",), name="one_team_budget"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='budget',
-            constraint=models.CheckConstraint(condition=models.Q(('amount__gt', 0)), name='budget_amount_positive'),
+            model_name="budget",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("amount__gt", 0)), name="budget_amount_positive"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='alert',
-            constraint=models.UniqueConstraint(fields=('budget', 'month', 'kind', 'threshold'), name='one_alert_per_threshold'),
+            model_name="alert",
+            constraint=models.UniqueConstraint(
+                fields=("budget", "month", "kind", "threshold"), name="one_alert_per_threshold"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='digestsent',
-            constraint=models.UniqueConstraint(condition=models.Q(('team__isnull', True)), fields=('user', 'kind', 'period_start'), name='one_personal_digest_per_period'),
+            model_name="digestsent",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("team__isnull", True)),
+                fields=("user", "kind", "period_start"),
+                name="one_personal_digest_per_period",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='digestsent',
-            constraint=models.UniqueConstraint(condition=models.Q(('team__isnull', False)), fields=('user', 'team', 'kind', 'period_start'), name='one_team_digest_per_period'),
+            model_name="digestsent",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("team__isnull", False)),
+                fields=("user", "team", "kind", "period_start"),
+                name="one_team_digest_per_period",
+            ),
         ),
     ]

@@ -4,20 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('reports', '0007_tracking_and_digest_schedules'),
+        ("reports", "0007_tracking_and_digest_schedules"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='bucket',
-            name='queued_at',
+            model_name="bucket",
+            name="queued_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='connection',
-            name='osai_account_id',
+            model_name="connection",
+            name="osai_account_id",
             field=models.CharField(blank=True, db_index=True, max_length=100),
         ),
     ]

@@ -4,40 +4,39 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('reports', '0008_fair_turns'),
+        ("reports", "0008_fair_turns"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='bucket',
-            name='created_seen_at',
+            model_name="bucket",
+            name="created_seen_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='bucket',
-            name='eta_low_seconds',
+            model_name="bucket",
+            name="eta_low_seconds",
             field=models.FloatField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='bucket',
-            name='expected_ready_at',
+            model_name="bucket",
+            name="expected_ready_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='bucket',
-            name='pending_seen_seconds',
+            model_name="bucket",
+            name="pending_seen_seconds",
             field=models.FloatField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='bucket',
-            name='ready_seen_seconds',
+            model_name="bucket",
+            name="ready_seen_seconds",
             field=models.FloatField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='report',
-            name='expected_done_at',
+            model_name="report",
+            name="expected_done_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
     ]

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('reports', '0010_integrations'),
+        ("reports", "0010_integrations"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='report',
-            name='next_check_at',
+            model_name="report",
+            name="next_check_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
     ]

@@ -12,12 +12,18 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.dispatch import Signal
 from django.utils import timezone
 
 from reports.access import bucket_is_wanted
 from reports.models import Bucket, Connection
 from reports.periods import utc_midnight
 from reports.pipeline.progress import refresh_reports_of
+
+# Sent once a bucket has finished with OSAI's answer (state DONE is written): the layers above
+# keep what they derive from finished buckets (the spend ledger) by listening, so the pipeline
+# imports nothing above it. `bucket_id` is the bucket's pk.
+bucket_done = Signal()
 
 UNWANTED_MESSAGE = (
     "Stopped: no report needs this part any more (its connection is no longer shared with "
@@ -127,6 +133,8 @@ def bucket_finish(pk: int, state: str, message: str = "") -> None:
         )
     )
     if changed:
+        if state == Bucket.State.DONE:
+            bucket_done.send(sender=Bucket, bucket_id=pk)
         refresh_reports_of(pk)
 
 

@@ -26,7 +26,7 @@ from reports.formatting import money
 from reports.metrics import CATEGORIES, all_flags, metrics_in
 from reports.models import Budget, Connection, DigestPreference, DigestSent, PriceBook, Team
 from reports.periods import describe, utc_midnight
-from reports.spend import notify, pricing
+from reports.spend import ledger, notify, pricing
 from reports.spend.monthly import budget_status, month_spend, price_book_of
 from reports.spend.usage import known_usage
 
@@ -66,21 +66,19 @@ def digest_for(
     """The digest of one scope (a person or a team) for one period."""
     currency = price_book.currency if price_book else ""
     ids = [c.pk for c in connections]
-    flags = all_flags()
-    rows = known_usage(ids, flags, start, end) if ids else None
+    costs = _held_costs(ids, price_book, start, end, now)
     before_start = start - (relativedelta(months=1) if kind == MONTHLY else timedelta(days=7))
-    before = known_usage(ids, flags, before_start, start) if ids else None
+    before = _held_costs(ids, price_book, before_start, start, now)
     label = describe(start, end)
     lines = [f"{name}: usage and spend for {label} (UTC).", ""]
-    if rows is None:
+    if costs is None:
         lines.append("Not all of this period is fetched from OSAI yet; see the dashboard.")
         spent = None
     else:
-        costs = pricing.sum_costs(pricing.rows_costs(rows, price_book))
         spent = costs["total"]
         lines.append(f"Spend: {money(spent, currency)}")
         if before is not None:
-            earlier = pricing.sum_costs(pricing.rows_costs(before, price_book))["total"]
+            earlier = before["total"]
             if earlier:
                 change = (spent - earlier) / earlier * 100
                 lines.append(
@@ -122,6 +120,19 @@ def digest_for(
     title = "Weekly" if kind == WEEKLY else "Monthly"
     amount = f": {money(spent, currency)}" if spent is not None else ""
     return Digest(subject=f"{title} OSAI usage, {name}, {label}{amount}", text="\n".join(lines))
+
+
+def _held_costs(
+    ids: list[int], price_book: PriceBook | None, start: datetime, end: datetime, now: datetime
+) -> pricing.Costs | None:
+    """The period's cost from the spend ledger (None unless all of it is held); without a
+    price book, what is held costs 0."""
+    if not ids:
+        return None
+    if price_book is not None:
+        return ledger.period_costs(ids, price_book, start, end, now=now)
+    rows = known_usage(ids, all_flags(), start, end)
+    return None if rows is None else pricing.sum_costs(pricing.rows_costs(rows, None))
 
 
 def _wants(user: Any, kind: str) -> bool:

@@ -18,23 +18,15 @@ from functools import cache
 from typing import cast
 
 from dateutil.relativedelta import relativedelta
-from django.db.models import Q
+from django.db.models import Max, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from reports.formatting import to_cents
-from reports.metrics import USAGE_COLUMNS, all_flags
-from reports.models import Bucket, Budget, Connection, PriceBook, Team
+from reports.metrics import all_flags
+from reports.models import Bucket, Budget, Connection, LedgerEntry, PriceBook, Team
 from reports.periods import describe, utc_midnight
-from reports.spend import pricing
-from reports.spend.usage import (
-    STORED_FIELDS,
-    Stored,
-    UsageRow,
-    combine_rows,
-    known_usage_filter,
-    usage_from_stored,
-)
+from reports.spend import ledger, pricing
 
 ZERO = Decimal(0)
 CENT = Decimal("0.01")
@@ -92,127 +84,140 @@ class MonthSpend:
 
 @dataclass
 class SpendData:
-    """What the month's figures are made of, loaded once for many connections (one query):
-    per connection and day of this month, the closed day's bucket (for today, the latest
-    finished open-day bucket); and per connection, the same days of last month.
-
-    It also keeps what has been priced from it, so that however many scopes and budgets
-    count a connection, each of its days (and its last month) is priced once per price book:
-    the overview's totals, its per-connection rows and every budget share these costs.
-    """
+    """What the month's figures are made of, for many connections at once: per price book,
+    each connection's cost of each day of this month (the closed day, or today's latest
+    open-day bucket), and of the same days of last month, read as sums of the spend ledger
+    (reports/spend/ledger.py). Each book is read once, with a fixed number of queries however
+    many connections, scopes and budgets use it; nothing is priced here."""
 
     now: datetime
     month_start: datetime
     today: datetime
-    days: dict[int, dict[date, UsageRow]]
-    previous: dict[int, list[UsageRow] | None]
-    as_of: dict[int, datetime]
     previous_end: datetime
-    # By price book instance (BookCache hands out one per book): a pricer holding the book
-    # (so its id cannot be reused while this lives), each connection's day costs, last
-    # month's costs per set of connections. Instances, not pks: two reads may differ.
-    _priced: dict[int, _Priced] = field(default_factory=dict, init=False, repr=False, compare=False)
+    connection_ids: list[int]
+    as_of: dict[int, datetime]
+    _books: dict[int | None, _BookSpend] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
-    def _of(self, price_book: PriceBook | None) -> _Priced:
-        key = id(price_book)
-        if key not in self._priced:
-            self._priced[key] = _Priced(pricing.TotalsPricer(price_book))
-        return self._priced[key]
+    def _of(self, price_book: PriceBook | None) -> _BookSpend:
+        key = price_book.pk if price_book is not None else None
+        if key not in self._books:
+            self._books[key] = _read_book(self, price_book)
+        return self._books[key]
 
     def day_costs(self, connection_id: int, price_book: PriceBook | None) -> dict[date, Decimal]:
-        """The total cost of each loaded day of one connection, priced once per book."""
-        priced = self._of(price_book)
-        if connection_id not in priced.days:
-            rows = self.days[connection_id]
-            costs = priced.pricer.totals(rows.values())
-            priced.days[connection_id] = dict(zip(rows, costs, strict=True))
-        return priced.days[connection_id]
+        """The cost of each known day of this month of one connection, in one book."""
+        return self._of(price_book).days.get(connection_id, {})
 
     def previous_cost(
         self, connection_ids: Sequence[int], price_book: PriceBook | None
     ) -> Decimal | None:
         """The same days of last month for these connections together, or None unless each
-        one's are known. Their rows are added up per period before pricing, as a report of
-        them would be; one connection's are its own rows."""
-        key = tuple(sorted(set(connection_ids)))
-        priced = self._of(price_book)
-        if key not in priced.previous:
-            earlier = [rows for c in key if (rows := self.previous.get(c)) is not None]
-            cost = None
-            if key and len(earlier) == len(key):
-                rows = earlier[0] if len(key) == 1 else combine_rows(earlier)
-                # The day cut at this moment last month is a new row on every view: priced
-                # as it is, not remembered.
-                whole = [r for r in rows if r.period_end <= self.previous_end]
-                cut = [r for r in rows if r.period_end > self.previous_end]
-                cost = pricing.add_up(
-                    [
-                        *priced.pricer.totals(whole),
-                        *priced.pricer.totals(cut, remember=False),
-                    ]
-                )
-            priced.previous[key] = cost
-        return priced.previous[key]
+        one's are known."""
+        previous = self._of(price_book).previous
+        costs = [previous.get(c) for c in set(connection_ids)]
+        if not costs or any(cost is None for cost in costs):
+            return None
+        return sum((cost for cost in costs if cost is not None), ZERO)
 
 
 @dataclass
-class _Priced:
-    pricer: pricing.TotalsPricer  # holds the book
-    days: dict[int, dict[date, Decimal]] = field(default_factory=dict)
-    previous: dict[tuple[int, ...], Decimal | None] = field(default_factory=dict)
+class _BookSpend:
+    days: dict[int, dict[date, Decimal]]
+    previous: dict[int, Decimal | None]
+
+
+def _read_book(data: SpendData, price_book: PriceBook | None) -> _BookSpend:
+    """One book's day costs and last month's, from the ledger (3 queries), or, without a book,
+    which days are known, at no cost (1 query)."""
+    ids = data.connection_ids
+    last_month = data.month_start - relativedelta(months=1)
+    cut_day = utc_midnight(data.previous_end.date())
+    whole_days = (cut_day - last_month).days
+    known = Q(preliminary=False) | Q(period_start=data.today)
+    this_month = Q(period_start__gte=data.month_start, period_start__lte=data.today) & known
+    earlier = Q(period_start__gte=last_month, period_start__lt=data.month_start, preliminary=False)
+    days: dict[int, dict[date, Decimal]] = {c: {} for c in ids}
+    by_day: dict[int, dict[datetime, Decimal]] = {c: {} for c in ids}
+    if not ids:
+        return _BookSpend(days, {})
+    if price_book is None:
+        rows: Iterable[tuple[int, datetime, int]] = (
+            (c, start, 0)
+            for c, start in Bucket.objects.filter(
+                known_usage_days(),
+                Q(is_closed=True) | Q(period_start=data.today),
+                connection_id__in=ids,
+                period_start__gte=last_month,
+                period_start__lte=data.today,
+            )
+            .values_list("connection_id", "period_start")
+            .distinct()
+        )
+    else:
+        ledger.ledger_fill(ids, [price_book], now=data.now)
+        rows = (
+            LedgerEntry.objects.filter(
+                this_month | earlier,
+                price_book=price_book,
+                span=LedgerEntry.Span.DAY,
+                connection_id__in=ids,
+            )
+            .values_list("connection_id", "period_start")
+            .annotate(units=Sum("cost_total"))
+            .order_by()
+        )
+    for connection_id, start, units in rows:
+        cost = ledger.from_units(units)
+        if start >= data.month_start:
+            days[connection_id][start.date()] = cost
+        else:
+            by_day[connection_id][start] = cost
+    previous: dict[int, Decimal | None] = {}
+    fraction = Decimal((data.previous_end - cut_day) / timedelta(days=1))
+    for connection_id in ids:
+        earlier_days = by_day[connection_id]
+        whole = [earlier_days.get(last_month + timedelta(days=n)) for n in range(whole_days)]
+        cut = earlier_days.get(cut_day) if fraction else ZERO
+        if None in whole or cut is None:
+            previous[connection_id] = None
+            continue
+        # The day cut at this moment counts pro rata (usage assumed even within the day).
+        part = (cut * fraction).quantize(pricing.COST_QUANTUM) if fraction else ZERO
+        previous[connection_id] = pricing.add_up([*(d for d in whole if d is not None), part])
+    return _BookSpend(days, previous)
+
+
+def known_usage_days() -> Q:
+    """Held day buckets: finished, tracked, every flag on (the open day included)."""
+    return Q(state=Bucket.State.DONE, tracked=True, **all_flags())
 
 
 def load_spend(connection_ids: Iterable[int], now: datetime | None = None) -> SpendData:
+    """The month's spend of these connections, read from the ledger per book as it is asked
+    for; "data as of" (when OSAI made the newest of this month's buckets) in one query."""
     now = now or timezone.now()
     today = utc_midnight(now.date())
     month_start = today.replace(day=1)
     last_month = month_start - relativedelta(months=1)
     previous_end = min(last_month + (now - month_start), month_start)
     ids = sorted(set(connection_ids))
-    days: dict[int, dict[date, UsageRow]] = {c: {} for c in ids}
     as_of: dict[int, datetime] = {}
-    earlier: dict[int, list[Stored]] = {c: [] for c in ids}
-    this_month = Q(
-        Q(is_closed=True) | Q(period_start=today),
-        period_start__gte=month_start,
-        period_end__lte=today + timedelta(days=1),
-    )
-    # One query for both months (the same days of last month end before this one starts),
-    # as plain values of what is read: making model instances and converting a bucket's
-    # other timestamps cost more than the rest of loading.
-    buckets = (
-        Bucket.objects.filter(
-            this_month | known_usage_filter(last_month, previous_end),
-            connection_id__in=ids,
-            state=Bucket.State.DONE,
-            **all_flags(),
+    if ids:
+        made = Coalesce("osai_created_at", "finished_at")
+        as_of = dict(
+            Bucket.objects.filter(
+                known_usage_days(),
+                connection_id__in=ids,
+                period_start__gte=month_start,
+                period_start__lte=today,
+            )
+            .values_list("connection_id")
+            .annotate(latest=Max(made))
+            .order_by()
         )
-        .order_by("period_start", "period_end", "pk")
-        .values_list(*STORED_FIELDS, Coalesce("osai_created_at", "finished_at"))
-    )
-    for values in buckets if ids else ():
-        stored = Stored(values[0], values[1], values[2], values[3], values[4:-1])
-        connection_id, start, end, is_closed, usage = stored
-        if start < month_start:
-            earlier[connection_id].append(stored)
-            continue
-        day = start.date()
-        whole_day = end - start == timedelta(days=1)
-        if start != utc_midnight(day) or (is_closed and not whole_day):
-            continue
-        # Ordered by end: the latest open-day bucket wins.
-        days[connection_id][day] = UsageRow(
-            start,
-            end,
-            preliminary=not is_closed,
-            buckets=1,
-            totals={c: v or 0.0 for c, v in zip(USAGE_COLUMNS, usage, strict=True)},
-        )
-        made = values[-1]  # when OSAI made it, else when we finished it
-        if made and (connection_id not in as_of or made > as_of[connection_id]):
-            as_of[connection_id] = made
-    previous = usage_from_stored(earlier, last_month, previous_end)
-    return SpendData(now, month_start, today, days, previous, as_of, previous_end)
+    return SpendData(now, month_start, today, previous_end, ids, as_of)
 
 
 def month_spend_of(

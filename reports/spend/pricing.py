@@ -168,9 +168,14 @@ def _segments_of(
 
 
 def _costs_over_segments(
-    totals: Mapping[str, Any], segments: list[tuple[PriceBookVersion | None, int]]
+    totals: Mapping[str, Any],
+    segments: list[tuple[PriceBookVersion | None, int]],
+    duration: int | None = None,
 ) -> Costs:
-    duration = sum(overlap for _, overlap in segments)
+    """The cost of `totals` over these segments of its period (`duration`: the whole period's
+    length, when the segments are only part of it)."""
+    if duration is None:
+        duration = sum(overlap for _, overlap in segments)
     costs = Costs()
     with localcontext() as ctx:
         ctx.prec = _PRECISION
@@ -206,6 +211,20 @@ def period_costs(
 ) -> Costs:
     """Like row_costs, for totals of [start, end) that are not a UsageRow (a bucket, a member)."""
     return _costs_over_segments(totals, _segments(price_book, start, end))
+
+
+def version_costs(
+    totals: Mapping[str, Any], start: datetime, end: datetime, price_book: PriceBook
+) -> list[tuple[PriceBookVersion | None, Costs]]:
+    """period_costs split by the versions in force: the cost of each version's part of the
+    period (None: the part before the book's first version, costed 0). They add up to
+    period_costs to within one COST_QUANTUM per part."""
+    segments = _segments(price_book, start, end)
+    duration = sum(overlap for _, overlap in segments)
+    return [
+        (version, _costs_over_segments(totals, [(version, overlap)], duration))
+        for version, overlap in segments
+    ]
 
 
 def rows_costs(rows: Iterable[UsageRow], price_book: PriceBook | None) -> list[Costs]:
