@@ -19,7 +19,7 @@ from reports.metrics import OSAI_FIELD_TO_COLUMN
 from reports.models import Bucket, Report
 from reports.pipeline import report_requests
 from tests.factories import make_connection, make_user
-from tests.reports.test_pipeline import direct_totals
+from tests.reports.pipeline.test_pipeline import direct_totals
 from tests.support import figures
 from tests.support.worker import wait_until
 
