@@ -32,6 +32,7 @@ from reports.spend.usage import rows_from_buckets
 from tests.factories import (
     make_bucket_file,
     make_connection,
+    make_daily_buckets,
     make_done_bucket,
     make_done_report,
     make_team,
@@ -367,20 +368,7 @@ def _bulk_report(owner: Any, days: int) -> Report:
     report = Report.objects.create(
         owner=owner, period_start=start, period_end=start + timedelta(days=days), granularity="day"
     )
-    values = usage(1)
-    buckets = Bucket.objects.bulk_create(
-        Bucket(
-            connection=conn,
-            period_start=start + timedelta(days=i),
-            period_end=start + timedelta(days=i + 1),
-            is_closed=True,
-            state=Bucket.State.DONE,
-            osai_report_id=i,
-            osai_creation_time_raw="x",
-            **values,
-        )
-        for i in range(days)
-    )
+    buckets = make_daily_buckets(conn, start, days, **usage(1))
     ReportBucket.objects.bulk_create(ReportBucket(report=report, bucket=b) for b in buckets)
     return report
 
