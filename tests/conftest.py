@@ -9,6 +9,7 @@ import pytest
 
 from reports.pipeline import dispatcher, steps
 from tests.support.sandbox import SandboxControl
+from tests.support.world import World, build_world
 
 # --- OSAI sandbox ---
 # One sandbox process per test session (`python -m osai.sandbox` on a free port), spoken
@@ -55,6 +56,16 @@ def queue(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
     for module in (dispatcher, steps):
         monkeypatch.setattr(module, "async_task", lambda *a, **k: calls.append(a))
     return calls
+
+
+# --- The cast ---
+# Two teams, their people, connections and finished reports (tests/support/world.py): what
+# page, API and team tests act on. A test that needs more builds it with tests/factories.py.
+
+
+@pytest.fixture
+def world(db: None) -> World:
+    return build_world()
 
 
 # --- Real worker ---

@@ -37,6 +37,8 @@ from tests.factories import (
     make_user,
 )
 from tests.support import figures
+from tests.support.world import OWNER_TOKEN, World
+from tests.support.world import ROLES as WORLD_ROLES
 
 pytestmark = pytest.mark.django_db
 
@@ -48,60 +50,6 @@ LOGIN_URL = "/accounts/login/"
 def _frozen_time() -> Any:
     with time_machine.travel(NOW, tick=False):
         yield
-
-
-# --- The cast -----------------------------------------------------------------------------------
-
-
-@dataclass
-class World:
-    owner: Any
-    team_admin: Any
-    team_member: Any
-    other_admin: Any
-    stranger: Any
-    team: Team
-    connection: Connection
-    team_report: Report
-    personal_report: Report
-
-    def user(self, role: str) -> Any:
-        return None if role == "anonymous" else getattr(self, role)
-
-
-@pytest.fixture
-def world() -> World:
-    owner, team_admin, team_member = make_user("owner"), make_user("admin"), make_user("member")
-    other_admin, stranger = make_user("otheradmin"), make_user("stranger")
-    team = make_team("Vision", admins=[team_admin], members=[owner, team_member])
-    make_team("Elsewhere", admins=[other_admin], members=[stranger])
-    connection = make_connection(owner, "Main", token="osai-sandbox-owner-main-9f2c")
-    connection.shared_with_teams.add(team)
-    # Team reports are requested by a team admin over the connections members share.
-    team_report = make_done_report(team_admin, [connection], team=team)
-    personal_report = make_done_report(
-        owner,
-        [connection],
-        start=datetime(2025, 10, 1, tzinfo=UTC),
-        end=datetime(2026, 1, 1, tzinfo=UTC),
-    )
-    for report in (team_report, personal_report):
-        bucket = Bucket.objects.filter(report_buckets__report=report).first()
-        assert bucket is not None
-        BucketFile.objects.create(
-            bucket=bucket, content=b'{"status": 0}', sha256="0" * 64, size_bytes=13
-        )
-    return World(
-        owner,
-        team_admin,
-        team_member,
-        other_admin,
-        stranger,
-        team,
-        connection,
-        team_report,
-        personal_report,
-    )
 
 
 def page_text(body: str) -> str:
@@ -124,7 +72,7 @@ def client_for(user: Any, **kwargs: Any) -> Client:
 
 # --- S2: the authorization matrix ---------------------------------------------------------------
 
-ROLES = ("owner", "team_admin", "team_member", "other_admin", "stranger", "anonymous")
+ROLES = (*WORLD_ROLES, "anonymous")
 
 
 @dataclass(frozen=True)
@@ -778,7 +726,7 @@ def test_connection_list_shows_status_and_last4_only(world: World) -> None:
     Connection.objects.filter(pk=world.connection.pk).update(status=Connection.Status.NEEDS_TOKEN)
     body = client_for(world.owner).get(reverse("connection_list")).content.decode()
     assert "…9f2c" in body
-    assert "osai-sandbox-owner-main" not in body
+    assert OWNER_TOKEN[:-4] not in body
     assert "Needs a new token" in body
     assert "Vision" in body  # shared with
 
