@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -56,6 +57,21 @@ def queue(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
     for module in (dispatcher, steps):
         monkeypatch.setattr(module, "async_task", lambda *a, **k: calls.append(a))
     return calls
+
+
+# --- A cache of the test's own ---
+
+
+@pytest.fixture
+def own_cache(settings: Any) -> None:
+    """An empty in-memory cache for this test: the shared test cache may already hold what the
+    test counts (figures, priced rows)."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": uuid.uuid4().hex,
+        }
+    }
 
 
 # --- The cast ---

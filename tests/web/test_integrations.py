@@ -451,10 +451,7 @@ def test_w2_api_scoping_matrix(world: World, endpoint: ApiEndpoint, who: str) ->
 
 def test_w2_api_scoping_matrix_summary(capsys: pytest.CaptureFixture[str]) -> None:
     failures = [cell for cell, ok in API_MATRIX if not ok]
-    figures.figure("W2 API scoping matrix cells", len(API_MATRIX))
-    figures.figure("W2 API scoping matrix failures", len(failures))
-    with capsys.disabled():
-        print(f"\nW2: API scoping matrix {len(API_MATRIX)} cells, {len(failures)} failures")
+    figures.matrix("W2 API scoping matrix", len(API_MATRIX), failures, capsys)
     assert not failures, failures
 
 

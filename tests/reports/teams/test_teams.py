@@ -185,10 +185,7 @@ def test_authorization_matrix_for_team_views_and_exports(
                 failures.append(
                     f"{method.upper()} {url} as {role}: {response.status_code}, expected {expected}"
                 )
-    figures.figure("S2 (teams+exports) cells", cells)
-    figures.figure("S2 (teams+exports) failures", len(failures))
-    with capsys.disabled():
-        print(f"\nS2 (teams+exports): {cells} cells, {len(failures)} failures")
+    figures.matrix("S2 (teams+exports)", cells, failures, capsys)
     assert not failures, "\n".join(failures)
 
 
