@@ -89,7 +89,7 @@ DONE_BODY = (
     '"periodTo": "2023-01-01T00:00:00Z", "read": false, "status": 0}'
 )
 
-# The slowest H3 failure, reported once the module is done (tests/figures.py).
+# The slowest H3 failure, reported once the module is done (tests/support/figures.py).
 SLOWEST_TIMEOUT_SECONDS: list[float] = [0.0]
 
 

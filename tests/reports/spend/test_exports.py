@@ -1,4 +1,5 @@
-"""CSV exports (reports/exports.py, the export views, manage.py export_usage): C1-C5, provenance."""
+"""CSV exports (reports/spend/exports.py, the export views, manage.py export_usage): C1-C5,
+provenance."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""This month's spend (reports/spend.py), budgets and alerts (reports/budgets.py, A1, A6), the
-outbox (reports/notify.py, A3-A5), digests, and what the overview and spend_summary show."""
+"""This month's spend (reports/spend/monthly.py), budgets and alerts (reports/spend/budgets.py,
+A1, A6), the outbox (reports/spend/notify.py, A3-A5), digests (reports/spend/digests.py), and
+what the overview and spend_summary show."""
 
 from __future__ import annotations
 
