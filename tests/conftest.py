@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 
 from reports.pipeline import dispatcher, steps
 from tests.support.sandbox import SandboxControl
+from tests.support.world import World, build_world
 
 # --- OSAI sandbox ---
 # One sandbox process per test session (`python -m osai.sandbox` on a free port), spoken
@@ -55,6 +57,31 @@ def queue(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
     for module in (dispatcher, steps):
         monkeypatch.setattr(module, "async_task", lambda *a, **k: calls.append(a))
     return calls
+
+
+# --- A cache of the test's own ---
+
+
+@pytest.fixture
+def own_cache(settings: Any) -> None:
+    """An empty in-memory cache for this test: the shared test cache may already hold what the
+    test counts (figures, priced rows)."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": uuid.uuid4().hex,
+        }
+    }
+
+
+# --- The cast ---
+# Two teams, their people, connections and finished reports (tests/support/world.py): what
+# page, API and team tests act on. A test that needs more builds it with tests/factories.py.
+
+
+@pytest.fixture
+def world(db: None) -> World:
+    return build_world()
 
 
 # --- Real worker ---

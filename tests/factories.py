@@ -1,6 +1,8 @@
-"""Plain factory functions for tests: users, connections, teams and finished reports.
+"""Plain factory functions for tests: users, connections, teams, finished and requested reports.
 
-They write rows directly (no OSAI calls), so view and cost tests run without a sandbox.
+Most write rows directly (no OSAI calls), so view and cost tests run without a sandbox;
+`request_report` and `request_team_report` go through the services the pages call, so the
+pipeline takes the report from there (tests/support/pipeline.py `drive`, or a worker).
 """
 
 from __future__ import annotations
@@ -13,12 +15,16 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from reports import crypto
-from reports.metrics import FLAG_FIELDS, OSAI_FIELD_TO_COLUMN
+from reports.metrics import FLAG_FIELDS, OSAI_FIELD_TO_COLUMN, all_flags
 from reports.models import Bucket, Connection, Granularity, Membership, Report, ReportBucket, Team
 from reports.periods import split_period
+from reports.pipeline import report_requests
+from reports.teams import team_reports
 
 _seq = itertools.count(1)
 PASSWORD = "correct horse battery staple"
+# A closed month long past: its buckets are reused by every later request.
+MARCH_2025 = (datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 4, 1, tzinfo=UTC))
 
 
 def make_user(username: str | None = None, **extra: Any) -> Any:
@@ -105,6 +111,26 @@ def make_done_bucket(
     )
 
 
+def make_daily_buckets(
+    connection: Connection, start: datetime, days: int, **fields: Any
+) -> list[Bucket]:
+    """`days` finished, closed daily buckets from `start`, written in one query (fast for
+    thousands); `fields` (usage columns, flags) go on every one of them."""
+    return Bucket.objects.bulk_create(
+        Bucket(
+            connection=connection,
+            period_start=start + timedelta(days=i),
+            period_end=start + timedelta(days=i + 1),
+            is_closed=True,
+            state=Bucket.State.DONE,
+            osai_report_id=16000 + next(_seq),
+            osai_creation_time_raw="2026-02-10T14:33:33.7629037Z",
+            **fields,
+        )
+        for i in range(days)
+    )
+
+
 def make_done_report(
     owner: Any,
     connections: list[Connection] | None = None,
@@ -147,7 +173,54 @@ def make_done_report(
     return report
 
 
-# --- Teams and exports (appended for tests/test_teams.py and tests/test_exports.py) ---------
+def request_report(
+    owner: Any,
+    connections: list[Connection] | None = None,
+    *,
+    period: tuple[datetime, datetime] = MARCH_2025,
+    granularity: str = Granularity.TOTAL,
+    flags: dict[str, bool] | None = None,
+    **options: Any,
+) -> Report:
+    """A report requested as the report form requests it (report_requests.report_request).
+
+    By default: over a new connection of the owner's, March 2025 as one total, every category.
+    `options` go to the service as they are (preset, team, price_book, compare, now …).
+    """
+    return report_requests.report_request(
+        owner=owner,
+        connections=connections if connections is not None else [make_connection(owner)],
+        period_start=period[0],
+        period_end=period[1],
+        granularity=granularity,
+        flags=all_flags() if flags is None else flags,
+        **options,
+    )
+
+
+def request_team_report(
+    team: Team,
+    admin: Any,
+    *,
+    period: tuple[datetime, datetime] = MARCH_2025,
+    granularity: str = Granularity.TOTAL,
+    flags: dict[str, bool] | None = None,
+    **options: Any,
+) -> Report:
+    """A team report requested by one of its admins (team_reports.team_report_request), over
+    what members share; the same defaults as `request_report`."""
+    return team_reports.team_report_request(
+        team=team,
+        admin=admin,
+        period_start=period[0],
+        period_end=period[1],
+        granularity=granularity,
+        flags=all_flags() if flags is None else flags,
+        **options,
+    )
+
+
+# --- Teams and exports ----------------------------------------------------------------------
 
 
 def share_with(team: Team, *connections: Connection) -> None:

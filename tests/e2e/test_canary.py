@@ -153,32 +153,10 @@ def test_a_canary_token_leaks_nowhere(start_worker, use_sandbox, caplog):
     ):
         keep(staff.get(url))
     out = io.StringIO()
+    june = ["--user", "canary", "--from", "2025-06-01", "--to", "2025-06-29"]
+    call_command("generate_report", *june, "--granularity", "total", "--json", stdout=out)
     call_command(
-        "generate_report",
-        "--user",
-        "canary",
-        "--from",
-        "2025-06-01",
-        "--to",
-        "2025-06-29",
-        "--granularity",
-        "total",
-        "--json",
-        stdout=out,
-    )
-    call_command(
-        "export_usage",
-        "--user",
-        "canary",
-        "--from",
-        "2025-06-01",
-        "--to",
-        "2025-06-29",
-        "--granularity",
-        "total",
-        "--cost",
-        stdout=out,
-        stderr=io.StringIO(),
+        "export_usage", *june, "--granularity", "total", "--cost", stdout=out, stderr=io.StringIO()
     )
     responses.append(out.getvalue().encode())
 

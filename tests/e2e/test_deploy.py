@@ -13,8 +13,7 @@ import pytest
 import requests
 
 from reports.models import Report
-from reports.pipeline import report_requests
-from tests.factories import make_connection, make_user
+from tests.factories import make_connection, make_user, request_report
 from tests.support.sandbox import free_port
 from tests.support.worker import ARTIFACTS, ROOT, wait_until, worker_env
 
@@ -46,13 +45,9 @@ def test_the_procfile_serves_pages_and_finishes_reports(use_sandbox):
         wait_until(login_page, timeout=60, message="gunicorn from the Procfile")
         user = make_user()
         conn = make_connection(user, "Main", token="osai-sandbox-procfile")
-        report = report_requests.report_request(
-            owner=user,
-            connections=[conn],
-            period_start=datetime(2025, 1, 1, tzinfo=UTC),
-            period_end=datetime(2025, 4, 1, tzinfo=UTC),
-            granularity="month",
-            flags={"include_models": True},
+        first_quarter = (datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 4, 1, tzinfo=UTC))
+        report = request_report(
+            user, [conn], period=first_quarter, granularity="month", flags={"include_models": True}
         )
 
         def finished() -> bool:

@@ -14,10 +14,8 @@ from typing import Any
 
 import pytest
 
-from reports.metrics import all_flags
 from reports.models import Bucket, Report
-from reports.pipeline import report_requests
-from tests.factories import make_connection, make_user
+from tests.factories import make_connection, make_user, request_report
 from tests.support import figures
 from tests.support.worker import FAST_PIPELINE_ENV, wait_until
 
@@ -28,14 +26,7 @@ POLL_INTERVAL = float(FAST_PIPELINE_ENV["OSAI_POLL_MAX_SECONDS"])
 
 
 def request_one_day(owner: Any, connection: Any, day: datetime) -> Report:
-    return report_requests.report_request(
-        owner=owner,
-        connections=[connection],
-        period_start=day,
-        period_end=day + timedelta(days=1),
-        granularity="total",
-        flags=all_flags(),
-    )
+    return request_report(owner, [connection], period=(day, day + timedelta(days=1)))
 
 
 def seconds_to_done(report: Report) -> float:
@@ -69,14 +60,8 @@ def test_one_persons_backlog_does_not_hold_up_another_persons_one_bucket_report(
     # The heavy person asks for three years, day by day (one request a year: each request is
     # capped at a few hundred OSAI reports), over two connections.
     for year in (2021, 2022, 2023):
-        report_requests.report_request(
-            owner=heavy,
-            connections=[heavy_connections[year % 2]],
-            period_start=datetime(year, 1, 1, tzinfo=UTC),
-            period_end=datetime(year + 1, 1, 1, tzinfo=UTC),
-            granularity="day",
-            flags=all_flags(),
-        )
+        year_period = (datetime(year, 1, 1, tzinfo=UTC), datetime(year + 1, 1, 1, tzinfo=UTC))
+        request_report(heavy, [heavy_connections[year % 2]], period=year_period, granularity="day")
     backlog = Bucket.objects.filter(connection__owner=heavy)
     assert backlog.count() >= 1000
     wait_until(

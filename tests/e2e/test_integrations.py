@@ -22,8 +22,9 @@ from reports.integrations import webhooks
 from reports.models import Bucket, WebhookEvent
 from reports.spend import tracking
 from tests.e2e.test_browser import ARTIFACTS, BrowserProblems
-from tests.factories import PASSWORD, make_connection, make_user
+from tests.factories import make_connection, make_user
 from tests.support import figures
+from tests.support.browser import sign_in
 from tests.support.worker import wait_until
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -34,6 +35,7 @@ POST = "POST /api/Reports"
 
 @dataclass(frozen=True)
 class Hooked:
+    owner: str  # the username
     label: str
     token: str
     path: str  # the connection's webhook path on the live server
@@ -44,25 +46,25 @@ def hooked_connection(browser_user: Any) -> Hooked:
     """Made before the browser starts (its event loop forbids database calls in this thread)."""
     token = f"osai-sandbox-feed-{secrets.token_hex(6)}"
     connection = make_connection(browser_user, "Vision lab", token=token)
-    return Hooked(connection.label, token, webhooks.webhook_path(connection))
+    return Hooked(browser_user.username, connection.label, token, webhooks.webhook_path(connection))
+
+
+@pytest.fixture
+def owners_browser(
+    live_site: Any, hooked_connection: Hooked, browser_page: tuple[Any, BrowserProblems]
+) -> tuple[Any, BrowserProblems, str]:
+    """The browser signed in on the live site as the connection's owner: (page, the problems it
+    records, the site's URL)."""
+    page, problems = browser_page
+    sign_in(page, live_site.url, hooked_connection.owner)
+    return page, problems, live_site.url
 
 
 @pytest.mark.browser
 def test_a_sandbox_webhook_appears_in_the_feed_without_a_reload(
-    live_site: Any,
-    browser_user: Any,
-    hooked_connection: Hooked,
-    browser_page: tuple[Any, BrowserProblems],
-    use_sandbox: Any,
+    hooked_connection: Hooked, owners_browser: tuple[Any, BrowserProblems, str], use_sandbox: Any
 ) -> None:
-    page, problems = browser_page
-    base = live_site.url
-    page.goto(f"{base}/accounts/login/")
-    page.fill("#id_username", browser_user.username)
-    page.fill("#id_password", PASSWORD)
-    page.click("main button[type=submit]")
-    page.wait_for_url(f"{base}/")
-
+    page, problems, base = owners_browser
     page.click("nav >> text=Activity")
     page.wait_for_url(f"{base}/activity/")
     assert page.get_by_text("No webhook from OSAI yet").is_visible()

@@ -23,8 +23,7 @@ from django.contrib.sessions.backends.cached_db import SessionStore
 from django.db import connection
 
 from reports.models import Report
-from reports.pipeline import report_requests
-from tests.factories import make_connection, make_user
+from tests.factories import make_connection, make_user, request_report
 from tests.support import figures
 from tests.support.sandbox import free_port
 from tests.support.worker import ARTIFACTS, ROOT, wait_until, worker_env
@@ -62,14 +61,7 @@ def test_sqlite_under_a_minute_of_workers_pollers_and_writes(start_worker, use_s
 
     def new_report(day: int) -> Report:
         start = datetime(2024, 1, 1, tzinfo=UTC) + timedelta(days=day)
-        return report_requests.report_request(
-            owner=user,
-            connections=[conn],
-            period_start=start,
-            period_end=start + timedelta(days=1),
-            granularity="total",
-            flags=flags,
-        )
+        return request_report(user, [conn], period=(start, start + timedelta(days=1)), flags=flags)
 
     watched = new_report(0)
     cookie = session_cookie(user)

@@ -1,6 +1,6 @@
 """The pipeline in a real `qcluster` worker against the real sandbox over a socket.
 
-Workers are killed with SIGKILL at exact points (reports/failpoints.py) and as a whole
+Workers are killed with SIGKILL at exact points (reports/pipeline/failpoints.py) and as a whole
 cluster; every report must still complete, with no lost buckets and no extra OSAI reports
 beyond the documented window (Q1: a kill after OSAI answered the POST, before our commit).
 """
@@ -17,35 +17,20 @@ from django.conf import settings
 from reports import crypto
 from reports.metrics import OSAI_FIELD_TO_COLUMN
 from reports.models import Bucket, Report
-from reports.pipeline import report_requests
-from tests.factories import make_connection, make_user
-from tests.reports.test_pipeline import direct_totals
+from tests.factories import make_connection, make_user, request_report
 from tests.support import figures
+from tests.support.pipeline import direct_totals
 from tests.support.worker import wait_until
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
-ALL_FLAGS = {
-    "include_datasets": True,
-    "include_manipulations": True,
-    "include_models": True,
-    "include_rented_devices": True,
-    "include_predictions": True,
-}
 POST = "POST /api/Reports"
 
 
 def request_year(
     user: Any, connection: Any, granularity: str = "month", year: int = 2025
 ) -> Report:
-    return report_requests.report_request(
-        owner=user,
-        connections=[connection],
-        period_start=datetime(year, 1, 1, tzinfo=UTC),
-        period_end=datetime(year + 1, 1, 1, tzinfo=UTC),
-        granularity=granularity,
-        flags=ALL_FLAGS,
-    )
+    return request_report(user, [connection], period=year_period(year), granularity=granularity)
 
 
 def wait_terminal(report: Report, timeout: float = 60) -> Report:

@@ -24,23 +24,13 @@ import requests
 import responses
 import time_machine
 
-from osai import contract
+from osai import contract, errors
 from osai.client import (
     DEFAULT_DOWNLOAD_HOSTS,
     DEFAULT_MAX_DOWNLOAD_BYTES,
     DEFAULT_RETRY_AFTER_CAP_SECONDS,
     DEFAULT_TIMEOUT_SECONDS,
     OsaiClient,
-)
-from osai.errors import (
-    OsaiAuthError,
-    OsaiBadResponse,
-    OsaiError,
-    OsaiLinkError,
-    OsaiRateLimited,
-    OsaiRedirectRefused,
-    OsaiRequestError,
-    OsaiUnavailable,
 )
 from osai.parse import (
     format_osai_time,
@@ -99,7 +89,7 @@ DONE_BODY = (
     '"periodTo": "2023-01-01T00:00:00Z", "read": false, "status": 0}'
 )
 
-# The slowest H3 failure, reported once the module is done (tests/figures.py).
+# The slowest H3 failure, reported once the module is done (tests/support/figures.py).
 SLOWEST_TIMEOUT_SECONDS: list[float] = [0.0]
 
 
@@ -209,7 +199,7 @@ def test_sign_in_refused_raises_a_permanent_auth_error(
     add_sign_in(rsps, body=f'{{"title": "bad token {TOKEN}"}}', status=status)
     client = make_client(jwt=None)
 
-    with pytest.raises(OsaiAuthError, match="OSAI refused the access token") as caught:
+    with pytest.raises(errors.OsaiAuthError, match="OSAI refused the access token") as caught:
         client.sign_in()
 
     assert caught.value.permanent is True
@@ -234,7 +224,7 @@ def test_sign_in_without_a_usable_token_raises_bad_response(
     rsps: responses.RequestsMock, client: OsaiClient, body: str, message: str
 ) -> None:
     add_sign_in(rsps, body=body)
-    with pytest.raises(OsaiBadResponse, match=message) as caught:
+    with pytest.raises(errors.OsaiBadResponse, match=message) as caught:
         client.sign_in()
     assert caught.value.permanent is False
 
@@ -294,7 +284,9 @@ def test_a_second_401_raises_auth_error_after_exactly_one_re_sign_in(
     add_sign_in(rsps)
     client = make_client(jwt=initial_jwt)
 
-    with pytest.raises(OsaiAuthError, match="no longer accepts this connection's access token"):
+    with pytest.raises(
+        errors.OsaiAuthError, match="no longer accepts this connection's access token"
+    ):
         client.user_info()
 
     assert len(calls_to(rsps, "POST", f"{BASE}/Users/SignIn")) == sign_ins
@@ -307,7 +299,7 @@ def test_a_refused_re_sign_in_raises_auth_error(
     rsps.add(responses.GET, f"{BASE}/Users", status=401)
     add_sign_in(rsps, body="", status=401)
 
-    with pytest.raises(OsaiAuthError, match="OSAI refused the access token"):
+    with pytest.raises(errors.OsaiAuthError, match="OSAI refused the access token"):
         client.user_info()
     assert len(calls_to(rsps, "GET", f"{BASE}/Users")) == 1
 
@@ -430,7 +422,7 @@ def test_create_report_400_raises_a_permanent_request_error_with_osai_s_reason(
     problem = {"title": "One or more validation errors occurred.", "status": 400}
     rsps.add(responses.POST, f"{BASE}/Reports", json=problem, status=400)
 
-    with pytest.raises(OsaiRequestError) as caught:
+    with pytest.raises(errors.OsaiRequestError) as caught:
         client.create_report(PERIOD_FROM, PERIOD_TO, ALL_FLAGS)
 
     assert caught.value.permanent is True
@@ -444,12 +436,12 @@ def test_create_report_400_raises_a_permanent_request_error_with_osai_s_reason(
 @pytest.mark.parametrize(
     ("status", "headers", "error"),
     [
-        (500, {}, OsaiUnavailable),
-        (502, {}, OsaiUnavailable),
-        (503, {}, OsaiUnavailable),
-        (504, {}, OsaiUnavailable),
-        (429, {"Retry-After": "1"}, OsaiRateLimited),
-        (503, {"Retry-After": "1"}, OsaiRateLimited),
+        (500, {}, errors.OsaiUnavailable),
+        (502, {}, errors.OsaiUnavailable),
+        (503, {}, errors.OsaiUnavailable),
+        (504, {}, errors.OsaiUnavailable),
+        (429, {"Retry-After": "1"}, errors.OsaiRateLimited),
+        (503, {"Retry-After": "1"}, errors.OsaiRateLimited),
     ],
 )
 def test_create_report_is_never_retried_on_5xx_or_429(
@@ -458,7 +450,7 @@ def test_create_report_is_never_retried_on_5xx_or_429(
     sleeps: list[float],
     status: int,
     headers: dict[str, str],
-    error: type[OsaiError],
+    error: type[errors.OsaiError],
 ) -> None:
     rsps.add(responses.POST, f"{BASE}/Reports", status=status, headers=headers)
     rsps.add(responses.POST, f"{BASE}/Reports", json=CREATED)
@@ -496,7 +488,7 @@ def test_create_report_is_never_retried_on_connection_errors_and_says_what_is_kn
 ) -> None:
     rsps.add(responses.POST, f"{BASE}/Reports", body=failure)
 
-    with pytest.raises(OsaiUnavailable) as caught:
+    with pytest.raises(errors.OsaiUnavailable) as caught:
         client.create_report(PERIOD_FROM, PERIOD_TO, ALL_FLAGS)
 
     assert str(caught.value) == message
@@ -522,7 +514,7 @@ def test_create_report_without_a_usable_id_raises_bad_response(
     rsps: responses.RequestsMock, client: OsaiClient, body: object
 ) -> None:
     rsps.add(responses.POST, f"{BASE}/Reports", json=body)
-    with pytest.raises(OsaiBadResponse):
+    with pytest.raises(errors.OsaiBadResponse):
         client.create_report(PERIOD_FROM, PERIOD_TO, ALL_FLAGS)
 
 
@@ -605,7 +597,7 @@ def test_an_unknown_or_missing_status_raises_bad_response(
     rsps: responses.RequestsMock, client: OsaiClient, body: object, message: str
 ) -> None:
     rsps.add(responses.GET, f"{BASE}/Reports/9", json=body)
-    with pytest.raises(OsaiBadResponse, match=message) as caught:
+    with pytest.raises(errors.OsaiBadResponse, match=message) as caught:
         client.get_report(9)
     assert caught.value.permanent is False
 
@@ -621,7 +613,7 @@ def test_a_finished_report_with_a_missing_or_non_number_total_raises_bad_respons
         body["totalManipulationSeconds"] = value
     rsps.add(responses.GET, f"{BASE}/Reports/16718", json=body)
 
-    with pytest.raises(OsaiBadResponse, match="totalManipulationSeconds"):
+    with pytest.raises(errors.OsaiBadResponse, match="totalManipulationSeconds"):
         client.get_report(16718)
 
 
@@ -644,20 +636,22 @@ def test_a_non_json_or_html_body_raises_bad_response_naming_the_problem(
     message: str,
 ) -> None:
     rsps.add(responses.GET, f"{BASE}/Reports/9", body=body, content_type=content_type)
-    with pytest.raises(OsaiBadResponse, match=message) as caught:
+    with pytest.raises(errors.OsaiBadResponse, match=message) as caught:
         client.get_report(9)
     assert "(HTTP 200)" in str(caught.value)
 
 
 def test_a_huge_api_body_is_refused(rsps: responses.RequestsMock, client: OsaiClient) -> None:
     rsps.add(responses.GET, f"{BASE}/Reports/9", body=b" " * (2 * 1024 * 1024 + 1))
-    with pytest.raises(OsaiBadResponse, match="larger than 2 MB"):
+    with pytest.raises(errors.OsaiBadResponse, match="larger than 2 MB"):
         client.get_report(9)
 
 
-@pytest.mark.parametrize(("status", "error"), [(404, OsaiRequestError), (409, OsaiRequestError)])
+@pytest.mark.parametrize(
+    ("status", "error"), [(404, errors.OsaiRequestError), (409, errors.OsaiRequestError)]
+)
 def test_other_4xx_answers_raise_permanent_request_errors_without_retrying(
-    rsps: responses.RequestsMock, client: OsaiClient, status: int, error: type[OsaiError]
+    rsps: responses.RequestsMock, client: OsaiClient, status: int, error: type[errors.OsaiError]
 ) -> None:
     rsps.add(responses.GET, f"{BASE}/Reports/9", status=status)
     with pytest.raises(error) as caught:
@@ -676,7 +670,7 @@ def test_a_502_html_page_is_named_after_retries(
         status=502,
         content_type="text/html",
     )
-    with pytest.raises(OsaiUnavailable) as caught:
+    with pytest.raises(errors.OsaiUnavailable) as caught:
         client.get_report(9)
     assert str(caught.value) == "OSAI answered with an HTML page instead of JSON (HTTP 502)"
     assert len(rsps.calls) == 3
@@ -703,7 +697,7 @@ def test_get_retries_are_bounded(
     rsps.add(responses.GET, f"{BASE}/Users", body=requests.ConnectionError("reset"))
     client = make_client(get_retries=3)
 
-    with pytest.raises(OsaiUnavailable, match="connection to OSAI broke"):
+    with pytest.raises(errors.OsaiUnavailable, match="connection to OSAI broke"):
         client.user_info()
     assert len(rsps.calls) == 4
     assert sleeps == [0.5, 1.0, 2.0]
@@ -769,14 +763,14 @@ def test_retry_after_beyond_the_cap_raises_rate_limited_at_once(
 
     with (
         time_machine.travel(datetime(2026, 1, 1, tzinfo=UTC), tick=False),
-        pytest.raises(OsaiRateLimited) as caught,
+        pytest.raises(errors.OsaiRateLimited) as caught,
     ):
         client.get_report(9)
 
     assert caught.value.retry_after == parsed
     assert caught.value.status_code == status
     assert caught.value.permanent is False
-    assert isinstance(caught.value, OsaiUnavailable)
+    assert isinstance(caught.value, errors.OsaiUnavailable)
     assert f"rate limiting requests (HTTP {status}); retry after {parsed:g} s" in str(caught.value)
     assert len(rsps.calls) == 1
     assert sleeps == []
@@ -789,7 +783,7 @@ def test_retry_after_that_does_not_fit_the_deadline_raises_rate_limited(
     rsps.add(responses.GET, f"{BASE}/Reports/9", status=429, headers={"Retry-After": "5"})
     client = make_client(timeout=2.0)
 
-    with pytest.raises(OsaiRateLimited) as caught:
+    with pytest.raises(errors.OsaiRateLimited) as caught:
         client.get_report(9)
     assert caught.value.retry_after == 5.0
     assert sleeps == []
@@ -801,7 +795,7 @@ def test_a_429_without_retry_after_raises_rate_limited_after_the_retries(
     figures.figure("H4 Retry-After scenarios", 1)
     rsps.add(responses.GET, f"{BASE}/Reports/9", status=429)
 
-    with pytest.raises(OsaiRateLimited) as caught:
+    with pytest.raises(errors.OsaiRateLimited) as caught:
         client.get_report(9)
     assert caught.value.retry_after is None
     assert str(caught.value) == "OSAI is rate limiting requests (HTTP 429)"
@@ -848,7 +842,7 @@ def test_redirects_are_never_followed(
         "download": lambda: client.download_report_file(FILE_URL),
     }
 
-    with pytest.raises(OsaiRedirectRefused, match=f"redirect \\(HTTP {status}\\)") as caught:
+    with pytest.raises(errors.OsaiRedirectRefused, match=f"redirect \\(HTTP {status}\\)") as caught:
         actions[call]()
 
     figures.figure(
@@ -899,7 +893,7 @@ def test_the_download_carries_no_authorization_header_cookie_or_token(
 def test_a_link_that_is_not_allowed_is_refused_without_connecting(
     rsps: responses.RequestsMock, client: OsaiClient, link: str, reason: str
 ) -> None:
-    with pytest.raises(OsaiLinkError, match=reason) as caught:
+    with pytest.raises(errors.OsaiLinkError, match=reason) as caught:
         client.download_report_file(link)
     assert len(rsps.calls) == 0
     assert caught.value.permanent is True
@@ -917,7 +911,7 @@ def test_sandbox_mode_allows_http_and_https_to_the_base_host_and_port_only(
         rsps.add(responses.GET, link, body=b"{}")
         assert client.download_report_file(link) == b"{}"
     for link in ["http://127.0.0.1:9999/files/r.json", "http://localhost:8765/files/r.json"]:
-        with pytest.raises(OsaiLinkError):
+        with pytest.raises(errors.OsaiLinkError):
             client.download_report_file(link)
     rsps.add(responses.GET, FILE_URL, body=b"[]")  # the allow-list still applies
     assert client.download_report_file(FILE_URL) == b"[]"
@@ -928,7 +922,7 @@ def test_an_expired_link_403_raises_link_error_without_retrying(
     rsps: responses.RequestsMock, client: OsaiClient, sleeps: list[float]
 ) -> None:
     rsps.add(responses.GET, FILE_URL, status=403, body="<Error><Code>AccessDenied</Code></Error>")
-    with pytest.raises(OsaiLinkError, match="The report file link has expired") as caught:
+    with pytest.raises(errors.OsaiLinkError, match="The report file link has expired") as caught:
         client.download_report_file(FILE_URL)
     assert caught.value.permanent is True
     assert len(rsps.calls) == 1
@@ -956,7 +950,7 @@ def test_a_file_beyond_the_size_cap_is_refused(
         rsps.add(responses.GET, FILE_URL, body=body)
     else:
         rsps.add(responses.GET, FILE_URL, body=body, auto_calculate_content_length=False)
-    with pytest.raises(OsaiLinkError, match="larger than 1 MB") as caught:
+    with pytest.raises(errors.OsaiLinkError, match="larger than 1 MB") as caught:
         client.download_report_file(FILE_URL)
     assert caught.value.permanent is True
 
@@ -980,12 +974,12 @@ def test_no_secret_reaches_messages_reprs_tracebacks_or_logs(
     caplog.set_level(logging.DEBUG)
     echo = f"token {TOKEN} jwt {JWT} link {FILE_URL}"
     client = make_client(get_retries=0)
-    failures: list[OsaiError] = []
+    failures: list[errors.OsaiError] = []
 
     def attempt(action: Callable[[], object]) -> None:
         try:
             action()
-        except OsaiError as exc:
+        except errors.OsaiError as exc:
             failures.append(exc)
 
     rsps.add(responses.POST, f"{BASE}/Users/SignIn", json={"title": echo}, status=401)
@@ -1027,22 +1021,22 @@ def test_client_repr_shows_no_secret(make_client: Callable[..., OsaiClient]) -> 
 
 
 def test_errors_keep_their_attributes_through_pickle() -> None:
-    error = OsaiRateLimited("slow down", retry_after=30.0, status_code=429)
+    error = errors.OsaiRateLimited("slow down", retry_after=30.0, status_code=429)
     copy = pickle.loads(pickle.dumps(error))  # noqa: S301 (django-q pickles results)
     assert (type(copy), copy.message, copy.retry_after, copy.status_code, copy.permanent) == (
-        OsaiRateLimited,
+        errors.OsaiRateLimited,
         "slow down",
         30.0,
         429,
         False,
     )
-    assert OsaiAuthError("x").permanent is True
-    assert OsaiRequestError("x").permanent is True
-    assert OsaiLinkError("x").permanent is True
-    assert OsaiRedirectRefused("x").permanent is True
-    assert OsaiUnavailable("x").permanent is False
-    assert OsaiBadResponse("x").permanent is False
-    assert OsaiBadResponse("x", permanent=True).permanent is True
+    assert errors.OsaiAuthError("x").permanent is True
+    assert errors.OsaiRequestError("x").permanent is True
+    assert errors.OsaiLinkError("x").permanent is True
+    assert errors.OsaiRedirectRefused("x").permanent is True
+    assert errors.OsaiUnavailable("x").permanent is False
+    assert errors.OsaiBadResponse("x").permanent is False
+    assert errors.OsaiBadResponse("x", permanent=True).permanent is True
 
 
 def test_redact_url_keeps_scheme_host_and_path_only() -> None:
@@ -1203,9 +1197,9 @@ def answers(
     return handle
 
 
-def timed_failure(action: Callable[[], object]) -> tuple[OsaiError, float]:
+def timed_failure(action: Callable[[], object]) -> tuple[errors.OsaiError, float]:
     started = time.monotonic()
-    with pytest.raises(OsaiError) as caught:
+    with pytest.raises(errors.OsaiError) as caught:
         action()
     elapsed = time.monotonic() - started
     figures.figure("H3 timeout scenarios", 1)
@@ -1222,7 +1216,7 @@ def test_a_silent_or_trickling_server_fails_within_the_deadline(
 
     error, elapsed = timed_failure(lambda: client.get_report(1))
 
-    assert type(error) is OsaiUnavailable
+    assert type(error) is errors.OsaiUnavailable
     assert str(error) == "OSAI did not answer within 1 s"
     assert elapsed < 2.0
     assert server.connections == 1  # no retry once the deadline has passed
@@ -1251,7 +1245,7 @@ def test_a_sign_in_that_never_answers_fails_within_the_deadline(
 
     error, elapsed = timed_failure(client.user_info)
 
-    assert isinstance(error, OsaiUnavailable)
+    assert isinstance(error, errors.OsaiUnavailable)
     assert elapsed < 2.0
 
 
@@ -1296,7 +1290,7 @@ def test_a_real_redirect_sends_the_target_nothing(serve: Callable[..., RawServer
     osai = serve(answers("307 Temporary Redirect", b"", f"Location: {target.base_url}/Reports"))
     client = OsaiClient(osai.base_url, TOKEN, jwt=JWT, timeout=2.0)
 
-    with pytest.raises(OsaiRedirectRefused):
+    with pytest.raises(errors.OsaiRedirectRefused):
         client.create_report(PERIOD_FROM, PERIOD_TO, ALL_FLAGS)
 
     figures.figure("H1 redirect scenarios", 1)
@@ -1313,11 +1307,11 @@ def test_a_refused_connection_is_retried_for_gets_and_known_unsent_for_posts() -
         f"http://127.0.0.1:{port}/api", TOKEN, jwt=JWT, timeout=2.0, sleep=sleeps.append
     )
 
-    with pytest.raises(OsaiUnavailable, match="Could not connect to OSAI") as caught:
+    with pytest.raises(errors.OsaiUnavailable, match="Could not connect to OSAI") as caught:
         client.create_report(PERIOD_FROM, PERIOD_TO, ALL_FLAGS)
     assert "unknown" not in str(caught.value)  # the request never left
     assert sleeps == []
 
-    with pytest.raises(OsaiUnavailable, match="Could not connect to OSAI"):
+    with pytest.raises(errors.OsaiUnavailable, match="Could not connect to OSAI"):
         client.get_report(1)
     assert sleeps == [0.5, 1.0]

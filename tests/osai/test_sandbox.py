@@ -748,15 +748,9 @@ def test_there_is_no_usage_before_2020_and_the_model_is_deterministic_across_pro
         "print(json.dumps(totals))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    output = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    ).stdout
+    output = subprocess.check_output(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, env=env, text=True, timeout=30
+    )
     assert json.loads(output) == mine
 
 

@@ -1,3 +1,8 @@
+"""Periods (reports/periods.py): presets in UTC, buckets that tile a period exactly, and the
+period a report is compared with."""
+
+from __future__ import annotations
+
 import itertools
 from datetime import UTC, datetime
 
@@ -5,9 +10,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reports.periods import PRESETS, count_buckets, preset_period, previous_period, split_period
+from reports.periods import (
+    PRESETS,
+    comparison_buckets,
+    comparison_period,
+    count_buckets,
+    describe,
+    preset_period,
+    previous_period,
+    split_period,
+)
 
 NOW = datetime(2026, 11, 22, 15, 30, 12, 999, tzinfo=UTC)
+COMPARED_AT = datetime(2026, 11, 26, 13, 27, tzinfo=UTC)
 
 
 def d(*args: int) -> datetime:
@@ -85,3 +100,70 @@ def test_buckets_tile_the_period_exactly(start, days, granularity):
     if granularity != "total":
         # Every inner boundary is a UTC midnight.
         assert all(e.hour == e.minute == e.second == e.microsecond == 0 for _, e in buckets[:-1])
+
+
+# --- What a report is compared with: the product rules -------------------------------------
+# How that period is fetched and read: tests/reports/pipeline/test_comparison.py.
+
+
+@pytest.mark.parametrize(
+    ("preset", "expected"),
+    [
+        ("this_month", (d(2026, 10, 1), d(2026, 10, 26, 13, 27))),
+        ("last_month", (d(2026, 9, 1), d(2026, 10, 1))),
+        ("last_7_days", (d(2026, 11, 12), d(2026, 11, 19))),
+        ("last_30_days", (d(2026, 9, 27), d(2026, 10, 27))),
+        ("last_90_days", (d(2026, 5, 30), d(2026, 8, 28))),
+        ("quarter_to_date", (d(2026, 7, 1), d(2026, 8, 26, 13, 27))),
+        ("year_to_date", (d(2025, 1, 1), d(2025, 11, 26, 13, 27))),
+        ("last_12_months", (d(2024, 12, 1), d(2025, 11, 26, 13, 27))),
+    ],
+)
+def test_every_preset_has_a_comparison_by_the_product_rules(
+    preset: str, expected: tuple[datetime, datetime]
+) -> None:
+    start, end = preset_period(preset, COMPARED_AT)
+    assert comparison_period(preset, start, end) == expected
+
+
+def test_custom_ranges_compare_whole_months_with_months_and_days_with_days() -> None:
+    assert comparison_period("", d(2026, 1, 1), d(2026, 4, 1)) == (
+        d(2025, 10, 1),
+        d(2026, 1, 1),
+    )
+    assert comparison_period("", d(2026, 3, 10), d(2026, 3, 20)) == (
+        d(2026, 2, 28),
+        d(2026, 3, 10),
+    )
+    # A range that ends today, mid-day: the same whole number of days earlier.
+    assert comparison_period("", d(2026, 11, 20), COMPARED_AT) == (
+        d(2026, 11, 13),
+        d(2026, 11, 19, 13, 27),
+    )
+    assert set(PRESETS) <= {
+        "this_month",
+        "last_month",
+        "last_7_days",
+        "last_30_days",
+        "last_90_days",
+        "quarter_to_date",
+        "year_to_date",
+        "last_12_months",
+    }
+
+
+def test_the_comparison_is_fetched_as_whole_months_then_days_up_to_a_midnight() -> None:
+    plan = comparison_buckets(d(2025, 1, 1), d(2025, 3, 3, 13, 27))
+    assert plan == [
+        (d(2025, 1, 1), d(2025, 2, 1)),
+        (d(2025, 2, 1), d(2025, 3, 1)),
+        (d(2025, 3, 1), d(2025, 3, 2)),
+        (d(2025, 3, 2), d(2025, 3, 3)),
+        (d(2025, 3, 3), d(2025, 3, 4)),
+    ]
+    assert describe(d(2026, 10, 1), d(2026, 11, 1)) == "Oct 2026"
+    assert describe(d(2025, 1, 1), d(2025, 11, 1)) == "Jan 2025 \u2013 Oct 2025"
+    assert describe(d(2026, 10, 1), d(2026, 10, 26, 13, 27)) == (
+        "2026-10-01 \u2013 2026-10-26 13:27"
+    )
+    assert describe(d(2026, 11, 12), d(2026, 11, 19)) == "2026-11-12 \u2013 2026-11-18"

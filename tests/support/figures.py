@@ -42,6 +42,15 @@ def figure(name: str, value: Any) -> None:
         FIGURES[name] = value
 
 
+def matrix(name: str, cells: int, failures: list[str], capsys: Any) -> None:
+    """Record an authorization matrix's size and failed cells as the figures `{name} cells` and
+    `{name} failures`, and print them at once (capsys: the test's fixture)."""
+    figure(f"{name} cells", cells)
+    figure(f"{name} failures", len(failures))
+    with capsys.disabled():
+        print(f"\n{name}: {cells} cells, {len(failures)} failures")
+
+
 def summary_lines() -> list[str]:
     lines: list[str] = []
     if FAULTS:

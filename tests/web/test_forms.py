@@ -25,60 +25,46 @@ FLAGS_ON = dict.fromkeys(
 )
 
 
-def report_form(owner: Any, **data: Any) -> ReportForm:
-    return ReportForm(data, owner=owner, now=NOW)
+def report_form(owner: Any, flags: dict[str, str] = FLAGS_ON, **data: Any) -> ReportForm:
+    """The report form as `owner` posts it: by default over a new connection of theirs with
+    every category ticked (`flags` are the ticked boxes; the others are not sent)."""
+    if "connections" not in data:
+        data["connections"] = [make_connection(owner).pk]
+    return ReportForm({**flags, **data}, owner=owner, now=NOW)
 
 
-def test_custom_range_includes_the_to_day() -> None:
-    user = make_user()
-    conn = make_connection(user)
+@pytest.mark.parametrize(
+    ("date_from", "date_to", "period"),
+    [
+        (
+            "2026-01-01",
+            "2026-01-31",
+            (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)),
+        ),
+        # A range ending today ends now, to the second.
+        (
+            "2026-03-14",
+            "2026-03-15",
+            (datetime(2026, 3, 14, tzinfo=UTC), NOW.replace(microsecond=0)),
+        ),
+    ],
+    ids=["the to day is included", "today ends now"],
+)
+def test_a_custom_range_runs_to_the_end_of_the_to_day_or_now(
+    date_from: str, date_to: str, period: tuple[datetime, datetime]
+) -> None:
     form = report_form(
-        user,
-        connections=[conn.pk],
-        preset="custom",
-        date_from="2026-01-01",
-        date_to="2026-01-31",
-        granularity="day",
-        **FLAGS_ON,
+        make_user(), preset="custom", date_from=date_from, date_to=date_to, granularity="day"
     )
     assert form.is_valid(), form.errors
-    assert form.cleaned_data["period_start"] == datetime(2026, 1, 1, tzinfo=UTC)
-    assert form.cleaned_data["period_end"] == datetime(2026, 2, 1, tzinfo=UTC)
-
-
-def test_a_range_ending_today_ends_now_to_the_second() -> None:
-    user = make_user()
-    form = report_form(
-        user,
-        connections=[make_connection(user).pk],
-        preset="custom",
-        date_from="2026-03-14",
-        date_to="2026-03-15",
-        granularity="day",
-        **FLAGS_ON,
-    )
-    assert form.is_valid(), form.errors
-    assert form.cleaned_data["period_end"] == NOW.replace(microsecond=0)
+    assert (form.cleaned_data["period_start"], form.cleaned_data["period_end"]) == period
 
 
 def test_a_preset_sets_the_period_and_ignores_the_dates() -> None:
     user = make_user()
-    form = report_form(
-        user,
-        connections=[make_connection(user).pk],
-        preset="last_7_days",
-        date_from="garbage",
-        granularity="day",
-        **FLAGS_ON,
-    )
+    form = report_form(user, preset="last_7_days", date_from="garbage", granularity="day")
     assert not form.is_valid()  # a malformed date is still reported ...
-    form = report_form(
-        user,
-        connections=[make_connection(user).pk],
-        preset="last_7_days",
-        granularity="day",
-        **FLAGS_ON,
-    )
+    form = report_form(user, preset="last_7_days", granularity="day")
     assert form.is_valid(), form.errors  # ... but an empty one is fine with a preset
     assert form.cleaned_data["period_start"] == datetime(2026, 3, 8, tzinfo=UTC)
     assert form.cleaned_data["period_end"] == datetime(2026, 3, 15, tzinfo=UTC)
@@ -88,11 +74,7 @@ def test_flags_default_on_and_unchecked_means_off() -> None:
     user = make_user()
     assert all(ReportForm(owner=user, now=NOW)[name].initial for name in FLAGS_ON)
     form = report_form(
-        user,
-        connections=[make_connection(user).pk],
-        preset="last_month",
-        granularity="total",
-        include_models="on",
+        user, flags={"include_models": "on"}, preset="last_month", granularity="total"
     )
     assert form.is_valid(), form.errors
     assert form.flags() == {
@@ -109,9 +91,7 @@ def test_only_the_owners_connections_are_offered() -> None:
     mine, theirs = make_connection(user), make_connection(other)
     field = ReportForm(owner=user, now=NOW).fields["connections"]
     assert list(field.queryset) == [mine]  # type: ignore[attr-defined]
-    form = report_form(
-        user, connections=[theirs.pk], preset="last_month", granularity="total", **FLAGS_ON
-    )
+    form = report_form(user, connections=[theirs.pk], preset="last_month", granularity="total")
     assert "connections" in form.errors
 
 

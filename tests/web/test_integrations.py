@@ -19,25 +19,15 @@ from django.core.management import call_command
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from reports import crypto
 from reports.integrations import api_tokens, webhooks
-from reports.models import ApiToken, Bucket, Connection, Report, Team, WebhookEvent
-from tests.factories import (
-    ensure_example_price_book,
-    make_connection,
-    make_done_bucket,
-    make_done_report,
-    make_team,
-    make_user,
-)
+from reports.models import ApiToken, Bucket, Connection, Report, WebhookEvent
+from tests.factories import make_connection, make_done_bucket, make_user
 from tests.support import figures
+from tests.support.world import JWT, OWNER_TOKEN, ROLES, SIGNED_LINK, World
 
 pytestmark = pytest.mark.django_db
 
 NOW = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
-OSAI_TOKEN = "osai-sandbox-owner-main-9f2c"
-JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjYW5hcnkifQ.c2lnbmF0dXJlLWNhbmFyeQ"
-SIGNED_LINK = "https://storage.example/r.json?AWSAccessKeyId=YXBw&Expires=1&Signature=Q0FOQVJZ"
 
 
 @pytest.fixture(autouse=True)
@@ -51,77 +41,6 @@ def _roomy_limits(settings: Any) -> None:
     """The rate limits count in the shared cache; tests of them set their own."""
     settings.API_RATE = "10000/m"
     settings.API_FAILED_AUTH_RATE = "10000/m"
-
-
-# --- The cast -------------------------------------------------------------------------------------
-
-
-@dataclass
-class World:
-    owner: Any
-    team_admin: Any
-    team_member: Any
-    other_admin: Any
-    stranger: Any
-    team: Team
-    connection: Connection
-    team_report: Report
-    personal_report: Report
-    tokens: dict[str, str]
-
-    def user(self, role: str) -> Any:
-        return getattr(self, role)
-
-
-ROLES = ("owner", "team_admin", "team_member", "other_admin", "stranger")
-
-
-@pytest.fixture
-def world() -> World:
-    ensure_example_price_book()
-    owner, team_admin, team_member = make_user("owner"), make_user("admin"), make_user("member")
-    other_admin, stranger = make_user("otheradmin"), make_user("stranger")
-    team = make_team("Vision", admins=[team_admin], members=[owner, team_member])
-    make_team("Elsewhere", admins=[other_admin], members=[stranger])
-    connection = make_connection(owner, "Main", token=OSAI_TOKEN)
-    Connection.objects.filter(pk=connection.pk).update(jwt_encrypted=crypto.encrypt_secret(JWT))
-    connection.shared_with_teams.add(team)
-    team_report = make_done_report(team_admin, [connection], team=team)
-    personal_report = make_done_report(
-        owner,
-        [connection],
-        start=datetime(2025, 10, 1, tzinfo=UTC),
-        end=datetime(2026, 1, 1, tzinfo=UTC),
-    )
-    # What OSAI answered, with a signed link in it: no answer of ours may carry it.
-    for bucket in Bucket.objects.all():
-        bucket.osai_response = {**(bucket.osai_response or {}), "path": SIGNED_LINK}
-        bucket.save(update_fields=["osai_response"])
-    webhooks.webhook_receive(
-        connection=connection,
-        body=json.dumps(
-            {"taskType": "Training", "success": True, "workerMemoryGB": 16, "link": SIGNED_LINK}
-        ).encode(),
-        content_type="application/json",
-    )
-    tokens = {
-        role: api_tokens.api_token_create(user=user, name=role)[1]
-        for role, user in zip(
-            ROLES, (owner, team_admin, team_member, other_admin, stranger), strict=True
-        )
-    }
-    return World(
-        owner,
-        team_admin,
-        team_member,
-        other_admin,
-        stranger,
-        team,
-        connection,
-        team_report,
-        personal_report,
-        tokens,
-    )
 
 
 def api(token: str | None, path: str, method: str = "get", **extra: Any) -> Any:
@@ -346,7 +265,7 @@ def test_the_webhook_pages_are_the_owners_alone(world: World, role: str) -> None
 def test_the_webhook_page_shows_the_url_to_its_owner(world: World) -> None:
     page = signed_in(world.owner).get(reverse("connection_webhook", args=[world.connection.pk]))
     assert f"http://testserver{hook_url(world.connection)}" in page.content.decode()
-    assert OSAI_TOKEN not in page.content.decode()
+    assert OWNER_TOKEN not in page.content.decode()
 
 
 def test_state_changing_integration_endpoints_enforce_csrf(world: World) -> None:
@@ -517,7 +436,13 @@ def test_w2_api_scoping_matrix(world: World, endpoint: ApiEndpoint, who: str) ->
             assert response["Cache-Control"] == "private, no-store"
         else:
             assert response.status_code == 404
-        for secret in (OSAI_TOKEN, JWT, SIGNED_LINK, "Signature=", world.connection.webhook_secret):
+        for secret in (
+            OWNER_TOKEN,
+            JWT,
+            SIGNED_LINK,
+            "Signature=",
+            world.connection.webhook_secret,
+        ):
             assert secret not in body
         passed = True
     finally:
@@ -526,10 +451,7 @@ def test_w2_api_scoping_matrix(world: World, endpoint: ApiEndpoint, who: str) ->
 
 def test_w2_api_scoping_matrix_summary(capsys: pytest.CaptureFixture[str]) -> None:
     failures = [cell for cell, ok in API_MATRIX if not ok]
-    figures.figure("W2 API scoping matrix cells", len(API_MATRIX))
-    figures.figure("W2 API scoping matrix failures", len(failures))
-    with capsys.disabled():
-        print(f"\nW2: API scoping matrix {len(API_MATRIX)} cells, {len(failures)} failures")
+    figures.matrix("W2 API scoping matrix", len(API_MATRIX), failures, capsys)
     assert not failures, failures
 
 
@@ -539,9 +461,15 @@ def test_w2_lists_hold_only_what_the_pages_show(world: World) -> None:
 
     assert ids("owner") == {world.personal_report.pk}
     assert ids("team_admin") == {world.team_report.pk}
-    assert ids("team_member") == ids("other_admin") == ids("stranger") == set()
-    assert [c["label"] for c in api(world.tokens["owner"], "connections").json()] == ["Main"]
-    assert api(world.tokens["team_admin"], "connections").json() == []
+    assert ids("other_admin") == {world.other_report.pk}
+    assert ids("team_member") == ids("stranger") == set()
+
+    def labels(role: str) -> list[str]:
+        return [c["label"] for c in api(world.tokens[role], "connections").json()]
+
+    assert labels("owner") == ["Main"]
+    assert labels("team_admin") == ["Admin lab"]  # their own, not the one shared with them
+    assert labels("team_member") == labels("stranger") == []
     owner_feed = api(world.tokens["owner"], "activity").json()
     assert [(e["kind"], e["outcome"], e["worker_gb"]) for e in owner_feed] == [
         ("training", "succeeded", 16)

@@ -32,13 +32,19 @@ def _running(report: Report, expected_in: float | None) -> Report:
     return report
 
 
-def _badge(client: Client, report: Report) -> str:
-    response = client.get(
-        reverse("report_status", args=[report.pk]),
-        {"seen": report.buckets_done},
-        HTTP_HX_REQUEST="true",
-    )
+def _polled_badge(owner: Any, report: Report) -> str:
+    """The status badge as the report page polls it: one query for the session at most and
+    one for the report (S6 / P7: the estimate and the worker's next poll are on its row)."""
+    client = Client()
+    client.force_login(owner)
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(
+            reverse("report_status", args=[report.pk]),
+            {"seen": report.buckets_done},
+            HTTP_HX_REQUEST="true",
+        )
     assert response.status_code == 200
+    assert len(queries) <= 2
     return response.content.decode()
 
 
@@ -59,11 +65,7 @@ def test_the_badge_polls_by_the_estimate_and_says_how_long_is_left(
 ) -> None:
     owner = make_user()
     report = _running(make_done_report(owner), expected_in)
-    client = Client()
-    client.force_login(owner)
-    with CaptureQueriesContext(connection) as queries:
-        body = _badge(client, report)
-    assert len(queries) <= 2  # S6 / P7: the estimate is on the report row
+    body = _polled_badge(owner, report)
     assert re.search(f'hx-trigger="(?:{trigger})"', body)
     if text:
         assert text in body
@@ -95,11 +97,7 @@ def test_without_an_estimate_the_badge_looks_just_after_the_workers_next_poll(
         buckets_failed=0,
     )
     report.refresh_from_db()
-    client = Client()
-    client.force_login(owner)
-    with CaptureQueriesContext(connection) as queries:
-        body = _badge(client, report)
-    assert len(queries) <= 2  # S6 / P7: the moment is on the report row
+    body = _polled_badge(owner, report)
     assert re.search(f'hx-trigger="(?:{trigger})"', body)
     if expected_in is None:
         assert "left" not in body  # no estimate, no ETA
@@ -108,17 +106,6 @@ def test_without_an_estimate_the_badge_looks_just_after_the_workers_next_poll(
 
 
 # --- P14: figures cached by what they show ---
-
-
-@pytest.fixture
-def own_cache(settings: Any) -> None:
-    """A cache of this test's own: the shared test cache may hold these figures already."""
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-            "LOCATION": uuid.uuid4().hex,
-        }
-    }
 
 
 @pytest.fixture

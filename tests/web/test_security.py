@@ -1,19 +1,23 @@
-"""Hardening: deploy checks (S1, S13), headers (S7), login throttling (S8), plain 500 (S9)."""
+"""Hardening: deploy checks (S1, S13), headers (S7), login throttling (S8), plain 500 (S9), the
+client behind a proxy (S10), nothing signed in cached (S11), throttled password resets (S12)."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import secrets
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
 from django.test import Client
-from django.urls import reverse
+from django.urls import clear_url_caches, reverse
 
-from tests.factories import PASSWORD, make_user
+from tests.factories import PASSWORD, make_done_report, make_user
 from tests.support import figures
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,3 +160,70 @@ def test_a_crash_shows_the_plain_500_page(settings, monkeypatch):
     assert "Something went wrong" in body
     for leak in ("Traceback", "kaboom", "SECRET_KEY", "settings", "DATABASES"):
         assert leak not in body
+
+
+# --- S10, S11, S12: asked for by the review of the multi-tenant pipeline ---
+
+
+@pytest.mark.django_db
+def test_lock_out_counts_the_client_behind_the_proxy_not_the_proxy(settings: Any) -> None:
+    """S10: five failures from one client lock that client out, not the same user elsewhere."""
+    settings.BEHIND_PROXY = True
+    user = make_user("locked")
+
+    def sign_in(client_address: str, password: str) -> int:
+        client = Client(REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR=f"6.6.6.6, {client_address}")
+        response = client.post(reverse("login"), {"username": user.username, "password": password})
+        return response.status_code
+
+    for _ in range(4):
+        assert sign_in("203.0.113.7", "wrong") == 200
+    assert sign_in("203.0.113.7", "wrong") == 429  # the fifth failure locks this client out
+    assert sign_in("203.0.113.7", PASSWORD) == 429  # even with the right password
+    assert sign_in("198.51.100.2", PASSWORD) == 302  # the same user elsewhere is not
+
+
+@pytest.mark.django_db
+def test_signed_in_pages_partials_and_downloads_are_not_cached(client: Client) -> None:
+    """S11."""
+    owner = make_user()
+    report = make_done_report(owner)
+    client.force_login(owner)
+    for url in (
+        reverse("home"),
+        reverse("report_detail", args=[report.pk]),
+        reverse("report_status", args=[report.pk]),
+        reverse("report_export_csv", args=[report.pk]),
+        reverse("budget_list"),
+    ):
+        response = client.get(url, HTTP_HX_REQUEST="true" if "status" in url else "")
+        assert "no-store" in response["Cache-Control"] and "private" in response["Cache-Control"], (
+            url
+        )
+    figures.figure("S11 pages checked for Cache-Control", 5)
+
+
+@pytest.mark.django_db
+def test_password_reset_exists_only_with_mail_and_is_throttled(settings: Any) -> None:
+    """S12."""
+    import osai_dashboard.urls
+
+    assert Client().get("/accounts/password_reset/").status_code == 404  # no mail configured
+    settings.PASSWORD_RESET_ENABLED = True
+    settings.PASSWORD_RESET_RATE = "3/h"
+    # The test cache is a shared file cache: counters of earlier runs must not count here.
+    settings.RATELIMIT_CACHE_PREFIX = f"rl-{uuid.uuid4().hex}:"
+    try:
+        importlib.reload(osai_dashboard.urls)
+        clear_url_caches()
+        client = Client(REMOTE_ADDR="192.0.2.5")
+        assert client.get("/accounts/password_reset/").status_code == 200
+        codes = [
+            client.post("/accounts/password_reset/", {"email": f"x{i}@example.com"}).status_code
+            for i in range(4)
+        ]
+        assert codes == [302, 302, 302, 429]
+    finally:
+        settings.PASSWORD_RESET_ENABLED = False
+        importlib.reload(osai_dashboard.urls)
+        clear_url_caches()

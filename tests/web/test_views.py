@@ -37,10 +37,14 @@ from tests.factories import (
     make_user,
 )
 from tests.support import figures
+from tests.support.world import OWNER_TOKEN, World
+from tests.support.world import ROLES as WORLD_ROLES
 
 pytestmark = pytest.mark.django_db
 
 NOW = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
+FEB = datetime(2026, 2, 1, tzinfo=UTC)
+MAR = datetime(2026, 3, 1, tzinfo=UTC)
 LOGIN_URL = "/accounts/login/"
 
 
@@ -48,60 +52,6 @@ LOGIN_URL = "/accounts/login/"
 def _frozen_time() -> Any:
     with time_machine.travel(NOW, tick=False):
         yield
-
-
-# --- The cast -----------------------------------------------------------------------------------
-
-
-@dataclass
-class World:
-    owner: Any
-    team_admin: Any
-    team_member: Any
-    other_admin: Any
-    stranger: Any
-    team: Team
-    connection: Connection
-    team_report: Report
-    personal_report: Report
-
-    def user(self, role: str) -> Any:
-        return None if role == "anonymous" else getattr(self, role)
-
-
-@pytest.fixture
-def world() -> World:
-    owner, team_admin, team_member = make_user("owner"), make_user("admin"), make_user("member")
-    other_admin, stranger = make_user("otheradmin"), make_user("stranger")
-    team = make_team("Vision", admins=[team_admin], members=[owner, team_member])
-    make_team("Elsewhere", admins=[other_admin], members=[stranger])
-    connection = make_connection(owner, "Main", token="osai-sandbox-owner-main-9f2c")
-    connection.shared_with_teams.add(team)
-    # Team reports are requested by a team admin over the connections members share.
-    team_report = make_done_report(team_admin, [connection], team=team)
-    personal_report = make_done_report(
-        owner,
-        [connection],
-        start=datetime(2025, 10, 1, tzinfo=UTC),
-        end=datetime(2026, 1, 1, tzinfo=UTC),
-    )
-    for report in (team_report, personal_report):
-        bucket = Bucket.objects.filter(report_buckets__report=report).first()
-        assert bucket is not None
-        BucketFile.objects.create(
-            bucket=bucket, content=b'{"status": 0}', sha256="0" * 64, size_bytes=13
-        )
-    return World(
-        owner,
-        team_admin,
-        team_member,
-        other_admin,
-        stranger,
-        team,
-        connection,
-        team_report,
-        personal_report,
-    )
 
 
 def page_text(body: str) -> str:
@@ -124,7 +74,7 @@ def client_for(user: Any, **kwargs: Any) -> Client:
 
 # --- S2: the authorization matrix ---------------------------------------------------------------
 
-ROLES = ("owner", "team_admin", "team_member", "other_admin", "stranger", "anonymous")
+ROLES = (*WORLD_ROLES, "anonymous")
 
 
 @dataclass(frozen=True)
@@ -139,122 +89,72 @@ class Endpoint:
     snapshot: Callable[[World], Any] = lambda w: None
 
 
-def _report_state(report: Report) -> Callable[[World], Any]:
-    return lambda w: Report.objects.get(pk=report.pk).state
-
-
 # Team reports show other people's spend: only the team's current admins see them, not the
 # members whose connections they cover ("owner" owns the shared connection).
 REPORT_ROLES = ("team_admin",)
 PERSONAL_ROLES = ("owner",)
 CONNECTION_ROLES = ("owner",)  # nobody else ever manages a connection
 
+# (view, method, status when allowed, an htmx partial); a POST may change the report's state.
+REPORT_VIEWS = (
+    ("report_detail", "get", 200, False),
+    ("report_status", "get", 286, True),
+    ("report_charts", "get", 200, True),
+    ("report_cancel", "post", 302, False),
+    ("report_retry", "post", 302, False),
+    ("bucket_raw_json", "get", 200, False),
+)
+# (view, method, status when allowed, what a refused request must leave unchanged)
+CONNECTION_VIEWS: tuple[tuple[str, str, int, Callable[[Connection], Any] | None], ...] = (
+    ("connection_edit", "get", 200, None),
+    ("connection_edit", "post", 302, lambda c: c.label),
+    ("connection_token", "get", 200, None),
+    # No token given: the form again, nothing changed.
+    ("connection_token", "post", 200, lambda c: c.token_encrypted),
+    ("connection_delete", "get", 200, None),
+    ("connection_delete", "post", 302, lambda c: "kept"),
+)
+
+
+def _report_endpoint(view: str, method: str, status: int, htmx: bool, kind: str) -> Endpoint:
+    def url(w: World) -> str:
+        report = getattr(w, kind)
+        if view == "bucket_raw_json":
+            return reverse(view, args=[report.pk, first_bucket(report).pk])
+        return reverse(view, args=[report.pk])
+
+    def state(w: World) -> Any:
+        return Report.objects.get(pk=getattr(w, kind).pk).state if method == "post" else None
+
+    roles = REPORT_ROLES if kind == "team_report" else PERSONAL_ROLES
+    return Endpoint(f"{view}[{kind}]", method, url, roles, status, htmx=htmx, snapshot=state)
+
+
+def _connection_endpoint(
+    view: str, method: str, status: int, kept: Callable[[Connection], Any] | None
+) -> Endpoint:
+    def url(w: World) -> str:
+        return reverse(view, args=[w.connection.pk])
+
+    def state(w: World) -> Any:
+        if kept is None:
+            return None
+        connection = Connection.objects.filter(pk=w.connection.pk).first()
+        return "deleted" if connection is None else kept(connection)
+
+    name = f"{view}[post]" if method == "post" else view
+    return Endpoint(name, method, url, CONNECTION_ROLES, status, snapshot=state)
+
 
 def _endpoints() -> list[Endpoint]:
-    endpoints = []
-    for kind, roles in (("team_report", REPORT_ROLES), ("personal_report", PERSONAL_ROLES)):
-
-        def report(w: World, kind: str = kind) -> Report:
-            return getattr(w, kind)
-
-        endpoints += [
-            Endpoint(
-                f"report_detail[{kind}]",
-                "get",
-                lambda w, r=report: reverse("report_detail", args=[r(w).pk]),
-                roles,
-                200,
-            ),
-            Endpoint(
-                f"report_status[{kind}]",
-                "get",
-                lambda w, r=report: reverse("report_status", args=[r(w).pk]),
-                roles,
-                286,
-                htmx=True,
-            ),
-            Endpoint(
-                f"report_charts[{kind}]",
-                "get",
-                lambda w, r=report: reverse("report_charts", args=[r(w).pk]),
-                roles,
-                200,
-                htmx=True,
-            ),
-            Endpoint(
-                f"report_cancel[{kind}]",
-                "post",
-                lambda w, r=report: reverse("report_cancel", args=[r(w).pk]),
-                roles,
-                302,
-                snapshot=lambda w, r=report: Report.objects.get(pk=r(w).pk).state,
-            ),
-            Endpoint(
-                f"report_retry[{kind}]",
-                "post",
-                lambda w, r=report: reverse("report_retry", args=[r(w).pk]),
-                roles,
-                302,
-                snapshot=lambda w, r=report: Report.objects.get(pk=r(w).pk).state,
-            ),
-            Endpoint(
-                f"bucket_raw_json[{kind}]",
-                "get",
-                lambda w, r=report: reverse(
-                    "bucket_raw_json", args=[r(w).pk, first_bucket(r(w)).pk]
-                ),
-                roles,
-                200,
-            ),
-        ]
-    endpoints += [
-        Endpoint(
-            "connection_edit",
-            "get",
-            lambda w: reverse("connection_edit", args=[w.connection.pk]),
-            CONNECTION_ROLES,
-            200,
+    return [
+        *(
+            _report_endpoint(*view, kind)
+            for kind in ("team_report", "personal_report")
+            for view in REPORT_VIEWS
         ),
-        Endpoint(
-            "connection_edit[post]",
-            "post",
-            lambda w: reverse("connection_edit", args=[w.connection.pk]),
-            CONNECTION_ROLES,
-            302,
-            snapshot=lambda w: Connection.objects.get(pk=w.connection.pk).label,
-        ),
-        Endpoint(
-            "connection_token",
-            "get",
-            lambda w: reverse("connection_token", args=[w.connection.pk]),
-            CONNECTION_ROLES,
-            200,
-        ),
-        Endpoint(
-            "connection_token[post]",
-            "post",
-            lambda w: reverse("connection_token", args=[w.connection.pk]),
-            CONNECTION_ROLES,
-            200,  # no token given: the form again, nothing changed
-            snapshot=lambda w: Connection.objects.get(pk=w.connection.pk).token_encrypted,
-        ),
-        Endpoint(
-            "connection_delete",
-            "get",
-            lambda w: reverse("connection_delete", args=[w.connection.pk]),
-            CONNECTION_ROLES,
-            200,
-        ),
-        Endpoint(
-            "connection_delete[post]",
-            "post",
-            lambda w: reverse("connection_delete", args=[w.connection.pk]),
-            CONNECTION_ROLES,
-            302,
-            snapshot=lambda w: Connection.objects.filter(pk=w.connection.pk).exists(),
-        ),
+        *(_connection_endpoint(*view) for view in CONNECTION_VIEWS),
     ]
-    return endpoints
 
 
 ENDPOINTS = _endpoints()
@@ -301,11 +201,7 @@ def test_authorization_matrix(world: World, endpoint: Endpoint, role: str) -> No
 def test_authorization_matrix_summary(capsys: pytest.CaptureFixture[str]) -> None:
     """Runs after the matrix (file order) and prints its size; any failed cell fails here too."""
     failures = [cell for cell, ok in MATRIX_RESULTS if not ok]
-    line = f"S2: authorization matrix {len(MATRIX_RESULTS)} cells, {len(failures)} failures"
-    figures.figure("S2 authorization matrix cells", len(MATRIX_RESULTS))
-    figures.figure("S2 authorization matrix failures", len(failures))
-    with capsys.disabled():
-        print(f"\n{line}")
+    figures.matrix("S2 authorization matrix", len(MATRIX_RESULTS), failures, capsys)
     assert not failures, failures
 
 
@@ -635,11 +531,7 @@ def test_change_against_the_previous_period_when_it_is_known(world: World) -> No
     covered here by ten finished daily buckets and three weekly ones."""
     conn = make_connection(world.owner, "Fresh")
     report = make_done_report(
-        world.owner,
-        [conn],
-        start=datetime(2026, 2, 1, tzinfo=UTC),
-        end=datetime(2026, 3, 1, tzinfo=UTC),
-        granularity=Granularity.TOTAL,
+        world.owner, [conn], start=FEB, end=MAR, granularity=Granularity.TOTAL
     )
     # January: 2026-01-01 .. 2026-01-11 as days, then three whole weeks to 2026-02-01.
     days = [datetime(2026, 1, d, tzinfo=UTC) for d in range(1, 12)]
@@ -663,11 +555,7 @@ def test_change_against_the_previous_period_when_it_is_known(world: World) -> No
 def test_no_previous_period_when_a_day_is_missing(world: World) -> None:
     conn = world.connection
     report = make_done_report(
-        world.owner,
-        [conn],
-        start=datetime(2026, 2, 1, tzinfo=UTC),
-        end=datetime(2026, 2, 3, tzinfo=UTC),
-        granularity=Granularity.TOTAL,
+        world.owner, [conn], start=FEB, end=FEB + timedelta(days=2), granularity=Granularity.TOTAL
     )
     make_done_bucket(conn, datetime(2026, 1, 30, tzinfo=UTC), datetime(2026, 1, 31, tzinfo=UTC))
     body = client_for(world.owner).get(reverse("report_detail", args=[report.pk])).content.decode()
@@ -778,7 +666,7 @@ def test_connection_list_shows_status_and_last4_only(world: World) -> None:
     Connection.objects.filter(pk=world.connection.pk).update(status=Connection.Status.NEEDS_TOKEN)
     body = client_for(world.owner).get(reverse("connection_list")).content.decode()
     assert "…9f2c" in body
-    assert "osai-sandbox-owner-main" not in body
+    assert OWNER_TOKEN[:-4] not in body
     assert "Needs a new token" in body
     assert "Vision" in body  # shared with
 

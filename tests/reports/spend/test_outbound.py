@@ -1,5 +1,6 @@
-"""Budget webhooks (reports/outbound.py, reports/notify.py): A2 targets refused, no redirects,
-A3 signed bodies with a delivery key, A4 retries then failure, against real local servers."""
+"""Budget webhooks (reports/spend/outbound.py, reports/spend/notify.py): A2 targets refused, no
+redirects, A3 signed bodies with a delivery key, A4 retries then failure, against real local
+servers."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""How long OSAI takes (reports/eta.py): the estimate, the polling schedule it produces, and
-how a run of reports of one kind converges, with the pipeline's real back-off for the first.
+"""How long OSAI takes (reports/pipeline/eta.py): the estimate, the polling schedule it
+produces, and how a run of reports of one kind converges, with the pipeline's real back-off
+(reports/pipeline/steps.py) for the first.
 
 `simulate` plays one report: OSAI is ready `d` seconds after our POST was answered, and
 every poll is answered `lateness` seconds after it was planned (the dispatcher and the
@@ -172,7 +173,7 @@ def test_when_osai_slows_down_the_estimate_follows() -> None:
     assert all(polls <= 2 for polls, _ in settled)
 
 
-# --- The back-off, kept on its schedule (reports/pipeline.py) ---
+# --- The back-off, kept on its schedule (reports/pipeline/steps.py) ---
 
 
 @pytest.mark.parametrize("d", [10.0, 60.0])

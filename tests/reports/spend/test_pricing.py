@@ -1,4 +1,4 @@
-"""Price books and cost arithmetic (reports/pricing.py): exact Decimals, pro rata, what-if."""
+"""Price books and cost arithmetic (reports/spend/pricing.py): exact Decimals, pro rata, what-if."""
 
 from __future__ import annotations
 

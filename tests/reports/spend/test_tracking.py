@@ -1,5 +1,5 @@
-"""Tracking (reports/tracking.py): the month kept fresh as daily buckets against the sandbox;
-closed days fetched once, only the open day asked again (P17 as a count)."""
+"""Tracking (reports/spend/tracking.py): the month kept fresh as daily buckets against the
+sandbox; closed days fetched once, only the open day asked again (P17 as a count)."""
 
 from __future__ import annotations
 

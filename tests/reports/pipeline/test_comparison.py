@@ -1,5 +1,6 @@
-"""What a report is compared with (product rules), how that period is fetched (closed buckets,
-once), and how it is read (tiling, the last day pro rata; I3: nothing recurses per bucket)."""
+"""The period a report is compared with: how it is fetched (closed buckets, once, kept after
+the report) and how it is read (tiling, the last day pro rata; I3: nothing recurses per
+bucket). Which period that is (the product rules) is in tests/reports/test_periods.py."""
 
 from __future__ import annotations
 
@@ -14,85 +15,20 @@ from django.utils import timezone
 from reports import access
 from reports.metrics import all_flags
 from reports.models import Bucket, Granularity, ReportBucket
-from reports.periods import (
-    PRESETS,
-    comparison_buckets,
-    comparison_period,
-    describe,
-    preset_period,
-)
 from reports.pipeline import report_requests
 from reports.spend.usage import known_usage, sum_rows
-from tests.factories import make_connection, make_done_bucket, make_done_report, make_user
-
-NOW = datetime(2026, 11, 26, 13, 27, tzinfo=UTC)
+from tests.factories import (
+    make_connection,
+    make_daily_buckets,
+    make_done_bucket,
+    make_done_report,
+    make_user,
+    request_report,
+)
 
 
 def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)
-
-
-@pytest.mark.parametrize(
-    ("preset", "expected"),
-    [
-        ("this_month", (utc(2026, 10, 1), utc(2026, 10, 26, 13, 27))),
-        ("last_month", (utc(2026, 9, 1), utc(2026, 10, 1))),
-        ("last_7_days", (utc(2026, 11, 12), utc(2026, 11, 19))),
-        ("last_30_days", (utc(2026, 9, 27), utc(2026, 10, 27))),
-        ("last_90_days", (utc(2026, 5, 30), utc(2026, 8, 28))),
-        ("quarter_to_date", (utc(2026, 7, 1), utc(2026, 8, 26, 13, 27))),
-        ("year_to_date", (utc(2025, 1, 1), utc(2025, 11, 26, 13, 27))),
-        ("last_12_months", (utc(2024, 12, 1), utc(2025, 11, 26, 13, 27))),
-    ],
-)
-def test_every_preset_has_a_comparison_by_the_product_rules(
-    preset: str, expected: tuple[datetime, datetime]
-) -> None:
-    start, end = preset_period(preset, NOW)
-    assert comparison_period(preset, start, end) == expected
-
-
-def test_custom_ranges_compare_whole_months_with_months_and_days_with_days() -> None:
-    assert comparison_period("", utc(2026, 1, 1), utc(2026, 4, 1)) == (
-        utc(2025, 10, 1),
-        utc(2026, 1, 1),
-    )
-    assert comparison_period("", utc(2026, 3, 10), utc(2026, 3, 20)) == (
-        utc(2026, 2, 28),
-        utc(2026, 3, 10),
-    )
-    # A range that ends today, mid-day: the same whole number of days earlier.
-    assert comparison_period("", utc(2026, 11, 20), NOW) == (
-        utc(2026, 11, 13),
-        utc(2026, 11, 19, 13, 27),
-    )
-    assert set(PRESETS) <= {
-        "this_month",
-        "last_month",
-        "last_7_days",
-        "last_30_days",
-        "last_90_days",
-        "quarter_to_date",
-        "year_to_date",
-        "last_12_months",
-    }
-
-
-def test_the_comparison_is_fetched_as_whole_months_then_days_up_to_a_midnight() -> None:
-    plan = comparison_buckets(utc(2025, 1, 1), utc(2025, 3, 3, 13, 27))
-    assert plan == [
-        (utc(2025, 1, 1), utc(2025, 2, 1)),
-        (utc(2025, 2, 1), utc(2025, 3, 1)),
-        (utc(2025, 3, 1), utc(2025, 3, 2)),
-        (utc(2025, 3, 2), utc(2025, 3, 3)),
-        (utc(2025, 3, 3), utc(2025, 3, 4)),
-    ]
-    assert describe(utc(2026, 10, 1), utc(2026, 11, 1)) == "Oct 2026"
-    assert describe(utc(2025, 1, 1), utc(2025, 11, 1)) == "Jan 2025 \u2013 Oct 2025"
-    assert describe(utc(2026, 10, 1), utc(2026, 10, 26, 13, 27)) == (
-        "2026-10-01 \u2013 2026-10-26 13:27"
-    )
-    assert describe(utc(2026, 11, 12), utc(2026, 11, 19)) == "2026-11-12 \u2013 2026-11-18"
 
 
 @pytest.mark.django_db
@@ -117,18 +53,7 @@ def test_a_report_whose_previous_period_holds_10000_daily_buckets_renders() -> N
     days = 10_000
     end = start + timedelta(days=days)
     flags = all_flags()
-    Bucket.objects.bulk_create(
-        Bucket(
-            connection=conn,
-            period_start=start + timedelta(days=i),
-            period_end=start + timedelta(days=i + 1),
-            is_closed=True,
-            state=Bucket.State.DONE,
-            training_seconds_8gb=1.0,
-            **flags,
-        )
-        for i in range(days)
-    )
+    make_daily_buckets(conn, start, days, training_seconds_8gb=1.0, **flags)
     report = make_done_report(
         owner, [conn], start=end, end=end + timedelta(days=days), granularity=Granularity.TOTAL
     )
@@ -147,16 +72,7 @@ def test_a_request_fetches_its_comparison_once_and_the_worker_keeps_it_after_the
 ) -> None:
     owner = make_user()
     conn = make_connection(owner)
-    report = report_requests.report_request(
-        owner=owner,
-        connections=[conn],
-        period_start=utc(2025, 3, 1),
-        period_end=utc(2025, 4, 1),
-        granularity="total",
-        flags=all_flags(),
-        preset="",
-        compare=True,
-    )
+    report = request_report(owner, [conn], compare=True)  # March 2025
     compared = access.comparison_buckets_of(report)
     assert [(b.period_start, b.period_end) for b in compared] == [
         (utc(2025, 2, 1), utc(2025, 3, 1))
@@ -174,28 +90,11 @@ def test_a_request_fetches_its_comparison_once_and_the_worker_keeps_it_after_the
     assert report.state == "done"
     assert access.bucket_is_wanted(compared.get())
     # A second request for the same period, a minute later, reuses the comparison bucket.
-    again = report_requests.report_request(
-        owner=owner,
-        connections=[conn],
-        period_start=utc(2025, 3, 1),
-        period_end=utc(2025, 4, 1),
-        granularity="total",
-        flags=all_flags(),
-        compare=True,
-        now=timezone.now() + timedelta(minutes=1),
-    )
+    again = request_report(owner, [conn], compare=True, now=timezone.now() + timedelta(minutes=1))
     assert list(access.comparison_buckets_of(again)) == list(compared)
     assert ReportBucket.objects.filter(purpose="comparison").count() == 2
     # Cancelling a report lets go of its comparison.
-    third = report_requests.report_request(
-        owner=owner,
-        connections=[conn],
-        period_start=utc(2024, 3, 1),
-        period_end=utc(2024, 4, 1),
-        granularity="total",
-        flags=all_flags(),
-        compare=True,
-    )
+    third = request_report(owner, [conn], period=(utc(2024, 3, 1), utc(2024, 4, 1)), compare=True)
     february_2024 = access.comparison_buckets_of(third).get()
     report_requests.report_cancel(report=third)
     february_2024.refresh_from_db()
@@ -208,16 +107,7 @@ def test_a_finished_report_polls_only_a_small_element_until_its_comparison_arriv
     queue: list[object],
 ) -> None:
     owner = make_user()
-    conn = make_connection(owner)
-    report = report_requests.report_request(
-        owner=owner,
-        connections=[conn],
-        period_start=utc(2025, 3, 1),
-        period_end=utc(2025, 4, 1),
-        granularity="total",
-        flags=all_flags(),
-        compare=True,
-    )
+    report = request_report(owner, compare=True)  # March 2025, one connection
     Bucket.objects.filter(report_buckets__purpose="main").update(state=Bucket.State.DONE)
     from reports.pipeline.progress import report_refresh
 

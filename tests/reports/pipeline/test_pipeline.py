@@ -1,7 +1,7 @@
 """The report pipeline against the real sandbox over a socket, steps run in this process.
 
 These drive `bucket_step` directly (no qcluster), so each test controls time and faults
-exactly. tests/test_pipeline_worker.py runs the same pipeline in a real worker.
+exactly. tests/e2e/test_pipeline_worker.py runs the same pipeline in a real worker.
 """
 
 from __future__ import annotations
@@ -15,81 +15,24 @@ import pytest
 from django.db import connection as db_connection
 from django.utils import timezone
 
-from osai.client import OsaiClient
 from reports import crypto
 from reports.metrics import OSAI_FIELD_TO_COLUMN
 from reports.models import Bucket, BucketFile, Connection, Report
 from reports.periods import preset_period
 from reports.pipeline import connections, dispatcher, progress, report_requests, steps
-from tests.factories import make_connection, make_user
+from tests.factories import make_connection, make_user, request_report
 from tests.support import figures
-from tests.support.pipeline import drive
+from tests.support.pipeline import direct_totals, drive
 
-ALL_FLAGS = {
-    "include_datasets": True,
-    "include_manipulations": True,
-    "include_models": True,
-    "include_rented_devices": True,
-    "include_predictions": True,
-}
 POST = "POST /api/Reports"
 GET = "GET /api/Reports/{id}"
 FILE = "GET /s3/file"
 SIGN_IN = "POST /api/Users/SignIn"
+YEAR_2025 = (datetime(2025, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC))
+JANUARY = (datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 2, 1, tzinfo=UTC))
+MARCH_APRIL = (datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 5, 1, tzinfo=UTC))
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def request(
-    owner: Any,
-    connections: list[Connection],
-    start: datetime,
-    end: datetime,
-    granularity: str = "month",
-    **kwargs: Any,
-) -> Report:
-    return report_requests.report_request(
-        owner=owner,
-        connections=connections,
-        period_start=start,
-        period_end=end,
-        granularity=granularity,
-        flags=kwargs.pop("flags", ALL_FLAGS),
-        **kwargs,
-    )
-
-
-def request_march(owner: Any, connection: Connection) -> Report:
-    """One bucket: March 2025, all flags, granularity total."""
-    return request(
-        owner,
-        [connection],
-        datetime(2025, 3, 1, tzinfo=UTC),
-        datetime(2025, 4, 1, tzinfo=UTC),
-        granularity="total",
-    )
-
-
-def direct_totals(sandbox: Any, token: str, start: datetime, end: datetime) -> dict[str, Any]:
-    """Ask the sandbox directly for one report over the whole period."""
-    client = OsaiClient(sandbox.api_url, token, sandbox=True)
-    created = client.create_report(
-        start,
-        end,
-        {
-            "includeDatasets": True,
-            "includeManipulations": True,
-            "includeModels": True,
-            "includeRentedDevices": True,
-            "includePredictions": True,
-        },
-    )
-    for _ in range(200):
-        status = client.get_report(created.id)
-        if status.is_done:
-            return status.totals
-        time.sleep(0.05)
-    raise AssertionError("the sandbox did not finish")
 
 
 @pytest.fixture
@@ -102,8 +45,7 @@ def account(use_sandbox: Any, fast: Any) -> tuple[Any, Connection, str]:
 
 def test_a_year_by_month_completes_with_the_sandbox_totals(account, use_sandbox, queue):
     user, conn, token = account
-    start, end = datetime(2025, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)
-    report = request(user, [conn], start, end)
+    report = request_report(user, [conn], period=YEAR_2025, granularity="month")
     assert report.buckets_total == 12 and report.state == Report.State.QUEUED
     drive()
     report.refresh_from_db()
@@ -116,7 +58,7 @@ def test_a_year_by_month_completes_with_the_sandbox_totals(account, use_sandbox,
     buckets = Bucket.objects.filter(report_buckets__report=report)
     assert BucketFile.objects.filter(bucket__in=buckets).count() == 12
     summed = {field: sum(b.totals()[field] for b in buckets) for field in OSAI_FIELD_TO_COLUMN}
-    expected = direct_totals(use_sandbox, token, start, end)
+    expected = direct_totals(use_sandbox, token, *YEAR_2025)
     for field in OSAI_FIELD_TO_COLUMN:
         if field == "totalExistingImagesNum":
             last = buckets.order_by("period_end").last()
@@ -127,14 +69,18 @@ def test_a_year_by_month_completes_with_the_sandbox_totals(account, use_sandbox,
 
 def test_rerunning_last_12_months_makes_one_new_osai_report(account, use_sandbox, queue):
     user, conn, _ = account
-    now = timezone.now()
-    start, end = preset_period("last_12_months", now)
-    request(user, [conn], start, end, preset="last_12_months", now=now)
+
+    def last_12_months(now: datetime) -> Report:
+        period = preset_period("last_12_months", now)
+        return request_report(
+            user, [conn], period=period, granularity="month", preset="last_12_months", now=now
+        )
+
+    last_12_months(timezone.now())
     drive()
     assert use_sandbox.calls(POST) == 12
-    again = timezone.now() + timedelta(minutes=1)  # a rerun, not a double click (F3)
-    start2, end2 = preset_period("last_12_months", again)
-    report = request(user, [conn], start2, end2, preset="last_12_months", now=again)
+    # A rerun a minute later, not a double click (F3).
+    report = last_12_months(timezone.now() + timedelta(minutes=1))
     assert report.buckets_done == 11  # the closed months are reused at once
     drive()
     report.refresh_from_db()
@@ -146,7 +92,7 @@ def test_rerunning_last_12_months_makes_one_new_osai_report(account, use_sandbox
 def test_status_1_fails_the_bucket_with_no_further_calls(account, use_sandbox, queue):
     user, conn, _ = account
     use_sandbox.faults(report_error=True)
-    report = request_march(user, conn)
+    report = request_report(user, [conn])
     drive()
     report.refresh_from_db()
     assert report.state == Report.State.FAILED
@@ -164,7 +110,7 @@ def test_a_report_stuck_at_minus_one_times_out_at_the_deadline(
     user, conn, _ = account
     settings.OSAI_BUCKET_DEADLINE_SECONDS = 2
     use_sandbox.faults(report_stuck=True)
-    report = request_march(user, conn)
+    report = request_report(user, [conn])
     drive()
     report.refresh_from_db()
     assert report.state == Report.State.TIMED_OUT
@@ -182,7 +128,7 @@ def test_garbage_from_osai_ends_in_a_state_a_person_understands(
 ):
     user, conn, _ = account
     use_sandbox.faults(malformed_next=100, malformed=garbage)
-    report = request_march(user, conn)
+    report = request_report(user, [conn])
     drive(30)
     report.refresh_from_db()
     assert report.state == Report.State.FAILED
@@ -198,7 +144,7 @@ def test_garbage_from_osai_ends_in_a_state_a_person_understands(
 def test_a_few_garbage_answers_are_retried_and_the_report_completes(account, use_sandbox, queue):
     user, conn, _ = account
     use_sandbox.faults(malformed_next=1, malformed="html")
-    report = request_march(user, conn)
+    report = request_report(user, [conn])
     drive()
     report.refresh_from_db()
     assert report.state == Report.State.DONE
@@ -207,7 +153,7 @@ def test_a_few_garbage_answers_are_retried_and_the_report_completes(account, use
 def test_rate_limits_and_server_errors_are_waited_out(account, use_sandbox, queue):
     user, conn, _ = account
     use_sandbox.faults(rate_limit_next=2, retry_after="1", route=GET)
-    report = request_march(user, conn)
+    report = request_report(user, [conn])
     drive()
     report.refresh_from_db()
     assert report.state == Report.State.DONE
@@ -217,7 +163,7 @@ def test_rate_limits_and_server_errors_are_waited_out(account, use_sandbox, queu
 
 def test_the_same_step_delivered_twice_at_once_creates_one_osai_report(account, use_sandbox, queue):
     user, conn, _ = account
-    report = request_march(user, conn)
+    report = request_report(user, [conn])
     bucket = Bucket.objects.get(report_buckets__report=report)
     results: list[str] = []
 
@@ -241,7 +187,7 @@ def test_the_same_step_delivered_twice_at_once_creates_one_osai_report(account, 
 
 def test_an_expired_jwt_is_renewed_by_one_sign_in(account, use_sandbox, queue):
     user, conn, _ = account
-    request_march(user, conn)
+    request_report(user, [conn])
     drive()
     sign_ins = use_sandbox.calls(SIGN_IN)
     # The cached JWT is still "valid" by its expiry here, but the sandbox refuses it.
@@ -249,13 +195,8 @@ def test_an_expired_jwt_is_renewed_by_one_sign_in(account, use_sandbox, queue):
         jwt_encrypted=crypto.encrypt_secret("eyJhbGciOiJIUzI1NiJ9.e30.bogus"),
         jwt_expires_at=timezone.now() + timedelta(hours=1),
     )
-    report = request(
-        user,
-        [conn],
-        datetime(2025, 4, 1, tzinfo=UTC),
-        datetime(2025, 5, 1, tzinfo=UTC),
-        granularity="total",
-    )
+    april = (datetime(2025, 4, 1, tzinfo=UTC), datetime(2025, 5, 1, tzinfo=UTC))
+    report = request_report(user, [conn], period=april)
     drive()
     report.refresh_from_db()
     assert report.state == Report.State.DONE
@@ -269,9 +210,7 @@ def test_a_token_osai_refuses_marks_the_connection_and_stops(account, use_sandbo
         token_encrypted=crypto.encrypt_secret(revoked), jwt_encrypted="", jwt_expires_at=None
     )
     conn.refresh_from_db()
-    report = request(
-        user, [conn], datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 5, 1, tzinfo=UTC)
-    )
+    report = request_report(user, [conn], period=MARCH_APRIL, granularity="month")
     drive()
     report.refresh_from_db()
     conn.refresh_from_db()
@@ -282,12 +221,12 @@ def test_a_token_osai_refuses_marks_the_connection_and_stops(account, use_sandbo
     # T5: the first bucket signs in once and stops; the second sees the mark and makes no call.
     assert use_sandbox.calls(SIGN_IN) == 1
     with pytest.raises(report_requests.ReportRequestError, match="need a new access token"):
-        request(user, [conn], datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 5, 1, tzinfo=UTC))
+        request_report(user, [conn], period=MARCH_APRIL, granularity="month")
 
 
 def test_a_wrong_encryption_key_fails_closed_with_no_request(account, use_sandbox, queue, settings):
     user, conn, _ = account
-    report = request_march(user, conn)
+    report = request_report(user, [conn])
     from cryptography.fernet import Fernet
 
     settings.OSAI_TOKEN_KEYS = [Fernet.generate_key().decode()]
@@ -303,9 +242,7 @@ def test_a_wrong_encryption_key_fails_closed_with_no_request(account, use_sandbo
 def test_cancel_stops_a_report_and_retry_finishes_it(account, use_sandbox, queue):
     user, conn, _ = account
     use_sandbox.faults(report_stuck=True)
-    report = request(
-        user, [conn], datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 5, 1, tzinfo=UTC)
-    )
+    report = request_report(user, [conn], period=MARCH_APRIL, granularity="month")
     for pk in Bucket.objects.values_list("pk", flat=True):
         steps.bucket_step(pk)
     report = report_requests.report_cancel(report=report)
@@ -336,9 +273,7 @@ def test_no_secret_reaches_the_database_the_queue_or_the_logs(
     conn = connections.connection_create(
         owner=user, label="Canary", region="sandbox", access_token=canary
     )
-    report = request(
-        user, [conn], datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 5, 1, tzinfo=UTC)
-    )
+    report = request_report(user, [conn], period=MARCH_APRIL, granularity="month")
     drive()
     report.refresh_from_db()
     assert report.state == Report.State.DONE
@@ -364,7 +299,8 @@ def test_osai_reports_in_flight_per_connection_are_bounded(account, use_sandbox,
     user, conn, _ = account
     settings.OSAI_MAX_IN_FLIGHT_PER_CONNECTION = 2
     use_sandbox.faults(report_stuck=True)
-    request(user, [conn], datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 7, 1, tzinfo=UTC))
+    first_half = (datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 7, 1, tzinfo=UTC))
+    request_report(user, [conn], period=first_half, granularity="month")
     for pk in Bucket.objects.values_list("pk", flat=True):
         steps.bucket_step(pk)
     assert use_sandbox.calls(POST) == 2
@@ -378,7 +314,7 @@ def test_the_dispatcher_is_a_singleton_and_takes_over_a_dead_ones_lease(account,
     from reports.models import WorkerLease
 
     user, conn, _ = account
-    request(user, [conn], datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 2, 1, tzinfo=UTC))
+    request_report(user, [conn], period=JANUARY)
     lease = WorkerLease.objects.filter(name=dispatcher.DISPATCHER)
     seconds = dispatcher.DISPATCHER_LEASE_SECONDS
     WorkerLease.objects.update_or_create(
@@ -444,18 +380,15 @@ def test_a_report_request_skips_the_wake_up_while_a_dispatcher_runs(account, que
         name=dispatcher.DISPATCHER,
         defaults={"holder": "alive", "expires_at": timezone.now() + timedelta(seconds=60)},
     )
-    first = request(
-        user, [conn], datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 2, 1, tzinfo=UTC)
-    )
+    first = request_report(user, [conn], period=JANUARY)
     # The request queues its bucket's first step itself, and the running dispatcher takes
     # care of the rest: no wake-up task.
     first_bucket = Bucket.objects.get(report_buckets__report=first).pk
     assert queue == [("reports.tasks.bucket_step", first_bucket, None)]
     WorkerLease.objects.all().delete()
     queue.clear()
-    second = request(
-        user, [conn], datetime(2025, 2, 1, tzinfo=UTC), datetime(2025, 3, 1, tzinfo=UTC)
-    )
+    february = (datetime(2025, 2, 1, tzinfo=UTC), datetime(2025, 3, 1, tzinfo=UTC))
+    second = request_report(user, [conn], period=february)
     second_bucket = Bucket.objects.get(report_buckets__report=second).pk
     assert queue == [
         ("reports.tasks.bucket_step", second_bucket, None),
@@ -463,7 +396,7 @@ def test_a_report_request_skips_the_wake_up_while_a_dispatcher_runs(account, que
     ]
 
 
-# --- How long OSAI takes (reports/eta.py) ---
+# --- How long OSAI takes (reports/pipeline/eta.py) ---
 
 
 def test_polling_learns_how_long_osai_takes_per_connection_and_bucket_length(
@@ -476,7 +409,7 @@ def test_polling_learns_how_long_osai_takes_per_connection_and_bucket_length(
     outcomes = []
     for day in range(1, 5):
         start = datetime(2025, 1, day, tzinfo=UTC)
-        report = request(user, [conn], start, start + timedelta(days=1), granularity="total")
+        report = request_report(user, [conn], period=(start, start + timedelta(days=1)))
         bucket = Bucket.objects.get(report_buckets__report=report)
         steps.bucket_step(bucket.pk)  # the create step
         report.refresh_from_db()
@@ -496,7 +429,7 @@ def test_polling_learns_how_long_osai_takes_per_connection_and_bucket_length(
         assert polls <= 2
         assert 1.0 <= ready <= 1.6
     # A month is another kind: its first report knows nothing yet.
-    month = request_march(user, conn)
+    month = request_report(user, [conn])
     month_bucket = Bucket.objects.get(report_buckets__report=month)
     steps.bucket_step(month_bucket.pk)
     month_bucket.refresh_from_db()
@@ -512,7 +445,7 @@ def test_only_the_poll_aimed_at_the_expected_moment_waits_for_it(
     user, conn, _ = account
     slept: list[float] = []
     monkeypatch.setattr(steps.time, "sleep", slept.append)
-    report = request_march(user, conn)
+    report = request_report(user, [conn])
     bucket = Bucket.objects.get(report_buckets__report=report)
     soon = time.time() + 0.2
     steps.bucket_step(bucket.pk, soon)  # the create: no plan, runs at once
@@ -529,7 +462,7 @@ def test_only_the_aimed_poll_is_enqueued_ahead_of_its_time(account, use_sandbox,
     (sent early, it would find OSAI no further along and cost a poll); the poll aimed at the
     moment OSAI should be done goes to the broker early, with that moment."""
     user, conn, _ = account
-    report = request_march(user, conn)
+    report = request_report(user, [conn])
     bucket = Bucket.objects.get(report_buckets__report=report)
     steps.bucket_step(bucket.pk)  # the create
     now = timezone.now()
@@ -554,7 +487,7 @@ def test_the_dispatcher_wakes_for_a_poll_that_a_running_step_hides(account, use_
     should be done still wakes the dispatcher, so the aimed poll is not up to a second late.
     A moment already past does not count (the back-off has taken over)."""
     user, conn, _ = account
-    report = request_march(user, conn)
+    report = request_report(user, [conn])
     bucket = Bucket.objects.get(report_buckets__report=report)
     steps.bucket_step(bucket.pk)  # the create
     now = timezone.now()
@@ -572,7 +505,7 @@ def test_the_worker_tells_the_report_when_it_next_polls_osai(account, use_sandbo
     pending poll publish the next poll on the report; an earlier moment still ahead is kept."""
     user, conn, _ = account
     use_sandbox.set_latency(30.0)
-    report = request_march(user, conn)
+    report = request_report(user, [conn])
     bucket = Bucket.objects.get(report_buckets__report=report)
     steps.bucket_step(bucket.pk)  # the create
     bucket.refresh_from_db()

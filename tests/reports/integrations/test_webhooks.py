@@ -1,6 +1,6 @@
-"""OSAI's worker webhooks as a service (reports/webhooks.py): deliveries stored once, and the
-open-day refresh a finished task asks for, debounced: one refresh for a burst of events,
-counted at the sandbox."""
+"""OSAI's worker webhooks as a service (reports/integrations/webhooks.py): deliveries stored
+once, and the open-day refresh a finished task asks for, debounced: one refresh for a burst of
+events, counted at the sandbox."""
 
 from __future__ import annotations
 

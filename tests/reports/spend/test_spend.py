@@ -1,11 +1,11 @@
-"""This month's spend (reports/spend.py), budgets and alerts (reports/budgets.py, A1, A6), the
-outbox (reports/notify.py, A3-A5), digests, and what the overview and spend_summary show."""
+"""This month's spend (reports/spend/monthly.py), budgets and alerts (reports/spend/budgets.py,
+A1, A6), the outbox (reports/spend/notify.py, A3-A5), digests (reports/spend/digests.py), and
+what the overview and spend_summary show."""
 
 from __future__ import annotations
 
 import io
 import json
-import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -41,12 +41,12 @@ def day(month: int, d: int) -> datetime:
     return datetime(2026, month, d, tzinfo=UTC)
 
 
-def spend_day(
+def spend_bucket(
     connection: Any, start: datetime, hours: float, *, closed: bool = True, end: Any = None
 ) -> Bucket:
-    """A finished tracked bucket with `hours` of 8 GB training and nothing else."""
+    """A finished tracked bucket (not saved yet) with `hours` of 8 GB training and nothing else."""
     usage = dict.fromkeys(USAGE_COLUMNS, 0.0) | {"training_seconds_8gb": hours * HOUR}
-    return Bucket.objects.create(
+    return Bucket(
         connection=connection,
         period_start=start,
         period_end=end or start + timedelta(days=1),
@@ -57,6 +57,22 @@ def spend_day(
         osai_created_at=start + timedelta(days=1) if closed else NOW,
         **all_flags(),
         **usage,
+    )
+
+
+def spend_day(connection: Any, start: datetime, hours: float, **options: Any) -> Bucket:
+    bucket = spend_bucket(connection, start, hours, **options)
+    bucket.save()
+    return bucket
+
+
+def spend_month(connection: Any, hours: float) -> None:
+    """Mar 1-14 closed and today (the 15th) so far at `hours` a day, Feb at twice that; in
+    one insert."""
+    Bucket.objects.bulk_create(
+        [spend_bucket(connection, day(3, d), hours) for d in range(1, 15)]
+        + [spend_bucket(connection, day(3, 15), hours, closed=False, end=NOW)]
+        + [spend_bucket(connection, day(2, d), 2 * hours) for d in range(1, 29)]
     )
 
 
@@ -72,11 +88,7 @@ def month(book: Any) -> dict[str, Any]:
     owner.email = "payer@example.com"
     owner.save()
     conn = make_connection(owner, "Lab")
-    for d in range(1, 15):
-        spend_day(conn, day(3, d), 1)
-    spend_day(conn, day(3, 15), 1, closed=False, end=NOW)
-    for d in range(1, 29):
-        spend_day(conn, day(2, d), 2)
+    spend_month(conn, 1)
     return {"owner": owner, "conn": conn, "book": book}
 
 
@@ -329,32 +341,6 @@ def test_spend_summary_prints_what_the_overview_shows(
     assert 'class="budget-meter' in page and 'value="75"' in page
 
 
-def bulk_month(connection: Any, hours: float) -> None:
-    """As `month`, in one insert: Mar 1-14 closed and today so far at `hours` a day, Feb at
-    twice that."""
-
-    def bucket(start: datetime, hours: float, closed: bool = True, end: Any = None) -> Bucket:
-        usage = dict.fromkeys(USAGE_COLUMNS, 0.0) | {"training_seconds_8gb": hours * HOUR}
-        return Bucket(
-            connection=connection,
-            period_start=start,
-            period_end=end or start + timedelta(days=1),
-            is_closed=closed,
-            tracked=True,
-            state=Bucket.State.DONE,
-            finished_at=NOW,
-            osai_created_at=start + timedelta(days=1) if closed else NOW,
-            **all_flags(),
-            **usage,
-        )
-
-    Bucket.objects.bulk_create(
-        [bucket(day(3, d), hours) for d in range(1, 15)]
-        + [bucket(day(3, 15), hours, closed=False, end=NOW)]
-        + [bucket(day(2, d), 2 * hours) for d in range(1, 29)]
-    )
-
-
 def test_the_overview_queries_do_not_grow_with_connections_and_budgets(
     book: Any, time_machine: Any
 ) -> None:
@@ -371,7 +357,7 @@ def test_the_overview_queries_do_not_grow_with_connections_and_budgets(
     def add(count: int) -> None:
         for _ in range(count):
             conn = make_connection(owner)
-            bulk_month(conn, 1)
+            spend_month(conn, 1)
             budgets.budget_set(actor=owner, scope="connection", amount="50", connection=conn)
 
     counts = []
@@ -385,17 +371,6 @@ def test_the_overview_queries_do_not_grow_with_connections_and_budgets(
         # The book's versions are read once, not per connection or budget.
         assert sum('FROM "reports_pricebookversion"' in q for q in sql) == 1
     assert counts[0] == counts[1]
-
-
-@pytest.fixture
-def own_cache(settings: Any) -> None:
-    """A cache of this test's own: the shared test cache may hold these figures already."""
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-            "LOCATION": uuid.uuid4().hex,
-        }
-    }
 
 
 @pytest.fixture
@@ -423,7 +398,7 @@ def test_the_overview_prices_each_connection_day_once(
     owner = make_user()
     connections = [make_connection(owner) for _ in range(3)]
     for hours, conn in enumerate(connections, start=1):  # different usage: no row alike
-        bulk_month(conn, hours)
+        spend_month(conn, hours)
         budgets.budget_set(actor=owner, scope="connection", amount="50", connection=conn)
     budgets.budget_set(actor=owner, scope="person", amount="500")
     client = Client()
@@ -474,7 +449,7 @@ def test_shared_pricing_shows_what_each_scope_priced_alone_did(book: Any) -> Non
     mine = [make_connection(owner) for _ in range(3)]
     theirs = make_connection(member)
     for hours, conn in enumerate([*mine, theirs], start=1):
-        bulk_month(conn, hours * 1.5)
+        spend_month(conn, hours * 1.5)
     Bucket.objects.filter(connection=mine[1], period_start=day(3, 9)).delete()
     share_with(team, mine[0], theirs)
     for conn in mine:

@@ -13,16 +13,18 @@ from django.core.management.base import CommandError
 from django.test import Client
 from django.urls import reverse
 
-from reports.metrics import all_flags
 from reports.models import Bucket, Connection, Membership, PriceBook, PriceBookVersion, Report, Team
 from reports.pipeline import report_requests, steps
 from reports.spend import pricing
-from reports.teams import roster, sharing, team_reports
+from reports.teams import roster, sharing
 from tests.factories import (
+    MARCH_2025,
     ensure_example_price_book,
     make_connection,
     make_team,
     make_user,
+    request_report,
+    request_team_report,
     share_with,
 )
 from tests.support import figures
@@ -32,7 +34,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 ADA_TOKEN = "osai-sandbox-team-ada"
 BEN_TOKEN = "osai-sandbox-team-ben"  # the member who leaves
-MARCH = (datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 4, 1, tzinfo=UTC))
 MEMBERSHIP_CASES: list[str] = []
 
 
@@ -45,18 +46,6 @@ def client_for(user: Any) -> Client:
 def case(name: str) -> None:
     MEMBERSHIP_CASES.append(name)
     figures.figure("M membership cases", 1)
-
-
-def team_report(team: Any, admin: Any, **kwargs: Any) -> Report:
-    start, end = kwargs.pop("period", MARCH)
-    return team_reports.team_report_request(
-        team=team,
-        admin=admin,
-        period_start=start,
-        period_end=end,
-        granularity=kwargs.pop("granularity", "total"),
-        flags=all_flags(),
-    )
 
 
 @pytest.fixture
@@ -171,7 +160,9 @@ def test_a_team_always_keeps_an_admin(crew: dict[str, Any]) -> None:
 
 def test_the_teams_price_book_prices_all_its_reports(crew: dict[str, Any]) -> None:
     ada, team = crew["ada"], crew["team"]
-    report = Report.objects.create(owner=ada, team=team, period_start=MARCH[0], period_end=MARCH[1])
+    report = Report.objects.create(
+        owner=ada, team=team, period_start=MARCH_2025[0], period_end=MARCH_2025[1]
+    )
     default = ensure_example_price_book()
     assert pricing.price_book_for(report) == default
     dear = PriceBook.objects.create(name="Dear", currency="USD")
@@ -221,12 +212,14 @@ def test_a_removed_member_no_longer_counts_and_their_token_is_never_used_again(
     OSAI calls with the removed member's token; a bucket in flight stops."""
     ada, team = crew["ada"], crew["team"]
     use_sandbox.faults(report_error=True)  # the first run fails, so there is a retry to make
-    report = team_report(team, ada)
+    report = request_team_report(team, ada)
     drive()
     report.refresh_from_db()
     assert (report.state, report.buckets_failed) == (Report.State.FAILED, 2)
     use_sandbox.clear_faults()
-    in_flight = team_report(team, ada, period=(MARCH[0], datetime(2025, 3, 15, tzinfo=UTC)))
+    in_flight = request_team_report(
+        team, ada, period=(MARCH_2025[0], datetime(2025, 3, 15, tzinfo=UTC))
+    )
     assert in_flight.buckets_total == 2
     ben_flight = Bucket.objects.get(report_buckets__report=in_flight, connection=crew["ben_conn"])
     assert steps.bucket_step(ben_flight.pk) == "created"  # OSAI is generating it now
@@ -240,7 +233,7 @@ def test_a_removed_member_no_longer_counts_and_their_token_is_never_used_again(
     report.refresh_from_db()
     assert (report.buckets_total, report.buckets_failed) == (1, 1)
     report_requests.report_retry(report=report)
-    fresh = team_report(
+    fresh = request_team_report(
         team, ada, period=(datetime(2025, 5, 1, tzinfo=UTC), datetime(2025, 6, 1, tzinfo=UTC))
     )
     drive()
@@ -258,7 +251,7 @@ def test_unsharing_takes_effect_in_pages_exports_and_the_pipeline(
     crew: dict[str, Any], use_sandbox: Any, fast: Any, queue: Any
 ) -> None:
     ada, ben, team = crew["ada"], crew["ben"], crew["team"]
-    report = team_report(team, ada)
+    report = request_team_report(team, ada)
     bucket = Bucket.objects.get(report_buckets__report=report, connection=crew["ben_conn"])
     # Un-shared between the request and the worker's first step (no on_commit hook ran yet
     # for this bucket): the worker's own check stops it before any OSAI call.
@@ -285,15 +278,8 @@ def test_a_personal_report_on_the_same_bucket_keeps_it_going(
     crew: dict[str, Any], use_sandbox: Any, fast: Any, queue: Any
 ) -> None:
     ada, ben, team = crew["ada"], crew["ben"], crew["team"]
-    team_report(team, ada)
-    own = report_requests.report_request(
-        owner=ben,
-        connections=[crew["ben_conn"]],
-        period_start=MARCH[0],
-        period_end=MARCH[1],
-        granularity="total",
-        flags=all_flags(),
-    )
+    request_team_report(team, ada)
+    own = request_report(ben, [crew["ben_conn"]])
     sharing.team_sharing_set(team=team, user=ben, connections=[])
     drive()
     own.refresh_from_db()
@@ -324,7 +310,7 @@ def test_a_connection_that_needs_a_token_is_skipped_and_named(
     assert "Left out of this team report" in page and "Ben lab" in page
     Connection.objects.filter(pk=crew["ada_conn"].pk).update(status=Connection.Status.NEEDS_TOKEN)
     with pytest.raises(report_requests.ReportRequestError, match="needs a new token first"):
-        team_report(team, ada)
+        request_team_report(team, ada)
     case("M3 skipped and named")
 
 

