@@ -25,6 +25,7 @@ signed URL is ever a column: buckets do not store them.
 from __future__ import annotations
 
 import csv
+import itertools
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
@@ -38,7 +39,7 @@ from django.http import StreamingHttpResponse
 from reports.formatting import utc_z
 from reports.metrics import FLAG_FIELDS, METRIC_BY_COLUMN, METRICS, PRICED, PRICED_COLUMNS
 from reports.models import Bucket, PriceBook
-from reports.spend import pricing
+from reports.spend import ledger, pricing
 
 CHUNK_SIZE = 500
 DISPLAY_QUANTUM = Decimal("1E-9")
@@ -126,9 +127,15 @@ def export_buckets(buckets: QuerySet[Bucket]) -> QuerySet[Bucket]:
 
 
 def bucket_row(
-    bucket: Bucket, *, team: bool, with_cost: bool, price_book: PriceBook | None
+    bucket: Bucket,
+    *,
+    team: bool,
+    with_cost: bool,
+    price_book: PriceBook | None,
+    costs: pricing.Costs | None = None,
 ) -> list[str]:
-    """One bucket as CSV cells, in the order of export_columns()."""
+    """One bucket as CSV cells, in the order of export_columns(); `costs` as the spend ledger
+    holds them, else priced here."""
     row: list[Any] = [bucket.period_start, bucket.period_end, not bucket.is_closed]
     if team:
         row.append(bucket.connection.owner.get_username())
@@ -137,10 +144,12 @@ def bucket_row(
     cells += [display_number(m.column, getattr(bucket, m.column)) for m in METRICS]
     cells += [number(getattr(bucket, m.column)) for m in METRICS]
     if with_cost:
-        totals = {column: getattr(bucket, column) for column in PRICED_COLUMNS}
-        bucket_costs = pricing.period_costs(
-            totals, bucket.period_start, bucket.period_end, price_book
-        )
+        bucket_costs = costs
+        if bucket_costs is None:
+            totals = {column: getattr(bucket, column) for column in PRICED_COLUMNS}
+            bucket_costs = pricing.period_costs(
+                totals, bucket.period_start, bucket.period_end, price_book
+            )
         cells += [number(bucket_costs[column]) for column in PRICED_COLUMNS]
         cells.append(number(bucket_costs["total"]))
         cells.append(cell(price_book.currency if price_book else ""))
@@ -154,14 +163,33 @@ def bucket_row(
 
 
 def export_rows(
-    buckets: QuerySet[Bucket], *, team: bool, with_cost: bool, price_book: PriceBook | None
+    buckets: QuerySet[Bucket],
+    *,
+    team: bool,
+    with_cost: bool,
+    price_book: PriceBook | None,
+    from_ledger: bool = False,
 ) -> Iterator[list[str]]:
-    """The header, then one row per finished bucket, read in chunks (O(1) queries)."""
+    """The header, then one row per finished bucket, read in chunks (O(1) queries per chunk).
+    `from_ledger`: held buckets, whose costs the spend ledger holds (one query per chunk)."""
     if with_cost and price_book is not None:
         pricing.price_book_versions(price_book)  # one query for the versions, up front
     yield export_columns(team=team, with_cost=with_cost)
-    for bucket in export_buckets(buckets).iterator(chunk_size=CHUNK_SIZE):
-        yield bucket_row(bucket, team=team, with_cost=with_cost, price_book=price_book)
+    rows = export_buckets(buckets).iterator(chunk_size=CHUNK_SIZE)
+    while chunk := list(itertools.islice(rows, CHUNK_SIZE)):
+        held = (
+            ledger.bucket_costs([b.pk for b in chunk], price_book)
+            if from_ledger and with_cost and price_book is not None
+            else {}
+        )
+        for bucket in chunk:
+            yield bucket_row(
+                bucket,
+                team=team,
+                with_cost=with_cost,
+                price_book=price_book,
+                costs=held.get(bucket.pk),
+            )
 
 
 # --- Output -----------------------------------------------------------------------------------

@@ -305,3 +305,26 @@ def period_costs(
             sum(row[f"units_{field}"] or 0 for row in by_connection.values())
         )
     return costs
+
+
+def bucket_costs(bucket_ids: Sequence[int], price_book: PriceBook) -> dict[int, pricing.Costs]:
+    """Each held bucket's cost in one book, as the ledger holds it (one query): per priced
+    metric and in total, with the versions that priced it."""
+    result: dict[int, pricing.Costs] = {}
+    entries = (
+        LedgerEntry.objects.filter(bucket_id__in=list(bucket_ids), price_book=price_book)
+        .select_related("version")
+        .order_by("bucket_id", "period_start", "version__effective_from")
+    )
+    for entry in entries:
+        costs = result.setdefault(
+            entry.bucket_id, pricing.Costs(dict.fromkeys((*PRICED_COLUMNS, "total"), Decimal(0)))
+        )
+        for column, field in zip(PRICED_COLUMNS, COST_FIELDS, strict=True):
+            costs[column] += from_units(getattr(entry, field))
+        costs["total"] += from_units(entry.cost_total)
+        if entry.version is None:
+            costs.unpriced = True
+        else:
+            costs.versions.append(entry.version)
+    return result

@@ -7,11 +7,10 @@ from django.http import Http404, StreamingHttpResponse
 from django.views.decorators.http import require_GET
 
 from reports.access import counted_buckets
-from reports.metrics import all_flags
 from reports.models import Bucket, Connection, Granularity, Report
 from reports.periods import split_period, utc_midnight
-from reports.spend import digests, exports, pricing
-from reports.spend.monthly import price_book_of
+from reports.spend import digests, exports, ledger, pricing
+from reports.spend.monthly import known_usage_days, price_book_of
 from reports.teams import team_reports
 from reports.views.http import AuthenticatedRequest, membership_or_404, visible_report_or_404
 
@@ -75,19 +74,24 @@ def spend_export_csv(request: AuthenticatedRequest) -> StreamingHttpResponse:
     else:
         connections = Connection.objects.filter(owner=request.user)
     days = set(split_period(start, end, Granularity.DAY))
+    price_book = price_book_of(team)
+    connection_ids = list(connections.values_list("pk", flat=True))
+    if price_book is not None:
+        ledger.ledger_fill(connection_ids, [price_book])
     buckets = Bucket.objects.filter(
-        connection__in=connections,
+        known_usage_days(),
+        connection_id__in=connection_ids,
         is_closed=True,
         period_start__gte=start,
         period_end__lte=end,
-        **all_flags(),
     ).only("pk", "period_start", "period_end")
     day_ids = [b.pk for b in buckets if (b.period_start, b.period_end) in days]
     rows = exports.export_rows(
         Bucket.objects.filter(pk__in=day_ids),
         team=team is not None,
         with_cost=True,
-        price_book=price_book_of(team),
+        price_book=price_book,
+        from_ledger=True,
     )
     kind = ("osai-usage-team", team.pk) if team else ("osai-usage",)
     filename = exports.safe_filename(*kind, f"{start:%Y-%m-%d}", f"{end:%Y-%m-%d}")
