@@ -121,7 +121,6 @@ CATEGORIES: Final[tuple[Category, ...]] = (
     Category("images_existing", "Images existing", "images", 0, "#4c78a8"),
     Category("images_deleted", "Images deleted", "images", 0, "#d6616b"),
 )
-CATEGORY_BY_KEY: Final[dict[str, Category]] = {c.key: c for c in CATEGORIES}
 
 
 # --- ML stages: data -> augmentation -> training -> conversion -> deployment ----------------------

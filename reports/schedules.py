@@ -3,7 +3,8 @@ every worker start, call `ensure_schedules` so the tracking interval follows the
 
 - the reconciler, every minute: times out overdue buckets, restarts a lost dispatcher;
 - tracking, every OSAI_TRACK_INTERVAL minutes: refreshes every working connection;
-- digests, once a day: sends the weekly (Mondays) and monthly (the 1st) digests that are due.
+- digests, every hour: sends the weekly (Mondays) and monthly (the 1st) digests that are due,
+  once each.
 """
 
 from datetime import timedelta

@@ -420,23 +420,13 @@ def _training_cost(costs: Mapping[str, Decimal]) -> Decimal:
     return sum((costs[column] for column in TRAINING_COLUMNS), ZERO)
 
 
-def training_what_if(
-    totals: Mapping[str, Any], version: PriceBookVersion | None
-) -> dict[str, Decimal]:
-    """An estimate: the period's training seconds at the 8 GB rate, at the 16 GB rate, and actual.
-
-    Same seconds at the other rate; it ignores that a job may run faster on a larger worker.
-    """
-    result = {"actual": _training_cost(usage_cost(totals, version))}
-    for key, worker_gb in WHAT_IF_KEYS.items():
-        result[key] = _training_cost(usage_cost(_training_moved(totals, worker_gb), version))
-    return result
-
-
 def training_what_if_rows(
     rows: Iterable[UsageRow], price_book: PriceBook | None
 ) -> dict[str, Decimal]:
-    """training_what_if over a report's rows, each priced by the versions in force (pro rata)."""
+    """An estimate over a report's rows: their training seconds all at the 8 GB rate, all at
+    the 16 GB rate, and as they were (actual), each row priced by the versions in force (pro
+    rata). The same seconds at the other rate: it ignores that a job may run faster on a
+    larger worker."""
     result = dict.fromkeys(("actual", "all_on_8gb", "all_on_16gb"), ZERO)
     for row in rows:
         segments = _segments(price_book, row.period_start, row.period_end)

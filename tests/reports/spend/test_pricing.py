@@ -321,15 +321,18 @@ def test_unit_costs_and_none_without_usage() -> None:
     }
 
 
+@pytest.mark.django_db
 def test_training_what_if_prices_the_same_seconds_on_the_other_worker_class() -> None:
-    version = PriceBookVersion(effective_from=JAN, **RATES)
-    totals = {"training_seconds_8gb": 7200.0, "training_seconds_16gb": 3600.0}
-    assert pricing.training_what_if(totals, version) == {
+    book = make_book("One", (JAN, RATES))
+    totals = dict.fromkeys(USAGE_COLUMNS, 0.0)
+    totals |= {"training_seconds_8gb": 7200.0, "training_seconds_16gb": 3600.0}
+    row = UsageRow(JAN, datetime(2026, 2, 1, tzinfo=UTC), totals=totals)
+    assert pricing.training_what_if_rows([row], book) == {
         "actual": Decimal("4.50"),  # 2 h x 1.20 + 1 h x 2.10
         "all_on_8gb": Decimal("3.60"),  # 3 h x 1.20
         "all_on_16gb": Decimal("6.30"),  # 3 h x 2.10
     }
-    assert pricing.training_what_if(totals, None) == dict.fromkeys(
+    assert pricing.training_what_if_rows([row], None) == dict.fromkeys(
         ("actual", "all_on_8gb", "all_on_16gb"), Decimal(0)
     )
 

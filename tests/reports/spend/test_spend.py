@@ -16,12 +16,22 @@ from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 
+from reports.formatting import to_cents
 from reports.metrics import USAGE_COLUMNS, all_flags
-from reports.models import Alert, Bucket, Budget, Delivery, DigestPreference, DigestSent
+from reports.models import (
+    Alert,
+    Bucket,
+    Budget,
+    Delivery,
+    DigestPreference,
+    DigestSent,
+    LedgerEntry,
+)
 from reports.pages.overview import overview_page, spend_summary
+from reports.pipeline.buckets import bucket_done
 from reports.spend import budgets, digests, notify, pricing
 from reports.spend.monthly import budget_status, month_forecast, month_spend, status_from
-from reports.spend.usage import UsageRow, combine_rows
+from reports.spend.usage import UsageRow, known_usage, rows_from_buckets
 from tests.factories import (
     ensure_example_price_book,
     make_connection,
@@ -363,37 +373,43 @@ def test_the_overview_queries_do_not_grow_with_connections_and_budgets(
     counts = []
     for more in (1, 49):
         add(more)
+        # The first view writes the ledger rows the factory's buckets lack (the pipeline
+        # writes them as buckets finish); the page then reads sums.
+        assert client.get(reverse("home")).status_code == 200
         with CaptureQueriesContext(db) as queries:
             page = client.get(reverse("home"))
         assert page.status_code == 200 and "EUR</span> " in page.content.decode()
         counts.append(len(queries.captured_queries))
         sql = [q["sql"] for q in queries.captured_queries]
-        # The book's versions are read once, not per connection or budget.
+        # The book's versions are read once (for the hours left), not per connection or
+        # budget; the month's costs come from the ledger: nothing is priced.
         assert sum('FROM "reports_pricebookversion"' in q for q in sql) == 1
+        assert sum('FROM "reports_ledgerentry"' in q for q in sql) >= 1
     assert counts[0] == counts[1]
 
 
 @pytest.fixture
 def pricing_work(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Every row priced from now on (pricing's one computation), from an empty memo."""
+    """Every cost computed from now on (pricing's one computation), from an empty memo."""
     pricing.clear_totals_memo()
     priced: list[UsageRow] = []
     real = pricing._costs_over_segments
 
-    def counting(totals: Any, segments: Any) -> pricing.Costs:
+    def counting(totals: Any, segments: Any, duration: Any = None) -> pricing.Costs:
         priced.append(totals)
-        return real(totals, segments)
+        return real(totals, segments, duration)
 
     monkeypatch.setattr(pricing, "_costs_over_segments", counting)
     return priced
 
 
-def test_the_overview_prices_each_connection_day_once(
+def test_the_overview_prices_each_held_day_once(
     book: Any, time_machine: Any, own_cache: None, pricing_work: list[Any]
 ) -> None:
-    """The totals, the per-connection rows, the forecasts and every budget share one pricing
-    of each connection's days: once on a first view, and on a repeat view only the day of
-    last month cut at this moment (it is new every moment)."""
+    """The totals, the per-connection rows, the forecasts and every budget read the spend
+    ledger: each held day is priced once, when its row is written (here on the first view,
+    for buckets the factory made; the pipeline writes them as buckets finish), and a repeat
+    view prices nothing, the day of last month cut at this moment included."""
     time_machine.move_to(NOW)
     owner = make_user()
     connections = [make_connection(owner) for _ in range(3)]
@@ -405,28 +421,35 @@ def test_the_overview_prices_each_connection_day_once(
     client.force_login(owner)
 
     assert client.get(reverse("home")).status_code == 200
-    # Per connection: 15 days of March, Feb 1-14 and the cut Feb 15. Then the same days of
-    # last month together (the total and the person budget): 14 days and the cut one.
-    assert len(pricing_work) == 3 * 15 + 3 * 15 + 15
+    # Per connection: 15 days of March and the 28 of February, once each, in the one book.
+    assert len(pricing_work) == 3 * (15 + 28)
+    assert LedgerEntry.objects.count() == 3 * (15 + 28)
     del pricing_work[:]
     assert client.get(reverse("home")).status_code == 200
-    assert len(pricing_work) == 3 + 1  # only the cut days
+    assert pricing_work == []
 
 
-def _reference_month(data: Any, ids: list[int], book: Any) -> tuple[Any, ...]:
-    """The month as the overview computed it before its pricing was shared: every scope
-    pricing its own rows with row_costs."""
+def _reference_month(ids: list[int], book: Any) -> tuple[Any, ...]:
+    """The month as the overview computed it before the ledger: each connection's buckets
+    priced with row_costs, day by day, and last month's same days through known_usage (the
+    cut day pro rata), all to the cent."""
     days = []
-    for n in range(data.today.day):
-        rows = [data.days[c].get((data.month_start + timedelta(days=n)).date()) for c in ids]
-        costs = [pricing.row_costs(r, book)["total"] for r in rows if r is not None]
-        days.append(sum(costs, Decimal(0)) if len(costs) == len(ids) else None)
-    earlier = [data.previous.get(c) for c in ids]
+    for n in range(NOW.day):
+        start = day(3, 1) + timedelta(days=n)
+        buckets = Bucket.objects.filter(connection_id__in=ids, period_start=start, tracked=True)
+        rows = rows_from_buckets(buckets.order_by("connection_id", "-period_end"))
+        per_connection = {b.connection_id for b in buckets}
+        cost = sum((pricing.row_costs(r, book)["total"] for r in rows), Decimal(0))
+        days.append(to_cents(cost) if len(per_connection) == len(ids) else None)
+    earlier = known_usage(ids, all_flags(), day(2, 1), day(2, NOW.day) + HALF_DAY)
     previous = None
-    if all(rows is not None for rows in earlier):
-        combined = combine_rows(r for r in earlier if r is not None)
-        previous = pricing.sum_costs(pricing.rows_costs(combined, book))["total"]
+    if earlier is not None:
+        previous = to_cents(pricing.sum_costs(pricing.rows_costs(earlier, book))["total"])
     return days, previous
+
+
+def _cents(values: list[Any]) -> list[Any]:
+    return [None if v is None else to_cents(v) for v in values]
 
 
 def test_shared_pricing_shows_what_each_scope_priced_alone_did(book: Any) -> None:
@@ -459,25 +482,24 @@ def test_shared_pricing_shows_what_each_scope_priced_alone_did(book: Any) -> Non
 
     page = overview_page(owner, now=NOW)
     team_page = team_overview(team, now=NOW)
-    data = load_spend([c.pk for c in [*mine, theirs]], NOW)
     default = BookCache().of(None)
     for scope, ids, price_book in [
         (page, [c.pk for c in mine], default),
         (team_page, sorted([mine[0].pk, theirs.pk]), usd),
     ]:
-        days, previous = _reference_month(data, ids, price_book)
-        assert [d.cost for d in scope["spend"].days] == days
-        assert scope["spend"].previous_same_days == previous
-        assert scope["spend"].month_to_date == sum((d for d in days if d), Decimal(0))
+        days, previous = _reference_month(ids, price_book)
+        assert _cents([d.cost for d in scope["spend"].days]) == days
+        assert to_cents(scope["spend"].previous_same_days) == previous
+        assert to_cents(scope["spend"].month_to_date) == sum((d for d in days if d), Decimal(0))
     assert page["spend"].missing_days == 1 and page["forecast"] is None
     assert team_page["forecast"] is not None
     complete = [d.cost is not None for d in page["spend"].days]
     for row, conn in zip(page["per_connection"], mine, strict=True):
-        days, previous = _reference_month(data, [conn.pk], default)
+        days, previous = _reference_month([conn.pk], default)
         # A connection's month to date counts the days known for all of them (as the total).
         known = [d for d, whole in zip(days, complete, strict=True) if whole and d]
-        assert row.month_to_date == sum(known, Decimal(0))
-        assert row.previous == previous
+        assert to_cents(row.month_to_date) == sum(known, Decimal(0))
+        assert to_cents(row.previous) == previous
     for status in page["budgets"]:
         covered = {
             "connection": [status.budget.connection_id],
@@ -486,8 +508,8 @@ def test_shared_pricing_shows_what_each_scope_priced_alone_did(book: Any) -> Non
         }[status.budget.scope]
         price_book = usd if status.budget.scope == "team" else default
         alone = month_spend_of(load_spend(covered, NOW), covered, price_book)
-        days, _ = _reference_month(data, covered, price_book)
-        assert alone.month_to_date == sum((d for d in days if d), Decimal(0))
+        days, _ = _reference_month(covered, price_book)
+        assert to_cents(alone.month_to_date) == sum((d for d in days if d), Decimal(0))
         assert status == status_from(status.budget, alone, price_book)
 
 
@@ -508,8 +530,11 @@ def test_the_month_chart_is_built_once_per_content(
         page = client.get(reverse("home")).content.decode()
         assert 'id="figure-month"' in page and "18.00" in page
     assert len(builds) == 1
-    # Today's bucket grows: a new figure, with the new spend in it.
-    Bucket.objects.filter(is_closed=False).update(training_seconds_8gb=3 * HOUR)
+    # Today's bucket grows: the next refresh's open-day bucket finishes (the pipeline's
+    # bucket_done writes its ledger rows, replacing the older one's); a new figure, with the
+    # new spend in it.
+    later = spend_day(month["conn"], day(3, 15), 3, closed=False, end=NOW + timedelta(minutes=1))
+    bucket_done.send(sender=Bucket, bucket_id=later.pk)
     assert "20.40" in client.get(reverse("home")).content.decode()
     assert len(builds) == 2
 
