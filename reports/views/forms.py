@@ -155,6 +155,20 @@ class PeriodForm(forms.Form):
         preset = self.cleaned_data.get("preset", "")
         return "" if preset == CUSTOM else preset
 
+    def request_kwargs(self) -> dict[str, Any]:
+        """What a valid form asks for, as the keyword arguments of a report request (personal
+        or team): the period, granularity, flags and preset, compared with the period before."""
+        data = self.cleaned_data
+        return {
+            "period_start": data["period_start"],
+            "period_end": data["period_end"],
+            "granularity": data["granularity"],
+            "flags": self.flags(),
+            "preset": self.preset_name(),
+            "compare": True,
+            "now": self.now,
+        }
+
     def flag_fields(self) -> list[forms.BoundField]:
         return [self[name] for name in FLAG_FIELDS]
 
@@ -178,6 +192,9 @@ class ReportForm(PeriodForm):
         connections.queryset = Connection.objects.filter(owner=owner).order_by("label")
         if not self.is_bound:
             self.initial.setdefault("connections", list(connections.queryset))
+
+    def request_kwargs(self) -> dict[str, Any]:
+        return {**super().request_kwargs(), "connections": self.cleaned_data["connections"]}
 
 
 class TeamReportForm(PeriodForm):
