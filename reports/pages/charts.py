@@ -241,14 +241,25 @@ def _bars(
     return fig
 
 
-def _running_line(x: Sequence[str], y: Sequence[float], *, name: str, unit: str) -> go.Scatter:
-    """A running total (spend accumulated day by day or period by period) as a line."""
+def _line(
+    x: Sequence[str],
+    y: Sequence[float],
+    *,
+    name: str,
+    unit: str,
+    color: str = TOTAL_COLOR,
+    width: int = 3,
+    dash: str = "",
+    mode: str = "lines+markers",
+) -> go.Scatter:
+    """A line of money: by default a running total (spend accumulated day by day or period
+    by period); dashed for the forecast, dotted for the budget."""
     return go.Scatter(
         x=x,
         y=y,
         name=name,
-        mode="lines+markers",
-        line={"color": TOTAL_COLOR, "width": 3},
+        mode=mode,
+        line={"color": color, "width": width, **({"dash": dash} if dash else {})},
         hovertemplate=_hover(unit, 2),
     )
 
@@ -412,7 +423,7 @@ def cumulative_cost_figure(
         decimals=2,
     )
     labels = row_labels(rows, granularity)
-    fig.add_trace(_running_line(labels, cumulative, name="Cumulative spend", unit=currency))
+    fig.add_trace(_line(labels, cumulative, name="Cumulative spend", unit=currency))
     return fig
 
 
@@ -464,55 +475,37 @@ def month_spend_figure(
     for value in daily:
         running += value or 0.0
         cumulative.append(running)
-    fig.add_trace(_running_line(shown, cumulative, name="Month to date", unit=unit))
+    fig.add_trace(_line(shown, cumulative, name="Month to date", unit=unit))
     if forecast is not None:
         value, low, high = forecast
         x = [shown[-1], day_labels[-1]] if shown else [day_labels[0], day_labels[-1]]
         start = cumulative[-1] if cumulative else 0.0
-        fig.add_trace(
-            go.Scatter(
-                x=x,
-                y=[start, low],
-                name="Forecast band (80 %)",
-                mode="lines",
-                line={"color": "rgba(47, 98, 176, 0)", "width": 0},
-                hoverinfo="skip",
-                showlegend=False,
-            )
+        # The band: its invisible low edge, then its high edge filled down to the low one.
+        band: dict[str, Any] = {
+            "name": "Forecast band (80 %)",
+            "mode": "lines",
+            "line": {"color": "rgba(47, 98, 176, 0)", "width": 0},
+            "hoverinfo": "skip",
+        }
+        fig.add_trace(go.Scatter(x=x, y=[start, low], showlegend=False, **band))
+        fill = {"fill": "tonexty", "fillcolor": "rgba(47, 98, 176, 0.15)"}
+        fig.add_trace(go.Scatter(x=x, y=[start, high], **fill, **band))
+        forecast_line = _line(
+            x, [start, value], name="Forecast (our estimate)", unit=unit, width=2, dash="dash"
         )
-        fig.add_trace(
-            go.Scatter(
-                x=x,
-                y=[start, high],
-                name="Forecast band (80 %)",
-                mode="lines",
-                fill="tonexty",
-                fillcolor="rgba(47, 98, 176, 0.15)",
-                line={"color": "rgba(47, 98, 176, 0)", "width": 0},
-                hoverinfo="skip",
-            )
-        )
-        fig.add_trace(
-            go.Scatter(
-                x=x,
-                y=[start, value],
-                name="Forecast (our estimate)",
-                mode="lines+markers",
-                line={"color": TOTAL_COLOR, "width": 2, "dash": "dash"},
-                hovertemplate=_hover(unit, 2),
-            )
-        )
+        fig.add_trace(forecast_line)
     if budget is not None:
-        fig.add_trace(
-            go.Scatter(
-                x=[day_labels[0], day_labels[-1]],
-                y=[budget, budget],
-                name="Budget",
-                mode="lines",
-                line={"color": "#b42318", "width": 2, "dash": "dot"},
-                hovertemplate=_hover(unit, 2),
-            )
+        budget_line = _line(
+            [day_labels[0], day_labels[-1]],
+            [budget, budget],
+            name="Budget",
+            unit=unit,
+            color="#b42318",
+            width=2,
+            dash="dot",
+            mode="lines",
         )
+        fig.add_trace(budget_line)
     fig.update_layout(xaxis={"categoryorder": "array", "categoryarray": list(day_labels)})
     return fig
 
