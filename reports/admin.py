@@ -180,32 +180,27 @@ class ReportAdmin(ReadOnlyAdmin):
     )
 
 
+# What identifies a bucket and where it stands: in the list, and first on its page.
+BUCKET_SUMMARY = (
+    "connection",
+    "period_start",
+    "period_end",
+    "is_closed",
+    "state",
+    "osai_report_id",
+)
+
+
 @admin.register(Bucket)
 class BucketAdmin(ReadOnlyAdmin):
-    list_display = (
-        "pk",
-        "connection",
-        "period_start",
-        "period_end",
-        "is_closed",
-        "state",
-        "osai_report_id",
-        "attempts",
-        "polls",
-        "finished_at",
-    )
+    list_display = ("pk", *BUCKET_SUMMARY, "attempts", "polls", "finished_at")
     list_filter = ("state", "is_closed")
     search_fields = ("connection__label", "connection__owner__username", "osai_report_id")
     list_select_related = ("connection",)
     date_hierarchy = "period_start"
     exclude = ("osai_response",)  # the full answer is archived; its signed link was stripped
     readonly_fields = (
-        "connection",
-        "period_start",
-        "period_end",
-        "is_closed",
-        "state",
-        "osai_report_id",
+        *BUCKET_SUMMARY,
         "osai_creation_time_raw",
         "osai_status",
         "attempts",

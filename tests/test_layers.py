@@ -143,7 +143,7 @@ INSIDE: dict[str, list[tuple[str, ...]]] = {
     "reports.pages": [
         ("team", "overview"),
         ("report",),
-        ("members", "history", "activity"),
+        ("members", "history", "activity", "tiles"),
         ("blocks",),
         ("charts",),
     ],

@@ -6,9 +6,11 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import CommandError
+from django.core.management.base import CommandError, CommandParser
+from django.db.models import QuerySet
 
 from reports.metrics import FLAG_BY_CLI_NAME, FLAGS
+from reports.models import Connection, Granularity
 
 FLAGS_HELP = f"comma-separated categories (default all): {', '.join(FLAG_BY_CLI_NAME)}"
 ALL_FLAGS = ",".join(FLAG_BY_CLI_NAME)
@@ -39,3 +41,26 @@ def parse_flags(text: str) -> dict[str, bool]:
         raise CommandError(f"Unknown flags {unknown}; choose from {list(FLAG_BY_CLI_NAME)}.")
     chosen = {FLAG_BY_CLI_NAME[n].field for n in names}
     return {flag.field: flag.field in chosen for flag in FLAGS}
+
+
+def add_usage_arguments(parser: CommandParser) -> None:
+    """--granularity and --flags: how usage is split in time, and which kinds of it."""
+    parser.add_argument("--granularity", default=Granularity.MONTH, choices=Granularity.values)
+    parser.add_argument("--flags", default=ALL_FLAGS, help=FLAGS_HELP)
+
+
+def add_connection_argument(parser: CommandParser, help: str) -> None:
+    """--connection LABEL, repeatable (connections_labelled reads it)."""
+    parser.add_argument("--connection", action="append", default=[], help=help)
+
+
+def connections_labelled(owner: Any, labels: list[str]) -> QuerySet[Connection]:
+    """The owner's connections (those with these labels, if any are given), or a CommandError
+    that names the labels the owner has no connection with."""
+    connections = Connection.objects.filter(owner=owner)
+    if labels:
+        connections = connections.filter(label__in=labels)
+        unknown = set(labels) - set(connections.values_list("label", flat=True))
+        if unknown:
+            raise CommandError(f"{owner.get_username()} has no connection {sorted(unknown)}.")
+    return connections

@@ -207,32 +207,33 @@ def _hover(unit: str, decimals: int) -> str:
     return f"%{{x}}<br>%{{y:,.{decimals}f}} {unit}<extra>%{{fullData.name}}</extra>"
 
 
-def _bar_chart(
-    rows: Sequence[UsageRow],
-    series: Sequence[tuple[str, str]],
-    *,
+def _money(currency: str) -> str:
+    return currency or "money"
+
+
+def _bars(
     title: str,
+    x_labels: Sequence[str],
+    series: Mapping[str, Sequence[float]],
+    *,
+    x_title: str,
     y_title: str,
     unit: str,
-    granularity: str,
-    costs: RowCosts | None,
-    stacked: bool,
     decimals: int = 2,
+    colors: Mapping[str, str] | None = None,
+    stacked: bool = True,
 ) -> go.Figure:
-    values = {column: _values(rows, column, costs) for column, _ in series}
-    if not rows or not any(v for vs in values.values() for v in vs):
+    """Bars, one trace per series (its name: a value per x label); empty when all are 0."""
+    if not x_labels or not any(v for vs in series.values() for v in vs):
         return empty_figure(title)
-    fig = _figure(
-        title, x_title=x_title(granularity), y_title=y_title, unit=unit, decimals=decimals
-    )
-    labels = row_labels(rows, granularity)
-    for column, name in series:
+    fig = _figure(title, x_title=x_title, y_title=y_title, unit=unit, decimals=decimals)
+    for name, values in series.items():
         fig.add_trace(
             go.Bar(
-                x=labels,
-                y=values[column],
+                x=list(x_labels),
+                y=list(values),
                 name=name,
-                marker_color=METRIC_BY_COLUMN[column].color,
+                marker_color=(colors or {}).get(name),
                 hovertemplate=_hover(unit, decimals),
             )
         )
@@ -240,127 +241,115 @@ def _bar_chart(
     return fig
 
 
-def _money(currency: str) -> str:
-    return currency or "money"
+def _line(
+    x: Sequence[str],
+    y: Sequence[float],
+    *,
+    name: str,
+    unit: str,
+    color: str = TOTAL_COLOR,
+    width: int = 3,
+    dash: str = "",
+    mode: str = "lines+markers",
+) -> go.Scatter:
+    """A line of money: by default a running total (spend accumulated day by day or period
+    by period); dashed for the forecast, dotted for the budget."""
+    return go.Scatter(
+        x=x,
+        y=y,
+        name=name,
+        mode=mode,
+        line={"color": color, "width": width, **({"dash": dash} if dash else {})},
+        hovertemplate=_hover(unit, 2),
+    )
 
 
 # --- The charts --------------------------------------------------------------------------------
 
 
-def _usage_or_cost_bars(
-    rows: Sequence[UsageRow],
-    series: Sequence[tuple[str, str]],
-    *,
-    granularity: str,
-    costs: RowCosts | None,
-    currency: str,
-    usage_title: str,
-    cost_title: str,
-    unit: str,
-    decimals: int = 2,
-) -> go.Figure:
-    """Stacked bars of usage in `unit`, or of its cost when `costs` is given."""
-    if costs is not None:
-        return _bar_chart(
-            rows,
-            series,
-            title=cost_title,
-            y_title=f"Cost ({_money(currency)})",
-            unit=currency,
-            granularity=granularity,
-            costs=costs,
-            stacked=True,
+@dataclass(frozen=True)
+class UsageBars:
+    """A chart of bars per period: usage in `unit`, one trace per series; in the cost view
+    (given the rows' costs), what that usage cost, stacked. Called like a function:
+    `compute_hours_figure(rows, granularity="month", costs=row_costs, currency="EUR")`.
+
+    A chart without a `cost_title` is not priced: it shows usage in either view.
+    """
+
+    series: tuple[tuple[str, str], ...]  # (column, name in the chart)
+    title: str
+    unit: str
+    cost_title: str = ""
+    decimals: int = 2
+    stacked: bool = True
+    subtitle: str = ""  # under the usage view's title
+
+    def __call__(
+        self,
+        rows: Sequence[UsageRow],
+        *,
+        granularity: str,
+        costs: RowCosts | None = None,
+        currency: str = "",
+    ) -> go.Figure:
+        if costs is not None and self.cost_title:
+            title, y_title, unit, decimals = (
+                self.cost_title,
+                f"Cost ({_money(currency)})",
+                currency,
+                2,
+            )
+        else:
+            costs = None
+            title, y_title, unit, decimals = (
+                self.title,
+                self.unit[0].upper() + self.unit[1:],
+                self.unit,
+                self.decimals,
+            )
+        fig = _bars(
+            title,
+            row_labels(rows, granularity),
+            {name: _values(rows, column, costs) for column, name in self.series},
+            x_title=x_title(granularity),
+            y_title=y_title,
+            unit=unit,
+            decimals=decimals,
+            colors={name: METRIC_BY_COLUMN[column].color for column, name in self.series},
+            stacked=self.stacked,
         )
-    return _bar_chart(
-        rows,
-        series,
-        title=usage_title,
-        y_title=unit[0].upper() + unit[1:],
-        unit=unit,
-        granularity=granularity,
-        costs=None,
-        stacked=True,
-        decimals=decimals,
-    )
+        if costs is None and self.subtitle and not is_empty(fig):
+            fig.update_layout(title_subtitle_text=self.subtitle)
+        return fig
 
 
-def compute_hours_figure(
-    rows: Sequence[UsageRow],
-    *,
-    granularity: str,
-    costs: RowCosts | None = None,
-    currency: str = "",
-) -> go.Figure:
-    """Training, conversion and prediction (each 8 GB / 16 GB) and augmentation, stacked."""
-    fig = _usage_or_cost_bars(
-        rows,
-        COMPUTE_SERIES,
-        granularity=granularity,
-        costs=costs,
-        currency=currency,
-        usage_title="Compute hours over time",
-        cost_title="Compute cost over time",
-        unit="hours",
-    )
-    if costs is None and not is_empty(fig):
-        fig.update_layout(title_subtitle_text=COMPUTE_SUBTITLE)
-    return fig
-
-
-def device_rental_figure(
-    rows: Sequence[UsageRow],
-    *,
-    granularity: str,
-    costs: RowCosts | None = None,
-    currency: str = "",
-) -> go.Figure:
-    """Hours of rented edge devices per period."""
-    return _usage_or_cost_bars(
-        rows,
-        ((DEVICE_RENTAL, METRIC_BY_COLUMN[DEVICE_RENTAL].chart_label),),
-        granularity=granularity,
-        costs=costs,
-        currency=currency,
-        usage_title="Device rental over time",
-        cost_title="Device rental cost over time",
-        unit="hours",
-    )
-
-
-def storage_figure(
-    rows: Sequence[UsageRow],
-    *,
-    granularity: str,
-    costs: RowCosts | None = None,
-    currency: str = "",
-) -> go.Figure:
-    """Image and model storage per period, in GB-months (or their cost), stacked."""
-    return _usage_or_cost_bars(
-        rows,
-        STORAGE_SERIES,
-        granularity=granularity,
-        costs=costs,
-        currency=currency,
-        usage_title="Storage over time",
-        cost_title="Storage cost over time",
-        unit="GB-months",
-        decimals=3,
-    )
-
-
-def images_figure(rows: Sequence[UsageRow], *, granularity: str) -> go.Figure:
-    """Images existing (at the end of each period) and deleted, side by side. Not priced."""
-    return _bar_chart(
-        rows,
-        IMAGE_SERIES,
-        title="Images existing and deleted",
-        y_title="Images",
-        unit="images",
-        granularity=granularity,
-        costs=None,
-        stacked=False,
-        decimals=0,
-    )
+# Training, conversion and prediction (each 8 GB / 16 GB) and augmentation, stacked.
+compute_hours_figure = UsageBars(
+    COMPUTE_SERIES,
+    title="Compute hours over time",
+    unit="hours",
+    cost_title="Compute cost over time",
+    subtitle=COMPUTE_SUBTITLE,
+)
+# Hours of rented edge devices per period.
+device_rental_figure = UsageBars(
+    ((DEVICE_RENTAL, METRIC_BY_COLUMN[DEVICE_RENTAL].chart_label),),
+    title="Device rental over time",
+    unit="hours",
+    cost_title="Device rental cost over time",
+)
+# Image and model storage per period, in GB-months (or their cost), stacked.
+storage_figure = UsageBars(
+    STORAGE_SERIES,
+    title="Storage over time",
+    unit="GB-months",
+    cost_title="Storage cost over time",
+    decimals=3,
+)
+# Images existing (at the end of each period) and deleted, side by side. Not priced.
+images_figure = UsageBars(
+    IMAGE_SERIES, title="Images existing and deleted", unit="images", decimals=0, stacked=False
+)
 
 
 def share_figure(
@@ -433,16 +422,8 @@ def cumulative_cost_figure(
         unit=currency,
         decimals=2,
     )
-    fig.add_trace(
-        go.Scatter(
-            x=row_labels(rows, granularity),
-            y=cumulative,
-            name="Cumulative spend",
-            mode="lines+markers",
-            line={"color": TOTAL_COLOR, "width": 3},
-            hovertemplate=_hover(currency, 2),
-        )
-    )
+    labels = row_labels(rows, granularity)
+    fig.add_trace(_line(labels, cumulative, name="Cumulative spend", unit=currency))
     return fig
 
 
@@ -457,21 +438,7 @@ def stacked_bars_figure(
 ) -> go.Figure:
     """Stacked bars, one trace per series: a team's spend per member by ML stage, or per
     member over time. Floats only for drawing; the table under the chart has the figures."""
-    if not x_labels or not any(v for vs in series.values() for v in vs):
-        return empty_figure(title)
-    fig = _figure(title, x_title=x_title, y_title=unit, unit=unit, decimals=2)
-    for name, values in series.items():
-        fig.add_trace(
-            go.Bar(
-                name=name,
-                x=list(x_labels),
-                y=list(values),
-                marker_color=(colors or {}).get(name),
-                hovertemplate=_hover(unit, 2),
-            )
-        )
-    fig.update_layout(barmode="stack")
-    return fig
+    return _bars(title, x_labels, series, x_title=x_title, y_title=unit, unit=unit, colors=colors)
 
 
 def month_spend_figure(
@@ -492,7 +459,7 @@ def month_spend_figure(
     known = [v for v in daily if v is not None]
     if not known and forecast is None:
         return empty_figure(title, "No usage fetched for this month yet")
-    unit = currency or "money"
+    unit = _money(currency)
     fig = _figure(title, x_title="Day (UTC)", y_title=f"Cost ({unit})", unit=currency, decimals=2)
     shown = list(day_labels[: len(daily)])
     fig.add_trace(
@@ -508,64 +475,37 @@ def month_spend_figure(
     for value in daily:
         running += value or 0.0
         cumulative.append(running)
-    fig.add_trace(
-        go.Scatter(
-            x=shown,
-            y=cumulative,
-            name="Month to date",
-            mode="lines+markers",
-            line={"color": TOTAL_COLOR, "width": 3},
-            hovertemplate=_hover(unit, 2),
-        )
-    )
+    fig.add_trace(_line(shown, cumulative, name="Month to date", unit=unit))
     if forecast is not None:
         value, low, high = forecast
         x = [shown[-1], day_labels[-1]] if shown else [day_labels[0], day_labels[-1]]
         start = cumulative[-1] if cumulative else 0.0
-        fig.add_trace(
-            go.Scatter(
-                x=x,
-                y=[start, low],
-                name="Forecast band (80 %)",
-                mode="lines",
-                line={"color": "rgba(47, 98, 176, 0)", "width": 0},
-                hoverinfo="skip",
-                showlegend=False,
-            )
+        # The band: its invisible low edge, then its high edge filled down to the low one.
+        band: dict[str, Any] = {
+            "name": "Forecast band (80 %)",
+            "mode": "lines",
+            "line": {"color": "rgba(47, 98, 176, 0)", "width": 0},
+            "hoverinfo": "skip",
+        }
+        fig.add_trace(go.Scatter(x=x, y=[start, low], showlegend=False, **band))
+        fill = {"fill": "tonexty", "fillcolor": "rgba(47, 98, 176, 0.15)"}
+        fig.add_trace(go.Scatter(x=x, y=[start, high], **fill, **band))
+        forecast_line = _line(
+            x, [start, value], name="Forecast (our estimate)", unit=unit, width=2, dash="dash"
         )
-        fig.add_trace(
-            go.Scatter(
-                x=x,
-                y=[start, high],
-                name="Forecast band (80 %)",
-                mode="lines",
-                fill="tonexty",
-                fillcolor="rgba(47, 98, 176, 0.15)",
-                line={"color": "rgba(47, 98, 176, 0)", "width": 0},
-                hoverinfo="skip",
-            )
-        )
-        fig.add_trace(
-            go.Scatter(
-                x=x,
-                y=[start, value],
-                name="Forecast (our estimate)",
-                mode="lines+markers",
-                line={"color": TOTAL_COLOR, "width": 2, "dash": "dash"},
-                hovertemplate=_hover(unit, 2),
-            )
-        )
+        fig.add_trace(forecast_line)
     if budget is not None:
-        fig.add_trace(
-            go.Scatter(
-                x=[day_labels[0], day_labels[-1]],
-                y=[budget, budget],
-                name="Budget",
-                mode="lines",
-                line={"color": "#b42318", "width": 2, "dash": "dot"},
-                hovertemplate=_hover(unit, 2),
-            )
+        budget_line = _line(
+            [day_labels[0], day_labels[-1]],
+            [budget, budget],
+            name="Budget",
+            unit=unit,
+            color="#b42318",
+            width=2,
+            dash="dot",
+            mode="lines",
         )
+        fig.add_trace(budget_line)
     fig.update_layout(xaxis={"categoryorder": "array", "categoryarray": list(day_labels)})
     return fig
 

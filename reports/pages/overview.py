@@ -21,7 +21,8 @@ from reports.formatting import money, to_cents
 from reports.models import Budget, Connection, PriceBook, Team
 from reports.pages import charts
 from reports.pages.blocks import ChartBlock, chart_block
-from reports.pages.report import DRAWING_CODE, FIGURES_CACHE_SECONDS, change_text
+from reports.pages.report import DRAWING_CODE, FIGURES_CACHE_SECONDS
+from reports.pages.tiles import change_text
 from reports.spend import pricing
 from reports.spend.budgets import budgets_managed_by
 from reports.spend.monthly import (

@@ -1,4 +1,5 @@
-"""The report page's model: the badge, KPI tiles, charts with their tables, the buckets.
+"""The report page's model: the badge, KPI tiles (reports/pages/tiles.py), charts with their
+tables, the buckets.
 
 Built from a report and a view mode ("usage" or "cost"); the views render it, and the CLI
 and the API read the same figures. Nothing here asks OSAI anything: it reads buckets.
@@ -9,9 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlencode
@@ -24,19 +23,12 @@ from django.utils import timezone
 
 from reports import formatting
 from reports.access import comparison_buckets_of, counted_buckets
-from reports.metrics import (
-    CATEGORIES,
-    METRICS,
-    OSAI_FIELD_TO_COLUMN,
-    PRICED_COLUMNS,
-    STAGE_LABELS,
-    display_value,
-    metrics_in,
-)
+from reports.metrics import METRICS, OSAI_FIELD_TO_COLUMN, PRICED_COLUMNS
 from reports.models import Bucket, BucketFile, Connection, PriceBook, Report
 from reports.pages import blocks, charts
 from reports.pages.blocks import ChartBlock, chart_block
 from reports.pages.members import member_breakdown
+from reports.pages.tiles import ml_stages, tiles
 from reports.periods import EARLIEST_PERIOD_START, comparison_period, describe
 from reports.spend import pricing
 from reports.spend.usage import UsageRow, known_usage, rows_from_buckets, sum_rows
@@ -144,106 +136,6 @@ def badge_context(report: Report) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
-class TileSpec:
-    """A KPI tile: one category of the metric registry."""
-
-    label: str
-    columns: tuple[str, ...]
-    unit: str
-    flag: str
-    priced: bool
-    decimals: int
-
-
-TILE_SPECS: tuple[TileSpec, ...] = tuple(
-    TileSpec(
-        label=category.label,
-        columns=tuple(m.column for m in metrics_in(category.key)),
-        unit=category.unit,
-        flag=metrics_in(category.key)[0].flag,
-        priced=any(m.priced for m in metrics_in(category.key)),
-        decimals=category.decimals,
-    )
-    for category in CATEGORIES
-)
-
-
-@dataclass(frozen=True)
-class Tile:
-    label: str
-    value: str
-    unit: str  # a unit of usage after the value, or a currency before it
-    detail: str  # the 8 GB / 16 GB split, or why there is no value
-    change: str  # against the previous period, "" when unknown
-    trend: str  # "up", "down", "flat" or "" (for the colour)
-    included: bool
-    is_money: bool = False
-
-
-def change_text(
-    current: float | Decimal, previous: float | Decimal | None, versus: str
-) -> tuple[str, str]:
-    """ "+12.3 % vs Oct 2026" and its trend ("up", "down", "flat"); ("", "") when unknown."""
-    if previous is None:
-        return "", ""
-    if previous == 0:
-        return ("no change", "flat") if current == 0 else (f"new since {versus}", "up")
-    ratio = (Decimal(str(current)) - Decimal(str(previous))) / Decimal(str(previous))
-    if abs(ratio) < Decimal("0.0005"):
-        return f"no change vs {versus}", "flat"
-    return f"{ratio * 100:+.1f} % vs {versus}", "up" if ratio > 0 else "down"
-
-
-def _tiles(
-    report: Report,
-    totals: dict[str, float],
-    previous: dict[str, float] | None,
-    *,
-    money: pricing.Costs | None,
-    previous_money: pricing.Costs | None,
-    currency: str,
-    versus: str,
-) -> list[Tile]:
-    """One tile per category: usage in display units, or money in the cost view."""
-    tiles = []
-    for spec in TILE_SPECS:
-        if not getattr(report, spec.flag):
-            tiles.append(Tile(spec.label, charts.EN_DASH, "", "not included", "", "", False))
-            continue
-        detail = ""
-        if len(spec.columns) == 2:  # OSAI splits it by worker class
-            gb8, gb16 = (display_value(c, totals[c]) for c in spec.columns)
-            detail = f"8 GB {gb8:,.{spec.decimals}f} · 16 GB {gb16:,.{spec.decimals}f}"
-        if money is not None and spec.priced:
-            amount = sum((money.get(c, Decimal(0)) for c in spec.columns), Decimal(0))
-            before = None
-            if previous_money is not None:
-                before = sum((previous_money.get(c, Decimal(0)) for c in spec.columns), Decimal(0))
-            change, trend = change_text(amount, before, versus)
-            detail = f"{detail} {spec.unit}" if detail else ""
-            value = formatting.money(amount)
-            tiles.append(Tile(spec.label, value, currency, detail, change, trend, True, True))
-            continue
-        usage = sum(display_value(c, totals[c]) for c in spec.columns)
-        before_usage = None
-        if previous is not None:
-            before_usage = round(sum(display_value(c, previous[c]) for c in spec.columns), 6)
-        change, trend = change_text(round(usage, 6), before_usage, versus)
-        if money is not None:
-            detail = "not priced"
-        value = f"{usage:,.{spec.decimals}f}"
-        tiles.append(Tile(spec.label, value, spec.unit, detail, change, trend, True))
-    if money is not None:
-        # The whole report's spend, rounded once, as the CSV's total is.
-        total = money.get("total", Decimal(0))
-        before_total = previous_money.get("total") if previous_money is not None else None
-        change, trend = change_text(total, before_total, versus)
-        value = formatting.money(total)
-        tiles.insert(0, Tile("Total", value, currency, "all categories", change, trend, True, True))
-    return tiles
-
-
 def report_buckets(report: Report) -> list[Bucket]:
     """The report's buckets with their connection and whether a raw file is archived.
 
@@ -336,7 +228,7 @@ def report_body(report: Report, mode: ViewMode) -> dict[str, Any]:
         "preliminary": any(r.preliminary for r in rows),
         "data_as_of": data_as_of,
         "connection_labels": sorted({_connection_label(report, b.connection) for b in buckets}),
-        "tiles": _tiles(
+        "tiles": tiles(
             report,
             totals,
             previous,
@@ -359,56 +251,6 @@ def report_body(report: Report, mode: ViewMode) -> dict[str, Any]:
         "can_retry": report.is_terminal
         and (report.buckets_failed > 0 or report.state == Report.State.CANCELLED),
     }
-
-
-@dataclass(frozen=True)
-class StageView:
-    """Cost by ML stage, unit costs, and the 8 GB vs 16 GB what-if, formatted."""
-
-    stages: list[tuple[str, str, str]]  # label, money, share
-    unit_costs: list[tuple[str, str]]  # what, money per unit (or "" when no usage)
-    what_if: list[tuple[str, str, str]]  # label, money, change against actual
-
-
-def ml_stages(
-    rows: list[UsageRow],
-    totals: dict[str, float],
-    money: pricing.Costs,
-    price_book: PriceBook | None,
-) -> StageView:
-    """The report's cost by ML stage (data, augmentation, training, conversion, deployment),
-    its unit costs, and what its training would have cost all on 8 GB or all on 16 GB."""
-    total = money.get("total", Decimal(0))
-    stages = []
-    for key, cost in pricing.stage_costs(money).items():
-        share = f"{cost / total * 100:.1f} %" if total else charts.EN_DASH
-        stages.append((STAGE_LABELS[key], formatting.money(cost), share))
-    units = pricing.unit_costs(totals, money)
-    labels = {
-        "per_training_gpu_hour": "per training GPU-hour",
-        "per_prediction_hour": "per prediction hour",
-        "per_stored_gb_month": "per stored GB-month (images and models)",
-    }
-    unit_costs = [(labels[key], formatting.money(value)) for key, value in units.items()]
-    what_if = pricing.training_what_if_rows(rows, price_book)
-    actual = what_if["actual"]
-    scenarios = [
-        ("As it ran", actual),
-        ("All training on 8 GB workers", what_if["all_on_8gb"]),
-        ("All training on 16 GB workers", what_if["all_on_16gb"]),
-    ]
-    return StageView(
-        stages=stages,
-        unit_costs=unit_costs,
-        what_if=[
-            (
-                label,
-                formatting.money(value),
-                f"{(value - actual) / actual * 100:+.1f} %" if actual and value != actual else "",
-            )
-            for label, value in scenarios
-        ],
-    )
 
 
 def _connection_label(report: Report, connection: Connection) -> str:
@@ -459,43 +301,20 @@ def cached_figures(
 def build_figures(
     rows: list[UsageRow], granularity: str, row_money: list[pricing.Costs] | None, currency: str
 ) -> list[ChartBlock]:
+    """The report's charts: of usage, or of its cost (with the cumulative spend) given money."""
+    money: dict[str, Any] = {"costs": row_money, "currency": currency}
+    figures = [("compute", charts.compute_hours_figure(rows, granularity=granularity, **money))]
     if row_money is not None:
-        figures = [
-            (
-                "compute",
-                charts.compute_hours_figure(
-                    rows, granularity=granularity, costs=row_money, currency=currency
-                ),
-            ),
-            (
-                "cumulative",
-                charts.cumulative_cost_figure(
-                    rows, row_money, granularity=granularity, currency=currency
-                ),
-            ),
-            ("share", charts.share_figure(rows, costs=row_money, currency=currency)),
-            (
-                "devices",
-                charts.device_rental_figure(
-                    rows, granularity=granularity, costs=row_money, currency=currency
-                ),
-            ),
-            (
-                "storage",
-                charts.storage_figure(
-                    rows, granularity=granularity, costs=row_money, currency=currency
-                ),
-            ),
-            ("images", charts.images_figure(rows, granularity=granularity)),
-        ]
-    else:
-        figures = [
-            ("compute", charts.compute_hours_figure(rows, granularity=granularity)),
-            ("share", charts.share_figure(rows)),
-            ("devices", charts.device_rental_figure(rows, granularity=granularity)),
-            ("storage", charts.storage_figure(rows, granularity=granularity)),
-            ("images", charts.images_figure(rows, granularity=granularity)),
-        ]
+        cumulative = charts.cumulative_cost_figure(
+            rows, row_money, granularity=granularity, currency=currency
+        )
+        figures.append(("cumulative", cumulative))
+    figures += [
+        ("share", charts.share_figure(rows, **money)),
+        ("devices", charts.device_rental_figure(rows, granularity=granularity, **money)),
+        ("storage", charts.storage_figure(rows, granularity=granularity, **money)),
+        ("images", charts.images_figure(rows, granularity=granularity)),
+    ]
     return [chart_block(name, fig, wide=name in ("compute", "cumulative")) for name, fig in figures]
 
 

@@ -125,9 +125,16 @@ def report_request(
     # One request of a person at a time (a row lock; SQLite's IMMEDIATE transactions queue
     # anyway), so a double click's second request finds the first one's report (F3).
     get_user_model().objects.select_for_update().filter(pk=owner.pk).first()
-    duplicate = _recent_identical(
-        owner, team, connections, period_start, period_end, granularity, flags, now
-    )
+    # What the report asks for, as its row says it (connections aside).
+    asked = {
+        "owner": owner,
+        "team": team,
+        "period_start": period_start,
+        "period_end": period_end,
+        "granularity": granularity,
+        **flags,
+    }
+    duplicate = _recent_identical(asked, connections, now)
     if duplicate is not None:
         return duplicate
     _check_request_limits(
@@ -137,16 +144,11 @@ def report_request(
         price_book = PriceBook.objects.filter(is_default=True).first()
 
     report = Report.objects.create(
-        owner=owner,
-        team=team,
+        **asked,
         preset=preset,
-        period_start=period_start,
-        period_end=period_end,
-        granularity=granularity,
         price_book=price_book,
         skipped_connections=skipped_connections or [],
         requested_at=now,
-        **flags,
     )
     report.connections.set(connections)
     periods = split_period(period_start, period_end, granularity)
@@ -181,29 +183,14 @@ def report_request(
 
 
 def _recent_identical(
-    owner: Any,
-    team: Team | None,
-    connections: list[Connection],
-    period_start: datetime,
-    period_end: datetime,
-    granularity: str,
-    flags: Mapping[str, bool],
-    now: datetime,
+    asked: Mapping[str, Any], connections: list[Connection], now: datetime
 ) -> Report | None:
     """The same request by the same person within the last few seconds (a double click)."""
     window = timedelta(seconds=settings.OSAI_DUPLICATE_REQUEST_SECONDS)
     wanted = {c.pk for c in connections}
     for report in (
-        Report.objects.filter(
-            owner=owner,
-            team=team,
-            period_start=period_start,
-            period_end=period_end,
-            granularity=granularity,
-            # No upper bound: the other click's `now` may be a moment later than ours.
-            requested_at__gte=now - window,
-            **flags,
-        )
+        # No upper bound: the other click's `now` may be a moment later than ours.
+        Report.objects.filter(**asked, requested_at__gte=now - window)
         .exclude(state=Report.State.CANCELLED)
         .prefetch_related("connections")
         .order_by("-requested_at")

@@ -19,7 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
-from django_ratelimit.core import get_usage, is_ratelimited
+from django_ratelimit.core import get_usage
 from ninja import NinjaAPI, Query, Schema
 from ninja.errors import AuthenticationError
 from ninja.security import HttpBearer
@@ -36,7 +36,7 @@ from reports.models import ApiToken, Connection, Team
 from reports.pages.activity import feed_items
 from reports.pages.overview import overview_page, spend_summary, team_overview
 from reports.pages.report import report_json
-from reports.views.http import client_ip_key
+from reports.views.http import client_ip_key, over_rate
 
 MAX_PAGE = 100
 
@@ -69,13 +69,7 @@ class BearerToken(HttpBearer):
         if row is None:
             get_usage(request, increment=True, **failures)
             return None
-        if is_ratelimited(
-            request,
-            group="api",
-            key=lambda group, req: row.token_sha256,
-            rate=settings.API_RATE,
-            increment=True,
-        ):
+        if over_rate(request, group="api", key=row.token_sha256, rate=settings.API_RATE):
             raise ApiRateLimited
         request.user = row.user
         return row

@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from django import forms
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from reports.metrics import FLAG_FIELDS, FLAGS
@@ -20,6 +21,13 @@ from reports.periods import PRESETS, preset_period, utc_midnight
 from reports.pipeline import connections
 
 CUSTOM = "custom"
+
+
+def _choices_from(form: forms.Form, name: str, queryset: QuerySet[Any]) -> None:
+    """Offer only these rows in a model choice field (those the person may choose)."""
+    field = form.fields[name]
+    assert isinstance(field, forms.ModelChoiceField)  # ModelMultipleChoiceField is one too
+    field.queryset = queryset
 
 
 def _token_field() -> forms.CharField:
@@ -68,9 +76,8 @@ class ConnectionEditForm(forms.Form):
 
     def __init__(self, *args: Any, owner: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        teams = self.fields["shared_with_teams"]
-        assert isinstance(teams, forms.ModelMultipleChoiceField)
-        teams.queryset = Team.objects.filter(memberships__user=owner).order_by("name")
+        teams = Team.objects.filter(memberships__user=owner).order_by("name")
+        _choices_from(self, "shared_with_teams", teams)
 
 
 class PeriodForm(forms.Form):
@@ -155,6 +162,20 @@ class PeriodForm(forms.Form):
         preset = self.cleaned_data.get("preset", "")
         return "" if preset == CUSTOM else preset
 
+    def request_kwargs(self) -> dict[str, Any]:
+        """What a valid form asks for, as the keyword arguments of a report request (personal
+        or team): the period, granularity, flags and preset, compared with the period before."""
+        data = self.cleaned_data
+        return {
+            "period_start": data["period_start"],
+            "period_end": data["period_end"],
+            "granularity": data["granularity"],
+            "flags": self.flags(),
+            "preset": self.preset_name(),
+            "compare": True,
+            "now": self.now,
+        }
+
     def flag_fields(self) -> list[forms.BoundField]:
         return [self[name] for name in FLAG_FIELDS]
 
@@ -172,12 +193,14 @@ class ReportForm(PeriodForm):
 
     def __init__(self, *args: Any, owner: Any, now: datetime | None = None, **kwargs: Any) -> None:
         super().__init__(*args, now=now, **kwargs)
-        connections = self.fields["connections"]
-        assert isinstance(connections, forms.ModelMultipleChoiceField)
         # Scoped to the owner: a tampered id is "not one of the available choices".
-        connections.queryset = Connection.objects.filter(owner=owner).order_by("label")
+        own = Connection.objects.filter(owner=owner).order_by("label")
+        _choices_from(self, "connections", own)
         if not self.is_bound:
-            self.initial.setdefault("connections", list(connections.queryset))
+            self.initial.setdefault("connections", list(own))
+
+    def request_kwargs(self) -> dict[str, Any]:
+        return {**super().request_kwargs(), "connections": self.cleaned_data["connections"]}
 
 
 class TeamReportForm(PeriodForm):
@@ -206,9 +229,7 @@ class SharingForm(forms.Form):
 
     def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        field = self.fields["connections"]
-        assert isinstance(field, SharedConnectionsField)
-        field.queryset = Connection.objects.filter(owner=user).order_by("label")
+        _choices_from(self, "connections", Connection.objects.filter(owner=user).order_by("label"))
 
 
 class TeamCreateForm(forms.Form):
@@ -291,11 +312,8 @@ class BudgetForm(forms.Form):
 
     def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        connection = self.fields["connection"]
-        assert isinstance(connection, forms.ModelChoiceField)
-        connection.queryset = Connection.objects.filter(owner=user).order_by("label")
-        team = self.fields["team"]
-        assert isinstance(team, forms.ModelChoiceField)
-        team.queryset = Team.objects.filter(
+        _choices_from(self, "connection", Connection.objects.filter(owner=user).order_by("label"))
+        administered = Team.objects.filter(
             memberships__user=user, memberships__role=Membership.Role.ADMIN
-        ).order_by("name")
+        )
+        _choices_from(self, "team", administered.order_by("name"))

@@ -15,6 +15,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render, resolve_url
 from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
+from django_ratelimit.core import is_ratelimited
 
 from reports.access import report_visible_to
 from reports.models import Membership, Report
@@ -86,6 +87,14 @@ def client_ip(request: HttpRequest) -> str | None:
 def client_ip_key(group: str, request: HttpRequest) -> str:
     """django-ratelimit's key: the client's address as above."""
     return client_ip(request) or "unknown"
+
+
+def over_rate(request: HttpRequest, *, group: str, key: str, rate: str) -> bool:
+    """Count this request against `rate` for one key of `group` (a token's or a webhook
+    secret's hash); True once over it (django-ratelimit)."""
+    return is_ratelimited(
+        request, group=group, key=lambda group, req: key, rate=rate, increment=True
+    )
 
 
 def too_many_requests(request: HttpRequest, exception: Exception) -> HttpResponse:

@@ -6,6 +6,9 @@ HX-Redirect instead of letting htmx swap the login form into the badge (S5).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -15,9 +18,10 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseStopPolling, trigger_client_event
 
 from reports.access import counted_buckets
-from reports.models import BucketFile, Connection
+from reports.models import BucketFile, Connection, Report
 from reports.pages.history import history_queryset, with_periods
 from reports.pages.report import (
+    ViewMode,
     badge_context,
     comparison_pending,
     report_body,
@@ -40,19 +44,8 @@ EVENT_PROGRESS = "report-progress"
 def report_new(request: AuthenticatedRequest) -> HttpResponse:
     form = ReportForm(request.POST or None, owner=request.user)
     if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
         try:
-            report = report_requests.report_request(
-                owner=request.user,
-                connections=data["connections"],
-                period_start=data["period_start"],
-                period_end=data["period_end"],
-                granularity=data["granularity"],
-                flags=form.flags(),
-                preset=form.preset_name(),
-                compare=True,
-                now=form.now,
-            )
+            report = report_requests.report_request(owner=request.user, **form.request_kwargs())
         except report_requests.ReportRequestError as exc:
             form.add_error(None, str(exc))
         else:
@@ -66,9 +59,7 @@ def report_new(request: AuthenticatedRequest) -> HttpResponse:
 @login_required
 @require_GET
 def report_detail(request: AuthenticatedRequest, pk: int) -> HttpResponse:
-    report = visible_report_or_404(request, pk)
-    context = report_page(report, view_mode(request.GET.get("view")))
-    return render(request, "reports/report_detail.html", context)
+    return _render_report(request, pk, report_page, "reports/report_detail.html")
 
 
 @htmx_login_required
@@ -104,9 +95,18 @@ def report_comparison(request: AuthenticatedRequest, pk: int) -> HttpResponse:
 @require_GET
 def report_charts(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     """The report body (tiles, charts, tables, buckets), reloaded by htmx as buckets finish."""
+    return _render_report(request, pk, report_body, "reports/report_detail.html#report-body")
+
+
+def _render_report(
+    request: AuthenticatedRequest,
+    pk: int,
+    page: Callable[[Report, ViewMode], dict[str, Any]],
+    template: str,
+) -> HttpResponse:
+    """The report's page (or part of it) in the view mode `?view=` asks for."""
     report = visible_report_or_404(request, pk)
-    context = report_body(report, view_mode(request.GET.get("view")))
-    return render(request, "reports/report_detail.html#report-body", context)
+    return render(request, template, page(report, view_mode(request.GET.get("view"))))
 
 
 @login_required

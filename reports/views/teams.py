@@ -200,15 +200,7 @@ def team_report_new(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     if form.is_valid():
         try:
             report = team_reports.team_report_request(
-                team=membership.team,
-                admin=request.user,
-                period_start=form.cleaned_data["period_start"],
-                period_end=form.cleaned_data["period_end"],
-                granularity=form.cleaned_data["granularity"],
-                flags=form.flags(),
-                preset=form.preset_name(),
-                compare=True,
-                now=form.now,
+                team=membership.team, admin=request.user, **form.request_kwargs()
             )
         except report_requests.ReportRequestError as exc:
             form.add_error(None, str(exc))

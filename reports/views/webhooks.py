@@ -10,12 +10,11 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllow
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
-from django_ratelimit.core import is_ratelimited
 
 from reports.integrations import webhooks
 from reports.models import Connection
 from reports.pages.activity import activity_page, has_newer
-from reports.views.http import AuthenticatedRequest, htmx_login_required
+from reports.views.http import AuthenticatedRequest, htmx_login_required, over_rate
 
 FEED_POLL_SECONDS = 5
 
@@ -32,12 +31,11 @@ def osai_webhook(request: HttpRequest, secret: str) -> HttpResponse:
         return _json_error(404, "Not found.")
     if request.method != "POST":
         return HttpResponseNotAllowed(["POST"])
-    if is_ratelimited(
+    if over_rate(
         request,
         group="osai-webhook",
-        key=lambda group, req: connection.webhook_secret_sha256,
+        key=connection.webhook_secret_sha256,
         rate=settings.OSAI_WEBHOOK_RATE,
-        increment=True,
     ):
         response = _json_error(429, "Too many deliveries for this connection; slow down.")
         response["Retry-After"] = "60"

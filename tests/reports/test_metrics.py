@@ -19,7 +19,7 @@ from reports.metrics import (
 )
 from reports.models import Bucket, PriceBookVersion, Report
 from reports.pages import charts
-from reports.pages.report import TILE_SPECS
+from reports.pages.tiles import TILE_SPECS
 from reports.spend import exports, pricing
 
 

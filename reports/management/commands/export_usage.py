@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from reports.formatting import utc_z
 from reports.management import cli
-from reports.models import Bucket, Connection, Granularity, PriceBook, Team
+from reports.models import Bucket, Connection, PriceBook, Team
 from reports.periods import count_buckets, split_period
 from reports.spend import exports, pricing
 from reports.teams import sharing
@@ -41,20 +41,12 @@ class Command(BaseCommand):
         who = parser.add_mutually_exclusive_group(required=True)
         who.add_argument("--team", help="team name (or id): its members' shared connections")
         who.add_argument("--user", help="username: the user's own connections")
-        parser.add_argument(
-            "--connection",
-            action="append",
-            default=[],
-            help="with --user: connection label (repeatable); default all of the user's",
+        cli.add_connection_argument(
+            parser, "with --user: connection label (repeatable); default all of the user's"
         )
         parser.add_argument("--from", dest="date_from", required=True, help="first day (UTC)")
         parser.add_argument("--to", dest="date_to", required=True, help="end day, EXCLUSIVE")
-        parser.add_argument("--granularity", default=Granularity.MONTH, choices=Granularity.values)
-        parser.add_argument(
-            "--flags",
-            default=cli.ALL_FLAGS,
-            help=cli.FLAGS_HELP,
-        )
+        cli.add_usage_arguments(parser)
         parser.add_argument("--cost", action="store_true", help="add the cost columns")
         parser.add_argument(
             "--price-book", help="price book name (default: the default price book)"
@@ -144,13 +136,8 @@ class Command(BaseCommand):
                 raise CommandError(f"No member shares a connection with the team {team.name!r}.")
             return connections
         owner = cli.user_named(username or "")
-        queryset = Connection.objects.filter(owner=owner).select_related("owner")
-        if labels:
-            queryset = queryset.filter(label__in=labels)
-            unknown = set(labels) - {c.label for c in queryset}
-            if unknown:
-                raise CommandError(f"{username} has no connection {sorted(unknown)}.")
-        connections = list(queryset.order_by("label"))
+        queryset = cli.connections_labelled(owner, labels)
+        connections = list(queryset.select_related("owner").order_by("label"))
         if not connections:
             raise CommandError(f"{username} has no connections.")
         return connections

@@ -24,7 +24,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from reports.management import cli
-from reports.models import Connection, Granularity, Report, Team
+from reports.models import Report, Team
 from reports.pages.report import report_json
 from reports.periods import PRESETS, preset_period
 from reports.pipeline import report_requests
@@ -37,21 +37,13 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--user", required=True, help="username of the owner")
         parser.add_argument("--team", help="team name: a team report (--user is its admin)")
-        parser.add_argument(
-            "--connection",
-            action="append",
-            default=[],
-            help="connection label (repeatable); omit for all of the user's connections",
+        cli.add_connection_argument(
+            parser, "connection label (repeatable); omit for all of the user's connections"
         )
         parser.add_argument("--from", dest="date_from", help="first day (UTC), e.g. 2026-01-01")
         parser.add_argument("--to", dest="date_to", help="end day, EXCLUSIVE (UTC)")
         parser.add_argument("--preset", choices=sorted(PRESETS), help="instead of --from/--to")
-        parser.add_argument("--granularity", default=Granularity.MONTH, choices=Granularity.values)
-        parser.add_argument(
-            "--flags",
-            default=cli.ALL_FLAGS,
-            help=cli.FLAGS_HELP,
-        )
+        cli.add_usage_arguments(parser)
         parser.add_argument("--wait", action="store_true", help="wait for a final state")
         parser.add_argument("--timeout", type=float, default=3600, help="seconds to --wait")
         parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -66,13 +58,7 @@ class Command(BaseCommand):
             if options["connection"]:
                 raise CommandError("--connection goes with a personal report, not --team.")
 
-        connections = Connection.objects.filter(owner=owner)
-        if options["connection"]:
-            labels = options["connection"]
-            connections = connections.filter(label__in=labels)
-            missing = set(labels) - set(connections.values_list("label", flat=True))
-            if missing:
-                raise CommandError(f"{owner.username} has no connection {sorted(missing)}.")
+        connections = cli.connections_labelled(owner, options["connection"])
 
         flags = cli.parse_flags(options["flags"])
 
