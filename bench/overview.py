@@ -75,12 +75,12 @@ def run_p18(bench: Bench, results: Results) -> None:
         partial(load.run, trivial, P7_SECONDS),
         *(partial(load.run, url, P7_SECONDS, headers) for url, headers in overview.values()),
     )
-    label = "p50 / p95 (median of rounds)"
-    results.add("P18", f"login page {label}", load.p50_p95(login))
+    medians = "p50 / p95 (median of rounds)"
+    results.add("P18", f"login page {medians}", load.p50_p95(login))
     for size, runs in zip(overview, measured, strict=True):
         per_round = load.p95_ratios(runs, login)
         name = f"overview with {size} connection(s)"
-        results.add("P18", f"{name} {label}", f"{load.p50_p95(runs)} {load.tally(runs)}")
+        results.add("P18", f"{name} {medians}", f"{load.p50_p95(runs)} {load.tally(runs)}")
         results.add("P18", f"{size} connection(s): per-round p95 ratios", fmt_ratios(per_round))
-        label = f"overview p95 with {size} connection(s) / login page p95"
-        results.median_at_most("P18", f"{label} ({load.tool()}, median of {ROUNDS})", per_round, 3)
+        ratio = f"overview p95 with {size} connection(s) / login page p95"
+        results.median_at_most("P18", f"{ratio} ({load.tool()}, median of {ROUNDS})", per_round, 3)

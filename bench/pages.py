@@ -97,10 +97,10 @@ def run_p7(bench: Bench, results: Results) -> None:
         lambda: load.run(trivial_url, P7_SECONDS),
     )
     per_round = load.p95_ratios(status, trivial)
-    label = "p50 / p95 (median of rounds)"
-    results.add("P7", f"status poll {label}", f"{load.p50_p95(status)} {load.tally(status)}")
+    medians = "p50 / p95 (median of rounds)"
+    results.add("P7", f"status poll {medians}", f"{load.p50_p95(status)} {load.tally(status)}")
     trivial_tally = load.tally(trivial, errors=False)
-    results.add("P7", f"login page {label}", f"{load.p50_p95(trivial)} {trivial_tally}")
+    results.add("P7", f"login page {medians}", f"{load.p50_p95(trivial)} {trivial_tally}")
     results.add("P7", "per-round p95 ratios", fmt_ratios(per_round))
     label = f"status poll p95 / login page p95 ({load.tool()}, median of {ROUNDS})"
     results.median_at_most("P7", label, per_round, 3)
