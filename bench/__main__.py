@@ -53,6 +53,9 @@ GROUPS = (
     "p11",
 )
 
+# The targets a group measures, where they are not just the group's name in capitals.
+_TARGETS = {"pipeline": "P1 P2 P3 P4 P5 P12", "eta": "P3′ P13"}
+
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # unwinds through every `finally`, which stops the processes
@@ -70,6 +73,15 @@ def _guarded(results: Results, target: str, step: Callable[[], object]) -> None:
         results.error(target, f"{type(exc).__name__}: {exc}")
         traceback.print_exc()
     print(f"bench: {target} took {time.monotonic() - started:.0f} s", flush=True)
+
+
+def _run_groups(
+    results: Results, chosen: list[str], steps: dict[str, Callable[[], object]], *order: str
+) -> None:
+    """The chosen ones of the groups in `order`, one after the other, each guarded."""
+    for group in order:
+        if group in chosen:
+            _guarded(results, _TARGETS.get(group, group.upper()), steps[group])
 
 
 def _ensure_twelve_month_report(bench: object) -> None:
@@ -162,38 +174,30 @@ def main() -> int:
         print(f"bench: sandbox {sandbox.base_url}, web {base_url}, worker pid {worker.pid}")
         with chromium() as browser:
             bench = Bench(sandbox, calls_log, worker, web, base_url, browser)
-            if "pipeline" in groups:
-                _guarded(results, "P1 P2 P3 P4 P5 P12", lambda: pipeline.run(bench, results))
-            if "eta" in groups:
-                _guarded(results, "P3′ P13", lambda: eta.run(bench, results))
-            if "p7" in groups:
-                _guarded(results, "P7", lambda: pages.run_p7(bench, results))
-            if "p6" in groups:
-                _guarded(results, "P6", lambda: pages.run_p6(bench, results))
+            steps: dict[str, Callable[[], object]] = {
+                "pipeline": lambda: pipeline.run(bench, results),
+                "eta": lambda: eta.run(bench, results),
+                "p7": lambda: pages.run_p7(bench, results),
+                "p6": lambda: pages.run_p6(bench, results),
+                "p8": lambda: frontend.run_p8(bench, results, brotli_job),
+                "p9": lambda: frontend.run_p9(bench, results),
+                "p15": lambda: fairness.run_p15(bench, results),
+                "p18": lambda: overview.run_p18(bench, results),
+                "p16": lambda: scaleout.run_p16(bench, results),
+                "p17": lambda: tracking.run_p17(bench, results),
+                "p19": lambda: alerts.run_p19(bench, results),
+                "p11": lambda: bench.shared.update(p11=idle.start_p11(worker)),
+                "p10": lambda: csv_export.run_p10(bench, results),
+            }
+            _run_groups(results, groups, steps, "pipeline", "eta", "p7", "p6")
             if {"p8", "p9"} & set(groups):
                 _ensure_twelve_month_report(bench)
-            if "p8" in groups:
-                _guarded(results, "P8", lambda: frontend.run_p8(bench, results, brotli_job))
-            if "p9" in groups:
-                _guarded(results, "P9", lambda: frontend.run_p9(bench, results))
-        if "p15" in groups:
-            _guarded(results, "P15", lambda: fairness.run_p15(bench, results))
-        if "p18" in groups:
-            _guarded(results, "P18", lambda: overview.run_p18(bench, results))
-        # Each on its own database and worker(s); the bench's worker idles meanwhile.
-        if "p16" in groups:
-            _guarded(results, "P16", lambda: scaleout.run_p16(bench, results))
-        if "p17" in groups:
-            _guarded(results, "P17", lambda: tracking.run_p17(bench, results))
-        if "p19" in groups:
-            _guarded(results, "P19", lambda: alerts.run_p19(bench, results))
-        meter = None
-        if "p11" in groups:
-            _guarded(results, "P11", lambda: bench.shared.update(p11=idle.start_p11(worker)))
-            meter = bench.shared.get("p11")
-        if "p10" in groups:
-            # One CPU-bound process at a time: P11 reads only the worker's own CPU time.
-            _guarded(results, "P10", lambda: csv_export.run_p10(bench, results))
+            _run_groups(results, groups, steps, "p8", "p9")
+        # P16, P17 and P19 each on its own database and worker(s); the bench's worker idles
+        # meanwhile. P11 measures the idle worker while P10 runs: one CPU-bound process at a
+        # time (P11 reads only the worker's own CPU time).
+        _run_groups(results, groups, steps, "p15", "p18", "p16", "p17", "p19", "p11", "p10")
+        meter = bench.shared.get("p11")
         if meter is not None:
             idle.finish_p11(meter, results)
     except KeyboardInterrupt:

@@ -31,8 +31,7 @@ from bench import procs
 from bench.context import Bench, wait_for
 from bench.env import BENCH_DIR, PYTHON, TEMPLATE_DB, child_env, copy_database
 from bench.results import Results, median
-from bench.tracking import helper, query, settled
-from tests.support.sandbox import free_port
+from bench.tracking import helper, last_bucket_id, query, settled
 
 P19_D = 3.0
 ROUNDS = 3
@@ -73,10 +72,9 @@ class HookReceiver:
 
 def start_smtp(maildir: Path) -> tuple[procs.Managed, int]:
     """`python -m aiosmtpd` on a free port, keeping every message it accepts in `maildir`."""
-    port = free_port()
-    server = procs.Managed(
+    server, port = procs.start_local(
         "smtp",
-        [
+        lambda port: [
             PYTHON,
             "-m",
             "aiosmtpd",
@@ -88,7 +86,7 @@ def start_smtp(maildir: Path) -> tuple[procs.Managed, int]:
             str(maildir),
         ],
         child_env(Path("/nonexistent")),
-    ).start()
+    )
 
     def listening() -> bool:
         import socket
@@ -96,7 +94,7 @@ def start_smtp(maildir: Path) -> tuple[procs.Managed, int]:
         with socket.socket() as sock:
             return sock.connect_ex(("127.0.0.1", port)) == 0
 
-    wait_for(listening, 15, "the SMTP server to listen", 0.1)
+    server.wait_until(listening, 15, "the SMTP server listening")
     return server, port
 
 
@@ -123,8 +121,7 @@ def run_p19(bench: Bench, results: Results) -> None:
     hook = HookReceiver()
     smtp, port = start_smtp(maildir)
     env = {"ALERT_WEBHOOK_ALLOW_LOCAL": "True", "EMAIL_URL": f"smtp://127.0.0.1:{port}"}
-    bench.sandbox.clear_faults()
-    bench.sandbox.faults(latency=P19_D)
+    bench.osai_takes(P19_D)
     helper(db, "hold-schedule")
     worker = procs.start_worker(db, bench.sandbox.api_url, name="qcluster-p19", **env)
     budgets: list[dict[str, Any]] = []
@@ -138,7 +135,7 @@ def run_p19(bench: Bench, results: Results) -> None:
             budgets.append(budget)
             rounds.append(_round(db, budget, hook, maildir))
         # One more refresh checks the last budget again (the earlier ones had theirs).
-        [(first_id,)] = query(db, "SELECT coalesce(max(id), 0) FROM reports_bucket")
+        first_id = last_bucket_id(db)
         helper(db, "trigger")
         wait_for(lambda: settled(db, first_id), 120, "the last refresh to finish", 0.5)
         time.sleep(WITHIN_SECONDS)  # a second message, if any, would be sent by now
@@ -159,7 +156,7 @@ def _round(
 ) -> tuple[float, float, float, float]:
     """One refresh that crosses the budget's thresholds: (refresh s, email s, webhook s,
     both s), the last three counted from the end of the refresh."""
-    [(first_id,)] = query(db, "SELECT coalesce(max(id), 0) FROM reports_bucket")
+    first_id = last_bucket_id(db)
     t0 = time.time()
     helper(db, "trigger")
     wait_for(

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -83,6 +85,24 @@ def new_context(browser: Any, base_url: str, session: str | None = None, **optio
     # No request routing: Playwright turns the HTTP cache off for routed contexts (P8).
     context.add_init_script(PAGE_PROBE)
     return context
+
+
+def open_report_form(browser: Any, base_url: str, session: str) -> tuple[Any, Any]:
+    """A fresh signed-in context and a page on the report form: (context, page)."""
+    context = new_context(browser, base_url, session)
+    page = context.new_page()
+    page.goto(f"{base_url}/reports/new/")
+    return context, page
+
+
+def generate_report(page: Any) -> tuple[float, int]:
+    """Submit the filled-in report form: (when it was clicked, epoch s; the new report's id)."""
+    clicked = time.time()
+    page.click("button:has-text('Generate report')")
+    page.wait_for_url(re.compile(r".*/reports/\d+/$"))
+    match = re.search(r"/reports/(\d+)/$", page.url)
+    assert match, page.url
+    return clicked, int(match.group(1))
 
 
 def read_probe(page: Any) -> dict[str, Any]:

@@ -25,6 +25,11 @@ class Bench:
     # Handed from one group to the next (e.g. a finished 12-month report for P8/P9).
     shared: dict[str, Any] = field(default_factory=dict)
 
+    def osai_takes(self, seconds: float) -> None:
+        """No sandbox faults, and OSAI takes `seconds` per report created from now on."""
+        self.sandbox.clear_faults()
+        self.sandbox.faults(latency=seconds)
+
 
 class Timeout(RuntimeError):
     pass

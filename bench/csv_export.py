@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import time
 from pathlib import Path
 
+from bench import procs
 from bench.context import Bench
-from bench.env import BENCH_DIR, PYTHON, ROOT, TEMPLATE_DB, child_env, copy_database
-from bench.results import Results, fmt_ratios, median, ratios
+from bench.env import BENCH_DIR, TEMPLATE_DB, child_env, copy_database
+from bench.results import Results, fmt_ratios, interleaved, median, ratios
 
 ROUNDS = 5
 SIZES = (10_000, 100_000)
@@ -64,28 +64,17 @@ def measure(report_id: int) -> dict[str, float]:
     }
 
 
-def _build() -> tuple[Path, dict[str, int]]:
+def _build() -> tuple[Path, dict[int, int]]:
     db = copy_database(TEMPLATE_DB, BENCH_DIR / "p10.sqlite3")
-    argv = [PYTHON, "-m", "bench.data", "p10"]
-    for n in SIZES:
-        argv += ["--rows", str(n)]
-    out = subprocess.run(
-        argv, cwd=ROOT, env=child_env(db), capture_output=True, text=True, timeout=600, check=True
-    )
-    return db, {int(k): v for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
+    rows = [arg for n in SIZES for arg in ("--rows", str(n))]
+    built = procs.json_answer(child_env(db), "bench.data", "p10", *rows)
+    return db, {int(k): v for k, v in built.items()}
 
 
 def _one(db: Path, report_id: int) -> dict[str, float]:
-    out = subprocess.run(
-        [PYTHON, "-m", "bench.csv_export", "--report", str(report_id)],
-        cwd=ROOT,
-        env=child_env(db),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
+    result: dict[str, float] = procs.json_answer(
+        child_env(db), "bench.csv_export", "--report", str(report_id)
     )
-    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 
 
@@ -103,10 +92,9 @@ def run_p10(bench: Bench, results: Results) -> None:
         f"{big_n:,} buckets + {small_n + big_n:,} report links "
         f"in {time.monotonic() - started:.1f} s",
     )
-    small, big = [], []
-    for _ in range(ROUNDS):
-        small.append(_one(db, reports[small_n]))
-        big.append(_one(db, reports[big_n]))
+    small, big = interleaved(
+        ROUNDS, lambda: _one(db, reports[small_n]), lambda: _one(db, reports[big_n])
+    )
     time_ratios = ratios([b["seconds"] for b in big], [s["seconds"] for s in small])
     memory_ratios = ratios([b["peak_kb"] for b in big], [s["peak_kb"] for s in small])
     for n, runs in ((small_n, small), (big_n, big)):
@@ -119,20 +107,9 @@ def run_p10(bench: Bench, results: Results) -> None:
             f"{int(runs[0]['lines']):,} CSV lines, {int(runs[0]['bytes']):,} B)",
         )
     results.add("P10", "per-round time ratios", fmt_ratios(time_ratios))
-    results.add(
-        "P10",
-        f"time ratio 100k / 10k (median of {ROUNDS})",
-        f"{median(time_ratios):.2f}",
-        goal="≈ 10, ≤ 12",
-        met=median(time_ratios) <= 12,
-    )
-    results.add(
-        "P10",
-        f"peak RSS ratio 100k / 10k (median of {ROUNDS})",
-        f"{median(memory_ratios):.2f}",
-        goal="≤ 1.2",
-        met=median(memory_ratios) <= 1.2,
-    )
+    label = f"ratio 100k / 10k (median of {ROUNDS})"
+    results.median_at_most("P10", f"time {label}", time_ratios, 12, goal="≈ 10, ≤ 12")
+    results.median_at_most("P10", f"peak RSS {label}", memory_ratios, 1.2)
 
 
 def main() -> None:

@@ -59,13 +59,37 @@ def make_connection(owner: Any, label: str) -> tuple[Any, str]:
     return connection, account_id_for_token(token)
 
 
-def session_cookie(user: Any) -> str:
-    """A logged-in session for `user` (saved to the bench database and cache): its cookie."""
+def request_report(
+    owner: Any, connection: Any, start: datetime, end: datetime, granularity: str, **options: Any
+) -> Any:
+    """A report on one connection with every flag on, through the service the form calls."""
+    from reports.metrics import all_flags
+    from reports.pipeline import report_requests
+
+    return report_requests.report_request(
+        owner=owner,
+        connections=[connection],
+        period_start=start,
+        period_end=end,
+        granularity=granularity,
+        flags=all_flags(),
+        **options,
+    )
+
+
+def signed_in_client(user: Any) -> Any:
+    """Django's test client on 127.0.0.1, logged in as `user` (the session is saved to the
+    bench database and cache)."""
     from django.test import Client
 
     client = Client(SERVER_NAME="127.0.0.1")
     client.force_login(user)
-    return str(client.cookies["sessionid"].value)
+    return client
+
+
+def session_cookie(user: Any) -> str:
+    """A logged-in session for `user`: its cookie."""
+    return str(signed_in_client(user).cookies["sessionid"].value)
 
 
 def _totals(seed: int) -> dict[str, float]:

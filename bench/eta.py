@@ -19,7 +19,6 @@ its own pair, so the comparison within a round holds).
 from __future__ import annotations
 
 import math
-import re
 import secrets
 import time
 from datetime import UTC, date, datetime
@@ -27,9 +26,9 @@ from typing import Any
 
 from dateutil.relativedelta import relativedelta
 
-from bench.browser import new_context, read_probe
+from bench.browser import generate_report, open_report_form, read_probe
 from bench.context import Bench, Timeout
-from bench.data import make_connection, make_user, session_cookie
+from bench.data import make_connection, make_user, request_report, session_cookie
 from bench.osai_recorder import Call, read_calls
 from bench.pipeline import (
     CREATE,
@@ -64,37 +63,21 @@ def _months_back(count: int) -> list[tuple[date, date]]:
 
 
 def _request_month(owner: Any, connection: Any, month: tuple[date, date]) -> Any:
-    from reports.metrics import FLAG_FIELDS
-    from reports.pipeline import report_requests
-
     start = datetime(month[0].year, month[0].month, month[0].day, tzinfo=UTC)
-    return report_requests.report_request(
-        owner=owner,
-        connections=[connection],
-        period_start=start,
-        period_end=start + relativedelta(months=1),
-        granularity="total",
-        flags=dict.fromkeys(FLAG_FIELDS, True),
-    )
+    return request_report(owner, connection, start, start + relativedelta(months=1), "total")
 
 
 def _request_in_browser(
     bench: Bench, user: Any, name: str, d: float, month: tuple[date, date]
 ) -> Run:
     """The report form in the browser: one closed month, total; the page left open."""
-    context = new_context(bench.browser, bench.base_url, session_cookie(user))
-    page = context.new_page()
-    page.goto(f"{bench.base_url}/reports/new/")
+    context, page = open_report_form(bench.browser, bench.base_url, session_cookie(user))
     page.select_option("#id_preset", "custom")
     page.fill("#id_date_from", month[0].isoformat())
     page.fill("#id_date_to", month[1].isoformat())
     page.select_option("#id_granularity", "total")
-    clicked = time.time()
-    page.click("button:has-text('Generate report')")
-    page.wait_for_url(re.compile(r".*/reports/\d+/$"))
-    match = re.search(r"/reports/(\d+)/$", page.url)
-    assert match, page.url
-    return Run(name, d, "", int(match.group(1)), clicked, page=page, context=context)
+    clicked, report_id = generate_report(page)
+    return Run(name, d, "", report_id, clicked, page=page, context=context)
 
 
 def _start_seed(bench: Bench, month: tuple[date, date]) -> SeedLoop:
@@ -217,10 +200,5 @@ def _run_at(bench: Bench, results: Results, d: float, rounds: int) -> None:
         "-> badge done; medians)",
         " / ".join(f"{median([p[i] for p in parts]):.2f} s" for i in range(3)),
     )
-    results.add(
-        "P3′",
-        f"D={d:g} s: ratio dashboard / seed loop, ETA known (median of {len(per_round)})",
-        f"{median(per_round):.3f}",
-        goal="≤ 1.05",
-        met=median(per_round) <= 1.05,
-    )
+    label = f"D={d:g} s: ratio dashboard / seed loop, ETA known (median of {len(per_round)})"
+    results.median_at_most("P3′", label, per_round, 1.05, digits=3)

@@ -11,11 +11,12 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from bench.env import BENCH_DIR
-from bench.results import percentile
+from bench.results import median, percentile, ratios
 
 CONNECTIONS = 2  # as many as gunicorn has workers: measures service time, not queueing
 MAX_PYTHON_REQUESTS = 20_000  # the fallback loop's hard bound per run
@@ -42,6 +43,22 @@ class Load:
     @property
     def rps(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
+
+
+def p50_p95(runs: Sequence[Load]) -> str:
+    """The runs' median p50 and p95: "2.1 / 3.4 ms"."""
+    return f"{median([r.p50_ms for r in runs]):.1f} / {median([r.p95_ms for r in runs]):.1f} ms"
+
+
+def tally(runs: Sequence[Load], *, errors: bool = True) -> str:
+    """How many requests the runs made (and how many failed): "(120 requests, 0 errors)"."""
+    made = f"{sum(r.requests for r in runs)} requests"
+    return f"({made}, {sum(r.errors for r in runs)} errors)" if errors else f"({made})"
+
+
+def p95_ratios(runs: Sequence[Load], against: Sequence[Load]) -> list[float]:
+    """Per round: the p95 of `runs` over that of `against`."""
+    return ratios([r.p95_ms for r in runs], [a.p95_ms for a in against])
 
 
 def tool() -> str:

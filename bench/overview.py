@@ -11,16 +11,16 @@ over ROUNDS rounds, as P7 does.
 from __future__ import annotations
 
 import secrets
+from functools import partial
 from typing import Any
 
-from django.test import Client
 from django.utils import timezone
 
 from bench import load
 from bench.context import Bench
-from bench.data import make_connection, make_user, session_cookie, tracked_buckets
-from bench.pages import P7_SECONDS, ROUNDS, WARM_UP_SECONDS, _check, _queries
-from bench.results import Results, fmt_ratios, median, ratios
+from bench.data import make_connection, make_user, session_cookie, signed_in_client, tracked_buckets
+from bench.pages import P7_SECONDS, ROUNDS, _queries, warm_up
+from bench.results import Results, fmt_ratios, interleaved
 
 SIZES = (1, 50)
 
@@ -51,8 +51,7 @@ def run_p18(bench: Bench, results: Results) -> None:
     people = {size: _person(size) for size in SIZES}
     queries = {}
     for size, user in people.items():
-        client = Client(SERVER_NAME="127.0.0.1")
-        client.force_login(user)
+        client = signed_in_client(user)
         queries[size] = _queries(client, "/")
     one, fifty = (queries[s] for s in SIZES)
     results.add(
@@ -68,36 +67,20 @@ def run_p18(bench: Bench, results: Results) -> None:
         for size, user in people.items()
     }
     trivial = f"{bench.base_url}/accounts/login/"
-    _check(trivial, {})
-    load.run(trivial, WARM_UP_SECONDS)
+    warm_up(trivial)
     for url, headers in overview.values():
-        _check(url, headers)
-        load.run(url, WARM_UP_SECONDS, headers)
-    measured: dict[int, list[load.Load]] = {size: [] for size in SIZES}
-    login: list[load.Load] = []
-    for _ in range(ROUNDS):
-        login.append(load.run(trivial, P7_SECONDS))
-        for size, (url, headers) in overview.items():
-            measured[size].append(load.run(url, P7_SECONDS, headers))
-    results.add(
-        "P18",
-        "login page p50 / p95 (median of rounds)",
-        f"{median([t.p50_ms for t in login]):.1f} / {median([t.p95_ms for t in login]):.1f} ms",
+        warm_up(url, headers)
+    login, *measured = interleaved(
+        ROUNDS,
+        partial(load.run, trivial, P7_SECONDS),
+        *(partial(load.run, url, P7_SECONDS, headers) for url, headers in overview.values()),
     )
-    for size, runs in measured.items():
-        per_round = ratios([r.p95_ms for r in runs], [t.p95_ms for t in login])
-        results.add(
-            "P18",
-            f"overview with {size} connection(s) p50 / p95 (median of rounds)",
-            f"{median([r.p50_ms for r in runs]):.1f} / {median([r.p95_ms for r in runs]):.1f} ms"
-            f" ({sum(r.requests for r in runs)} requests, {sum(r.errors for r in runs)} errors)",
-        )
+    medians = "p50 / p95 (median of rounds)"
+    results.add("P18", f"login page {medians}", load.p50_p95(login))
+    for size, runs in zip(overview, measured, strict=True):
+        per_round = load.p95_ratios(runs, login)
+        name = f"overview with {size} connection(s)"
+        results.add("P18", f"{name} {medians}", f"{load.p50_p95(runs)} {load.tally(runs)}")
         results.add("P18", f"{size} connection(s): per-round p95 ratios", fmt_ratios(per_round))
-        results.add(
-            "P18",
-            f"overview p95 with {size} connection(s) / login page p95 "
-            f"({load.tool()}, median of {ROUNDS})",
-            f"{median(per_round):.2f}",
-            goal="≤ 3",
-            met=median(per_round) <= 3,
-        )
+        ratio = f"overview p95 with {size} connection(s) / login page p95"
+        results.median_at_most("P18", f"{ratio} ({load.tool()}, median of {ROUNDS})", per_round, 3)

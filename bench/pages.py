@@ -7,10 +7,9 @@ process with CaptureQueriesContext, on the main bench database.
 
 from __future__ import annotations
 
-import json
 import secrets
-import subprocess
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import requests
@@ -21,9 +20,15 @@ from django.utils import timezone
 
 from bench import load, procs
 from bench.context import Bench
-from bench.data import bulk_done_reports, make_connection, make_user, monthly_periods
-from bench.env import BENCH_DIR, PYTHON, ROOT, TEMPLATE_DB, child_env, copy_database
-from bench.results import Results, fmt_ratios, median, ratios
+from bench.data import (
+    bulk_done_reports,
+    make_connection,
+    make_user,
+    monthly_periods,
+    signed_in_client,
+)
+from bench.env import BENCH_DIR, TEMPLATE_DB, child_env, copy_database
+from bench.results import Results, fmt_ratios, interleaved
 
 ROUNDS = 7  # short runs on a shared machine: more rounds steady the median
 P6_SECONDS = 3.0
@@ -41,13 +46,15 @@ def _queries(client: Client, url: str, **headers: str) -> int:
     return len(captured)
 
 
-def _check(url: str, headers: dict[str, str]) -> None:
-    """Load only a URL that answers as intended (not a redirect to the login page)."""
+def warm_up(url: str, headers: dict[str, str] | None = None) -> None:
+    """Check that `url` answers as intended (not a redirect to the login page), then load it
+    for WARM_UP_SECONDS."""
     session = requests.Session()
     session.trust_env = False
     response = session.get(url, headers=headers, allow_redirects=False, timeout=30)
     if response.status_code not in (200, 286):
         raise RuntimeError(f"{url} answered {response.status_code}")
+    load.run(url, WARM_UP_SECONDS, headers)
 
 
 # --- P7 ---------------------------------------------------------------------------------------
@@ -74,8 +81,7 @@ def run_p7(bench: Bench, results: Results) -> None:
     )
     report.connections.add(conn)
     status_path = f"/reports/{report.pk}/status/?seen=3"
-    client = Client(SERVER_NAME="127.0.0.1")
-    client.force_login(user)
+    client = signed_in_client(user)
     queries = _queries(client, status_path, HTTP_HX_REQUEST="true")
     results.add("P7", "queries per status poll", str(queries), goal="≤ 2", met=queries <= 2)
 
@@ -83,35 +89,21 @@ def run_p7(bench: Bench, results: Results) -> None:
     status_url = f"{bench.base_url}{status_path}"
     status_headers = {"Cookie": f"sessionid={session}", "HX-Request": "true"}
     trivial_url = f"{bench.base_url}/accounts/login/"
-    _check(status_url, status_headers)
-    _check(trivial_url, {})
-    load.run(status_url, WARM_UP_SECONDS, status_headers)
-    load.run(trivial_url, WARM_UP_SECONDS)
-    status, trivial = [], []
-    for _ in range(ROUNDS):
-        status.append(load.run(status_url, P7_SECONDS, status_headers))
-        trivial.append(load.run(trivial_url, P7_SECONDS))
-    per_round = ratios([s.p95_ms for s in status], [t.p95_ms for t in trivial])
-    results.add(
-        "P7",
-        "status poll p50 / p95 (median of rounds)",
-        f"{median([s.p50_ms for s in status]):.1f} / {median([s.p95_ms for s in status]):.1f} ms"
-        f" ({sum(s.requests for s in status)} requests, {sum(s.errors for s in status)} errors)",
+    warm_up(status_url, status_headers)
+    warm_up(trivial_url)
+    status, trivial = interleaved(
+        ROUNDS,
+        lambda: load.run(status_url, P7_SECONDS, status_headers),
+        lambda: load.run(trivial_url, P7_SECONDS),
     )
-    results.add(
-        "P7",
-        "login page p50 / p95 (median of rounds)",
-        f"{median([t.p50_ms for t in trivial]):.1f} / {median([t.p95_ms for t in trivial]):.1f}"
-        f" ms ({sum(t.requests for t in trivial)} requests)",
-    )
+    per_round = load.p95_ratios(status, trivial)
+    medians = "p50 / p95 (median of rounds)"
+    results.add("P7", f"status poll {medians}", f"{load.p50_p95(status)} {load.tally(status)}")
+    trivial_tally = load.tally(trivial, errors=False)
+    results.add("P7", f"login page {medians}", f"{load.p50_p95(trivial)} {trivial_tally}")
     results.add("P7", "per-round p95 ratios", fmt_ratios(per_round))
-    results.add(
-        "P7",
-        f"status poll p95 / login page p95 ({load.tool()}, median of {ROUNDS})",
-        f"{median(per_round):.2f}",
-        goal="≤ 3",
-        met=median(per_round) <= 3,
-    )
+    label = f"status poll p95 / login page p95 ({load.tool()}, median of {ROUNDS})"
+    results.median_at_most("P7", label, per_round, 3)
 
 
 # --- P6 ---------------------------------------------------------------------------------------
@@ -119,16 +111,10 @@ def run_p7(bench: Bench, results: Results) -> None:
 
 def _seed_p6(name: str, extra: int) -> tuple[Any, dict[str, Any]]:
     db = copy_database(TEMPLATE_DB, BENCH_DIR / f"{name}.sqlite3")
-    out = subprocess.run(
-        [PYTHON, "-m", "bench.data", "p6", "--extra-reports", str(extra)],
-        cwd=ROOT,
-        env=child_env(db),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
+    seeded = procs.json_answer(
+        child_env(db), "bench.data", "p6", "--extra-reports", str(extra), timeout=300
     )
-    return db, json.loads(out.stdout.strip().splitlines()[-1])
+    return db, seeded
 
 
 def _query_counts(results: Results) -> None:
@@ -137,8 +123,7 @@ def _query_counts(results: Results) -> None:
     conn, _ = make_connection(user, "P6q")
     now = timezone.now()
     first = bulk_done_reports(user, conn, [monthly_periods(12, now)], "month")[0]
-    client = Client(SERVER_NAME="127.0.0.1")
-    client.force_login(user)
+    client = signed_in_client(user)
     pages = {"dashboard": "/", "history": "/reports/", "report page": f"/reports/{first}/"}
     at_one = {name: _queries(client, url) for name, url in pages.items()}
     more = [monthly_periods(12, now - timedelta(days=400 * (n + 1))) for n in range(49)]
@@ -162,8 +147,7 @@ def _figures_built(results: Results) -> None:
     user = make_user(f"p14-{secrets.token_hex(3)}")
     conn, _ = make_connection(user, "P14")
     report = bulk_done_reports(user, conn, [monthly_periods(12, timezone.now())], "month")[0]
-    client = Client(SERVER_NAME="127.0.0.1")
-    client.force_login(user)
+    client = signed_in_client(user)
     built: list[int] = []
     real = report_page.build_figures
 
@@ -205,53 +189,32 @@ def run_p6(bench: Bench, results: Results) -> None:
     small_web, small_base = procs.start_gunicorn(small_db, "gunicorn-p6-empty")
     big_web, big_base = procs.start_gunicorn(big_db, "gunicorn-p6-10k")
     try:
-        targets = {}
-        for page, path in (("dashboard", "/"), ("report page", "/reports/{report}/")):
-            targets[page] = [
-                (f"{base}{path.format(**seed)}", {"Cookie": f"sessionid={seed['session']}"})
-                for base, seed in ((small_base, small), (big_base, big))
-            ]
-        for pair in targets.values():
-            for url, headers in pair:
-                _check(url, headers)
-                load.run(url, WARM_UP_SECONDS, headers)
-        measured: dict[str, tuple[list[load.Load], list[load.Load]]] = {
-            page: ([], []) for page in targets
-        }
-        for _ in range(ROUNDS):
-            for page, ((url_a, h_a), (url_b, h_b)) in targets.items():
-                measured[page][0].append(load.run(url_a, P6_SECONDS, h_a))
-                measured[page][1].append(load.run(url_b, P6_SECONDS, h_b))
-        for page, (empty, full) in measured.items():
-            per_round = ratios([f.p95_ms for f in full], [e.p95_ms for e in empty])
+        paths = {"dashboard": "/", "report page": "/reports/{report}/"}
+        targets = [  # per page: the empty database, then the 10k one
+            (f"{base}{path.format(**seed)}", {"Cookie": f"sessionid={seed['session']}"})
+            for path in paths.values()
+            for base, seed in ((small_base, small), (big_base, big))
+        ]
+        for url, headers in targets:
+            warm_up(url, headers)
+        runs = interleaved(
+            ROUNDS, *(partial(load.run, url, P6_SECONDS, headers) for url, headers in targets)
+        )
+        for page, empty, full in zip(paths, runs[::2], runs[1::2], strict=True):
+            per_round = load.p95_ratios(full, empty)
             results.add(
                 "P6",
                 f"{page} p50 / p95, empty vs 10k reports (median of rounds)",
-                f"{median([e.p50_ms for e in empty]):.1f} / {median([e.p95_ms for e in empty]):.1f}"
-                f" ms vs {median([f.p50_ms for f in full]):.1f} / "
-                f"{median([f.p95_ms for f in full]):.1f} ms",
+                f"{load.p50_p95(empty)} vs {load.p50_p95(full)}",
             )
             results.add("P6", f"{page} per-round p95 ratios", fmt_ratios(per_round))
+            label = f"p95 10k / empty ({load.tool()}, median of {ROUNDS})"
             if page == "report page":
-                results.add(
-                    "P14",
-                    f"finished report page p95 10k / empty ({load.tool()}, median of {ROUNDS})",
-                    f"{median(per_round):.2f}",
-                    goal="≤ 1.2",
-                    met=median(per_round) <= 1.2,
-                )
-            results.add(
-                "P6",
-                f"{page} p95 10k / empty ({load.tool()}, median of {ROUNDS})",
-                f"{median(per_round):.2f}",
-                goal="≤ 1.5",
-                met=median(per_round) <= 1.5,
-                why=(
-                    "see the notes on the previous-period lookup and the figures"
-                    if page == "report page"
-                    else "see the note on the recent-reports query"
-                ),
-            )
+                results.median_at_most("P14", f"finished report page {label}", per_round, 1.2)
+                why = "see the notes on the previous-period lookup and the figures"
+            else:
+                why = "see the note on the recent-reports query"
+            results.median_at_most("P6", f"{page} {label}", per_round, 1.5, why=why)
         results.note(
             "P6",
             "the dashboard reads its five recent reports with two index walks limited to 5 "

@@ -9,15 +9,18 @@ sentinel/pusher/monitor/workers, the sandbox. Only processes started here are si
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from bench.env import BIN, LOG_DIR, PYTHON, ROOT, child_env
+from bench.env import BIN, LOG_DIR, PYTHON, ROOT, WORKER_ENV, child_env
 from tests.support.sandbox import SandboxControl, free_port
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -73,6 +76,17 @@ class Managed:
         if self in Managed.registry:
             Managed.registry.remove(self)
 
+    def wait_until(self, ready: Callable[[], object], timeout: float, what: str) -> None:
+        """Poll `ready` until it is truthy; raise with the log if the process exits first or
+        `timeout` seconds pass."""
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if not self.running:
+                raise RuntimeError(f"{self.name} exited before {what}:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no {what} within {timeout:.0f} s:\n{self.log_tail()}")
+            time.sleep(0.05)
+
     def log_tail(self, chars: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
 
@@ -83,45 +97,58 @@ def stop_all() -> None:
         managed.stop()
 
 
-def wait_http(url: str, timeout: float = 30.0, process: Managed | None = None) -> None:
-    """Wait until `url` answers at all (any HTTP status)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and not process.running:
-            raise RuntimeError(f"{process.name} exited:\n{process.log_tail()}")
-        try:
-            with _OPENER.open(url, timeout=2):
-                return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+def _answers(url: str) -> bool:
+    """Whether `url` answers at all (any HTTP status)."""
+    try:
+        with _OPENER.open(url, timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+
+
+def run_python(env: dict[str, str], *args: str, timeout: float = 600) -> str:
+    """`python <args>` run to the end (a helper process); its output, or an error with it."""
+    result = subprocess.run(
+        [PYTHON, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+    return result.stdout
+
+
+def json_answer(env: dict[str, str], module: str, *args: str, timeout: float = 600) -> Any:
+    """`python -m <module> <args>`: the JSON it prints on its last line."""
+    out = run_python(env, "-m", module, *args, timeout=timeout)
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def run_manage(db: Path, *args: str, **env: str) -> str:
     """`manage.py <args>` on a bench database; its output, or an error with the output."""
-    result = subprocess.run(
-        [PYTHON, "manage.py", *args],
-        cwd=ROOT,
-        env=child_env(db, **env),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
-    return result.stdout
+    return run_python(child_env(db, **env), "manage.py", *args, timeout=300)
+
+
+def start_local(
+    name: str, argv: Callable[[int], list[str]], env: dict[str, str]
+) -> tuple[Managed, int]:
+    """Start `argv(port)` on a free port of 127.0.0.1; (process, port)."""
+    port = free_port()
+    return Managed(name, argv(port), env).start(), port
 
 
 def start_sandbox(latency: float) -> tuple[SandboxControl, Path]:
     """The recording OSAI sandbox (bench/osai_recorder.py); its control and call log."""
     calls_log = LOG_DIR / "osai-calls.jsonl"
-    port = free_port()
-    managed = Managed(
+    managed, port = start_local(
         "sandbox",
-        [
+        lambda port: [
             PYTHON,
             "-m",
             "bench.osai_recorder",
@@ -133,13 +160,9 @@ def start_sandbox(latency: float) -> tuple[SandboxControl, Path]:
             str(calls_log),
         ],
         child_env(Path("/nonexistent")),  # the sandbox needs no database
-    ).start()
+    )
     control = SandboxControl(f"http://127.0.0.1:{port}")
-    deadline = time.monotonic() + 20
-    while not control.health():
-        if not managed.running or time.monotonic() > deadline:
-            raise RuntimeError(f"the OSAI sandbox did not start:\n{managed.log_tail()}")
-        time.sleep(0.05)
+    managed.wait_until(control.health, 20, "an answer from the OSAI sandbox")
     return control, calls_log
 
 
@@ -147,18 +170,25 @@ def start_worker(
     db: Path, sandbox_api_url: str, *, name: str = "qcluster", **extra: str
 ) -> Managed:
     """A real `manage.py qcluster` on a bench database (production timings, 2 workers)."""
-    from bench.env import WORKER_ENV
-
     env = child_env(db, sandbox_api_url, **WORKER_ENV, **extra)
     return Managed(name, [PYTHON, "manage.py", "qcluster"], env).start()
 
 
+def _start_http(
+    name: str, argv: Callable[[int], list[str]], env: dict[str, str], probe: str
+) -> tuple[Managed, str]:
+    """An HTTP server on a free port of 127.0.0.1, once `probe` answers; (process, base URL)."""
+    managed, port = start_local(name, argv, env)
+    base = f"http://127.0.0.1:{port}"
+    managed.wait_until(lambda: _answers(f"{base}{probe}"), 30, f"an answer from {base}{probe}")
+    return managed, base
+
+
 def start_gunicorn(db: Path, name: str, sandbox_api_url: str = "") -> tuple[Managed, str]:
     """`gunicorn osai_dashboard.wsgi -w 2` on a free port of 127.0.0.1; (process, base URL)."""
-    port = free_port()
-    managed = Managed(
+    return _start_http(
         name,
-        [
+        lambda port: [
             str(BIN / "gunicorn"),
             "osai_dashboard.wsgi",
             "-w",
@@ -169,18 +199,15 @@ def start_gunicorn(db: Path, name: str, sandbox_api_url: str = "") -> tuple[Mana
             "3",
         ],
         child_env(db, sandbox_api_url),
-    ).start()
-    base = f"http://127.0.0.1:{port}"
-    wait_http(f"{base}/accounts/login/", process=managed)
-    return managed, base
+        "/accounts/login/",
+    )
 
 
 def start_static_server(directory: Path, name: str = "static-server") -> tuple[Managed, str]:
     """Python's http.server for the P9 comparison pages (127.0.0.1 only)."""
-    port = free_port()
-    managed = Managed(
+    return _start_http(
         name,
-        [
+        lambda port: [
             PYTHON,
             "-m",
             "http.server",
@@ -191,7 +218,5 @@ def start_static_server(directory: Path, name: str = "static-server") -> tuple[M
             str(directory),
         ],
         child_env(Path("/nonexistent")),
-    ).start()
-    base = f"http://127.0.0.1:{port}"
-    wait_http(f"{base}/", process=managed)
-    return managed, base
+        "/",
+    )

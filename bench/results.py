@@ -7,12 +7,15 @@ import os
 import platform
 import statistics
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from bench.env import ROOT
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -47,6 +50,30 @@ class Results:
             print(f"{target:<4}   why: {why}", flush=True)
         return figure
 
+    def median_at_most(
+        self,
+        target: str,
+        label: str,
+        values: Sequence[float],
+        limit: float,
+        *,
+        goal: str = "",
+        digits: int = 2,
+        detail: str = "",
+        why: str = "",
+    ) -> Figure:
+        """The median of `values` (per-round ratios, mostly) against an upper bound: met when
+        it is ≤ `limit`. The goal reads "≤ <limit>" unless given; `detail` follows the value."""
+        value = median(values)
+        return self.add(
+            target,
+            label,
+            f"{value:.{digits}f}{detail}",
+            goal=goal or f"≤ {limit:g}",
+            met=value <= limit,
+            why=why,
+        )
+
     def note(self, target: str, text: str) -> None:
         """A line of explanation under a target, printed and kept (not a figure)."""
         self.add(target, "note", text)
@@ -67,6 +94,15 @@ def format_line(f: Figure) -> str:
 
 
 # --- Statistics ---------------------------------------------------------------------------
+
+
+def interleaved(rounds: int, *measures: Callable[[], T]) -> list[list[T]]:
+    """Every measure once per round, in turn (A B A B ...); each measure's results."""
+    runs: list[list[T]] = [[] for _ in measures]
+    for _ in range(rounds):
+        for results, measure in zip(runs, measures, strict=True):
+            results.append(measure())
+    return runs
 
 
 def median(values: Sequence[float]) -> float:

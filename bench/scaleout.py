@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,7 +29,7 @@ from typing import Any
 
 from bench import procs
 from bench.context import Bench
-from bench.env import PYTHON, ROOT, child_env
+from bench.env import PYTHON, child_env
 from bench.idle import group_cpu_ticks
 from bench.results import Results, median
 from bench.tracking import helper
@@ -172,22 +171,13 @@ class Run:
 
 def _seed(tag: str) -> int:
     """Fresh people and connections asking for their buckets (helper process); how many."""
-    out = subprocess.run(
-        [PYTHON, "-m", "bench.scaleout", "seed", "--tag", tag],
-        cwd=ROOT,
-        env=_env(
-            # The request limits are per person and hour; the bench asks far more often.
-            OSAI_REPORT_REQUESTS_PER_HOUR="100000",
-            OSAI_MAX_WAITING_BUCKETS_PER_PERSON="100000",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    env = _env(
+        # The request limits are per person and hour; the bench asks far more often.
+        OSAI_REPORT_REQUESTS_PER_HOUR="100000",
+        OSAI_MAX_WAITING_BUCKETS_PER_PERSON="100000",
     )
-    if out.returncode != 0:
-        raise RuntimeError(f"seeding P16 failed:\n{out.stdout}{out.stderr}")
-    return int(json.loads(out.stdout.strip().splitlines()[-1])["buckets"])
+    seeded = procs.json_answer(env, "bench.scaleout", "seed", "--tag", tag, timeout=300)
+    return int(seeded["buckets"])
 
 
 def _states(cursor: Any, first_id: int) -> tuple[int, int, int, int, int]:
@@ -285,8 +275,7 @@ def _one_run(bench: Bench, clusters: int, tag: str) -> Run:
 def run_p16(bench: Bench, results: Results) -> None:
     from django.conf import settings
 
-    bench.sandbox.clear_faults()
-    bench.sandbox.faults(latency=0)
+    bench.osai_takes(0)
     _admin(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
     _admin(f"CREATE DATABASE {DB_NAME}")
     _flush_redis()
@@ -417,9 +406,7 @@ def _limit_text(runs: dict[int, list[Run]], rates: dict[int, float], s: Any) -> 
 def seed(tag: str) -> dict[str, Any]:
     """PEOPLE new people with CONNECTIONS new connections each, each connection asking for
     DAYS days of 2024 by day (fresh OSAI accounts: nothing to reuse)."""
-    from bench.data import make_connection, make_user
-    from reports.metrics import all_flags
-    from reports.pipeline import report_requests
+    from bench.data import make_connection, make_user, request_report
 
     start = datetime(2024, 1, 1, tzinfo=UTC)
     total = 0
@@ -427,14 +414,7 @@ def seed(tag: str) -> dict[str, Any]:
         owner = make_user(f"p16-{tag}-{p}")
         for c in range(CONNECTIONS):
             connection, _ = make_connection(owner, f"P16 {tag} {c}")
-            report = report_requests.report_request(
-                owner=owner,
-                connections=[connection],
-                period_start=start,
-                period_end=start + timedelta(days=DAYS),
-                granularity="day",
-                flags=all_flags(),
-            )
+            report = request_report(owner, connection, start, start + timedelta(days=DAYS), "day")
             total += report.buckets_total
     return {"buckets": total}
 

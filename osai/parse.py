@@ -269,12 +269,9 @@ def parse_report_created(data: object) -> ReportCreated:
     if not (is_int(status) and status in contract.STATUSES):
         logger.warning("OSAI POST /Reports: no usable status; assuming -1 (generating)")
         status = contract.STATUS_GENERATING
-    creation_raw = report.get("creationTime")
+    creation_time, creation_raw = _creation_time(report)
     return ReportCreated(
-        id=report_id,
-        status=status,
-        creation_time=parse_osai_time(creation_raw),
-        creation_time_raw=creation_raw if isinstance(creation_raw, str) else "",
+        id=report_id, status=status, creation_time=creation_time, creation_time_raw=creation_raw
     )
 
 
@@ -315,13 +312,13 @@ def parse_report_status(data: object) -> ReportStatus:
     raw = dict(report)
     if isinstance(raw.get("path"), str):
         raw["path"] = redact_url(raw["path"])
-    creation_raw = report.get("creationTime")
+    creation_time, creation_raw = _creation_time(report)
     read = report.get("read")
     return ReportStatus(
         id=report_id,
         status=status,
-        creation_time=parse_osai_time(creation_raw),
-        creation_time_raw=creation_raw if isinstance(creation_raw, str) else "",
+        creation_time=creation_time,
+        creation_time_raw=creation_raw,
         totals=totals,
         flags=flags,
         period_from=_str_or_none(report.get("periodFrom")),
@@ -371,6 +368,12 @@ def _report_id(report: Mapping[str, Any], what: str) -> int:
     if not (is_int(report_id) and 0 < report_id < MAX_REPORT_ID):
         raise OsaiBadResponse(f"OSAI's answer to {what} has no usable report id")
     return report_id
+
+
+def _creation_time(report: Mapping[str, Any]) -> tuple[datetime | None, str]:
+    """creationTime parsed (None if it is no timestamp) and as sent ("" if it is no string)."""
+    raw = report.get("creationTime")
+    return parse_osai_time(raw), raw if isinstance(raw, str) else ""
 
 
 def _str_or_none(value: object) -> str | None:

@@ -1059,27 +1059,23 @@ def _print_line(line: str) -> None:
     print(line, flush=True)
 
 
+# The numeric command-line options: (option, type, default, what it sets).
+_NUMBER_OPTIONS: Final[tuple[tuple[str, Callable[[str], float], float, str], ...]] = (
+    ("--port", int, 8765, "port to bind; 0: any"),
+    ("--latency", float, 3.0, "seconds a report takes to generate"),
+    ("--jwt-ttl", int, 3600, "seconds a JWT from SignIn lives"),
+    ("--link-ttl", int, 600, "seconds a report's signed path lives"),
+    ("--webhook-interval", float, 10.0, "seconds between worker webhooks to each registered URL"),
+)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command-line options, shared by `manage.py osai_sandbox` and `-m` runs."""
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8765, help="port to bind; 0: any (8765)")
-    parser.add_argument(
-        "--latency", type=float, default=3.0, help="seconds a report takes to generate (3)"
-    )
-    parser.add_argument(
-        "--jwt-ttl", type=int, default=3600, help="seconds a JWT from SignIn lives (3600)"
-    )
-    parser.add_argument(
-        "--link-ttl", type=int, default=600, help="seconds a report's signed path lives (600)"
-    )
+    for option, kind, default, what in _NUMBER_OPTIONS:
+        parser.add_argument(option, type=kind, default=default, help=f"{what} ({default:g})")
     parser.add_argument(
         "--quote-jwt", action="store_true", help='answer SignIn with "<jwt>" as JSON'
-    )
-    parser.add_argument(
-        "--webhook-interval",
-        type=float,
-        default=10.0,
-        help="seconds between worker webhooks to each registered URL (10)",
     )
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
 

@@ -230,12 +230,7 @@ class WebhookSender:
     # Sending. ----------------------------------------------------------------------------------
 
     def fire(
-        self,
-        url: str | None = None,
-        *,
-        count: int = 1,
-        repeat: bool = False,
-        body: object = None,
+        self, url: str | None = None, *, count: int = 1, repeat: bool = False, body: object = None
     ) -> list[int]:
         """Post `count` events now to one registered URL (or each); `repeat` posts each event
         twice, as a retrying sender would; `body` posts that JSON instead of an event."""
