@@ -493,6 +493,9 @@ class LedgerEntry(models.Model):
     span = models.CharField(max_length=5, choices=Span.choices)
     period_start = models.DateTimeField()
     period_end = models.DateTimeField()
+    # period_start as whole days since 1970-01-01 (UTC): what sums group by, read as a plain
+    # integer (SQLite hands timestamps back as text to be parsed, a row at a time).
+    day = models.IntegerField()
     preliminary = models.BooleanField(default=False)  # the open day: it can still grow
     price_book = models.ForeignKey(PriceBook, on_delete=models.CASCADE, related_name="+")
     # None: the part of the period before the book's first version (no prices: costs 0).
@@ -516,9 +519,7 @@ class LedgerEntry(models.Model):
             ),
         ]
         indexes = [
-            models.Index(
-                fields=["price_book", "span", "period_start", "connection"], name="ledger_sums"
-            )
+            models.Index(fields=["price_book", "span", "day", "connection"], name="ledger_sums")
         ]
 
     def __str__(self) -> str:

@@ -34,6 +34,19 @@ def utc_midnight(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def day_number(moment: datetime) -> int:
+    """The UTC day a moment falls on, as whole days since 1970-01-01."""
+    return (moment - _EPOCH) // timedelta(days=1)
+
+
+def day_of(number: int) -> datetime:
+    """The UTC midnight that starts day `number` (day_number's inverse)."""
+    return _EPOCH + timedelta(days=number)
+
+
 def preset_period(name: str, now: datetime) -> Period:
     """The period a preset means at `now`.
 

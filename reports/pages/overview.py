@@ -111,8 +111,8 @@ def _scope(
                     if with_owner
                     else connection.label
                 ),
-                month_to_date=mtd,
-                previous=previous,
+                month_to_date=to_cents(mtd),
+                previous=None if previous is None else to_cents(previous),
                 change=change,
                 trend=trend,
                 needs_token=connection.status == Connection.Status.NEEDS_TOKEN,
@@ -154,13 +154,41 @@ def overview_page(
     person_budget = next(
         (s.amount for s in statuses if s.budget.scope == Budget.Scope.PERSON), None
     )
-    return {
+    page = {
         **scope,
         "now": now,
         "chart": month_chart(scope["spend"], person_budget),
         "budgets": statuses,
         "tracking": bool(own) and tracking_in_flight([c.pk for c in own]),
     }
+    page["overview_key"] = overview_key(user, page)
+    return page
+
+
+def overview_key(user: Any, page: dict[str, Any]) -> str:
+    """What the overview's body shows, as a key for its rendered HTML (home.html caches the
+    fragment under it): rendering fifty budgets cost more than computing them, and the body
+    only changes when a figure in it does. The person is part of the key, so no one is ever
+    shown a fragment made for someone else."""
+    spend: MonthSpend = page["spend"]
+    content = (
+        user.pk,
+        spend.days,  # with the forecast and the budgets below: all the chart draws
+        page["tracking"],
+        page["is_example_prices"],
+        page["currency"],
+        page["month_to_date"],
+        page["change"],
+        page["trend"],
+        page["previous"],
+        spend.missing_days,
+        spend.previous_label,
+        spend.data_as_of,
+        page["forecast"],
+        page["per_connection"],
+        page["budgets"],
+    )
+    return hashlib.sha256(repr(content).encode()).hexdigest()
 
 
 def team_overview(team: Team, *, now: datetime | None = None) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from django_q.tasks import async_task
 
 from reports.metrics import PRICED_COLUMNS, all_flags
 from reports.models import Bucket, Connection, LedgerEntry, PriceBook, PriceBookVersion
-from reports.periods import utc_midnight
+from reports.periods import day_number, utc_midnight
 from reports.pipeline.buckets import bucket_done
 from reports.spend import pricing
 
@@ -80,6 +80,7 @@ def _entries(bucket: Bucket, span: str, book: PriceBook) -> list[LedgerEntry]:
             span=span,
             period_start=bucket.period_start,
             period_end=bucket.period_end,
+            day=day_number(bucket.period_start),
             preliminary=not bucket.is_closed,
             price_book=book,
             version=version,
@@ -201,12 +202,13 @@ def ledger_fill(
     connection_ids: Iterable[int],
     books: Sequence[PriceBook] | None = None,
     *,
+    since: datetime | None = None,
     now: datetime | None = None,
 ) -> int:
-    """Write the rows these connections' held buckets are missing in these books (all books by
-    default): a book made or re-priced since, a bucket finished before the ledger existed.
-    One query per book when nothing is missing (pages call it before they add rows up).
-    Returns the rows written."""
+    """Write the rows these connections' held buckets (from `since` on) are missing in these
+    books (all books by default): a book made or re-priced since, a bucket finished before
+    the ledger existed. Readers call it only when their sums find a held day missing, so
+    pages pay for it only then. Returns the rows written."""
     ids = list(connection_ids)
     if not ids:
         return 0
@@ -217,9 +219,9 @@ def ledger_fill(
     candidates = _held_candidates().filter(
         Q(is_closed=True) | Q(period_start__gte=recent), connection_id__in=ids
     )
+    if since is not None:
+        candidates = candidates.filter(period_start__gte=since)
     for book in _books() if books is None else books:
-        if book is None:
-            continue
         has_rows = LedgerEntry.objects.filter(bucket=OuterRef("pk"), price_book=book)
         missing = list(candidates.exclude(Exists(has_rows)))
         for bucket, _ in _current_held(missing):
@@ -275,7 +277,15 @@ def period_costs(
     ids = sorted(set(connection_ids))
     if not ids:
         return None
-    ledger_fill(ids, [price_book], now=now)
+    costs = _period_costs(ids, price_book, start, end)
+    if costs is None and ledger_fill(ids, [price_book], since=start, now=now):
+        costs = _period_costs(ids, price_book, start, end)
+    return costs
+
+
+def _period_costs(
+    ids: list[int], price_book: PriceBook, start: datetime, end: datetime
+) -> pricing.Costs | None:
     whole_month = start.day == 1 and end == start + relativedelta(months=1)
     sums = {f"units_{field}": Sum(field) for field in ("cost_total", *COST_FIELDS)}
     in_period = Q(period_start__gte=start, period_end__lte=end, preliminary=False)
@@ -292,7 +302,7 @@ def period_costs(
         for row in (
             entries.filter(span=Span.DAY, connection_id__in=missing)
             .values("connection_id")
-            .annotate(days=Count("period_start", distinct=True), **sums)
+            .annotate(days=Count("day", distinct=True), **sums)
             .order_by()
         ):
             if row["days"] == days_needed:

@@ -14,18 +14,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, localcontext
-from functools import cache
+from functools import cache, lru_cache
 from typing import cast
 
 from dateutil.relativedelta import relativedelta
-from django.db.models import Max, Q, Sum
+from django.db.models import Count, Max, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from reports.formatting import to_cents
 from reports.metrics import all_flags
 from reports.models import Bucket, Budget, Connection, LedgerEntry, PriceBook, Team
-from reports.periods import describe, utc_midnight
+from reports.periods import day_number, day_of, describe, utc_midnight
 from reports.spend import ledger, pricing
 
 ZERO = Decimal(0)
@@ -129,64 +129,136 @@ class _BookSpend:
 
 
 def _read_book(data: SpendData, price_book: PriceBook | None) -> _BookSpend:
-    """One book's day costs and last month's, from the ledger (3 queries), or, without a book,
-    which days are known, at no cost (1 query)."""
+    """One book's day costs of this month, and last month's same days per connection, from
+    the ledger: two queries once its rows are written (a held day found without rows is
+    written first: ledger_fill). Without a book, which days are known, at no cost."""
     ids = data.connection_ids
-    last_month = data.month_start - relativedelta(months=1)
-    cut_day = utc_midnight(data.previous_end.date())
-    whole_days = (cut_day - last_month).days
-    known = Q(preliminary=False) | Q(period_start=data.today)
-    this_month = Q(period_start__gte=data.month_start, period_start__lte=data.today) & known
-    earlier = Q(period_start__gte=last_month, period_start__lt=data.month_start, preliminary=False)
-    days: dict[int, dict[date, Decimal]] = {c: {} for c in ids}
-    by_day: dict[int, dict[datetime, Decimal]] = {c: {} for c in ids}
     if not ids:
-        return _BookSpend(days, {})
+        return _BookSpend({}, {})
+    last_month = data.month_start - relativedelta(months=1)
+    days = _day_costs(data, price_book, data.month_start)
+    earlier = _earlier_costs(data, price_book, last_month)
+    closed_days = (data.today - last_month).days
+    short = [
+        c for c in ids if earlier[c][0] + sum(day < data.today for day in days[c]) < closed_days
+    ]
+    if price_book is not None and short:
+        written = ledger.ledger_fill(short, [price_book], since=last_month, now=data.now)
+        if written:
+            days = _day_costs(data, price_book, data.month_start)
+            earlier = _earlier_costs(data, price_book, last_month)
+    cut_day = utc_midnight(data.previous_end.date())
+    fraction = Decimal((data.previous_end - cut_day) / timedelta(days=1))
+    whole_days = (cut_day - last_month).days
+    previous: dict[int, Decimal | None] = {}
+    for connection_id in ids:
+        known, whole, cut = earlier[connection_id][1:]
+        if known < whole_days or (fraction and cut is None):
+            previous[connection_id] = None
+            continue
+        # The day cut at this moment counts pro rata (usage assumed even within the day).
+        part = (cut * fraction).quantize(pricing.COST_QUANTUM) if cut and fraction else ZERO
+        previous[connection_id] = whole + part
+    by_date = {
+        c: {start.date(): cost for start, cost in costs.items()} for c, costs in days.items()
+    }
+    return _BookSpend(by_date, previous)
+
+
+def _earlier_costs(
+    data: SpendData, price_book: PriceBook | None, last_month: datetime
+) -> dict[int, tuple[int, int, Decimal, Decimal | None]]:
+    """Per connection, of last month's closed held days: how many there are; how many and what
+    they cost before the day cut at this moment; and that day's cost (None: not held). Summed
+    in SQL: one row per connection."""
+    ids = data.connection_ids
+    cut_day = utc_midnight(data.previous_end.date())
+    result: dict[int, tuple[int, int, Decimal, Decimal | None]] = {
+        c: (0, 0, ZERO, None) for c in ids
+    }
+    if price_book is None:  # what is held costs 0: which days are held is what counts
+        for connection_id, all_days, days, cut_days in (
+            Bucket.objects.filter(
+                known_usage_days(),
+                is_closed=True,
+                connection_id__in=ids,
+                period_start__gte=last_month,
+                period_start__lt=data.month_start,
+            )
+            .values_list("connection_id")
+            .annotate(
+                all_days=Count("period_start", distinct=True),
+                days=Count("period_start", distinct=True, filter=Q(period_start__lt=cut_day)),
+                cut_days=Count("pk", filter=Q(period_start=cut_day)),
+            )
+            .order_by()
+        ):
+            result[connection_id] = (all_days, days, ZERO, ZERO if cut_days else None)
+        return result
+    cut = day_number(cut_day)
+    before = Q(day__lt=cut)
+    for connection_id, all_days, days, whole, cut_units in (
+        LedgerEntry.objects.filter(
+            price_book=price_book,
+            span=LedgerEntry.Span.DAY,
+            preliminary=False,
+            connection_id__in=ids,
+            day__gte=day_number(last_month),
+            day__lt=day_number(data.month_start),
+        )
+        .values_list("connection_id")
+        .annotate(
+            all_days=Count("day", distinct=True),
+            days=Count("day", distinct=True, filter=before),
+            whole=Sum("cost_total", filter=before),
+            cut_units=Sum("cost_total", filter=Q(day=cut)),
+        )
+        .order_by()
+    ):
+        cut_cost = None if cut_units is None else ledger.from_units(cut_units)
+        result[connection_id] = (all_days, days, ledger.from_units(whole), cut_cost)
+    return result
+
+
+def _day_costs(
+    data: SpendData, price_book: PriceBook | None, since: datetime
+) -> dict[int, dict[datetime, Decimal]]:
+    """Per connection, the cost of each held day from `since` to today (today: its latest
+    open-day bucket; an earlier day: only its closed bucket). One query, of plain integers."""
+    ids = data.connection_ids
+    first, today = day_number(since), day_number(data.today)
+    rows: Iterable[tuple[int, int, int]]
     if price_book is None:
-        rows: Iterable[tuple[int, datetime, int]] = (
-            (c, start, 0)
+        rows = (
+            (c, day_number(start), 0)
             for c, start in Bucket.objects.filter(
                 known_usage_days(),
                 Q(is_closed=True) | Q(period_start=data.today),
                 connection_id__in=ids,
-                period_start__gte=last_month,
+                period_start__gte=since,
                 period_start__lte=data.today,
             )
             .values_list("connection_id", "period_start")
             .distinct()
         )
     else:
-        ledger.ledger_fill(ids, [price_book], now=data.now)
         rows = (
             LedgerEntry.objects.filter(
-                this_month | earlier,
+                Q(preliminary=False) | Q(day=today),
                 price_book=price_book,
                 span=LedgerEntry.Span.DAY,
                 connection_id__in=ids,
+                day__gte=first,
+                day__lte=today,
             )
-            .values_list("connection_id", "period_start")
+            .values_list("connection_id", "day")
             .annotate(units=Sum("cost_total"))
             .order_by()
         )
-    for connection_id, start, units in rows:
-        cost = ledger.from_units(units)
-        if start >= data.month_start:
-            days[connection_id][start.date()] = cost
-        else:
-            by_day[connection_id][start] = cost
-    previous: dict[int, Decimal | None] = {}
-    fraction = Decimal((data.previous_end - cut_day) / timedelta(days=1))
-    for connection_id in ids:
-        earlier_days = by_day[connection_id]
-        whole = [earlier_days.get(last_month + timedelta(days=n)) for n in range(whole_days)]
-        cut = earlier_days.get(cut_day) if fraction else ZERO
-        if None in whole or cut is None:
-            previous[connection_id] = None
-            continue
-        # The day cut at this moment counts pro rata (usage assumed even within the day).
-        part = (cut * fraction).quantize(pricing.COST_QUANTUM) if fraction else ZERO
-        previous[connection_id] = pricing.add_up([*(d for d in whole if d is not None), part])
-    return _BookSpend(days, previous)
+    by_day: dict[int, dict[datetime, Decimal]] = {c: {} for c in ids}
+    for connection_id, number, units in rows:
+        by_day[connection_id][day_of(number)] = ledger.from_units(units)
+    return by_day
 
 
 def known_usage_days() -> Q:
@@ -284,6 +356,15 @@ def _weights(k: int) -> tuple[Decimal, ...]:
 
 def month_forecast(
     closed_days: Sequence[Decimal], *, days_in_month: int, spent_so_far: Decimal
+) -> Forecast | None:
+    """Month-end spend (see _forecast); remembered by its inputs, since every budget on a
+    page and every view of it asks for the same ones."""
+    return _forecast(tuple(closed_days), days_in_month, spent_so_far)
+
+
+@lru_cache(maxsize=4096)
+def _forecast(
+    closed_days: tuple[Decimal, ...], days_in_month: int, spent_so_far: Decimal
 ) -> Forecast | None:
     """Month-end spend: the closed days, plus a run rate weighted to recent days for the rest
     of the month (today included). The band is ±1.28 standard deviations of what those days

@@ -71,8 +71,11 @@ def spend_bucket(
 
 
 def spend_day(connection: Any, start: datetime, hours: float, **options: Any) -> Bucket:
+    """A bucket as the pipeline finishes it: saved, then its bucket_done (the spend ledger
+    writes its rows, replacing an older open-day bucket's)."""
     bucket = spend_bucket(connection, start, hours, **options)
     bucket.save()
+    bucket_done.send(sender=Bucket, bucket_id=bucket.pk)
     return bucket
 
 
@@ -533,8 +536,7 @@ def test_the_month_chart_is_built_once_per_content(
     # Today's bucket grows: the next refresh's open-day bucket finishes (the pipeline's
     # bucket_done writes its ledger rows, replacing the older one's); a new figure, with the
     # new spend in it.
-    later = spend_day(month["conn"], day(3, 15), 3, closed=False, end=NOW + timedelta(minutes=1))
-    bucket_done.send(sender=Bucket, bucket_id=later.pk)
+    spend_day(month["conn"], day(3, 15), 3, closed=False, end=NOW + timedelta(minutes=1))
     assert "20.40" in client.get(reverse("home")).content.decode()
     assert len(builds) == 2
 
