@@ -30,7 +30,11 @@ def with_periods(reports: Iterable[Report]) -> list[tuple[Report, str]]:
 
 def home_page(user: Any) -> dict[str, Any]:
     """The signed-in home page: the person's connections and their newest reports."""
-    connections = list(Connection.objects.filter(owner=user).order_by("label"))
+    connections = list(
+        Connection.objects.filter(owner=user)
+        .defer("token_encrypted", "jwt_encrypted", "webhook_secret_encrypted", "jwt_expires_at")
+        .order_by("label")
+    )
     recent = recent_reports_visible_to(user, RECENT_REPORTS)
     prefetch_related_objects(recent, "team", "connections")
     return {

@@ -165,8 +165,23 @@ def budgets_managed_by(user: Any) -> list[Budget]:
             Q(owner=user, team__isnull=True) | Q(team__in=teams_administered_by(user))
         )
         .select_related("connection", "team__price_book", "owner")
+        # What no budget shows: reading it cost more than the rest (timestamps are parsed).
+        .defer(*(f"connection__{name}" for name in CONNECTION_UNSHOWN), *USER_UNSHOWN)
         .order_by("scope", "pk")
     )
+
+
+# Fields of a budget's connection and owner that budgets never show.
+CONNECTION_UNSHOWN = (
+    "token_encrypted",
+    "jwt_encrypted",
+    "jwt_expires_at",
+    "webhook_secret_encrypted",
+    "last_verified_at",
+    "refresh_due_at",
+    "created_at",
+)
+USER_UNSHOWN = ("owner__password", "owner__last_login", "owner__date_joined")
 
 
 # --- Checking budgets -----------------------------------------------------------------------------
