@@ -1,30 +1,138 @@
 """Who may see what. Views scope every object lookup through these (404 for everyone else).
 
 - A person sees their own connections and reports.
-- A team admin also sees the team's reports (built from connections members share with the
-  team) and the shared connections' labels, never their tokens. A team report shows other
-  people's spend, so it is visible only while one is an admin of its team, even to the admin
-  who requested it.
+- In a team, what a role may see and do is written once, in the capability table below
+  (`CAPABILITIES`): pages, views, the API, CSV exports, the commands, budget alerts and
+  digests ask it (`may`, `teams_where`, `roles_that_may`), never the role itself.
+- A team report shows other people's spend, so it is visible only while one holds a role of
+  its team that may see team reports, even to the admin who requested it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 
 from django.db.models import Q, QuerySet
 
 from reports.models import Bucket, Membership, Report, ReportBucket, Team
 
+Role = Membership.Role
 
-def teams_administered_by(user: Any) -> QuerySet[Team]:
-    return Team.objects.filter(memberships__user=user, memberships__role=Membership.Role.ADMIN)
+
+class Capability(StrEnum):
+    """What a role of a team may see or do in that team."""
+
+    SEE_TEAM = "see_team"  # the team page: the names of its members, shared connections' labels
+    SHARE_OWN_CONNECTIONS = "share_own_connections"  # choose which of one's own count (M1)
+    SEE_TEAM_SPEND = "see_team_spend"  # the team's month, forecast and budgets
+    SEE_TEAM_REPORTS = "see_team_reports"  # team reports: pages, per-member spend, raw files
+    DOWNLOAD_CSV = "download_csv"  # every team CSV: team reports and the team's daily spend
+    SEE_ACCOUNT_NAMES = "see_account_names"  # others' OSAI account names and token endings
+    REQUEST_TEAM_REPORT = "request_team_report"  # and cancel or retry one
+    MANAGE_MEMBERS = "manage_members"  # add, remove, change roles (M4)
+    MANAGE_BUDGETS = "manage_budgets"  # set, change and remove the team's budgets
+    CHOOSE_PRICE_BOOK = "choose_price_book"  # the rates the team's reports are priced with
+    RECEIVE_ALERTS = "receive_alerts"  # the team's budget alerts
+    RECEIVE_TEAM_DIGEST = "receive_team_digest"  # the team's weekly and monthly digests
+    OPT_INTO_TEAM_DIGEST = "opt_into_team_digest"  # ... only if one asks for them
+
+
+C = Capability
+# The one capability table: role -> what it may see and do. Nothing else in the code compares
+# a role with a role name (tests/reports/teams/test_capabilities.py reads every cell).
+CAPABILITIES: MappingProxyType[str, frozenset[Capability]] = MappingProxyType(
+    {
+        Role.ADMIN: frozenset(
+            {
+                C.SEE_TEAM,
+                C.SHARE_OWN_CONNECTIONS,
+                C.SEE_TEAM_SPEND,
+                C.SEE_TEAM_REPORTS,
+                C.DOWNLOAD_CSV,
+                C.SEE_ACCOUNT_NAMES,
+                C.REQUEST_TEAM_REPORT,
+                C.MANAGE_MEMBERS,
+                C.MANAGE_BUDGETS,
+                C.CHOOSE_PRICE_BOOK,
+                C.RECEIVE_ALERTS,
+                C.RECEIVE_TEAM_DIGEST,
+            }
+        ),
+        # Finance: reads everything about the team's spend, changes nothing, shares nothing,
+        # and is never shown another person's OSAI account or token ending.
+        Role.VIEWER: frozenset(
+            {
+                C.SEE_TEAM,
+                C.SEE_TEAM_SPEND,
+                C.SEE_TEAM_REPORTS,
+                C.DOWNLOAD_CSV,
+                C.OPT_INTO_TEAM_DIGEST,
+            }
+        ),
+        # Sees who is in the team and chooses which of their own connections count.
+        Role.MEMBER: frozenset({C.SEE_TEAM, C.SHARE_OWN_CONNECTIONS}),
+    }
+)
+del C
+
+
+def may(role: str, capability: Capability) -> bool:
+    """Whether a role of a team may do `capability` in it."""
+    return capability in CAPABILITIES.get(role, frozenset())
+
+
+def capabilities_of(role: str) -> dict[str, bool]:
+    """Every capability by name, True where the role has it (templates: `can.manage_members`)."""
+    return {capability.value: may(role, capability) for capability in Capability}
+
+
+def roles_that_may(*capabilities: Capability) -> list[str]:
+    """The roles that have every one of `capabilities`, in the order of `Membership.Role`."""
+    return [role for role in Role.values if all(may(role, c) for c in capabilities)]
+
+
+def teams_where(user: Any, capability: Capability) -> QuerySet[Team]:
+    """The teams in which the user holds a role that may do `capability`."""
+    if not user.is_authenticated:
+        return Team.objects.none()
+    return Team.objects.filter(
+        memberships__user=user, memberships__role__in=roles_that_may(capability)
+    )
+
+
+def team_digest_teams(user: Any) -> QuerySet[Team]:
+    """The teams whose digests the user gets: those where their role always receives them,
+    and those where it may opt in and they did (`Membership.team_digest`)."""
+    return Team.objects.filter(
+        Q(memberships__role__in=roles_that_may(Capability.RECEIVE_TEAM_DIGEST))
+        | Q(
+            memberships__role__in=roles_that_may(Capability.OPT_INTO_TEAM_DIGEST),
+            memberships__team_digest=True,
+        ),
+        memberships__user=user,
+    )
+
+
+def team_emails_refused(team: Team | int, capability: Capability) -> set[str]:
+    """The email addresses (lower case) of the team's people whose role may not do
+    `capability`, unless someone of the team who may uses the same address."""
+
+    def emails(roles: Iterable[str]) -> set[str]:
+        rows = Membership.objects.filter(team=team, role__in=list(roles)).exclude(user__email="")
+        return {email.lower() for email in rows.values_list("user__email", flat=True)}
+
+    allowed = roles_that_may(capability)
+    return emails(set(Role.values) - set(allowed)) - emails(allowed)
 
 
 def reports_visible_to(user: Any) -> QuerySet[Report]:
-    """A user's own reports and the team reports of teams they administer."""
+    """A user's own reports and the team reports of teams where they may see them."""
     if not user.is_authenticated:
         return Report.objects.none()
-    return Report.objects.filter(_visible(user)).distinct()
+    return Report.objects.filter(_visible(user, Capability.SEE_TEAM_REPORTS)).distinct()
 
 
 def recent_reports_visible_to(user: Any, limit: int) -> list[Report]:
@@ -37,21 +145,26 @@ def recent_reports_visible_to(user: Any, limit: int) -> list[Report]:
         return []
     order = ("-requested_at", "-id")
     own = Report.objects.filter(owner=user, team__isnull=True).order_by(*order)[:limit]
-    team = Report.objects.filter(team__in=teams_administered_by(user)).order_by(*order)[:limit]
+    teams = teams_where(user, Capability.SEE_TEAM_REPORTS)
+    team = Report.objects.filter(team__in=teams).order_by(*order)[:limit]
     merged = sorted([*own, *team], key=lambda r: (r.requested_at, r.pk), reverse=True)
     return merged[:limit]
 
 
-def report_visible_to(user: Any, pk: int) -> Report | None:
-    """One report by id if the user may see it, in one query."""
+def report_visible_to(
+    user: Any, pk: int, capability: Capability = Capability.SEE_TEAM_REPORTS
+) -> Report | None:
+    """One report by id if the user may see it, in one query: their own personal report, or
+    a team report of a team where their role may do `capability` (see it by default; download
+    its CSV, cancel or retry it)."""
     if not user.is_authenticated:
         return None
-    return Report.objects.filter(pk=pk).filter(_visible(user)).first()
+    return Report.objects.filter(pk=pk).filter(_visible(user, capability)).first()
 
 
-def _visible(user: Any) -> Q:
+def _visible(user: Any, capability: Capability) -> Q:
     return Q(owner=user, team__isnull=True) | Q(
-        team__memberships__user=user, team__memberships__role=Membership.Role.ADMIN
+        team__memberships__user=user, team__memberships__role__in=roles_that_may(capability)
     )
 
 

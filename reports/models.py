@@ -49,15 +49,21 @@ class Team(models.Model):
 
 
 class Membership(models.Model):
+    """A person in a team, with a role; what each role may see and do is the capability table
+    in reports/access.py (`CAPABILITIES`), asked everywhere instead of the role itself."""
+
     class Role(models.TextChoices):
         ADMIN = "admin", "Team admin"
         MEMBER = "member", "Member"
+        VIEWER = "viewer", "Viewer (finance)"
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
     )
     role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    # A viewer's choice to get the team's weekly and monthly digests (admins always get them).
+    team_digest = models.BooleanField(default=False)
 
     class Meta:
         constraints = [

@@ -77,6 +77,7 @@ urlpatterns = [
         name="team_member_remove",
     ),
     path("teams/<int:pk>/price-book/", teams.team_price_book, name="team_price_book"),
+    path("teams/<int:pk>/digest/", teams.team_digest, name="team_digest"),
     path("teams/<int:pk>/reports/new/", teams.team_report_new, name="team_report_new"),
     path(
         "teams/<int:pk>/reports/<int:report_pk>/",

@@ -53,12 +53,21 @@ def make_connection(
     )
 
 
-def make_team(name: str | None = None, *, admins: list[Any] = (), members: list[Any] = ()) -> Team:  # type: ignore[assignment]
+def make_team(
+    name: str | None = None,
+    *,
+    admins: list[Any] = (),  # type: ignore[assignment]
+    members: list[Any] = (),  # type: ignore[assignment]
+    viewers: list[Any] = (),  # type: ignore[assignment]
+) -> Team:
     team = Team.objects.create(name=name or f"Team {next(_seq)}")
-    for user in admins:
-        Membership.objects.create(team=team, user=user, role=Membership.Role.ADMIN)
-    for user in members:
-        Membership.objects.create(team=team, user=user, role=Membership.Role.MEMBER)
+    for role, users in (
+        (Membership.Role.ADMIN, admins),
+        (Membership.Role.MEMBER, members),
+        (Membership.Role.VIEWER, viewers),
+    ):
+        for user in users:
+            Membership.objects.create(team=team, user=user, role=role)
     return team
 
 

@@ -24,7 +24,7 @@ from reports.pages.blocks import ChartBlock, chart_block
 from reports.pages.report import DRAWING_CODE, FIGURES_CACHE_SECONDS
 from reports.pages.tiles import change_text
 from reports.spend import pricing
-from reports.spend.budgets import budgets_managed_by
+from reports.spend.budgets import budgets_visible_to
 from reports.spend.monthly import (
     BookCache,
     BudgetStatus,
@@ -138,12 +138,13 @@ def _scope(
 def overview_page(
     user: Any, *, now: datetime | None = None, own: list[Connection] | None = None
 ) -> dict[str, Any]:
-    """The signed-in person's overview: their connections, and every budget they manage.
+    """The signed-in person's overview: their connections, and every budget they see (their own,
+    and their teams' where their role sees its spend).
     `own`: their connections in label order, if the caller has read them already."""
     now = now or timezone.now()
     if own is None:
         own = list(Connection.objects.filter(owner=user).order_by("label"))
-    budgets = budgets_managed_by(user)
+    budgets = budgets_visible_to(user)
     covered = budget_connection_ids(budgets)
     data = load_spend({c.pk for c in own} | {c for ids in covered.values() for c in ids}, now)
     # One instance per book for the page: each is read once, and `data` prices a connection
@@ -192,7 +193,7 @@ def overview_key(user: Any, page: dict[str, Any]) -> str:
 
 
 def team_overview(team: Team, *, now: datetime | None = None) -> dict[str, Any]:
-    """A team's month, as its admins see it on the team page."""
+    """A team's month, as its admins and viewers see it on the team page."""
     now = now or timezone.now()
     shared = list(team_shared_connections(team))
     budgets = list(Budget.objects.filter(team=team).select_related("team__price_book"))

@@ -1,11 +1,18 @@
-"""The team page: its members, the connections shared with it, its reports, and for its
-admins the controls that run it."""
+"""The team page: its members, the connections shared with it, and what the viewer's role may
+see and do there (reports/access.py, CAPABILITIES): its month, budgets, reports and CSVs for
+admins and viewers, the controls that run it for admins."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
+from django.urls import reverse
+from django.utils import timezone
+
+from reports.access import Capability, capabilities_of, roles_that_may
 from reports.models import Connection, Membership, PriceBook
 from reports.pages.history import with_periods
 from reports.spend import pricing
@@ -14,9 +21,9 @@ from reports.teams import roster, sharing, team_reports
 
 @dataclass(frozen=True)
 class SharedConnection:
-    """A connection shared with the team, as this viewer may see it (M2, S3): plain members
-    see whose it is and its label; the owner and the team's admins also see the OSAI account
-    and the token's last four characters."""
+    """A connection shared with the team, as this person may see it (M2, S3): whose it is and
+    its label; the owner, and roles that may see account names (admins), also see the OSAI
+    account and the token's last four characters."""
 
     owner: str
     label: str
@@ -26,32 +33,47 @@ class SharedConnection:
 
 
 def team_page(user: Any, membership: Membership) -> dict[str, Any]:
-    """The team as a member sees it; admins also see its reports and manage it."""
+    """The team as this member sees it: `can` says what their role may see and do."""
     team = membership.team
-    is_admin = membership.role == Membership.Role.ADMIN
+    can = capabilities_of(membership.role)
+    names = can[Capability.SEE_ACCOUNT_NAMES]
     shared = [
         SharedConnection(
             owner=c.owner.get_username(),
             label=c.label,
-            account_name=c.account_name if is_admin or c.owner_id == user.pk else None,
-            token_hint=c.token_hint if is_admin or c.owner_id == user.pk else None,
+            account_name=c.account_name if names or c.owner_id == user.pk else None,
+            token_hint=c.token_hint if names or c.owner_id == user.pk else None,
             needs_token=c.status == Connection.Status.NEEDS_TOKEN,
         )
         for c in sharing.team_shared_connections(team)
     ]
     members = list(roster.team_members(team))
     price_book = team.price_book or pricing.default_price_book()
+    runners = roles_that_may(Capability.MANAGE_MEMBERS)
+    # Team reports show other people's spend: only roles that may see them.
+    reports = team_reports.team_reports(team)[:50] if can[Capability.SEE_TEAM_REPORTS] else []
     return {
         "team": team,
         "membership": membership,
-        "is_admin": is_admin,
+        "can": can,
         "members": members,
-        "admin_count": sum(1 for m in members if m.role == Membership.Role.ADMIN),
+        "admin_count": sum(1 for m in members if m.role in runners),
         "shared_connections": shared,
         "my_shared": Connection.objects.filter(owner=user, shared_with_teams=team),
-        # Team reports show other people's spend: admins only.
-        "reports": with_periods(team_reports.team_reports(team)[:50]) if is_admin else [],
+        "reports": with_periods(reports),
         "price_book": price_book,
-        "price_books": PriceBook.objects.order_by("name") if is_admin else [],
+        "price_books": PriceBook.objects.order_by("name")
+        if can[Capability.CHOOSE_PRICE_BOOK]
+        else [],
         "roles": Membership.Role.choices,
+        "spend_csv_url": _month_csv_url(team.pk) if can[Capability.DOWNLOAD_CSV] else None,
     }
+
+
+def _month_csv_url(team_pk: int) -> str:
+    """The team's daily spend this month so far (closed days), as the digests link it."""
+    today = timezone.now().astimezone(UTC).date()
+    first = today.replace(day=1)
+    end = max(today, first + timedelta(days=1))
+    query = {"from": f"{first:%Y-%m-%d}", "to": f"{end:%Y-%m-%d}", "team": str(team_pk)}
+    return f"{reverse('spend_export_csv')}?{urlencode(query)}"

@@ -1,8 +1,10 @@
 """Budgets: set them, and check them against this month's spend, alerting once per threshold.
 
 A budget is monthly, per connection, per person (all their connections) or per team (its
-admins set it), in its price book's currency (A6: a positive Decimal). Its thresholds
-(default 50/80/100 %) apply to spend so far and, if chosen, to the month-end forecast.
+admins set it, its admins and viewers see it), in its price book's currency (A6: a positive
+Decimal). Its thresholds (default 50/80/100 %) apply to spend so far and, if chosen, to the
+month-end forecast. A team budget's alerts go to the addresses its admins chose, never to
+someone of the team whose role gets no alerts (viewers and members: reports/access.py).
 
 Checking a budget (after each tracking refresh, and by `manage.py check_budgets`) inserts one
 Alert row per newly crossed threshold; the database's uniqueness makes that exactly once per
@@ -26,7 +28,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from reports import crypto
-from reports.access import teams_administered_by
+from reports.access import Capability, team_emails_refused, teams_where
 from reports.formatting import money
 from reports.models import Alert, Budget, Connection, Team
 from reports.spend import notify
@@ -112,13 +114,15 @@ def budget_set(
     webhook_secret: str | None = None,
 ) -> Budget:
     """Create or change the one budget of a scope. `actor` sets it: the connection's owner, the
-    person themselves, or one of the team's admins. `webhook_secret` None keeps the old one."""
+    person themselves, or a role of the team that manages its budgets (an admin).
+    `webhook_secret` None keeps the old one."""
     if scope == Budget.Scope.CONNECTION:
         if connection is None or connection.owner_id != actor.pk:
             raise BudgetError("Choose one of your own connections.")
         lookup: dict[str, Any] = {"scope": scope, "connection": connection}
     elif scope == Budget.Scope.TEAM:
-        if team is None or not teams_administered_by(actor).filter(pk=team.pk).exists():
+        managed = teams_where(actor, Capability.MANAGE_BUDGETS)
+        if team is None or not managed.filter(pk=team.pk).exists():
             raise BudgetError("Only the team's admins set its budget.")
         lookup = {"scope": scope, "team": team}
     elif scope == Budget.Scope.PERSON:
@@ -128,11 +132,19 @@ def budget_set(
     url = check_webhook_url(webhook_url)
     if webhook_secret is not None and len(webhook_secret) > 500:
         raise BudgetError("The webhook secret is too long.")
+    addresses = parse_emails(emails)
+    if team is not None and scope == Budget.Scope.TEAM:
+        refused = team_emails_refused(team, Capability.RECEIVE_ALERTS)
+        if wrong := [a for a in addresses if a.lower() in refused]:
+            raise BudgetError(
+                f"{', '.join(wrong)}: budget alerts go to the team's admins; its viewers and "
+                "members see the budget on the team page."
+            )
     fields = {
         "amount": parse_amount(amount),
         "thresholds": parse_thresholds(thresholds),
         "on_forecast": bool(on_forecast),
-        "emails": parse_emails(emails),
+        "emails": addresses,
         "webhook_url": url,
     }
     budget = Budget.objects.filter(**lookup).first()
@@ -157,12 +169,21 @@ def budget_delete(*, actor: Any, budget: Budget) -> None:
 
 
 def budgets_managed_by(user: Any) -> list[Budget]:
-    """A person's own budgets and those of the teams they administer."""
+    """A person's own budgets and those of the teams whose budgets they manage (admins)."""
+    return _budgets_of(user, Capability.MANAGE_BUDGETS)
+
+
+def budgets_visible_to(user: Any) -> list[Budget]:
+    """A person's own budgets and those of the teams whose spend they see (admins, viewers)."""
+    return _budgets_of(user, Capability.SEE_TEAM_SPEND)
+
+
+def _budgets_of(user: Any, capability: Capability) -> list[Budget]:
     if not user.is_authenticated:
         return []
     return list(
         Budget.objects.filter(
-            Q(owner=user, team__isnull=True) | Q(team__in=teams_administered_by(user))
+            Q(owner=user, team__isnull=True) | Q(team__in=teams_where(user, capability))
         )
         .select_related("connection", "team__price_book", "owner")
         # What no budget shows: reading it cost more than the rest (timestamps are parsed).
@@ -182,6 +203,15 @@ CONNECTION_UNSHOWN = (
     "created_at",
 )
 USER_UNSHOWN = ("owner__password", "owner__last_login", "owner__date_joined")
+
+
+def alert_emails(budget: Budget) -> list[str]:
+    """Where a budget's alerts are emailed: its addresses; for a team budget, without anyone
+    of the team whose role gets no alerts (a role may have changed since it was set)."""
+    if budget.team_id is None:
+        return list(budget.emails)
+    refused = team_emails_refused(budget.team_id, Capability.RECEIVE_ALERTS)
+    return [address for address in budget.emails if address.lower() not in refused]
 
 
 # --- Checking budgets -----------------------------------------------------------------------------
@@ -280,7 +310,7 @@ def _queue_alert(status: BudgetStatus, alert: Alert) -> None:
         subject=f"Budget alert: {alert.threshold} % of {status.name}",
         text=text,
         payload=payload,
-        emails=list(budget.emails),
+        emails=alert_emails(budget),
         webhook_url=budget.webhook_url,
         budget=budget,
         alert=alert,

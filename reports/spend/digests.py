@@ -1,7 +1,8 @@
 """Digests: a weekly (Mondays, for the week before) and a monthly (the 1st, for the month
-before) email per person, and per team for its admins: the period's spend, the change
-against the period before, this month's forecast, the top categories, where the budgets
-stand, and a link to the CSV. Read from tracked buckets; each digest is made once
+before) email per person, and per team for its admins and the viewers who asked for it
+(reports/access.py, `team_digest_teams`): the period's spend, the change against the period
+before, this month's forecast, the top categories, where the budgets stand, and a link to the
+CSV. Read from tracked buckets; each digest is made once
 (`DigestSent` is unique per person, team, kind and period) and sent through the outbox.
 People can turn either kind off (DigestPreference).
 """
@@ -21,7 +22,7 @@ from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from reports.access import teams_administered_by
+from reports.access import team_digest_teams
 from reports.formatting import money
 from reports.metrics import CATEGORIES, all_flags, metrics_in
 from reports.models import Budget, Connection, DigestPreference, DigestSent, PriceBook, Team
@@ -186,7 +187,7 @@ def digests_send(*, now: datetime | None = None) -> int:
                     now=now,
                 )
                 queued += _queue(user, None, kind, start, digest)
-            for team in teams_administered_by(user):
+            for team in team_digest_teams(user):
                 if DigestSent.objects.filter(
                     user=user, team=team, kind=kind, period_start=start.date()
                 ).exists():

@@ -3,7 +3,8 @@
 roster.py runs a team, sharing.py says which connections count for it, team_reports.py
 asks for its reports, member_spend.py sums a team report per member.
 
-Rules (S2, S3, M1-M4):
+Rules (S2, S3, M1-M5); what each role may see and do is the capability table in
+reports/access.py (`CAPABILITIES`), which every check here asks:
 - A team's admins run it without Django staff rights: they add people (by username or
   email), change roles, remove people and choose its price book. A team always keeps at
   least one admin. Anyone can create a team and becomes its admin; anyone can leave.
@@ -12,6 +13,10 @@ Rules (S2, S3, M1-M4):
   token endings (M2).
 - A team admin also requests and reads team reports: spend per member on the shared
   connections. Nobody sees another person's token beyond its last four characters.
+- A viewer (finance) reads what admins read (the team's month, budgets, reports, every CSV)
+  and may opt into the team's digests; changes nothing, requests nothing, shares nothing
+  (becoming a viewer ends one's sharing), gets no budget alerts, and never sees another
+  person's OSAI account name or token ending (M5).
 - A connection counts for a team only while its owner is a member and shares it. Leaving
   (or being removed) ends the sharing; un-sharing or leaving takes effect at once, in every
   team report page, export and retry, and stops the team's buckets in flight on that

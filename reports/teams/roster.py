@@ -8,6 +8,7 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 
+from reports.access import Capability, may, roles_that_may
 from reports.models import Membership, PriceBook, Team
 from reports.teams import TeamError, sharing
 
@@ -19,14 +20,17 @@ def memberships_of(user: Any) -> QuerySet[Membership]:
     return Membership.objects.filter(user=user).select_related("team").order_by("team__name")
 
 
-def membership_for(user: Any, team_pk: int, *, admin: bool = False) -> Membership | None:
-    """The user's membership of the team (an admin one if `admin`), or None. One query."""
+def membership_for(
+    user: Any, team_pk: int, capability: Capability = Capability.SEE_TEAM
+) -> Membership | None:
+    """The user's membership of the team if its role may do `capability`, or None. One query."""
     if not user.is_authenticated:
         return None
-    memberships = Membership.objects.filter(user=user, team_id=team_pk).select_related("team")
-    if admin:
-        memberships = memberships.filter(role=Role.ADMIN)
-    return memberships.first()
+    return (
+        Membership.objects.filter(user=user, team_id=team_pk, role__in=roles_that_may(capability))
+        .select_related("team")
+        .first()
+    )
 
 
 def team_members(team: Team) -> QuerySet[Membership]:
@@ -34,25 +38,31 @@ def team_members(team: Team) -> QuerySet[Membership]:
     return (
         Membership.objects.filter(team=team)
         .select_related("user")
-        .order_by("role", "user__username")  # "admin" < "member"
+        .order_by("role", "user__username")  # "admin" < "member" < "viewer"
     )
 
 
-def _require_admin(team: Team, actor: Any | None) -> None:
-    """`actor` must be one of the team's admins; None is the operator (the command line)."""
-    if (
-        actor is not None
-        and not Membership.objects.filter(team=team, user=actor, role=Role.ADMIN).exists()
-    ):
+def _require(team: Team, actor: Any | None, capability: Capability) -> None:
+    """`actor`'s role in the team must allow `capability`; None is the operator (the command
+    line), who may do everything."""
+    if actor is not None and membership_for(actor, team.pk, capability) is None:
         raise TeamError("Only the team's admins can do that.")
 
 
 def _keep_an_admin(team: Team) -> None:
-    """Raise (and so roll back the change) if the team would be left without an admin."""
-    if not Membership.objects.filter(team=team, role=Role.ADMIN).exists():
+    """Raise (and so roll back the change) if the team would be left without someone who may
+    run it (M4)."""
+    runners = roles_that_may(Capability.MANAGE_MEMBERS)
+    if not Membership.objects.filter(team=team, role__in=runners).exists():
         raise TeamError(
             f"{team.name} must keep at least one admin: make someone else an admin first."
         )
+
+
+def _check_role(role: str) -> None:
+    if role not in Role.values:
+        names = [label.lower() for label in Role.labels]
+        raise TeamError(f"Choose a role: {', '.join(names[:-1])} or {names[-1]}.")
 
 
 def find_user(who: str) -> Any:
@@ -92,9 +102,8 @@ def team_create(*, name: str, admin: Any) -> Team:
 @transaction.atomic
 def team_member_add(*, team: Team, actor: Any | None, who: str, role: str = Role.MEMBER) -> Any:
     """Add a person (by username or email) to the team. Shares nothing of theirs (M1)."""
-    _require_admin(team, actor)
-    if role not in Role.values:
-        raise TeamError("Choose a role: admin or member.")
+    _require(team, actor, Capability.MANAGE_MEMBERS)
+    _check_role(role)
     user = find_user(who)
     if Membership.objects.filter(team=team, user=user).exists():
         raise TeamError(f"{user.get_username()} is already in {team.name}.")
@@ -104,12 +113,15 @@ def team_member_add(*, team: Team, actor: Any | None, who: str, role: str = Role
 
 @transaction.atomic
 def team_member_set_role(*, team: Team, actor: Any | None, user: Any, role: str) -> None:
-    _require_admin(team, actor)
-    if role not in Role.values:
-        raise TeamError("Choose a role: admin or member.")
+    """Change someone's role. A role that shares nothing (a viewer) ends their sharing with
+    the team at once, as leaving does (M1)."""
+    _require(team, actor, Capability.MANAGE_MEMBERS)
+    _check_role(role)
     if not Membership.objects.filter(team=team, user=user).update(role=role):
         raise TeamError(f"{user.get_username()} is not in {team.name}.")
     _keep_an_admin(team)
+    if not may(role, Capability.SHARE_OWN_CONNECTIONS):
+        sharing.sharing_end(team=team, user=user)
 
 
 @transaction.atomic
@@ -119,7 +131,7 @@ def team_member_remove(*, team: Team, actor: Any | None, user: Any) -> None:
     Their sharing with the team ends with their membership, at once (M1).
     """
     if actor is None or actor.pk != user.pk:
-        _require_admin(team, actor)
+        _require(team, actor, Capability.MANAGE_MEMBERS)
     if not Membership.objects.filter(team=team, user=user).delete()[0]:
         raise TeamError(f"{user.get_username()} is not in {team.name}.")
     _keep_an_admin(team)
@@ -129,6 +141,14 @@ def team_member_remove(*, team: Team, actor: Any | None, user: Any) -> None:
 @transaction.atomic
 def team_price_book_set(*, team: Team, actor: Any | None, price_book: PriceBook | None) -> None:
     """The rates the team's reports are priced with (all of them, earlier ones included)."""
-    _require_admin(team, actor)
+    _require(team, actor, Capability.CHOOSE_PRICE_BOOK)
     Team.objects.filter(pk=team.pk).update(price_book=price_book)
     team.price_book = price_book
+
+
+def team_digest_set(*, membership: Membership, wanted: bool) -> None:
+    """A viewer's choice to get the team's digests (admins get them anyway)."""
+    if not may(membership.role, Capability.OPT_INTO_TEAM_DIGEST):
+        raise TeamError("Only the team's viewers choose whether to get its digests.")
+    Membership.objects.filter(pk=membership.pk).update(team_digest=wanted)
+    membership.team_digest = wanted

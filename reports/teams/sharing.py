@@ -13,11 +13,10 @@ from typing import Any
 from django.db import transaction
 from django.db.models import QuerySet
 
-from reports.models import Bucket, Connection, Membership, Report, Team
+from reports.access import Capability, teams_where
+from reports.models import Bucket, Connection, Report, Team
 from reports.pipeline import buckets, progress
 from reports.teams import TeamError
-
-Role = Membership.Role
 
 
 def team_shared_connections(team: Team) -> QuerySet[Connection]:
@@ -34,10 +33,10 @@ def team_sharing_set(*, team: Team, user: Any, connections: Iterable[Connection]
     """Share exactly `connections` (the user's own) with the team; un-share the user's others.
 
     Returns the labels now shared. Raises TeamError for a connection the user does not own or
-    a user who is not a member.
+    a user whose role in the team shares nothing (not in it, or a viewer).
     """
-    if not Membership.objects.filter(team=team, user=user).exists():
-        raise TeamError("Only members of the team can share connections with it.")
+    if not teams_where(user, Capability.SHARE_OWN_CONNECTIONS).filter(pk=team.pk).exists():
+        raise TeamError("Only members and admins of the team can share connections with it.")
     chosen = {c.pk for c in connections}
     own = list(Connection.objects.filter(owner=user))
     if chosen - {c.pk for c in own}:
@@ -55,11 +54,11 @@ def team_sharing_set(*, team: Team, user: Any, connections: Iterable[Connection]
 def connection_teams_set(*, connection: Connection, teams: Iterable[Team]) -> None:
     """Share a connection with exactly `teams` among the owner's teams; un-share the others.
 
-    A connection can only be shared with teams its owner is in; sharing with any other team
-    is withdrawn here too.
+    A connection can only be shared with teams where its owner's role shares connections;
+    sharing with any other team is withdrawn here too.
     """
     own_teams = set(
-        Team.objects.filter(memberships__user=connection.owner).values_list("pk", flat=True)
+        teams_where(connection.owner, Capability.SHARE_OWN_CONNECTIONS).values_list("pk", flat=True)
     )
     chosen = {team.pk for team in teams} & own_teams
     current = set(connection.shared_with_teams.values_list("pk", flat=True))

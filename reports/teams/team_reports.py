@@ -1,4 +1,5 @@
-"""Team reports: asked for by a team's admins over the connections that count for it."""
+"""Team reports: asked for by a team's admins over the connections that count for it; read by
+its admins and viewers (reports/access.py, CAPABILITIES)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,10 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from reports.models import Connection, Membership, Report, Team
+from reports.access import Capability, teams_where
+from reports.models import Connection, Report, Team
 from reports.pipeline import report_requests
 from reports.teams.sharing import team_shared_connections
-
-Role = Membership.Role
 
 
 def team_report_request(
@@ -33,7 +33,7 @@ def team_report_request(
     builds the rest, reusing finished buckets. Raises report_requests.ReportRequestError (for the
     form) if no member shares a working connection or the request is unreasonable.
     """
-    if not Membership.objects.filter(team=team, user=admin, role=Role.ADMIN).exists():
+    if not teams_where(admin, Capability.REQUEST_TEAM_REPORT).filter(pk=team.pk).exists():
         raise report_requests.ReportRequestError("Only team admins can request team reports.")
     shared = list(team_shared_connections(team))
     if not shared:

@@ -25,10 +25,11 @@ from ninja.errors import AuthenticationError
 from ninja.security import HttpBearer
 
 from reports.access import (
+    Capability,
     recent_reports_visible_to,
     report_visible_to,
     reports_visible_to,
-    teams_administered_by,
+    teams_where,
 )
 from reports.formatting import utc_z
 from reports.integrations import api_tokens
@@ -194,7 +195,8 @@ def connections(request: HttpRequest) -> list[dict[str, Any]]:
 
 @api.get("/reports", response=ReportList, summary="Your reports and your teams' reports")
 def reports(request: HttpRequest, page: Query[Page]) -> dict[str, Any]:
-    """Newest first: your own reports and the team reports of the teams you administer."""
+    """Newest first: your own reports and the team reports of your teams where you see them
+    (as an admin or a viewer)."""
     user = _user(request)
     limit = min(max(page.limit, 1), MAX_PAGE)
     offset = max(page.offset, 0)
@@ -239,11 +241,11 @@ def report(request: HttpRequest, report_id: int) -> dict[str, Any]:
 @api.get("/spend", summary="This month's spend, as the overview shows it")
 def spend(request: HttpRequest, team: int | None = None) -> dict[str, Any]:
     """Month to date, the same days of last month, the forecast and budgets; `?team=<id>` for
-    a team you administer."""
+    a team whose spend you see (its admins and viewers)."""
     user = _user(request)
     if team is None:
         return spend_summary(overview_page(user))
-    found = teams_administered_by(user).filter(pk=team).first()
+    found = teams_where(user, Capability.SEE_TEAM_SPEND).filter(pk=team).first()
     if found is None:
         raise Http404("No such team.")
     return {"team": found.name, **spend_summary(team_overview(found))}

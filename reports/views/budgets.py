@@ -1,7 +1,8 @@
 """Budgets: the list (with where each stands), setting one, and a budget's alert log.
 
-A budget is visible to its owner (a personal or connection budget) or to the admins of its
-team; to everyone else it is a 404.
+A budget is visible to its owner (a personal or connection budget) or, for a team budget, to
+the team's roles that see its spend (admins and viewers); only those that manage its budgets
+(admins) change or remove it. To everyone else it is a 404 (reports/access.py, CAPABILITIES).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
+from reports.access import Capability, teams_where
 from reports.models import Budget
 from reports.spend import budgets
 from reports.spend.monthly import budget_statuses
@@ -20,7 +22,11 @@ from reports.views.http import AuthenticatedRequest
 
 
 def _managed_or_404(request: AuthenticatedRequest, pk: int) -> Budget:
-    budget = next((b for b in budgets.budgets_managed_by(request.user) if b.pk == pk), None)
+    return _one_or_404(budgets.budgets_managed_by(request.user), pk)
+
+
+def _one_or_404(found: list[Budget], pk: int) -> Budget:
+    budget = next((b for b in found if b.pk == pk), None)
     if budget is None:
         raise Http404("No such budget.")
     return budget
@@ -60,11 +66,11 @@ def budget_list(request: AuthenticatedRequest) -> HttpResponse:
         if budget is not None:
             messages.success(request, "The budget is set; it is checked after every refresh.")
             return redirect("budget_detail", pk=budget.pk)
-    managed = budgets.budgets_managed_by(request.user)
+    visible = budgets.budgets_visible_to(request.user)
     return render(
         request,
         "reports/budget_list.html",
-        {"statuses": budget_statuses(managed), "form": form},
+        {"statuses": budget_statuses(visible), "form": form},
         status=400 if form.errors else 200,
     )
 
@@ -72,7 +78,15 @@ def budget_list(request: AuthenticatedRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def budget_detail(request: AuthenticatedRequest, pk: int) -> HttpResponse:
-    budget = _managed_or_404(request, pk)
+    """The budget, its standing and its alert log; the form for those who manage it (a POST by
+    anyone else is a 404 and changes nothing)."""
+    if request.method == "POST":
+        budget = _managed_or_404(request, pk)
+        manages = True
+    else:
+        budget = _one_or_404(budgets.budgets_visible_to(request.user), pk)
+        managed = teams_where(request.user, Capability.MANAGE_BUDGETS)
+        manages = budget.team_id is None or managed.filter(pk=budget.team_id).exists()
     initial = {
         "scope": budget.scope,
         "connection": budget.connection,
@@ -100,6 +114,7 @@ def budget_detail(request: AuthenticatedRequest, pk: int) -> HttpResponse:
             "alerts": budget.alerts.order_by("-created_at", "-threshold")[:100],
             "deliveries": budget.deliveries.order_by("-created_at", "-pk")[:100],
             "has_secret": bool(budget.webhook_secret_encrypted),
+            "manages": manages,
         },
         status=400 if form.errors else 200,
     )

@@ -6,7 +6,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, StreamingHttpResponse
 from django.views.decorators.http import require_GET
 
-from reports.access import counted_buckets
+from reports.access import Capability, counted_buckets
 from reports.models import Bucket, Connection, Granularity, Report
 from reports.periods import split_period, utc_midnight
 from reports.spend import digests, exports, ledger, pricing
@@ -22,8 +22,8 @@ def _with_cost(request: AuthenticatedRequest) -> bool:
 @login_required
 @require_GET
 def report_export_csv(request: AuthenticatedRequest, pk: int) -> StreamingHttpResponse:
-    # A team report is visible only to the team's current admins (reports/access.py).
-    report = visible_report_or_404(request, pk)
+    # A team report's CSV: only for the team's roles that may download it (reports/access.py).
+    report = visible_report_or_404(request, pk, Capability.DOWNLOAD_CSV)
     return _export(request, report)
 
 
@@ -32,7 +32,7 @@ def report_export_csv(request: AuthenticatedRequest, pk: int) -> StreamingHttpRe
 def team_report_export_csv(
     request: AuthenticatedRequest, pk: int, report_pk: int
 ) -> StreamingHttpResponse:
-    membership = membership_or_404(request, pk, admin=True)
+    membership = membership_or_404(request, pk, Capability.DOWNLOAD_CSV)
     report = team_reports.team_report_for(membership.team, report_pk)
     if report is None:
         raise Http404("No such report.")
@@ -57,8 +57,9 @@ def _export(request: AuthenticatedRequest, report: Report) -> StreamingHttpRespo
 @login_required
 @require_GET
 def spend_export_csv(request: AuthenticatedRequest) -> StreamingHttpResponse:
-    """The tracked daily usage and cost of a period, for a person or (its admins) a team:
-    the CSV a digest links to. `?from=YYYY-MM-DD&to=YYYY-MM-DD[&team=ID]`, `to` exclusive."""
+    """The tracked daily usage and cost of a period, for a person or a team (its admins and
+    viewers): the CSV a digest links to. `?from=YYYY-MM-DD&to=YYYY-MM-DD[&team=ID]`, `to`
+    exclusive."""
     period = digests.period_from_query(request.GET)
     if period is None or (period[1] - period[0]).days > 400:
         raise Http404("Give from and to as dates, at most 400 days apart.")
@@ -67,7 +68,7 @@ def spend_export_csv(request: AuthenticatedRequest) -> StreamingHttpResponse:
     if request.GET.get("team"):
         team_id = request.GET["team"]
         membership = membership_or_404(
-            request, int(team_id) if team_id.isdigit() else 0, admin=True
+            request, int(team_id) if team_id.isdigit() else 0, Capability.DOWNLOAD_CSV
         )
         team = membership.team
         connections = Connection.objects.counting_for_team(team)

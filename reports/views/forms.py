@@ -15,6 +15,7 @@ from django import forms
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from reports.access import Capability, teams_where
 from reports.metrics import FLAG_FIELDS, FLAGS
 from reports.models import Budget, Connection, Granularity, Membership, PriceBook, Team
 from reports.periods import PRESETS, preset_period, utc_midnight
@@ -70,13 +71,13 @@ class ConnectionEditForm(forms.Form):
         required=False,
         widget=forms.CheckboxSelectMultiple,
         label="Share with teams",
-        help_text="Admins of these teams see this connection's usage and spend in team "
-        "reports, never its token.",
+        help_text="Admins and viewers of these teams see this connection's usage and spend in "
+        "team reports, never its token.",
     )
 
     def __init__(self, *args: Any, owner: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        teams = Team.objects.filter(memberships__user=owner).order_by("name")
+        teams = teams_where(owner, Capability.SHARE_OWN_CONNECTIONS).order_by("name")
         _choices_from(self, "shared_with_teams", teams)
 
 
@@ -313,7 +314,5 @@ class BudgetForm(forms.Form):
     def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _choices_from(self, "connection", Connection.objects.filter(owner=user).order_by("label"))
-        administered = Team.objects.filter(
-            memberships__user=user, memberships__role=Membership.Role.ADMIN
-        )
-        _choices_from(self, "team", administered.order_by("name"))
+        managed = teams_where(user, Capability.MANAGE_BUDGETS)
+        _choices_from(self, "team", managed.order_by("name"))

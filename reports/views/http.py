@@ -17,7 +17,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 from django_ratelimit.core import is_ratelimited
 
-from reports.access import report_visible_to
+from reports.access import Capability, report_visible_to
 from reports.models import Membership, Report
 from reports.teams import roster
 
@@ -50,19 +50,24 @@ def htmx_login_required(view: Callable[..., HttpResponse]) -> Callable[..., Http
     return wrapper
 
 
-def visible_report_or_404(request: AuthenticatedRequest, pk: int) -> Report:
-    """The report if the user may see it (own, or a team report of a team they administer)."""
-    report = report_visible_to(request.user, pk)
+def visible_report_or_404(
+    request: AuthenticatedRequest,
+    pk: int,
+    capability: Capability = Capability.SEE_TEAM_REPORTS,
+) -> Report:
+    """The report if the user may see it: their own, or a team report of a team where their
+    role may do `capability` (see it, by default). Anything else is a 404 (S2)."""
+    report = report_visible_to(request.user, pk, capability)
     if report is None:
         raise Http404("No such report.")
     return report
 
 
 def membership_or_404(
-    request: AuthenticatedRequest, team_pk: int, *, admin: bool = False
+    request: AuthenticatedRequest, team_pk: int, capability: Capability = Capability.SEE_TEAM
 ) -> Membership:
-    """The user's membership of the team (an admin one if `admin`), else 404."""
-    membership = roster.membership_for(request.user, team_pk, admin=admin)
+    """The user's membership of the team if their role may do `capability`, else 404 (S2)."""
+    membership = roster.membership_for(request.user, team_pk, capability)
     if membership is None:
         raise Http404("No such team.")
     return membership

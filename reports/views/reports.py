@@ -17,7 +17,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling, trigger_client_event
 
-from reports.access import counted_buckets
+from reports.access import Capability, counted_buckets, report_visible_to
 from reports.models import BucketFile, Connection, Report
 from reports.pages.history import history_queryset, with_periods
 from reports.pages.report import (
@@ -106,13 +106,19 @@ def _render_report(
 ) -> HttpResponse:
     """The report's page (or part of it) in the view mode `?view=` asks for."""
     report = visible_report_or_404(request, pk)
-    return render(request, template, page(report, view_mode(request.GET.get("view"))))
+    context = page(report, view_mode(request.GET.get("view")))
+    if "can_cancel" in context and report.team_id is not None:
+        # Viewers read a team report; only roles that may request one cancel or retry it.
+        acts = report_visible_to(request.user, pk, Capability.REQUEST_TEAM_REPORT) is not None
+        context["can_cancel"] = context["can_cancel"] and acts
+        context["can_retry"] = context["can_retry"] and acts
+    return render(request, template, context)
 
 
 @login_required
 @require_POST
 def report_cancel(request: AuthenticatedRequest, pk: int) -> HttpResponse:
-    report = visible_report_or_404(request, pk)
+    report = visible_report_or_404(request, pk, Capability.REQUEST_TEAM_REPORT)
     if report.is_terminal:
         messages.info(request, "This report had already finished.")
     else:
@@ -124,7 +130,7 @@ def report_cancel(request: AuthenticatedRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def report_retry(request: AuthenticatedRequest, pk: int) -> HttpResponse:
-    report = visible_report_or_404(request, pk)
+    report = visible_report_or_404(request, pk, Capability.REQUEST_TEAM_REPORT)
     if not report.is_terminal:
         messages.info(request, "This report is still running.")
         return redirect("report_detail", pk=pk)

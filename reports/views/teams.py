@@ -1,7 +1,8 @@
 """Team pages: the list (and creating a team), a team, sharing, running it, team reports.
 
-A team page answers 404 unless the user is a member of that team; what only admins may do
-(reports, members, roles, the price book) answers 404 to everyone else (S2, M4).
+A team page answers 404 unless the user is in that team; each action asks the capability
+table (reports/access.py) whether the user's role may do it, and answers 404 to everyone else
+(S2, M4): admins run the team, viewers read its spend, members share their own connections.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from reports.access import Capability
 from reports.models import Connection, Membership
 from reports.pages.overview import team_overview
 from reports.pages.team import team_page
@@ -58,10 +60,14 @@ def _team_response(
     status: int = 200,
 ) -> HttpResponse:
     context = team_page(request.user, membership)
-    if context["is_admin"]:
+    can = context["can"]
+    if can[Capability.SEE_TEAM_SPEND]:
         context["month"] = team_overview(membership.team)
+    if can[Capability.REQUEST_TEAM_REPORT]:
         context["form"] = report_form or TeamReportForm()
+    if can[Capability.MANAGE_MEMBERS]:
         context["member_form"] = member_form or MemberAddForm()
+    if can[Capability.CHOOSE_PRICE_BOOK]:
         context["price_book_form"] = TeamPriceBookForm(
             initial={"price_book": membership.team.price_book}
         )
@@ -77,7 +83,7 @@ def team_detail(request: AuthenticatedRequest, pk: int) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def team_sharing(request: AuthenticatedRequest, pk: int) -> HttpResponse:
-    membership = membership_or_404(request, pk)
+    membership = membership_or_404(request, pk, Capability.SHARE_OWN_CONNECTIONS)
     team = membership.team
     if request.method == "POST":
         form = SharingForm(request.POST, user=request.user)
@@ -103,7 +109,7 @@ def team_sharing(request: AuthenticatedRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def team_member_add(request: AuthenticatedRequest, pk: int) -> HttpResponse:
-    membership = membership_or_404(request, pk, admin=True)
+    membership = membership_or_404(request, pk, Capability.MANAGE_MEMBERS)
     form = MemberAddForm(request.POST)
     if form.is_valid():
         try:
@@ -133,11 +139,11 @@ def _member_or_404(membership: Membership, user_pk: int) -> User:
 @login_required
 @require_POST
 def team_member_role(request: AuthenticatedRequest, pk: int, user_pk: int) -> HttpResponse:
-    membership = membership_or_404(request, pk, admin=True)
+    membership = membership_or_404(request, pk, Capability.MANAGE_MEMBERS)
     user = _member_or_404(membership, user_pk)
     form = MemberRoleForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "Choose a role: admin or member.")
+        messages.error(request, "Choose one of the roles.")
         return redirect("team_detail", pk=pk)
     role = form.cleaned_data["role"]
     try:
@@ -153,9 +159,11 @@ def team_member_role(request: AuthenticatedRequest, pk: int, user_pk: int) -> Ht
 @login_required
 @require_POST
 def team_member_remove(request: AuthenticatedRequest, pk: int, user_pk: int) -> HttpResponse:
-    """An admin removes someone, or a member leaves (removes themselves)."""
+    """An admin removes someone, or anyone in the team leaves (removes themselves)."""
     leaving = user_pk == request.user.pk
-    membership = membership_or_404(request, pk, admin=not leaving)
+    membership = membership_or_404(
+        request, pk, Capability.SEE_TEAM if leaving else Capability.MANAGE_MEMBERS
+    )
     user = _member_or_404(membership, user_pk)
     team = membership.team
     try:
@@ -177,7 +185,7 @@ def team_member_remove(request: AuthenticatedRequest, pk: int, user_pk: int) -> 
 @login_required
 @require_POST
 def team_price_book(request: AuthenticatedRequest, pk: int) -> HttpResponse:
-    membership = membership_or_404(request, pk, admin=True)
+    membership = membership_or_404(request, pk, Capability.CHOOSE_PRICE_BOOK)
     form = TeamPriceBookForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Choose one of the price books.")
@@ -194,8 +202,23 @@ def team_price_book(request: AuthenticatedRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
+def team_digest(request: AuthenticatedRequest, pk: int) -> HttpResponse:
+    """A viewer asks for the team's weekly and monthly digests, or stops them."""
+    membership = membership_or_404(request, pk, Capability.OPT_INTO_TEAM_DIGEST)
+    wanted = request.POST.get("team_digest") == "on"
+    roster.team_digest_set(membership=membership, wanted=wanted)
+    team = membership.team.name
+    if wanted:
+        messages.success(request, f"You will get {team}'s weekly and monthly digests.")
+    else:
+        messages.success(request, f"You no longer get {team}'s digests.")
+    return redirect("team_detail", pk=pk)
+
+
+@login_required
+@require_POST
 def team_report_new(request: AuthenticatedRequest, pk: int) -> HttpResponse:
-    membership = membership_or_404(request, pk, admin=True)
+    membership = membership_or_404(request, pk, Capability.REQUEST_TEAM_REPORT)
     form = TeamReportForm(request.POST)
     if form.is_valid():
         try:
@@ -212,8 +235,8 @@ def team_report_new(request: AuthenticatedRequest, pk: int) -> HttpResponse:
 @login_required
 @require_GET
 def team_report_detail(request: AuthenticatedRequest, pk: int, report_pk: int) -> HttpResponse:
-    """The team's address of one of its reports: the report page, for its admins only."""
-    membership = membership_or_404(request, pk, admin=True)
+    """The team's address of one of its reports: the report page, for those who may see it."""
+    membership = membership_or_404(request, pk, Capability.SEE_TEAM_REPORTS)
     if team_reports.team_report_for(membership.team, report_pk) is None:
         raise Http404("No such report.")
     return redirect("report_detail", pk=report_pk)

@@ -7,6 +7,8 @@ finished reports (the `world` fixture in tests/conftest.py builds one per test).
 - `team_admin`: admin of "Vision"; shares a connection of their own ("Admin lab") and requested
   the team report over both shared connections (Jan-Mar 2026).
 - `team_member`: a member of "Vision" who shares nothing.
+- `team_viewer`: a viewer (finance) of "Vision": reads its spend, reports and CSVs, changes
+  nothing, shares nothing and sees no one else's OSAI account name or token ending.
 - `other_admin`: admin of the team "Elsewhere", with a team report over a connection of theirs.
 - `stranger`: a member of "Elsewhere" only: related to nothing above.
 
@@ -35,7 +37,7 @@ from tests.factories import (
     share_with,
 )
 
-ROLES = ("owner", "team_admin", "team_member", "other_admin", "stranger")
+ROLES = ("owner", "team_admin", "team_member", "team_viewer", "other_admin", "stranger")
 # Pages and answers are searched for every part of these: none may carry one.
 OWNER_TOKEN = "osai-sandbox-CANARY-owner-main-9f2c"
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjYW5hcnkifQ.c2lnbmF0dXJlLWNhbmFyeQ"
@@ -47,6 +49,7 @@ class World:
     owner: Any
     team_admin: Any
     team_member: Any
+    team_viewer: Any
     other_admin: Any
     stranger: Any
     team: Team
@@ -67,8 +70,11 @@ class World:
 def build_world() -> World:
     ensure_example_price_book()
     owner, team_admin, team_member = make_user("owner"), make_user("admin"), make_user("member")
+    team_viewer = make_user("viewer", email="finance@example.com")
     other_admin, stranger = make_user("otheradmin"), make_user("stranger")
-    team = make_team("Vision", admins=[team_admin], members=[owner, team_member])
+    team = make_team(
+        "Vision", admins=[team_admin], members=[owner, team_member], viewers=[team_viewer]
+    )
     other_team = make_team("Elsewhere", admins=[other_admin], members=[stranger])
     connection = make_connection(owner, "Main", token=OWNER_TOKEN)
     Connection.objects.filter(pk=connection.pk).update(jwt_encrypted=crypto.encrypt_secret(JWT))
@@ -101,7 +107,7 @@ def build_world() -> World:
         ).encode(),
         content_type="application/json",
     )
-    people = (owner, team_admin, team_member, other_admin, stranger)
+    people = (owner, team_admin, team_member, team_viewer, other_admin, stranger)
     tokens = {
         role: api_tokens.api_token_create(user=user, name=role)[1]
         for role, user in zip(ROLES, people, strict=True)
@@ -110,6 +116,7 @@ def build_world() -> World:
         owner=owner,
         team_admin=team_admin,
         team_member=team_member,
+        team_viewer=team_viewer,
         other_admin=other_admin,
         stranger=stranger,
         team=team,

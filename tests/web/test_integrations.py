@@ -399,8 +399,10 @@ class ApiEndpoint:
 
 API_ENDPOINTS = (
     ApiEndpoint("report[personal]", lambda w: f"reports/{w.personal_report.pk}", ("owner",)),
-    ApiEndpoint("report[team]", lambda w: f"reports/{w.team_report.pk}", ("team_admin",)),
-    ApiEndpoint("spend[team]", lambda w: f"spend?team={w.team.pk}", ("team_admin",)),
+    ApiEndpoint(
+        "report[team]", lambda w: f"reports/{w.team_report.pk}", ("team_admin", "team_viewer")
+    ),
+    ApiEndpoint("spend[team]", lambda w: f"spend?team={w.team.pk}", ("team_admin", "team_viewer")),
     ApiEndpoint(
         "activity[connection]", lambda w: f"activity?connection={w.connection.pk}", ("owner",)
     ),
@@ -460,7 +462,7 @@ def test_w2_lists_hold_only_what_the_pages_show(world: World) -> None:
         return {r["id"] for r in api(world.tokens[role], "reports").json()["items"]}
 
     assert ids("owner") == {world.personal_report.pk}
-    assert ids("team_admin") == {world.team_report.pk}
+    assert ids("team_admin") == ids("team_viewer") == {world.team_report.pk}
     assert ids("other_admin") == {world.other_report.pk}
     assert ids("team_member") == ids("stranger") == set()
 
@@ -469,7 +471,7 @@ def test_w2_lists_hold_only_what_the_pages_show(world: World) -> None:
 
     assert labels("owner") == ["Main"]
     assert labels("team_admin") == ["Admin lab"]  # their own, not the one shared with them
-    assert labels("team_member") == labels("stranger") == []
+    assert labels("team_member") == labels("team_viewer") == labels("stranger") == []
     owner_feed = api(world.tokens["owner"], "activity").json()
     assert [(e["kind"], e["outcome"], e["worker_gb"]) for e in owner_feed] == [
         ("training", "succeeded", 16)

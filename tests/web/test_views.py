@@ -89,9 +89,11 @@ class Endpoint:
     snapshot: Callable[[World], Any] = lambda w: None
 
 
-# Team reports show other people's spend: only the team's current admins see them, not the
-# members whose connections they cover ("owner" owns the shared connection).
-REPORT_ROLES = ("team_admin",)
+# Team reports show other people's spend: only the team's current admins and viewers see them,
+# not the members whose connections they cover ("owner" owns the shared connection); only
+# roles that may request a team report (admins) cancel or retry one (reports/access.py).
+REPORT_ROLES = ("team_admin", "team_viewer")
+REPORT_ACTION_ROLES = ("team_admin",)
 PERSONAL_ROLES = ("owner",)
 CONNECTION_ROLES = ("owner",)  # nobody else ever manages a connection
 
@@ -126,7 +128,10 @@ def _report_endpoint(view: str, method: str, status: int, htmx: bool, kind: str)
     def state(w: World) -> Any:
         return Report.objects.get(pk=getattr(w, kind).pk).state if method == "post" else None
 
-    roles = REPORT_ROLES if kind == "team_report" else PERSONAL_ROLES
+    if kind != "team_report":
+        roles = PERSONAL_ROLES
+    else:
+        roles = REPORT_ACTION_ROLES if view in ("report_cancel", "report_retry") else REPORT_ROLES
     return Endpoint(f"{view}[{kind}]", method, url, roles, status, htmx=htmx, snapshot=state)
 
 

@@ -1,7 +1,7 @@
 """What the overview shows, for scripts: `manage.py spend_summary --user U [--team NAME] --json`.
 
-Money is printed as strings (exact decimals). With --team, the team's month (the user must be
-one of its admins).
+Money is printed as strings (exact decimals). With --team, the team's month (the user's role
+in it must see its spend: an admin or a viewer).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from reports.access import teams_administered_by
+from reports.access import Capability, teams_where
 from reports.management import cli
 from reports.pages.overview import overview_page, spend_summary, team_overview
 
@@ -21,15 +21,18 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--user", required=True)
-        parser.add_argument("--team", help="a team the user administers")
+        parser.add_argument("--team", help="a team whose spend the user sees")
         parser.add_argument("--json", action="store_true", help="print JSON")
 
     def handle(self, *args: Any, **options: Any) -> None:
         user = cli.user_named(options["user"])
         if options["team"]:
-            team = teams_administered_by(user).filter(name=options["team"]).first()
+            teams = teams_where(user, Capability.SEE_TEAM_SPEND)
+            team = teams.filter(name=options["team"]).first()
             if team is None:
-                raise CommandError(f"{user.get_username()} is not an admin of {options['team']!r}.")
+                raise CommandError(
+                    f"{user.get_username()} is not an admin or viewer of {options['team']!r}."
+                )
             summary = spend_summary(team_overview(team))
         else:
             summary = spend_summary(overview_page(user))

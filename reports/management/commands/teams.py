@@ -1,15 +1,16 @@
 """Run teams from scripts: the operator's side of what team admins do on the team page.
 
     manage.py teams create NAME --admin USER
-    manage.py teams add NAME USER [--role admin|member]      (USER: username or email)
+    manage.py teams add NAME USER [--role admin|member|viewer]   (USER: username or email)
     manage.py teams remove NAME USER
-    manage.py teams role NAME USER --role admin|member
+    manage.py teams role NAME USER --role admin|member|viewer
     manage.py teams share NAME --user USER --connection LABEL
     manage.py teams unshare NAME --user USER --connection LABEL
     manage.py teams list
 
 The same rules hold as on the pages: a team keeps at least one admin; removing someone ends
-their sharing at once; sharing needs the owner to be a member.
+their sharing at once; sharing needs the owner to be a member or an admin (a viewer, finance,
+reads the team's spend and shares nothing: making someone a viewer ends their sharing).
 """
 
 from __future__ import annotations

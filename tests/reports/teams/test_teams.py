@@ -20,9 +20,18 @@ from hypothesis import strategies as st
 from reports import formatting
 from reports.access import counted_buckets
 from reports.metrics import STAGE_LABELS
-from reports.models import Bucket, Membership, Report, ReportBucket
+from reports.models import (
+    Bucket,
+    Budget,
+    Connection,
+    Membership,
+    PriceBook,
+    Report,
+    ReportBucket,
+    Team,
+)
 from reports.pages import charts
-from reports.spend import pricing
+from reports.spend import budgets, pricing
 from reports.spend.usage import USAGE_COLUMNS
 from reports.teams import TeamError, member_spend, sharing
 from tests.factories import (
@@ -49,18 +58,64 @@ def client_for(user: Any | None) -> Client:
 
 # --- S2: the authorization matrix ------------------------------------------------------------
 
-ROLES = ("owner", "team member", "team admin", "other team admin", "unrelated", "anonymous")
+ROLES = (
+    "owner",
+    "team member",
+    "team viewer",
+    "team admin",
+    "other team admin",
+    "unrelated",
+    "anonymous",
+)
+# What the team's roles may do (reports/access.py, CAPABILITIES); "owner" is whoever owns the
+# object of a case (the requesting admin, for the team's own objects).
+SEES_TEAM = {"owner", "team member", "team viewer", "team admin"}
+SHARES = {"owner", "team member", "team admin"}
+READS_SPEND = {"owner", "team viewer", "team admin"}  # reports, budgets, every CSV
+RUNS_TEAM = {"owner", "team admin"}
 
 
 def role_users(w: World, owner: Any) -> dict[str, Any]:
     return {
         "owner": owner,
         "team member": w.team_member,
+        "team viewer": w.team_viewer,
         "team admin": w.team_admin,
         "other team admin": w.other_admin,
         "unrelated": w.stranger,
         "anonymous": None,
     }
+
+
+def _team_state(w: World) -> Any:
+    """What a refused request must leave as it was: the team's roles, opt-ins and sharing, its
+    price book, its budgets."""
+    return (
+        sorted(
+            Membership.objects.filter(team=w.team).values_list("user_id", "role", "team_digest")
+        ),
+        sorted(Connection.objects.filter(shared_with_teams=w.team).values_list("pk", flat=True)),
+        Team.objects.get(pk=w.team.pk).price_book_id,
+        sorted(Budget.objects.filter(team=w.team).values_list("pk", "amount")),
+    )
+
+
+def _restore(w: World, budget: Budget) -> None:
+    """Put the team back as the world built it, so every cell starts from the same state."""
+    roles = {
+        w.team_admin: Membership.Role.ADMIN,
+        w.owner: Membership.Role.MEMBER,
+        w.team_member: Membership.Role.MEMBER,
+        w.team_viewer: Membership.Role.VIEWER,
+    }
+    Membership.objects.filter(team=w.team).exclude(user__in=list(roles)).delete()
+    for user, role in roles.items():
+        Membership.objects.update_or_create(
+            team=w.team, user=user, defaults={"role": role, "team_digest": False}
+        )
+    share_with(w.team, w.admin_connection, w.connection)
+    Team.objects.filter(pk=w.team.pk).update(price_book=None)
+    budget.save()  # back as it was, or again if a cell removed it
 
 
 def test_authorization_matrix_for_team_views_and_exports(
@@ -69,28 +124,23 @@ def test_authorization_matrix_for_team_views_and_exports(
     w = world
     team_url = {"pk": w.team.pk}
     team_report = {"pk": w.team.pk, "report_pk": w.team_report.pk}
-    # (url, method, data, report owner, roles allowed) — everyone else signed in gets 404.
+    book = PriceBook.objects.order_by("pk").first()
+    assert book is not None
+    budget = budgets.budget_set(
+        actor=w.team_admin, scope="team", team=w.team, amount="100", emails=[]
+    )
+    budget_form = {"scope": "team", "team": w.team.pk, "amount": "250", "thresholds": "50, 80"}
+    # (url, method, data, owner, roles allowed) — everyone else signed in gets 404 and the team
+    # stays as it was; anonymous people are sent to the login page.
     cases = [
-        (
-            reverse("team_detail", kwargs=team_url),
-            "get",
-            None,
-            w.team_admin,
-            {"owner", "team member", "team admin"},
-        ),
-        (
-            reverse("team_sharing", kwargs=team_url),
-            "get",
-            None,
-            w.team_admin,
-            {"owner", "team member", "team admin"},
-        ),
+        (reverse("team_detail", kwargs=team_url), "get", None, w.team_admin, SEES_TEAM),
+        (reverse("team_sharing", kwargs=team_url), "get", None, w.team_admin, SHARES),
         (
             reverse("team_sharing", kwargs=team_url),
             "post",
             {"connections": []},
             w.team_admin,
-            {"owner", "team member", "team admin"},
+            SHARES,
         ),
         (
             reverse("team_report_new", kwargs=team_url),
@@ -103,36 +153,87 @@ def test_authorization_matrix_for_team_views_and_exports(
                 "include_models": "on",
             },
             w.team_admin,
-            {"owner", "team admin"},
+            RUNS_TEAM,
+        ),
+        (
+            reverse("team_member_add", kwargs=team_url),
+            "post",
+            {"who": w.stranger.username, "role": "viewer"},
+            w.team_admin,
+            RUNS_TEAM,
+        ),
+        (
+            reverse("team_member_role", kwargs={**team_url, "user_pk": w.owner.pk}),
+            "post",
+            {"role": "viewer"},
+            w.team_admin,
+            RUNS_TEAM,
+        ),
+        (
+            reverse("team_member_remove", kwargs={**team_url, "user_pk": w.owner.pk}),
+            "post",
+            None,
+            w.team_admin,
+            RUNS_TEAM,
+        ),
+        (
+            reverse("team_price_book", kwargs=team_url),
+            "post",
+            {"price_book": book.pk},
+            w.team_admin,
+            RUNS_TEAM,
+        ),
+        (
+            reverse("team_digest", kwargs=team_url),
+            "post",
+            {"team_digest": "on"},
+            w.team_viewer,
+            {"owner", "team viewer"},
         ),
         (
             reverse("team_report_detail", kwargs=team_report),
             "get",
             None,
             w.team_admin,
-            {"owner", "team admin"},
+            READS_SPEND,
         ),
         (
             reverse("team_report_detail", kwargs=team_report) + "?view=cost",
             "get",
             None,
             w.team_admin,
-            {"owner", "team admin"},
+            READS_SPEND,
         ),
         (
             reverse("team_report_export_csv", kwargs=team_report),
             "get",
             None,
             w.team_admin,
-            {"owner", "team admin"},
+            READS_SPEND,
         ),
         (
             reverse("report_export_csv", kwargs={"pk": w.team_report.pk}),
             "get",
             None,
             w.team_admin,
-            {"owner", "team admin"},
+            READS_SPEND,
         ),
+        (
+            reverse("spend_export_csv") + f"?from=2026-03-01&to=2026-03-15&team={w.team.pk}",
+            "get",
+            None,
+            w.team_admin,
+            READS_SPEND,
+        ),
+        (reverse("budget_detail", args=[budget.pk]), "get", None, w.team_admin, READS_SPEND),
+        (
+            reverse("budget_detail", args=[budget.pk]),
+            "post",
+            budget_form,
+            w.team_admin,
+            RUNS_TEAM,
+        ),
+        (reverse("budget_delete", args=[budget.pk]), "post", None, w.team_admin, RUNS_TEAM),
         (
             reverse("report_export_csv", kwargs={"pk": w.personal_report.pk}),
             "get",
@@ -164,22 +265,27 @@ def test_authorization_matrix_for_team_views_and_exports(
     failures: list[str] = []
     for url, method, data, owner, allowed in cases:
         for role, user in role_users(w, owner).items():
-            # Sharing changes state: restore it so every cell sees the same world.
-            share_with(w.team, w.admin_connection, w.connection)
+            # Some cells change the team: restore it so every cell sees the same world.
+            _restore(w, budget)
+            before = _team_state(w)
             response = getattr(client_for(user), method)(url, data or {})
             if user is None:
                 expected = "login"
                 ok = response.status_code == 302 and response["Location"].startswith(
                     reverse("login")
                 )
+                ok = ok and _team_state(w) == before
             elif role in allowed:
                 expected = "allowed"
                 ok = response.status_code in (200, 302) and (
                     response.status_code == 200 or "login" not in response["Location"]
                 )
+                if method == "post" and url != reverse("team_sharing", kwargs=team_url):
+                    # Each allowed change is made (sharing nothing again changes nothing).
+                    ok = ok and (_team_state(w) != before or "report" in url)
             else:
-                expected = "404"
-                ok = response.status_code == 404
+                expected = "404, nothing changed"
+                ok = response.status_code == 404 and _team_state(w) == before
             cells += 1
             if not ok:
                 failures.append(
