@@ -639,6 +639,7 @@ def test_the_overview_fills_in_shows_a_forecast_and_a_budget_and_last_month_comp
     label = bar.get_attribute("aria-label") or ""
     percent = Decimal(label.removesuffix(" % of the budget used"))
     assert int(bar.get_attribute("value") or -1) == int(min(max(percent, Decimal(0)), 100))
+    assert Decimal(budget_figures["percent"]) == percent.quantize(Decimal("0.1"), ROUND_HALF_UP)
     # ... of the amount set, from the cents shown (the server divides the exact spend) ...
     assert abs(percent - spent / amount * 100) <= Decimal("0.005") / amount * 100 + Decimal("0.005")
     # ... and what spend_summary says of the same budget (more spend may have arrived since).
