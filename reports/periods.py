@@ -142,13 +142,19 @@ def comparison_period(preset: str, start: datetime, end: datetime) -> Period:
       whole months with as many whole months before it.
     - A preset that ends now ("this month", "quarter to date", "year to date", "last 12
       months") with the same span one month, quarter, year or 12 months earlier: "this month"
-      on the 26th at 13:27 compares with the previous month's 1st to its 26th at 13:27.
+      on the 26th at 13:27 compares with the previous month's 1st to its 26th at 13:27. When
+      that month has no such day (the 31st after a 30-day month, 29 February a year on), the
+      same days are all of it: it ends at the next month's start, as the overview's "same
+      days of last month" do (reports/spend/monthly.py).
     - "Last N days" with the N days before; any other range with the same number of whole
       days before it.
     """
     if preset in _SHIFTS:
         shift = _SHIFTS[preset]
-        return start - shift, end - shift
+        earlier_end = end - shift
+        if earlier_end.day < end.day:  # relativedelta kept to that month's last day
+            earlier_end = utc_midnight(earlier_end.date()) + timedelta(days=1)
+        return start - shift, earlier_end
     if _is_month_start(start) and _is_month_start(end):
         months = relativedelta(end, start)
         return start - months, start

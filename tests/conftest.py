@@ -12,6 +12,10 @@ from reports.pipeline import dispatcher, steps
 from tests.support.sandbox import SandboxControl
 from tests.support.world import World, build_world
 
+# The month-edge clock guard: date-sensitive tests run again on the 1st, the 2nd, the last day
+# of a month and a leap day (tests/support/clock.py).
+pytest_plugins = ["tests.support.clock"]
+
 # --- OSAI sandbox ---
 # One sandbox process per test session (`python -m osai.sandbox` on a free port), spoken
 # to over a real socket. Tests that change faults or latency use `osai_sandbox`, which

@@ -95,20 +95,23 @@ def alert_env(smtp_port: int, **extra: str) -> dict[str, str]:
 
 
 def a_budget_past_80_percent(hook_url: str, settings: Any) -> Any:
-    """Today's spend so far is EUR 1.20 (1 h of 8 GB training); the budget is EUR 1.40."""
+    """Today's spend so far is EUR 1.20 (1 h of 8 GB training); the budget is EUR 1.40.
+
+    One moment makes the bucket (its day and its end): made of two readings of the clock,
+    it could start on one day and end on the next, which no day's spend counts."""
     settings.ALERT_WEBHOOK_ALLOW_LOCAL = True
     ensure_example_price_book()
     owner = make_user()
     connection = make_connection(owner)
-    today = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    now = timezone.now()
     Bucket.objects.create(
         connection=connection,
-        period_start=today,
-        period_end=timezone.now(),
+        period_start=now.replace(hour=0, minute=0, second=0, microsecond=0),
+        period_end=now,
         is_closed=False,
         tracked=True,
         state=Bucket.State.DONE,
-        finished_at=timezone.now(),
+        finished_at=now,
         **all_flags(),
         **(dict.fromkeys(USAGE_COLUMNS, 0.0) | {"training_seconds_8gb": 3600.0}),
     )

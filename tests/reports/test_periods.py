@@ -126,6 +126,49 @@ def test_every_preset_has_a_comparison_by_the_product_rules(
     assert comparison_period(preset, start, end) == expected
 
 
+@pytest.mark.parametrize(
+    ("preset", "now", "expected"),
+    [
+        # The 29th to the 31st after a 28-day February: all of February.
+        ("this_month", d(2027, 3, 31, 23, 30), (d(2027, 2, 1), d(2027, 3, 1))),
+        ("this_month", d(2027, 3, 29, 0, 5), (d(2027, 2, 1), d(2027, 3, 1))),
+        ("this_month", d(2027, 3, 28, 0, 5), (d(2027, 2, 1), d(2027, 2, 28, 0, 5))),
+        # The 31st after a 30-day month; a 30-day month after a 31-day one keeps its day.
+        ("this_month", d(2027, 5, 31, 12), (d(2027, 4, 1), d(2027, 5, 1))),
+        ("this_month", d(2027, 4, 30, 12), (d(2027, 3, 1), d(2027, 3, 30, 12))),
+        ("quarter_to_date", d(2027, 5, 31, 12), (d(2027, 1, 1), d(2027, 3, 1))),
+        # A leap day: the year before has no 29 February.
+        ("year_to_date", d(2028, 2, 29, 12), (d(2027, 1, 1), d(2027, 3, 1))),
+        ("last_12_months", d(2028, 2, 29, 12), (d(2026, 3, 1), d(2027, 3, 1))),
+        ("this_month", d(2028, 2, 29, 12), (d(2028, 1, 1), d(2028, 1, 29, 12))),
+        # The 1st, five minutes in.
+        ("this_month", d(2027, 1, 1, 0, 5), (d(2026, 12, 1), d(2026, 12, 1, 0, 5))),
+    ],
+)
+def test_a_preset_ending_now_compares_with_the_same_days_even_where_that_month_is_shorter(
+    preset: str, now: datetime, expected: tuple[datetime, datetime]
+) -> None:
+    start, end = preset_period(preset, now)
+    assert comparison_period(preset, start, end) == expected
+
+
+def test_this_month_compares_with_the_same_days_of_last_month_as_the_overview_does() -> None:
+    """At the guard's clocks too (tests/support/clock.py): a "this month" report and the
+    overview mean the same days of last month, on the 31st as on the 1st."""
+    from dateutil.relativedelta import relativedelta
+    from django.utils import timezone
+
+    from reports.spend.monthly import load_spend
+
+    now = timezone.now().replace(microsecond=0)  # as the report form and presets take it
+    overview = load_spend([], now)
+    start, end = preset_period("this_month", now)
+    assert comparison_period("this_month", start, end) == (
+        overview.month_start - relativedelta(months=1),
+        overview.previous_end,
+    )
+
+
 def test_custom_ranges_compare_whole_months_with_months_and_days_with_days() -> None:
     assert comparison_period("", d(2026, 1, 1), d(2026, 4, 1)) == (
         d(2025, 10, 1),

@@ -84,3 +84,99 @@ def test_the_demo_connections_webhook_urls_are_registered_with_the_sandbox(
         r["url"] for r in registrations
     )
     osai_sandbox.reset()
+
+
+# --- The budget's promise (README): the first tracking refresh alerts, on every day -----------
+
+
+def _fetch_like_the_sandbox() -> int:
+    """Finish every unfinished bucket of the demo accounts with what the sandbox answers for
+    it (its usage model, in this process: the sandbox process keeps the real clock, and the
+    guard's edges may be in its future). Returns how many were finished."""
+    from django.utils import timezone
+
+    from osai.sandbox.server import account_id_for_token
+    from osai.sandbox.usage import account_totals
+    from reports.management.commands.seed_demo import MEMBER_TOKEN
+    from reports.metrics import OSAI_FIELD_TO_COLUMN
+    from reports.models import Bucket
+
+    now = timezone.now()
+    accounts = {
+        "demo": account_id_for_token(DEMO_TOKEN),
+        "dana": account_id_for_token(MEMBER_TOKEN),
+    }
+    active = list(Bucket.objects.active().select_related("connection__owner"))
+    for bucket in active:
+        account = accounts[bucket.connection.owner.get_username()]
+        totals = account_totals(account, bucket.period_start, bucket.period_end, as_of=now)
+        for field, column in OSAI_FIELD_TO_COLUMN.items():
+            setattr(bucket, column, float(totals[field]))
+        bucket.state = Bucket.State.DONE
+        bucket.finished_at = now
+        bucket.osai_created_at = now
+        bucket.save()
+    return len(active)
+
+
+def _refresh_and_check(connection: Connection) -> list[Any]:
+    """What the worker does after a tracking refresh it fetched: check the connection's
+    budgets (reports/tasks.py `tracking_bucket_done`). Returns the month's alerts."""
+    from reports import tasks
+    from reports.models import Alert
+
+    _fetch_like_the_sandbox()
+    assert tasks.tracking_bucket_done(connection.pk).startswith("checked 1 budgets")
+    return list(Alert.objects.filter(budget__owner=connection.owner).order_by("threshold"))
+
+
+@pytest.mark.month_edges
+def test_the_first_tracking_refresh_after_seeding_alerts_past_80_percent(
+    osai_clock: Any, queue: Any, mailoutbox: list[Any]
+) -> None:
+    """README: seed_demo "sets a budget that this month's spend has already passed 80 % of, so
+    the first tracking refresh writes an alert email". On every day: at the real clock and at
+    the month edges (tests/support/clock.py). Only in a month's first hours, while less than
+    80 % of the smallest budget (0.01) is spent, can no budget keep that promise: seed_demo
+    says so, and the hourly refresh that passes it alerts."""
+    from datetime import timedelta
+    from decimal import Decimal
+
+    import time_machine
+    from django.utils import timezone
+
+    from reports.models import Budget, Delivery
+    from reports.spend import notify, tracking
+    from reports.spend.monthly import budget_status
+
+    seeded_at = timezone.now()
+    out = StringIO()
+    call_command("seed_demo", stdout=out)
+    demo = Connection.objects.get(owner__username="demo")
+    budget = Budget.objects.get(owner=demo.owner, scope=Budget.Scope.PERSON)
+    alerts = _refresh_and_check(demo)
+    status = budget_status(budget)
+    if alerts:
+        assert 80 in [a.threshold for a in alerts]
+        assert status.percent >= 80
+        assert "under 80 %" not in out.getvalue()
+    else:
+        # The first hours of a month: the smallest budget, and the seed says why no alert yet.
+        assert (seeded_at.day, budget.amount) == (1, Decimal("0.01"))
+        assert status.percent < 80
+        assert "is under 80 % of the smallest budget" in out.getvalue()
+        # The hourly refresh that passes it alerts, within the day's first hours.
+        for hours in range(1, 13):
+            with time_machine.travel(seeded_at + timedelta(hours=hours)):
+                tracking.tracking_refresh_all()
+                alerts = _refresh_and_check(demo)
+            if 80 in [a.threshold for a in alerts]:
+                break
+        assert 80 in [a.threshold for a in alerts], "no alert in the 1st's first 12 hours"
+    # An email to the demo address, naming the highest threshold passed (into var/mail when
+    # `make run` sends it).
+    delivery = Delivery.objects.filter(budget=budget).latest("pk")
+    notify.delivery_send(delivery.pk)
+    [email] = mailoutbox
+    assert email.to == ["demo@example.com"]
+    assert email.subject == f"Budget alert: {alerts[-1].threshold} % of All of demo's connections"

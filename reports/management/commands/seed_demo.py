@@ -15,7 +15,8 @@ import json
 import time
 import urllib.error
 import urllib.request
-from decimal import Decimal
+from datetime import datetime
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from django.conf import settings
@@ -32,6 +33,7 @@ from reports.models import Budget, Connection, Granularity, Membership, Report, 
 from reports.periods import PRESETS, preset_period, utc_midnight
 from reports.pipeline import report_requests
 from reports.spend import budgets, pricing, tracking
+from reports.spend.usage import UsageRow
 from reports.teams import roster, sharing, team_reports
 
 DEMO_USERNAME = "demo"
@@ -40,9 +42,11 @@ DEMO_TOKEN = "osai-sandbox-demo-account"  # noqa: S105 (any osai-sandbox-* token
 DEMO_CONNECTION = "Sandbox demo"
 DEMO_EMAIL = "demo@example.com"
 DEMO_TEAM = "Demo team"
-# The demo's monthly budget is set so that this month's spend so far is about this share of
-# it: past the 80 % threshold, so the first tracking refresh sends an alert to var/mail.
+# The demo's monthly budget is this month's spend so far divided by this share, rounded down
+# to cents: past the 80 % threshold, so the first tracking refresh sends an alert to var/mail.
 DEMO_BUDGET_SHARE = Decimal("0.85")
+ALERT_THRESHOLD = 80  # of the default thresholds, the one the README promises is passed
+SMALLEST_BUDGET = Decimal("0.01")  # a budget is a positive amount in cents
 MEMBER_USERNAME = "dana"
 MEMBER_TOKEN = "osai-sandbox-dana-lab"  # noqa: S105 (a sandbox account, like DEMO_TOKEN)
 MEMBER_CONNECTION = "Dana's lab"
@@ -80,6 +84,9 @@ class Command(BaseCommand):
         self.stdout.write(f"{'Created' if created else 'Found'} the user {DEMO_USERNAME!r}.")
 
         connection = self._connection(user, DEMO_CONNECTION, DEMO_TOKEN)
+        # One moment for the reports, the budget and the tracking refresh: the budget is set
+        # from exactly the spend that refresh fetches.
+        now = timezone.now().replace(microsecond=0)
 
         flags = all_flags()
         for preset, granularity in DEMO_REPORTS:
@@ -87,7 +94,7 @@ class Command(BaseCommand):
             if Report.objects.filter(owner=user, preset=preset, granularity=granularity).exists():
                 self.stdout.write(f"Found the report {label!r}.")
                 continue
-            start, end = preset_period(preset, timezone.now())
+            start, end = preset_period(preset, now)
             report = report_requests.report_request(
                 owner=user,
                 connections=[connection],
@@ -102,11 +109,11 @@ class Command(BaseCommand):
                 f"Requested the report {label!r} ({report.buckets_total} OSAI reports); "
                 "the worker builds it."
             )
-        self._team(user)
-        self._budget(user, connection)
+        self._team(user, now)
+        self._budget(user, now)
         # Tracking fills in the overview; the schedule would start within a minute anyway.
         started = sum(
-            len(tracking.tracking_refresh(c))
+            len(tracking.tracking_refresh(c, now=now))
             for c in Connection.objects.filter(owner__username__in=[DEMO_USERNAME, MEMBER_USERNAME])
         )
         self.stdout.write(f"Started tracking this month ({started} OSAI reports to fetch).")
@@ -130,7 +137,7 @@ class Command(BaseCommand):
         self.stdout.write(f"{'Created' if created else 'Found'} the connection {label!r}.")
         return connection
 
-    def _team(self, admin: Any) -> None:
+    def _team(self, admin: Any, now: datetime) -> None:
         """Demo runs a team; dana is a member who shares her connection with it."""
         team = Team.objects.filter(name=DEMO_TEAM).first()
         if team is None:
@@ -150,7 +157,7 @@ class Command(BaseCommand):
         if Report.objects.filter(team=team, preset=preset, granularity=granularity).exists():
             self.stdout.write("Found the team report.")
             return
-        start, end = preset_period(preset, timezone.now())
+        start, end = preset_period(preset, now)
         report = team_reports.team_report_request(
             team=team,
             admin=admin,
@@ -165,26 +172,55 @@ class Command(BaseCommand):
             f"Requested a team report ({report.buckets_total} OSAI reports) for {DEMO_TEAM}."
         )
 
-    def _budget(self, user: Any, connection: Connection) -> None:
-        """A budget for all of demo's connections, about 85 % used by this month's spend."""
+    def _budget(self, user: Any, now: datetime) -> None:
+        """A budget for all of demo's connections that this month's spend so far has passed
+        80 % of (a budget of a few cents early in a month), so that the check after the first
+        tracking refresh alerts. Rounded down to cents, never up: rounded up, a budget could
+        end below 80 % when the month's spend is a few cents."""
         if Budget.objects.filter(owner=user, scope=Budget.Scope.PERSON).exists():
             self.stdout.write("Found the demo budget.")
             return
-        now = timezone.now()
-        month_start = utc_midnight(now.date()).replace(day=1)
-        totals = account_totals(account_id_for_token(DEMO_TOKEN), month_start, now)
-        usage = {column: totals[field] for field, column in OSAI_FIELD_TO_COLUMN.items()}
-        spent = pricing.period_costs(usage, month_start, now, pricing.default_price_book())
-        amount = (spent["total"] / DEMO_BUDGET_SHARE).quantize(Decimal("0.01"))
+        spent = demo_month_to_date(now)
+        amount = max(
+            (spent / DEMO_BUDGET_SHARE).quantize(SMALLEST_BUDGET, rounding=ROUND_DOWN),
+            SMALLEST_BUDGET,
+        )
         budget = budgets.budget_set(
-            actor=user,
-            scope=Budget.Scope.PERSON,
-            amount=max(amount, Decimal("1.00")),
-            emails=[DEMO_EMAIL],
+            actor=user, scope=Budget.Scope.PERSON, amount=amount, emails=[DEMO_EMAIL]
         )
         self.stdout.write(
             f"Set a monthly budget of {budget.amount} (alerts to {DEMO_EMAIL}, into var/mail)."
         )
+        if spent * 100 < ALERT_THRESHOLD * budget.amount:
+            # Only in a month's first hours: no budget is small enough to be 80 % spent yet.
+            currency = budget_currency()
+            self.stdout.write(
+                f"This month's spend so far ({currency} {spent:.4f}) is under "
+                f"{ALERT_THRESHOLD} % of the smallest budget ({currency} {budget.amount}): the "
+                "alert comes with the hourly refresh that passes it."
+            )
+
+
+def budget_currency() -> str:
+    book = pricing.default_price_book()
+    return book.currency if book else ""
+
+
+def demo_month_to_date(now: datetime) -> Decimal:
+    """This month's spend of the demo account up to `now`, exactly as the overview and the
+    budget check find it once tracking has fetched it at `now`: the sandbox's usage of each
+    tracked day of this month (the closed days, then today up to `now`), priced day by day
+    with the default price book, not rounded."""
+    month_start = utc_midnight(now.date()).replace(day=1)
+    closed, open_day = tracking.tracked_periods(now)
+    days = [p for p in [*closed, open_day] if p is not None and p[0] >= month_start]
+    account = account_id_for_token(DEMO_TOKEN)
+    rows = []
+    for start, end in days:
+        totals = account_totals(account, start, end)
+        usage = {column: float(totals[field]) for field, column in OSAI_FIELD_TO_COLUMN.items()}
+        rows.append(UsageRow(start, end, totals=usage))
+    return pricing.add_up(pricing.TotalsPricer(pricing.default_price_book()).totals(rows))
 
 
 def demo_webhook_registrations(site_url: str) -> list[dict[str, str]]:

@@ -612,3 +612,98 @@ def test_pricing_and_the_ml_stage_view_on_the_report_page(month: dict[str, Any])
     ]
     content = page.content.decode()
     assert "By ML stage" in content and "per training GPU-hour" in content
+
+
+# --- At any moment: the real clock and the month edges (tests/support/clock.py) ---------------
+
+
+def test_the_overview_budgets_and_digests_at_this_moment(book: Any) -> None:
+    """Run at the real clock and at each edge the guard sets (the 1st five minutes in, the
+    2nd, the last day after a shorter month, a leap day): tracking has fetched 1 h of 8 GB
+    training (EUR 1.20) on every day of this month so far, today's open day included, and 2 h
+    on every day of last month."""
+    from calendar import monthrange
+
+    from dateutil.relativedelta import relativedelta
+    from django.utils import timezone
+
+    from reports.formatting import money
+    from reports.integrations import api_tokens
+    from reports.periods import utc_midnight
+
+    now = timezone.now()
+    today = utc_midnight(now.date())
+    month_start = today.replace(day=1)
+    last_month = month_start - relativedelta(months=1)
+    days_in_month = monthrange(now.year, now.month)[1]
+    days_last_month = (month_start - last_month).days
+    owner = make_user("payer")
+    owner.email = "payer@example.com"
+    owner.save()
+    conn = make_connection(owner, "Lab")
+    for d in range(now.day - 1):
+        spend_day(conn, month_start + timedelta(days=d), 1)
+    spend_day(conn, today, 1, closed=False, end=now)
+    for d in range(days_last_month):
+        spend_day(conn, last_month + timedelta(days=d), 2)
+    rate = Decimal("1.20")
+
+    spend = month_spend([conn], book, now)
+    assert spend.month_to_date == rate * now.day
+    assert (len(spend.days), spend.missing_days) == (now.day, 0)
+    assert spend.days[-1].preliminary and not any(d.preliminary for d in spend.days[:-1])
+    # The same days of last month: as far into it as this month has gone, at most all of it.
+    same_days = min(now - month_start, month_start - last_month) / timedelta(days=1)
+    assert spend.previous_same_days is not None
+    assert abs(spend.previous_same_days - 2 * rate * Decimal(same_days)) < Decimal("0.0001")
+    # A forecast from the 3rd day: two closed days at EUR 1.20, the rest of the month alike.
+    if now.day < 3:
+        assert spend.forecast is None
+    else:
+        assert spend.forecast is not None and spend.forecast.closed_days == now.day - 1
+        assert spend.forecast.value == rate * days_in_month
+
+    # A budget of the month-end at that rate: as much of it is spent as of the month.
+    budget = budgets.budget_set(
+        actor=owner, scope="person", amount=rate * days_in_month, emails=["a@example.com"]
+    )
+    status = budget_status(budget, now=now)
+    percent = (Decimal(100) * now.day / days_in_month).quantize(Decimal("0.01"))
+    assert (status.spent, status.percent) == (rate * now.day, percent)
+    assert status.runs_out_on == (
+        (month_start + timedelta(days=days_in_month - 1)).date()
+        if 3 <= now.day < days_in_month
+        else None
+    )
+    # The overview, spend_summary and the API say the same, at this moment.
+    client = Client()
+    client.force_login(owner)
+    page = client.get(reverse("home")).content.decode()
+    assert f"EUR</span> {money(rate * now.day)}" in page
+    assert f'value="{int(percent)}"' in page
+    assert ("from the 3rd day of the month" in page) == (now.day < 3)
+    out = io.StringIO()
+    call_command("spend_summary", "--user", owner.username, "--json", stdout=out)
+    token = api_tokens.api_token_create(user=owner, name="cron")[1]
+    api = Client().get("/api/v1/spend", HTTP_AUTHORIZATION=f"Bearer {token}").json()
+    for summary in (json.loads(out.getvalue()), api):
+        assert summary["month"] == f"{now:%Y-%m}"
+        assert summary["month_to_date_cost"] == str(rate * now.day)
+        assert (summary["forecast_cost"] is None) == (now.day < 3)
+        assert summary["budgets"][0]["percent"] == str(percent)
+
+    alerts = budgets.budget_check(budget, now=now)
+    assert [a.threshold for a in alerts] == [t for t in (50, 80, 100) if percent >= t]
+    assert {a.month for a in alerts} <= {month_start.date()}
+
+    # The digests due today (the monthly one on the 1st, the weekly one on Mondays).
+    due = digests.due_periods(now)
+    assert ("monthly" in [kind for kind, _, _ in due]) == (now.day == 1)
+    Delivery.objects.all().delete()
+    assert digests.digests_send(now=now) == len(due)
+    for kind, start, _end in due:
+        daily = [rate if start + timedelta(days=d) >= month_start else 2 * rate for d in range(7)]
+        spent = 2 * rate * days_last_month if kind == "monthly" else sum(daily, Decimal(0))
+        assert DigestSent.objects.filter(user=owner, kind=kind, period_start=start.date())
+        [text] = [d.text for d in Delivery.objects.all() if d.subject.startswith(kind.title())]
+        assert f"Spend: {money(spent, 'EUR')}" in text, text
