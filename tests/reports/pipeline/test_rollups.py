@@ -1,6 +1,7 @@
-"""Roll-ups (issue 19): a report answered from held buckets (tracking's closed days and months,
-every flag on) without asking OSAI again: which buckets it links, how its rows are grouped and
-masked, what the page, the CSV and the API say, and that a team report still follows M1."""
+"""Roll-ups (R1-R5): a report answered from held buckets (tracking's closed days and months,
+every flag on) without asking OSAI again: which buckets it links (R1, R2), how its rows are
+grouped (R3) and masked (R4), what the page, the CSV and the API say, and that a team report
+still follows M1 (R5). That the totals equal OSAI's own report: tests/e2e/test_cli.py."""
 
 from __future__ import annotations
 
@@ -100,6 +101,7 @@ def test_tiled_prefix_reaches_as_far_as_held_buckets_go() -> None:
 
 
 def test_a_quarter_by_week_from_held_days_asks_osai_nothing_and_is_done_at_once(queue) -> None:
+    """R1, R3."""
     owner = make_user()
     conn = make_connection(owner)
     held = held_quarter(conn)
@@ -171,6 +173,7 @@ def test_a_period_not_held_is_one_new_bucket_as_before(queue) -> None:
 
 
 def test_this_week_links_its_held_days_and_asks_osai_only_for_today() -> None:
+    """R2."""
     owner = make_user()
     conn = make_connection(owner)
     now = MONDAY + timedelta(days=3, hours=15, minutes=30)  # Thursday afternoon
@@ -237,6 +240,7 @@ def test_the_comparison_is_held_too(queue) -> None:
 
 
 def test_categories_not_asked_for_are_masked_everywhere(queue) -> None:
+    """R4 (tiles and charts read the rows; member spend: the team tests below)."""
     owner = make_user()
     conn = make_connection(owner)
     held = held_quarter(conn)
@@ -272,6 +276,7 @@ def test_categories_not_asked_for_are_masked_everywhere(queue) -> None:
 
 
 def test_the_csv_lists_the_held_buckets_masked_with_their_report_period(world_price_book) -> None:
+    """R4, R5, C2."""
     owner = make_user()
     conn = make_connection(owner)
     held_quarter(conn)
@@ -342,6 +347,7 @@ def test_a_week_is_priced_where_its_days_were_across_a_price_change() -> None:
 
 
 def test_the_page_says_where_its_numbers_came_from() -> None:
+    """R5: and it is done when first shown: the badge does not poll."""
     owner = make_user()
     conn = make_connection(owner)
     held_quarter(conn)
@@ -374,6 +380,7 @@ def test_held_months_are_named_as_months() -> None:
 
 
 def test_a_team_report_from_held_data_follows_the_team_rule() -> None:
+    """R5, M1."""
     admin, member = make_user(), make_user()
     team = make_team(admins=[admin], members=[member])
     mine, theirs = make_connection(admin), make_connection(member)
@@ -399,6 +406,7 @@ def test_a_team_report_from_held_data_follows_the_team_rule() -> None:
 
 
 def test_member_spend_states_are_the_state_at_each_period_end() -> None:
+    """R3 for the per-member sums."""
     admin = make_user()
     team = make_team(admins=[admin])
     conn = make_connection(admin)
@@ -407,5 +415,22 @@ def test_member_spend_states_are_the_state_at_each_period_end() -> None:
     report = request_team_report(team, admin, period=Q1, granularity=Granularity.MONTH, now=NOW)
     cells = team_spend(report).cells
     january = [b for b in held if b.period_start.month == 1]
+    assert len(cells) == 3
     assert cells[0].totals["existing_images"] == january[-1].existing_images
     assert cells[0].totals["deleted_images"] == summed(january, "deleted_images")
+
+
+def test_member_spend_masks_the_categories_not_asked_for() -> None:
+    """R4 for the per-member sums and costs."""
+    admin = make_user()
+    team = make_team(admins=[admin])
+    conn = make_connection(admin)
+    share_with(team, conn)
+    held_quarter(conn)
+    report = request_team_report(
+        team, admin, period=Q1, granularity=Granularity.MONTH, flags=TWO_CATEGORIES, now=NOW
+    )
+    spend = team_spend(report)
+    assert all(spend.team.totals[c] == 0 for c in columns_off(TWO_CATEGORIES))
+    assert spend.team.costs["device_rental_seconds"] == 0
+    assert spend.team.totals["training_seconds_8gb"] > 0
