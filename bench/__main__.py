@@ -3,12 +3,12 @@
     python -m bench                 # everything (about 25 minutes)
     python -m bench --only p6,p7    # some groups (development)
 
-Groups: pipeline (P1 P2 P3 P4 P5 P12), eta (P3′ P13), p7, p6 (P6 P14), p8, p9, p15, p18, p16,
-p17, p19, p10, p11.
+Groups: pipeline (P1 P2 P3 P4 P5 P12), eta (P3′ P13), p7, p6 (P6 P14), p8, p9, p15, p18, p20,
+p16, p17, p19, p10, p11.
 Everything runs against processes started here: the recording OSAI sandbox, a real
 `manage.py qcluster` (2 workers, production timings), gunicorn (2 workers) and headless
-Chromium, on a bench database in var/bench/ (never var/db.sqlite3). P17 and P19 start their
-own qcluster on their own copies of it (P19 also an SMTP server); P16 starts 1, 2 and 4
+Chromium, on a bench database in var/bench/ (never var/db.sqlite3). P17, P19 and P20 start
+their own qcluster on their own copies of it (P19 also an SMTP server); P16 starts 1, 2 and 4
 qclusters on PostgreSQL (database bench_p16, created and dropped) and Redis db 14. All of
 them are stopped on exit, Ctrl-C included.
 """
@@ -46,6 +46,7 @@ GROUPS = (
     "p9",
     "p15",
     "p18",
+    "p20",
     "p16",
     "p17",
     "p19",
@@ -162,6 +163,7 @@ def main() -> int:
             overview,
             pages,
             pipeline,
+            rollups,
             scaleout,
             tracking,
         )
@@ -183,6 +185,7 @@ def main() -> int:
                 "p9": lambda: frontend.run_p9(bench, results),
                 "p15": lambda: fairness.run_p15(bench, results),
                 "p18": lambda: overview.run_p18(bench, results),
+                "p20": lambda: rollups.run_p20(bench, results),
                 "p16": lambda: scaleout.run_p16(bench, results),
                 "p17": lambda: tracking.run_p17(bench, results),
                 "p19": lambda: alerts.run_p19(bench, results),
@@ -196,7 +199,7 @@ def main() -> int:
         # P16, P17 and P19 each on its own database and worker(s); the bench's worker idles
         # meanwhile. P11 measures the idle worker while P10 runs: one CPU-bound process at a
         # time (P11 reads only the worker's own CPU time).
-        _run_groups(results, groups, steps, "p15", "p18", "p16", "p17", "p19", "p11", "p10")
+        _run_groups(results, groups, steps, "p15", "p18", "p20", "p16", "p17", "p19", "p11", "p10")
         meter = bench.shared.get("p11")
         if meter is not None:
             idle.finish_p11(meter, results)

@@ -15,6 +15,7 @@ GB-months (1 GB = 1,048,576 KB; 1 month = 30 days = 43,200 minutes); counts stay
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -96,6 +97,12 @@ def to_osai_flags(flags: dict[str, bool]) -> dict[str, bool]:
 
 def all_flags(on: bool = True) -> dict[str, bool]:
     return dict.fromkeys(FLAG_FIELDS, on)
+
+
+def flags_on(flags: Mapping[str, bool]) -> dict[str, bool]:
+    """The flags that are on, as a filter: a bucket that matches has at least these on (its
+    flags are a superset), so it holds the usage these ask for, and maybe more."""
+    return {name: True for name in FLAG_FIELDS if flags.get(name)}
 
 
 # --- Categories: a tile each, a slice of the share chart ------------------------------------------
@@ -349,6 +356,21 @@ STORAGE_COLUMNS: Final[tuple[str, ...]] = tuple(
 STAGES: Final[dict[str, tuple[str, ...]]] = {
     stage: tuple(m.column for m in PRICED if m.stage == stage) for stage in STAGE_LABELS
 }
+
+
+def columns_off(flags: Mapping[str, bool]) -> tuple[str, ...]:
+    """The usage columns whose flag is off in `flags`: usage a report did not ask for. A held
+    bucket (every flag on) has them; under such a report they count as 0 (masked)."""
+    return tuple(m.column for m in METRICS if not flags.get(m.flag))
+
+
+def masked(totals: Mapping[str, float], off: Iterable[str]) -> dict[str, float]:
+    """Totals with the columns in `off` (columns_off of a report's flags) set to 0."""
+    result = dict(totals)
+    for column in off:
+        if column in result:
+            result[column] = 0.0
+    return result
 
 
 def metrics_in(category: str) -> tuple[Metric, ...]:

@@ -266,3 +266,18 @@ def ensure_example_price_book() -> Any:
 
     importlib.import_module("reports.migrations.0003_example_price_book").add_example(apps, None)
     return PriceBook.objects.get(is_default=True)
+
+
+def make_held_buckets(
+    connection: Connection, periods: list[tuple[datetime, datetime]], *, seed: int = 1
+) -> list[Bucket]:
+    """Held buckets, as tracking leaves them: finished, closed, tracked, every flag on; one per
+    period (days or months), seeds counting up from `seed` so their usage differs."""
+    buckets = [
+        make_done_bucket(connection, start, end, seed=seed + i)
+        for i, (start, end) in enumerate(periods)
+    ]
+    Bucket.objects.filter(pk__in=[b.pk for b in buckets]).update(tracked=True)
+    for bucket in buckets:
+        bucket.tracked = True
+    return buckets

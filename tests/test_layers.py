@@ -128,7 +128,7 @@ INSIDE: dict[str, list[tuple[str, ...]]] = {
     "reports.pipeline": [
         ("report_requests",),
         ("steps",),
-        ("dispatcher",),
+        ("dispatcher", "rollups"),
         ("buckets", "connections"),
         ("progress", "eta", "failpoints"),
     ],

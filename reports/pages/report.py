@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from reports import formatting
 from reports.access import comparison_buckets_of, counted_buckets
-from reports.metrics import METRICS, OSAI_FIELD_TO_COLUMN, PRICED_COLUMNS
+from reports.metrics import METRICS, OSAI_FIELD_TO_COLUMN, PRICED_COLUMNS, columns_off
 from reports.models import Bucket, BucketFile, Connection, PriceBook, Report
 from reports.pages import blocks, charts
 from reports.pages.blocks import ChartBlock, chart_block
@@ -31,7 +31,14 @@ from reports.pages.members import member_breakdown
 from reports.pages.tiles import ml_stages, tiles
 from reports.periods import EARLIEST_PERIOD_START, comparison_period, describe
 from reports.spend import pricing
-from reports.spend.usage import UsageRow, known_usage, rows_from_buckets, sum_rows
+from reports.spend.usage import (
+    UsageRow,
+    held_kind,
+    known_usage,
+    report_rows,
+    sources,
+    sum_rows,
+)
 
 ViewMode = Literal["usage", "cost"]
 # OSAI totals that are a state at the end of a period (images existing), not a sum over it.
@@ -137,16 +144,23 @@ def badge_context(report: Report) -> dict[str, Any]:
 
 
 def report_buckets(report: Report) -> list[Bucket]:
-    """The report's buckets with their connection and whether a raw file is archived.
+    """The report's buckets with their connection, whether a raw file is archived, and
+    whether it is held (`held`: "day", "month" or None; `more_categories`: it has usage of
+    categories the report masks, which its raw file shows).
 
     A team report only counts connections still shared by current members (reports/teams.py).
     """
-    return list(
+    buckets: list[Bucket] = list(
         counted_buckets(report)
         .select_related("connection__owner")
         .annotate(has_file=Exists(BucketFile.objects.filter(bucket=OuterRef("pk"))))
         .order_by("period_start", "connection__label", "pk")
     )
+    flags = report.flags()
+    for bucket in buckets:
+        bucket.held = held_kind(bucket)  # type: ignore[attr-defined]
+        bucket.more_categories = bucket.flags() != flags  # type: ignore[attr-defined]
+    return buckets
 
 
 def comparison_pending(report: Report) -> bool:
@@ -178,7 +192,7 @@ def comparison(report: Report, connection_ids: Sequence[int]) -> dict[str, Any]:
 def report_body(report: Report, mode: ViewMode) -> dict[str, Any]:
     """Everything below the badge: tiles, charts with their tables, buckets, actions."""
     buckets = report_buckets(report)
-    rows = rows_from_buckets(buckets)
+    rows = report_rows(report, buckets)
     totals = sum_rows(rows)
     connection_ids = sorted({b.connection_id for b in buckets})
     compared = comparison(report, connection_ids)
@@ -227,6 +241,7 @@ def report_body(report: Report, mode: ViewMode) -> dict[str, Any]:
         ),
         "preliminary": any(r.preliminary for r in rows),
         "data_as_of": data_as_of,
+        "sources": sources(buckets, report.requested_at),
         "connection_labels": sorted({_connection_label(report, b.connection) for b in buckets}),
         "tiles": tiles(
             report,
@@ -342,26 +357,41 @@ def _costs_json(costs: pricing.Costs) -> dict[str, str]:
 
 
 def report_json(report: Report, *, with_cost: bool = False) -> dict[str, Any]:
-    """The report, its buckets and its totals (OSAI field names, raw units); `with_cost` adds
-    what they cost in the report's price book, priced as the page prices them."""
+    """The report, its rows, its buckets and its totals (OSAI field names, raw units);
+    `with_cost` adds what they cost in the report's price book, priced as the page prices
+    them.
+
+    `periods` are the report's rows (its period split by its granularity, whatever buckets
+    answer them); `buckets` are those buckets (held days and months included: `held`), as
+    provenance. The usage of categories the report did not ask for is 0 throughout (a held
+    bucket has every category). Usage adds up; images existing are the state at the end:
+    each connection's latest bucket's, summed over connections.
+    """
     buckets = list(
         counted_buckets(report)
         .select_related("connection__owner")
         .order_by("period_start", "connection__label")
     )
+    off = {_COLUMN_TO_OSAI_FIELD[column] for column in columns_off(report.flags())}
+
+    def shown(bucket: Bucket) -> dict[str, Any]:
+        return {field: 0 if field in off else value for field, value in bucket.totals().items()}
+
+    done = [b for b in buckets if b.state == Bucket.State.DONE]
     totals: dict[str, int | float] = dict.fromkeys(OSAI_FIELD_TO_COLUMN, 0)
-    last_period_end = max(
-        (b.period_end for b in buckets if b.state == Bucket.State.DONE), default=None
-    )
-    for bucket in buckets:
-        if bucket.state != Bucket.State.DONE:
-            continue
-        for field, value in bucket.totals().items():
-            # Images existing are a state at the end of a period, not a flow: take the
-            # last period's counts only.
-            if field in STATE_FIELDS and bucket.period_end != last_period_end:
-                continue
-            totals[field] += value or 0
+    latest: dict[int, Bucket] = {}  # per connection, its latest finished bucket
+    for bucket in done:
+        for field, value in shown(bucket).items():
+            if field not in STATE_FIELDS:
+                totals[field] += value or 0
+        before = latest.get(bucket.connection_id)
+        if before is None or bucket.period_end > before.period_end:
+            latest[bucket.connection_id] = bucket
+    for bucket in latest.values():
+        for field, value in shown(bucket).items():
+            if field in STATE_FIELDS:
+                totals[field] += value or 0
+    rows = report_rows(report, done)
     data: dict[str, Any] = {
         "id": report.pk,
         "state": report.state,
@@ -382,26 +412,39 @@ def report_json(report: Report, *, with_cost: bool = False) -> dict[str, Any]:
         "requested_at": report.requested_at.isoformat(),
         "finished_at": report.finished_at.isoformat() if report.finished_at else None,
         "error": report.error_message or None,
+        "sources": sources(buckets, report.requested_at),
         "totals": totals,
+        "periods": [
+            {
+                "periodFrom": formatting.utc_z(row.period_start),
+                "periodTo": formatting.utc_z(row.period_end),
+                "preliminary": row.preliminary,
+                "buckets": row.buckets,
+                "totals": {
+                    field: row.totals[column] for field, column in OSAI_FIELD_TO_COLUMN.items()
+                },
+            }
+            for row in rows
+        ],
         "buckets": [
             {
                 "connection": _connection_label(report, b.connection),
                 "periodFrom": formatting.utc_z(b.period_start),
                 "periodTo": formatting.utc_z(b.period_end),
                 "preliminary": not b.is_closed,
+                "held": held_kind(b),
                 "state": b.state,
                 "osaiReportId": b.osai_report_id,
                 "osaiCreationTime": b.osai_creation_time_raw or None,
                 "error": b.error_message or None,
-                "totals": b.totals() if b.state == Bucket.State.DONE else None,
+                "totals": shown(b) if b.state == Bucket.State.DONE else None,
             }
             for b in buckets
         ],
     }
     if with_cost:
         price_book = pricing.price_book_for(report)
-        done = [b for b in buckets if b.state == Bucket.State.DONE]
-        total = pricing.sum_costs(pricing.rows_costs(rows_from_buckets(done), price_book))
+        total = pricing.sum_costs(pricing.rows_costs(rows, price_book))
         data.update(
             {
                 "currency": price_book.currency if price_book else None,
@@ -410,14 +453,20 @@ def report_json(report: Report, *, with_cost: bool = False) -> dict[str, Any]:
                 "cost": _costs_json(total),
             }
         )
+        masked_columns = columns_off(report.flags())
         for item, bucket in zip(data["buckets"], buckets, strict=True):
-            item["cost"] = _bucket_cost_json(bucket, price_book)
+            item["cost"] = _bucket_cost_json(bucket, price_book, masked_columns)
     return data
 
 
-def _bucket_cost_json(bucket: Bucket, price_book: PriceBook | None) -> dict[str, str] | None:
+def _bucket_cost_json(
+    bucket: Bucket, price_book: PriceBook | None, masked_columns: Sequence[str]
+) -> dict[str, str] | None:
     if bucket.state != Bucket.State.DONE:
         return None
-    usage = {column: getattr(bucket, column) for column in PRICED_COLUMNS}
+    usage = {
+        column: 0.0 if column in masked_columns else getattr(bucket, column)
+        for column in PRICED_COLUMNS
+    }
     costs = pricing.period_costs(usage, bucket.period_start, bucket.period_end, price_book)
     return _costs_json(costs)

@@ -1,9 +1,9 @@
 """Report requests: asking for a report (personal or team), cancelling it, retrying it.
 
 Keyword-only services named `report_<action>`, called by views, commands and the team
-services. A request creates the report's buckets, reusing finished ones of closed periods,
-and hands the rest to the pipeline (reports/pipeline.py), which never calls back here.
-Connection services are in reports/connections.py.
+services. A request links the report's buckets, reusing finished ones of closed periods and
+held ones (pipeline/rollups.py), makes the rest and hands those to the pipeline, which never
+calls back here. Connection services are in pipeline/connections.py.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from reports.periods import (
     count_buckets,
     split_period,
 )
-from reports.pipeline import buckets, dispatcher, progress
-from reports.pipeline.buckets import BucketConflict, bucket_reset, buckets_for
+from reports.pipeline import buckets, dispatcher, progress, rollups
+from reports.pipeline.buckets import BucketConflict, bucket_reset
 
 
 class ReportRequestError(Exception):
@@ -97,10 +97,15 @@ def report_request(
     compare: bool = False,
     now: datetime | None = None,
 ) -> Report:
-    """Create a report and its buckets, reusing finished buckets of closed periods.
+    """Create a report and its buckets, reusing finished buckets of closed periods and
+    rolling up held ones (reports/pipeline/rollups.py): a period that held days or months
+    tile exactly links them and asks OSAI nothing; a period held up to some point links that
+    part and makes one bucket for the rest. A report answered entirely from held data is done
+    as it is requested.
 
     With `compare` (the pages ask for it; scripts need no tiles) the period the report is
-    compared with is fetched too, as closed buckets reused by every later comparison.
+    compared with is fetched too (or found held), as closed buckets reused by every later
+    comparison.
 
     Closed buckets that failed before are reset so the worker tries them again; the open
     bucket (it contains now) is always requested afresh. The worker starts after commit.
@@ -137,9 +142,12 @@ def report_request(
     duplicate = _recent_identical(asked, connections, now)
     if duplicate is not None:
         return duplicate
-    _check_request_limits(
-        owner, count_buckets(period_start, period_end, granularity) * len(connections), now
+    # What is held (or fetched before) is linked; only the rest goes to OSAI (rollups.py).
+    ids = [c.pk for c in connections]
+    plan = rollups.plan_periods(
+        ids, split_period(period_start, period_end, granularity), flags, now
     )
+    _check_request_limits(owner, plan.new_buckets, now)
     if price_book is None and team is None:
         price_book = PriceBook.objects.filter(is_default=True).first()
 
@@ -151,33 +159,35 @@ def report_request(
         requested_at=now,
     )
     report.connections.set(connections)
-    periods = split_period(period_start, period_end, granularity)
+    # The period it is compared with: closed buckets, fetched once and reused, or held.
+    compared = (
+        rollups.plan_periods(ids, _comparison_periods(report), flags, now)
+        if compare
+        else rollups.Plan()
+    )
     try:
-        buckets = buckets_for(connections, periods, flags, now)
-        # The period it is compared with: closed buckets, fetched once and reused.
-        own = {b.pk for b in buckets}
-        comparison = (
-            [
-                b
-                for b in buckets_for(connections, _comparison_periods(report), flags, now)
-                if b.pk not in own
-            ]
-            if compare
-            else []
-        )
+        made = rollups.plan_buckets(plan, connections, flags, now)
+        made_for_comparison = rollups.plan_buckets(compared, connections, flags, now)
     except BucketConflict:
         raise ReportRequestError(
             "Another report for the same period is being set up; try again in a moment."
         ) from None
+    own = list(dict.fromkeys([*plan.linked, *(b.pk for b in made)]))
+    comparison = [
+        pk
+        for pk in dict.fromkeys([*compared.linked, *(b.pk for b in made_for_comparison)])
+        if pk not in set(own)
+    ]
     ReportBucket.objects.bulk_create(
-        [ReportBucket(report=report, bucket=b) for b in buckets]
+        [ReportBucket(report=report, bucket_id=pk) for pk in own]
         + [
-            ReportBucket(report=report, bucket=b, purpose=ReportBucket.Purpose.COMPARISON)
-            for b in comparison
+            ReportBucket(report=report, bucket_id=pk, purpose=ReportBucket.Purpose.COMPARISON)
+            for pk in comparison
         ]
     )
     progress.report_refresh(report.pk)
-    dispatcher.start_soon([b.pk for b in [*buckets, *comparison] if not b.is_terminal])
+    pending = [b.pk for b in [*made, *made_for_comparison] if not b.is_terminal]
+    dispatcher.start_soon(list(dict.fromkeys(pending)))
     report.refresh_from_db()
     return report
 

@@ -10,8 +10,17 @@ Columns, in order (`export_columns`):
 - with cost: cost_<column> per priced metric and cost_total, at the internal precision of
   reports/pricing.py (10 decimals, not rounded to cents), then currency, price_book and
   price_book_versions (the effective_from of each version that priced the bucket).
-- provenance: osai_report_id, osai_creation_time (OSAI's raw string), the five include_* flags,
-  raw_json_sha256 (the checksum of the archived OSAI JSON file, empty if none).
+- provenance: osai_report_id, osai_creation_time (OSAI's raw string), the five include_* flags
+  (what OSAI was asked for), raw_json_sha256 (the checksum of the archived OSAI JSON file,
+  empty if none).
+- a report's export only: report_period_start, report_period_end (the report's row, its
+  period split by its granularity, that the bucket counts in: held days under a week) and
+  held ("day" or "month" for a bucket tracking keeps and the report reused, else empty).
+
+A report's export lists the buckets its numbers come from, held ones included, a row each.
+The usage of categories the report did not ask for is 0 in its rows, display, raw and cost
+columns alike (a held bucket has every category; its include_* flags and its archived file
+show that), so the columns add up to the page's figures.
 
 There is no TOTAL row: every row is a bucket, so scripts can parse the file without special
 cases. Because costs are not rounded per row, the sum of cost_total rounded once to cents equals
@@ -37,17 +46,27 @@ from django.db.models import F, QuerySet
 from django.http import StreamingHttpResponse
 
 from reports.formatting import utc_z
-from reports.metrics import FLAG_FIELDS, METRIC_BY_COLUMN, METRICS, PRICED, PRICED_COLUMNS
-from reports.models import Bucket, PriceBook
+from reports.metrics import (
+    FLAG_FIELDS,
+    METRIC_BY_COLUMN,
+    METRICS,
+    PRICED,
+    PRICED_COLUMNS,
+    columns_off,
+)
+from reports.models import Bucket, PriceBook, Report
+from reports.periods import Period
 from reports.spend import ledger, pricing
+from reports.spend.usage import held_kind, report_periods, row_period
 
 CHUNK_SIZE = 500
 DISPLAY_QUANTUM = Decimal("1E-9")
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n")
 
 
-def export_columns(*, team: bool, with_cost: bool) -> list[str]:
-    """The CSV header for a report (team=False) or team export, with or without cost."""
+def export_columns(*, team: bool, with_cost: bool, report: bool = False) -> list[str]:
+    """The CSV header for a personal (team=False) or team export, with or without cost;
+    `report`: a report's export (the report period and held columns)."""
     columns = ["period_start", "period_end", "preliminary"]
     columns += ["member", "connection"] if team else ["connection"]
     columns += [m.csv_header for m in METRICS]
@@ -56,6 +75,8 @@ def export_columns(*, team: bool, with_cost: bool) -> list[str]:
         columns += [*(m.cost_header for m in PRICED), "cost_total", "currency", "price_book"]
         columns += ["price_book_versions"]
     columns += ["osai_report_id", "osai_creation_time", *FLAG_FIELDS, "raw_json_sha256"]
+    if report:
+        columns += ["report_period_start", "report_period_end", "held"]
     return columns
 
 
@@ -133,20 +154,24 @@ def bucket_row(
     with_cost: bool,
     price_book: PriceBook | None,
     costs: pricing.Costs | None = None,
+    masked: Sequence[str] = (),
+    report_period: Period | None = None,
 ) -> list[str]:
     """One bucket as CSV cells, in the order of export_columns(); `costs` as the spend ledger
-    holds them, else priced here."""
+    holds them, else priced here. `masked`: usage columns shown as 0 (categories the report
+    did not ask for); `report_period`: a report's export, the report row it counts in."""
     row: list[Any] = [bucket.period_start, bucket.period_end, not bucket.is_closed]
     if team:
         row.append(bucket.connection.owner.get_username())
     row.append(bucket.connection.label)
     cells = [cell(v) for v in row]
-    cells += [display_number(m.column, getattr(bucket, m.column)) for m in METRICS]
-    cells += [number(getattr(bucket, m.column)) for m in METRICS]
+    usage = {m.column: 0.0 if m.column in masked else getattr(bucket, m.column) for m in METRICS}
+    cells += [display_number(m.column, usage[m.column]) for m in METRICS]
+    cells += [number(usage[m.column]) for m in METRICS]
     if with_cost:
         bucket_costs = costs
         if bucket_costs is None:
-            totals = {column: getattr(bucket, column) for column in PRICED_COLUMNS}
+            totals = {column: usage[column] for column in PRICED_COLUMNS}
             bucket_costs = pricing.period_costs(
                 totals, bucket.period_start, bucket.period_end, price_book
             )
@@ -159,6 +184,8 @@ def bucket_row(
     cells.append(cell(bucket.osai_creation_time_raw))
     cells += [cell(getattr(bucket, flag)) for flag in FLAG_FIELDS]
     cells.append(cell(getattr(bucket, "raw_json_sha256", None) or ""))
+    if report_period is not None:
+        cells += [cell(report_period[0]), cell(report_period[1]), cell(held_kind(bucket) or "")]
     return cells
 
 
@@ -169,12 +196,17 @@ def export_rows(
     with_cost: bool,
     price_book: PriceBook | None,
     from_ledger: bool = False,
+    report: Report | None = None,
 ) -> Iterator[list[str]]:
     """The header, then one row per finished bucket, read in chunks (O(1) queries per chunk).
-    `from_ledger`: held buckets, whose costs the spend ledger holds (one query per chunk)."""
+    `from_ledger`: held buckets, whose costs the spend ledger holds (one query per chunk).
+    `report`: a report's export, its masked categories and report periods (module docstring)."""
     if with_cost and price_book is not None:
         pricing.price_book_versions(price_book)  # one query for the versions, up front
-    yield export_columns(team=team, with_cost=with_cost)
+    yield export_columns(team=team, with_cost=with_cost, report=report is not None)
+    masked = columns_off(report.flags()) if report is not None else ()
+    periods = report_periods(report) if report is not None else []
+    starts = [start for start, _ in periods]
     rows = export_buckets(buckets).iterator(chunk_size=CHUNK_SIZE)
     while chunk := list(itertools.islice(rows, CHUNK_SIZE)):
         held = (
@@ -189,6 +221,12 @@ def export_rows(
                 with_cost=with_cost,
                 price_book=price_book,
                 costs=held.get(bucket.pk),
+                masked=masked,
+                report_period=(
+                    row_period(bucket.period_start, bucket.period_end, periods, starts)
+                    if report is not None
+                    else None
+                ),
             )
 
 

@@ -6,7 +6,9 @@ The rules, in one place:
   `Decimal(repr(x))`: the shortest decimal that round-trips the double, which is what OSAI
   sent in its JSON. No float arithmetic touches money.
 - A period is priced by the price-book version in force during it. A row that spans a
-  version change is split pro rata by time: usage is assumed uniform within the row.
+  version change is split pro rata by time: usage is assumed uniform within the row. A
+  row summed from buckets of shorter periods (held days under a week) is priced per bucket
+  period, so the usage falls where it was and the page agrees with the CSV's bucket rows.
   Time before a book's first version has no prices: it costs 0 and the row is flagged
   (`Costs.unpriced`), so the page can say so (`pricing_notice`).
 - Each cost is kept at `COST_QUANTUM` (10^-10 of the currency unit, ROUND_HALF_EVEN). That is
@@ -202,8 +204,20 @@ def usage_cost(totals: Mapping[str, Any], version: PriceBookVersion | None) -> C
 
 
 def row_costs(row: UsageRow, price_book: PriceBook | None) -> Costs:
-    """The cost of one period's usage, split pro rata over the versions in force during it."""
-    return _costs_over_segments(row.totals, _segments(price_book, row.period_start, row.period_end))
+    """The cost of one period's usage, split pro rata over the versions in force during it.
+
+    A row summed from buckets of other periods (held days under a week: `row.parts`) is
+    priced part by part, where its usage was, as the CSV prices those buckets."""
+    versions = None if price_book is None else price_book_versions(price_book)
+    return _row_costs(row, versions)
+
+
+def _row_costs(row: UsageRow, versions: list[PriceBookVersion] | None) -> Costs:
+    if row.parts:
+        return sum_costs(_row_costs(part, versions) for part in row.parts)
+    return _costs_over_segments(
+        row.totals, _segments_of(versions, row.period_start, row.period_end)
+    )
 
 
 def period_costs(
@@ -230,10 +244,7 @@ def version_costs(
 def rows_costs(rows: Iterable[UsageRow], price_book: PriceBook | None) -> list[Costs]:
     """row_costs for each row, in order (the book's versions read once for all of them)."""
     versions = None if price_book is None else price_book_versions(price_book)
-    return [
-        _costs_over_segments(row.totals, _segments_of(versions, row.period_start, row.period_end))
-        for row in rows
-    ]
+    return [_row_costs(row, versions) for row in rows]
 
 
 # A row's total is a pure function of its period, its priced usage and the rates (and start)
@@ -420,6 +431,12 @@ def _training_cost(costs: Mapping[str, Decimal]) -> Decimal:
     return sum((costs[column] for column in TRAINING_COLUMNS), ZERO)
 
 
+def _priced_parts(rows: Iterable[UsageRow]) -> Iterable[UsageRow]:
+    """The rows as they are priced: a row summed from buckets of other periods, part by part."""
+    for row in rows:
+        yield from row.parts or (row,)
+
+
 def training_what_if_rows(
     rows: Iterable[UsageRow], price_book: PriceBook | None
 ) -> dict[str, Decimal]:
@@ -428,7 +445,7 @@ def training_what_if_rows(
     rata). The same seconds at the other rate: it ignores that a job may run faster on a
     larger worker."""
     result = dict.fromkeys(("actual", "all_on_8gb", "all_on_16gb"), ZERO)
-    for row in rows:
+    for row in _priced_parts(rows):
         segments = _segments(price_book, row.period_start, row.period_end)
         result["actual"] += _training_cost(_costs_over_segments(row.totals, segments))
         for key, worker_gb in WHAT_IF_KEYS.items():

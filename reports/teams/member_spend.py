@@ -1,7 +1,8 @@
-"""A team report's spend per member (a connection's owner) and period.
+"""A team report's spend per member (a connection's owner) and report period.
 
-Per-member sums are SQL aggregates over the report's finished buckets; Python only prices the
-aggregated (member, period) rows.
+Per-member sums are SQL aggregates over the report's finished buckets (by member, connection
+and bucket period); Python prices them per (member, bucket period) and adds them into the
+report's periods, so held days roll up into its weeks as on the rest of the page.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from decimal import Decimal
 from django.db.models import Count, Q, QuerySet, Sum
 
 from reports.access import counted_buckets
-from reports.metrics import METRIC_BY_COLUMN, USAGE_COLUMNS
+from reports.metrics import METRIC_BY_COLUMN, STATE_COLUMNS, USAGE_COLUMNS, columns_off
 from reports.models import Bucket, PriceBook, Report
+from reports.periods import Period
 from reports.spend import pricing
+from reports.spend.usage import ADDITIVE_COLUMNS, report_periods, row_period
 
 _SUMS = {column: Sum(column) for column in USAGE_COLUMNS}
 
@@ -63,30 +66,68 @@ class TeamSpend:
 
 
 def _member_period_cells(
-    buckets: QuerySet[Bucket], price_book: PriceBook | None
+    buckets: QuerySet[Bucket], report: Report, price_book: PriceBook | None
 ) -> list[MemberPeriod]:
+    """Per member and report period (its period split by its granularity: held days roll up
+    into its weeks), the usage and cost. Sums by member, connection and bucket period come
+    from SQL; each (member, bucket period) is priced where its usage was, then added into its
+    report period. Categories the report did not ask for are masked (0); images existing are
+    the state at the period's end (each connection's latest bucket's, summed)."""
     grouped = (
         buckets.filter(state=Bucket.State.DONE)
-        .values("connection__owner__username", "period_start", "period_end")
+        .values("connection__owner__username", "connection_id", "period_start", "period_end")
         .annotate(open_buckets=Count("pk", filter=Q(is_closed=False)), **_SUMS)
         .order_by("period_start", "period_end", "connection__owner__username")
     )
-    cells = []
+    off = columns_off(report.flags())
+    periods = report_periods(report)
+    starts = [start for start, _ in periods]
+    # (member, bucket period) -> usage, and whether any of it is open.
+    parts: dict[tuple[str, Period], dict[str, float]] = {}
+    part_open: dict[tuple[str, Period], bool] = {}
+    # (member, report period, connection) -> (its latest bucket end, that bucket's states).
+    states: dict[tuple[str, Period, int], tuple[datetime, dict[str, float]]] = {}
     for row in grouped:
-        totals = {column: float(row[column] or 0.0) for column in USAGE_COLUMNS}
-        cells.append(
-            MemberPeriod(
-                member=row["connection__owner__username"],
-                period_start=row["period_start"],
-                period_end=row["period_end"],
-                preliminary=row["open_buckets"] > 0,
-                totals=totals,
-                costs=pricing.period_costs(
-                    totals, row["period_start"], row["period_end"], price_book
-                ),
+        member = row["connection__owner__username"]
+        own = (row["period_start"], row["period_end"])
+        usage = {
+            column: 0.0 if column in off else float(row[column] or 0.0) for column in USAGE_COLUMNS
+        }
+        key = (member, own)
+        into = parts.setdefault(key, dict.fromkeys(USAGE_COLUMNS, 0.0))
+        for column in ADDITIVE_COLUMNS:
+            into[column] += usage[column]
+        part_open[key] = part_open.get(key, False) or row["open_buckets"] > 0
+        period = row_period(*own, periods, starts)
+        seen = states.get((member, period, row["connection_id"]))
+        if seen is None or own[1] > seen[0]:
+            states[(member, period, row["connection_id"])] = (
+                own[1],
+                {column: usage[column] for column in STATE_COLUMNS},
             )
+    cells: dict[tuple[str, Period], MemberPeriod] = {}
+    for (member, own), usage in parts.items():
+        period = row_period(*own, periods, starts)
+        cell = cells.get((member, period))
+        if cell is None:
+            cell = cells[(member, period)] = MemberPeriod(
+                member=member,
+                period_start=period[0],
+                period_end=period[1],
+                preliminary=False,
+                totals=dict.fromkeys(USAGE_COLUMNS, 0.0),
+                costs=pricing.sum_costs([]),
+            )
+        cell.preliminary = cell.preliminary or part_open[(member, own)]
+        for column in ADDITIVE_COLUMNS:
+            cell.totals[column] += usage[column]
+        cell.costs = pricing.sum_costs(
+            [cell.costs, pricing.period_costs(usage, own[0], own[1], price_book)]
         )
-    return cells
+    for (member, period, _), (_, values) in states.items():
+        for column, value in values.items():
+            cells[(member, period)].totals[column] += value
+    return [cells[key] for key in sorted(cells, key=lambda k: (k[1], k[0]))]
 
 
 def _add(spend: MemberSpend, cell: MemberPeriod) -> None:
@@ -101,7 +142,7 @@ def team_spend(report: Report) -> TeamSpend:
     The team's totals are the sum of the members' (exact: costs share one quantum).
     """
     price_book = pricing.price_book_for(report)
-    cells = _member_period_cells(counted_buckets(report), price_book)
+    cells = _member_period_cells(counted_buckets(report), report, price_book)
     members: dict[str, MemberSpend] = {}
     team_total = MemberSpend(member="Team")
     for cell in cells:

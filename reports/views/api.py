@@ -230,8 +230,11 @@ def reports(request: HttpRequest, page: Query[Page]) -> dict[str, Any]:
 
 @api.get("/reports/{report_id}", summary="One report: buckets and totals, with cost")
 def report(request: HttpRequest, report_id: int) -> dict[str, Any]:
-    """Buckets and totals under OSAI's own field names in OSAI's units (seconds, KB-minutes,
-    images), and their cost in the report's price book (money as decimal strings)."""
+    """Totals, the report's rows (`periods`: its period split by its granularity) and the
+    buckets they come from (held days and months marked `held`; `sources` says how many of
+    each) under OSAI's own field names in OSAI's units (seconds, KB-minutes, images), and
+    their cost in the report's price book (money as decimal strings). Categories the report
+    did not ask for are 0."""
     found = report_visible_to(_user(request), report_id)
     if found is None:
         raise Http404("No such report.")

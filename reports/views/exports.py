@@ -46,6 +46,7 @@ def _export(request: AuthenticatedRequest, report: Report) -> StreamingHttpRespo
         team=team,
         with_cost=_with_cost(request),
         price_book=pricing.price_book_for(report),
+        report=report,
     )
     kind = ("osai-usage-team", report.team_id, "report") if team else ("osai-usage-report",)
     filename = exports.safe_filename(

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import datetime
+from typing import Any
 
 import pytest
+from dateutil.relativedelta import relativedelta
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.utils import timezone
 
-from reports.metrics import OSAI_FIELD_TO_COLUMN
-from reports.models import Report
+from osai.client import OsaiClient
+from reports.formatting import utc_z
+from reports.metrics import OSAI_FIELD_TO_COLUMN, all_flags, to_osai_flags
+from reports.models import Granularity, Report
+from reports.periods import Period, split_period, utc_midnight
+from reports.spend import tracking
 from tests.factories import make_connection, make_user
+from tests.support.worker import wait_until
 
 
 @pytest.mark.django_db
@@ -96,3 +105,77 @@ def test_wait_exits_non_zero_unless_the_report_is_done(worker, use_sandbox):
         )
     assert exit_info.value.code == 1
     assert "failed" in out.getvalue()
+
+
+def _last_quarter(now: datetime) -> tuple[datetime, datetime]:
+    this_quarter = utc_midnight(now.date()).replace(day=1, month=3 * ((now.month - 1) // 3) + 1)
+    return this_quarter - relativedelta(months=3), this_quarter
+
+
+def _direct(sandbox: Any, token: str, period: tuple[datetime, datetime], flags: dict[str, bool]):
+    """OSAI (the sandbox) asked directly for one report over the whole period."""
+    client = OsaiClient(sandbox.api_url, token, sandbox=True)
+    created = client.create_report(*period, to_osai_flags(flags))
+    return wait_until(lambda: (s := client.get_report(created.id)).is_done and s.totals, 30)
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_after_tracking_last_quarter_by_week_asks_osai_nothing_and_matches_osai(
+    worker, use_sandbox, monkeypatch
+):
+    """D1 (roll-ups): once tracking holds last quarter's days, `generate_report` of that
+    quarter by week (and of two categories in total) finishes at once from held days, with no
+    new OSAI report, and its totals equal OSAI's own report of the quarter."""
+    token = "osai-sandbox-cli-rollup"
+    make_connection(make_user("cli"), "Main", token=token)
+    quarter = _last_quarter(timezone.now())
+    quarter_days = split_period(*quarter, Granularity.DAY)
+    # Tracking holds last quarter's days (the held window). Until tracking's own window says
+    # so, the test widens it here, through tracking's own refresh.
+    tracked_periods = tracking.tracked_periods
+
+    def with_last_quarter(now: datetime) -> tuple[list[Period], Period | None]:
+        closed, open_day = tracked_periods(now)
+        return list(dict.fromkeys([*quarter_days, *closed])), open_day
+
+    monkeypatch.setattr(tracking, "tracked_periods", with_last_quarter)
+    call_command("track", "--user", "cli", "--wait", "--timeout", "300", stdout=io.StringIO())
+
+    def generate(*args: str) -> dict[str, Any]:
+        out = io.StringIO()
+        call_command(
+            "generate_report",
+            "--user",
+            "cli",
+            "--from",
+            f"{quarter[0]:%Y-%m-%d}",
+            "--to",
+            f"{quarter[1]:%Y-%m-%d}",
+            *args,
+            "--wait",
+            "--timeout",
+            "30",
+            "--json",
+            stdout=out,
+        )
+        data: dict[str, Any] = json.loads(out.getvalue())
+        return data
+
+    creates = use_sandbox.calls("POST /api/Reports")
+    weekly = generate("--granularity", "week")
+    two = generate("--granularity", "total", "--flags", "datasets,models")
+    assert use_sandbox.calls("POST /api/Reports") == creates  # no new OSAI report
+
+    assert weekly["state"] == "done"
+    assert weekly["sources"] == f"{len(quarter_days)} held days"
+    assert [p["periodFrom"] for p in weekly["periods"]] == [
+        utc_z(start) for start, _ in split_period(*quarter, Granularity.WEEK)
+    ]
+    assert all(b["held"] for b in weekly["buckets"])
+    assert weekly["totals"] == _direct(use_sandbox, token, quarter, all_flags())
+
+    two_flags = {**all_flags(False), "include_datasets": True, "include_models": True}
+    assert two["state"] == "done" and len(two["periods"]) == 1
+    assert two["totals"] == _direct(use_sandbox, token, quarter, two_flags)
+    assert two["totals"]["totalDeviceRentalSeconds"] == 0

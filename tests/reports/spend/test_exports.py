@@ -101,7 +101,7 @@ def test_report_csv_has_a_row_per_bucket_with_units_raw_values_cost_and_provenan
     assert response["Content-Disposition"] == (
         f'attachment; filename="osai-usage-report-{report.pk}-2026-01-01-2026-04-01.csv"'
     )
-    assert list(rows[0]) == exports.export_columns(team=False, with_cost=True)
+    assert list(rows[0]) == exports.export_columns(team=False, with_cost=True, report=True)
     assert [r["period_start"] for r in rows] == [
         "2026-01-01T00:00:00Z",
         "2026-02-01T00:00:00Z",
@@ -131,6 +131,9 @@ def test_report_csv_has_a_row_per_bucket_with_units_raw_values_cost_and_provenan
     for row in rows:  # the total column is the sum of the category columns, exactly
         assert Decimal(row["cost_total"]) == sum(Decimal(row[c]) for c in cost_columns)
     assert "TOTAL" not in {r["period_start"] for r in rows}  # no total row: one row per bucket
+    # Each bucket's report period (here its own month) and whether it is held (not here).
+    assert [r["report_period_start"] for r in rows] == [r["period_start"] for r in rows]
+    assert {r["held"] for r in rows} == {""}
 
 
 @pytest.mark.django_db
@@ -140,7 +143,7 @@ def test_cost_columns_can_be_left_out() -> None:
     _, rows = download(
         client_for(owner), reverse("report_export_csv", args=[report.pk]) + "?cost=0"
     )
-    assert list(rows[0]) == exports.export_columns(team=False, with_cost=False)
+    assert list(rows[0]) == exports.export_columns(team=False, with_cost=False, report=True)
     assert not any(c.startswith("cost_") or c == "currency" for c in rows[0])
 
 
@@ -163,7 +166,7 @@ def test_team_csv_has_member_and_connection_columns(world: World) -> None:
     )
     filename = f"osai-usage-team-{team.pk}-report-{report.pk}-2026-01-01-2026-04-01.csv"
     assert response["Content-Disposition"] == f'attachment; filename="{filename}"'
-    assert list(rows[0]) == exports.export_columns(team=True, with_cost=True)
+    assert list(rows[0]) == exports.export_columns(team=True, with_cost=True, report=True)
     assert [(r["member"], r["connection"]) for r in rows[:2]] == [
         ("admin", "Admin lab"),
         ("owner", "Main"),
@@ -480,7 +483,9 @@ def test_cli_team_export_with_cost_matches_the_web_export(world: World) -> None:
         client_for(w.team_admin),
         reverse("team_report_export_csv", args=[w.team.pk, w.team_report.pk]),
     )
-    assert rows == web
+    # The web export of a report adds the report's own columns (its periods, held buckets).
+    report_only = ("report_period_start", "report_period_end", "held")
+    assert rows == [{k: v for k, v in row.items() if k not in report_only} for row in web]
     assert formatting.to_cents(csv_total(rows)) == formatting.to_cents(page_total(w.team_report))
 
 
