@@ -96,6 +96,9 @@ class SpendData:
     previous_end: datetime
     connection_ids: list[int]
     as_of: dict[int, datetime]
+    # Said the same way for every scope and budget on a page: worked out once.
+    previous_label: str = ""
+    days_in_month: int = 31
     _books: dict[int | None, _BookSpend] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -289,7 +292,16 @@ def load_spend(connection_ids: Iterable[int], now: datetime | None = None) -> Sp
             .annotate(latest=Max(made))
             .order_by()
         )
-    return SpendData(now, month_start, today, previous_end, ids, as_of)
+    return SpendData(
+        now,
+        month_start,
+        today,
+        previous_end,
+        ids,
+        as_of,
+        previous_label=describe(last_month, previous_end),
+        days_in_month=calendar.monthrange(today.year, today.month)[1],
+    )
 
 
 def month_spend_of(
@@ -301,26 +313,29 @@ def month_spend_of(
     missing = 0
     by_connection = dict.fromkeys(ids, ZERO)
     costs_of = [data.day_costs(c, price_book) for c in ids]
-    day = data.month_start
-    while day <= data.today:
-        costs = [of.get(day.date()) for of in costs_of]
+    today = data.today.date()
+    for offset in range(data.today.day):
+        day = data.month_start.date() + timedelta(days=offset)
+        costs = [of.get(day) for of in costs_of]
+        preliminary = day == today
         if ids and None not in costs:
             known = cast(list[Decimal], costs)
             for connection_id, cost in zip(ids, known, strict=True):
                 by_connection[connection_id] += cost
-            days.append(DaySpend(day.date(), sum(known, ZERO), preliminary=day == data.today))
+            days.append(
+                DaySpend(day, known[0] if len(known) == 1 else sum(known, ZERO), preliminary)
+            )
         else:
-            days.append(DaySpend(day.date(), None, preliminary=day == data.today))
-            missing += day < data.today
-        day += timedelta(days=1)
+            days.append(DaySpend(day, None, preliminary))
+            missing += not preliminary
     month_to_date = sum((d.cost for d in days if d.cost is not None), ZERO)
     previous = data.previous_cost(ids, price_book)
     closed = [d.cost for d in days if not d.preliminary]
     forecast = None
-    if ids and all(c is not None for c in closed):
+    if ids and None not in closed:
         forecast = month_forecast(
-            [c for c in closed if c is not None],
-            days_in_month=calendar.monthrange(data.today.year, data.today.month)[1],
+            cast(list[Decimal], closed),
+            days_in_month=data.days_in_month,
             spent_so_far=month_to_date,
         )
     stamps = [data.as_of[c] for c in ids if c in data.as_of]
@@ -332,7 +347,7 @@ def month_spend_of(
         month_to_date=month_to_date,
         missing_days=missing,
         previous_same_days=previous,
-        previous_label=describe(data.month_start - relativedelta(months=1), data.previous_end),
+        previous_label=data.previous_label,
         forecast=forecast,
         data_as_of=max(stamps, default=None),
         by_connection=by_connection,
