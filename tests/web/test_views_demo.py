@@ -100,6 +100,7 @@ def _fetch_like_the_sandbox() -> int:
     from reports.management.commands.seed_demo import MEMBER_TOKEN
     from reports.metrics import OSAI_FIELD_TO_COLUMN
     from reports.models import Bucket
+    from reports.pipeline.buckets import bucket_done
 
     now = timezone.now()
     accounts = {
@@ -116,6 +117,8 @@ def _fetch_like_the_sandbox() -> int:
         bucket.finished_at = now
         bucket.osai_created_at = now
         bucket.save()
+        # As the pipeline finishes a bucket: the spend ledger writes its rows.
+        bucket_done.send(sender=Bucket, bucket_id=bucket.pk)
     return len(active)
 
 
