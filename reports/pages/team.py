@@ -6,10 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from reports.models import Connection, Membership, PriceBook
+from reports.models import Connection, Membership
+from reports.pages import links
 from reports.pages.history import with_periods
+from reports.pages.price_book import team_price_books
 from reports.spend import pricing
-from reports.teams import roster, sharing, team_reports
+from reports.teams import price_books, roster, sharing, team_reports
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,9 @@ def team_page(user: Any, membership: Membership) -> dict[str, Any]:
         # Team reports show other people's spend: admins only.
         "reports": with_periods(team_reports.team_reports(team)[:50]) if is_admin else [],
         "price_book": price_book,
-        "price_books": PriceBook.objects.order_by("name") if is_admin else [],
+        "price_books": list(price_books.books_for_team(team)) if is_admin else [],
         "roles": Membership.Role.choices,
+        # Its own price books, notes where prices changed, and its saved views: admins only.
+        **(team_price_books(team) if is_admin else {}),
+        "team_views": list(links.team_views(team)) if is_admin else [],
     }

@@ -21,10 +21,12 @@ from reports.teams import TeamError, roster, sharing, team_reports
 from reports.views.forms import (
     MemberAddForm,
     MemberRoleForm,
+    SavedViewForm,
     SharingForm,
     TeamCreateForm,
     TeamPriceBookForm,
     TeamReportForm,
+    prefilled,
 )
 from reports.views.http import AuthenticatedRequest, membership_or_404
 
@@ -63,8 +65,9 @@ def _team_response(
         context["form"] = report_form or TeamReportForm()
         context["member_form"] = member_form or MemberAddForm()
         context["price_book_form"] = TeamPriceBookForm(
-            initial={"price_book": membership.team.price_book}
+            team=membership.team, initial={"price_book": membership.team.price_book}
         )
+        context["view_form"] = SavedViewForm()
     return render(request, "reports/team_detail.html", context, status=status)
 
 
@@ -178,7 +181,7 @@ def team_member_remove(request: AuthenticatedRequest, pk: int, user_pk: int) -> 
 @require_POST
 def team_price_book(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     membership = membership_or_404(request, pk, admin=True)
-    form = TeamPriceBookForm(request.POST)
+    form = TeamPriceBookForm(request.POST, team=membership.team)
     if not form.is_valid():
         messages.error(request, "Choose one of the price books.")
         return redirect("team_detail", pk=pk)
@@ -193,9 +196,13 @@ def team_price_book(request: AuthenticatedRequest, pk: int) -> HttpResponse:
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def team_report_new(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     membership = membership_or_404(request, pk, admin=True)
+    if request.method == "GET":  # a link, a saved view, "run again": the form pre-filled
+        return _team_response(
+            request, membership, report_form=prefilled(TeamReportForm, request.GET)
+        )
     form = TeamReportForm(request.POST)
     if form.is_valid():
         try:

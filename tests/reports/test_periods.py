@@ -153,8 +153,8 @@ def test_quarters_at_their_edges(
     last: tuple[datetime, datetime],
     compared: datetime,
 ) -> None:
-    """"Last quarter" is the whole calendar quarter before the one `now` is in, compared with
-    the quarter before it; "quarter to date" starts on the quarter's first day."""
+    """“Last quarter” is the whole calendar quarter before the one `now` is in, compared with
+    the quarter before it; “quarter to date” starts on the quarter's first day."""
     assert preset_period("quarter_to_date", now)[0] == to_date
     assert preset_period("last_quarter", now) == last
     assert comparison_period("last_quarter", *last) == (compared, last[0])
