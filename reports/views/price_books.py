@@ -34,6 +34,18 @@ def _book_or_404(
     return membership, book
 
 
+def _read_only(request: AuthenticatedRequest, membership: Membership, book: PriceBook) -> bool:
+    """A shared book, for a team admin who is not staff: say so (nothing changes)."""
+    if price_books.can_edit(book, membership.team, request.user):
+        return False
+    messages.error(
+        request,
+        f"“{book.name}” is a shared price book: only staff change it. Make your team's own "
+        "copy to set your rates.",
+    )
+    return True
+
+
 def _version_form(request: AuthenticatedRequest, book: PriceBook) -> PriceBookVersionForm:
     earliest = price_books.earliest_start(request.user)
     return PriceBookVersionForm(
@@ -107,6 +119,8 @@ def price_book_copy(request: AuthenticatedRequest, pk: int) -> HttpResponse:
 def price_book_version_add(request: AuthenticatedRequest, pk: int, book_pk: int) -> HttpResponse:
     """New rates from a day on (or new rates for a day that has a version)."""
     membership, book = _book_or_404(request, pk, book_pk)
+    if _read_only(request, membership, book):
+        return redirect(PAGE, pk=pk, book_pk=book.pk)
     earliest = price_books.earliest_start(request.user)
     form = PriceBookVersionForm(request.POST, earliest=earliest.date() if earliest else None)
     if form.is_valid():
@@ -154,6 +168,8 @@ def price_book_version_delete(
 @require_POST
 def price_book_settings(request: AuthenticatedRequest, pk: int, book_pk: int) -> HttpResponse:
     membership, book = _book_or_404(request, pk, book_pk)
+    if _read_only(request, membership, book):
+        return redirect(PAGE, pk=pk, book_pk=book.pk)
     form = PriceBookSettingsForm(request.POST)
     if form.is_valid():
         try:
