@@ -36,10 +36,11 @@ class VersionColumn:
     deletable: bool
 
 
-def format_rate(rate: Decimal) -> str:
-    """A rate with at least two decimals and no trailing zeros beyond: 1.20, 0.085, 1,000.00."""
+def format_rate(rate: Decimal, *, grouping: bool = True) -> str:
+    """A rate with at least two decimals and no trailing zeros beyond: 1.20, 0.085, 1,000.00
+    (1000.00 without `grouping`, as a form field takes it)."""
     exponent = min(int(rate.normalize().as_tuple().exponent), -2)
-    return f"{rate:,.{-int(exponent)}f}"
+    return f"{rate:{',' if grouping else ''}.{-exponent}f}"
 
 
 def rate_unit(metric: Metric) -> str:
@@ -94,15 +95,20 @@ def price_book_page(team: Team, book: PriceBook, user: Any) -> dict[str, Any]:
     }
 
 
-def current_rates(book: PriceBook, now: datetime | None = None) -> dict[str, Decimal]:
-    """The rates in force now (else the latest version's): what a new version starts from."""
+def current_rates(book: PriceBook, now: datetime | None = None) -> dict[str, str]:
+    """The rates in force now (else the latest version's), as a form shows them: what a new
+    version starts from."""
     versions = pricing.price_book_versions(book)
     version = pricing.version_in_force(book, now or timezone.now()) or (
         versions[-1] if versions else None
     )
     if version is None:
         return {}
-    return {m.rate_field: getattr(version, m.rate_field) for m in PRICED if m.rate_field}
+    return {
+        m.rate_field: format_rate(getattr(version, m.rate_field), grouping=False)
+        for m in PRICED
+        if m.rate_field
+    }
 
 
 def live_repricing_notes(book: PriceBook | None, now: datetime | None = None) -> list[str]:

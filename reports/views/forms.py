@@ -403,7 +403,7 @@ class SavedViewForm(forms.Form):
         max_length=links.NAME_MAX_LENGTH,
         label="Save as",
         error_messages={"required": "Give the view a name."},
-        widget=forms.TextInput(attrs={"placeholder": "Quarterly review"}),
+        widget=forms.TextInput(attrs={"placeholder": "such as “Quarterly review”"}),
     )
 
 

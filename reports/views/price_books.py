@@ -71,7 +71,7 @@ def _page(
         initial={"name": book.name, "currency": book.currency}
     )
     context["copy_form"] = copy_form or PriceBookCopyForm(
-        team=team, initial={"source": book.pk, "name": f"{team.name} prices"}
+        team=team, initial={"source": book.pk, "name": f"{book.name} (copy)"}
     )
     return render(request, "reports/price_book.html", context, status=status)
 

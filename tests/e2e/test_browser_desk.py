@@ -135,9 +135,13 @@ def test_an_admin_edits_a_rate_the_next_report_uses_it_and_an_older_one_keeps_it
     page.goto(book_url)
     assert page.input_value("#id_effective") == today.isoformat()
     assert Decimal(page.input_value("#id_training_16gb_per_hour")) == OLD_RATE
+    errors_before = len(problems.console_errors)
     page.fill("#id_training_16gb_per_hour", "-1")  # refused, with a clear message
     page.click("button:has-text('Save rates')")
     expect(page.locator("main")).to_contain_text("Training, 16 GB: a rate cannot be negative.")
+    # The browser logs the form's 400 as a console error: that one is the point here.
+    assert all("400" in e for e in problems.console_errors[errors_before:])
+    del problems.console_errors[errors_before:]
     page.fill("#id_training_16gb_per_hour", str(NEW_RATE))
     page.click("button:has-text('Save rates')")
     page.wait_for_url(book_url)
@@ -205,5 +209,9 @@ def test_an_admin_edits_a_rate_the_next_report_uses_it_and_an_older_one_keeps_it
     page.wait_for_url(re.compile(rf"{re.escape(team_url)}reports/new/\?.*"))
     assert page.input_value("#id_preset") == "custom"
     assert page.input_value("#id_date_from") == week_ago
+
+    page.wait_for_timeout(200)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "desk-team-form.png"), full_page=True)
 
     problems.assert_none()

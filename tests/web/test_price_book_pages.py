@@ -163,7 +163,7 @@ def test_an_admin_makes_the_teams_own_book_sets_a_rate_and_uses_it(world: World)
     page = client.get(book_url(w.team, book))
     form = page.context["version_form"]
     assert form["effective"].value().isoformat() == TODAY  # from today
-    assert Decimal(form["training_8gb_per_hour"].value()) == Decimal("1.2")  # rates of now
+    assert form["training_8gb_per_hour"].value() == "1.20"  # the rates of now
     response = client.post(
         book_url(w.team, book, "price_book_version_add"),
         version_post(value="1.2", training_8gb_per_hour="3.10"),
