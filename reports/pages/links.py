@@ -5,7 +5,7 @@ pre-filled from its query string. The parameters, all optional:
 
 - `preset`: a period preset (reports/periods.py `PRESETS`; `this_quarter` is read as
   `quarter_to_date`), or `custom` with `date_from` and `date_to` (YYYY-MM-DD, UTC, "to"
-  included). Without it, the form's own default.
+  included). Without it, a custom range if the link gives days, else the form's default.
 - `granularity`: day, week, month or total.
 - `categories`: the kinds of usage, comma-separated (datasets, manipulations, models,
   rented_devices, predictions: `manage.py request_report --flags` spells them so too);
@@ -62,7 +62,9 @@ def form_data(
     """The data to bind a report form to from a link's parameters (the form's `defaults` for
     what the link leaves out), and messages about parameters no form field can show."""
     problems: list[str] = []
-    preset = str(query.get("preset") or defaults.get("preset") or "").strip()
+    dates = query.get("date_from") or query.get("date_to")
+    default = CUSTOM if dates else defaults.get("preset")  # days alone mean a custom range
+    preset = str(query.get("preset") or default or "").strip()
     preset = PRESET_ALIASES.get(preset, preset)
     data: dict[str, Any] = {
         "preset": preset,

@@ -121,10 +121,9 @@ def live_repricing_notes(book: PriceBook | None, now: datetime | None = None) ->
     return pricing.repricing_notes(repriced)
 
 
-def team_price_books(team: Team) -> dict[str, Any]:
-    """The team page's price-book section for its admins: the book in use, the team's own
-    books, the books it may copy, and notes where prices changed back in time."""
-    book = team.price_book or pricing.default_price_book()
+def team_price_books(team: Team, book: PriceBook | None) -> dict[str, Any]:
+    """The team page's price-book section for its admins: the team's own books, and notes
+    where prices of the book it uses (`book`) changed back in time."""
     return {
         "own_price_books": list(price_books.own_books(team)),
         "price_book_notes": live_repricing_notes(book),

@@ -57,6 +57,6 @@ def team_page(user: Any, membership: Membership) -> dict[str, Any]:
         "price_books": list(price_books.books_for_team(team)) if is_admin else [],
         "roles": Membership.Role.choices,
         # Its own price books, notes where prices changed, and its saved views: admins only.
-        **(team_price_books(team) if is_admin else {}),
+        **(team_price_books(team, price_book) if is_admin else {}),
         "team_views": list(links.team_views(team)) if is_admin else [],
     }

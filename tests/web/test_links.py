@@ -83,6 +83,10 @@ def test_without_parameters_the_form_is_as_before_and_this_quarter_is_understood
     client = client_for(world.owner)
     response = client.get(reverse("report_new"))
     assert not response.context["form"].is_bound
+    form = client.get(reverse("report_new") + "?date_from=2026-02-01&date_to=2026-02-28").context[
+        "form"
+    ]
+    assert form.is_valid() and form.cleaned_data["preset"] == "custom"
     response = client.get(reverse("report_new") + "?preset=this_quarter")
     form = response.context["form"]
     assert form.is_valid() and form.cleaned_data["preset"] == "quarter_to_date"
