@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -24,6 +25,7 @@ from reports.models import (
     Team,
     WebhookEvent,
 )
+from reports.teams import price_books
 
 SECRET_FIELDS = (
     "token_encrypted",
@@ -47,20 +49,62 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 class PriceBookVersionInline(admin.TabularInline):
+    """Staff may back-date a version: the ledger re-prices the book, and reports requested
+    before the change say their figures were re-priced (pricing.repriced_by). Rates are 0 to
+    1,000 per hour or per GB-month (the model's validators)."""
+
     model = PriceBookVersion
     extra = 0
     ordering = ("effective_from",)
-    fields = ("effective_from", *RATE_FIELDS, "note")
+    fields = ("effective_from", *RATE_FIELDS, "note", "created_at")
+    readonly_fields = ("created_at",)
+
+
+class PriceBookForm(forms.ModelForm):
+    """The currency is fixed once a budget uses the book; a team's own book is never the
+    default (reports/teams/price_books.py)."""
+
+    class Meta:
+        model = PriceBook
+        fields = ("name", "currency", "team", "is_default", "is_example")
+
+    def clean_currency(self) -> str:
+        currency = str(self.cleaned_data["currency"]).strip().upper()
+        if not price_books.CURRENCY.fullmatch(currency):
+            raise forms.ValidationError("A currency is three letters, such as EUR or USD.")
+        book = self.instance
+        if book.pk and currency != book.currency and price_books.currency_locked(book):
+            raise forms.ValidationError(
+                f"The currency stays {book.currency}: a budget uses this price book, and its "
+                "amount is in that currency."
+            )
+        return currency
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("is_default") and data.get("team") is not None:
+            raise forms.ValidationError("A team's own price book cannot be the default.")
+        return data
 
 
 @admin.register(PriceBook)
 class PriceBookAdmin(admin.ModelAdmin):
-    list_display = ("name", "currency", "is_default", "is_example", "version_count", "created_at")
-    list_filter = ("currency", "is_default", "is_example")
-    search_fields = ("name",)
+    form = PriceBookForm
+    list_display = (
+        "name",
+        "currency",
+        "team",
+        "is_default",
+        "is_example",
+        "version_count",
+        "created_at",
+    )
+    list_filter = ("currency", "is_default", "is_example", ("team", admin.EmptyFieldListFilter))
+    search_fields = ("name", "team__name")
+    list_select_related = ("team",)
     inlines = (PriceBookVersionInline,)
     fieldsets = (
-        (None, {"fields": ("name", "currency")}),
+        (None, {"fields": ("name", "currency", "team")}),
         (
             "Use",
             {

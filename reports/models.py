@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -199,10 +200,23 @@ class Granularity(models.TextChoices):
 
 
 class PriceBook(models.Model):
-    """A named, versioned set of rates in one currency. Not OSAI's prices: OSAI publishes none."""
+    """A named, versioned set of rates in one currency. Not OSAI's prices: OSAI publishes none.
+
+    A shared book (no team) is managed by Django staff; a team's own book (a copy its admins
+    made, reports/teams/price_books.py) is edited by that team's admins and offered to no one
+    else.
+    """
 
     name = models.CharField(max_length=120, unique=True)
     currency = models.CharField(max_length=3, default="EUR")
+    team = models.ForeignKey(
+        Team,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="own_price_books",
+        help_text="Empty: a shared book, edited by staff only. Else the team whose admins edit it.",
+    )
     is_example = models.BooleanField(
         default=False, help_text="Shown on every page as an example, not OSAI's prices."
     )
@@ -213,8 +227,20 @@ class PriceBook(models.Model):
         return f"{self.name} ({self.currency})"
 
 
+# The largest rate a price book takes, per hour or per GB-month: a higher one is a typo.
+MAX_RATE = Decimal(1000)
+
+
 def _rate() -> models.DecimalField:
-    return models.DecimalField(max_digits=14, decimal_places=6, default=Decimal("0"))
+    return models.DecimalField(
+        max_digits=14,
+        decimal_places=6,
+        default=Decimal("0"),
+        validators=[
+            MinValueValidator(Decimal(0), "A rate cannot be negative."),
+            MaxValueValidator(MAX_RATE, "A rate is at most 1,000 per hour or per GB-month."),
+        ],
+    )
 
 
 class PriceBookVersion(models.Model):
@@ -223,6 +249,10 @@ class PriceBookVersion(models.Model):
     price_book = models.ForeignKey(PriceBook, on_delete=models.CASCADE, related_name="versions")
     effective_from = models.DateTimeField()
     note = models.CharField(max_length=200, blank=True)
+    # When it was saved: a version saved after a report was requested and in force during its
+    # period re-priced it, and the page says so (pricing.repriced_by). Empty for versions
+    # older than this field (nothing is said about them).
+    created_at = models.DateTimeField(null=True, default=timezone.now, editable=False)
     # One rate column per priced metric, added from the registry below the class.
 
     class Meta:
@@ -800,3 +830,37 @@ class ApiToken(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+# --- Saved views: a report form's parameters, by name (reports/pages/links.py) -------------
+
+
+class SavedView(models.Model):
+    """A report form saved by name: a person's own, or a team's (saved by one of its admins,
+    opened by its admins). `params` are the form's parameters as its URL carries them
+    (reports/pages/links.py): a preset stays relative ("last quarter" is always the last
+    quarter), a custom range stays fixed."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="saved_views"
+    )
+    team = models.ForeignKey(
+        Team, null=True, blank=True, on_delete=models.CASCADE, related_name="saved_views"
+    )
+    name = models.CharField(max_length=80)
+    params = models.JSONField(default=dict)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name", "pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "name"],
+                condition=Q(team__isnull=True),
+                name="unique_personal_view_name",
+            ),
+            models.UniqueConstraint(fields=["team", "name"], name="unique_team_view_name"),
+        ]
+
+    def __str__(self) -> str:
+        return f"View “{self.name}” of {self.team or self.owner}"

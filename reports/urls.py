@@ -9,7 +9,9 @@ from reports.views import (
     connections,
     exports,
     home,
+    price_books,
     reports,
+    saved_views,
     teams,
     webhooks,
 )
@@ -61,6 +63,9 @@ urlpatterns = [
         name="bucket_raw_json",
     ),
     path("reports/<int:pk>/export.csv", exports.report_export_csv, name="report_export_csv"),
+    # Saved views: a report form's choices by name; opening one is the pre-filled form.
+    path("saved-views/new/", saved_views.saved_view_create, name="saved_view_create"),
+    path("saved-views/<int:pk>/delete/", saved_views.saved_view_delete, name="saved_view_delete"),
     # Teams.
     path("teams/", teams.team_list, name="team_list"),
     path("teams/<int:pk>/", teams.team_detail, name="team_detail"),
@@ -78,6 +83,37 @@ urlpatterns = [
     ),
     path("teams/<int:pk>/price-book/", teams.team_price_book, name="team_price_book"),
     path("teams/<int:pk>/digest/", teams.team_digest, name="team_digest"),
+    path("teams/<int:pk>/price-books/new/", price_books.price_book_copy, name="price_book_copy"),
+    path(
+        "teams/<int:pk>/price-books/<int:book_pk>/",
+        price_books.price_book_detail,
+        name="team_price_book_detail",
+    ),
+    path(
+        "teams/<int:pk>/price-books/<int:book_pk>/versions/",
+        price_books.price_book_version_add,
+        name="price_book_version_add",
+    ),
+    path(
+        "teams/<int:pk>/price-books/<int:book_pk>/versions/<int:version_pk>/delete/",
+        price_books.price_book_version_delete,
+        name="price_book_version_delete",
+    ),
+    path(
+        "teams/<int:pk>/price-books/<int:book_pk>/settings/",
+        price_books.price_book_settings,
+        name="price_book_settings",
+    ),
+    path(
+        "teams/<int:pk>/price-books/<int:book_pk>/use/",
+        price_books.price_book_use,
+        name="price_book_use",
+    ),
+    path(
+        "teams/<int:pk>/saved-views/new/",
+        saved_views.team_saved_view_create,
+        name="team_saved_view_create",
+    ),
     path("teams/<int:pk>/reports/new/", teams.team_report_new, name="team_report_new"),
     path(
         "teams/<int:pk>/reports/<int:report_pk>/",

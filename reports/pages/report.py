@@ -212,6 +212,9 @@ def report_body(report: Report, mode: ViewMode) -> dict[str, Any]:
         if previous_rows is not None:
             previous_money = pricing.sum_costs(pricing.rows_costs(previous_rows, price_book))
         pricing_notice = pricing.pricing_notice(rows, price_book)
+    period = (report.period_start, report.period_end)
+    priced_with = pricing.versions_in(price_book, *period)
+    repriced = pricing.repriced_by(price_book, *period, since=report.requested_at)
 
     figures = cached_figures(rows, report.granularity, row_money, currency)
     members = member_breakdown(report, cost_view=mode == "cost") if report.team_id else None
@@ -261,6 +264,9 @@ def report_body(report: Report, mode: ViewMode) -> dict[str, Any]:
         "price_book": price_book,
         "is_example_prices": mode == "cost" and pricing.is_example(price_book),
         "pricing_notice": pricing_notice,
+        # The versions that price its period, and those saved since it was requested.
+        "priced_with": priced_with,
+        "repricing_notes": pricing.repricing_notes(repriced),
         "charts_url": with_mode(reverse("report_charts", args=[report.pk]), mode),
         "can_cancel": not report.is_terminal,
         "can_retry": report.is_terminal

@@ -13,10 +13,12 @@ from django.urls import reverse
 from django.utils import timezone
 
 from reports.access import Capability, capabilities_of, roles_that_may
-from reports.models import Connection, Membership, PriceBook
+from reports.models import Connection, Membership
+from reports.pages import links
 from reports.pages.history import with_periods
+from reports.pages.price_book import team_price_books
 from reports.spend import pricing
-from reports.teams import roster, sharing, team_reports
+from reports.teams import price_books, roster, sharing, team_reports
 
 
 @dataclass(frozen=True)
@@ -62,11 +64,15 @@ def team_page(user: Any, membership: Membership) -> dict[str, Any]:
         "my_shared": Connection.objects.filter(owner=user, shared_with_teams=team),
         "reports": with_periods(reports),
         "price_book": price_book,
-        "price_books": PriceBook.objects.order_by("name")
+        "price_books": list(price_books.books_for_team(team))
         if can[Capability.CHOOSE_PRICE_BOOK]
         else [],
         "roles": Membership.Role.choices,
         "spend_csv_url": _month_csv_url(team.pk) if can[Capability.DOWNLOAD_CSV] else None,
+        # Its own price books and notes where prices changed: for those who choose its book.
+        **(team_price_books(team, price_book) if can[Capability.CHOOSE_PRICE_BOOK] else {}),
+        # Its saved views: one click for those who may request its reports.
+        "team_views": list(links.team_views(team)) if can[Capability.REQUEST_TEAM_REPORT] else [],
     }
 
 

@@ -28,7 +28,7 @@ import operator
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from typing import Any
 
@@ -45,6 +45,7 @@ from reports.metrics import (
     TRAINING_COLUMNS,
 )
 from reports.models import PriceBook, PriceBookVersion, Report
+from reports.periods import utc_midnight
 from reports.spend.usage import UsageRow
 
 # Usage column (raw OSAI unit) -> the PriceBookVersion rate that prices it, and how many raw
@@ -117,6 +118,54 @@ def version_in_force(price_book: PriceBook | None, at: datetime) -> PriceBookVer
             break
         current = version
     return current
+
+
+def versions_in(
+    price_book: PriceBook | None, start: datetime, end: datetime
+) -> list[PriceBookVersion]:
+    """The book's versions in force during part of [start, end), oldest first."""
+    if price_book is None:
+        return []
+    versions = price_book_versions(price_book)
+    return [
+        version
+        for version, following in zip(versions, [*versions[1:], None], strict=True)
+        if version.effective_from < end and (following is None or following.effective_from > start)
+    ]
+
+
+def repriced_by(
+    price_book: PriceBook | None,
+    start: datetime,
+    end: datetime,
+    *,
+    since: datetime,
+    back_dated_only: bool = False,
+) -> list[PriceBookVersion]:
+    """Versions saved after `since` that are in force during part of [start, end): figures of
+    that period shown at `since` (a report when it was requested) have been re-priced by
+    them, and the page says so. `back_dated_only`: only versions in force from before the UTC
+    day they were saved (staff back-dating), for pages whose figures are always current.
+    Versions without a save time (older than the field) are never counted."""
+    repriced = []
+    for version in versions_in(price_book, start, end):
+        saved = version.created_at
+        if saved is None or saved <= since:
+            continue
+        if back_dated_only and version.effective_from >= utc_midnight(saved.astimezone(UTC).date()):
+            continue
+        repriced.append(version)
+    return repriced
+
+
+def repricing_notes(versions: Iterable[PriceBookVersion]) -> list[str]:
+    """One sentence per re-pricing version, for the page."""
+    return [
+        f"Prices changed on {v.created_at:%Y-%m-%d} from {v.effective_from:%Y-%m-%d} (UTC): "
+        "these figures were re-priced with the new rates."
+        for v in versions
+        if v.created_at is not None
+    ]
 
 
 # --- Arithmetic -------------------------------------------------------------------------------

@@ -140,8 +140,11 @@ def team_member_remove(*, team: Team, actor: Any | None, user: Any) -> None:
 
 @transaction.atomic
 def team_price_book_set(*, team: Team, actor: Any | None, price_book: PriceBook | None) -> None:
-    """The rates the team's reports are priced with (all of them, earlier ones included)."""
+    """The rates the team's reports are priced with (all of them, earlier ones included): a
+    shared book or one of the team's own."""
     _require(team, actor, Capability.CHOOSE_PRICE_BOOK)
+    if price_book is not None and price_book.team_id not in (None, team.pk):
+        raise TeamError("That price book belongs to another team.")
     Team.objects.filter(pk=team.pk).update(price_book=price_book)
     team.price_book = price_book
 

@@ -7,19 +7,23 @@ form shown again after an error never carries the token (T2).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from django import forms
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from reports.access import Capability, teams_where
-from reports.metrics import FLAG_FIELDS, FLAGS
-from reports.models import Budget, Connection, Granularity, Membership, PriceBook, Team
+from reports.metrics import FLAG_FIELDS, FLAGS, PRICED, RATE_FIELDS, Metric
+from reports.models import MAX_RATE, Budget, Connection, Granularity, Membership, PriceBook, Team
+from reports.pages import links
+from reports.pages.price_book import rate_unit
 from reports.periods import PRESETS, preset_period, utc_midnight
 from reports.pipeline import connections
+from reports.teams import price_books
 
 CUSTOM = "custom"
 
@@ -203,6 +207,12 @@ class ReportForm(PeriodForm):
     def request_kwargs(self) -> dict[str, Any]:
         return {**super().request_kwargs(), "connections": self.cleaned_data["connections"]}
 
+    def all_connections_chosen(self) -> bool:
+        """Every one of the owner's connections is chosen (a saved view then keeps "all")."""
+        field = self.fields["connections"]
+        assert isinstance(field, forms.ModelMultipleChoiceField) and field.queryset is not None
+        return set(self.cleaned_data["connections"]) == set(field.queryset)
+
 
 class TeamReportForm(PeriodForm):
     """A team report request: the connections are those the team's members share with it."""
@@ -210,6 +220,30 @@ class TeamReportForm(PeriodForm):
     def __init__(self, *args: Any, now: datetime | None = None, **kwargs: Any) -> None:
         super().__init__(*args, now=now, **kwargs)
         self.fields["preset"].initial = "last_month"
+
+
+AnyPeriodForm = TypeVar("AnyPeriodForm", bound=PeriodForm)
+
+
+def prefilled(
+    form_class: type[AnyPeriodForm], query: Mapping[str, Any], **kwargs: Any
+) -> AnyPeriodForm:
+    """A report form (personal or a team's) filled in from a link's parameters and checked
+    as if it were sent, without requesting anything: a bad parameter is a form error
+    (reports/pages/links.py)."""
+    blank = form_class(**kwargs)
+    defaults: dict[str, Any] = {
+        "preset": blank.fields["preset"].initial,
+        "granularity": blank.fields["granularity"].initial,
+    }
+    if "connections" in blank.fields:
+        defaults["connections"] = [c.pk for c in blank.initial.get("connections", [])]
+    data, problems = links.form_data(query, defaults=defaults)
+    form = form_class(data, **kwargs)
+    form.is_valid()
+    for problem in problems:
+        form.add_error(None, problem)
+    return form
 
 
 class SharedConnectionsField(forms.ModelMultipleChoiceField):
@@ -253,12 +287,124 @@ class MemberRoleForm(forms.Form):
 
 
 class TeamPriceBookForm(forms.Form):
+    """The team's price book: a shared one, or (given the team) one of its own; another
+    team's book is "not one of the available choices"."""
+
     price_book = forms.ModelChoiceField(
-        queryset=PriceBook.objects.order_by("name"),
+        queryset=PriceBook.objects.filter(team__isnull=True).order_by("name"),
         required=False,
         empty_label="The default price book",
         label="Price book",
         help_text="Every report of this team, earlier ones included, is priced with it.",
+    )
+
+    def __init__(self, *args: Any, team: Team | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if team is not None:
+            _choices_from(self, "price_book", price_books.books_for_team(team))
+
+
+class PriceBookCopyForm(forms.Form):
+    """Make a team's own book: a copy of a book it may see, under a new name."""
+
+    source = forms.ModelChoiceField(
+        queryset=PriceBook.objects.none(),
+        label="Copy of",
+        empty_label=None,
+        help_text="Its currency and every version of its rates are copied.",
+    )
+    name = forms.CharField(max_length=price_books.NAME_MAX_LENGTH, label="Name")
+
+    def __init__(self, *args: Any, team: Team, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _choices_from(self, "source", price_books.books_for_team(team))
+        if not self.is_bound:
+            self.initial.setdefault("name", f"{team.name} prices")
+            self.initial.setdefault("source", team.price_book_id or _default_book_id())
+
+
+def _default_book_id() -> int | None:
+    return (
+        PriceBook.objects.filter(is_default=True).order_by("pk").values_list("pk", flat=True)
+    ).first()
+
+
+class PriceBookVersionForm(forms.Form):
+    """Rates from a UTC day on: one per priced metric and worker class, 0 to 1,000 per hour or
+    per GB-month; the day no earlier than today for anyone but staff (`earliest`)."""
+
+    effective = forms.DateField(
+        label="In force from (UTC)",
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="From 00:00 UTC that day until the next version.",
+    )
+    note = forms.CharField(max_length=200, required=False, label="Note")
+
+    def __init__(self, *args: Any, earliest: date | None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.earliest = earliest
+        if earliest is not None:
+            self.fields["effective"].widget.attrs["min"] = earliest.isoformat()
+            self.fields["effective"].help_text += " Today or later: only staff back-date."
+        for metric in PRICED:
+            assert metric.rate_field is not None
+            unit = rate_unit(metric)
+            self.fields[metric.rate_field] = forms.DecimalField(
+                label=f"{metric.label} (per {unit})",
+                min_value=Decimal(0),
+                max_value=MAX_RATE,
+                max_digits=14,
+                decimal_places=6,
+                error_messages={
+                    "required": f"{metric.label}: enter a rate (0 if it is free).",
+                    "min_value": f"{metric.label}: a rate cannot be negative.",
+                    "max_value": f"{metric.label}: a rate is at most 1,000 per {unit}.",
+                    "invalid": f"{metric.label}: enter a number, such as 1.20.",
+                },
+                widget=forms.NumberInput(attrs={"step": "any", "min": "0", "max": "1000"}),
+            )
+        self.metrics = [(metric, self[metric.rate_field or ""]) for metric in PRICED]
+
+    def clean_effective(self) -> date:
+        effective: date = self.cleaned_data["effective"]
+        if self.earliest is not None and effective < self.earliest:
+            raise forms.ValidationError(
+                f"Rates apply from today ({self.earliest:%Y-%m-%d} UTC) or later: what reports "
+                "already showed keeps its prices. Only staff can back-date a version."
+            )
+        return effective
+
+    def rates(self) -> dict[str, Decimal]:
+        return {field: self.cleaned_data[field] for field in RATE_FIELDS}
+
+    def rate_fields(self) -> list[tuple[Metric, forms.BoundField]]:
+        return self.metrics
+
+
+class PriceBookSettingsForm(forms.Form):
+    name = forms.CharField(max_length=price_books.NAME_MAX_LENGTH, label="Name")
+    currency = forms.CharField(
+        min_length=3,
+        max_length=3,
+        label="Currency",
+        help_text="Three letters, such as EUR. Fixed once a budget uses this book.",
+    )
+
+    def clean_currency(self) -> str:
+        currency = self.cleaned_data["currency"].strip().upper()
+        if not price_books.CURRENCY.fullmatch(currency):
+            raise forms.ValidationError("A currency is three letters, such as EUR or USD.")
+        return currency
+
+
+class SavedViewForm(forms.Form):
+    """The name a report form's choices are saved under."""
+
+    view_name = forms.CharField(
+        max_length=links.NAME_MAX_LENGTH,
+        label="Save as",
+        error_messages={"required": "Give the view a name."},
+        widget=forms.TextInput(attrs={"placeholder": "such as “Quarterly review”"}),
     )
 
 

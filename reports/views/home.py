@@ -7,8 +7,10 @@ from django.http import HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from reports.pages import links
 from reports.pages.history import home_page
 from reports.pages.overview import overview_page
+from reports.pages.price_book import live_repricing_notes
 from reports.views.http import AuthenticatedRequest, htmx_login_required
 
 
@@ -19,6 +21,9 @@ def home(request: AuthenticatedRequest) -> HttpResponse:
     if context["connections"]:
         # The same connections, in label order (Connection's default ordering).
         context.update(overview_page(request.user, own=context["connections"]))
+        context["saved_views"] = links.personal_views(request.user)
+        # The overview's own instance of the book: its versions are read once.
+        context["price_book_notes"] = live_repricing_notes(context["price_book"])
     return render(request, "reports/home.html", context)
 
 

@@ -19,6 +19,7 @@ from django_htmx.http import HttpResponseStopPolling, trigger_client_event
 
 from reports.access import Capability, counted_buckets, report_visible_to
 from reports.models import BucketFile, Connection, Report
+from reports.pages import links
 from reports.pages.history import history_queryset, with_periods
 from reports.pages.report import (
     ViewMode,
@@ -29,7 +30,7 @@ from reports.pages.report import (
     view_mode,
 )
 from reports.pipeline import report_requests
-from reports.views.forms import ReportForm
+from reports.views.forms import ReportForm, SavedViewForm, prefilled
 from reports.views.http import AuthenticatedRequest, htmx_login_required, visible_report_or_404
 
 HISTORY_PAGE_SIZE = 25
@@ -42,7 +43,12 @@ EVENT_PROGRESS = "report-progress"
 @login_required
 @require_http_methods(["GET", "POST"])
 def report_new(request: AuthenticatedRequest) -> HttpResponse:
-    form = ReportForm(request.POST or None, owner=request.user)
+    """The form; opened from a link (a saved view, "run again") it is pre-filled and checked,
+    and still requests nothing until it is sent (reports/pages/links.py)."""
+    if request.method == "GET" and links.has_params(request.GET):
+        form = prefilled(ReportForm, request.GET, owner=request.user)
+    else:
+        form = ReportForm(request.POST or None, owner=request.user)
     if request.method == "POST" and form.is_valid():
         try:
             report = report_requests.report_request(owner=request.user, **form.request_kwargs())
@@ -52,7 +58,14 @@ def report_new(request: AuthenticatedRequest) -> HttpResponse:
             return redirect("report_detail", pk=report.pk)
     has_connections = Connection.objects.filter(owner=request.user).exists()
     return render(
-        request, "reports/report_new.html", {"form": form, "has_connections": has_connections}
+        request,
+        "reports/report_new.html",
+        {
+            "form": form,
+            "has_connections": has_connections,
+            "saved_views": links.personal_views(request.user),
+            "view_form": SavedViewForm(),
+        },
     )
 
 

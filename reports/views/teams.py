@@ -23,10 +23,12 @@ from reports.teams import TeamError, roster, sharing, team_reports
 from reports.views.forms import (
     MemberAddForm,
     MemberRoleForm,
+    SavedViewForm,
     SharingForm,
     TeamCreateForm,
     TeamPriceBookForm,
     TeamReportForm,
+    prefilled,
 )
 from reports.views.http import AuthenticatedRequest, membership_or_404
 
@@ -69,8 +71,9 @@ def _team_response(
         context["member_form"] = member_form or MemberAddForm()
     if can[Capability.CHOOSE_PRICE_BOOK]:
         context["price_book_form"] = TeamPriceBookForm(
-            initial={"price_book": membership.team.price_book}
+            team=membership.team, initial={"price_book": membership.team.price_book}
         )
+        context["view_form"] = SavedViewForm()
     return render(request, "reports/team_detail.html", context, status=status)
 
 
@@ -186,7 +189,7 @@ def team_member_remove(request: AuthenticatedRequest, pk: int, user_pk: int) -> 
 @require_POST
 def team_price_book(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     membership = membership_or_404(request, pk, Capability.CHOOSE_PRICE_BOOK)
-    form = TeamPriceBookForm(request.POST)
+    form = TeamPriceBookForm(request.POST, team=membership.team)
     if not form.is_valid():
         messages.error(request, "Choose one of the price books.")
         return redirect("team_detail", pk=pk)
@@ -216,9 +219,13 @@ def team_digest(request: AuthenticatedRequest, pk: int) -> HttpResponse:
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def team_report_new(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     membership = membership_or_404(request, pk, Capability.REQUEST_TEAM_REPORT)
+    if request.method == "GET":  # a link, a saved view, "run again": the form pre-filled
+        return _team_response(
+            request, membership, report_form=prefilled(TeamReportForm, request.GET)
+        )
     form = TeamReportForm(request.POST)
     if form.is_valid():
         try:

@@ -481,9 +481,16 @@ def test_team_report_form_rejects_bad_dates_with_a_message(world: World) -> None
     assert "must be on or after" in response.content.decode()
 
 
-def test_team_report_new_refuses_get(world: World) -> None:
-    response = client_for(world.team_admin).get(reverse("team_report_new", args=[world.team.pk]))
-    assert response.status_code == 405
+def test_team_report_new_opens_the_form_on_get_and_requests_nothing(world: World) -> None:
+    """GET is the team's form (pre-filled from a link: tests/web/test_links.py), for its
+    admins only; only POST requests a report (S4)."""
+    url = reverse("team_report_new", args=[world.team.pk])
+    before = Report.objects.count()
+    response = client_for(world.team_admin).get(url + "?preset=last_month")
+    assert response.status_code == 200
+    assert response.context["form"]["preset"].value() == "last_month"
+    assert Report.objects.count() == before
+    assert client_for(world.team_member).get(url).status_code == 404
 
 
 # --- Spend per member --------------------------------------------------------------------------
