@@ -1,4 +1,4 @@
-"""P3′ and P13: the pipeline once it knows how long OSAI takes (reports/eta.py).
+"""P3′ and P13: the pipeline once it knows how long OSAI takes (reports/pipeline/eta.py).
 
 For D = 10 s and 60 s, one connection (one OSAI account) asks for one-month reports of
 different closed months, so nothing is reused and every report is of the same kind (that

@@ -54,7 +54,7 @@ def backoff(d: float) -> tuple[int, float, float]:
     (so the most GET /Reports/{id} P1 allows), W = the gap before that last poll (the poll
     interval in force when OSAI finished), t = when it falls, counted from the create.
     The worker polls _poll_delay(0) after the create, then _poll_delay(n) after its n-th
-    poll (reports/pipeline.py), so the schedule follows whatever the settings make it.
+    poll (reports/pipeline/steps.py), so the schedule follows whatever the settings make it.
     """
     from reports.pipeline.steps import _poll_delay
 

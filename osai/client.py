@@ -113,7 +113,7 @@ class OsaiClient:
         """Configure the client; nothing is sent until the first call.
 
         The defaults are this module's DEFAULT_* values; the app passes its settings
-        (reports/connections.py, `osai_client_for`). A `session` passed in
+        (reports/pipeline/connections.py, `osai_client_for`). A `session` passed in
         provides the connection pool, proxies and TLS settings; the client mounts its own
         adapters on it and builds every request itself (no session headers, auth or
         cookies). `sleep` waits between retries (tests pass a fake).

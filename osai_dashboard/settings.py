@@ -262,7 +262,7 @@ OSAI_HTTP_TIMEOUT_SECONDS = env.float("OSAI_HTTP_TIMEOUT_SECONDS", default=15.0)
 OSAI_RETRY_AFTER_CAP_SECONDS = env.float("OSAI_RETRY_AFTER_CAP_SECONDS", default=10.0)
 OSAI_DOWNLOAD_MAX_BYTES = env.int("OSAI_DOWNLOAD_MAX_BYTES", default=20 * 1024 * 1024)
 
-# The pipeline (reports/pipeline.py).
+# The pipeline (reports/pipeline/).
 OSAI_POLL_FIRST_SECONDS = env.float("OSAI_POLL_FIRST_SECONDS", default=1.0)
 OSAI_POLL_STEADY_SECONDS = env.float("OSAI_POLL_STEADY_SECONDS", default=2.0)
 OSAI_POLL_STEADY_PERIOD_SECONDS = env.float("OSAI_POLL_STEADY_PERIOD_SECONDS", default=30.0)
@@ -283,7 +283,7 @@ OSAI_DUPLICATE_REQUEST_SECONDS = env.int("OSAI_DUPLICATE_REQUEST_SECONDS", defau
 OSAI_MAX_BUCKETS_PER_REPORT = env.int("OSAI_MAX_BUCKETS_PER_REPORT", default=400)
 OSAI_STEP_LEASE_SECONDS = env.int("OSAI_STEP_LEASE_SECONDS", default=75)
 
-# --- Cost control: tracking, alerts and digests (reports/tracking.py, budgets.py, notify.py) ---
+# --- Cost control: tracking, alerts and digests (reports/spend/: tracking, budgets, notify) ---
 # Minutes between tracking refreshes of every working connection's open day (one OSAI report
 # per connection per refresh); closed days are fetched once.
 OSAI_TRACK_INTERVAL = env.int("OSAI_TRACK_INTERVAL", default=60)
@@ -313,7 +313,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    # Paths in Django's request logs would carry a webhook URL's secret (reports/log_filters.py).
+    # Paths in Django's request logs would carry a webhook URL's secret (log_filters.py).
     "filters": {"webhook_secrets": {"()": "osai_dashboard.log_filters.RedactWebhookSecrets"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},

@@ -2,7 +2,7 @@
 
 A Report is what a person asked for; a Bucket is one OSAI report (one connection, one set
 of flags, one period). Buckets of closed periods are unique, so a Report that covers the
-same months again reuses them. See reports/pipeline.py for the state machine.
+same months again reuses them. See reports/pipeline/steps.py for the state machine.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def counts_for_team(team: Team | int, *, via: str = "") -> Q:
 
 
 class Team(models.Model):
-    """People who review spend together. Its admins run it (reports/teams.py); its reports
+    """People who review spend together. Its admins run it (reports/teams/); its reports
     cover the connections its members choose to share with it."""
 
     name = models.CharField(max_length=120, unique=True)
@@ -115,13 +115,13 @@ class Connection(models.Model):
     jwt_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     shared_with_teams = models.ManyToManyField(Team, blank=True, related_name="shared_connections")
     created_at = models.DateTimeField(auto_now_add=True)
-    # The secret in this connection's OSAI webhook URL (reports/webhooks.py): encrypted like
-    # the token, so the page can show it again, and its SHA-256, which a delivery is looked up
+    # The secret in this connection's OSAI webhook URL (reports/integrations/webhooks.py):
+    # encrypted like the token, so the page can show it again, and its SHA-256, which a delivery is looked up
     # by. Rotating it makes the old URL answer 404 (W1).
     webhook_secret_encrypted = models.TextField(blank=True, editable=False)
     webhook_secret_sha256 = models.CharField(max_length=64, blank=True, editable=False)
     # A finished OSAI task asks for a refresh of the open day; the dispatcher starts it at
-    # this time, so a burst of webhooks makes one refresh (reports/webhooks.py).
+    # this time, so a burst of webhooks makes one refresh (reports/integrations/webhooks.py).
     refresh_due_at = models.DateTimeField(null=True, blank=True, db_index=True, editable=False)
 
     objects = ConnectionQuerySet.as_manager()
@@ -283,7 +283,7 @@ class BucketQuerySet(models.QuerySet["Bucket"]):
 
 
 class Bucket(OsaiFlags):
-    """One OSAI report: a connection, flags and a period. See reports/pipeline.py."""
+    """One OSAI report: a connection, flags and a period. See reports/pipeline/steps.py."""
 
     class State(models.TextChoices):
         NEW = "new", "Waiting"
@@ -308,8 +308,8 @@ class Bucket(OsaiFlags):
     # A closed period can never change, so its finished bucket is reused forever. The open
     # bucket (it contains "now") is preliminary and requested again next time.
     is_closed = models.BooleanField()
-    # Tracking (reports/tracking.py) keeps the current month fresh with daily buckets: it wants
-    # this one whatever reports link it.
+    # Tracking (reports/spend/tracking.py) keeps held days and months fresh: it wants this one
+    # whatever reports link it.
     tracked = models.BooleanField(default=False)
     # Asked for by tracking alone (history being filled in, the open day refreshed), not by a
     # person: the dispatcher starts it after what people asked for, in the slots they leave
@@ -324,7 +324,7 @@ class Bucket(OsaiFlags):
     # OSAI's final answer, as received, with the signed link's query string removed.
     osai_response = models.JSONField(null=True, blank=True)
 
-    # How long OSAI took (reports/eta.py), in seconds after our POST /Reports was answered
+    # How long OSAI took (reports/pipeline/eta.py), in seconds after our POST /Reports was answered
     # (`created_seen_at`, our clock): still generating at the last pending poll, and done
     # by the poll that said so. The plan for polling it: from `eta_low_seconds` until
     # `expected_ready_at` (both null for the first report of a kind: the back-off).
@@ -446,7 +446,7 @@ class Report(OsaiFlags):
     buckets_total = models.PositiveIntegerField(default=0)
     buckets_done = models.PositiveIntegerField(default=0)
     buckets_failed = models.PositiveIntegerField(default=0)
-    # When OSAI should have finished the last of its unfinished buckets (reports/eta.py);
+    # When OSAI should have finished the last of its unfinished buckets (reports/pipeline/eta.py);
     # null while any of them has no estimate yet. The badge polls to match it.
     expected_done_at = models.DateTimeField(null=True, blank=True)
     # Without an estimate: when the worker next asks OSAI about one of its buckets (the
@@ -595,7 +595,7 @@ class HeldDiscrepancy(models.Model):
         return f"{self.column} of {self.month_start:%Y-%m} on connection {self.connection_id}"
 
 
-# --- Cost control: budgets, alerts and what was sent (reports/budgets.py, reports/notify.py) ---
+# --- Cost control: budgets, alerts and what was sent (reports/spend/budgets.py, notify.py) ---
 
 
 class Budget(models.Model):
@@ -761,14 +761,15 @@ class DigestSent(models.Model):
         return f"{self.kind} digest of {self.user} from {self.period_start}"
 
 
-# --- Integrations: OSAI's worker webhooks and the read-only API (reports/webhooks.py, api) ---
+# --- Integrations: OSAI's worker webhooks and the read-only API (reports/integrations/) ---
 
 
 class WebhookEvent(models.Model):
     """One delivery of OSAI's worker webhook to a connection's URL, stored as received.
 
     OSAI documents no payload schema: the raw body is kept, and the fields the feed shows are
-    read from it defensively (reports/webhooks.py); anything unknown stays only in `body`.
+    read from it defensively (reports/integrations/webhooks.py); anything unknown stays only
+    in `body`.
     """
 
     class Kind(models.TextChoices):

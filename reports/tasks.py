@@ -58,5 +58,5 @@ def digests_send() -> str:
 
 
 def webhook_refresh(connection_id: int) -> str:
-    """The open-day refresh a burst of OSAI webhooks asked for (reports/webhooks.py)."""
+    """The open-day refresh a burst of OSAI webhooks asked for (integrations/webhooks.py)."""
     return webhooks.webhook_refresh(int(connection_id))

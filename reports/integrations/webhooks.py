@@ -6,7 +6,7 @@ delivery is JSON of at most OSAI_WEBHOOK_MAX_BYTES, stored as received with what
 `osai.webhooks` could read from it; a repeat (same event id, or the same JSON) is stored once.
 
 A finished task means the open day's usage has grown, so it asks for a tracking refresh of the
-connection's open day (reports/tracking.py), debounced: the first event arms
+connection's open day (reports/spend/tracking.py), debounced: the first event arms
 `Connection.refresh_due_at` OSAI_WEBHOOK_REFRESH_DELAY_SECONDS ahead and later ones find it
 armed, so a burst of events makes one refresh. The dispatcher starts it when it is due
 (dispatcher.enqueue_due_refreshes), like a bucket step.

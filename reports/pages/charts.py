@@ -1,7 +1,7 @@
 """Plotly figures of a report: one pure function per chart, plain data in, Figure out.
 
-The functions take usage rows (reports/usage.py, raw OSAI units summed per period) and,
-for the cost view, one dict of money per row (reports/pricing.py `row_costs`). They only
+The functions take usage rows (reports/spend/usage.py, raw OSAI units summed per period) and,
+for the cost view, one dict of money per row (reports/spend/pricing.py `row_costs`). They only
 build bar, scatter and pie traces, the ones in the partial Plotly bundle the page loads.
 
 The page does not use `Figure.to_html()`: it emits inline <script> tags, which the strict

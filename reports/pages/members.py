@@ -3,7 +3,7 @@
 In the cost view: spend per member by ML stage, and spend per member over time. In the usage
 view: usage per member by category (each in its own unit), compute hours per member by kind
 of work, and compute hours per member over time. Members are the owners of the connections
-that count for the report (reports/access.py); sums come from reports/teams.py.
+that count for the report (reports/access.py); sums come from reports/teams/.
 """
 
 from __future__ import annotations

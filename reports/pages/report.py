@@ -61,7 +61,7 @@ def duration(delta: timedelta) -> str:
     return f"{seconds} s"
 
 
-# The badge's polling (P5). With an estimate (reports/eta.py): at the moment OSAI should be
+# The badge's polling (P5). With an estimate (reports/pipeline/eta.py): at the moment OSAI should be
 # done plus the worker's own poll and write (BADGE_SETTLE_SECONDS), then densely for a short
 # while. Without one, when a single bucket is left: just after the worker's next poll of it
 # (Report.next_check_at) plus its hop through the broker, request and write
@@ -148,7 +148,7 @@ def report_buckets(report: Report) -> list[Bucket]:
     whether it is held (`held`: "day", "month" or None; `more_categories`: it has usage of
     categories the report masks, which its raw file shows).
 
-    A team report only counts connections still shared by current members (reports/teams.py).
+    A team report only counts connections still shared by current members (reports/teams/).
     """
     buckets: list[Bucket] = list(
         counted_buckets(report)

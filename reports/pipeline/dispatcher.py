@@ -134,7 +134,7 @@ class _Due:
     owner: int
     account: str
     due: datetime | None = None
-    # A poll aimed at the moment OSAI should be done (reports/eta.py): the only step sent
+    # A poll aimed at the moment OSAI should be done (reports/pipeline/eta.py): the only step sent
     # ahead of its time, so it is on the spot when the report is ready.
     aimed: bool = False
 
@@ -303,7 +303,7 @@ def enqueue_due_buckets(now: datetime | None = None, limit: int | None = None) -
 
 
 def enqueue_due_deliveries(now: datetime | None = None) -> int:
-    """Enqueue a send for every outbox delivery that is due (reports/notify.py)."""
+    """Enqueue a send for every outbox delivery that is due (reports/spend/notify.py)."""
     now = now or timezone.now()
     due = list(
         Delivery.objects.filter(state=Delivery.State.PENDING, next_attempt_at__lte=now).values_list(
@@ -322,7 +322,8 @@ def enqueue_due_deliveries(now: datetime | None = None) -> int:
 
 
 def enqueue_due_refreshes(now: datetime | None = None) -> int:
-    """Start each open-day refresh that webhooks asked for and that is due (reports/webhooks.py).
+    """Start each open-day refresh that OSAI's webhooks asked for and that is due
+    (reports/integrations/webhooks.py).
 
     Claimed by clearing the mark, so events that arrive while it runs ask for the next one.
     """

@@ -12,7 +12,7 @@ they do not (OSAI's time varied, or one report was an outlier), their medians.
 
 The polling schedule that follows (`seconds_to_next_poll`):
 
-- no finished bucket of the kind yet: the back-off of reports/pipeline.py, as before (P1);
+- no finished bucket of the kind yet: the back-off of reports/pipeline/steps.py, as before (P1);
 - a narrow estimate (high - low <= NARROW_SECONDS): one poll at `high`;
 - a wide one: polls from `low` up to `high`, DENSE_STEPS of them at most and never closer
   than NARROW_SECONDS, so this report's bracket is narrower than the estimate was;

@@ -61,8 +61,8 @@ def report_refresh(report_pk: int) -> None:
         failed=Count("pk", filter=Q(state__in=Bucket.FAILED_STATES)),
         timed_out=Count("pk", filter=Q(state=Bucket.State.TIMED_OUT)),
         started=Count("pk", filter=~Q(state=Bucket.State.NEW) | Q(started_at__isnull=False)),
-        # When OSAI should be done with the unfinished ones (reports/eta.py), if it is known
-        # for every one of them.
+        # When OSAI should be done with the unfinished ones (reports/pipeline/eta.py), if it is
+        # known for every one of them.
         expected=Max("expected_ready_at", filter=~Q(state__in=Bucket.TERMINAL_STATES)),
         unestimated=Count(
             "pk",

@@ -110,7 +110,7 @@ def report_request(
     Closed buckets that failed before are reset so the worker tries them again; the open
     bucket (it contains now) is always requested afresh. The worker starts after commit.
     A personal report keeps the default price book of the day; a team report follows its
-    team's price book (reports/pricing.py).
+    team's price book (reports/spend/pricing.py).
     """
     now = now or timezone.now()
     connections = list(connections)

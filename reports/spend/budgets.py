@@ -9,7 +9,7 @@ someone of the team whose role gets no alerts (viewers and members: reports/acce
 Checking a budget (after each tracking refresh, and by `manage.py check_budgets`) inserts one
 Alert row per newly crossed threshold; the database's uniqueness makes that exactly once per
 month (A1), however many workers check at once. One check that finds several thresholds
-newly crossed sends one message, naming the highest (reports/notify.py).
+newly crossed sends one message, naming the highest (reports/spend/notify.py).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Columns, in order (`export_columns`):
 - every usage metric in its display unit (GPU-hours, hours, GB-months, counts; 9 decimals),
   then every metric raw under OSAI's own field name (totalTrainingSeconds8GB …), as received.
 - with cost: cost_<column> per priced metric and cost_total, at the internal precision of
-  reports/pricing.py (10 decimals, not rounded to cents), then currency, price_book and
+  reports/spend/pricing.py (10 decimals, not rounded to cents), then currency, price_book and
   price_book_versions (the effective_from of each version that priced the bucket).
 - provenance: osai_report_id, osai_creation_time (OSAI's raw string), the five include_* flags
   (what OSAI was asked for), raw_json_sha256 (the checksum of the archived OSAI JSON file,

@@ -1,5 +1,5 @@
 """This month's spend: month to date, the same days of last month, the month-end forecast,
-and where each budget stands. Read from tracked daily buckets (reports/tracking.py): nothing
+and where each budget stands. Read from tracked daily buckets (reports/spend/tracking.py): nothing
 here asks OSAI, so the overview never waits on it.
 
 The forecast is ours, never OSAI's: month-end spend from the month's closed days, a run rate

@@ -1,5 +1,5 @@
-"""Forms: parse and check what people type; the services (reports/services.py,
-reports/connections.py, reports/teams.py) act on it.
+"""Forms: parse and check what people type; the services (reports/pipeline/report_requests.py,
+reports/pipeline/connections.py, reports/teams/) act on it.
 
 Access tokens are typed into password inputs that never render their value back, so a
 form shown again after an error never carries the token (T2).

@@ -285,7 +285,7 @@ def _team_screenshot(page: Any, name: str) -> None:
 
 
 def _cents(amount: Decimal) -> Decimal:
-    """Rounded to cents as the pages round (reports/pricing.py `money`: ROUND_HALF_UP, once)."""
+    """Rounded to cents as the pages round (formatting.to_cents: ROUND_HALF_UP, once)."""
     return amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
 
 

@@ -3,7 +3,7 @@
     manage.py export_usage (--team T | --user U [--connection L]) --from 2026-01-01 \
         --to 2026-07-01 --granularity month [--flags datasets,models] [--cost]
 
-The columns are those of the web export (reports/exports.py); --team adds the member column,
+The columns are those of the web export (reports/spend/exports.py); --team adds the member column,
 and without --cost the cost columns are left out. `--to` is exclusive. Closed periods use their
 finished bucket; the period that contains now uses its latest finished (preliminary) bucket,
 and periods in the future are skipped. Nothing is asked of OSAI:
