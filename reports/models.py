@@ -116,8 +116,8 @@ class Connection(models.Model):
     shared_with_teams = models.ManyToManyField(Team, blank=True, related_name="shared_connections")
     created_at = models.DateTimeField(auto_now_add=True)
     # The secret in this connection's OSAI webhook URL (reports/integrations/webhooks.py):
-    # encrypted like the token, so the page can show it again, and its SHA-256, which a delivery is looked up
-    # by. Rotating it makes the old URL answer 404 (W1).
+    # encrypted like the token, so the page can show it again, and its SHA-256, which a
+    # delivery is looked up by. Rotating it makes the old URL answer 404 (W1).
     webhook_secret_encrypted = models.TextField(blank=True, editable=False)
     webhook_secret_sha256 = models.CharField(max_length=64, blank=True, editable=False)
     # A finished OSAI task asks for a refresh of the open day; the dispatcher starts it at

@@ -10,7 +10,8 @@ buckets exist, with every flag on:
 - the month before, as one bucket (the monthly digest compares last month with it).
 
 The overview, budgets, forecasts and digests read them through the spend ledger
-(reports/spend/ledger.py, monthly.py); nobody fills in a form. Superseded open-day buckets are deleted, so a connection keeps one.
+(reports/spend/ledger.py, monthly.py); nobody fills in a form. Superseded open-day buckets
+are deleted, so a connection keeps one.
 """
 
 from __future__ import annotations
