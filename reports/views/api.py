@@ -3,10 +3,10 @@
 `Authorization: Bearer <token>` with a personal API token (reports/integrations/api_tokens.py);
 no session cookies, so no CSRF to check and no page to be tricked into reading. Each answer is
 what the token's owner sees in the pages (the same selectors; 404 for anything else); only GET
-is routed, so any other method is a 405. Requests are rate-limited per token, and failed sign-
-ins per client address (django-ratelimit, 429 with JSON). Answers carry no OSAI access token,
-JWT or signed link: reports give totals, never OSAI's raw answer; connections only the token's
-last four characters, as the pages do.
+is routed, so any other method is a 405. Requests are rate-limited per token, and failed
+sign-ins per client address (django-ratelimit, 429 with JSON). Answers carry no OSAI access
+token, JWT or signed link: reports give totals, never OSAI's raw answer; connections only the
+token's last four characters, as the pages do.
 
 OpenAPI schema: `/api/v1/openapi.json`. No docs page: the bundled Swagger UI needs inline
 script, which the CSP forbids."""
