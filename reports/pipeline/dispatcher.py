@@ -201,7 +201,9 @@ def _due_buckets(now: datetime, lease: timedelta, horizon: datetime) -> list[_Du
             owner,
             _account_key(region, account, conn),
             due,
-            aimed=eta.is_aimed(due, expected),
+            # Nobody waits on background work: its polls go when due, never early, so no
+            # worker process sleeps out the lead for them.
+            aimed=eta.is_aimed(due, expected) and not background,
             background=background,
             period_start=start,
         )

@@ -27,7 +27,7 @@ from dateutil.relativedelta import relativedelta
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
-from django.db.models import Count, DurationField, Exists, ExpressionWrapper, F, OuterRef
+from django.db.models import Count, Exists, OuterRef
 from django.utils import timezone
 
 from reports.metrics import all_flags
@@ -119,11 +119,12 @@ def history_held(connection_ids: list[int], now: datetime) -> History:
         if months
         else 0
     )
-    length = ExpressionWrapper(F("period_end") - F("period_start"), output_field=DurationField())
+    # Tracking holds days and months only: in the days window, what is not a month is a day.
     days_held = whole(
-        held.filter(period_start__gte=first_day, period_end__lte=today)
-        .annotate(length=length)
-        .filter(length=ONE_DAY)
+        held.filter(period_start__gte=first_day, period_end__lte=today).exclude(
+            period_start__in=[start for start, _ in months if start >= first_day],
+            period_end__in=[end for start, end in months if start >= first_day],
+        )
     )
     return History(months_held, len(months), days_held, days)
 

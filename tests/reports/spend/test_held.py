@@ -249,15 +249,29 @@ def test_the_overview_and_the_team_page_say_how_much_history_is_held(
                 is_closed=True,
                 state=Bucket.State.DONE,
                 tracked=True,
+                finished_at=now,
+                **all_flags(),
+            )
+    # Two days each, one of them starting with a held month (February's first).
+    for connection in (first, second):
+        for day in (datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC)):
+            Bucket.objects.create(
+                connection=connection,
+                period_start=day,
+                period_end=day + ONE_DAY,
+                is_closed=True,
+                state=Bucket.State.DONE,
+                tracked=True,
+                finished_at=now,
                 **all_flags(),
             )
     history = tracking.history_held([first.pk, second.pk], now)
     assert (history.months_held, history.months) == (9, 25)  # both hold 9 (combined)
-    assert (history.days_held, history.days) == (0, 153)
+    assert (history.days_held, history.days) == (2, 153)
     client = Client()
     client.force_login(owner)
     home = client.get(reverse("home")).content.decode()
-    assert "History: 9 of 25 months held, and 0 of 153 days" in home
+    assert "History: 9 of 25 months held, and 2 of 153 days" in home
     # A month more makes a new overview (the cached body is keyed by what it shows).
     start, end = months[-10]
     Bucket.objects.create(
@@ -267,6 +281,7 @@ def test_the_overview_and_the_team_page_say_how_much_history_is_held(
         is_closed=True,
         state=Bucket.State.DONE,
         tracked=True,
+        finished_at=now,
         **all_flags(),
     )
     assert "History: 10 of 25 months held" in client.get(reverse("home")).content.decode()
