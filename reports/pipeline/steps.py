@@ -129,6 +129,7 @@ def bucket_step(pk: int, not_before: float | None = None) -> str:
         return "no report wants it any more"
     if bucket.connection.status == Connection.Status.NEEDS_TOKEN:
         bucket_finish(pk, Bucket.State.ERROR, _needs_token_message(bucket.connection))
+        _stop_background(bucket.connection)
         return "connection needs a token"
     if bucket.started_at is None:
         Bucket.objects.filter(pk=pk).update(started_at=now)
