@@ -4,11 +4,11 @@
     python -m bench --only p6,p7    # some groups (development)
 
 Groups: pipeline (P1 P2 P3 P4 P5 P12), eta (P3′ P13), p7, p6 (P6 P14), p8, p9, p15, p18, p20,
-p16, p17, p19, p10, p11.
+p16, p17, p21, p19, p10, p11.
 Everything runs against processes started here: the recording OSAI sandbox, a real
 `manage.py qcluster` (2 workers, production timings), gunicorn (2 workers) and headless
-Chromium, on a bench database in var/bench/ (never var/db.sqlite3). P17, P19 and P20 start
-their own qcluster on their own copies of it (P19 also an SMTP server); P16 starts 1, 2 and 4
+Chromium, on a bench database in var/bench/ (never var/db.sqlite3). P17, P19, P20 and P21
+start their own qcluster on their own copies of it (P19 also an SMTP server); P16 starts 1, 2 and 4
 qclusters on PostgreSQL (database bench_p16, created and dropped) and Redis db 14. All of
 them are stopped on exit, Ctrl-C included.
 """
@@ -49,6 +49,7 @@ GROUPS = (
     "p20",
     "p16",
     "p17",
+    "p21",
     "p19",
     "p10",
     "p11",
@@ -156,6 +157,7 @@ def main() -> int:
         django.setup()
         from bench import (
             alerts,
+            backfill,
             csv_export,
             eta,
             fairness,
@@ -188,6 +190,7 @@ def main() -> int:
                 "p20": lambda: rollups.run_p20(bench, results),
                 "p16": lambda: scaleout.run_p16(bench, results),
                 "p17": lambda: tracking.run_p17(bench, results),
+                "p21": lambda: backfill.run_p21(bench, results),
                 "p19": lambda: alerts.run_p19(bench, results),
                 "p11": lambda: bench.shared.update(p11=idle.start_p11(worker)),
                 "p10": lambda: csv_export.run_p10(bench, results),
@@ -199,7 +202,9 @@ def main() -> int:
         # P16, P17 and P19 each on its own database and worker(s); the bench's worker idles
         # meanwhile. P11 measures the idle worker while P10 runs: one CPU-bound process at a
         # time (P11 reads only the worker's own CPU time).
-        _run_groups(results, groups, steps, "p15", "p18", "p20", "p16", "p17", "p19", "p11", "p10")
+        _run_groups(
+            results, groups, steps, "p15", "p18", "p20", "p16", "p17", "p21", "p19", "p11", "p10"
+        )
         meter = bench.shared.get("p11")
         if meter is not None:
             idle.finish_p11(meter, results)
@@ -227,6 +232,8 @@ def main() -> int:
         "bench database: a fresh SQLite file var/bench/bench.sqlite3 (WAL), migrated first; "
         "P6, P10, P17 and P19 use their own copies of it (P17 and P19 each with its own "
         "qcluster, same settings as the bench's worker)",
+        "P21: its own copy of the bench database and qcluster for 20 new connections' "
+        "history; the person's report beside a history on the bench's worker",
         "P16: PostgreSQL 15 (database bench_p16, created and dropped by the run) and the "
         "django-q2 Redis broker (db 14), 1, 2 and 4 `manage.py qcluster` processes with "
         "Q_WORKERS=2 each, the sandbox at D = 0 (bench/scaleout.py)",

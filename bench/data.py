@@ -205,9 +205,9 @@ def daily_periods(days: int, end: datetime) -> list[tuple[datetime, datetime]]:
 def tracked_buckets(
     connection: Any, now: datetime, *, with_open_day: bool = False, usage: bool = True
 ) -> list[Any]:
-    """Unsaved finished buckets of everything tracking keeps for a connection (the month
-    before last, every closed day of last month and this month; the open day if asked), as
-    a refresh would have left them. `usage=False` makes them all zero (nothing spent)."""
+    """Unsaved finished buckets of everything tracking holds for a connection (the held
+    months and every closed held day: two years, with the production settings; the open day
+    if asked), as a refresh would have left them. `usage=False` makes them all zero."""
     from reports.metrics import USAGE_COLUMNS
     from reports.periods import utc_midnight
     from reports.spend.tracking import tracked_periods

@@ -1,11 +1,11 @@
 """P17: what one tracking refresh costs per connection, with 1,000 tracked connections.
 
 A copy of the migrated bench database with CONNECTIONS connections (PEOPLE people), each with
-everything tracking keeps already fetched (bench/data.py's tracked_buckets: the month before
-last, every closed day, and the previous refresh's open day), as an hourly refresh finds
-them. Its own qcluster (production timings, Q_WORKERS=2) runs on it; the tracking schedule
-is moved out of the way so that the bench starts each refresh itself, with the task the
-schedule runs (reports.tasks.tracking_refresh_all), at D = P17_D.
+everything tracking holds already fetched (bench/data.py's tracked_buckets: two years of held
+months and days, and the previous refresh's open day), as an hourly refresh finds them. Its
+own qcluster (production timings, Q_WORKERS=2) runs on it; the tracking schedule is moved out
+of the way so that the bench starts each refresh itself, with the task the schedule runs
+(reports.tasks.tracking_refresh_all), at D = P17_D.
 
 Per connection and refresh: OSAI calls from the recording sandbox (per account), and the
 qcluster process group's CPU from the trigger until every new bucket is finished and the

@@ -275,6 +275,11 @@ OSAI_MAX_IN_FLIGHT_PER_CONNECTION = env.int("OSAI_MAX_IN_FLIGHT_PER_CONNECTION",
 OSAI_MAX_IN_FLIGHT_PER_ACCOUNT = env.int("OSAI_MAX_IN_FLIGHT_PER_ACCOUNT", default=16)
 OSAI_MAX_IN_FLIGHT_PER_PERSON = env.int("OSAI_MAX_IN_FLIGHT_PER_PERSON", default=32)
 OSAI_QUEUE_DEPTH = env.int("OSAI_QUEUE_DEPTH", default=64)
+# Background work (tracking: a new connection's history, the hourly refresh) starts an OSAI
+# report only while this many slots stay free at its connection, its OSAI account and its
+# person, and is queued only while as many steps' room stays free in the broker: what people
+# ask for never waits behind it for more than a poll.
+OSAI_BACKGROUND_RESERVE = env.int("OSAI_BACKGROUND_RESERVE", default=2)
 # Requests (F2, F3): report requests per person per hour, parts waiting per person, and how
 # long an identical request counts as a double click.
 OSAI_REPORT_REQUESTS_PER_HOUR = env.int("OSAI_REPORT_REQUESTS_PER_HOUR", default=60)
@@ -287,6 +292,12 @@ OSAI_STEP_LEASE_SECONDS = env.int("OSAI_STEP_LEASE_SECONDS", default=75)
 # Minutes between tracking refreshes of every working connection's open day (one OSAI report
 # per connection per refresh); closed days are fetched once.
 OSAI_TRACK_INTERVAL = env.int("OSAI_TRACK_INTERVAL", default=60)
+# What tracking holds for every working connection, all flags on: the last N closed calendar
+# months as one bucket each ("last 12 months" and "year to date" have their comparison
+# periods too), and every day since the first day of the previous calendar "quarter" (at
+# most 184 days) or "month". Tests keep the window small (they count OSAI calls).
+OSAI_HELD_MONTHS = env.int("OSAI_HELD_MONTHS", default=2 if TESTING else 25)
+OSAI_HELD_DAYS_SINCE = env.str("OSAI_HELD_DAYS_SINCE", default="month" if TESTING else "quarter")
 # Email: django-environ's EMAIL_URL (smtp://user:pass@host:587 …). By default messages are
 # written as files into var/mail, so `make run` needs no mail server.
 if env.str("EMAIL_URL", default=""):

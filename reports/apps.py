@@ -14,9 +14,10 @@ class ReportsConfig(AppConfig):
         from django_q.signals import post_spawn
 
         from reports import checks  # noqa: F401  (registers the deploy checks)
-        from reports.spend import ledger
+        from reports.spend import discrepancies, ledger
 
         ledger.connect_signals()
+        discrepancies.connect_signals()
 
         post_spawn.connect(_resume_pipeline, dispatch_uid="osai-resume-pipeline")
 

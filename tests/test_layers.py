@@ -135,7 +135,7 @@ INSIDE: dict[str, list[tuple[str, ...]]] = {
     "reports.spend": [
         ("budgets", "digests"),
         ("monthly", "exports", "tracking", "notify"),
-        ("ledger", "outbound"),
+        ("ledger", "outbound", "discrepancies"),
         ("pricing",),
         ("usage",),
     ],

@@ -51,6 +51,8 @@ from osai.sandbox.webhooks import WebhookSender
 
 TOKEN_PREFIX: Final = "osai-sandbox-"  # noqa: S105 (a prefix, not a secret)
 FIRST_REPORT_ID: Final = 16718  # the seed's example id
+# Totals that are a state at the period's end (images existing), not sums over it.
+_STATE_FIELDS: Final = frozenset(t.field for t in contract.TOTALS if not t.additive)
 
 # Route keys: how calls are counted in the stats and how faults name the calls they hit.
 ROUTE_SIGN_IN: Final = "POST /api/Users/SignIn"
@@ -246,6 +248,7 @@ class _StoredReport:
     file_id: str
     read: bool = False
     totals: dict[str, int | float] | None = None  # computed once, when first needed
+    skew: float = 0.0  # the `month_skew` in force at creation, for a one-month report
 
     @property
     def created(self) -> datetime:
@@ -259,10 +262,34 @@ class _StoredReport:
     def usage(self) -> dict[str, int | float]:
         # Usage after the report was made has not happened yet: as_of = creation time.
         if self.totals is None:
-            self.totals = account_totals(
+            totals = account_totals(
                 self.account_id, self.period_from, self.period_to, self.flags, as_of=self.created
             )
+            self.totals = _skewed(totals, self.skew) if self.skew else totals
         return self.totals
+
+
+def _is_calendar_month(start: datetime, end: datetime) -> bool:
+    """True for exactly one calendar month, [the 1st 00:00, the next month's 1st 00:00)."""
+    if (start.day, start.hour, start.minute, start.second, start.microsecond) != (1, 0, 0, 0, 0):
+        return False
+    year, month = (start.year + 1, 1) if start.month == 12 else (start.year, start.month + 1)
+    return end == start.replace(year=year, month=month)
+
+
+def _skewed(totals: dict[str, int | float], skew: float) -> dict[str, int | float]:
+    """The `month_skew` fault: sums over the period off by `skew` (0.1 = 10 % more than the
+    sum of its days); a state at the period's end (images existing) stays as it is. Whole
+    numbers stay whole, as OSAI sends them."""
+    result: dict[str, int | float] = {}
+    for name, value in totals.items():
+        if name in _STATE_FIELDS:
+            result[name] = value
+        elif isinstance(value, int):
+            result[name] = round(value * (1 + skew))
+        else:
+            result[name] = value * (1 + skew)
+    return result
 
 
 # --- Faults ---------------------------------------------------------------------------------
@@ -311,6 +338,12 @@ def _check_redirect_status(value: object) -> int:
     return value
 
 
+def _check_skew(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not -1 < value <= 10:
+        raise ValueError("must be a number above -1 and at most 10")
+    return float(value)
+
+
 def _check_routes(value: object) -> list[str]:
     routes = [value] if isinstance(value, str) else value
     if not isinstance(routes, list) or not routes or any(r not in ROUTES for r in routes):
@@ -338,6 +371,9 @@ FAULT_KEYS: Final[Mapping[str, Callable[[object], object]]] = {
     "redirect_to": _check_header_value,  # ... to this URL ...
     "redirect_status": _check_redirect_status,  # ... with this status (default 302)
     "expire_links": _check_bool,  # `path` links are issued already expired
+    # New reports of exactly one calendar month come back off from the sum of their days by
+    # this share (0.1: 10 % more), as real OSAI might; other periods stay exact.
+    "month_skew": _check_skew,
     "route": _check_routes,  # request faults hit only these route keys
     # Settings, overridable at runtime too.
     "latency": _check_seconds,
@@ -703,6 +739,11 @@ class SandboxApp:
                 period_to=period_to,
                 flags=flags,
                 file_id=str(uuid.uuid4()),
+                skew=(
+                    float(self._faults.get("month_skew", 0.0))
+                    if _is_calendar_month(period_from, period_to)
+                    else 0.0
+                ),
             )
             self._next_id += 1
             self._reports[report.id] = report

@@ -35,10 +35,35 @@ from reports.spend.monthly import (
     load_spend,
     month_spend_of,
 )
-from reports.spend.tracking import tracking_in_flight
+from reports.spend.tracking import History, history_held, tracking_in_flight
 from reports.teams.sharing import team_shared_connections
 
 ZERO = Decimal(0)
+
+
+@dataclass(frozen=True)
+class HistoryStatus:
+    """How far tracking has come with the held history ("9 of 25 months held"), and the
+    connections whose history stopped because OSAI no longer accepts their token."""
+
+    held: History
+    stopped: tuple[str, ...]
+    fetching: bool
+
+
+def history_status(
+    connections: list[Connection], now: datetime, *, fetching: bool, with_owner: bool = False
+) -> HistoryStatus:
+    stopped = tuple(
+        _label(c, with_owner) for c in connections if c.status == Connection.Status.NEEDS_TOKEN
+    )
+    return HistoryStatus(history_held([c.pk for c in connections], now), stopped, fetching)
+
+
+def _label(connection: Connection, with_owner: bool) -> str:
+    if with_owner:
+        return f"{connection.owner.get_username()}: {connection.label}"
+    return connection.label
 
 
 @dataclass(frozen=True)
@@ -106,11 +131,7 @@ def _scope(
         change, trend = change_text(mtd, previous, "the same days of last month")
         per_connection.append(
             ConnectionSpend(
-                label=(
-                    f"{connection.owner.get_username()}: {connection.label}"
-                    if with_owner
-                    else connection.label
-                ),
+                label=_label(connection, with_owner),
                 month_to_date=to_cents(mtd),
                 previous=None if previous is None else to_cents(previous),
                 change=change,
@@ -155,12 +176,14 @@ def overview_page(
     person_budget = next(
         (s.amount for s in statuses if s.budget.scope == Budget.Scope.PERSON), None
     )
+    tracking = bool(own) and tracking_in_flight([c.pk for c in own])
     page = {
         **scope,
         "now": now,
         "chart": month_chart(scope["spend"], person_budget),
         "budgets": statuses,
-        "tracking": bool(own) and tracking_in_flight([c.pk for c in own]),
+        "tracking": tracking,
+        "history": history_status(own, now, fetching=tracking),
     }
     page["overview_key"] = overview_key(user, page)
     return page
@@ -188,6 +211,7 @@ def overview_key(user: Any, page: dict[str, Any]) -> str:
         page["forecast"],
         page["per_connection"],
         page["budgets"],
+        page["history"],
     )
     return hashlib.sha256(repr(content).encode()).hexdigest()
 
@@ -201,12 +225,14 @@ def team_overview(team: Team, *, now: datetime | None = None) -> dict[str, Any]:
     books = BookCache()
     scope = _scope(data, shared, books.of(team), with_owner=True)
     statuses = budget_statuses(budgets, data=data, books=books)
+    tracking = bool(shared) and tracking_in_flight([c.pk for c in shared])
     return {
         **scope,
         "now": now,
         "chart": month_chart(scope["spend"], statuses[0].amount if statuses else None),
         "budgets": statuses,
-        "tracking": bool(shared) and tracking_in_flight([c.pk for c in shared]),
+        "tracking": tracking,
+        "history": history_status(shared, now, fetching=tracking, with_owner=True),
     }
 
 

@@ -46,7 +46,9 @@ def buckets_for(
     """Existing closed buckets where there are any, new ones for the rest.
 
     Closed buckets that failed before are reset so the worker tries them again; a period
-    that is not closed yet always gets a new bucket. `tracked` marks them wanted by tracking.
+    that is not closed yet always gets a new bucket. `tracked` marks them wanted by tracking;
+    the ones tracking makes are background work, and a person's request that reuses one
+    makes it a person's (the dispatcher serves people first: reports/pipeline/dispatcher.py).
     Raises BucketConflict if another request created one of the same closed buckets at once.
     """
     deadline = now + timedelta(seconds=settings.OSAI_BUCKET_DEADLINE_SECONDS)
@@ -77,6 +79,7 @@ def buckets_for(
                     next_attempt_at=now,
                     deadline_at=deadline,
                     tracked=tracked,
+                    background=tracked,
                     **flags,
                 )
                 to_create.append(bucket)
@@ -96,6 +99,10 @@ def buckets_for(
     if tracked:
         existing_ids = [b.pk for b in result if b.pk and not b.tracked]
         Bucket.objects.filter(pk__in=existing_ids).update(tracked=True)
+    else:
+        adopted = [b.pk for b in result if b.pk and b.background and not b.is_terminal]
+        if adopted:
+            Bucket.objects.filter(pk__in=adopted).update(background=False)
     return result
 
 

@@ -10,7 +10,11 @@ enqueued again: the reconciler and the normal path are the same code (Q3, Q4).
 
 Due work is served fairly (F4): people take turns, then their connections; polls of reports
 in flight come before new reports; a new report waits, out of the queue, while its
-connection, person or OSAI account has as many in flight as allowed (F1). Outbox deliveries
+connection, person or OSAI account has as many in flight as allowed (F1). Background work
+(tracking's: a new connection's history, the hourly refresh) comes after everything people
+asked for, newest period first, and only in the slots they leave free: it starts an OSAI
+report only while OSAI_BACKGROUND_RESERVE slots stay free at its connection, account and
+person, and is queued only while as much room stays free in the broker. Outbox deliveries
 and webhook-requested refreshes are woken here too.
 
 Everything else reaches the dispatcher through `start_soon(bucket_ids)` (after a request
@@ -121,8 +125,9 @@ def _lease_release(name: str, holder: str) -> None:
     WorkerLease.objects.filter(name=name, holder=holder).update(holder="", expires_at=None)
 
 
-# How many due buckets of each connection the dispatcher looks at per round: enough to fill
-# the queue, few enough that a backlog costs one cheap query a second.
+# How many due buckets of each kind (in flight, people's new, background's new) and connection
+# the dispatcher looks at per round: enough to fill the queue, few enough that a backlog
+# costs one cheap query a second.
 SCAN_PER_CONNECTION = 4
 
 
@@ -137,6 +142,10 @@ class _Due:
     # A poll aimed at the moment OSAI should be done (reports/pipeline/eta.py): the only step sent
     # ahead of its time, so it is on the spot when the report is ready.
     aimed: bool = False
+    # Tracking's work that no person waits for (Bucket.background): served after people's,
+    # newest period first, within the slots they leave free.
+    background: bool = False
+    period_start: datetime | None = None
 
 
 def _account_key(region: str, account_id: str, connection_id: int) -> str:
@@ -147,20 +156,27 @@ def _account_key(region: str, account_id: str, connection_id: int) -> str:
 def _due_buckets(now: datetime, lease: timedelta, horizon: datetime) -> list[_Due]:
     """The first few due buckets of every connection, skipping those whose step is queued.
 
-    Steps of reports already in flight come first, oldest first, then new buckets: a
-    backlog of new buckets waiting for a slot must never hide the polls that free one.
+    A few of each kind per connection: steps of reports in flight (people's and the
+    background's), people's new buckets, the background's new buckets (newest period
+    first). So a backlog of new buckets waiting for a slot never hides the polls that free
+    one, and background polls never hide a person's new bucket. In flight first, oldest
+    first, then new buckets.
     """
     starts = Case(When(state=Bucket.State.NEW, then=Value(1)), default=Value(0))
+    # The background's new buckets by period, newest first; every other kind keeps None.
+    newest = Case(
+        When(state=Bucket.State.NEW, background=True, then=F("period_start")), default=None
+    )
     rank = Window(
         RowNumber(),
-        partition_by=[F("connection_id")],
-        order_by=[F("starts").asc(), F("next_attempt_at").asc(), F("pk").asc()],
+        partition_by=[F("connection_id"), F("starts"), F("background")],
+        order_by=[F("newest").desc(), F("next_attempt_at").asc(), F("pk").asc()],
     )
     rows = (
         Bucket.objects.active()
         .filter(next_attempt_at__lte=horizon)
         .filter(Q(queued_at__isnull=True) | Q(queued_at__lte=now - lease))
-        .annotate(starts=starts)
+        .annotate(starts=starts, newest=newest)
         .annotate(turn=rank)
         .filter(turn__lte=SCAN_PER_CONNECTION)
         .values_list(
@@ -172,6 +188,8 @@ def _due_buckets(now: datetime, lease: timedelta, horizon: datetime) -> list[_Du
             "connection__osai_account_id",
             "next_attempt_at",
             "expected_ready_at",
+            "background",
+            "period_start",
         )
     )
     ordered = sorted(rows, key=lambda r: (r[1], r[6], r[0]))
@@ -183,9 +201,13 @@ def _due_buckets(now: datetime, lease: timedelta, horizon: datetime) -> list[_Du
             owner,
             _account_key(region, account, conn),
             due,
-            aimed=eta.is_aimed(due, expected),
+            # Nobody waits on background work: its polls go when due, never early, so no
+            # worker process sleeps out the lead for them.
+            aimed=eta.is_aimed(due, expected) and not background,
+            background=background,
+            period_start=start,
         )
-        for pk, new, conn, owner, region, account, due, expected in ordered
+        for pk, new, conn, owner, region, account, due, expected, background, start in ordered
     ]
 
 
@@ -204,11 +226,31 @@ def _round_robin(groups: Iterable[list[_Due]]) -> list[_Due]:
 def fair_order(due: list[_Due]) -> list[_Due]:
     """People take turns, and within a person their connections do (F4): one person's backlog
     never stands in front of another person's first bucket. People whose work has waited
-    longest go first in each round."""
+    longest go first in each round.
+
+    Background work comes after all of it: its polls (they free slots), then its new
+    buckets newest period first (this month's days before last year's months), connections
+    taking turns within a period."""
     by_owner: dict[int, dict[int, list[_Due]]] = {}
+    background: list[_Due] = []
     for item in due:  # `due` is oldest first, so dicts keep first-come order
-        by_owner.setdefault(item.owner, {}).setdefault(item.connection, []).append(item)
-    return _round_robin(_round_robin(conns.values()) for conns in by_owner.values())
+        if item.background:
+            background.append(item)
+        else:
+            by_owner.setdefault(item.owner, {}).setdefault(item.connection, []).append(item)
+    people = _round_robin(_round_robin(conns.values()) for conns in by_owner.values())
+    polls = [item for item in background if not item.starts]
+    starts = sorted(
+        (item for item in background if item.starts),
+        key=lambda item: -(item.period_start.timestamp() if item.period_start else 0.0),
+    )  # stable: within a period, the connection whose work waited longest first
+    return [*people, *polls, *starts]
+
+
+def background_limit(cap: int) -> int:
+    """What background work may hold of a cap: all but OSAI_BACKGROUND_RESERVE of it, so a
+    person's report always finds a slot; at least one, so history is always filled in."""
+    return max(cap - settings.OSAI_BACKGROUND_RESERVE, 1)
 
 
 def _in_flight_counts(
@@ -249,7 +291,9 @@ def enqueue_due_buckets(now: datetime | None = None, limit: int | None = None) -
     OSAI account or its person has as many reports in flight as allowed (F1). A poll aimed
     at the moment OSAI should be done goes up to DISPATCH_LEAD_SECONDS early, with that
     moment; other steps go when due (an early back-off poll would only cost a poll).
-    `limit` caps how many this call enqueues.
+    Background work goes last (fair_order) and leaves OSAI_BACKGROUND_RESERVE free at every
+    cap and in the queue (background_limit): on a connection, account or person busy with
+    history, a person's new report starts at once. `limit` caps how many this call enqueues.
     """
     now = now or timezone.now()
     buckets_time_out_overdue(now)
@@ -265,19 +309,30 @@ def enqueue_due_buckets(now: datetime | None = None, limit: int | None = None) -
     if not due:
         return 0
     per_connection, per_owner, per_account = _in_flight_counts(now, lease)
+    caps = (
+        settings.OSAI_MAX_IN_FLIGHT_PER_CONNECTION,
+        settings.OSAI_MAX_IN_FLIGHT_PER_PERSON,
+        settings.OSAI_MAX_IN_FLIGHT_PER_ACCOUNT,
+    )
+    background_caps = tuple(background_limit(cap) for cap in caps)
+    # The broker's room background steps may take: they never fill the queue.
+    background_room = settings.OSAI_QUEUE_DEPTH - settings.OSAI_BACKGROUND_RESERVE - queued
     enqueued = 0
     for item in fair_order(due):
         if enqueued >= room:
             break
+        if item.background and enqueued >= background_room:
+            break  # only background work is left (fair_order puts it last)
         if item.due and item.due > now and not item.aimed:
             # Only an aimed poll goes early; a back-off poll sent early would find OSAI no
             # further along and cost a poll. The dispatcher wakes when it is due.
             continue
         if item.starts:
+            cap_connection, cap_owner, cap_account = background_caps if item.background else caps
             if (
-                per_connection[item.connection] >= settings.OSAI_MAX_IN_FLIGHT_PER_CONNECTION
-                or per_owner[item.owner] >= settings.OSAI_MAX_IN_FLIGHT_PER_PERSON
-                or per_account[item.account] >= settings.OSAI_MAX_IN_FLIGHT_PER_ACCOUNT
+                per_connection[item.connection] >= cap_connection
+                or per_owner[item.owner] >= cap_owner
+                or per_account[item.account] >= cap_account
             ):
                 continue  # waits for a free slot, out of the queue
             per_connection[item.connection] += 1

@@ -129,6 +129,7 @@ def bucket_step(pk: int, not_before: float | None = None) -> str:
         return "no report wants it any more"
     if bucket.connection.status == Connection.Status.NEEDS_TOKEN:
         bucket_finish(pk, Bucket.State.ERROR, _needs_token_message(bucket.connection))
+        _stop_background(bucket.connection)
         return "connection needs a token"
     if bucket.started_at is None:
         Bucket.objects.filter(pk=pk).update(started_at=now)
@@ -145,6 +146,7 @@ def bucket_step(pk: int, not_before: float | None = None) -> str:
     except OsaiAuthError as exc:
         connection_mark_needs_token(connection=bucket.connection, message=exc.message)
         bucket_finish(pk, Bucket.State.ERROR, _needs_token_message(bucket.connection))
+        _stop_background(bucket.connection)
         return "auth refused"
     except OsaiError as exc:
         if exc.permanent:
@@ -165,6 +167,19 @@ def bucket_step(pk: int, not_before: float | None = None) -> str:
 def _aimed_at_expected_moment(bucket: Bucket, not_before: float) -> bool:
     due = datetime.fromtimestamp(not_before, tz=UTC)
     return bucket.state == Bucket.State.POLLING and eta.is_aimed(due, bucket.expected_ready_at)
+
+
+def _stop_background(connection: Connection) -> int:
+    """The token stopped working: end the connection's background work (history being
+    filled in, a refresh) at once, rather than a step each; the overview says why. People's
+    buckets still end on their own next step. A new token resumes it (tracking resets
+    failed buckets). Returns how many stopped."""
+    waiting = Bucket.objects.active().filter(connection=connection, background=True)
+    stopped = 0
+    for pk in waiting.values_list("pk", flat=True):
+        bucket_finish(pk, Bucket.State.ERROR, _needs_token_message(connection))
+        stopped += 1
+    return stopped
 
 
 def _needs_token_message(connection: Connection) -> str:
@@ -339,9 +354,10 @@ def _step_poll(bucket: Bucket, client: OsaiClient) -> str:
         note = "OSAI gave no report file to archive."
     _save(bucket, attempts=0, lease_until=bucket.lease_until)
     bucket_finish(bucket.pk, Bucket.State.DONE, note)
-    if bucket.tracked:
-        # A tracking refresh may be complete: its budgets are evaluated then (by name, so the
-        # pipeline imports nothing above it).
+    month_start = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    if bucket.tracked and bucket.period_end > month_start:
+        # A tracking refresh of this month may be complete: its budgets are evaluated then
+        # (by name, so the pipeline imports nothing above it). History says nothing to them.
         async_task(
             "reports.tasks.tracking_bucket_done",
             bucket.connection_id,

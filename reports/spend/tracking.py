@@ -1,27 +1,33 @@
-"""Tracking: every working connection's spend kept fresh without anyone asking.
+"""Tracking: every working connection's spend held, and kept fresh, without anyone asking.
 
 A django-q2 schedule (every OSAI_TRACK_INTERVAL minutes, an hour by default) and
 `manage.py track` call `tracking_refresh_all`. For each working connection it makes sure these
-buckets exist, with every flag on:
+buckets exist, with every flag on (the connection's *held* data):
 
-- this month, day by day: closed days are fetched once and reused forever; the open day
-  (today so far) is asked of OSAI again on every refresh: one new OSAI report per refresh;
-- last month, day by day (the overview compares with "the same days of last month");
-- the month before, as one bucket (the monthly digest compares last month with it).
+- the last OSAI_HELD_MONTHS closed calendar months (25), one bucket each: "last 12 months"
+  and "year to date" have their comparison periods too, and the monthly digest its month;
+- every day since the first day of the previous calendar quarter (OSAI_HELD_DAYS_SINCE;
+  at most 184 days): closed days are fetched once and reused forever; the open day (today
+  so far) is asked of OSAI again on every refresh: one new OSAI report per refresh.
 
-The overview, budgets, forecasts and digests read them through the spend ledger
-(reports/spend/ledger.py, monthly.py); nobody fills in a form. Superseded open-day buckets
-are deleted, so a connection keeps one.
+A new connection's history is filled in by the first refresh, in the background
+(`Bucket.background`): the dispatcher starts it after what people ask for, newest period
+first, in the slots they leave free. The overview, budgets, forecasts and digests read these
+buckets through the spend ledger (reports/spend/ledger.py), which the refresh also heals;
+nobody fills in a form. Superseded open-day buckets are deleted, so a connection keeps one.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from dateutil.relativedelta import relativedelta
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Count, Exists, OuterRef
 from django.utils import timezone
 
 from reports.metrics import all_flags
@@ -29,18 +35,98 @@ from reports.models import Bucket, Connection, Granularity, ReportBucket
 from reports.periods import Period, split_period, utc_midnight
 from reports.pipeline import dispatcher
 from reports.pipeline.buckets import BucketConflict, buckets_for
+from reports.spend import ledger
+
+ONE_DAY = timedelta(days=1)
+
+
+def held_months(today: datetime) -> list[Period]:
+    """The last OSAI_HELD_MONTHS closed calendar months before `today` (a UTC midnight),
+    oldest first."""
+    first = today.replace(day=1)
+    count = settings.OSAI_HELD_MONTHS
+    return [
+        (first - relativedelta(months=n), first - relativedelta(months=n - 1))
+        for n in range(count, 0, -1)
+    ]
+
+
+def held_days_from(today: datetime) -> datetime:
+    """The first held day: the first day of the previous calendar quarter (or month)."""
+    since = settings.OSAI_HELD_DAYS_SINCE
+    if since == "quarter":
+        quarter = today.replace(month=3 * ((today.month - 1) // 3) + 1, day=1)
+        return quarter - relativedelta(months=3)
+    if since == "month":
+        return today.replace(day=1) - relativedelta(months=1)
+    raise ImproperlyConfigured('OSAI_HELD_DAYS_SINCE must be "quarter" or "month".')
 
 
 def tracked_periods(now: datetime) -> tuple[list[Period], Period | None]:
-    """The closed buckets tracking keeps (the month before last as one bucket, then every day
-    of last month and of this month before today) and the open day, if any of it has passed."""
+    """The closed buckets tracking holds (the held months, then every closed held day) and
+    the open day, if any of it has passed."""
     today = utc_midnight(now.date())
-    month_start = today.replace(day=1)
-    last_month = month_start - relativedelta(months=1)
-    before = last_month - relativedelta(months=1)
-    closed = [(before, last_month), *split_period(last_month, today, Granularity.DAY)]
+    closed = [*held_months(today), *split_period(held_days_from(today), today, Granularity.DAY)]
     now = now.replace(microsecond=0)
     return closed, ((today, now) if now > today else None)
+
+
+@dataclass(frozen=True)
+class History:
+    """How much of the held window is held (done) for every one of some connections: the
+    overview's "history: 9 of 25 months held"."""
+
+    months_held: int
+    months: int
+    days_held: int  # closed days
+    days: int
+
+    @property
+    def complete(self) -> bool:
+        return self.months_held >= self.months and self.days_held >= self.days
+
+
+def history_held(connection_ids: list[int], now: datetime) -> History:
+    """The held window and how much of it every one of these connections holds. Two
+    queries, however many connections."""
+    today = utc_midnight(now.date())
+    months = held_months(today)
+    first_day = held_days_from(today)
+    days = (today - first_day) // ONE_DAY
+    ids = sorted(set(connection_ids))
+    if not ids:
+        return History(0, len(months), 0, days)
+    held = Bucket.objects.filter(
+        connection_id__in=ids, tracked=True, is_closed=True, state=Bucket.State.DONE, **all_flags()
+    )
+
+    def whole(queryset: Any) -> int:
+        """Periods that every connection holds."""
+        return int(
+            queryset.values("period_start")
+            .annotate(n=Count("connection_id", distinct=True))
+            .filter(n=len(ids))
+            .count()
+        )
+
+    months_held = (
+        whole(
+            held.filter(
+                period_start__in=[start for start, _ in months],
+                period_end__in=[end for _, end in months],
+            )
+        )
+        if months
+        else 0
+    )
+    # Tracking holds days and months only: in the days window, what is not a month is a day.
+    days_held = whole(
+        held.filter(period_start__gte=first_day, period_end__lte=today).exclude(
+            period_start__in=[start for start, _ in months if start >= first_day],
+            period_end__in=[end for start, end in months if start >= first_day],
+        )
+    )
+    return History(months_held, len(months), days_held, days)
 
 
 def tracking_refresh(
@@ -54,17 +140,21 @@ def tracking_refresh(
     now = now or timezone.now()
     closed, open_day = tracked_periods(now)
     flags = all_flags()
+    periods = list(closed)
     with transaction.atomic():
+        if open_day and not open_day_in_flight(connection, open_day[0]):
+            periods.append(open_day)
         try:
-            buckets = buckets_for([connection], closed, flags, now, tracked=True)
+            # One query finds every held period already there (~210 in production).
+            buckets = buckets_for([connection], periods, flags, now, tracked=True)
         except BucketConflict:
             return []  # a report is creating the same buckets right now; next refresh
-        if open_day and not open_day_in_flight(connection, open_day[0]):
-            buckets += buckets_for([connection], [open_day], flags, now, tracked=True)
-        started = [b.pk for b in buckets if not b.is_terminal]
+        # New (or failed and reset) buckets only: one already on its way keeps its next poll.
+        started = [b.pk for b in buckets if b.state == Bucket.State.NEW]
         if wake:
             dispatcher.start_soon(started)
     prune_open_buckets(connection, now=now)
+    ledger.ledger_fill([connection.pk], now=now)  # the ledger heals here (cheap if whole)
     return started
 
 
@@ -121,6 +211,12 @@ def tracking_in_flight(connection_ids: list[int]) -> bool:
     return Bucket.objects.active().filter(connection_id__in=connection_ids, tracked=True).exists()
 
 
-def tracking_done_for(connection_id: int) -> bool:
-    """True once none of the connection's tracked buckets is on its way (a refresh ended)."""
-    return not tracking_in_flight([connection_id])
+def tracking_done_for(connection_id: int, *, now: datetime | None = None) -> bool:
+    """True once none of the connection's tracked buckets of this month is on its way (a
+    refresh ended): what budgets read. History still being filled in does not hold them up."""
+    month_start = utc_midnight((now or timezone.now()).date()).replace(day=1)
+    return (
+        not Bucket.objects.active()
+        .filter(connection_id=connection_id, tracked=True, period_end__gt=month_start)
+        .exists()
+    )

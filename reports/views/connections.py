@@ -10,11 +10,12 @@ from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods
 
 from reports.models import Connection, Report
 from reports.pipeline import connections
-from reports.spend import tracking
+from reports.spend import discrepancies, tracking
 from reports.teams import sharing
 from reports.views.forms import ConnectionCreateForm, ConnectionEditForm, ConnectionTokenForm
 from reports.views.http import AuthenticatedRequest
@@ -76,7 +77,17 @@ def connection_edit(request: AuthenticatedRequest, pk: int) -> HttpResponse:
         else:
             messages.success(request, f"Saved “{connection.label}”.")
             return redirect("connection_list")
-    return render(request, "reports/connection_edit.html", {"form": form, "connection": connection})
+    return render(
+        request,
+        "reports/connection_edit.html",
+        {
+            "form": form,
+            "connection": connection,
+            # What tracking holds for it, and where its held months and days disagree.
+            "held": tracking.history_held([connection.pk], timezone.now()),
+            "disagreements": discrepancies.disagreements_of(connection),
+        },
+    )
 
 
 @login_required

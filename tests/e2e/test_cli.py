@@ -17,8 +17,7 @@ from osai.client import OsaiClient
 from reports.formatting import utc_z
 from reports.metrics import OSAI_FIELD_TO_COLUMN, all_flags, to_osai_flags
 from reports.models import Granularity, Report
-from reports.periods import Period, split_period, utc_midnight
-from reports.spend import tracking
+from reports.periods import split_period, utc_midnight
 from tests.factories import make_connection, make_user
 from tests.support.worker import wait_until
 
@@ -122,24 +121,19 @@ def _direct(sandbox: Any, token: str, period: tuple[datetime, datetime], flags: 
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
 def test_after_tracking_last_quarter_by_week_asks_osai_nothing_and_matches_osai(
-    worker, use_sandbox, monkeypatch
+    worker, use_sandbox, settings
 ):
-    """D1 (roll-ups): once tracking holds last quarter's days, `generate_report` of that
+    """D5 (roll-ups): once tracking holds last quarter's days, `generate_report` of that
     quarter by week (and of two categories in total) finishes at once from held days, with no
     new OSAI report, and its totals equal OSAI's own report of the quarter."""
     token = "osai-sandbox-cli-rollup"
     make_connection(make_user("cli"), "Main", token=token)
     quarter = _last_quarter(timezone.now())
     quarter_days = split_period(*quarter, Granularity.DAY)
-    # Tracking holds last quarter's days (the held window). Until tracking's own window says
-    # so, the test widens it here, through tracking's own refresh.
-    tracked_periods = tracking.tracked_periods
-
-    def with_last_quarter(now: datetime) -> tuple[list[Period], Period | None]:
-        closed, open_day = tracked_periods(now)
-        return list(dict.fromkeys([*quarter_days, *closed])), open_day
-
-    monkeypatch.setattr(tracking, "tracked_periods", with_last_quarter)
+    # Tracking holds every day since the previous quarter began, as in production (the tests'
+    # default window is smaller), and a single month, to keep the test short.
+    settings.OSAI_HELD_DAYS_SINCE = "quarter"
+    settings.OSAI_HELD_MONTHS = 1
     call_command("track", "--user", "cli", "--wait", "--timeout", "300", stdout=io.StringIO())
 
     def generate(*args: str) -> dict[str, Any]:

@@ -1,7 +1,7 @@
-"""Roll-ups (D1-D5): a report answered from held buckets (tracking's closed days and months,
-every flag on) without asking OSAI again: which buckets it links (D1, D2), how its rows are
-grouped (D3) and masked (D4), what the page, the CSV and the API say, and that a team report
-still follows M1 (D5). That the totals equal OSAI's own report: tests/e2e/test_cli.py."""
+"""Roll-ups (D5-D9): a report answered from held buckets (tracking's closed days and months,
+every flag on) without asking OSAI again: which buckets it links (D5, D6), how its rows are
+grouped (D7) and masked (D8), what the page, the CSV and the API say, and that a team report
+still follows M1 (D9). That the totals equal OSAI's own report: tests/e2e/test_cli.py."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def test_tiled_prefix_reaches_as_far_as_held_buckets_go() -> None:
 
 
 def test_a_quarter_by_week_from_held_days_asks_osai_nothing_and_is_done_at_once(queue) -> None:
-    """D1, D3."""
+    """D5, D7."""
     owner = make_user()
     conn = make_connection(owner)
     held = held_quarter(conn)
@@ -173,7 +173,7 @@ def test_a_period_not_held_is_one_new_bucket_as_before(queue) -> None:
 
 
 def test_this_week_links_its_held_days_and_asks_osai_only_for_today() -> None:
-    """D2."""
+    """D6."""
     owner = make_user()
     conn = make_connection(owner)
     now = MONDAY + timedelta(days=3, hours=15, minutes=30)  # Thursday afternoon
@@ -240,7 +240,7 @@ def test_the_comparison_is_held_too(queue) -> None:
 
 
 def test_categories_not_asked_for_are_masked_everywhere(queue) -> None:
-    """D4 (tiles and charts read the rows; member spend: the team tests below)."""
+    """D8 (tiles and charts read the rows; member spend: the team tests below)."""
     owner = make_user()
     conn = make_connection(owner)
     held = held_quarter(conn)
@@ -276,7 +276,7 @@ def test_categories_not_asked_for_are_masked_everywhere(queue) -> None:
 
 
 def test_the_csv_lists_the_held_buckets_masked_with_their_report_period(world_price_book) -> None:
-    """D4, D5, C2."""
+    """D8, D9, C2."""
     owner = make_user()
     conn = make_connection(owner)
     held_quarter(conn)
@@ -347,7 +347,7 @@ def test_a_week_is_priced_where_its_days_were_across_a_price_change() -> None:
 
 
 def test_the_page_says_where_its_numbers_came_from() -> None:
-    """D5: and it is done when first shown: the badge does not poll."""
+    """D9: and it is done when first shown: the badge does not poll."""
     owner = make_user()
     conn = make_connection(owner)
     held_quarter(conn)
@@ -380,7 +380,7 @@ def test_held_months_are_named_as_months() -> None:
 
 
 def test_a_team_report_from_held_data_follows_the_team_rule() -> None:
-    """D5, M1."""
+    """D9, M1."""
     admin, member = make_user(), make_user()
     team = make_team(admins=[admin], members=[member])
     mine, theirs = make_connection(admin), make_connection(member)
@@ -406,7 +406,7 @@ def test_a_team_report_from_held_data_follows_the_team_rule() -> None:
 
 
 def test_member_spend_states_are_the_state_at_each_period_end() -> None:
-    """D3 for the per-member sums."""
+    """D7 for the per-member sums."""
     admin = make_user()
     team = make_team(admins=[admin])
     conn = make_connection(admin)
@@ -421,7 +421,7 @@ def test_member_spend_states_are_the_state_at_each_period_end() -> None:
 
 
 def test_member_spend_masks_the_categories_not_asked_for() -> None:
-    """D4 for the per-member sums and costs."""
+    """D8 for the per-member sums and costs."""
     admin = make_user()
     team = make_team(admins=[admin])
     conn = make_connection(admin)

@@ -22,12 +22,16 @@ pytestmark = pytest.mark.django_db(transaction=True)
 POST = "POST /api/Reports"
 
 
-def test_tracked_periods_are_the_month_before_last_then_days_then_today() -> None:
+def test_tracked_periods_in_tests_are_the_last_two_months_then_days_since_last_month() -> None:
+    """The test suite's small window (OSAI_HELD_MONTHS=2, days since last month's start)."""
     closed, open_day = tracking.tracked_periods(datetime(2026, 3, 3, 9, 30, tzinfo=UTC))
-    assert closed[0] == (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC))
-    assert closed[1] == (datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 2, 2, tzinfo=UTC))
+    assert closed[:2] == [
+        (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)),
+        (datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC)),
+    ]
+    assert closed[2] == (datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 2, 2, tzinfo=UTC))
     assert closed[-1] == (datetime(2026, 3, 2, tzinfo=UTC), datetime(2026, 3, 3, tzinfo=UTC))
-    assert len(closed) == 1 + 28 + 2
+    assert len(closed) == 2 + 28 + 2
     assert open_day == (datetime(2026, 3, 3, tzinfo=UTC), datetime(2026, 3, 3, 9, 30, tzinfo=UTC))
 
 
@@ -37,11 +41,11 @@ def test_a_refresh_fetches_closed_days_once_and_only_the_open_day_again(
     time_machine.move_to(datetime(2026, 3, 3, 9, 30, tzinfo=UTC))
     connection = make_connection(make_user())
     first = tracking.tracking_refresh(connection)
-    assert len(first) == 1 + 28 + 2 + 1
+    assert len(first) == 2 + 28 + 2 + 1
     assert all(bucket_is_wanted(b) for b in Bucket.objects.all())  # no report links them
     drive()
-    assert use_sandbox.calls(POST) == 32
-    assert Bucket.objects.filter(state=Bucket.State.DONE).count() == 32
+    assert use_sandbox.calls(POST) == 33
+    assert Bucket.objects.filter(state=Bucket.State.DONE).count() == 33
 
     time_machine.move_to(datetime(2026, 3, 3, 10, 30, tzinfo=UTC))
     use_sandbox.reset()
