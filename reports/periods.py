@@ -25,6 +25,7 @@ PRESETS: dict[str, str] = {
     "last_30_days": "Last 30 days",
     "last_90_days": "Last 90 days",
     "quarter_to_date": "Quarter to date",
+    "last_quarter": "Last quarter",
     "year_to_date": "Year to date",
     "last_12_months": "Last 12 months",
 }
@@ -67,9 +68,11 @@ def preset_period(name: str, now: datetime) -> Period:
     if name in ("last_7_days", "last_30_days", "last_90_days"):
         days = int(name.split("_")[1])
         return today - timedelta(days=days), today
+    quarter_start = month_start.replace(month=3 * ((now.month - 1) // 3) + 1)
     if name == "quarter_to_date":
-        quarter_month = 3 * ((now.month - 1) // 3) + 1
-        return month_start.replace(month=quarter_month), now
+        return quarter_start, now
+    if name == "last_quarter":
+        return quarter_start - relativedelta(months=3), quarter_start
     if name == "year_to_date":
         return month_start.replace(month=1), now
     if name == "last_12_months":
@@ -141,8 +144,9 @@ def _is_month_start(moment: datetime) -> bool:
 def comparison_period(preset: str, start: datetime, end: datetime) -> Period:
     """The period a report is compared with.
 
-    - Months compare with calendar months: "last month" with the month before; a range of
-      whole months with as many whole months before it.
+    - Months compare with calendar months: "last month" with the month before, "last
+      quarter" with the quarter before; a range of whole months with as many whole months
+      before it.
     - A preset that ends now ("this month", "quarter to date", "year to date", "last 12
       months") with the same span one month, quarter, year or 12 months earlier: "this month"
       on the 26th at 13:27 compares with the previous month's 1st to its 26th at 13:27. When

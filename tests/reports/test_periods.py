@@ -4,13 +4,14 @@ period a report is compared with."""
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from reports.periods import (
+    DASH,
     PRESETS,
     comparison_buckets,
     comparison_period,
@@ -38,6 +39,7 @@ def d(*args: int) -> datetime:
         ("last_30_days", d(2026, 10, 23), d(2026, 11, 22)),
         ("last_90_days", d(2026, 8, 24), d(2026, 11, 22)),
         ("quarter_to_date", d(2026, 10, 1), d(2026, 11, 22, 15, 30, 12)),
+        ("last_quarter", d(2026, 7, 1), d(2026, 10, 1)),
         ("year_to_date", d(2026, 1, 1), d(2026, 11, 22, 15, 30, 12)),
         ("last_12_months", d(2025, 12, 1), d(2026, 11, 22, 15, 30, 12)),
     ],
@@ -115,6 +117,7 @@ def test_buckets_tile_the_period_exactly(start, days, granularity):
         ("last_30_days", (d(2026, 9, 27), d(2026, 10, 27))),
         ("last_90_days", (d(2026, 5, 30), d(2026, 8, 28))),
         ("quarter_to_date", (d(2026, 7, 1), d(2026, 8, 26, 13, 27))),
+        ("last_quarter", (d(2026, 4, 1), d(2026, 7, 1))),
         ("year_to_date", (d(2025, 1, 1), d(2025, 11, 26, 13, 27))),
         ("last_12_months", (d(2024, 12, 1), d(2025, 11, 26, 13, 27))),
     ],
@@ -169,6 +172,38 @@ def test_this_month_compares_with_the_same_days_of_last_month_as_the_overview_do
     )
 
 
+# Quarters at their edges: the first and last instant of a quarter, and the turn of a year.
+@pytest.mark.parametrize(
+    ("now", "to_date", "last", "compared"),
+    [
+        (d(2026, 1, 1), d(2026, 1, 1), (d(2025, 10, 1), d(2026, 1, 1)), d(2025, 7, 1)),
+        (
+            d(2026, 3, 31, 23, 59, 59),
+            d(2026, 1, 1),
+            (d(2025, 10, 1), d(2026, 1, 1)),
+            d(2025, 7, 1),
+        ),
+        (d(2026, 4, 1), d(2026, 4, 1), (d(2026, 1, 1), d(2026, 4, 1)), d(2025, 10, 1)),
+        (d(2026, 4, 1, 0, 0, 1), d(2026, 4, 1), (d(2026, 1, 1), d(2026, 4, 1)), d(2025, 10, 1)),
+        (d(2026, 6, 30, 12), d(2026, 4, 1), (d(2026, 1, 1), d(2026, 4, 1)), d(2025, 10, 1)),
+        (d(2026, 7, 1), d(2026, 7, 1), (d(2026, 4, 1), d(2026, 7, 1)), d(2026, 1, 1)),
+        (d(2026, 12, 31, 23), d(2026, 10, 1), (d(2026, 7, 1), d(2026, 10, 1)), d(2026, 4, 1)),
+    ],
+)
+def test_quarters_at_their_edges(
+    now: datetime,
+    to_date: datetime,
+    last: tuple[datetime, datetime],
+    compared: datetime,
+) -> None:
+    """ "Last quarter" is the whole calendar quarter before the one `now` is in, compared with
+    the quarter before it; "quarter to date" starts on the quarter's first day."""
+    assert preset_period("quarter_to_date", now)[0] == to_date
+    assert preset_period("last_quarter", now) == last
+    assert comparison_period("last_quarter", *last) == (compared, last[0])
+    assert describe(*last) == f"{last[0]:%b %Y}{DASH}{last[1] - timedelta(days=1):%b %Y}"
+
+
 def test_custom_ranges_compare_whole_months_with_months_and_days_with_days() -> None:
     assert comparison_period("", d(2026, 1, 1), d(2026, 4, 1)) == (
         d(2025, 10, 1),
@@ -190,6 +225,7 @@ def test_custom_ranges_compare_whole_months_with_months_and_days_with_days() -> 
         "last_30_days",
         "last_90_days",
         "quarter_to_date",
+        "last_quarter",
         "year_to_date",
         "last_12_months",
     }
