@@ -141,7 +141,7 @@ INSIDE: dict[str, list[tuple[str, ...]]] = {
     ],
     "reports.teams": [("team_reports", "roster"), ("sharing", "member_spend")],
     "reports.pages": [
-        ("team", "overview"),
+        ("team", "overview", "downloads"),
         ("report",),
         ("members", "history", "activity", "tiles"),
         ("blocks",),
