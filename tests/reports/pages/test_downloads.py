@@ -1,6 +1,7 @@
 """Every page's "Download CSV" (reports/pages/downloads.py, the views in reports/views/exports.py)
-and the API's CSV answers: the page's rows, its totals to the cent (C2), the formula guard (C1),
-scoping (C5, S2, W2), no token, address, webhook URL or secret (T2, A5), flat queries (C4).
+and the API's CSV answers (C6): the page's rows, its totals to the cent (C2), the formula guard
+(C1), scoping (C5, S2, W2), no token, address, webhook URL or secret (C7, T2, A5), flat queries
+(C4).
 
 Date-sensitive (this month's spend): guarded by the month-edge clock (tests/support/clock.py).
 """

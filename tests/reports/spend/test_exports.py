@@ -554,7 +554,7 @@ def test_cli_flags_select_buckets_of_exactly_those_categories(world: World) -> N
         run_export(user="admin", date_from="2026-01-01", date_to="2026-02-01", flags="gpus")
 
 
-# --- manage.py export_usage --preset, --group (from held data and the spend ledger) ----------
+# --- C6: manage.py export_usage --preset, --group (held data and the spend ledger) ------------
 
 
 def _held(connection: Any, start: datetime, end: datetime, seed: int) -> Bucket:
