@@ -173,6 +173,25 @@ def test_the_overview_csv_of_someone_without_connections_is_its_header() -> None
     assert Client().get(reverse("overview_export_csv"))["Location"].startswith("/accounts/login/")
 
 
+def test_without_a_price_book_the_overview_csv_has_the_same_days_and_no_cost(
+    spender: dict[str, Any],
+) -> None:
+    from reports.models import PriceBook
+
+    PriceBook.objects.update(is_default=False)
+    today = utc_midnight(timezone.now().date())
+    held_day(spender["lab"], today, 0.5, end=today + timedelta(seconds=1))  # an older fetch
+    client = client_for(spender["owner"])
+    spend = client.get(reverse("home")).context["spend"]
+    _, rows = download(client, reverse("overview_export_csv"))
+    assert list(rows[0]) == exports.export_columns(team=False, with_cost=False)
+    days = [f"{d.day:%Y-%m-%d}T00:00:00Z" for d in spend.days if d.cost is not None]
+    # Today's latest fetch alone, as the page counts it.
+    assert sorted(r["period_start"] for r in rows) == sorted(days * 2)
+    lab_today = [r for r in rows if r["connection"] == "Lab" and r["preliminary"] == "true"]
+    assert [r["training_8gb_gpu_hours"] for r in lab_today] == ["1"]
+
+
 def test_the_overview_csv_runs_the_same_queries_for_1_and_8_connections(book: Any) -> None:
     """C4: the queries do not grow with the connections (nor with their days)."""
     owner = make_user()
