@@ -60,7 +60,10 @@ MISSING_SHOWN = 20
 
 
 class Command(BaseCommand):
-    help = "Export usage (and cost with --cost) of finished buckets as CSV to stdout."
+    help = (
+        "Export usage (and cost with --cost) of finished buckets as CSV to stdout; with --group, "
+        "a row per member or connection and period from held data and the spend ledger."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         who = parser.add_mutually_exclusive_group(required=True)
