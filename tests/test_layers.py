@@ -141,7 +141,7 @@ INSIDE: dict[str, list[tuple[str, ...]]] = {
     ],
     "reports.teams": [("team_reports", "roster", "price_books"), ("sharing", "member_spend")],
     "reports.pages": [
-        ("team", "overview"),
+        ("team", "overview", "downloads"),
         ("report", "price_book"),
         ("members", "history", "activity", "tiles", "links"),
         ("blocks",),

@@ -14,10 +14,10 @@ script, which the CSP forbids."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from django.conf import settings
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django_ratelimit.core import get_usage
 from ninja import NinjaAPI, Query, Schema
 from ninja.errors import AuthenticationError
@@ -33,9 +33,11 @@ from reports.access import (
 from reports.formatting import utc_z
 from reports.integrations import api_tokens
 from reports.models import ApiToken, Connection, Team
+from reports.pages import downloads
 from reports.pages.activity import feed_items
 from reports.pages.overview import overview_page, spend_summary, team_overview
 from reports.pages.report import report_json
+from reports.spend import exports
 from reports.views.http import client_ip_key, over_rate
 
 MAX_PAGE = 100
@@ -165,6 +167,13 @@ class Page(Schema):
     offset: int = 0
 
 
+class Format(Schema):
+    """`?format=csv` answers CSV, as `Accept: text/csv` does; `?format=json` JSON whatever
+    the Accept header says."""
+
+    format: Literal["json", "csv"] | None = None
+
+
 class ActivityFilter(Schema):
     connection: int | None = None
     after: int = 0
@@ -227,29 +236,57 @@ def reports(request: HttpRequest, page: Query[Page]) -> dict[str, Any]:
     }
 
 
+def _wants_csv(request: HttpRequest, output: Format) -> bool:
+    """`?format=csv`, or `Accept: text/csv` (and no `?format=json`)."""
+    if output.format is not None:
+        return output.format == "csv"
+    accept = request.headers.get("Accept", "")
+    return any(part.split(";")[0].strip().lower() == "text/csv" for part in accept.split(","))
+
+
+def _csv(file: downloads.CsvFile) -> StreamingHttpResponse:
+    return exports.csv_response(file.rows, file.filename)
+
+
 @api.get("/reports/{report_id}", summary="One report: buckets and totals, with cost")
-def report(request: HttpRequest, report_id: int) -> dict[str, Any]:
+def report(request: HttpRequest, report_id: int, output: Query[Format]) -> Any:
     """Totals, the report's rows (`periods`: its period split by its granularity) and the
     buckets they come from (held days and months marked `held`; `sources` says how many of
     each) under OSAI's own field names in OSAI's units (seconds, KB-minutes, images), and
     their cost in the report's price book (money as decimal strings). Categories the report
-    did not ask for are 0."""
-    found = report_visible_to(_user(request), report_id)
+    did not ask for are 0. As CSV (`?format=csv` or `Accept: text/csv`): the report page's
+    CSV, a row per bucket with its provenance."""
+    wants_csv = _wants_csv(request, output)
+    # A team report's CSV: for the team's roles that may download it, as on the page.
+    capability = Capability.DOWNLOAD_CSV if wants_csv else Capability.SEE_TEAM_REPORTS
+    found = report_visible_to(_user(request), report_id, capability)
     if found is None:
         raise Http404("No such report.")
+    if wants_csv:
+        return _csv(downloads.report_csv(found, with_cost=True))
     return report_json(found, with_cost=True)
 
 
 @api.get("/spend", summary="This month's spend, as the overview shows it")
-def spend(request: HttpRequest, team: int | None = None) -> dict[str, Any]:
+def spend(request: HttpRequest, output: Query[Format], team: int | None = None) -> Any:
     """Month to date, the same days of last month, the forecast and budgets; `?team=<id>` for
-    a team whose spend you see (its admins and viewers)."""
+    a team whose spend you see (its admins and viewers). As CSV (`?format=csv` or
+    `Accept: text/csv`): the month's held day buckets, a row per connection and day (with the
+    member, for a team), whose `cost_total` adds up to `month_to_date_cost`."""
     user = _user(request)
+    wants_csv = _wants_csv(request, output)
     if team is None:
+        if wants_csv:
+            return _csv(downloads.overview_csv(user))
         return spend_summary(overview_page(user))
-    found = teams_where(user, Capability.SEE_TEAM_SPEND).filter(pk=team).first()
+    teams = teams_where(user, Capability.SEE_TEAM_SPEND)
+    if wants_csv:  # the team's CSVs: for the roles that may download them, as on the pages
+        teams = teams.filter(pk__in=teams_where(user, Capability.DOWNLOAD_CSV))
+    found = teams.filter(pk=team).first()
     if found is None:
         raise Http404("No such team.")
+    if wants_csv:
+        return _csv(downloads.team_month_csv(found))
     return {"team": found.name, **spend_summary(team_overview(found))}
 
 

@@ -1,16 +1,21 @@
-"""CSV exports of a report and of a team report, streamed (C4), scoped like the pages (C5)."""
+"""CSV exports, streamed (C4), scoped like the pages (C5): a report and a team report, the
+tracked daily spend a digest links to, and every page's "Download CSV" (the overview, budgets
+and their alert logs, the activity feed, the report history: reports/pages/downloads.py)."""
 
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, StreamingHttpResponse
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from reports.access import Capability, counted_buckets
-from reports.models import Bucket, Connection, Granularity, Report
+from reports.access import Capability
+from reports.models import Bucket, Budget, Connection, Granularity, Report
+from reports.pages import downloads
 from reports.periods import split_period, utc_midnight
-from reports.spend import digests, exports, ledger, pricing
-from reports.spend.monthly import known_usage_days, price_book_of
+from reports.spend import digests, exports, ledger
+from reports.spend.monthly import budget_statuses, known_usage_days, price_book_of
 from reports.teams import team_reports
 from reports.views.http import AuthenticatedRequest, membership_or_404, visible_report_or_404
 
@@ -40,19 +45,8 @@ def team_report_export_csv(
 
 
 def _export(request: AuthenticatedRequest, report: Report) -> StreamingHttpResponse:
-    team = report.team_id is not None
-    rows = exports.export_rows(
-        counted_buckets(report),
-        team=team,
-        with_cost=_with_cost(request),
-        price_book=pricing.price_book_for(report),
-        report=report,
-    )
-    kind = ("osai-usage-team", report.team_id, "report") if team else ("osai-usage-report",)
-    filename = exports.safe_filename(
-        *kind, report.pk, f"{report.period_start:%Y-%m-%d}", f"{report.period_end:%Y-%m-%d}"
-    )
-    return exports.csv_response(rows, filename)
+    csv = downloads.report_csv(report, with_cost=_with_cost(request))
+    return exports.csv_response(csv.rows, csv.filename)
 
 
 @login_required
@@ -98,3 +92,84 @@ def spend_export_csv(request: AuthenticatedRequest) -> StreamingHttpResponse:
     kind = ("osai-usage-team", team.pk) if team else ("osai-usage",)
     filename = exports.safe_filename(*kind, f"{start:%Y-%m-%d}", f"{end:%Y-%m-%d}")
     return exports.csv_response(rows, filename)
+
+
+# --- Every page's "Download CSV" (reports/pages/downloads.py) ---------------------------------
+
+
+@login_required
+@require_GET
+def overview_export_csv(request: AuthenticatedRequest) -> StreamingHttpResponse:
+    """The overview's month: one row per held day bucket of the person's connections, the days
+    the month to date counts; their cost_total adds up to it exactly."""
+    csv = downloads.overview_csv(request.user)
+    return exports.csv_response(csv.rows, csv.filename)
+
+
+def _budget_or_404(request: AuthenticatedRequest, pk: int) -> Budget:
+    budget = next((b for b in downloads.csv_budgets(request.user) if b.pk == pk), None)
+    if budget is None:
+        raise Http404("No such budget.")
+    return budget
+
+
+@login_required
+@require_GET
+def budget_list_export_csv(request: AuthenticatedRequest) -> StreamingHttpResponse:
+    """Where each budget the person sees stands, as the budget list shows it."""
+    now = timezone.now()
+    statuses = budget_statuses(downloads.csv_budgets(request.user), now=now)
+    rows = downloads.budget_rows(statuses, now)
+    return exports.csv_response(rows, exports.safe_filename("osai-usage-budgets", f"{now:%Y-%m}"))
+
+
+@login_required
+@require_GET
+def budget_alerts_export_csv(request: AuthenticatedRequest) -> StreamingHttpResponse:
+    """The alert log of every budget the person sees."""
+    rows = downloads.alert_log_rows(downloads.csv_budgets(request.user))
+    return exports.csv_response(rows, exports.safe_filename("osai-usage-budget-alerts"))
+
+
+@login_required
+@require_GET
+def budget_export_csv(request: AuthenticatedRequest, pk: int) -> StreamingHttpResponse:
+    """Where one budget stands (its page's bar), as one row."""
+    budget = _budget_or_404(request, pk)
+    now = timezone.now()
+    rows = downloads.budget_rows(budget_statuses([budget], now=now), now)
+    filename = exports.safe_filename("osai-usage-budget", budget.pk, f"{now:%Y-%m}")
+    return exports.csv_response(rows, filename)
+
+
+@login_required
+@require_GET
+def budget_alert_log_csv(request: AuthenticatedRequest, pk: int) -> StreamingHttpResponse:
+    """One budget's alert log, without the messages' targets."""
+    budget = _budget_or_404(request, pk)
+    rows = downloads.alert_log_rows([budget])
+    return exports.csv_response(rows, exports.safe_filename("osai-usage-budget", pk, "alerts"))
+
+
+@login_required
+@require_GET
+def activity_export_csv(request: AuthenticatedRequest) -> StreamingHttpResponse:
+    """The activity feed (`?connection=<id>`, one's own only): every delivery, newest first."""
+    raw = request.GET.get("connection")
+    connection_id = None
+    if raw:
+        if not raw.isdigit():
+            raise Http404("No such connection.")
+        connection = get_object_or_404(Connection, pk=int(raw), owner=request.user)
+        connection_id = connection.pk
+    rows = downloads.activity_rows(request.user, connection_id)
+    kind = ("osai-usage-activity", connection_id) if connection_id else ("osai-usage-activity",)
+    return exports.csv_response(rows, exports.safe_filename(*kind))
+
+
+@login_required
+@require_GET
+def report_history_export_csv(request: AuthenticatedRequest) -> StreamingHttpResponse:
+    """The report history, one row per report, every page of it."""
+    rows = downloads.history_rows(request.user)
+    return exports.csv_response(rows, exports.safe_filename("osai-usage-reports"))

@@ -58,6 +58,7 @@ GUARDED_MODULES: frozenset[str] = frozenset(
         "test_comparison.py",
         "test_exports.py",
         "test_ledger.py",
+        "test_downloads.py",
     }
 )
 # Tests of speed or memory on fixed data in guarded modules: the clock does not change what

@@ -403,6 +403,21 @@ API_ENDPOINTS = (
         "report[team]", lambda w: f"reports/{w.team_report.pk}", ("team_admin", "team_viewer")
     ),
     ApiEndpoint("spend[team]", lambda w: f"spend?team={w.team.pk}", ("team_admin", "team_viewer")),
+    # CSV answers (?format=csv): the same scoping, the team's through the download capability.
+    ApiEndpoint(
+        "report[personal].csv", lambda w: f"reports/{w.personal_report.pk}?format=csv", ("owner",)
+    ),
+    ApiEndpoint(
+        "report[team].csv",
+        lambda w: f"reports/{w.team_report.pk}?format=csv",
+        ("team_admin", "team_viewer"),
+    ),
+    ApiEndpoint(
+        "spend[team].csv",
+        lambda w: f"spend?team={w.team.pk}&format=csv",
+        ("team_admin", "team_viewer"),
+    ),
+    ApiEndpoint("spend.csv", lambda w: "spend?format=csv", ROLES),
     ApiEndpoint(
         "activity[connection]", lambda w: f"activity?connection={w.connection.pk}", ("owner",)
     ),
@@ -430,7 +445,8 @@ def test_w2_api_scoping_matrix(world: World, endpoint: ApiEndpoint, who: str) ->
         else:
             token = world.tokens[who]
         response = api(token, endpoint.path(world))
-        body = response.content.decode()
+        raw = b"".join(response.streaming_content) if response.streaming else response.content
+        body = raw.decode()
         if who in ("anonymous", "bad_token", "revoked_token"):
             assert response.status_code == 401
         elif who in endpoint.allowed:

@@ -151,6 +151,28 @@ def _connection_endpoint(
     return Endpoint(name, method, url, CONNECTION_ROLES, status, snapshot=state)
 
 
+# Every page's CSV (reports/pages/downloads.py): of one's own connection's feed, its owner
+# alone; the lists (the overview, budgets, alert logs, the feed, the history) hold only what
+# each person sees, so everyone signed in gets one.
+CSV_LISTS = (
+    "overview_export_csv",
+    "budget_list_export_csv",
+    "budget_alerts_export_csv",
+    "activity_export_csv",
+    "report_history_export_csv",
+)
+
+
+def _csv_endpoints() -> list[Endpoint]:
+    def feed(w: World) -> str:
+        return reverse("activity_export_csv") + f"?connection={w.connection.pk}"
+
+    lists = [
+        Endpoint(name, "get", lambda w, n=name: reverse(n), WORLD_ROLES, 200) for name in CSV_LISTS
+    ]
+    return [*lists, Endpoint("activity_export_csv[connection]", "get", feed, CONNECTION_ROLES, 200)]
+
+
 def _endpoints() -> list[Endpoint]:
     return [
         *(
@@ -159,6 +181,7 @@ def _endpoints() -> list[Endpoint]:
             for view in REPORT_VIEWS
         ),
         *(_connection_endpoint(*view) for view in CONNECTION_VIEWS),
+        *_csv_endpoints(),
     ]
 
 

@@ -552,3 +552,174 @@ def test_cli_flags_select_buckets_of_exactly_those_categories(world: World) -> N
         run_export(user="admin", date_from="2026-01-01", date_to="2026-02-01", flags="models")
     with pytest.raises(CommandError, match="Unknown flags"):
         run_export(user="admin", date_from="2026-01-01", date_to="2026-02-01", flags="gpus")
+
+
+# --- C6: manage.py export_usage --preset, --group (held data and the spend ledger) ------------
+
+
+def _held(connection: Any, start: datetime, end: datetime, seed: int) -> Bucket:
+    """A held bucket (a closed day or month, as tracking keeps it), finished through
+    bucket_done so the spend ledger writes its rows as the pipeline would."""
+    from reports.pipeline.buckets import bucket_done
+
+    bucket = make_done_bucket(connection, start, end, seed=seed)
+    Bucket.objects.filter(pk=bucket.pk).update(tracked=True)
+    bucket_done.send(sender=Bucket, bucket_id=bucket.pk)
+    return bucket
+
+
+def _months(start: datetime, count: int) -> list[tuple[datetime, datetime]]:
+    from dateutil.relativedelta import relativedelta
+
+    return [
+        (start + relativedelta(months=i), start + relativedelta(months=i + 1)) for i in range(count)
+    ]
+
+
+def _reference(buckets: list[Bucket], book: Any) -> Decimal:
+    """What held buckets cost, priced bucket by bucket as the pages' pricing does (not read
+    from the ledger)."""
+    from reports.metrics import PRICED_COLUMNS
+
+    return sum(
+        (
+            pricing.period_costs(
+                {c: getattr(b, c) for c in PRICED_COLUMNS}, b.period_start, b.period_end, book
+            )["total"]
+            for b in buckets
+        ),
+        Decimal(0),
+    )
+
+
+@pytest.fixture
+def last_quarter(world: World, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Last quarter held for the team's two shared connections: "Main" (the owner's) as three
+    held months, "Admin lab" (the admin's) as held days but for the 3rd to the 5th of its
+    second month. OSAI must not be asked anything."""
+    from reports.periods import preset_period
+    from reports.pipeline import connections
+
+    def no_osai(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("export_usage must not call OSAI")
+
+    monkeypatch.setattr(connections, "osai_client_for", no_osai)
+    from django.utils import timezone
+
+    start, end = preset_period("last_quarter", timezone.now())
+    months = _months(start, 3)
+    main = [_held(world.connection, s, e, seed=i + 1) for i, (s, e) in enumerate(months)]
+    gap = {months[1][0] + timedelta(days=d) for d in (2, 3, 4)}
+    lab = [
+        _held(world.admin_connection, day, day + timedelta(days=1), seed=(day.day % 5) + 1)
+        for day in (start + timedelta(days=i) for i in range((end - start).days))
+        if day not in gap
+    ]
+    return {"months": months, "main": main, "lab": lab, "gap": sorted(gap)}
+
+
+def test_cli_last_quarter_by_month_per_member_from_held_data_only(
+    world: World, last_quarter: dict[str, Any]
+) -> None:
+    """The issue's check: one row per member and month, each from the spend ledger's sums,
+    equal to pricing each held bucket, to the cent; what is not held is said on stderr."""
+    book = PriceBook.objects.get(is_default=True)
+    rows, err = run_export(
+        team="Vision", preset="last_quarter", granularity="month", group="member"
+    )
+    months = last_quarter["months"]
+    assert [(r["period_start"], r["member"]) for r in rows] == [
+        (formatting.utc_z(s), member) for s, _ in months for member in ("admin", "owner")
+    ]
+    assert list(rows[0])[:4] == ["period_start", "period_end", "preliminary", "member"]
+    assert rows[0]["currency"] == "EUR" and rows[0]["price_book"] == book.name
+    for (start, end), (admin_row, owner_row) in zip(
+        months, zip(rows[::2], rows[1::2], strict=True), strict=True
+    ):
+        lab = [b for b in last_quarter["lab"] if start <= b.period_start < end]
+        [main] = [b for b in last_quarter["main"] if b.period_start == start]
+        assert Decimal(owner_row["cost_total"]) == _reference([main], book)
+        assert Decimal(admin_row["cost_total"]) == _reference(lab, book)
+        assert (owner_row["held_months"], owner_row["held_days"]) == ("1", "0")
+        assert admin_row["held_days"] == str(len(lab))
+        missing = len([d for d in last_quarter["gap"] if start <= d < end])
+        assert admin_row["missing_days"] == str(missing)
+        assert admin_row["complete"] == ("true" if missing == 0 else "false")
+        # Usage adds up in display units (hours of 8 GB training).
+        hours = sum(b.training_seconds_8gb for b in lab) / 3600
+        assert Decimal(admin_row["training_8gb_gpu_hours"]) == pytest.approx(Decimal(hours))
+    gap = last_quarter["gap"]
+    assert f"admin / Admin lab: {gap[0]:%Y-%m-%d} .. {gap[-1]:%Y-%m-%d} (3 days)" in err, err
+    assert "owner / Main" not in err
+    # The quarter's total, and the team's: the same whatever the grouping.
+    by_connection, _ = run_export(
+        team="Vision", preset="last_quarter", granularity="total", group="connection"
+    )
+    assert [(r["member"], r["connection"]) for r in by_connection] == [
+        ("admin", "Admin lab"),
+        ("owner", "Main"),
+    ]
+    assert csv_total(by_connection) == csv_total(rows)
+    assert csv_total(rows) == _reference(last_quarter["lab"] + last_quarter["main"], book)
+
+
+def test_cli_group_uses_the_teams_price_book_and_masks_categories_left_out(
+    world: World, last_quarter: dict[str, Any]
+) -> None:
+    from reports.models import PriceBookVersion, Team
+
+    dear = PriceBook.objects.create(name="Dear", currency="USD")
+    PriceBookVersion.objects.create(
+        price_book=dear,
+        effective_from=datetime(2020, 1, 1, tzinfo=UTC),
+        training_8gb_per_hour=Decimal("10"),
+        image_storage_per_gb_month=Decimal("1"),
+    )
+    Team.objects.filter(pk=world.team.pk).update(price_book=dear)
+    rows, _ = run_export(team="Vision", preset="last_quarter", granularity="total", group="member")
+    assert {(r["currency"], r["price_book"]) for r in rows} == {("USD", "Dear")}
+    dear = PriceBook.objects.get(pk=dear.pk)
+    everything = last_quarter["lab"] + last_quarter["main"]
+    assert csv_total(rows) == _reference(everything, dear)
+    # Only models (training, conversion, model storage): the datasets' usage and cost are 0,
+    # the total is that of the categories asked for.
+    trained, _ = run_export(
+        team="Vision", preset="last_quarter", granularity="total", group="member", flags="models"
+    )
+    assert all(Decimal(r["image_storage_gb_months"]) == 0 for r in trained)
+    assert all(Decimal(r["existing_images"]) == 0 for r in trained)
+    assert all(Decimal(r["cost_image_storage"]) == 0 for r in trained)
+    models = ("training_8gb", "training_16gb", "conversion_8gb", "conversion_16gb")
+    assert csv_total(trained) == sum(
+        (Decimal(r[f"cost_{m}"]) for r in rows for m in (*models, "model_storage")), Decimal(0)
+    )
+    assert 0 < csv_total(trained) < csv_total(rows)
+
+
+def test_cli_preset_or_from_to_never_both(world: World) -> None:
+    with pytest.raises(CommandError, match="not both"):
+        run_export(user="owner", preset="last_month", date_from="2026-01-01")
+    with pytest.raises(CommandError, match="Give --from and --to"):
+        run_export(user="owner", date_from="2026-01-01")
+    with pytest.raises(CommandError, match="invalid choice"):
+        call_command("export_usage", "--user", "owner", "--preset", "last_century")
+    with pytest.raises(CommandError, match="invalid choice"):
+        call_command("export_usage", "--user", "owner", "--preset", "last_month", "--group", "x")
+
+
+def test_cli_preset_without_group_exports_the_buckets_of_that_period(world: World) -> None:
+    """--preset last_month without --group: the bucket rows of that month, as --from/--to."""
+    from django.utils import timezone
+
+    from reports.periods import preset_period
+
+    start, end = preset_period("last_month", timezone.now())
+    make_done_bucket(world.connection, start, end, seed=3)
+    rows, _ = run_export(user="owner", preset="last_month", granularity="month")
+    same, _ = run_export(
+        user="owner",
+        date_from=f"{start:%Y-%m-%d}",
+        date_to=f"{end:%Y-%m-%d}",
+        granularity="month",
+    )
+    assert rows == same and [r["period_start"] for r in rows] == [formatting.utc_z(start)]

@@ -130,6 +130,7 @@ def test_authorization_matrix_for_team_views_and_exports(
         actor=w.team_admin, scope="team", team=w.team, amount="100", emails=[]
     )
     budget_form = {"scope": "team", "team": w.team.pk, "amount": "250", "thresholds": "50, 80"}
+    own_budget = budgets.budget_set(actor=w.owner, scope="person", amount="10", emails=[])
     # (url, method, data, owner, roles allowed) — everyone else signed in gets 404 and the team
     # stays as it was; anonymous people are sent to the login page.
     cases = [
@@ -226,6 +227,18 @@ def test_authorization_matrix_for_team_views_and_exports(
             READS_SPEND,
         ),
         (reverse("budget_detail", args=[budget.pk]), "get", None, w.team_admin, READS_SPEND),
+        # A budget's CSVs (its standing, its alert log): the team's roles that read its spend
+        # and download its CSVs; a personal budget's, its owner alone.
+        (reverse("budget_export_csv", args=[budget.pk]), "get", None, w.team_admin, READS_SPEND),
+        (
+            reverse("budget_alert_log_csv", args=[budget.pk]),
+            "get",
+            None,
+            w.team_admin,
+            READS_SPEND,
+        ),
+        (reverse("budget_export_csv", args=[own_budget.pk]), "get", None, w.owner, {"owner"}),
+        (reverse("budget_alert_log_csv", args=[own_budget.pk]), "get", None, w.owner, {"owner"}),
         (
             reverse("budget_detail", args=[budget.pk]),
             "post",
