@@ -306,6 +306,9 @@ ALERT_DELIVERY_RETRY_SECONDS = env.float("ALERT_DELIVERY_RETRY_SECONDS", default
 # A send that has not finished within this long is taken over (its worker died): longer than
 # the webhook timeout and an SMTP conversation.
 ALERT_DELIVERY_LEASE_SECONDS = env.int("ALERT_DELIVERY_LEASE_SECONDS", default=60)
+# Every send, email or webhook, as a whole (connecting, TLS, every byte of the answer): past it
+# the socket is shut and the attempt fails (A7). Never longer than the lease, whatever is set.
+ALERT_DELIVERY_DEADLINE_SECONDS = env.float("ALERT_DELIVERY_DEADLINE_SECONDS", default=30.0)
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 
 # --- Logging: to stderr; the OSAI client never logs tokens, JWTs or signed URLs ----------------

@@ -8,18 +8,51 @@ same months again reuses them. See reports/pipeline.py for the state machine.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
+import unicodedata
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
 from reports import crypto
 from reports.metrics import FLAG_FIELDS, METRICS, OSAI_FIELD_TO_COLUMN, PRICED_COLUMNS, RATE_FIELDS
+
+# --- Names and labels are one line ---------------------------------------------------------------
+# A connection's label or a team's name ends up in email subjects, CSV cells and log lines: a
+# line break there breaks the header (every attempt to send fails the same way, A7) or
+# forges a line. Control characters and line or paragraph separators are refused wherever a
+# person types one (forms, commands, services); `one_line` mends older rows where they are used.
+
+_NOT_ONE_LINE = frozenset({"Cc", "Zl", "Zp"})
+
+
+def has_control_characters(text: str) -> bool:
+    """True if the text holds a control character, a line or a paragraph separator."""
+    return any(unicodedata.category(ch) in _NOT_ONE_LINE for ch in text)
+
+
+def validate_one_line(value: str) -> None:
+    """The validator of names and labels (A7)."""
+    if has_control_characters(value or ""):
+        raise ValidationError(
+            "Use one line of text: no line breaks, tabs or other control characters.",
+            code="control_characters",
+        )
+
+
+def one_line(text: str) -> str:
+    """The text with each run of control characters and line breaks as one space."""
+    if not has_control_characters(text):
+        return text
+    mended = "".join(" " if unicodedata.category(ch) in _NOT_ONE_LINE else ch for ch in text)
+    return re.sub(r" {2,}", " ", mended).strip()
 
 
 def counts_for_team(team: Team | int, *, via: str = "") -> Q:
@@ -33,7 +66,7 @@ class Team(models.Model):
     """People who review spend together. Its admins run it (reports/teams.py); its reports
     cover the connections its members choose to share with it."""
 
-    name = models.CharField(max_length=120, unique=True)
+    name = models.CharField(max_length=120, unique=True, validators=[validate_one_line])
     created_at = models.DateTimeField(auto_now_add=True)
     # The rates its reports are priced with; the default price book when empty.
     price_book = models.ForeignKey(
@@ -97,7 +130,7 @@ class Connection(models.Model):
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="connections"
     )
-    label = models.CharField(max_length=80)
+    label = models.CharField(max_length=80, validators=[validate_one_line])
     region = models.CharField(max_length=20)  # a key of settings.OSAI_REGIONS
     token_encrypted = models.TextField(editable=False)
     token_last4 = models.CharField(max_length=4, editable=False)
@@ -784,7 +817,7 @@ class ApiToken(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
     )
-    name = models.CharField(max_length=80)
+    name = models.CharField(max_length=80, validators=[validate_one_line])
     prefix = models.CharField(max_length=16)  # the token's first characters, to recognise it
     token_sha256 = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField(default=timezone.now)

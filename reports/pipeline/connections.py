@@ -19,7 +19,7 @@ from osai.client import OsaiClient
 from osai.errors import OsaiAuthError, OsaiError
 from osai.parse import jwt_expiry
 from reports import crypto
-from reports.models import Connection, Report
+from reports.models import Connection, Report, has_control_characters
 from reports.pipeline import progress
 
 MAX_TOKEN_LENGTH = 4096
@@ -126,9 +126,19 @@ def _verify_and_store_token(connection: Connection, access_token: str) -> None:
     connection.last_verified_at = timezone.now()
 
 
+def _clean_label(label: str) -> str:
+    """The label, stripped; one line (A7: it reaches email subjects and log lines)."""
+    label = (label or "").strip()
+    if has_control_characters(label):
+        raise ConnectionCheckError(
+            "Give the label as one line of text: no line breaks, tabs or other control characters."
+        )
+    return label
+
+
 def connection_create(*, owner: Any, label: str, region: str, access_token: str) -> Connection:
     """Check the token by signing in, then save the connection with the token encrypted."""
-    label = (label or "").strip()
+    label = _clean_label(label)
     if not label:
         raise ConnectionCheckError("Give the connection a label, such as 'Production'.")
     if region not in settings.OSAI_REGIONS:
@@ -152,7 +162,7 @@ def connection_replace_token(*, connection: Connection, access_token: str) -> Co
 
 
 def connection_relabel(*, connection: Connection, label: str) -> Connection:
-    label = (label or "").strip()
+    label = _clean_label(label)
     if not label:
         raise ConnectionCheckError("The label cannot be empty.")
     if Connection.objects.filter(owner=connection.owner, label=label).exclude(pk=connection.pk):

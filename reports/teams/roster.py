@@ -9,7 +9,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 
 from reports.access import Capability, may, roles_that_may
-from reports.models import Membership, PriceBook, Team
+from reports.models import Membership, PriceBook, Team, has_control_characters
 from reports.teams import TeamError, sharing
 
 Role = Membership.Role
@@ -85,6 +85,10 @@ def find_user(who: str) -> Any:
 @transaction.atomic
 def team_create(*, name: str, admin: Any) -> Team:
     """A new team with `admin` as its first admin."""
+    if has_control_characters(name or ""):
+        raise TeamError(
+            "Give the name as one line of text: no line breaks, tabs or other control characters."
+        )
     name = " ".join((name or "").split())
     if not name:
         raise TeamError("Give the team a name.")
