@@ -631,6 +631,16 @@ class Budget(models.Model):
     webhook_url = models.URLField(max_length=500, blank=True)
     # Encrypted like access tokens (reports/crypto.py); it signs the webhook's body.
     webhook_secret_encrypted = models.TextField(blank=True, editable=False)
+    # Who last set where its alerts go (the addresses, the webhook): a team budget's channels
+    # stop when that person is no longer one of the team's admins (A8).
+    channels_set_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -38,6 +38,7 @@ from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from reports import crypto
+from reports.access import Capability, may_in_team, team_addresses_allowed, team_emails
 from reports.models import Alert, Budget, Delivery, one_line
 from reports.pipeline import dispatcher
 from reports.pipeline.failpoints import failpoint
@@ -60,6 +61,10 @@ UNFINISHED = (
 )
 
 
+class DeliveryRefused(Exception):
+    """Not to be sent, and trying again will not help; the message is for the budget page."""
+
+
 class DeliveryTimedOut(Exception):
     """The send passed its deadline (ALERT_DELIVERY_DEADLINE_SECONDS)."""
 
@@ -68,6 +73,14 @@ def send_deadline_seconds() -> float:
     """How long one send may take: the deadline, and never longer than the lease."""
     return float(
         min(settings.ALERT_DELIVERY_DEADLINE_SECONDS, settings.ALERT_DELIVERY_LEASE_SECONDS)
+    )
+
+
+def channels_stopped(budget: Budget) -> bool:
+    """True for a team budget whose addresses and webhook were set by someone who is no longer
+    one of the team's admins (A8): they stop, and its alerts go to the team's admins."""
+    return budget.team_id is not None and not may_in_team(
+        budget.channels_set_by_id, budget.team_id, Capability.MANAGE_BUDGETS
     )
 
 
@@ -157,7 +170,7 @@ def delivery_send(pk: int, *, now: datetime | None = None) -> str:
                 if deadline.fired:
                     raise DeliveryTimedOut from None
                 raise
-    except WebhookRefused as exc:
+    except (WebhookRefused, DeliveryRefused) as exc:
         _fail(delivery, str(exc))
         return "refused"
     except DeliveryTimedOut:
@@ -222,13 +235,35 @@ def _mail_failure(exc: BaseException) -> str:
     return f"The mail server at {host} could not be reached."
 
 
+def _recipients_now(delivery: Delivery) -> list[str]:
+    """Whom the email goes to. A team budget's alert goes to the team's current admins at
+    sending time (A8): an address whose account is no longer one that gets the team's alerts
+    (its holder left, or took another role, since the alert was queued) is left out, and so
+    is every other address once the channels' setter is no longer an admin."""
+    addresses = [address.strip() for address in delivery.target.split(",") if address.strip()]
+    budget = delivery.budget
+    if budget is None or budget.team_id is None:
+        return addresses
+    if channels_stopped(budget):
+        admins = {email.lower() for email in team_emails(budget.team_id, Capability.RECEIVE_ALERTS)}
+        allowed = [address for address in addresses if address.lower() in admins]
+    else:
+        allowed = team_addresses_allowed(budget.team_id, Capability.RECEIVE_ALERTS, addresses)
+    if not allowed:
+        raise DeliveryRefused(
+            "Not sent: none of its addresses gets the team's alerts any more (they go to the "
+            "team's current admins)."
+        )
+    return allowed
+
+
 def _send_email(delivery: Delivery) -> None:
     message = EmailMessage(
         subject=one_line(delivery.subject),  # rows made before labels were one line
         connection=mail_connection(),
         body=delivery.text,
         from_email=settings.DEFAULT_FROM_EMAIL,
-        to=[address.strip() for address in delivery.target.split(",") if address.strip()],
+        to=_recipients_now(delivery),
         headers={DELIVERY_HEADER: delivery.key},
     )
     message.send(fail_silently=False)
@@ -236,6 +271,11 @@ def _send_email(delivery: Delivery) -> None:
 
 def _send_webhook(delivery: Delivery, seconds: float) -> None:
     budget = delivery.budget
+    if budget is not None and channels_stopped(budget):
+        raise DeliveryRefused(
+            "Not sent: the webhook was set by someone who is no longer an admin of the team; "
+            "an admin saving the budget takes it over."
+        )
     secret = ""
     if budget is not None and budget.webhook_secret_encrypted:
         try:
