@@ -227,3 +227,63 @@ def test_password_reset_exists_only_with_mail_and_is_throttled(settings: Any) ->
         settings.PASSWORD_RESET_ENABLED = False
         importlib.reload(osai_dashboard.urls)
         clear_url_caches()
+
+
+# --- Issue 23: secrets out of the access log, resets per email, check --deploy ---
+
+
+def _shipped_gunicorn_arguments() -> dict[str, list[str]]:
+    """The gunicorn arguments of the Procfile's web process and of the systemd unit, with the
+    Procfile's ${VAR:-default} as their defaults."""
+    import re
+    import shlex
+
+    procfile = (ROOT / "Procfile").read_text()
+    [web] = [line for line in procfile.splitlines() if line.startswith("web:")]
+    web = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", web.removeprefix("web:"))
+    unit = (ROOT / "deploy" / "systemd" / "osai-usage-web.service").read_text()
+    [start] = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
+    found = {}
+    for name, command in (("Procfile", web), ("systemd", start.removeprefix("ExecStart="))):
+        words = shlex.split(command)
+        assert words[0].endswith("gunicorn")
+        found[name] = words[1:]
+    return found
+
+
+@pytest.mark.parametrize("shipped", ["Procfile", "systemd"])
+def test_the_shipped_gunicorn_access_log_writes_webhook_paths_without_their_secret(
+    shipped: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """W1: the receiver's secret is in its URL; the production access log (gunicorn, as the
+    Procfile and the systemd unit start it) writes `<secret>` in its place, in the request
+    line, the path and the referer alike."""
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from gunicorn.config import Config
+
+    config = Config()
+    parsed = config.parser().parse_args(_shipped_gunicorn_arguments()[shipped])
+    for key, value in vars(parsed).items():
+        if value is not None and key != "args":
+            config.set(key.lower(), value)
+    logger = config.logger_class(config)
+    secret = "Jq4-" + secrets.token_urlsafe(32)
+    path = f"/hooks/osai/{secret}/"
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "RAW_URI": path + "?x=1",
+        "PATH_INFO": path,
+        "QUERY_STRING": "x=1",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "203.0.113.7",
+        "HTTP_REFERER": f"https://usage.example.com{path}",
+        "HTTP_USER_AGENT": "OSAI",
+    }
+    response = SimpleNamespace(status="200 OK", sent=10, headers=[])
+    request = SimpleNamespace(headers=[("REFERER", f"https://usage.example.com{path}")])
+    logger.access(response, request, environ, timedelta(milliseconds=3))
+    logged = capsys.readouterr().out
+    assert "POST /hooks/osai/<secret>/?x=1 HTTP/1.1" in logged
+    assert secret not in logged and secret[:12] not in logged
