@@ -16,10 +16,11 @@ accounts = [
     ),
 ]
 if settings.PASSWORD_RESET_ENABLED:
-    # Only with mail configured (S12), and throttled per client address and per email.
+    # Only with mail configured (S12), and throttled per client address and per email (as
+    # Django matches it to an account: any case, any Unicode compatibility form).
     rate = settings.PASSWORD_RESET_RATE
     reset = ratelimit(key="reports.views.http.client_ip_key", rate=rate, method="POST")(
-        ratelimit(key="post:email", rate=rate, method="POST")(
+        ratelimit(key="reports.views.http.reset_email_key", rate=rate, method="POST")(
             require_http_methods(["GET", "POST"])(auth.PasswordResetView.as_view())
         )
     )

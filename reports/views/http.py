@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import unicodedata
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -92,6 +93,13 @@ def client_ip(request: HttpRequest) -> str | None:
 def client_ip_key(group: str, request: HttpRequest) -> str:
     """django-ratelimit's key: the client's address as above."""
     return client_ip(request) or "unknown"
+
+
+def reset_email_key(group: str, request: HttpRequest) -> str:
+    """django-ratelimit's key for password resets: the email as Django's reset form matches
+    it to an account (NFKC, case-folded), so five spellings of one address are one limit."""
+    email = request.POST.get("email", "")
+    return unicodedata.normalize("NFKC", email).strip().casefold()
 
 
 def over_rate(request: HttpRequest, *, group: str, key: str, rate: str) -> bool:

@@ -232,6 +232,41 @@ def test_password_reset_exists_only_with_mail_and_is_throttled(settings: Any) ->
 # --- Issue 23: secrets out of the access log, resets per email, check --deploy ---
 
 
+@pytest.mark.django_db
+def test_the_password_reset_limit_per_email_ignores_case_and_spelling(settings: Any) -> None:
+    """S12: one account's address in five spellings is one limit, not five (Django's reset
+    form finds the account whatever the case)."""
+    import osai_dashboard.urls
+
+    settings.PASSWORD_RESET_ENABLED = True
+    settings.PASSWORD_RESET_RATE = "3/h"
+    settings.RATELIMIT_CACHE_PREFIX = f"rl-{uuid.uuid4().hex}:"
+    make_user(email="alice@example.com")
+    fullwidth = "\uff41\uff4c\uff49\uff43\uff45@example.com"  # NFKC: alice@example.com
+    spellings = [
+        "alice@example.com",
+        "Alice@example.com",
+        "ALICE@EXAMPLE.COM",
+        " alice@Example.com",
+        fullwidth,
+    ]
+    try:
+        importlib.reload(osai_dashboard.urls)
+        clear_url_caches()
+        codes = [
+            # A new client address each time: only the limit per email can stop them.
+            Client(REMOTE_ADDR=f"192.0.2.{10 + i}")
+            .post("/accounts/password_reset/", {"email": email})
+            .status_code
+            for i, email in enumerate(spellings)
+        ]
+        assert codes == [302, 302, 302, 429, 429]
+    finally:
+        settings.PASSWORD_RESET_ENABLED = False
+        importlib.reload(osai_dashboard.urls)
+        clear_url_caches()
+
+
 def _shipped_gunicorn_arguments() -> dict[str, list[str]]:
     """The gunicorn arguments of the Procfile's web process and of the systemd unit, with the
     Procfile's ${VAR:-default} as their defaults."""
