@@ -4,6 +4,8 @@ Each connection has its own URL, `/hooks/osai/<secret>/`, with 256 random bits i
 secret's SHA-256 is looked up (and the secret itself is kept encrypted, to show it again). A
 delivery is JSON of at most OSAI_WEBHOOK_MAX_BYTES, stored as received with what
 `osai.webhooks` could read from it; a repeat (same event id, or the same JSON) is stored once.
+Only strict JSON that every database stores is taken: NaN and infinite numbers, a NUL
+character and lone surrogates are refused with 400, like anything else that is not JSON.
 
 A finished task means the open day's usage has grown, so it asks for a tracking refresh of the
 connection's open day (reports/tracking.py), debounced: the first event arms
@@ -16,7 +18,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -38,6 +43,48 @@ log = logging.getLogger(__name__)
 
 # Content types a JSON body may come with (OSAI documents none); anything else is refused.
 _JSON_TYPES = ("application/json", "text/json", "text/plain", "")
+
+
+class _NotStrictJson(ValueError):
+    """NaN, Infinity, a number too large for a float: JSON that Python reads, but no other
+    reader does, and that nothing here can store."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotStrictJson(name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999
+        raise _NotStrictJson(text)
+    return value
+
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _unstorable_text(payload: Any) -> bool:
+    """True if a key or string holds a NUL (PostgreSQL's text refuses it) or a lone UTF-16
+    surrogate ("\\ud800": valid JSON, not valid Unicode; no database encodes it). Walked
+    without recursion: the parser already bounds the depth."""
+    stack = [payload]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            texts: list[str] = [value]
+        elif isinstance(value, dict):
+            texts = list(value)
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+            continue
+        else:
+            continue
+        for text in texts:
+            if "\x00" in text or _SURROGATE.search(text):
+                return True
+    return False
 
 
 class WebhookRejected(Exception):
@@ -96,9 +143,15 @@ def webhook_receive(
         raise WebhookRejected(415, "Send JSON (Content-Type: application/json).")
     try:
         text = body.decode("utf-8-sig")
-        payload = json.loads(text)
+        payload = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except _NotStrictJson:
+        raise WebhookRejected(400, "The body holds NaN or an infinite number: not JSON.") from None
     except (ValueError, RecursionError):  # also UnicodeDecodeError
-        raise WebhookRejected(400, "The body is not JSON.") from None
+        raise WebhookRejected(400, "The body is not JSON (UTF-8).") from None
+    if _unstorable_text(payload):
+        raise WebhookRejected(
+            400, "The body holds a NUL character or invalid Unicode (a lone surrogate)."
+        )
     now = now or timezone.now()
     task = parse_task_finished(payload)
     key = delivery_key(payload)

@@ -189,3 +189,35 @@ def test_rotating_the_secret_changes_the_url_and_forgets_the_old_one() -> None:
     assert webhooks.connection_for_webhook(connection.webhook_secret) == connection
     assert connection.webhook_secret not in connection.webhook_secret_encrypted  # encrypted
     assert len(connection.webhook_secret) >= 43  # 256 random bits, URL-safe base64
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"event": "training", "gpu": NaN}',
+        b'{"event": "training", "workerGb": Infinity}',
+        b'{"event": "training", "workerGb": -Infinity}',
+        b'{"event": "training", "workerGb": 1e999}',
+        b'{"event": "training", "message": "\\ud800"}',
+        b'{"event": "training", "\\udfff": 1}',
+        b'{"event": "training", "taskId": "a\\u0000b"}',
+        b'{"event": "training", "nested": [{"x": "\\u0000"}]}',
+        b'{"event": "tr\xc3\x28ining"}',
+    ],
+)
+def test_the_webhook_refuses_nan_infinity_invalid_unicode_and_nul_with_400_and_stores_nothing(
+    body: bytes, client: Any
+) -> None:
+    """W1: JSON that only Python reads (NaN, Infinity, 1e999), text no database stores (a NUL,
+    a lone surrogate) and bytes that are not UTF-8 are a 400, not a 500; nothing is stored and
+    no refresh is armed. Run on PostgreSQL too (the NUL)."""
+    from django.urls import reverse
+
+    connection = make_connection(make_user())
+    url = reverse("osai_webhook", args=[connection.webhook_secret])
+    response = client.post(url, body, content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert response.json()["detail"]
+    assert not WebhookEvent.objects.exists()
+    connection.refresh_from_db()
+    assert connection.refresh_due_at is None
