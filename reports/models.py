@@ -132,7 +132,7 @@ class Connection(models.Model):
     )
     label = models.CharField(max_length=80, validators=[validate_one_line])
     region = models.CharField(max_length=20)  # a key of settings.OSAI_REGIONS
-    token_encrypted = models.TextField(editable=False)
+    token_encrypted = crypto.EncryptedTextField(editable=False)
     token_last4 = models.CharField(max_length=4, editable=False)
     account_name = models.CharField(max_length=200, blank=True)
     # OSAI's own id of the account (GET /Users): connections with one token share it, and
@@ -143,14 +143,14 @@ class Connection(models.Model):
     last_verified_at = models.DateTimeField(null=True, blank=True)
     # The JWT from the last sign-in, encrypted like the token, so that each task does not
     # sign in again. Cleared on a 401.
-    jwt_encrypted = models.TextField(blank=True, editable=False)
+    jwt_encrypted = crypto.EncryptedTextField(blank=True, editable=False)
     jwt_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     shared_with_teams = models.ManyToManyField(Team, blank=True, related_name="shared_connections")
     created_at = models.DateTimeField(auto_now_add=True)
     # The secret in this connection's OSAI webhook URL (reports/webhooks.py): encrypted like
     # the token, so the page can show it again, and its SHA-256, which a delivery is looked up
     # by. Rotating it makes the old URL answer 404 (W1).
-    webhook_secret_encrypted = models.TextField(blank=True, editable=False)
+    webhook_secret_encrypted = crypto.EncryptedTextField(blank=True, editable=False)
     webhook_secret_sha256 = models.CharField(max_length=64, blank=True, editable=False)
     # A finished OSAI task asks for a refresh of the open day; the dispatcher starts it at
     # this time, so a burst of webhooks makes one refresh (reports/webhooks.py).
@@ -630,7 +630,7 @@ class Budget(models.Model):
     emails = models.JSONField(default=list, blank=True)
     webhook_url = models.URLField(max_length=500, blank=True)
     # Encrypted like access tokens (reports/crypto.py); it signs the webhook's body.
-    webhook_secret_encrypted = models.TextField(blank=True, editable=False)
+    webhook_secret_encrypted = crypto.EncryptedTextField(blank=True, editable=False)
     # Who last set where its alerts go (the addresses, the webhook): a team budget's channels
     # stop when that person is no longer one of the team's admins (A8).
     channels_set_by = models.ForeignKey(

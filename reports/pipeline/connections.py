@@ -196,24 +196,3 @@ def connection_delete(*, connection: Connection) -> int:
         for report_pk in Report.objects.filter(pk__in=report_ids).values_list("pk", flat=True):
             progress.report_refresh(report_pk)
     return len(report_ids) - Report.objects.filter(pk__in=report_ids).count()
-
-
-def connections_reencrypt() -> tuple[int, int]:
-    """Re-encrypt every token, cached JWT and webhook secret under the primary key.
-
-    Returns (rows, changed).
-
-    Idempotent: rows already under the primary key are left as they are.
-    """
-    rows = changed = 0
-    fields = ("token_encrypted", "jwt_encrypted", "webhook_secret_encrypted")
-    for connection in Connection.objects.only("pk", *fields):
-        rows += 1
-        secrets = {name: getattr(connection, name) for name in fields}
-        if all(not s or crypto.is_under_primary_key(s) for s in secrets.values()):
-            continue
-        Connection.objects.filter(pk=connection.pk).update(
-            **{name: crypto.rotate_secret(s) if s else "" for name, s in secrets.items()}
-        )
-        changed += 1
-    return rows, changed

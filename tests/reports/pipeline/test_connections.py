@@ -113,6 +113,55 @@ def test_key_rotation_reencrypts_every_token_and_is_idempotent(use_sandbox, sett
     assert client.user_info().account_name
 
 
+def test_key_rotation_reencrypts_budget_webhook_secrets_and_every_encrypted_field(
+    settings: object,
+) -> None:
+    """T4: rotation finds every encrypted column by itself (crypto.EncryptedTextField), the
+    budgets' webhook secrets included: after the old key is dropped a signed webhook still
+    signs, and a column encrypted later needs no change to the command."""
+    from django.apps import apps
+
+    from reports.models import Budget
+    from reports.spend import budgets, notify
+
+    settings.ALERT_WEBHOOK_ALLOW_LOCAL = True  # type: ignore[attr-defined]
+    owner = make_user()
+    conn = make_connection(owner, token=CANARY)
+    budget = budgets.budget_set(
+        actor=owner,
+        scope="person",
+        amount="10",
+        webhook_url="http://127.0.0.1:9/hook",
+        webhook_secret="budget-hook-secret",
+    )
+    old_key = settings.OSAI_TOKEN_KEYS[0]  # type: ignore[attr-defined]
+    new_key = Fernet.generate_key().decode()
+    settings.OSAI_TOKEN_KEYS = [new_key, old_key]  # type: ignore[attr-defined]
+    out = io.StringIO()
+    call_command("reencrypt_tokens", stdout=out)
+    assert "(2 were under an older key)" in out.getvalue()
+    assert "Budget 1 (1 changed)" in out.getvalue()
+    settings.OSAI_TOKEN_KEYS = [new_key]  # type: ignore[attr-defined]
+    budget.refresh_from_db()
+    conn.refresh_from_db()
+    assert crypto.decrypt_secret(budget.webhook_secret_encrypted) == "budget-hook-secret"
+    assert crypto.decrypt_secret(conn.token_encrypted) == CANARY
+    body = b"{}"
+    assert notify.sign(crypto.decrypt_secret(budget.webhook_secret_encrypted), body)
+
+    # Found from the models: every column named *_encrypted is one rotation finds.
+    found = {(m._meta.label, n) for m, names in crypto.encrypted_fields() for n in names}
+    named = {
+        (model._meta.label, field.attname)
+        for model in apps.get_models()
+        for field in model._meta.concrete_fields
+        if field.attname.endswith("_encrypted")
+    }
+    assert named == found
+    assert ("reports.Budget", "webhook_secret_encrypted") in found
+    assert isinstance(Budget._meta.get_field("webhook_secret_encrypted"), crypto.EncryptedTextField)
+
+
 def test_rotation_without_the_old_key_fails_closed_and_changes_nothing(use_sandbox, settings):
     conn = connections.connection_create(
         owner=make_user(), label="P", region="sandbox", access_token=CANARY
