@@ -42,6 +42,19 @@ def team_members(team: Team) -> QuerySet[Membership]:
     )
 
 
+def _lock_roster(team: Team) -> None:
+    """Lock the team's memberships until the transaction ends (M4). Two admins changing
+    roles at once (demoting each other) are served one after the other, each deciding on
+    the roster the other left, so the second change finds the team without another admin
+    and is refused. (On SQLite, IMMEDIATE transactions serialize them already.)"""
+    list(
+        Membership.objects.select_for_update()
+        .filter(team=team)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
 def _require(team: Team, actor: Any | None, capability: Capability) -> None:
     """`actor`'s role in the team must allow `capability`; None is the operator (the command
     line), who may do everything."""
@@ -106,6 +119,7 @@ def team_create(*, name: str, admin: Any) -> Team:
 @transaction.atomic
 def team_member_add(*, team: Team, actor: Any | None, who: str, role: str = Role.MEMBER) -> Any:
     """Add a person (by username or email) to the team. Shares nothing of theirs (M1)."""
+    _lock_roster(team)
     _require(team, actor, Capability.MANAGE_MEMBERS)
     _check_role(role)
     user = find_user(who)
@@ -119,6 +133,7 @@ def team_member_add(*, team: Team, actor: Any | None, who: str, role: str = Role
 def team_member_set_role(*, team: Team, actor: Any | None, user: Any, role: str) -> None:
     """Change someone's role. A role that shares nothing (a viewer) ends their sharing with
     the team at once, as leaving does (M1)."""
+    _lock_roster(team)  # before the checks: they read the roster as it is now
     _require(team, actor, Capability.MANAGE_MEMBERS)
     _check_role(role)
     if not Membership.objects.filter(team=team, user=user).update(role=role):
@@ -134,6 +149,7 @@ def team_member_remove(*, team: Team, actor: Any | None, user: Any) -> None:
 
     Their sharing with the team ends with their membership, at once (M1).
     """
+    _lock_roster(team)
     if actor is None or actor.pk != user.pk:
         _require(team, actor, Capability.MANAGE_MEMBERS)
     if not Membership.objects.filter(team=team, user=user).delete()[0]:
