@@ -334,8 +334,11 @@ LOGGING = {
 # A webhook body larger than this is refused (413); deliveries per connection are rate-limited.
 OSAI_WEBHOOK_MAX_BYTES = env.int("OSAI_WEBHOOK_MAX_BYTES", default=64 * 1024)
 OSAI_WEBHOOK_RATE = env.str("OSAI_WEBHOOK_RATE", default="120/m")
+# ... and per person, over all of their connections.
+OSAI_WEBHOOK_PERSON_RATE = env.str("OSAI_WEBHOOK_PERSON_RATE", default="120/m")
 # A finished task refreshes the connection's open day this many seconds after the first event of
-# a burst: the rest of the burst joins the same refresh (one OSAI report).
+# a burst: the rest of the burst joins the same refresh (one OSAI report). And the open day is
+# asked for at most once per connection per this many seconds, however the events come.
 OSAI_WEBHOOK_REFRESH_DELAY_SECONDS = env.int("OSAI_WEBHOOK_REFRESH_DELAY_SECONDS", default=60)
 # API requests per token, and failed API sign-ins per client address (django-ratelimit).
 API_RATE = env.str("API_RATE", default="120/m")

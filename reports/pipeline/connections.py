@@ -85,6 +85,12 @@ def osai_client_for(connection: Connection, *, access_token: str | None = None) 
     )
 
 
+def person_key(user: Any) -> str:
+    """A person, as the key of a rate limit (webhooks per person, connections added): their
+    id and when they joined, so an id used again (a test database's) is another person."""
+    return f"{user.pk}.{user.date_joined.timestamp():.6f}"
+
+
 def _clean_token(access_token: str) -> str:
     token = (access_token or "").strip()
     if not token:

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 from reports.integrations import webhooks
 from reports.models import Connection
 from reports.pages.activity import activity_page, has_newer
+from reports.pipeline import connections
 from reports.views.http import (
     AuthenticatedRequest,
     BadParameter,
@@ -45,6 +46,16 @@ def osai_webhook(request: HttpRequest, secret: str) -> HttpResponse:
         rate=settings.OSAI_WEBHOOK_RATE,
     ):
         response = _json_error(429, "Too many deliveries for this connection; slow down.")
+        response["Retry-After"] = "60"
+        return response
+    # Per person too: a person's many connections do not each get the whole rate.
+    if over_rate(
+        request,
+        group="osai-webhook-person",
+        key=connections.person_key(connection.owner),
+        rate=settings.OSAI_WEBHOOK_PERSON_RATE,
+    ):
+        response = _json_error(429, "Too many deliveries for this person's connections; slow down.")
         response["Retry-After"] = "60"
         return response
     limit = settings.OSAI_WEBHOOK_MAX_BYTES

@@ -181,6 +181,32 @@ def test_w1_a_flood_is_rate_limited_per_connection(world: World, settings: Any) 
     figures.figure("W1 flood of 8 at 5/min: stored, refused", "5, 3")
 
 
+def test_w1_a_flood_is_rate_limited_per_person_over_all_their_connections(
+    world: World, settings: Any
+) -> None:
+    """W1: each connection has its limit, and a person's connections share one more, so
+    many connections do not multiply the flood a person can send."""
+    import uuid
+
+    settings.RATELIMIT_CACHE_PREFIX = f"rl-{uuid.uuid4().hex}:"
+    settings.OSAI_WEBHOOK_RATE = "5/m"
+    settings.OSAI_WEBHOOK_PERSON_RATE = "6/m"
+    first, second = world.connection, make_connection(world.owner, "Second")
+    before = WebhookEvent.objects.filter(connection__owner=world.owner).count()
+    statuses = [post_hook(hook_url(first), {"eventId": f"a-{i}"}).status_code for i in range(4)]
+    statuses += [post_hook(hook_url(second), {"eventId": f"b-{i}"}).status_code for i in range(4)]
+    assert statuses == [200] * 6 + [429] * 2
+    refused = post_hook(hook_url(second), {"eventId": "b-9"})
+    assert refused.json() == {
+        "detail": "Too many deliveries for this person's connections; slow down."
+    }
+    assert refused["Retry-After"] == "60"
+    # Someone else's connection has limits of its own.
+    assert post_hook(hook_url(world.admin_connection), {"eventId": "c"}).status_code == 200
+    assert WebhookEvent.objects.filter(connection__owner=world.owner).count() == before + 6
+    figures.figure("W1 flood over 2 connections at 6/min per person: stored", 6)
+
+
 # --- The feed -------------------------------------------------------------------------------------
 
 

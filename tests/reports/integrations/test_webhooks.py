@@ -115,6 +115,37 @@ def test_a_refresh_while_the_open_day_is_being_fetched_waits_instead_of_doubling
     assert use_sandbox.calls(POST) == 2  # the hourly one, then the one the webhooks asked for
 
 
+def test_the_open_day_is_asked_for_at_most_once_per_delay_whoever_asked_last(
+    tracked: Connection, use_sandbox: Any, queue: Any, time_machine: Any
+) -> None:
+    """W1: OSAI_WEBHOOK_REFRESH_DELAY_SECONDS bounds a connection's open-day reports to one per
+    delay, not one per burst: a refresh the webhooks asked for that comes less than the delay
+    after the last one (here the hourly tracking's, in the middle of the burst) waits for the
+    rest of it, then goes."""
+    start = datetime(2026, 3, 3, 10, 0, tzinfo=UTC)
+    time_machine.move_to(start)
+    _receive(tracked, _event(eventId="first"))  # armed for start + DELAY
+    time_machine.move_to(start + timedelta(seconds=20))
+    tracking.tracking_refresh(tracked)  # the hourly refresh asks for the open day
+    drive()
+    assert use_sandbox.calls(POST) == 1
+
+    time_machine.move_to(start + timedelta(seconds=DELAY + 1))
+    assert dispatcher.enqueue_due_refreshes() == 1
+    answer = tasks.webhook_refresh(tracked.pk)
+    drive()
+    assert "less than the delay ago" in answer
+    assert use_sandbox.calls(POST) == 1  # not a second open-day report 11 s after the first
+    tracked.refresh_from_db()
+    assert _seconds_after(start, tracked.refresh_due_at) == 20 + DELAY
+
+    time_machine.move_to(start + timedelta(seconds=20 + DELAY + 1))
+    assert dispatcher.enqueue_due_refreshes() == 1
+    assert tasks.webhook_refresh(tracked.pk).startswith("refreshed")
+    drive()
+    assert use_sandbox.calls(POST) == 2  # one delay after the last: the events' refresh goes
+
+
 def test_a_connection_that_needs_a_new_token_stores_events_but_asks_for_no_refresh(
     queue: Any,
 ) -> None:
