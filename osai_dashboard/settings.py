@@ -280,6 +280,9 @@ OSAI_QUEUE_DEPTH = env.int("OSAI_QUEUE_DEPTH", default=64)
 OSAI_REPORT_REQUESTS_PER_HOUR = env.int("OSAI_REPORT_REQUESTS_PER_HOUR", default=60)
 OSAI_MAX_WAITING_BUCKETS_PER_PERSON = env.int("OSAI_MAX_WAITING_BUCKETS_PER_PERSON", default=1500)
 OSAI_DUPLICATE_REQUEST_SECONDS = env.int("OSAI_DUPLICATE_REQUEST_SECONDS", default=10)
+# Connections a person may add (or try to: each is checked with OSAI) in an hour; each new one
+# starts fetching its history, whose OSAI reports count against the waiting cap above.
+OSAI_CONNECTION_ADDS_PER_HOUR = env.int("OSAI_CONNECTION_ADDS_PER_HOUR", default=10)
 OSAI_MAX_BUCKETS_PER_REPORT = env.int("OSAI_MAX_BUCKETS_PER_REPORT", default=400)
 OSAI_STEP_LEASE_SECONDS = env.int("OSAI_STEP_LEASE_SECONDS", default=75)
 

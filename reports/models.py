@@ -284,6 +284,18 @@ class BucketQuerySet(models.QuerySet["Bucket"]):
         """Buckets on connections that count for the team (M1)."""
         return self.filter(counts_for_team(team, via="connection__"))
 
+    def waiting_for_person(self, owner: Any) -> BucketQuerySet:
+        """The OSAI reports still to be made or finished for a person (F2's cap,
+        OSAI_MAX_WAITING_BUCKETS_PER_PERSON): their reports' parts, and what tracking fetches
+        for their connections (a new connection's history: dozens at once)."""
+        return (
+            self.active()
+            .filter(
+                Q(report_buckets__report__owner=owner) | Q(connection__owner=owner, tracked=True)
+            )
+            .distinct()
+        )
+
 
 class Bucket(OsaiFlags):
     """One OSAI report: a connection, flags and a period. See reports/pipeline.py."""

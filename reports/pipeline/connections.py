@@ -8,10 +8,12 @@ shown again beyond its last four characters. `osai_client_for` is the one place 
 
 from __future__ import annotations
 
-from datetime import timedelta
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -19,7 +21,7 @@ from osai.client import OsaiClient
 from osai.errors import OsaiAuthError, OsaiError
 from osai.parse import jwt_expiry
 from reports import crypto
-from reports.models import Connection, Report, has_control_characters
+from reports.models import Bucket, Connection, Report, has_control_characters
 from reports.pipeline import progress
 
 MAX_TOKEN_LENGTH = 4096
@@ -142,8 +144,39 @@ def _clean_label(label: str) -> str:
     return label
 
 
+def _check_add_limits(owner: Any) -> None:
+    """F2 for connections: each new one signs in to OSAI and starts tracking (dozens of OSAI
+    reports), so a person adds at most OSAI_CONNECTION_ADDS_PER_HOUR in an hour (counted in
+    the cache, so deleting one does not give the try back), and none while the OSAI reports
+    waiting for them are at their cap (OSAI_MAX_WAITING_BUCKETS_PER_PERSON)."""
+    limit = settings.OSAI_CONNECTION_ADDS_PER_HOUR
+    prefix = getattr(settings, "RATELIMIT_CACHE_PREFIX", "rl:")  # django-ratelimit's too
+    key = f"{prefix}osai-connection-adds:{person_key(owner)}"
+    now = time.time()
+    recent = [t for t in cache.get(key, []) if t > now - 3600]
+    if len(recent) >= limit:
+        again = datetime.fromtimestamp(min(recent) + 3600, tz=UTC)
+        raise ConnectionCheckError(
+            f"You added {limit} connections in the last hour, the most we take from one "
+            f"person: each starts fetching its history from OSAI. Try again after "
+            f"{again:%H:%M} UTC."
+        )
+    waiting = Bucket.objects.waiting_for_person(owner).count()
+    cap = settings.OSAI_MAX_WAITING_BUCKETS_PER_PERSON
+    if waiting >= cap:
+        raise ConnectionCheckError(
+            f"Your reports and connections still wait for {waiting} OSAI reports, the most "
+            "that may wait for one person; a new connection would add its history to them. "
+            "Add it when they are done."
+        )
+    cache.set(key, [*recent, now], timeout=3600)
+
+
 def connection_create(*, owner: Any, label: str, region: str, access_token: str) -> Connection:
-    """Check the token by signing in, then save the connection with the token encrypted."""
+    """Check the token by signing in, then save the connection with the token encrypted.
+
+    Bounded per person (`_check_add_limits`): an attempt counts once the token is about to be
+    checked with OSAI, whether or not OSAI accepts it."""
     label = _clean_label(label)
     if not label:
         raise ConnectionCheckError("Give the connection a label, such as 'Production'.")
@@ -151,6 +184,7 @@ def connection_create(*, owner: Any, label: str, region: str, access_token: str)
         raise ConnectionCheckError("Choose one of the offered regions.")
     if Connection.objects.filter(owner=owner, label=label).exists():
         raise ConnectionCheckError(f"You already have a connection labelled {label!r}.")
+    _check_add_limits(owner)
     connection = Connection(owner=owner, label=label, region=region)
     _verify_and_store_token(connection, access_token)
     try:
