@@ -59,11 +59,45 @@ def test_check_deploy_passes_with_production_settings():
 
 
 def test_check_deploy_refuses_the_development_keys():
+    """S1: a deploy that sets no keys would run on the published development keys: errors,
+    whatever the fail level (not only at --fail-level WARNING)."""
     env = production_env()
     del env["DJANGO_SECRET_KEY"], env["OSAI_TOKEN_KEYS"]
-    result = check_deploy(env)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0
-    assert "osai.W001" in result.stderr and "osai.W002" in result.stderr
+    assert "osai.E001" in result.stderr and "osai.E002" in result.stderr
+
+
+def test_check_deploy_errors_when_budget_webhooks_may_reach_loopback():
+    """A2, S1: ALERT_WEBHOOK_ALLOW_LOCAL is for development; check --deploy says so, as an
+    error. Start-up does not (make run and the tests run with DEBUG off too)."""
+    env = production_env(ALERT_WEBHOOK_ALLOW_LOCAL="True")
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "osai.E004" in result.stderr and "ALERT_WEBHOOK_ALLOW_LOCAL" in result.stderr
+    plain = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert plain.returncode == 0, plain.stderr
 
 
 def test_the_sandbox_region_is_off_unless_configured_and_deploy_check_warns_when_on():
