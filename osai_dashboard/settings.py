@@ -127,6 +127,8 @@ SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 # --- Auth ---------------------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
+    # Guessing spread over many addresses is slowed per account (osai_dashboard/login_throttle.py).
+    "osai_dashboard.login_throttle.AccountThrottleBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
 LOGIN_URL = "login"
@@ -150,6 +152,11 @@ AXES_VERBOSE = False
 AXES_LOCKOUT_TEMPLATE = "locked_out.html"
 # The client's address, not the proxy's, behind the documented proxy (S10).
 AXES_CLIENT_IP_CALLABLE = "reports.views.http.client_ip"
+# Per account, over every address (S8): after this many failures within the cool-off, the
+# account takes one attempt per LOGIN_ACCOUNT_SLOWDOWN_SECONDS from an address it has not
+# signed in from before (a slowdown, never a lock: its owner's known addresses are not slowed).
+LOGIN_ACCOUNT_FAILURE_LIMIT = env.int("LOGIN_ACCOUNT_FAILURE_LIMIT", default=20)
+LOGIN_ACCOUNT_SLOWDOWN_SECONDS = env.int("LOGIN_ACCOUNT_SLOWDOWN_SECONDS", default=60)
 # Password reset exists only where mail is configured (S12), throttled per address and per
 # email: django-ratelimit, on the shared cache.
 PASSWORD_RESET_ENABLED = bool(env.str("EMAIL_URL", default=""))

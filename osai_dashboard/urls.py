@@ -5,8 +5,14 @@ from django.urls import include, path
 from django.views.decorators.http import require_http_methods
 from django_ratelimit.decorators import ratelimit
 
+from osai_dashboard import login_throttle
+
 accounts = [
-    path("login/", auth.LoginView.as_view(), name="login"),
+    path(
+        "login/",
+        auth.LoginView.as_view(authentication_form=login_throttle.SignInForm),
+        name="login",
+    ),
     path("logout/", auth.LogoutView.as_view(), name="logout"),
     path("password_change/", auth.PasswordChangeView.as_view(), name="password_change"),
     path(

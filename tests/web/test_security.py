@@ -356,3 +356,39 @@ def test_the_shipped_gunicorn_access_log_writes_webhook_paths_without_their_secr
     logged = capsys.readouterr().out
     assert "POST /hooks/osai/<secret>/?x=1 HTTP/1.1" in logged
     assert secret not in logged and secret[:12] not in logged
+
+
+@pytest.mark.django_db
+def test_guessing_one_account_from_many_addresses_is_slowed_without_locking_its_owner_out(
+    settings: Any, time_machine: Any
+) -> None:
+    """S8: django-axes counts (username, address), so an attacker with many addresses gets
+    AXES_FAILURE_LIMIT guesses from each. Past LOGIN_ACCOUNT_FAILURE_LIMIT failures an account
+    takes one attempt per LOGIN_ACCOUNT_SLOWDOWN_SECONDS from places it has not signed in from,
+    even with the right password; its owner, where they signed in before, is not slowed, and a
+    new place gets its turn after the wait: slowed, never locked out for good."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    time_machine.move_to(timezone.now())
+    settings.LOGIN_ACCOUNT_FAILURE_LIMIT = 6
+    settings.LOGIN_ACCOUNT_SLOWDOWN_SECONDS = 60
+    user = make_user()
+
+    def sign_in(address: str, password: str) -> Any:
+        client = Client(REMOTE_ADDR=address)
+        return client.post(reverse("login"), {"username": user.username, "password": password})
+
+    assert sign_in("198.51.100.9", PASSWORD).status_code == 302  # the owner, at home
+    for i in range(6):  # one guess from each of six addresses: axes alone would allow all
+        assert sign_in(f"203.0.113.{i}", "wrong").status_code == 200
+    assert sign_in("203.0.113.50", "wrong").status_code == 200  # the minute's one attempt
+    slowed = sign_in("203.0.113.51", PASSWORD)  # the right password, guessed from elsewhere
+    assert slowed.status_code == 200
+    assert "Too many failed sign-ins to this account from elsewhere" in slowed.content.decode()
+    assert "_auth_user_id" not in slowed.client.session
+    assert sign_in("198.51.100.9", PASSWORD).status_code == 302  # the owner is not slowed
+    time_machine.shift(timedelta(seconds=61))
+    assert sign_in("192.0.2.77", PASSWORD).status_code == 302  # a new place, after the wait
+    figures.figure("S8 guesses an hour per account from new addresses, once slowed", 60)
