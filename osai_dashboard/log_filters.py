@@ -2,7 +2,9 @@
 
 Django logs the path of every 4xx/5xx answer ("Method Not Allowed: /hooks/osai/<secret>"), and
 runserver logs request lines: a webhook URL's secret would end up in the logs. This filter,
-on the `django.request` and `django.server` loggers, writes `<secret>` in its place.
+on the `django.request` and `django.server` loggers, writes `<secret>` in its place; gunicorn's
+access log does the same through osai_dashboard/access_log.py. Whatever follows the prefix up
+to the next `/`, `?` or space is the secret, percent-encoded or not.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 
-_WEBHOOK_SECRET = re.compile(r"(/hooks/osai/)[A-Za-z0-9_-]+")
+_WEBHOOK_SECRET = re.compile(r"(/hooks/osai/)[^/?#\s\"']+")
 
 
 def redact(text: str) -> str:

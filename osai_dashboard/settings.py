@@ -127,6 +127,8 @@ SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 # --- Auth ---------------------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
+    # Guessing spread over many addresses is slowed per account (osai_dashboard/login_throttle.py).
+    "osai_dashboard.login_throttle.AccountThrottleBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
 LOGIN_URL = "login"
@@ -150,6 +152,11 @@ AXES_VERBOSE = False
 AXES_LOCKOUT_TEMPLATE = "locked_out.html"
 # The client's address, not the proxy's, behind the documented proxy (S10).
 AXES_CLIENT_IP_CALLABLE = "reports.views.http.client_ip"
+# Per account, over every address (S8): after this many failures within the cool-off, the
+# account takes one attempt per LOGIN_ACCOUNT_SLOWDOWN_SECONDS from an address it has not
+# signed in from before (a slowdown, never a lock: its owner's known addresses are not slowed).
+LOGIN_ACCOUNT_FAILURE_LIMIT = env.int("LOGIN_ACCOUNT_FAILURE_LIMIT", default=20)
+LOGIN_ACCOUNT_SLOWDOWN_SECONDS = env.int("LOGIN_ACCOUNT_SLOWDOWN_SECONDS", default=60)
 # Password reset exists only where mail is configured (S12), throttled per address and per
 # email: django-ratelimit, on the shared cache.
 PASSWORD_RESET_ENABLED = bool(env.str("EMAIL_URL", default=""))
@@ -285,6 +292,9 @@ OSAI_BACKGROUND_RESERVE = env.int("OSAI_BACKGROUND_RESERVE", default=2)
 OSAI_REPORT_REQUESTS_PER_HOUR = env.int("OSAI_REPORT_REQUESTS_PER_HOUR", default=60)
 OSAI_MAX_WAITING_BUCKETS_PER_PERSON = env.int("OSAI_MAX_WAITING_BUCKETS_PER_PERSON", default=1500)
 OSAI_DUPLICATE_REQUEST_SECONDS = env.int("OSAI_DUPLICATE_REQUEST_SECONDS", default=10)
+# Connections a person may add (or try to: each is checked with OSAI) in an hour; each new one
+# starts fetching its history, whose OSAI reports count against the waiting cap above.
+OSAI_CONNECTION_ADDS_PER_HOUR = env.int("OSAI_CONNECTION_ADDS_PER_HOUR", default=10)
 OSAI_MAX_BUCKETS_PER_REPORT = env.int("OSAI_MAX_BUCKETS_PER_REPORT", default=400)
 OSAI_STEP_LEASE_SECONDS = env.int("OSAI_STEP_LEASE_SECONDS", default=75)
 
@@ -317,6 +327,9 @@ ALERT_DELIVERY_RETRY_SECONDS = env.float("ALERT_DELIVERY_RETRY_SECONDS", default
 # A send that has not finished within this long is taken over (its worker died): longer than
 # the webhook timeout and an SMTP conversation.
 ALERT_DELIVERY_LEASE_SECONDS = env.int("ALERT_DELIVERY_LEASE_SECONDS", default=60)
+# Every send, email or webhook, as a whole (connecting, TLS, every byte of the answer): past it
+# the socket is shut and the attempt fails (A7). Never longer than the lease, whatever is set.
+ALERT_DELIVERY_DEADLINE_SECONDS = env.float("ALERT_DELIVERY_DEADLINE_SECONDS", default=30.0)
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 
 # --- Logging: to stderr; the OSAI client never logs tokens, JWTs or signed URLs ----------------
@@ -342,8 +355,11 @@ LOGGING = {
 # A webhook body larger than this is refused (413); deliveries per connection are rate-limited.
 OSAI_WEBHOOK_MAX_BYTES = env.int("OSAI_WEBHOOK_MAX_BYTES", default=64 * 1024)
 OSAI_WEBHOOK_RATE = env.str("OSAI_WEBHOOK_RATE", default="120/m")
+# ... and per person, over all of their connections.
+OSAI_WEBHOOK_PERSON_RATE = env.str("OSAI_WEBHOOK_PERSON_RATE", default="120/m")
 # A finished task refreshes the connection's open day this many seconds after the first event of
-# a burst: the rest of the burst joins the same refresh (one OSAI report).
+# a burst: the rest of the burst joins the same refresh (one OSAI report). And the open day is
+# asked for at most once per connection per this many seconds, however the events come.
 OSAI_WEBHOOK_REFRESH_DELAY_SECONDS = env.int("OSAI_WEBHOOK_REFRESH_DELAY_SECONDS", default=60)
 # API requests per token, and failed API sign-ins per client address (django-ratelimit).
 API_RATE = env.str("API_RATE", default="120/m")

@@ -5,8 +5,14 @@ from django.urls import include, path
 from django.views.decorators.http import require_http_methods
 from django_ratelimit.decorators import ratelimit
 
+from osai_dashboard import login_throttle
+
 accounts = [
-    path("login/", auth.LoginView.as_view(), name="login"),
+    path(
+        "login/",
+        auth.LoginView.as_view(authentication_form=login_throttle.SignInForm),
+        name="login",
+    ),
     path("logout/", auth.LogoutView.as_view(), name="logout"),
     path("password_change/", auth.PasswordChangeView.as_view(), name="password_change"),
     path(
@@ -16,10 +22,11 @@ accounts = [
     ),
 ]
 if settings.PASSWORD_RESET_ENABLED:
-    # Only with mail configured (S12), and throttled per client address and per email.
+    # Only with mail configured (S12), and throttled per client address and per email (as
+    # Django matches it to an account: any case, any Unicode compatibility form).
     rate = settings.PASSWORD_RESET_RATE
     reset = ratelimit(key="reports.views.http.client_ip_key", rate=rate, method="POST")(
-        ratelimit(key="post:email", rate=rate, method="POST")(
+        ratelimit(key="reports.views.http.reset_email_key", rate=rate, method="POST")(
             require_http_methods(["GET", "POST"])(auth.PasswordResetView.as_view())
         )
     )

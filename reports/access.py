@@ -15,7 +15,9 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db.models import Q, QuerySet
+from django.db.models.functions import Lower
 
 from reports.models import Bucket, Membership, Report, ReportBucket, Team
 
@@ -116,16 +118,42 @@ def team_digest_teams(user: Any) -> QuerySet[Team]:
     )
 
 
-def team_emails_refused(team: Team | int, capability: Capability) -> set[str]:
-    """The email addresses (lower case) of the team's people whose role may not do
-    `capability`, unless someone of the team who may uses the same address."""
+def may_in_team(user_id: int | None, team: Team | int, capability: Capability) -> bool:
+    """Whether the person (by id) holds a role in the team that may do `capability`, now."""
+    if user_id is None:
+        return False
+    return Membership.objects.filter(
+        team=team, user_id=user_id, role__in=roles_that_may(capability)
+    ).exists()
 
-    def emails(roles: Iterable[str]) -> set[str]:
-        rows = Membership.objects.filter(team=team, role__in=list(roles)).exclude(user__email="")
-        return {email.lower() for email in rows.values_list("user__email", flat=True)}
 
-    allowed = roles_that_may(capability)
-    return emails(set(Role.values) - set(allowed)) - emails(allowed)
+def team_emails(team: Team | int, capability: Capability) -> list[str]:
+    """The email addresses of the team's people whose role may do `capability`, by username."""
+    rows = (
+        Membership.objects.filter(team=team, role__in=roles_that_may(capability))
+        .exclude(user__email="")
+        .order_by("user__username")
+    )
+    return list(dict.fromkeys(rows.values_list("user__email", flat=True)))
+
+
+def team_addresses_allowed(
+    team: Team | int, capability: Capability, addresses: Iterable[str]
+) -> list[str]:
+    """Those of `addresses` the team's messages of `capability` (its alerts) may go to now:
+    the addresses of its people whose role may, and addresses of no account here at all (a
+    shared mailbox); never the address of an account whose holder may not, whether another
+    role of the team or no longer in it (A8). Case does not matter."""
+    addresses = list(addresses)
+    allowed = {email.lower() for email in team_emails(team, capability)}
+    accounts = {
+        email.lower()
+        for email in get_user_model()
+        .objects.annotate(email_lower=Lower("email"))
+        .filter(email_lower__in={a.lower() for a in addresses})
+        .values_list("email", flat=True)
+    }
+    return [a for a in addresses if a.lower() in allowed or a.lower() not in accounts]
 
 
 def reports_visible_to(user: Any) -> QuerySet[Report]:

@@ -13,11 +13,13 @@ class ReportsConfig(AppConfig):
     def ready(self) -> None:
         from django_q.signals import post_spawn
 
+        from osai_dashboard import login_throttle
         from reports import checks  # noqa: F401  (registers the deploy checks)
         from reports.spend import discrepancies, ledger
 
         ledger.connect_signals()
         discrepancies.connect_signals()
+        login_throttle.connect_signals()
 
         post_spawn.connect(_resume_pipeline, dispatch_uid="osai-resume-pipeline")
 

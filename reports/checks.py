@@ -1,33 +1,42 @@
-"""Deployment checks of our own (run by `manage.py check --deploy`; S1, S13)."""
+"""Deployment checks of our own (run by `manage.py check --deploy`; S1, S13).
+
+Only with --deploy, never at start-up: `make run`, the tests and the bench run with DEBUG off
+and the development keys too. What a production deploy must not do is an error:
+- the development DJANGO_SECRET_KEY or OSAI_TOKEN_KEYS (both published with this source: a
+  deploy that sets no keys would run on them, and anyone could read its stored tokens);
+- ALERT_WEBHOOK_ALLOW_LOCAL (budget webhooks could then reach loopback services).
+The sandbox region with DEBUG off is a warning (S13).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import Tags, Warning, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 
 @register(Tags.security, deploy=True)
-def check_production_keys(app_configs: Any, **kwargs: Any) -> list[Warning]:
+def check_production_keys(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
     from osai_dashboard import settings as defaults
 
-    problems = []
+    problems: list[CheckMessage] = []
     if settings.SECRET_KEY == defaults._DEV_SECRET_KEY:
         problems.append(
-            Warning(
-                "DJANGO_SECRET_KEY is the development default.",
+            Error(
+                "DJANGO_SECRET_KEY is the development default, published with this source: "
+                "sessions and password-reset links could be forged.",
                 hint="Set DJANGO_SECRET_KEY to a long random value.",
-                id="osai.W001",
+                id="osai.E001",
             )
         )
     if defaults._DEV_TOKEN_KEY in settings.OSAI_TOKEN_KEYS:
         problems.append(
-            Warning(
-                "OSAI_TOKEN_KEYS contains the development key, so stored access tokens are "
-                "readable by anyone with this source code.",
+            Error(
+                "OSAI_TOKEN_KEYS contains the development key, so stored access tokens and "
+                "secrets are readable by anyone with this source code.",
                 hint="Generate a key with Fernet.generate_key() and set OSAI_TOKEN_KEYS.",
-                id="osai.W002",
+                id="osai.E002",
             )
         )
     if "sandbox" in settings.OSAI_REGIONS and not settings.DEBUG:
@@ -37,6 +46,15 @@ def check_production_keys(app_configs: Any, **kwargs: Any) -> list[Warning]:
                 "can add connections to a local emulator instead of OSAI.",
                 hint="Leave OSAI_SANDBOX_URL empty in production.",
                 id="osai.W003",
+            )
+        )
+    if settings.ALERT_WEBHOOK_ALLOW_LOCAL:
+        problems.append(
+            Error(
+                "ALERT_WEBHOOK_ALLOW_LOCAL is on: budget webhooks may be posted over http to "
+                "loopback, so anyone who sets a budget can reach services on this machine.",
+                hint="Leave ALERT_WEBHOOK_ALLOW_LOCAL off (False) in production.",
+                id="osai.E004",
             )
         )
     return problems

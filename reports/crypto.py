@@ -1,13 +1,22 @@
-"""Access tokens and JWTs at rest: MultiFernet under OSAI_TOKEN_KEYS, never SECRET_KEY.
+"""Access tokens, JWTs and other secrets at rest: MultiFernet under OSAI_TOKEN_KEYS, never
+SECRET_KEY.
 
 A wrong or missing key fails closed: `TokenDecryptionError`, never ciphertext passed on
 as if it were a token, and so no request reaches OSAI.
+
+Every column that holds such a secret is an `EncryptedTextField`; key rotation
+(`secrets_reencrypt`, `manage.py reencrypt_tokens`) finds them all by itself, so a secret
+added later (a channel's, a second factor's) is rotated without a change to the command (T4).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.apps import apps
 from django.conf import settings
+from django.db import models, transaction
 
 
 class TokenKeyError(Exception):
@@ -66,3 +75,54 @@ def is_under_primary_key(ciphertext: str) -> bool:
     except InvalidToken:
         return False
     return True
+
+
+# --- Where secrets are kept, and rotating all of them ------------------------------------------
+
+
+class EncryptedTextField(models.TextField):
+    """A column that holds a secret encrypted with `encrypt_secret`. What key rotation looks
+    for; to migrations it is a plain TextField (nothing about the column changes)."""
+
+    def deconstruct(self) -> Any:
+        name, _path, args, kwargs = super().deconstruct()
+        return name, "django.db.models.TextField", args, kwargs
+
+
+def encrypted_fields() -> list[tuple[type[models.Model], list[str]]]:
+    """Every model with encrypted columns, and the columns' names, from the models themselves."""
+    found = []
+    for model in apps.get_models():
+        names = [
+            field.attname
+            for field in model._meta.concrete_fields
+            if isinstance(field, EncryptedTextField)
+        ]
+        if names:
+            found.append((model, names))
+    return found
+
+
+@transaction.atomic
+def secrets_reencrypt() -> dict[str, tuple[int, int]]:
+    """Re-encrypt every encrypted column of every model under the primary key.
+
+    Returns {model label: (rows, rows changed)}. Idempotent: rows already under the primary
+    key are left as they are. A secret no configured key reads raises TokenDecryptionError
+    and, in one transaction, nothing changes.
+    """
+    counts = {}
+    for model, names in encrypted_fields():
+        rows = changed = 0
+        manager = model._default_manager
+        for row in manager.only("pk", *names).iterator():
+            rows += 1
+            values = {name: getattr(row, name) for name in names}
+            if all(not value or is_under_primary_key(value) for value in values.values()):
+                continue
+            manager.filter(pk=row.pk).update(
+                **{name: rotate_secret(value) if value else "" for name, value in values.items()}
+            )
+            changed += 1
+        counts[model._meta.label] = (rows, changed)
+    return counts

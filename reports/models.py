@@ -8,12 +8,15 @@ same months again reuses them. See reports/pipeline/steps.py for the state machi
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
+import unicodedata
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -21,6 +24,36 @@ from django.utils import timezone
 
 from reports import crypto
 from reports.metrics import FLAG_FIELDS, METRICS, OSAI_FIELD_TO_COLUMN, PRICED_COLUMNS, RATE_FIELDS
+
+# --- Names and labels are one line ---------------------------------------------------------------
+# A connection's label or a team's name ends up in email subjects, CSV cells and log lines: a
+# line break there breaks the header (every attempt to send fails the same way, A7) or
+# forges a line. Control characters and line or paragraph separators are refused wherever a
+# person types one (forms, commands, services); `one_line` mends older rows where they are used.
+
+_NOT_ONE_LINE = frozenset({"Cc", "Zl", "Zp"})
+
+
+def has_control_characters(text: str) -> bool:
+    """True if the text holds a control character, a line or a paragraph separator."""
+    return any(unicodedata.category(ch) in _NOT_ONE_LINE for ch in text)
+
+
+def validate_one_line(value: str) -> None:
+    """The validator of names and labels (A7)."""
+    if has_control_characters(value or ""):
+        raise ValidationError(
+            "Use one line of text: no line breaks, tabs or other control characters.",
+            code="control_characters",
+        )
+
+
+def one_line(text: str) -> str:
+    """The text with each run of control characters and line breaks as one space."""
+    if not has_control_characters(text):
+        return text
+    mended = "".join(" " if unicodedata.category(ch) in _NOT_ONE_LINE else ch for ch in text)
+    return re.sub(r" {2,}", " ", mended).strip()
 
 
 def counts_for_team(team: Team | int, *, via: str = "") -> Q:
@@ -34,7 +67,7 @@ class Team(models.Model):
     """People who review spend together. Its admins run it (reports/teams/); its reports
     cover the connections its members choose to share with it."""
 
-    name = models.CharField(max_length=120, unique=True)
+    name = models.CharField(max_length=120, unique=True, validators=[validate_one_line])
     created_at = models.DateTimeField(auto_now_add=True)
     # The rates its reports are priced with; the default price book when empty.
     price_book = models.ForeignKey(
@@ -98,9 +131,9 @@ class Connection(models.Model):
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="connections"
     )
-    label = models.CharField(max_length=80)
+    label = models.CharField(max_length=80, validators=[validate_one_line])
     region = models.CharField(max_length=20)  # a key of settings.OSAI_REGIONS
-    token_encrypted = models.TextField(editable=False)
+    token_encrypted = crypto.EncryptedTextField(editable=False)
     token_last4 = models.CharField(max_length=4, editable=False)
     account_name = models.CharField(max_length=200, blank=True)
     # OSAI's own id of the account (GET /Users): connections with one token share it, and
@@ -111,14 +144,14 @@ class Connection(models.Model):
     last_verified_at = models.DateTimeField(null=True, blank=True)
     # The JWT from the last sign-in, encrypted like the token, so that each task does not
     # sign in again. Cleared on a 401.
-    jwt_encrypted = models.TextField(blank=True, editable=False)
+    jwt_encrypted = crypto.EncryptedTextField(blank=True, editable=False)
     jwt_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     shared_with_teams = models.ManyToManyField(Team, blank=True, related_name="shared_connections")
     created_at = models.DateTimeField(auto_now_add=True)
     # The secret in this connection's OSAI webhook URL (reports/integrations/webhooks.py):
     # encrypted like the token, so the page can show it again, and its SHA-256, which a
     # delivery is looked up by. Rotating it makes the old URL answer 404 (W1).
-    webhook_secret_encrypted = models.TextField(blank=True, editable=False)
+    webhook_secret_encrypted = crypto.EncryptedTextField(blank=True, editable=False)
     webhook_secret_sha256 = models.CharField(max_length=64, blank=True, editable=False)
     # A finished OSAI task asks for a refresh of the open day; the dispatcher starts it at
     # this time, so a burst of webhooks makes one refresh (reports/integrations/webhooks.py).
@@ -280,6 +313,18 @@ class BucketQuerySet(models.QuerySet["Bucket"]):
     def counting_for_team(self, team: Team | int) -> BucketQuerySet:
         """Buckets on connections that count for the team (M1)."""
         return self.filter(counts_for_team(team, via="connection__"))
+
+    def waiting_for_person(self, owner: Any) -> BucketQuerySet:
+        """The OSAI reports still to be made or finished for a person (F2's cap,
+        OSAI_MAX_WAITING_BUCKETS_PER_PERSON): their reports' parts, and what tracking fetches
+        for their connections (a new connection's history: dozens at once)."""
+        return (
+            self.active()
+            .filter(
+                Q(report_buckets__report__owner=owner) | Q(connection__owner=owner, tracked=True)
+            )
+            .distinct()
+        )
 
 
 class Bucket(OsaiFlags):
@@ -627,7 +672,17 @@ class Budget(models.Model):
     emails = models.JSONField(default=list, blank=True)
     webhook_url = models.URLField(max_length=500, blank=True)
     # Encrypted like access tokens (reports/crypto.py); it signs the webhook's body.
-    webhook_secret_encrypted = models.TextField(blank=True, editable=False)
+    webhook_secret_encrypted = crypto.EncryptedTextField(blank=True, editable=False)
+    # Who last set where its alerts go (the addresses, the webhook): a team budget's channels
+    # stop when that person is no longer one of the team's admins (A8).
+    channels_set_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -815,7 +870,7 @@ class ApiToken(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
     )
-    name = models.CharField(max_length=80)
+    name = models.CharField(max_length=80, validators=[validate_one_line])
     prefix = models.CharField(max_length=16)  # the token's first characters, to recognise it
     token_sha256 = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField(default=timezone.now)

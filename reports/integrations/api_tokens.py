@@ -16,7 +16,7 @@ from typing import Any
 from django.db.models import Q
 from django.utils import timezone
 
-from reports.models import ApiToken
+from reports.models import ApiToken, has_control_characters
 
 TOKEN_PREFIX = "osaiu_"  # noqa: S105 (a prefix, not a secret)
 SHOWN_CHARACTERS = 12  # "osaiu_" and six more: enough to tell one's tokens apart
@@ -25,12 +25,20 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 MAX_NAME = 80
 
 
+class ApiTokenError(ValueError):
+    """A token that cannot be made; the message is for the form or the command."""
+
+
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
 def api_token_create(*, user: Any, name: str = "") -> tuple[ApiToken, str]:
     """A new token for `user`; returns the row and the token, which is never shown again."""
+    if has_control_characters(name or ""):
+        raise ApiTokenError(
+            "Give the name as one line of text: no line breaks, tabs or other control characters."
+        )
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken.objects.create(
         user=user,

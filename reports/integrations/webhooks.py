@@ -4,27 +4,38 @@ Each connection has its own URL, `/hooks/osai/<secret>/`, with 256 random bits i
 secret's SHA-256 is looked up (and the secret itself is kept encrypted, to show it again). A
 delivery is JSON of at most OSAI_WEBHOOK_MAX_BYTES, stored as received with what
 `osai.webhooks` could read from it; a repeat (same event id, or the same JSON) is stored once.
+Only strict JSON that every database stores is taken: NaN and infinite numbers, a NUL
+character and lone surrogates are refused with 400, like anything else that is not JSON.
 
 A finished task means the open day's usage has grown, so it asks for a tracking refresh of the
 connection's open day (reports/spend/tracking.py), debounced: the first event arms
 `Connection.refresh_due_at` OSAI_WEBHOOK_REFRESH_DELAY_SECONDS ahead and later ones find it
 armed, so a burst of events makes one refresh. The dispatcher starts it when it is due
-(dispatcher.enqueue_due_refreshes), like a bucket step.
+(dispatcher.enqueue_due_refreshes), like a bucket step. However the events come, a
+connection's open day is asked of OSAI at most once per delay: a refresh that comes less than
+the delay after the last one (the hourly tracking's included) waits for the rest of it.
+Floods are limited per connection and per person (the view, OSAI_WEBHOOK_RATE and
+OSAI_WEBHOOK_PERSON_RATE).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Max
 from django.urls import reverse
 from django.utils import timezone
 
 from osai.webhooks import delivery_key, parse_task_finished
 from reports.models import (
+    Bucket,
     Connection,
     WebhookEvent,
     new_webhook_secret,
@@ -38,6 +49,48 @@ log = logging.getLogger(__name__)
 
 # Content types a JSON body may come with (OSAI documents none); anything else is refused.
 _JSON_TYPES = ("application/json", "text/json", "text/plain", "")
+
+
+class _NotStrictJson(ValueError):
+    """NaN, Infinity, a number too large for a float: JSON that Python reads, but no other
+    reader does, and that nothing here can store."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotStrictJson(name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999
+        raise _NotStrictJson(text)
+    return value
+
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _unstorable_text(payload: Any) -> bool:
+    """True if a key or string holds a NUL (PostgreSQL's text refuses it) or a lone UTF-16
+    surrogate ("\\ud800": valid JSON, not valid Unicode; no database encodes it). Walked
+    without recursion: the parser already bounds the depth."""
+    stack = [payload]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            texts: list[str] = [value]
+        elif isinstance(value, dict):
+            texts = list(value)
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+            continue
+        else:
+            continue
+        for text in texts:
+            if "\x00" in text or _SURROGATE.search(text):
+                return True
+    return False
 
 
 class WebhookRejected(Exception):
@@ -72,7 +125,11 @@ def connection_for_webhook(secret: str) -> Connection | None:
     """The connection whose webhook URL carries this secret; None for any other string."""
     if not secret or len(secret) > 128:
         return None
-    return Connection.objects.filter(webhook_secret_sha256=webhook_secret_digest(secret)).first()
+    return (
+        Connection.objects.filter(webhook_secret_sha256=webhook_secret_digest(secret))
+        .select_related("owner")  # the limit per person (the view)
+        .first()
+    )
 
 
 # --- Deliveries ----------------------------------------------------------------------------------
@@ -96,9 +153,15 @@ def webhook_receive(
         raise WebhookRejected(415, "Send JSON (Content-Type: application/json).")
     try:
         text = body.decode("utf-8-sig")
-        payload = json.loads(text)
+        payload = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except _NotStrictJson:
+        raise WebhookRejected(400, "The body holds NaN or an infinite number: not JSON.") from None
     except (ValueError, RecursionError):  # also UnicodeDecodeError
-        raise WebhookRejected(400, "The body is not JSON.") from None
+        raise WebhookRejected(400, "The body is not JSON (UTF-8).") from None
+    if _unstorable_text(payload):
+        raise WebhookRejected(
+            400, "The body holds a NUL character or invalid Unicode (a lone surrogate)."
+        )
     now = now or timezone.now()
     task = parse_task_finished(payload)
     key = delivery_key(payload)
@@ -129,21 +192,33 @@ def webhook_receive(
 # --- The debounced refresh ---------------------------------------------------------------------
 
 
-def refresh_request(connection: Connection, *, now: datetime | None = None) -> bool:
-    """Ask for a refresh of the connection's open day, unless one is already armed.
+def refresh_request(
+    connection: Connection, *, now: datetime | None = None, due: datetime | None = None
+) -> bool:
+    """Ask for a refresh of the connection's open day, unless one is already armed: the delay
+    from now, or at `due`.
 
     Returns True if this call armed it (the first event of a burst).
     """
     if connection.status != Connection.Status.OK:
         return False  # tracking skips it too, until its token is replaced
     now = now or timezone.now()
-    due = now + timedelta(seconds=settings.OSAI_WEBHOOK_REFRESH_DELAY_SECONDS)
+    if due is None:
+        due = now + timedelta(seconds=settings.OSAI_WEBHOOK_REFRESH_DELAY_SECONDS)
     armed = Connection.objects.filter(pk=connection.pk, refresh_due_at__isnull=True).update(
         refresh_due_at=due
     )
     if armed:
         dispatcher.wake()  # wakes a dispatcher, which starts the refresh when it is due
     return bool(armed)
+
+
+def _open_day_last_asked(connection: Connection, day: datetime) -> datetime | None:
+    """When tracking last made a bucket of the connection's open day (it keeps the newest)."""
+    found: datetime | None = Bucket.objects.filter(
+        connection=connection, tracked=True, is_closed=False, period_start=day
+    ).aggregate(last=Max("created_at"))["last"]
+    return found
 
 
 def webhook_refresh(connection_id: int, *, now: datetime | None = None) -> str:
@@ -156,9 +231,16 @@ def webhook_refresh(connection_id: int, *, now: datetime | None = None) -> str:
     connection = Connection.objects.filter(pk=connection_id, status=Connection.Status.OK).first()
     if connection is None:
         return "no working connection"
-    if tracking.open_day_in_flight(connection, utc_midnight(now.date())):
+    today = utc_midnight(now.date())
+    if tracking.open_day_in_flight(connection, today):
         refresh_request(connection, now=now)
         return "the open day is being fetched; refresh again later"
+    # One OSAI report of the open day per connection per delay, whoever asked for the last.
+    delay = timedelta(seconds=settings.OSAI_WEBHOOK_REFRESH_DELAY_SECONDS)
+    last = _open_day_last_asked(connection, today)
+    if last is not None and now < last + delay:
+        refresh_request(connection, now=now, due=last + delay)
+        return "the open day was asked for less than the delay ago; refresh again later"
     started = tracking.tracking_refresh(connection, now=now)
     log.info("Webhook refresh of connection %s: %d OSAI reports", connection.pk, len(started))
     return f"refreshed ({len(started)} OSAI reports started)"

@@ -8,10 +8,12 @@ shown again beyond its last four characters. `osai_client_for` is the one place 
 
 from __future__ import annotations
 
-from datetime import timedelta
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -19,7 +21,7 @@ from osai.client import OsaiClient
 from osai.errors import OsaiAuthError, OsaiError
 from osai.parse import jwt_expiry
 from reports import crypto
-from reports.models import Connection, Report
+from reports.models import Bucket, Connection, Report, has_control_characters
 from reports.pipeline import progress
 
 MAX_TOKEN_LENGTH = 4096
@@ -85,6 +87,12 @@ def osai_client_for(connection: Connection, *, access_token: str | None = None) 
     )
 
 
+def person_key(user: Any) -> str:
+    """A person, as the key of a rate limit (webhooks per person, connections added): their
+    id and when they joined, so an id used again (a test database's) is another person."""
+    return f"{user.pk}.{user.date_joined.timestamp():.6f}"
+
+
 def _clean_token(access_token: str) -> str:
     token = (access_token or "").strip()
     if not token:
@@ -126,15 +134,57 @@ def _verify_and_store_token(connection: Connection, access_token: str) -> None:
     connection.last_verified_at = timezone.now()
 
 
-def connection_create(*, owner: Any, label: str, region: str, access_token: str) -> Connection:
-    """Check the token by signing in, then save the connection with the token encrypted."""
+def _clean_label(label: str) -> str:
+    """The label, stripped; one line (A7: it reaches email subjects and log lines)."""
     label = (label or "").strip()
+    if has_control_characters(label):
+        raise ConnectionCheckError(
+            "Give the label as one line of text: no line breaks, tabs or other control characters."
+        )
+    return label
+
+
+def _check_add_limits(owner: Any) -> None:
+    """F2 for connections: each new one signs in to OSAI and starts tracking (dozens of OSAI
+    reports), so a person adds at most OSAI_CONNECTION_ADDS_PER_HOUR in an hour (counted in
+    the cache, so deleting one does not give the try back), and none while the OSAI reports
+    waiting for them are at their cap (OSAI_MAX_WAITING_BUCKETS_PER_PERSON)."""
+    limit = settings.OSAI_CONNECTION_ADDS_PER_HOUR
+    prefix = getattr(settings, "RATELIMIT_CACHE_PREFIX", "rl:")  # django-ratelimit's too
+    key = f"{prefix}osai-connection-adds:{person_key(owner)}"
+    now = time.time()
+    recent = [t for t in cache.get(key, []) if t > now - 3600]
+    if len(recent) >= limit:
+        again = datetime.fromtimestamp(min(recent) + 3600, tz=UTC)
+        raise ConnectionCheckError(
+            f"You added {limit} connections in the last hour, the most we take from one "
+            f"person: each starts fetching its history from OSAI. Try again after "
+            f"{again:%H:%M} UTC."
+        )
+    waiting = Bucket.objects.waiting_for_person(owner).count()
+    cap = settings.OSAI_MAX_WAITING_BUCKETS_PER_PERSON
+    if waiting >= cap:
+        raise ConnectionCheckError(
+            f"Your reports and connections still wait for {waiting} OSAI reports, the most "
+            "that may wait for one person; a new connection would add its history to them. "
+            "Add it when they are done."
+        )
+    cache.set(key, [*recent, now], timeout=3600)
+
+
+def connection_create(*, owner: Any, label: str, region: str, access_token: str) -> Connection:
+    """Check the token by signing in, then save the connection with the token encrypted.
+
+    Bounded per person (`_check_add_limits`): an attempt counts once the token is about to be
+    checked with OSAI, whether or not OSAI accepts it."""
+    label = _clean_label(label)
     if not label:
         raise ConnectionCheckError("Give the connection a label, such as 'Production'.")
     if region not in settings.OSAI_REGIONS:
         raise ConnectionCheckError("Choose one of the offered regions.")
     if Connection.objects.filter(owner=owner, label=label).exists():
         raise ConnectionCheckError(f"You already have a connection labelled {label!r}.")
+    _check_add_limits(owner)
     connection = Connection(owner=owner, label=label, region=region)
     _verify_and_store_token(connection, access_token)
     try:
@@ -152,7 +202,7 @@ def connection_replace_token(*, connection: Connection, access_token: str) -> Co
 
 
 def connection_relabel(*, connection: Connection, label: str) -> Connection:
-    label = (label or "").strip()
+    label = _clean_label(label)
     if not label:
         raise ConnectionCheckError("The label cannot be empty.")
     if Connection.objects.filter(owner=connection.owner, label=label).exclude(pk=connection.pk):
@@ -186,24 +236,3 @@ def connection_delete(*, connection: Connection) -> int:
         for report_pk in Report.objects.filter(pk__in=report_ids).values_list("pk", flat=True):
             progress.report_refresh(report_pk)
     return len(report_ids) - Report.objects.filter(pk__in=report_ids).count()
-
-
-def connections_reencrypt() -> tuple[int, int]:
-    """Re-encrypt every token, cached JWT and webhook secret under the primary key.
-
-    Returns (rows, changed).
-
-    Idempotent: rows already under the primary key are left as they are.
-    """
-    rows = changed = 0
-    fields = ("token_encrypted", "jwt_encrypted", "webhook_secret_encrypted")
-    for connection in Connection.objects.only("pk", *fields):
-        rows += 1
-        secrets = {name: getattr(connection, name) for name in fields}
-        if all(not s or crypto.is_under_primary_key(s) for s in secrets.values()):
-            continue
-        Connection.objects.filter(pk=connection.pk).update(
-            **{name: crypto.rotate_secret(s) if s else "" for name, s in secrets.items()}
-        )
-        changed += 1
-    return rows, changed

@@ -226,11 +226,12 @@ def _check_request_limits(owner: Any, new_buckets: int, now: datetime) -> None:
             f"You asked for {limit} reports in the last hour, the most we take from one person; "
             f"try again after {again:%H:%M} UTC."
         )
-    waiting = Bucket.objects.active().filter(report_buckets__report__owner=owner).distinct().count()
+    waiting = Bucket.objects.waiting_for_person(owner).count()
     cap = settings.OSAI_MAX_WAITING_BUCKETS_PER_PERSON
     if waiting + new_buckets > cap:
         raise ReportRequestError(
-            f"Your reports still wait for {waiting} OSAI reports, and this one needs up to "
+            f"Your reports and connections still wait for {waiting} OSAI reports, and this one "
+            f"needs up to "
             f"{new_buckets} more; at most {cap} may wait at once for one person. Wait for them "
             "to finish, cancel one, or ask for a coarser granularity."
         )

@@ -3,8 +3,11 @@
 A budget is monthly, per connection, per person (all their connections) or per team (its
 admins set it, its admins and viewers see it), in its price book's currency (A6: a positive
 Decimal). Its thresholds (default 50/80/100 %) apply to spend so far and, if chosen, to the
-month-end forecast. A team budget's alerts go to the addresses its admins chose, never to
-someone of the team whose role gets no alerts (viewers and members: reports/access.py).
+month-end forecast. A team budget's alerts go to the team's current admins (A8): to the
+addresses and webhook an admin chose, never to the address of an account whose holder gets
+no alerts (a viewer, a member, someone no longer in the team: reports/access.py); and once
+the person who set those channels is no longer an admin, the channels stop and the alerts go
+to the team's admins themselves, until an admin saves the budget again.
 
 Checking a budget (after each tracking refresh, and by `manage.py check_budgets`) inserts one
 Alert row per newly crossed threshold; the database's uniqueness makes that exactly once per
@@ -28,7 +31,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from reports import crypto
-from reports.access import Capability, team_emails_refused, teams_where
+from reports.access import Capability, team_addresses_allowed, team_emails, teams_where
 from reports.formatting import money
 from reports.models import Alert, Budget, Connection, Team
 from reports.spend import notify
@@ -134,8 +137,8 @@ def budget_set(
         raise BudgetError("The webhook secret is too long.")
     addresses = parse_emails(emails)
     if team is not None and scope == Budget.Scope.TEAM:
-        refused = team_emails_refused(team, Capability.RECEIVE_ALERTS)
-        if wrong := [a for a in addresses if a.lower() in refused]:
+        allowed = team_addresses_allowed(team, Capability.RECEIVE_ALERTS, addresses)
+        if wrong := [a for a in addresses if a not in allowed]:
             raise BudgetError(
                 f"{', '.join(wrong)}: budget alerts go to the team's admins; its viewers and "
                 "members see the budget on the team page."
@@ -152,6 +155,7 @@ def budget_set(
         budget = Budget(**{"owner": actor, **lookup})
     for name, value in fields.items():
         setattr(budget, name, value)
+    budget.channels_set_by = actor  # who saves the budget answers for where its alerts go
     if webhook_secret is not None:
         budget.webhook_secret_encrypted = (
             crypto.encrypt_secret(webhook_secret) if webhook_secret else ""
@@ -205,13 +209,24 @@ CONNECTION_UNSHOWN = (
 USER_UNSHOWN = ("owner__password", "owner__last_login", "owner__date_joined")
 
 
+channels_stopped = notify.channels_stopped
+
+
 def alert_emails(budget: Budget) -> list[str]:
-    """Where a budget's alerts are emailed: its addresses; for a team budget, without anyone
-    of the team whose role gets no alerts (a role may have changed since it was set)."""
+    """Where a budget's alerts are emailed: its addresses. For a team budget, the team's current
+    admins decide (A8): never the address of an account whose holder gets no alerts (a role
+    may have changed, or they left, since it was set), and the team's admins' own addresses
+    once the budget's channels were set by someone who is no longer an admin."""
     if budget.team_id is None:
         return list(budget.emails)
-    refused = team_emails_refused(budget.team_id, Capability.RECEIVE_ALERTS)
-    return [address for address in budget.emails if address.lower() not in refused]
+    if channels_stopped(budget):
+        return team_emails(budget.team_id, Capability.RECEIVE_ALERTS)
+    return team_addresses_allowed(budget.team_id, Capability.RECEIVE_ALERTS, budget.emails)
+
+
+def alert_webhook_url(budget: Budget) -> str:
+    """The budget's webhook, unless its channels stopped (A8)."""
+    return "" if channels_stopped(budget) else budget.webhook_url
 
 
 # --- Checking budgets -----------------------------------------------------------------------------
@@ -311,7 +326,7 @@ def _queue_alert(status: BudgetStatus, alert: Alert) -> None:
         text=text,
         payload=payload,
         emails=alert_emails(budget),
-        webhook_url=budget.webhook_url,
+        webhook_url=alert_webhook_url(budget),
         budget=budget,
         alert=alert,
     )

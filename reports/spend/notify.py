@@ -9,6 +9,13 @@ between sending and recording makes the lease run out and the message go again: 
 duplicate per kill, carrying the same idempotency key (X-OSAI-Usage-Delivery) so a receiver
 can drop it (A1).
 
+No send holds a worker for long, and none is tried for ever (A7): each send, email or
+webhook, ends within ALERT_DELIVERY_DEADLINE_SECONDS (never longer than the lease, so a send
+is never taken over while it still runs); every claim counts an attempt, and the claim after
+the last one gives up, whatever ended the attempts (an answer, an unexpected error, a
+killed worker); the reason is recorded at each step, so the page never says "waiting" for
+a message that cannot go.
+
 Webhook bodies are JSON with a Slack-compatible `text` and are signed:
 `X-OSAI-Usage-Signature: sha256=<hex HMAC-SHA256(secret, raw body)>` (A3). No token, JWT,
 signed link or webhook secret is ever in a message or a log (A5).
@@ -27,19 +34,54 @@ from typing import Any
 
 from django.conf import settings
 from django.core.mail import EmailMessage
-from django.db.models import F, Q
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from reports import crypto
-from reports.models import Alert, Budget, Delivery
+from reports.access import Capability, may_in_team, team_addresses_allowed, team_emails
+from reports.models import Alert, Budget, Delivery, one_line
 from reports.pipeline import dispatcher
 from reports.pipeline.failpoints import failpoint
-from reports.spend.outbound import WebhookFailed, WebhookRefused, post_json
+from reports.spend.outbound import (
+    Deadline,
+    WebhookFailed,
+    WebhookRefused,
+    mail_connection,
+    post_json,
+)
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-OSAI-Usage-Signature"
 DELIVERY_HEADER = "X-OSAI-Usage-Delivery"
+# Written by the claim over a lease that ran out: the attempt before never recorded its end.
+UNFINISHED = (
+    "An attempt did not finish: its worker stopped (killed, restarted or out of time) before "
+    "recording the result."
+)
+
+
+class DeliveryRefused(Exception):
+    """Not to be sent, and trying again will not help; the message is for the budget page."""
+
+
+class DeliveryTimedOut(Exception):
+    """The send passed its deadline (ALERT_DELIVERY_DEADLINE_SECONDS)."""
+
+
+def send_deadline_seconds() -> float:
+    """How long one send may take: the deadline, and never longer than the lease."""
+    return float(
+        min(settings.ALERT_DELIVERY_DEADLINE_SECONDS, settings.ALERT_DELIVERY_LEASE_SECONDS)
+    )
+
+
+def channels_stopped(budget: Budget) -> bool:
+    """True for a team budget whose addresses and webhook were set by someone who is no longer
+    one of the team's admins (A8): they stop, and its alerts go to the team's admins."""
+    return budget.team_id is not None and not may_in_team(
+        budget.channels_set_by_id, budget.team_id, Capability.MANAGE_BUDGETS
+    )
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -72,7 +114,7 @@ def deliveries_create(
                 key=key,
                 channel=channel,
                 target=target,
-                subject=subject[:200],
+                subject=one_line(subject)[:200],
                 text=text,
                 payload={**payload, "delivery": key},
                 budget=budget,
@@ -86,38 +128,60 @@ def deliveries_create(
 
 
 def delivery_send(pk: int, *, now: datetime | None = None) -> str:
-    """Send one delivery (a django-q2 task). Safe to run twice: it claims a lease first."""
+    """Send one delivery (a django-q2 task). Safe to run twice: it claims a lease first.
+
+    The claim counts the attempt. If the lease it takes over was never released, the attempt
+    before did not finish, and the claim says so in `last_error`; past the attempt limit the
+    delivery is failed with that reason instead of being sent again (A7).
+    """
     now = now or timezone.now()
     lease = now + timedelta(seconds=settings.ALERT_DELIVERY_LEASE_SECONDS)
     claimed = (
         Delivery.objects.filter(pk=pk, state=Delivery.State.PENDING)
         .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-        .update(lease_until=lease, next_attempt_at=lease, attempts=F("attempts") + 1)
+        .update(
+            lease_until=lease,
+            next_attempt_at=lease,
+            attempts=F("attempts") + 1,
+            # Read before the update: a lease still set means nobody recorded the attempt.
+            last_error=Case(
+                When(lease_until__isnull=False, then=Value(UNFINISHED)),
+                default=F("last_error"),
+            ),
+        )
     )
     if not claimed:
         return "not claimed (sent, failed, or another worker holds it)"
     delivery = Delivery.objects.select_related("budget").get(pk=pk)
+    if delivery.attempts > settings.ALERT_DELIVERY_MAX_ATTEMPTS:
+        made = delivery.attempts - 1
+        reason = delivery.last_error.removeprefix("Retrying: ") or UNFINISHED
+        _fail(delivery, f"{reason} (gave up after {made} attempt{'s' if made != 1 else ''})")
+        return "gave up"
+    seconds = send_deadline_seconds()
     try:
-        if delivery.channel == Delivery.Channel.EMAIL:
-            _send_email(delivery)
-        else:
-            _send_webhook(delivery)
-    except WebhookRefused as exc:
+        with Deadline(seconds) as deadline:
+            try:
+                if delivery.channel == Delivery.Channel.EMAIL:
+                    _send_email(delivery)
+                else:
+                    _send_webhook(delivery, seconds)
+            except (smtplib.SMTPException, OSError):
+                if deadline.fired:
+                    raise DeliveryTimedOut from None
+                raise
+    except (WebhookRefused, DeliveryRefused) as exc:
         _fail(delivery, str(exc))
         return "refused"
+    except DeliveryTimedOut:
+        return _retry_or_fail(delivery, _timed_out(delivery, seconds))
     except (WebhookFailed, smtplib.SMTPException, OSError) as exc:
         reason = str(exc) if isinstance(exc, WebhookFailed) else _mail_failure(exc)
-        if delivery.attempts >= settings.ALERT_DELIVERY_MAX_ATTEMPTS:
-            _fail(delivery, f"{reason} (gave up after {delivery.attempts} attempts)")
-            return "failed"
-        delay = settings.ALERT_DELIVERY_RETRY_SECONDS * 2 ** (delivery.attempts - 1)
-        Delivery.objects.filter(pk=pk).update(
-            lease_until=None,
-            next_attempt_at=timezone.now() + timedelta(seconds=delay),
-            last_error=f"Retrying: {reason}"[:500],
-        )
-        dispatcher.wake()
-        return "will retry"
+        return _retry_or_fail(delivery, reason)
+    except Exception as exc:
+        # Not expected, so not trusted to say anything safe: its type only, the rest to the log.
+        log.exception("Delivery %s (%s) failed unexpectedly", delivery.key, delivery.channel)
+        return _retry_or_fail(delivery, f"It could not be sent ({type(exc).__name__}).")
     failpoint("after_send")
     Delivery.objects.filter(pk=pk).update(
         state=Delivery.State.SENT,
@@ -127,6 +191,29 @@ def delivery_send(pk: int, *, now: datetime | None = None) -> str:
         last_error="",
     )
     return "sent"
+
+
+def _retry_or_fail(delivery: Delivery, reason: str) -> str:
+    """After a failed attempt: try again after the back-off, or fail at the attempt limit."""
+    if delivery.attempts >= settings.ALERT_DELIVERY_MAX_ATTEMPTS:
+        _fail(delivery, f"{reason} (gave up after {delivery.attempts} attempts)")
+        return "failed"
+    delay = settings.ALERT_DELIVERY_RETRY_SECONDS * 2 ** (delivery.attempts - 1)
+    Delivery.objects.filter(pk=delivery.pk).update(
+        lease_until=None,
+        next_attempt_at=timezone.now() + timedelta(seconds=delay),
+        last_error=f"Retrying: {reason}"[:500],
+    )
+    dispatcher.wake()
+    return "will retry"
+
+
+def _timed_out(delivery: Delivery, seconds: float) -> str:
+    if delivery.channel == Delivery.Channel.EMAIL:
+        where = f"The mail server at {settings.EMAIL_HOST}:{settings.EMAIL_PORT}"
+    else:
+        where = "The webhook's server"
+    return f"{where} did not finish within {seconds:g} s."
 
 
 def _fail(delivery: Delivery, reason: str) -> None:
@@ -148,19 +235,47 @@ def _mail_failure(exc: BaseException) -> str:
     return f"The mail server at {host} could not be reached."
 
 
+def _recipients_now(delivery: Delivery) -> list[str]:
+    """Whom the email goes to. A team budget's alert goes to the team's current admins at
+    sending time (A8): an address whose account is no longer one that gets the team's alerts
+    (its holder left, or took another role, since the alert was queued) is left out, and so
+    is every other address once the channels' setter is no longer an admin."""
+    addresses = [address.strip() for address in delivery.target.split(",") if address.strip()]
+    budget = delivery.budget
+    if budget is None or budget.team_id is None:
+        return addresses
+    if channels_stopped(budget):
+        admins = {email.lower() for email in team_emails(budget.team_id, Capability.RECEIVE_ALERTS)}
+        allowed = [address for address in addresses if address.lower() in admins]
+    else:
+        allowed = team_addresses_allowed(budget.team_id, Capability.RECEIVE_ALERTS, addresses)
+    if not allowed:
+        raise DeliveryRefused(
+            "Not sent: none of its addresses gets the team's alerts any more (they go to the "
+            "team's current admins)."
+        )
+    return allowed
+
+
 def _send_email(delivery: Delivery) -> None:
     message = EmailMessage(
-        subject=delivery.subject,
+        subject=one_line(delivery.subject),  # rows made before labels were one line
+        connection=mail_connection(),
         body=delivery.text,
         from_email=settings.DEFAULT_FROM_EMAIL,
-        to=[address.strip() for address in delivery.target.split(",") if address.strip()],
+        to=_recipients_now(delivery),
         headers={DELIVERY_HEADER: delivery.key},
     )
     message.send(fail_silently=False)
 
 
-def _send_webhook(delivery: Delivery) -> None:
+def _send_webhook(delivery: Delivery, seconds: float) -> None:
     budget = delivery.budget
+    if budget is not None and channels_stopped(budget):
+        raise DeliveryRefused(
+            "Not sent: the webhook was set by someone who is no longer an admin of the team; "
+            "an admin saving the budget takes it over."
+        )
     secret = ""
     if budget is not None and budget.webhook_secret_encrypted:
         try:
@@ -177,6 +292,7 @@ def _send_webhook(delivery: Delivery) -> None:
         delivery.target,
         body,
         headers,
-        timeout=settings.ALERT_WEBHOOK_TIMEOUT_SECONDS,
+        timeout=min(settings.ALERT_WEBHOOK_TIMEOUT_SECONDS, seconds),
+        deadline=seconds,
         allow_local=settings.ALERT_WEBHOOK_ALLOW_LOCAL,
     )

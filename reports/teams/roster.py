@@ -9,7 +9,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 
 from reports.access import Capability, may, roles_that_may
-from reports.models import Membership, PriceBook, Team
+from reports.models import Membership, PriceBook, Team, has_control_characters
 from reports.teams import TeamError, sharing
 
 Role = Membership.Role
@@ -39,6 +39,19 @@ def team_members(team: Team) -> QuerySet[Membership]:
         Membership.objects.filter(team=team)
         .select_related("user")
         .order_by("role", "user__username")  # "admin" < "member" < "viewer"
+    )
+
+
+def _lock_roster(team: Team) -> None:
+    """Lock the team's memberships until the transaction ends (M4). Two admins changing
+    roles at once (demoting each other) are served one after the other, each deciding on
+    the roster the other left, so the second change finds the team without another admin
+    and is refused. (On SQLite, IMMEDIATE transactions serialize them already.)"""
+    list(
+        Membership.objects.select_for_update()
+        .filter(team=team)
+        .order_by("pk")
+        .values_list("pk", flat=True)
     )
 
 
@@ -85,6 +98,10 @@ def find_user(who: str) -> Any:
 @transaction.atomic
 def team_create(*, name: str, admin: Any) -> Team:
     """A new team with `admin` as its first admin."""
+    if has_control_characters(name or ""):
+        raise TeamError(
+            "Give the name as one line of text: no line breaks, tabs or other control characters."
+        )
     name = " ".join((name or "").split())
     if not name:
         raise TeamError("Give the team a name.")
@@ -102,6 +119,7 @@ def team_create(*, name: str, admin: Any) -> Team:
 @transaction.atomic
 def team_member_add(*, team: Team, actor: Any | None, who: str, role: str = Role.MEMBER) -> Any:
     """Add a person (by username or email) to the team. Shares nothing of theirs (M1)."""
+    _lock_roster(team)
     _require(team, actor, Capability.MANAGE_MEMBERS)
     _check_role(role)
     user = find_user(who)
@@ -115,6 +133,7 @@ def team_member_add(*, team: Team, actor: Any | None, who: str, role: str = Role
 def team_member_set_role(*, team: Team, actor: Any | None, user: Any, role: str) -> None:
     """Change someone's role. A role that shares nothing (a viewer) ends their sharing with
     the team at once, as leaving does (M1)."""
+    _lock_roster(team)  # before the checks: they read the roster as it is now
     _require(team, actor, Capability.MANAGE_MEMBERS)
     _check_role(role)
     if not Membership.objects.filter(team=team, user=user).update(role=role):
@@ -130,6 +149,7 @@ def team_member_remove(*, team: Team, actor: Any | None, user: Any) -> None:
 
     Their sharing with the team ends with their membership, at once (M1).
     """
+    _lock_roster(team)
     if actor is None or actor.pk != user.pk:
         _require(team, actor, Capability.MANAGE_MEMBERS)
     if not Membership.objects.filter(team=team, user=user).delete()[0]:

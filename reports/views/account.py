@@ -10,7 +10,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from reports.integrations import api_tokens
-from reports.models import DigestPreference
+from reports.models import DigestPreference, validate_one_line
 from reports.views.http import AuthenticatedRequest
 
 
@@ -46,6 +46,7 @@ class ApiTokenForm(forms.Form):
         required=False,
         label="Name",
         help_text="What the token is for, e.g. “finance cron”.",
+        validators=[validate_one_line],
     )
 
 

@@ -14,13 +14,13 @@ script, which the CSP forbids."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django_ratelimit.core import get_usage
-from ninja import NinjaAPI, Query, Schema
-from ninja.errors import AuthenticationError
+from ninja import Field, NinjaAPI, Path, Query, Schema
+from ninja.errors import AuthenticationError, ValidationError
 from ninja.security import HttpBearer
 
 from reports.access import (
@@ -38,9 +38,14 @@ from reports.pages.activity import feed_items
 from reports.pages.overview import overview_page, spend_summary, team_overview
 from reports.pages.report import report_json
 from reports.spend import exports
-from reports.views.http import client_ip_key, over_rate
+from reports.views.http import MAX_ID, client_ip_key, over_rate
 
 MAX_PAGE = 100
+# Deeper than this, a page of reports costs more than it is worth (each page reads
+# offset + limit rows); a larger offset is a 400 that says so, not a 500.
+MAX_OFFSET = 10_000
+# An id: a positive whole number a database column can hold (SQLite fails on a larger one).
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
 class ApiRateLimited(Exception):
@@ -97,6 +102,16 @@ def _unauthorized(request: HttpRequest, exc: AuthenticationError) -> HttpRespons
     response = api.create_response(request, {"detail": "Unauthorized"}, status=401)
     response["WWW-Authenticate"] = 'Bearer realm="api"'
     return response
+
+
+@api.exception_handler(ValidationError)
+def _bad_parameter(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    """A parameter out of its range or of the wrong type: 400, saying which and why."""
+    problems = []
+    for error in exc.errors:
+        where = ".".join(str(part) for part in error.get("loc", ())[1:]) or "request"
+        problems.append(f"{where}: {error.get('msg', 'invalid')}")
+    return api.create_response(request, {"detail": "; ".join(problems)}, status=400)
 
 
 @api.exception_handler(ApiRateLimited)
@@ -164,7 +179,7 @@ class ActivityItem(Schema):
 
 class Page(Schema):
     limit: int = 50
-    offset: int = 0
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
 
 
 class Format(Schema):
@@ -175,8 +190,8 @@ class Format(Schema):
 
 
 class ActivityFilter(Schema):
-    connection: int | None = None
-    after: int = 0
+    connection: Id | None = None
+    after: int = Field(0, ge=0, le=MAX_ID)
     limit: int = 50
 
 
@@ -207,7 +222,7 @@ def reports(request: HttpRequest, page: Query[Page]) -> dict[str, Any]:
     (as an admin or a viewer)."""
     user = _user(request)
     limit = min(max(page.limit, 1), MAX_PAGE)
-    offset = max(page.offset, 0)
+    offset = page.offset
     items = recent_reports_visible_to(user, offset + limit)[offset:]
     team_names = dict(
         Team.objects.filter(pk__in={r.team_id for r in items if r.team_id}).values_list(
@@ -249,7 +264,7 @@ def _csv(file: downloads.CsvFile) -> StreamingHttpResponse:
 
 
 @api.get("/reports/{report_id}", summary="One report: buckets and totals, with cost")
-def report(request: HttpRequest, report_id: int, output: Query[Format]) -> Any:
+def report(request: HttpRequest, report_id: Path[Id], output: Query[Format]) -> Any:
     """Totals, the report's rows (`periods`: its period split by its granularity) and the
     buckets they come from (held days and months marked `held`; `sources` says how many of
     each) under OSAI's own field names in OSAI's units (seconds, KB-minutes, images), and
@@ -268,7 +283,7 @@ def report(request: HttpRequest, report_id: int, output: Query[Format]) -> Any:
 
 
 @api.get("/spend", summary="This month's spend, as the overview shows it")
-def spend(request: HttpRequest, output: Query[Format], team: int | None = None) -> Any:
+def spend(request: HttpRequest, output: Query[Format], team: Query[Id | None] = None) -> Any:
     """Month to date, the same days of last month, the forecast and budgets; `?team=<id>` for
     a team whose spend you see (its admins and viewers). As CSV (`?format=csv` or
     `Accept: text/csv`): the month's held day buckets, a row per connection and day (with the

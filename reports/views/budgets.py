@@ -115,6 +115,11 @@ def budget_detail(request: AuthenticatedRequest, pk: int) -> HttpResponse:
             "deliveries": budget.deliveries.order_by("-created_at", "-pk")[:100],
             "has_secret": bool(budget.webhook_secret_encrypted),
             "manages": manages,
+            # A8: channels set by someone no longer an admin stop; the page says so.
+            "channels_stopped": budgets.channels_stopped(budget),
+            "channels_setter": budget.channels_set_by.get_username()
+            if budget.channels_set_by
+            else "",
         },
         status=400 if form.errors else 200,
     )

@@ -5,7 +5,7 @@ and their alert logs, the activity feed, the report history: reports/pages/downl
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, StreamingHttpResponse
+from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from django.views.decorators.http import require_GET
@@ -17,7 +17,14 @@ from reports.periods import split_period, utc_midnight
 from reports.spend import digests, exports, ledger
 from reports.spend.monthly import budget_statuses, known_usage_days, price_book_of
 from reports.teams import team_reports
-from reports.views.http import AuthenticatedRequest, membership_or_404, visible_report_or_404
+from reports.views.http import (
+    AuthenticatedRequest,
+    BadParameter,
+    bad_request,
+    id_parameter,
+    membership_or_404,
+    visible_report_or_404,
+)
 
 
 def _with_cost(request: AuthenticatedRequest) -> bool:
@@ -51,20 +58,23 @@ def _export(request: AuthenticatedRequest, report: Report) -> StreamingHttpRespo
 
 @login_required
 @require_GET
-def spend_export_csv(request: AuthenticatedRequest) -> StreamingHttpResponse:
+def spend_export_csv(request: AuthenticatedRequest) -> HttpResponse | StreamingHttpResponse:
     """The tracked daily usage and cost of a period, for a person or a team (its admins and
     viewers): the CSV a digest links to. `?from=YYYY-MM-DD&to=YYYY-MM-DD[&team=ID]`, `to`
     exclusive."""
     period = digests.period_from_query(request.GET)
     if period is None or (period[1] - period[0]).days > 400:
-        raise Http404("Give from and to as dates, at most 400 days apart.")
+        return bad_request(
+            BadParameter("Give ?from= and ?to= as dates (YYYY-MM-DD), at most 400 days apart.")
+        )
+    try:
+        team_id = id_parameter(request, "team")
+    except BadParameter as exc:
+        return bad_request(exc)
     start, end = (utc_midnight(day) for day in period)
     team = None
-    if request.GET.get("team"):
-        team_id = request.GET["team"]
-        membership = membership_or_404(
-            request, int(team_id) if team_id.isdigit() else 0, Capability.DOWNLOAD_CSV
-        )
+    if team_id is not None:
+        membership = membership_or_404(request, team_id, Capability.DOWNLOAD_CSV)
         team = membership.team
         connections = Connection.objects.counting_for_team(team)
     else:

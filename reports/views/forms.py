@@ -18,7 +18,16 @@ from django.utils import timezone
 
 from reports.access import Capability, teams_where
 from reports.metrics import FLAG_FIELDS, FLAGS, PRICED, RATE_FIELDS, Metric
-from reports.models import MAX_RATE, Budget, Connection, Granularity, Membership, PriceBook, Team
+from reports.models import (
+    MAX_RATE,
+    Budget,
+    Connection,
+    Granularity,
+    Membership,
+    PriceBook,
+    Team,
+    validate_one_line,
+)
 from reports.pages import links
 from reports.pages.price_book import rate_unit
 from reports.periods import PRESETS, preset_period, utc_midnight
@@ -52,7 +61,9 @@ def _token_field() -> forms.CharField:
 
 class ConnectionCreateForm(forms.Form):
     label = forms.CharField(
-        max_length=80, help_text="A name for you, such as “Production” or “Lab”."
+        max_length=80,
+        help_text="A name for you, such as “Production” or “Lab”.",
+        validators=[validate_one_line],
     )
     region = forms.ChoiceField(choices=())
     access_token = _token_field()
@@ -69,7 +80,7 @@ class ConnectionTokenForm(forms.Form):
 
 
 class ConnectionEditForm(forms.Form):
-    label = forms.CharField(max_length=80)
+    label = forms.CharField(max_length=80, validators=[validate_one_line])
     shared_with_teams = forms.ModelMultipleChoiceField(
         queryset=Team.objects.none(),
         required=False,
@@ -268,7 +279,7 @@ class SharingForm(forms.Form):
 
 
 class TeamCreateForm(forms.Form):
-    name = forms.CharField(max_length=120, label="Team name")
+    name = forms.CharField(max_length=120, label="Team name", validators=[validate_one_line])
 
 
 class MemberAddForm(forms.Form):

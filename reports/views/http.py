@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import re
+import unicodedata
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -11,7 +13,7 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.contrib.auth.views import redirect_to_login
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render, resolve_url
 from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
@@ -73,6 +75,34 @@ def membership_or_404(
     return membership
 
 
+# --- Query parameters: validated, or a 400 that says what is wrong -------------------------------
+
+# The largest id a database column holds (a signed 64-bit integer): a larger one is not an id
+# of anything, and SQLite cannot even compare with it (OverflowError, a 500).
+MAX_ID = 2**63 - 1
+_DIGITS = re.compile(r"[0-9]{1,19}")
+
+
+class BadParameter(Exception):
+    """A query parameter that is not what the view takes; the message says what it takes."""
+
+
+def id_parameter(request: HttpRequest, name: str) -> int | None:
+    """`?name=<id>`: None if absent or empty, else ASCII digits (not "²", which str.isdigit()
+    takes and int() refuses) of at most MAX_ID; anything else raises BadParameter."""
+    raw = request.GET.get(name, "")
+    if raw == "":
+        return None
+    if not _DIGITS.fullmatch(raw) or int(raw) > MAX_ID:
+        raise BadParameter(f"?{name}= takes an id (a whole number), not {raw[:40]!r}.")
+    return int(raw)
+
+
+def bad_request(exc: BadParameter) -> HttpResponse:
+    """The 400 answer to a bad parameter: its message, as plain text."""
+    return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")
+
+
 def client_ip(request: HttpRequest) -> str | None:
     """The client's address (S10). Behind the one trusted proxy the README documents
     (DJANGO_BEHIND_PROXY), it is the right-most X-Forwarded-For entry, the address the proxy
@@ -92,6 +122,13 @@ def client_ip(request: HttpRequest) -> str | None:
 def client_ip_key(group: str, request: HttpRequest) -> str:
     """django-ratelimit's key: the client's address as above."""
     return client_ip(request) or "unknown"
+
+
+def reset_email_key(group: str, request: HttpRequest) -> str:
+    """django-ratelimit's key for password resets: the email as Django's reset form matches
+    it to an account (NFKC, case-folded), so five spellings of one address are one limit."""
+    email = request.POST.get("email", "")
+    return unicodedata.normalize("NFKC", email).strip().casefold()
 
 
 def over_rate(request: HttpRequest, *, group: str, key: str, rate: str) -> bool:

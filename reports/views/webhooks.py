@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
@@ -14,7 +14,15 @@ from django.views.decorators.http import require_GET, require_POST
 from reports.integrations import webhooks
 from reports.models import Connection
 from reports.pages.activity import activity_page, has_newer
-from reports.views.http import AuthenticatedRequest, htmx_login_required, over_rate
+from reports.pipeline import connections
+from reports.views.http import (
+    AuthenticatedRequest,
+    BadParameter,
+    bad_request,
+    htmx_login_required,
+    id_parameter,
+    over_rate,
+)
 
 FEED_POLL_SECONDS = 5
 
@@ -40,6 +48,16 @@ def osai_webhook(request: HttpRequest, secret: str) -> HttpResponse:
         response = _json_error(429, "Too many deliveries for this connection; slow down.")
         response["Retry-After"] = "60"
         return response
+    # Per person too: a person's many connections do not each get the whole rate.
+    if over_rate(
+        request,
+        group="osai-webhook-person",
+        key=connections.person_key(connection.owner),
+        rate=settings.OSAI_WEBHOOK_PERSON_RATE,
+    ):
+        response = _json_error(429, "Too many deliveries for this person's connections; slow down.")
+        response["Retry-After"] = "60"
+        return response
     limit = settings.OSAI_WEBHOOK_MAX_BYTES
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
@@ -58,19 +76,21 @@ def osai_webhook(request: HttpRequest, secret: str) -> HttpResponse:
 
 
 def _feed_connection(request: AuthenticatedRequest) -> Connection | None:
-    """The connection the feed is narrowed to (?connection=<id>, one's own only), or None."""
-    raw = request.GET.get("connection")
-    if not raw:
+    """The connection the feed is narrowed to (?connection=<id>, one's own only), or None.
+    A malformed id raises BadParameter (400); someone else's is a 404."""
+    pk = id_parameter(request, "connection")
+    if pk is None:
         return None
-    if not raw.isdigit():
-        raise Http404("No such connection.")
-    return get_object_or_404(Connection, pk=int(raw), owner=request.user)
+    return get_object_or_404(Connection, pk=pk, owner=request.user)
 
 
 @login_required
 @require_GET
 def activity(request: AuthenticatedRequest) -> HttpResponse:
-    connection = _feed_connection(request)
+    try:
+        connection = _feed_connection(request)
+    except BadParameter as exc:
+        return bad_request(exc)
     context = activity_page(request.user, connection=connection)
     context["connections"] = Connection.objects.filter(owner=request.user)
     context["poll_seconds"] = FEED_POLL_SECONDS
@@ -81,9 +101,11 @@ def activity(request: AuthenticatedRequest) -> HttpResponse:
 @require_GET
 def activity_feed(request: AuthenticatedRequest) -> HttpResponse:
     """The feed alone, polled by the page: 204 (nothing to swap) until a newer delivery arrives."""
-    connection = _feed_connection(request)
-    after = request.GET.get("after", "0")
-    after_id = int(after) if after.isdigit() else 0
+    try:
+        connection = _feed_connection(request)
+        after_id = id_parameter(request, "after") or 0
+    except BadParameter as exc:
+        return bad_request(exc)
     if not has_newer(
         request.user, after=after_id, connection_id=connection.pk if connection else None
     ):

@@ -19,7 +19,7 @@ from django.utils import timezone
 from reports.metrics import USAGE_COLUMNS, all_flags
 from reports.models import Bucket, Delivery
 from reports.spend import budgets
-from reports.spend.notify import DELIVERY_HEADER, sign
+from reports.spend.notify import DELIVERY_HEADER, UNFINISHED, sign
 from tests.factories import ensure_example_price_book, make_connection, make_user
 from tests.support import figures
 from tests.support.receiver import Receiver
@@ -212,3 +212,33 @@ def test_smtp_down_and_a_failing_webhook_are_retried_then_shown_as_failed(
         assert email.created_at < timezone.now() - timedelta(seconds=1)
     finally:
         failing.stop()
+
+
+def test_a_trickling_webhook_and_a_send_killed_every_time_end_failed_with_their_reasons(
+    start_worker: Any, smtp: SmtpServer, settings: Any
+) -> None:
+    """A7 with a real worker: a webhook server that trickles its answer a byte at a time is cut
+    off at the delivery's deadline, every time, instead of holding a worker until django-q2
+    kills the task; an email whose worker is killed after every send is counted at each claim
+    and given up at the cap with the reason, instead of staying "waiting to be sent"."""
+    trickling = Receiver(trickle=120)
+    try:
+        start_worker(
+            **alert_env(
+                smtp.port, OSAI_FAILPOINTS="after_send=99", ALERT_DELIVERY_DEADLINE_SECONDS="2"
+            )
+        )
+        started = time.monotonic()
+        budget = a_budget_past_80_percent(trickling.url, settings)
+        budgets.budgets_check([budget])
+        email, webhook = wait_for_deliveries({"failed"}, timeout=90)
+        took = time.monotonic() - started
+        assert (email.attempts, webhook.attempts) == (4, 3)  # the 4th claim gave up
+        assert email.last_error == f"{UNFINISHED} (gave up after 3 attempts)"
+        assert webhook.last_error == (
+            "127.0.0.1 did not finish answering within 2 s. (gave up after 3 attempts)"
+        )
+        assert len(smtp.messages()) == 3 and len(trickling.received) == 3
+        figures.figure("A7 killed and trickling deliveries failed after (s)", round(took, 1))
+    finally:
+        trickling.stop()

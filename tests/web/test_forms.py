@@ -108,3 +108,64 @@ def test_a_token_is_never_rendered_back(form_class: type) -> None:
 def test_regions_come_from_the_server_settings() -> None:
     choices = dict(ConnectionCreateForm().fields["region"].choices)  # type: ignore[attr-defined]
     assert "sandbox" in choices and "eu" in choices
+
+
+@pytest.mark.parametrize(
+    "bad", ["Lab\nBcc: x@example.com", "La\rb", "Lab\tA", "Lab\x00b", "Lab\x7fb", "Lab\u2028B"]
+)
+def test_names_and_labels_with_control_characters_are_refused_at_the_form_the_cli_and_the_api(
+    bad: str,
+) -> None:
+    """A7: a label or name reaches email subjects: a line break there made every attempt to
+    send fail the same way. The forms, the services behind the commands, and the API's
+    tokens (named on their page and by `api_token --name`) refuse it; nothing is saved."""
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    from reports.integrations import api_tokens
+    from reports.models import ApiToken, Connection, Team
+    from reports.pipeline import connections
+    from reports.teams import TeamError, roster
+    from reports.views.account import ApiTokenForm
+    from reports.views.forms import ConnectionEditForm, TeamCreateForm
+
+    owner = make_user()
+    token = {"region": "sandbox", "access_token": "osai-sandbox-x"}
+    assert "label" in ConnectionCreateForm({"label": bad, **token}).errors
+    assert "label" in ConnectionEditForm({"label": bad}, owner=owner).errors
+    assert "name" in TeamCreateForm({"name": bad}).errors
+    assert "name" in ApiTokenForm({"name": bad}).errors
+    with pytest.raises(connections.ConnectionCheckError, match="one line"):
+        connections.connection_create(owner=owner, label=bad, **token)
+    with pytest.raises(connections.ConnectionCheckError, match="one line"):
+        connections.connection_relabel(connection=make_connection(owner, "Fine"), label=bad)
+    with pytest.raises(TeamError, match="one line"):
+        roster.team_create(name=bad, admin=owner)
+    with pytest.raises(api_tokens.ApiTokenError, match="one line"):
+        api_tokens.api_token_create(user=owner, name=bad)
+    with pytest.raises(CommandError, match="one line"):
+        call_command("teams", "create", bad, "--admin", owner.username)
+    with pytest.raises(CommandError, match="one line"):
+        call_command("api_token", "--user", owner.username, "--name", bad)
+    assert list(Connection.objects.values_list("label", flat=True)) == ["Fine"]
+    assert not Team.objects.exists() and not ApiToken.objects.exists()
+
+
+def test_add_connection_refuses_a_label_with_a_line_break(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A7, the command line: the label is refused before the token is checked with OSAI."""
+    import io
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    from reports.models import Connection
+
+    owner = make_user()
+    monkeypatch.setattr("sys.stdin", io.StringIO("osai-sandbox-x\n"))
+    with pytest.raises(CommandError, match="one line"):
+        call_command(
+            "add_connection", "--user", owner.username, "--label", "A\nB", "--region", "sandbox"
+        )
+    assert not Connection.objects.exists()

@@ -181,6 +181,32 @@ def test_w1_a_flood_is_rate_limited_per_connection(world: World, settings: Any) 
     figures.figure("W1 flood of 8 at 5/min: stored, refused", "5, 3")
 
 
+def test_w1_a_flood_is_rate_limited_per_person_over_all_their_connections(
+    world: World, settings: Any
+) -> None:
+    """W1: each connection has its limit, and a person's connections share one more, so
+    many connections do not multiply the flood a person can send."""
+    import uuid
+
+    settings.RATELIMIT_CACHE_PREFIX = f"rl-{uuid.uuid4().hex}:"
+    settings.OSAI_WEBHOOK_RATE = "5/m"
+    settings.OSAI_WEBHOOK_PERSON_RATE = "6/m"
+    first, second = world.connection, make_connection(world.owner, "Second")
+    before = WebhookEvent.objects.filter(connection__owner=world.owner).count()
+    statuses = [post_hook(hook_url(first), {"eventId": f"a-{i}"}).status_code for i in range(4)]
+    statuses += [post_hook(hook_url(second), {"eventId": f"b-{i}"}).status_code for i in range(4)]
+    assert statuses == [200] * 6 + [429] * 2
+    refused = post_hook(hook_url(second), {"eventId": "b-9"})
+    assert refused.json() == {
+        "detail": "Too many deliveries for this person's connections; slow down."
+    }
+    assert refused["Retry-After"] == "60"
+    # Someone else's connection has limits of its own.
+    assert post_hook(hook_url(world.admin_connection), {"eventId": "c"}).status_code == 200
+    assert WebhookEvent.objects.filter(connection__owner=world.owner).count() == before + 6
+    figures.figure("W1 flood over 2 connections at 6/min per person: stored", 6)
+
+
 # --- The feed -------------------------------------------------------------------------------------
 
 
@@ -601,3 +627,56 @@ def test_old_connections_got_a_webhook_secret_from_the_migration() -> None:
     migration.give_connections_webhook_secrets(apps, None)
     connection.refresh_from_db()
     assert webhooks.connection_for_webhook(connection.webhook_secret) == connection
+
+
+# --- Issue 23: every parameter validated -------------------------------------------------------
+
+HUGE = "9" * 30
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/spend.csv?from=2026-03-01&to=2026-03-15&team=\u00b2",  # str.isdigit() says yes
+        f"/spend.csv?from=2026-03-01&to=2026-03-15&team={HUGE}",
+        "/spend.csv?from=2026-03-01&to=2026-03-15&team=-1",
+        "/spend.csv?from=x&to=y",
+        "/spend.csv?from=2026-03-01&to=2029-03-01",
+        "/activity/?connection=\u00b2",
+        f"/activity/?connection={HUGE}",
+        "/activity/feed/?after=\u00b2",
+        f"/activity/feed/?after={HUGE}",
+        "/activity/feed/?connection=1e3",
+    ],
+)
+def test_malformed_page_parameters_are_a_400_with_a_message_never_a_500(
+    world: World, url: str
+) -> None:
+    """Every parameter is validated: a malformed one is a 400 that says what it takes."""
+    response = signed_in(world.owner, raise_request_exception=False).get(url)
+    assert response.status_code == 400, (url, response.status_code)
+    assert response.content.decode().startswith(("?", "Give ?from="))
+
+
+@pytest.mark.parametrize(
+    ("path", "where"),
+    [
+        (f"reports?offset={HUGE}", "offset"),
+        ("reports?offset=10001", "offset"),
+        ("reports?offset=-1", "offset"),
+        (f"reports/{HUGE}", "report_id"),
+        ("reports/0", "report_id"),
+        ("spend?team=\u00b2", "team"),
+        (f"spend?team={HUGE}", "team"),
+        (f"activity?after={HUGE}", "after"),
+        (f"activity?connection={HUGE}", "connection"),
+    ],
+)
+def test_malformed_api_parameters_are_a_400_with_a_message_never_a_500(
+    world: World, path: str, where: str
+) -> None:
+    """W2: a huge offset or id used to reach the database (a 500 on SQLite); out of range or
+    not a number, it is a 400 naming the parameter."""
+    response = api(world.tokens["owner"], path)
+    assert response.status_code == 400, (path, response.status_code, response.content)
+    assert response.json()["detail"].startswith(where)

@@ -59,11 +59,45 @@ def test_check_deploy_passes_with_production_settings():
 
 
 def test_check_deploy_refuses_the_development_keys():
+    """S1: a deploy that sets no keys would run on the published development keys: errors,
+    whatever the fail level (not only at --fail-level WARNING)."""
     env = production_env()
     del env["DJANGO_SECRET_KEY"], env["OSAI_TOKEN_KEYS"]
-    result = check_deploy(env)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0
-    assert "osai.W001" in result.stderr and "osai.W002" in result.stderr
+    assert "osai.E001" in result.stderr and "osai.E002" in result.stderr
+
+
+def test_check_deploy_errors_when_budget_webhooks_may_reach_loopback():
+    """A2, S1: ALERT_WEBHOOK_ALLOW_LOCAL is for development; check --deploy says so, as an
+    error. Start-up does not (make run and the tests run with DEBUG off too)."""
+    env = production_env(ALERT_WEBHOOK_ALLOW_LOCAL="True")
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "osai.E004" in result.stderr and "ALERT_WEBHOOK_ALLOW_LOCAL" in result.stderr
+    plain = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert plain.returncode == 0, plain.stderr
 
 
 def test_the_sandbox_region_is_off_unless_configured_and_deploy_check_warns_when_on():
@@ -227,3 +261,134 @@ def test_password_reset_exists_only_with_mail_and_is_throttled(settings: Any) ->
         settings.PASSWORD_RESET_ENABLED = False
         importlib.reload(osai_dashboard.urls)
         clear_url_caches()
+
+
+# --- Issue 23: secrets out of the access log, resets per email, check --deploy ---
+
+
+@pytest.mark.django_db
+def test_the_password_reset_limit_per_email_ignores_case_and_spelling(settings: Any) -> None:
+    """S12: one account's address in five spellings is one limit, not five (Django's reset
+    form finds the account whatever the case)."""
+    import osai_dashboard.urls
+
+    settings.PASSWORD_RESET_ENABLED = True
+    settings.PASSWORD_RESET_RATE = "3/h"
+    settings.RATELIMIT_CACHE_PREFIX = f"rl-{uuid.uuid4().hex}:"
+    make_user(email="alice@example.com")
+    fullwidth = "\uff41\uff4c\uff49\uff43\uff45@example.com"  # NFKC: alice@example.com
+    spellings = [
+        "alice@example.com",
+        "Alice@example.com",
+        "ALICE@EXAMPLE.COM",
+        " alice@Example.com",
+        fullwidth,
+    ]
+    try:
+        importlib.reload(osai_dashboard.urls)
+        clear_url_caches()
+        codes = [
+            # A new client address each time: only the limit per email can stop them.
+            Client(REMOTE_ADDR=f"192.0.2.{10 + i}")
+            .post("/accounts/password_reset/", {"email": email})
+            .status_code
+            for i, email in enumerate(spellings)
+        ]
+        assert codes == [302, 302, 302, 429, 429]
+    finally:
+        settings.PASSWORD_RESET_ENABLED = False
+        importlib.reload(osai_dashboard.urls)
+        clear_url_caches()
+
+
+def _shipped_gunicorn_arguments() -> dict[str, list[str]]:
+    """The gunicorn arguments of the Procfile's web process and of the systemd unit, with the
+    Procfile's ${VAR:-default} as their defaults."""
+    import re
+    import shlex
+
+    procfile = (ROOT / "Procfile").read_text()
+    [web] = [line for line in procfile.splitlines() if line.startswith("web:")]
+    web = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", web.removeprefix("web:"))
+    unit = (ROOT / "deploy" / "systemd" / "osai-usage-web.service").read_text()
+    [start] = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
+    found = {}
+    for name, command in (("Procfile", web), ("systemd", start.removeprefix("ExecStart="))):
+        words = shlex.split(command)
+        assert words[0].endswith("gunicorn")
+        found[name] = words[1:]
+    return found
+
+
+@pytest.mark.parametrize("shipped", ["Procfile", "systemd"])
+def test_the_shipped_gunicorn_access_log_writes_webhook_paths_without_their_secret(
+    shipped: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """W1: the receiver's secret is in its URL; the production access log (gunicorn, as the
+    Procfile and the systemd unit start it) writes `<secret>` in its place, in the request
+    line, the path and the referer alike."""
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from gunicorn.config import Config
+
+    config = Config()
+    parsed = config.parser().parse_args(_shipped_gunicorn_arguments()[shipped])
+    for key, value in vars(parsed).items():
+        if value is not None and key != "args":
+            config.set(key.lower(), value)
+    logger = config.logger_class(config)
+    secret = "Jq4-" + secrets.token_urlsafe(32)
+    path = f"/hooks/osai/{secret}/"
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "RAW_URI": path + "?x=1",
+        "PATH_INFO": path,
+        "QUERY_STRING": "x=1",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "203.0.113.7",
+        "HTTP_REFERER": f"https://usage.example.com{path}",
+        "HTTP_USER_AGENT": "OSAI",
+    }
+    response = SimpleNamespace(status="200 OK", sent=10, headers=[])
+    request = SimpleNamespace(headers=[("REFERER", f"https://usage.example.com{path}")])
+    logger.access(response, request, environ, timedelta(milliseconds=3))
+    logged = capsys.readouterr().out
+    assert "POST /hooks/osai/<secret>/?x=1 HTTP/1.1" in logged
+    assert secret not in logged and secret[:12] not in logged
+
+
+@pytest.mark.django_db
+def test_guessing_one_account_from_many_addresses_is_slowed_without_locking_its_owner_out(
+    settings: Any, time_machine: Any
+) -> None:
+    """S8: django-axes counts (username, address), so an attacker with many addresses gets
+    AXES_FAILURE_LIMIT guesses from each. Past LOGIN_ACCOUNT_FAILURE_LIMIT failures an account
+    takes one attempt per LOGIN_ACCOUNT_SLOWDOWN_SECONDS from places it has not signed in from,
+    even with the right password; its owner, where they signed in before, is not slowed, and a
+    new place gets its turn after the wait: slowed, never locked out for good."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    time_machine.move_to(timezone.now())
+    settings.LOGIN_ACCOUNT_FAILURE_LIMIT = 6
+    settings.LOGIN_ACCOUNT_SLOWDOWN_SECONDS = 60
+    user = make_user()
+
+    def sign_in(address: str, password: str) -> Any:
+        client = Client(REMOTE_ADDR=address)
+        return client.post(reverse("login"), {"username": user.username, "password": password})
+
+    assert sign_in("198.51.100.9", PASSWORD).status_code == 302  # the owner, at home
+    for i in range(6):  # one guess from each of six addresses: axes alone would allow all
+        assert sign_in(f"203.0.113.{i}", "wrong").status_code == 200
+    assert sign_in("203.0.113.50", "wrong").status_code == 200  # the minute's one attempt
+    slowed = sign_in("203.0.113.51", PASSWORD)  # the right password, guessed from elsewhere
+    assert slowed.status_code == 200
+    assert "Too many failed sign-ins to this account from elsewhere" in slowed.content.decode()
+    assert "_auth_user_id" not in slowed.client.session
+    assert sign_in("198.51.100.9", PASSWORD).status_code == 302  # the owner is not slowed
+    time_machine.shift(timedelta(seconds=61))
+    assert sign_in("192.0.2.77", PASSWORD).status_code == 302  # a new place, after the wait
+    figures.figure("S8 guesses an hour per account from new addresses, once slowed", 60)

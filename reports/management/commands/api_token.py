@@ -41,7 +41,10 @@ class Command(BaseCommand):
             api_tokens.api_token_revoke(user=user, pk=matches[0].pk)
             self.stderr.write(f"Revoked {matches[0].prefix}… ({matches[0].name}).")
             return
-        row, token = api_tokens.api_token_create(user=user, name=options["name"])
+        try:
+            row, token = api_tokens.api_token_create(user=user, name=options["name"])
+        except api_tokens.ApiTokenError as exc:
+            raise CommandError(str(exc)) from None
         self.stderr.write(
             f"Made the API token “{row.name}” for {user.get_username()}. It is shown once:"
         )

@@ -1,4 +1,8 @@
-"""Re-encrypt every stored token and JWT under the primary OSAI_TOKEN_KEYS key."""
+"""Re-encrypt every stored secret under the primary OSAI_TOKEN_KEYS key (T4).
+
+Every encrypted column is found by itself (`crypto.EncryptedTextField`): access tokens, cached
+JWTs, webhook URL secrets, budget webhook secrets, and whatever is encrypted next.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from reports import crypto
-from reports.pipeline import connections
 
 
 class Command(BaseCommand):
@@ -18,10 +21,15 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            rows, changed = connections.connections_reencrypt()
+            counts = crypto.secrets_reencrypt()
         except (crypto.TokenDecryptionError, crypto.TokenKeyError) as exc:
             raise CommandError(
                 f"{exc} Keep the old key in OSAI_TOKEN_KEYS (after the new one) until this "
-                "command has finished."
+                "command has finished. Nothing was changed."
             ) from None
-        self.stdout.write(f"Re-encrypted {rows} connections ({changed} were under an older key).")
+        rows = sum(r for r, _ in counts.values())
+        changed = sum(c for _, c in counts.values())
+        each = ", ".join(
+            f"{label.split('.')[-1]} {r} ({c} changed)" for label, (r, c) in sorted(counts.items())
+        )
+        self.stdout.write(f"Re-encrypted {rows} rows ({changed} were under an older key): {each}.")

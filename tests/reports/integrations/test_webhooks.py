@@ -115,6 +115,37 @@ def test_a_refresh_while_the_open_day_is_being_fetched_waits_instead_of_doubling
     assert use_sandbox.calls(POST) == 2  # the hourly one, then the one the webhooks asked for
 
 
+def test_the_open_day_is_asked_for_at_most_once_per_delay_whoever_asked_last(
+    tracked: Connection, use_sandbox: Any, queue: Any, time_machine: Any
+) -> None:
+    """W1: OSAI_WEBHOOK_REFRESH_DELAY_SECONDS bounds a connection's open-day reports to one per
+    delay, not one per burst: a refresh the webhooks asked for that comes less than the delay
+    after the last one (here the hourly tracking's, in the middle of the burst) waits for the
+    rest of it, then goes."""
+    start = datetime(2026, 3, 3, 10, 0, tzinfo=UTC)
+    time_machine.move_to(start)
+    _receive(tracked, _event(eventId="first"))  # armed for start + DELAY
+    time_machine.move_to(start + timedelta(seconds=20))
+    tracking.tracking_refresh(tracked)  # the hourly refresh asks for the open day
+    drive()
+    assert use_sandbox.calls(POST) == 1
+
+    time_machine.move_to(start + timedelta(seconds=DELAY + 1))
+    assert dispatcher.enqueue_due_refreshes() == 1
+    answer = tasks.webhook_refresh(tracked.pk)
+    drive()
+    assert "less than the delay ago" in answer
+    assert use_sandbox.calls(POST) == 1  # not a second open-day report 11 s after the first
+    tracked.refresh_from_db()
+    assert _seconds_after(start, tracked.refresh_due_at) == 20 + DELAY
+
+    time_machine.move_to(start + timedelta(seconds=20 + DELAY + 1))
+    assert dispatcher.enqueue_due_refreshes() == 1
+    assert tasks.webhook_refresh(tracked.pk).startswith("refreshed")
+    drive()
+    assert use_sandbox.calls(POST) == 2  # one delay after the last: the events' refresh goes
+
+
 def test_a_connection_that_needs_a_new_token_stores_events_but_asks_for_no_refresh(
     queue: Any,
 ) -> None:
@@ -189,3 +220,35 @@ def test_rotating_the_secret_changes_the_url_and_forgets_the_old_one() -> None:
     assert webhooks.connection_for_webhook(connection.webhook_secret) == connection
     assert connection.webhook_secret not in connection.webhook_secret_encrypted  # encrypted
     assert len(connection.webhook_secret) >= 43  # 256 random bits, URL-safe base64
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"event": "training", "gpu": NaN}',
+        b'{"event": "training", "workerGb": Infinity}',
+        b'{"event": "training", "workerGb": -Infinity}',
+        b'{"event": "training", "workerGb": 1e999}',
+        b'{"event": "training", "message": "\\ud800"}',
+        b'{"event": "training", "\\udfff": 1}',
+        b'{"event": "training", "taskId": "a\\u0000b"}',
+        b'{"event": "training", "nested": [{"x": "\\u0000"}]}',
+        b'{"event": "tr\xc3\x28ining"}',
+    ],
+)
+def test_the_webhook_refuses_nan_infinity_invalid_unicode_and_nul_with_400_and_stores_nothing(
+    body: bytes, client: Any
+) -> None:
+    """W1: JSON that only Python reads (NaN, Infinity, 1e999), text no database stores (a NUL,
+    a lone surrogate) and bytes that are not UTF-8 are a 400, not a 500; nothing is stored and
+    no refresh is armed. Run on PostgreSQL too (the NUL)."""
+    from django.urls import reverse
+
+    connection = make_connection(make_user())
+    url = reverse("osai_webhook", args=[connection.webhook_secret])
+    response = client.post(url, body, content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert response.json()["detail"]
+    assert not WebhookEvent.objects.exists()
+    connection.refresh_from_db()
+    assert connection.refresh_due_at is None

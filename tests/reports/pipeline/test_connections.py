@@ -113,6 +113,55 @@ def test_key_rotation_reencrypts_every_token_and_is_idempotent(use_sandbox, sett
     assert client.user_info().account_name
 
 
+def test_key_rotation_reencrypts_budget_webhook_secrets_and_every_encrypted_field(
+    settings: object,
+) -> None:
+    """T4: rotation finds every encrypted column by itself (crypto.EncryptedTextField), the
+    budgets' webhook secrets included: after the old key is dropped a signed webhook still
+    signs, and a column encrypted later needs no change to the command."""
+    from django.apps import apps
+
+    from reports.models import Budget
+    from reports.spend import budgets, notify
+
+    settings.ALERT_WEBHOOK_ALLOW_LOCAL = True  # type: ignore[attr-defined]
+    owner = make_user()
+    conn = make_connection(owner, token=CANARY)
+    budget = budgets.budget_set(
+        actor=owner,
+        scope="person",
+        amount="10",
+        webhook_url="http://127.0.0.1:9/hook",
+        webhook_secret="budget-hook-secret",
+    )
+    old_key = settings.OSAI_TOKEN_KEYS[0]  # type: ignore[attr-defined]
+    new_key = Fernet.generate_key().decode()
+    settings.OSAI_TOKEN_KEYS = [new_key, old_key]  # type: ignore[attr-defined]
+    out = io.StringIO()
+    call_command("reencrypt_tokens", stdout=out)
+    assert "(2 were under an older key)" in out.getvalue()
+    assert "Budget 1 (1 changed)" in out.getvalue()
+    settings.OSAI_TOKEN_KEYS = [new_key]  # type: ignore[attr-defined]
+    budget.refresh_from_db()
+    conn.refresh_from_db()
+    assert crypto.decrypt_secret(budget.webhook_secret_encrypted) == "budget-hook-secret"
+    assert crypto.decrypt_secret(conn.token_encrypted) == CANARY
+    body = b"{}"
+    assert notify.sign(crypto.decrypt_secret(budget.webhook_secret_encrypted), body)
+
+    # Found from the models: every column named *_encrypted is one rotation finds.
+    found = {(m._meta.label, n) for m, names in crypto.encrypted_fields() for n in names}
+    named = {
+        (model._meta.label, field.attname)
+        for model in apps.get_models()
+        for field in model._meta.concrete_fields
+        if field.attname.endswith("_encrypted")
+    }
+    assert named == found
+    assert ("reports.Budget", "webhook_secret_encrypted") in found
+    assert isinstance(Budget._meta.get_field("webhook_secret_encrypted"), crypto.EncryptedTextField)
+
+
 def test_rotation_without_the_old_key_fails_closed_and_changes_nothing(use_sandbox, settings):
     conn = connections.connection_create(
         owner=make_user(), label="P", region="sandbox", access_token=CANARY
@@ -201,3 +250,86 @@ def test_the_client_factory_configures_the_client_from_settings(settings):
     )
     assert (client.jwt, client.sandbox) == (None, False)
     assert CANARY not in repr(client)
+
+
+# --- F2 for connections: each new one starts tracking, dozens of OSAI reports -------------------
+
+
+@pytest.fixture
+def own_limits(settings: object) -> object:
+    """Rate-limit counters of this test's own (the shared file cache keeps other runs')."""
+    import uuid
+
+    settings.RATELIMIT_CACHE_PREFIX = f"rl-{uuid.uuid4().hex}:"  # type: ignore[attr-defined]
+    return settings
+
+
+def test_adding_connections_is_limited_per_person_per_hour_and_deleting_one_gives_no_try_back(
+    use_sandbox: object, own_limits: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """F2: adding connections had no limit, and each new one queues its tracking. At most
+    OSAI_CONNECTION_ADDS_PER_HOUR a person per hour, at the form, the command and the service;
+    over it nothing is created and OSAI is not asked."""
+    from django.test import Client
+    from django.urls import reverse
+
+    own_limits.OSAI_CONNECTION_ADDS_PER_HOUR = 2  # type: ignore[attr-defined]
+    owner, other = make_user(), make_user()
+    first = connections.connection_create(
+        owner=owner, label="A", region="sandbox", access_token="osai-sandbox-add-a"
+    )
+    connections.connection_create(
+        owner=owner, label="B", region="sandbox", access_token="osai-sandbox-add-b"
+    )
+    connections.connection_delete(connection=first)  # gives no try back
+    signed_in_before = use_sandbox.calls("POST /api/Users/SignIn")  # type: ignore[attr-defined]
+    with pytest.raises(connections.ConnectionCheckError, match="You added 2 connections"):
+        connections.connection_create(
+            owner=owner, label="C", region="sandbox", access_token="osai-sandbox-add-c"
+        )
+    client = Client()
+    client.force_login(owner)
+    page = client.post(
+        reverse("connection_create"),
+        {"label": "D", "region": "sandbox", "access_token": "osai-sandbox-add-d"},
+    )
+    assert "You added 2 connections in the last hour" in page.content.decode()
+    monkeypatch.setattr("sys.stdin", io.StringIO("osai-sandbox-add-e\n"))
+    with pytest.raises(CommandError, match="You added 2 connections"):
+        call_command(
+            "add_connection", "--user", owner.username, "--label", "E", "--region", "sandbox"
+        )
+    assert list(Connection.objects.filter(owner=owner).values_list("label", flat=True)) == ["B"]
+    assert use_sandbox.calls("POST /api/Users/SignIn") == signed_in_before  # type: ignore[attr-defined]
+    # Someone else has limits of their own.
+    connections.connection_create(
+        owner=other, label="A", region="sandbox", access_token="osai-sandbox-add-f"
+    )
+
+
+def test_a_new_connections_tracking_counts_against_the_persons_waiting_cap(
+    use_sandbox: object, own_limits: object
+) -> None:
+    """F2: the OSAI reports tracking queues for a person's connections wait like their
+    reports' parts: they count against OSAI_MAX_WAITING_BUCKETS_PER_PERSON, for a report
+    request and for adding yet another connection."""
+    from reports.models import Bucket
+    from reports.pipeline import report_requests
+    from reports.spend import tracking
+    from tests.factories import request_report
+
+    owner = make_user()
+    connection = connections.connection_create(
+        owner=owner, label="A", region="sandbox", access_token="osai-sandbox-cap-a"
+    )
+    tracking.tracking_refresh(connection, wake=False)  # its history: waiting, not yet fetched
+    waiting = Bucket.objects.waiting_for_person(owner).count()
+    assert waiting > 10
+    own_limits.OSAI_MAX_WAITING_BUCKETS_PER_PERSON = waiting  # type: ignore[attr-defined]
+    with pytest.raises(report_requests.ReportRequestError, match=f"still wait for {waiting}"):
+        request_report(owner, [connection])
+    with pytest.raises(connections.ConnectionCheckError, match=f"still wait for {waiting}"):
+        connections.connection_create(
+            owner=owner, label="B", region="sandbox", access_token="osai-sandbox-cap-b"
+        )
+    assert Connection.objects.filter(owner=owner).count() == 1

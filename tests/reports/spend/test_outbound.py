@@ -8,10 +8,14 @@ import hashlib
 import hmac
 import json
 import socket
+import threading
+import time
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from reports.models import Delivery
 from reports.spend import notify
@@ -180,3 +184,181 @@ def test_a_failing_webhook_is_retried_then_failed_with_its_reason(settings: Any)
         assert len(server.received) == 2
     finally:
         server.stop()
+
+
+# --- A7: no send holds a worker for long, none is tried for ever ---------------------------------
+
+
+def test_a_webhook_that_trickles_its_answer_fails_at_the_exchange_deadline() -> None:
+    """A7: one byte every 0.2 s never trips a per-read timeout; the deadline ends it."""
+    trickling = Receiver(trickle=60)
+    try:
+        started = time.monotonic()
+        with pytest.raises(WebhookFailed, match=r"did not finish answering within 1\.5 s"):
+            post_json(trickling.url, b"{}", {}, timeout=1, deadline=1.5, allow_local=True)
+        took = time.monotonic() - started
+    finally:
+        trickling.stop()
+    assert 1.4 < took < 3.5
+    figures.figure("A7 trickling webhook cut off after (s)", round(took, 1))
+
+
+@pytest.mark.django_db
+def test_a_delivery_to_a_trickling_webhook_ends_at_its_deadline_and_says_so(
+    settings: Any,
+) -> None:
+    """A7: the delivery's deadline (ALERT_DELIVERY_DEADLINE_SECONDS) bounds the whole send."""
+    settings.ALERT_WEBHOOK_ALLOW_LOCAL = True
+    settings.ALERT_DELIVERY_DEADLINE_SECONDS = 1
+    settings.ALERT_DELIVERY_MAX_ATTEMPTS = 2
+    settings.ALERT_DELIVERY_RETRY_SECONDS = 0
+    trickling = Receiver(trickle=60)
+    try:
+        [delivery] = notify.deliveries_create(
+            subject="s", text="t", payload={"text": "x"}, emails=[], webhook_url=trickling.url
+        )
+        started = time.monotonic()
+        assert notify.delivery_send(delivery.pk) == "will retry"
+        assert time.monotonic() - started < 3
+        delivery.refresh_from_db()
+        assert delivery.last_error == "Retrying: 127.0.0.1 did not finish answering within 1 s."
+        assert notify.delivery_send(delivery.pk) == "failed"
+        delivery.refresh_from_db()
+        assert delivery.state == Delivery.State.FAILED
+        assert delivery.last_error.endswith("(gave up after 2 attempts)")
+    finally:
+        trickling.stop()
+
+
+def test_the_deadline_is_never_longer_than_the_lease(settings: Any) -> None:
+    """A send still running when its lease ran out would be sent again beside it."""
+    settings.ALERT_DELIVERY_DEADLINE_SECONDS = 30
+    settings.ALERT_DELIVERY_LEASE_SECONDS = 3
+    assert notify.send_deadline_seconds() == 3
+
+
+class _WorkerKilled(BaseException):
+    """What a killed worker looks like from inside: nothing after it runs."""
+
+
+@pytest.mark.django_db
+def test_a_delivery_whose_worker_dies_each_time_is_counted_and_given_up_at_the_cap(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A7: every claim counts an attempt; a lease taken over says the attempt before did not
+    finish; the claim after the last attempt fails the delivery with that reason, instead of
+    leaving it "waiting to be sent" and trying it every minute for ever."""
+    settings.ALERT_DELIVERY_MAX_ATTEMPTS = 3
+    lease = timedelta(seconds=settings.ALERT_DELIVERY_LEASE_SECONDS)
+
+    def killed(delivery: Delivery) -> None:
+        raise _WorkerKilled
+
+    monkeypatch.setattr(notify, "_send_email", killed)
+    [delivery] = notify.deliveries_create(
+        subject="s", text="t", payload={}, emails=["finance@example.com"]
+    )
+    now = timezone.now()
+    for attempt in range(1, 4):
+        with pytest.raises(_WorkerKilled):
+            notify.delivery_send(delivery.pk, now=now)
+        delivery.refresh_from_db()
+        assert (delivery.state, delivery.attempts) == (Delivery.State.PENDING, attempt)
+        if attempt > 1:
+            assert delivery.last_error == notify.UNFINISHED  # the page shows why
+        # Within the lease nobody else may take it.
+        assert notify.delivery_send(delivery.pk, now=now).startswith("not claimed")
+        now += lease + timedelta(seconds=1)
+    assert notify.delivery_send(delivery.pk, now=now) == "gave up"
+    delivery.refresh_from_db()
+    assert delivery.state == Delivery.State.FAILED
+    assert delivery.last_error == f"{notify.UNFINISHED} (gave up after 3 attempts)"
+    assert delivery.next_attempt_at is None
+    figures.fault("A7 worker killed in every attempt", injected=3, survived=1)
+
+
+@pytest.mark.django_db
+def test_an_unexpected_error_is_recorded_retried_and_given_up_at_the_cap(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A7: an error nobody expected is an attempt like any other, with a reason a person can
+    read (its type only: its text may hold anything)."""
+    settings.ALERT_DELIVERY_MAX_ATTEMPTS = 2
+    settings.ALERT_DELIVERY_RETRY_SECONDS = 0
+
+    def broken(delivery: Delivery) -> None:
+        raise ValueError("the secret is hunter2")
+
+    monkeypatch.setattr(notify, "_send_email", broken)
+    [delivery] = notify.deliveries_create(
+        subject="s", text="t", payload={}, emails=["finance@example.com"]
+    )
+    assert notify.delivery_send(delivery.pk) == "will retry"
+    delivery.refresh_from_db()
+    assert delivery.last_error == "Retrying: It could not be sent (ValueError)."
+    assert notify.delivery_send(delivery.pk) == "failed"
+    delivery.refresh_from_db()
+    assert delivery.state == Delivery.State.FAILED
+    assert delivery.last_error == "It could not be sent (ValueError). (gave up after 2 attempts)"
+    assert "hunter2" not in delivery.last_error
+
+
+@pytest.mark.django_db
+def test_a_subject_with_a_line_break_is_sent_on_one_line(mailoutbox: list[Any]) -> None:
+    """A7: a label saved before labels had to be one line no longer fails every attempt."""
+    [delivery] = notify.deliveries_create(
+        subject="Budget alert: 80 % of Lab\nBcc: someone@example.com",
+        text="t",
+        payload={},
+        emails=["finance@example.com"],
+    )
+    assert "\n" not in delivery.subject
+    Delivery.objects.filter(pk=delivery.pk).update(subject="Old\r\nlabel")  # an older row
+    assert notify.delivery_send(delivery.pk) == "sent"
+    [email] = mailoutbox
+    assert email.subject == "Old label"
+    assert email.to == ["finance@example.com"]
+
+
+@pytest.mark.django_db
+def test_a_mail_server_that_trickles_its_greeting_fails_at_the_delivery_deadline(
+    settings: Any,
+) -> None:
+    """A7: the SMTP conversation has the same deadline as a webhook (Django's EMAIL_TIMEOUT
+    bounds each read only)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = server.accept()
+        with conn:
+            for byte in b"220 " + b"x" * 1000:
+                if stop.is_set():
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+                time.sleep(0.2)
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", port, 5
+    settings.ALERT_DELIVERY_DEADLINE_SECONDS = 1
+    try:
+        [delivery] = notify.deliveries_create(
+            subject="s", text="t", payload={}, emails=["finance@example.com"]
+        )
+        started = time.monotonic()
+        assert notify.delivery_send(delivery.pk) == "will retry"
+        assert time.monotonic() - started < 3
+        delivery.refresh_from_db()
+        assert delivery.last_error == (
+            f"Retrying: The mail server at 127.0.0.1:{port} did not finish within 1 s."
+        )
+    finally:
+        stop.set()
+        server.close()
+        thread.join(timeout=5)

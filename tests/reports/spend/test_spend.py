@@ -578,7 +578,8 @@ def test_the_digest_csv_link_exports_the_period_for_its_owner_only(month: dict[s
         ).streaming_content
     )
     assert body.decode().count("\n") == 1  # only the header: nothing of theirs
-    assert client.get(reverse("spend_export_csv") + "?from=x&to=y").status_code == 404
+    # Malformed dates are a 400 that says what it takes (issue 23); another team is a 404.
+    assert client.get(reverse("spend_export_csv") + "?from=x&to=y").status_code == 400
     assert (
         client.get(
             reverse("spend_export_csv") + "?from=2026-03-09&to=2026-03-16&team=9"
@@ -707,3 +708,39 @@ def test_the_overview_budgets_and_digests_at_this_moment(book: Any) -> None:
         assert DigestSent.objects.filter(user=owner, kind=kind, period_start=start.date())
         [text] = [d.text for d in Delivery.objects.all() if d.subject.startswith(kind.title())]
         assert f"Spend: {money(spent, 'EUR')}" in text, text
+
+
+def test_set_budget_reads_the_webhook_secret_from_standard_input_or_a_file_never_argv(
+    settings: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """A5: a secret given as an argument shows in `ps` and the shell's history; the command
+    refuses it there and reads it from a file or standard input instead."""
+    from django.core.management.base import CommandError
+
+    from reports import crypto
+    from reports.models import Budget
+
+    settings.ALERT_WEBHOOK_ALLOW_LOCAL = True
+    owner = make_user()
+    hook = ["--webhook", "http://127.0.0.1:9/hook"]
+    base = ["set_budget", "--user", owner.username, "--monthly", "10", *hook]
+    with pytest.raises(CommandError, match="--webhook-secret-file"):
+        call_command(*base, "--webhook-secret", "in-argv", stdout=io.StringIO())
+    assert not Budget.objects.exists()
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("from-stdin\n"))
+    call_command(*base, "--webhook-secret-file", "-", stdout=io.StringIO())
+    budget = Budget.objects.get()
+    assert crypto.decrypt_secret(budget.webhook_secret_encrypted) == "from-stdin"
+
+    secret_file = tmp_path / "hook-secret"
+    secret_file.write_text("from-a-file\n")
+    call_command(*base, "--webhook-secret-file", str(secret_file), stdout=io.StringIO())
+    budget.refresh_from_db()
+    assert crypto.decrypt_secret(budget.webhook_secret_encrypted) == "from-a-file"
+    # Without the option the secret is kept.
+    call_command(*base, stdout=io.StringIO())
+    budget.refresh_from_db()
+    assert crypto.decrypt_secret(budget.webhook_secret_encrypted) == "from-a-file"
+    with pytest.raises(CommandError, match="Cannot read the webhook secret"):
+        call_command(*base, "--webhook-secret-file", str(tmp_path / "nope"), stdout=io.StringIO())

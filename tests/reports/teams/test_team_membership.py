@@ -381,3 +381,68 @@ def test_generate_report_requests_a_team_report_for_an_admin(
             "last_month",
             stdout=out,
         )
+
+
+@pytest.mark.parametrize("change", ["demote", "remove"])
+def test_two_admins_demoting_each_other_at_once_leave_the_team_an_admin(
+    change: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """M4 under a race (PostgreSQL): each admin demotes (or removes) the other at the same
+    moment. Both changes are written before either checks that an admin is left; without a
+    lock each check sees the other's row as it was and both commit, leaving no admin. The
+    team's memberships are locked when roles change: the second waits, then finds itself
+    the last admin's victim and is refused."""
+    import contextlib
+    import threading
+
+    from django.db import connection
+
+    if connection.vendor == "sqlite":
+        pytest.skip(
+            "SQLite's IMMEDIATE transactions serialize the two changes, so they cannot race; "
+            "run with DATABASE_URL=postgres://... to test the lock"
+        )
+    ann, bob = make_user(), make_user()
+    team = make_team(admins=[ann, bob])
+    both_written = threading.Barrier(2, timeout=3)
+    keep_an_admin = roster._keep_an_admin
+
+    def after_both_wrote(team: Team) -> None:
+        # Widen the window: both changes written, neither checked. A broken barrier: the
+        # other one waits for our lock, so there is nothing to wait for.
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_written.wait()
+        keep_an_admin(team)
+
+    monkeypatch.setattr(roster, "_keep_an_admin", after_both_wrote)
+    outcomes: dict[str, str] = {}
+
+    def act(actor: Any, other: Any) -> None:
+        try:
+            if change == "demote":
+                roster.team_member_set_role(team=team, actor=actor, user=other, role="member")
+            else:
+                roster.team_member_remove(team=team, actor=actor, user=other)
+            outcomes[actor.username] = "done"
+        except roster.TeamError as exc:
+            outcomes[actor.username] = str(exc)
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(target=act, args=(ann, bob)),
+        threading.Thread(target=act, args=(bob, ann)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    admins = Membership.objects.filter(team=team, role=Membership.Role.ADMIN).count()
+    assert admins == 1, outcomes
+    done, [refused] = (
+        [o for o in outcomes.values() if o == "done"],
+        [o for o in outcomes.values() if o != "done"],
+    )
+    assert len(done) == 1
+    assert "admin" in refused  # "…must keep at least one admin" or "Only the team's admins…"
+    figures.figure("M4 races of two admins demoting each other that kept an admin", 1)

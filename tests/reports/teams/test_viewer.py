@@ -345,6 +345,104 @@ def test_budget_alerts_go_to_the_teams_admins_never_to_its_viewers(world: World)
     assert budgets.alert_emails(own) == ["finance@example.com"]
 
 
+def test_a_removed_team_admin_stops_receiving_the_team_alerts_they_set_up(
+    world: World, settings: Any, mailoutbox: list[Any]
+) -> None:
+    """A8: recipients of a team's alerts are its current admins at sending time. The channels
+    (addresses, webhook) set by an admin who is removed stop, even for an alert queued
+    before; the alerts go to the team's admins instead; the budget page says so; an admin
+    who saves the budget takes the channels over."""
+    from reports.spend import notify
+    from tests.support.receiver import Receiver
+
+    settings.ALERT_WEBHOOK_ALLOW_LOCAL = True
+    w = world
+    w.team_admin.email = "leaving@example.com"
+    w.team_admin.save()
+    w.owner.email = "owner@example.com"
+    w.owner.save()
+    roster.team_member_set_role(team=w.team, actor=w.team_admin, user=w.owner, role="admin")
+    hook = Receiver()
+    try:
+        budget = budgets.budget_set(
+            actor=w.team_admin,
+            scope="team",
+            team=w.team,
+            amount="100",
+            emails=["leaving@example.com", "ops@example.com"],
+            webhook_url=hook.url,
+            webhook_secret="s3cret",
+        )
+        assert budgets.alert_emails(budget) == ["leaving@example.com", "ops@example.com"]
+        queued = notify.deliveries_create(
+            subject="Budget alert",
+            text="t",
+            payload={},
+            emails=budgets.alert_emails(budget),
+            webhook_url=budgets.alert_webhook_url(budget),
+            budget=budget,
+        )
+        roster.team_member_remove(team=w.team, actor=w.owner, user=w.team_admin)
+        budget.refresh_from_db()
+
+        # Queued before the removal, sent after: neither channel reaches the leaver.
+        assert [notify.delivery_send(d.pk) for d in queued] == ["refused", "refused"]
+        assert mailoutbox == [] and hook.received == []
+        assert {d.last_error[:9] for d in Delivery.objects.filter(budget=budget)} == {"Not sent:"}
+        # The next alert goes to the team's admins, and nowhere else.
+        assert budgets.channels_stopped(budget)
+        assert budgets.alert_emails(budget) == ["owner@example.com"]
+        assert budgets.alert_webhook_url(budget) == ""
+        client = Client()
+        client.force_login(w.owner)
+        page = client.get(reverse("budget_detail", args=[budget.pk])).content.decode()
+        assert "were set by admin, who is no longer an admin of Vision" in page
+
+        # An admin saves it: the channels are theirs, without the leaver's own address.
+        with pytest.raises(budgets.BudgetError, match=r"leaving@example\.com"):
+            budgets.budget_set(
+                actor=w.owner,
+                scope="team",
+                team=w.team,
+                amount="100",
+                emails=["leaving@example.com"],
+            )
+        budget = budgets.budget_set(
+            actor=w.owner,
+            scope="team",
+            team=w.team,
+            amount="100",
+            emails=["ops@example.com"],
+            webhook_url=hook.url,
+        )
+        assert not budgets.channels_stopped(budget)
+        assert budgets.alert_emails(budget) == ["ops@example.com"]
+        assert budgets.alert_webhook_url(budget) == hook.url
+        page = client.get(reverse("budget_detail", args=[budget.pk])).content.decode()
+        assert "who is no longer an admin of Vision" not in page
+    finally:
+        hook.stop()
+
+
+def test_an_address_of_someone_who_left_the_team_is_left_out_of_its_alerts(world: World) -> None:
+    """A8: an admin put a colleague's address on the team budget; the colleague leaves the
+    team: their address is dropped from the next alert, whoever set it."""
+    w = world
+    w.team_member.email = "member@example.com"
+    w.team_member.save()
+    roster.team_member_set_role(team=w.team, actor=w.team_admin, user=w.team_member, role="admin")
+    budget = budgets.budget_set(
+        actor=w.team_admin,
+        scope="team",
+        team=w.team,
+        amount="100",
+        emails=["member@example.com", "ops@example.com"],
+    )
+    roster.team_member_remove(team=w.team, actor=w.team_member, user=w.team_member)  # leaves
+    assert not budgets.channels_stopped(budget)
+    assert budgets.alert_emails(budget) == ["ops@example.com"]
+
+
 # --- Digests ----------------------------------------------------------------------------------
 
 
