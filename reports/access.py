@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.db.models import Q, QuerySet
 from django.db.models.functions import Lower
 
@@ -96,7 +96,7 @@ def roles_that_may(*capabilities: Capability) -> list[str]:
     return [role for role in Role.values if all(may(role, c) for c in capabilities)]
 
 
-def teams_where(user: Any, capability: Capability) -> QuerySet[Team]:
+def teams_where(user: User, capability: Capability) -> QuerySet[Team]:
     """The teams in which the user holds a role that may do `capability`."""
     if not user.is_authenticated:
         return Team.objects.none()
@@ -105,7 +105,7 @@ def teams_where(user: Any, capability: Capability) -> QuerySet[Team]:
     )
 
 
-def team_digest_teams(user: Any) -> QuerySet[Team]:
+def team_digest_teams(user: User) -> QuerySet[Team]:
     """The teams whose digests the user gets: those where their role always receives them,
     and those where it may opt in and they did (`Membership.team_digest`)."""
     return Team.objects.filter(
@@ -156,14 +156,14 @@ def team_addresses_allowed(
     return [a for a in addresses if a.lower() in allowed or a.lower() not in accounts]
 
 
-def reports_visible_to(user: Any) -> QuerySet[Report]:
+def reports_visible_to(user: User) -> QuerySet[Report]:
     """A user's own reports and the team reports of teams where they may see them."""
     if not user.is_authenticated:
         return Report.objects.none()
     return Report.objects.filter(_visible(user, Capability.SEE_TEAM_REPORTS)).distinct()
 
 
-def recent_reports_visible_to(user: Any, limit: int) -> list[Report]:
+def recent_reports_visible_to(user: User, limit: int) -> list[Report]:
     """The newest reports a user may see, newest first.
 
     Two queries that each walk an index and stop at `limit`, instead of one OR over a join
@@ -180,7 +180,7 @@ def recent_reports_visible_to(user: Any, limit: int) -> list[Report]:
 
 
 def report_visible_to(
-    user: Any, pk: int, capability: Capability = Capability.SEE_TEAM_REPORTS
+    user: User, pk: int, capability: Capability = Capability.SEE_TEAM_REPORTS
 ) -> Report | None:
     """One report by id if the user may see it, in one query: their own personal report, or
     a team report of a team where their role may do `capability` (see it by default; download
@@ -190,7 +190,7 @@ def report_visible_to(
     return Report.objects.filter(pk=pk).filter(_visible(user, capability)).first()
 
 
-def _visible(user: Any, capability: Capability) -> Q:
+def _visible(user: User, capability: Capability) -> Q:
     return Q(owner=user, team__isnull=True) | Q(
         team__memberships__user=user, team__memberships__role__in=roles_that_may(capability)
     )

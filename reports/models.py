@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -314,7 +315,7 @@ class BucketQuerySet(models.QuerySet["Bucket"]):
         """Buckets on connections that count for the team (M1)."""
         return self.filter(counts_for_team(team, via="connection__"))
 
-    def waiting_for_person(self, owner: Any) -> BucketQuerySet:
+    def waiting_for_person(self, owner: User) -> BucketQuerySet:
         """The OSAI reports still to be made or finished for a person (F2's cap,
         OSAI_MAX_WAITING_BUCKETS_PER_PERSON): their reports' parts, and what tracking fetches
         for their connections (a new connection's history: dozens at once)."""

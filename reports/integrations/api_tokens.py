@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import datetime, timedelta
-from typing import Any
 
+from django.contrib.auth.models import User
 from django.db.models import Q
 from django.utils import timezone
 
@@ -33,7 +33,7 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def api_token_create(*, user: Any, name: str = "") -> tuple[ApiToken, str]:
+def api_token_create(*, user: User, name: str = "") -> tuple[ApiToken, str]:
     """A new token for `user`; returns the row and the token, which is never shown again."""
     if has_control_characters(name or ""):
         raise ApiTokenError(
@@ -49,7 +49,7 @@ def api_token_create(*, user: Any, name: str = "") -> tuple[ApiToken, str]:
     return row, token
 
 
-def api_token_revoke(*, user: Any, pk: int) -> bool:
+def api_token_revoke(*, user: User, pk: int) -> bool:
     """Revoke one of the user's tokens; False if they have no such active token."""
     return bool(
         ApiToken.objects.filter(pk=pk, user=user, revoked_at__isnull=True).update(
@@ -79,7 +79,7 @@ def api_token_authenticate(token: str, *, now: datetime | None = None) -> ApiTok
     return row
 
 
-def api_tokens_of(user: Any) -> list[ApiToken]:
+def api_tokens_of(user: User) -> list[ApiToken]:
     """A person's tokens, active first, newest first."""
     return sorted(
         ApiToken.objects.filter(user=user),

@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.core.management.base import CommandError, CommandParser
 from django.db.models import QuerySet
 
@@ -54,7 +55,7 @@ def add_connection_argument(parser: CommandParser, help: str) -> None:
     parser.add_argument("--connection", action="append", default=[], help=help)
 
 
-def connections_labelled(owner: Any, labels: list[str]) -> QuerySet[Connection]:
+def connections_labelled(owner: User, labels: list[str]) -> QuerySet[Connection]:
     """The owner's connections (those with these labels, if any are given), or a CommandError
     that names the labels the owner has no connection with."""
     connections = Connection.objects.filter(owner=owner)

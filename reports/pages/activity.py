@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 
 from reports.models import Connection, WebhookEvent
@@ -36,7 +37,7 @@ def _outcome(succeeded: bool | None) -> str:
     return "unknown" if succeeded is None else ("succeeded" if succeeded else "failed")
 
 
-def events_visible_to(user: Any, connection_id: int | None = None) -> QuerySet[WebhookEvent]:
+def events_visible_to(user: User, connection_id: int | None = None) -> QuerySet[WebhookEvent]:
     """Webhook deliveries of the user's own connections (of one, if given)."""
     if not user.is_authenticated:
         return WebhookEvent.objects.none()
@@ -47,7 +48,7 @@ def events_visible_to(user: Any, connection_id: int | None = None) -> QuerySet[W
 
 
 def feed_items(
-    user: Any, *, connection_id: int | None = None, after: int = 0, limit: int = FEED_SIZE
+    user: User, *, connection_id: int | None = None, after: int = 0, limit: int = FEED_SIZE
 ) -> list[FeedItem]:
     """The newest deliveries, newest first (one query; the raw body is not read)."""
     events = (
@@ -75,7 +76,7 @@ def feed_items(
     ]
 
 
-def activity_page(user: Any, *, connection: Connection | None = None) -> dict[str, Any]:
+def activity_page(user: User, *, connection: Connection | None = None) -> dict[str, Any]:
     """The feed page (or its partial): the items and the newest id, which the next poll sends."""
     items = feed_items(user, connection_id=connection.pk if connection else None)
     return {
@@ -86,6 +87,6 @@ def activity_page(user: Any, *, connection: Connection | None = None) -> dict[st
     }
 
 
-def has_newer(user: Any, *, after: int, connection_id: int | None = None) -> bool:
+def has_newer(user: User, *, after: int, connection_id: int | None = None) -> bool:
     """True if a delivery newer than `after` arrived (one indexed query): the poll's question."""
     return events_visible_to(user, connection_id).filter(pk__gt=after).exists()

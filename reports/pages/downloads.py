@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from django.contrib.auth.models import User
 from django.db.models import Q, QuerySet
 from django.urls import reverse
 from django.utils import timezone
@@ -138,7 +139,7 @@ def _month_csv(
     return CsvFile(rows, exports.safe_filename(*kind, "month", f"{data.month_start:%Y-%m}"))
 
 
-def overview_csv(user: Any, *, now: datetime | None = None) -> CsvFile:
+def overview_csv(user: User, *, now: datetime | None = None) -> CsvFile:
     """The overview's month: the person's own connections, in the default price book."""
     own = list(Connection.objects.filter(owner=user).values_list("pk", flat=True))
     return _month_csv(own, BookCache().of(None), team=None, now=now)
@@ -174,7 +175,7 @@ def report_csv(report: Report, *, with_cost: bool) -> CsvFile:
 # --- Budgets and their alert logs --------------------------------------------------------------
 
 
-def csv_budgets(user: Any) -> list[Budget]:
+def csv_budgets(user: User) -> list[Budget]:
     """The budgets a person sees whose rows they may download: their own, and their teams'
     where their role may download the team's CSVs."""
     visible = budgets_visible_to(user)
@@ -359,7 +360,7 @@ ACTIVITY_COLUMNS = [
 ]
 
 
-def activity_rows(user: Any, connection_id: int | None = None) -> Iterator[list[str]]:
+def activity_rows(user: User, connection_id: int | None = None) -> Iterator[list[str]]:
     """The header, then every webhook delivery of the person's own connections (of one),
     newest first, as the feed shows them: never the raw body, the URL or its secret."""
     yield ACTIVITY_COLUMNS
@@ -408,7 +409,7 @@ HISTORY_COLUMNS = [
 ]
 
 
-def history_reports(user: Any) -> QuerySet[Report]:
+def history_reports(user: User) -> QuerySet[Report]:
     """The history page's reports (own first, newest first), team reports only of teams whose
     CSVs the person may download."""
     return history_queryset(user).filter(
@@ -416,7 +417,7 @@ def history_reports(user: Any) -> QuerySet[Report]:
     )
 
 
-def history_rows(user: Any) -> Iterator[list[str]]:
+def history_rows(user: User) -> Iterator[list[str]]:
     """The header, then one row per report of the history, in its order (every page of it)."""
     yield HISTORY_COLUMNS
     for report in history_reports(user).iterator(chunk_size=CHUNK_SIZE):

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db.models import (
     Case,
     IntegerField,
@@ -28,7 +29,7 @@ def with_periods(reports: Iterable[Report]) -> list[tuple[Report, str]]:
     return [(r, charts.period_label(r.period_start, r.period_end, "total")) for r in reports]
 
 
-def home_page(user: Any) -> dict[str, Any]:
+def home_page(user: User) -> dict[str, Any]:
     """The signed-in home page: the person's connections and their newest reports."""
     connections = list(
         Connection.objects.filter(owner=user)
@@ -44,7 +45,7 @@ def home_page(user: Any) -> dict[str, Any]:
     }
 
 
-def history_queryset(user: Any) -> QuerySet[Report]:
+def history_queryset(user: User) -> QuerySet[Report]:
     """Reports the user may see, their own first, newest first; connections prefetched."""
     return (
         reports_visible_to(user)

@@ -32,6 +32,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.urls import reverse
@@ -189,7 +190,7 @@ def describe_params(params: Mapping[str, str]) -> str:
 # --- Saved views -----------------------------------------------------------------------------
 
 
-def personal_views(user: Any) -> QuerySet[SavedView]:
+def personal_views(user: User) -> QuerySet[SavedView]:
     """A person's own saved views, by name."""
     return SavedView.objects.filter(owner=user, team__isnull=True).order_by("name", "pk")
 
@@ -214,7 +215,7 @@ def _clean_name(name: str) -> str:
 
 @transaction.atomic
 def saved_view_save(
-    *, owner: Any, name: str, params: Mapping[str, str], team: Team | None = None
+    *, owner: User, name: str, params: Mapping[str, str], team: Team | None = None
 ) -> tuple[SavedView, bool]:
     """Save a form's parameters by name, for its owner or (one of its admins) for a team. The
     same name again replaces that view's parameters. Returns the view and whether it is new."""
@@ -240,7 +241,7 @@ def saved_view_save(
     return view, False
 
 
-def saved_view_for(user: Any, pk: int) -> SavedView | None:
+def saved_view_for(user: User, pk: int) -> SavedView | None:
     """A saved view the user may open and delete: their own, or a team's they administer."""
     view = SavedView.objects.filter(pk=pk).select_related("team").first()
     if view is None:

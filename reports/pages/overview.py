@@ -14,6 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.utils import timezone
 
@@ -157,7 +158,7 @@ def _scope(
 
 
 def overview_page(
-    user: Any, *, now: datetime | None = None, own: list[Connection] | None = None
+    user: User, *, now: datetime | None = None, own: list[Connection] | None = None
 ) -> dict[str, Any]:
     """The signed-in person's overview: their connections, and every budget they see (their own,
     and their teams' where their role sees its spend).
@@ -189,7 +190,7 @@ def overview_page(
     return page
 
 
-def overview_key(user: Any, page: dict[str, Any]) -> str:
+def overview_key(user: User, page: dict[str, Any]) -> str:
     """What the overview's body shows, as a key for its rendered HTML (home.html caches the
     fragment under it): rendering fifty budgets cost more than computing them, and the body
     only changes when a figure in it does. The person is part of the key, so no one is ever

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from dateutil.relativedelta import relativedelta
+from django.contrib.auth.models import User
 from django.utils import timezone
 
 from reports.metrics import PRICED, Metric
@@ -49,7 +50,7 @@ def rate_unit(metric: Metric) -> str:
     return "GPU-hour" if metric.worker_class else "hour"
 
 
-def price_book_page(team: Team, book: PriceBook, user: Any) -> dict[str, Any]:
+def price_book_page(team: Team, book: PriceBook, user: User) -> dict[str, Any]:
     """The book's page on the team's pages: who may change it, its versions newest first
     with every rate, and whether the team uses it."""
     now = timezone.now()

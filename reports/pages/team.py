@@ -9,6 +9,7 @@ from datetime import UTC, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
+from django.contrib.auth.models import User
 from django.urls import reverse
 from django.utils import timezone
 
@@ -34,7 +35,7 @@ class SharedConnection:
     needs_token: bool
 
 
-def team_page(user: Any, membership: Membership) -> dict[str, Any]:
+def team_page(user: User, membership: Membership) -> dict[str, Any]:
     """The team as this member sees it: `can` says what their role may see and do."""
     team = membership.team
     can = capabilities_of(membership.role)

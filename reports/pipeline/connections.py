@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -87,7 +87,7 @@ def osai_client_for(connection: Connection, *, access_token: str | None = None) 
     )
 
 
-def person_key(user: Any) -> str:
+def person_key(user: User) -> str:
     """A person, as the key of a rate limit (webhooks per person, connections added): their
     id and when they joined, so an id used again (a test database's) is another person."""
     return f"{user.pk}.{user.date_joined.timestamp():.6f}"
@@ -144,7 +144,7 @@ def _clean_label(label: str) -> str:
     return label
 
 
-def _check_add_limits(owner: Any) -> None:
+def _check_add_limits(owner: User) -> None:
     """F2 for connections: each new one signs in to OSAI and starts tracking (dozens of OSAI
     reports), so a person adds at most OSAI_CONNECTION_ADDS_PER_HOUR in an hour (counted in
     the cache, so deleting one does not give the try back), and none while the OSAI reports
@@ -172,7 +172,7 @@ def _check_add_limits(owner: Any) -> None:
     cache.set(key, [*recent, now], timeout=3600)
 
 
-def connection_create(*, owner: Any, label: str, region: str, access_token: str) -> Connection:
+def connection_create(*, owner: User, label: str, region: str, access_token: str) -> Connection:
     """Check the token by signing in, then save the connection with the token encrypted.
 
     Bounded per person (`_check_add_limits`): an attempt counts once the token is about to be

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -84,7 +85,7 @@ def report_validate_period(
 @transaction.atomic
 def report_request(
     *,
-    owner: Any,
+    owner: User,
     connections: Iterable[Connection],
     period_start: datetime,
     period_end: datetime,
@@ -210,7 +211,7 @@ def _recent_identical(
     return None
 
 
-def _check_request_limits(owner: Any, new_buckets: int, now: datetime) -> None:
+def _check_request_limits(owner: User, new_buckets: int, now: datetime) -> None:
     """F2: a person's report requests per hour, and the parts of their reports still waiting
     for OSAI, are bounded; over a limit nothing is created and the message says why."""
     hour_ago = now - timedelta(hours=1)

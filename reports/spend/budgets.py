@@ -23,6 +23,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
@@ -105,7 +106,7 @@ def check_webhook_url(url: str) -> str:
 @transaction.atomic
 def budget_set(
     *,
-    actor: Any,
+    actor: User,
     scope: str,
     amount: Any,
     connection: Connection | None = None,
@@ -166,23 +167,23 @@ def budget_set(
     return budget
 
 
-def budget_delete(*, actor: Any, budget: Budget) -> None:
+def budget_delete(*, actor: User, budget: Budget) -> None:
     if budget not in budgets_managed_by(actor):
         raise BudgetError("You cannot remove this budget.")
     budget.delete()
 
 
-def budgets_managed_by(user: Any) -> list[Budget]:
+def budgets_managed_by(user: User) -> list[Budget]:
     """A person's own budgets and those of the teams whose budgets they manage (admins)."""
     return _budgets_of(user, Capability.MANAGE_BUDGETS)
 
 
-def budgets_visible_to(user: Any) -> list[Budget]:
+def budgets_visible_to(user: User) -> list[Budget]:
     """A person's own budgets and those of the teams whose spend they see (admins, viewers)."""
     return _budgets_of(user, Capability.SEE_TEAM_SPEND)
 
 
-def _budgets_of(user: Any, capability: Capability) -> list[Budget]:
+def _budgets_of(user: User, capability: Capability) -> list[Budget]:
     if not user.is_authenticated:
         return []
     return list(

@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 from urllib.parse import urlencode
 
 from dateutil.relativedelta import relativedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
@@ -136,14 +136,14 @@ def _held_costs(
     return None if rows is None else pricing.sum_costs(pricing.rows_costs(rows, None))
 
 
-def _wants(user: Any, kind: str) -> bool:
+def _wants(user: User, kind: str) -> bool:
     preference = DigestPreference.objects.filter(user=user).first()
     if preference is None:
         return True
     return preference.weekly if kind == WEEKLY else preference.monthly
 
 
-def _queue(user: Any, team: Team | None, kind: str, start: datetime, digest: Digest) -> bool:
+def _queue(user: User, team: Team | None, kind: str, start: datetime, digest: Digest) -> bool:
     """Record the digest and queue its email, once (False if it was made before)."""
     try:
         with transaction.atomic():

@@ -25,6 +25,7 @@ from typing import Any
 
 from dateutil.relativedelta import relativedelta
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.db.models import Count, Exists, OuterRef
@@ -167,7 +168,7 @@ def open_day_in_flight(connection: Connection, day: datetime) -> bool:
     )
 
 
-def tracking_refresh_all(*, now: datetime | None = None, owner: Any = None) -> int:
+def tracking_refresh_all(*, now: datetime | None = None, owner: User | None = None) -> int:
     """Refresh every working connection (or one person's). Returns how many."""
     connections = Connection.objects.filter(status=Connection.Status.OK)
     if owner is not None:

@@ -26,8 +26,8 @@ import re
 from collections.abc import Mapping
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
 
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
@@ -57,17 +57,17 @@ def book_for_team(team: Team, book_pk: int) -> PriceBook | None:
     return books_for_team(team).filter(pk=book_pk).first()
 
 
-def is_price_staff(user: Any) -> bool:
+def is_price_staff(user: User) -> bool:
     """Django staff who may change any price book, and back-date a version."""
     return bool(user.is_active and user.is_staff and user.has_perm("reports.change_pricebook"))
 
 
-def can_edit(book: PriceBook, team: Team, user: Any) -> bool:
+def can_edit(book: PriceBook, team: Team, user: User) -> bool:
     """May `user` (an admin of `team`) change `book`: the team's own, or any book for staff."""
     return book.team_id == team.pk or is_price_staff(user)
 
 
-def _require_editor(book: PriceBook, team: Team, actor: Any) -> None:
+def _require_editor(book: PriceBook, team: Team, actor: User) -> None:
     if roster.membership_for(actor, team.pk, Capability.CHOOSE_PRICE_BOOK) is None:
         raise TeamError("Only the team's admins can do that.")
     if book.team_id not in (None, team.pk):
@@ -105,7 +105,7 @@ def _name_taken(name: str) -> TeamError:
 
 
 @transaction.atomic
-def price_book_copy(*, team: Team, actor: Any, source: PriceBook, name: str) -> PriceBook:
+def price_book_copy(*, team: Team, actor: User, source: PriceBook, name: str) -> PriceBook:
     """A new book of the team's own: `source`'s currency and every version of it, under
     `name`. The versions keep when they were saved (they are the same prices), so a copy
     re-prices nothing. Written without signals: the ledger fills the new book's rows as
@@ -135,7 +135,7 @@ def price_book_copy(*, team: Team, actor: Any, source: PriceBook, name: str) -> 
     return book
 
 
-def earliest_start(actor: Any, now: datetime | None = None) -> datetime | None:
+def earliest_start(actor: User, now: datetime | None = None) -> datetime | None:
     """The earliest moment a new version may apply from for `actor`: today's UTC midnight,
     or None (any time) for staff."""
     if is_price_staff(actor):
@@ -165,7 +165,7 @@ def price_book_version_save(
     *,
     book: PriceBook,
     team: Team,
-    actor: Any,
+    actor: User,
     effective: date,
     rates: Mapping[str, Decimal],
     note: str = "",
@@ -201,7 +201,7 @@ def price_book_version_save(
 
 @transaction.atomic
 def price_book_version_delete(
-    *, version: PriceBookVersion, team: Team, actor: Any, now: datetime | None = None
+    *, version: PriceBookVersion, team: Team, actor: User, now: datetime | None = None
 ) -> None:
     """Delete a version from today on (any, for staff); a book keeps at least one."""
     book = version.price_book
@@ -218,7 +218,7 @@ def price_book_version_delete(
 
 @transaction.atomic
 def price_book_settings_set(
-    *, book: PriceBook, team: Team, actor: Any, name: str, currency: str
+    *, book: PriceBook, team: Team, actor: User, name: str, currency: str
 ) -> None:
     """Rename a book, or change its currency while no budget uses it."""
     _require_editor(book, team, actor)

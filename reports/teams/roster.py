@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 
@@ -15,13 +14,13 @@ from reports.teams import TeamError, sharing
 Role = Membership.Role
 
 
-def memberships_of(user: Any) -> QuerySet[Membership]:
+def memberships_of(user: User) -> QuerySet[Membership]:
     """The user's memberships with their teams, by team name."""
     return Membership.objects.filter(user=user).select_related("team").order_by("team__name")
 
 
 def membership_for(
-    user: Any, team_pk: int, capability: Capability = Capability.SEE_TEAM
+    user: User, team_pk: int, capability: Capability = Capability.SEE_TEAM
 ) -> Membership | None:
     """The user's membership of the team if its role may do `capability`, or None. One query."""
     if not user.is_authenticated:
@@ -55,7 +54,7 @@ def _lock_roster(team: Team) -> None:
     )
 
 
-def _require(team: Team, actor: Any | None, capability: Capability) -> None:
+def _require(team: Team, actor: User | None, capability: Capability) -> None:
     """`actor`'s role in the team must allow `capability`; None is the operator (the command
     line), who may do everything."""
     if actor is not None and membership_for(actor, team.pk, capability) is None:
@@ -78,7 +77,7 @@ def _check_role(role: str) -> None:
         raise TeamError(f"Choose a role: {', '.join(names[:-1])} or {names[-1]}.")
 
 
-def find_user(who: str) -> Any:
+def find_user(who: str) -> User:
     """A user by username or email address (case-insensitive for the email)."""
     who = (who or "").strip()
     if not who:
@@ -96,7 +95,7 @@ def find_user(who: str) -> Any:
 
 
 @transaction.atomic
-def team_create(*, name: str, admin: Any) -> Team:
+def team_create(*, name: str, admin: User) -> Team:
     """A new team with `admin` as its first admin."""
     if has_control_characters(name or ""):
         raise TeamError(
@@ -117,7 +116,7 @@ def team_create(*, name: str, admin: Any) -> Team:
 
 
 @transaction.atomic
-def team_member_add(*, team: Team, actor: Any | None, who: str, role: str = Role.MEMBER) -> Any:
+def team_member_add(*, team: Team, actor: User | None, who: str, role: str = Role.MEMBER) -> User:
     """Add a person (by username or email) to the team. Shares nothing of theirs (M1)."""
     _lock_roster(team)
     _require(team, actor, Capability.MANAGE_MEMBERS)
@@ -130,7 +129,7 @@ def team_member_add(*, team: Team, actor: Any | None, who: str, role: str = Role
 
 
 @transaction.atomic
-def team_member_set_role(*, team: Team, actor: Any | None, user: Any, role: str) -> None:
+def team_member_set_role(*, team: Team, actor: User | None, user: User, role: str) -> None:
     """Change someone's role. A role that shares nothing (a viewer) ends their sharing with
     the team at once, as leaving does (M1)."""
     _lock_roster(team)  # before the checks: they read the roster as it is now
@@ -144,7 +143,7 @@ def team_member_set_role(*, team: Team, actor: Any | None, user: Any, role: str)
 
 
 @transaction.atomic
-def team_member_remove(*, team: Team, actor: Any | None, user: Any) -> None:
+def team_member_remove(*, team: Team, actor: User | None, user: User) -> None:
     """Remove a person from the team (an admin's act), or leave it (`actor` is `user`).
 
     Their sharing with the team ends with their membership, at once (M1).
@@ -159,7 +158,7 @@ def team_member_remove(*, team: Team, actor: Any | None, user: Any) -> None:
 
 
 @transaction.atomic
-def team_price_book_set(*, team: Team, actor: Any | None, price_book: PriceBook | None) -> None:
+def team_price_book_set(*, team: Team, actor: User | None, price_book: PriceBook | None) -> None:
     """The rates the team's reports are priced with (all of them, earlier ones included): a
     shared book or one of the team's own."""
     _require(team, actor, Capability.CHOOSE_PRICE_BOOK)

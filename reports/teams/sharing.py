@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
-from typing import Any
 
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import QuerySet
 
@@ -29,7 +29,7 @@ def team_shared_connections(team: Team) -> QuerySet[Connection]:
 
 
 @transaction.atomic
-def team_sharing_set(*, team: Team, user: Any, connections: Iterable[Connection]) -> list[str]:
+def team_sharing_set(*, team: Team, user: User, connections: Iterable[Connection]) -> list[str]:
     """Share exactly `connections` (the user's own) with the team; un-share the user's others.
 
     Returns the labels now shared. Raises TeamError for a connection the user does not own or
@@ -83,7 +83,7 @@ def _withdraw(team: Team) -> None:
         progress.report_refresh(report_pk)
 
 
-def sharing_end(*, team: Team, user: Any) -> None:
+def sharing_end(*, team: Team, user: User) -> None:
     """A person left the team (or was removed): their sharing with it ends with them (M1)."""
     for connection in Connection.objects.filter(owner=user, shared_with_teams=team):
         connection.shared_with_teams.remove(team)

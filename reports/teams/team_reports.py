@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
 
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 
 from reports.access import Capability, teams_where
@@ -18,7 +18,7 @@ from reports.teams.sharing import team_shared_connections
 def team_report_request(
     *,
     team: Team,
-    admin: Any,
+    admin: User,
     period_start: datetime,
     period_end: datetime,
     granularity: str,

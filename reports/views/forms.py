@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from django import forms
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -90,7 +91,7 @@ class ConnectionEditForm(forms.Form):
         "team reports, never its token.",
     )
 
-    def __init__(self, *args: Any, owner: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, owner: User, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         teams = teams_where(owner, Capability.SHARE_OWN_CONNECTIONS).order_by("name")
         _choices_from(self, "shared_with_teams", teams)
@@ -207,7 +208,7 @@ class ReportForm(PeriodForm):
     )
     field_order = ["connections", "preset", "date_from", "date_to"]
 
-    def __init__(self, *args: Any, owner: Any, now: datetime | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, owner: User, now: datetime | None = None, **kwargs: Any) -> None:
         super().__init__(*args, now=now, **kwargs)
         # Scoped to the owner: a tampered id is "not one of the available choices".
         own = Connection.objects.filter(owner=owner).order_by("label")
@@ -273,7 +274,7 @@ class SharingForm(forms.Form):
         label="Connections this team may report on",
     )
 
-    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, user: User, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _choices_from(self, "connections", Connection.objects.filter(owner=user).order_by("label"))
 
@@ -468,7 +469,7 @@ class BudgetForm(forms.Form):
         "current one. Never shown again.",
     )
 
-    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, user: User, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _choices_from(self, "connection", Connection.objects.filter(owner=user).order_by("label"))
         managed = teams_where(user, Capability.MANAGE_BUDGETS)

@@ -21,6 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
@@ -121,7 +122,7 @@ class Command(BaseCommand):
             self.style.SUCCESS(f"Demo login: {DEMO_USERNAME} / {options['password']}")
         )
 
-    def _connection(self, owner: Any, label: str, token: str) -> Connection:
+    def _connection(self, owner: User, label: str, token: str) -> Connection:
         # Written directly: the sandbox may not be up yet to check the token by signing in.
         connection, created = Connection.objects.get_or_create(
             owner=owner,
@@ -137,7 +138,7 @@ class Command(BaseCommand):
         self.stdout.write(f"{'Created' if created else 'Found'} the connection {label!r}.")
         return connection
 
-    def _team(self, admin: Any, now: datetime) -> None:
+    def _team(self, admin: User, now: datetime) -> None:
         """Demo runs a team; dana is a member who shares her connection with it."""
         team = Team.objects.filter(name=DEMO_TEAM).first()
         if team is None:
@@ -172,7 +173,7 @@ class Command(BaseCommand):
             f"Requested a team report ({report.buckets_total} OSAI reports) for {DEMO_TEAM}."
         )
 
-    def _budget(self, user: Any, now: datetime) -> None:
+    def _budget(self, user: User, now: datetime) -> None:
         """A budget for all of demo's connections that this month's spend so far has passed
         80 % of (a budget of a few cents early in a month), so that the check after the first
         tracking refresh alerts. Rounded down to cents, never up: rounded up, a budget could
