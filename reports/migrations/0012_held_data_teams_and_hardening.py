@@ -61,7 +61,14 @@ class Migration(migrations.Migration):
                 to="reports.team",
             ),
         ),
+        # Versions saved before stay undated (no re-pricing note is ever shown for them); new
+        # ones are dated when saved.
         migrations.AddField(
+            model_name="pricebookversion",
+            name="created_at",
+            field=models.DateTimeField(editable=False, null=True),
+        ),
+        migrations.AlterField(
             model_name="pricebookversion",
             name="created_at",
             field=models.DateTimeField(
