@@ -151,9 +151,14 @@ def form_url(params: Mapping[str, str], team_id: int | None = None) -> str:
     """The report form (a team's, or the personal one) pre-filled with these parameters."""
     args = [] if team_id is None else [team_id]
     base = reverse("report_new" if team_id is None else "team_report_new", args=args)
-    # An empty list of categories is kept: it means none (a form error), not all.
+    # An empty list of categories is kept: it means none (a form error), not all. The query
+    # follows PARAMS' order, not the mapping's: PostgreSQL's jsonb keeps its own key order.
     query = urlencode(
-        {k: v for k, v in params.items() if k in PARAMS and (v != "" or k == "categories")}
+        [
+            (name, params[name])
+            for name in PARAMS
+            if name in params and (params[name] != "" or name == "categories")
+        ]
     )
     return f"{base}?{query}#request" if query else f"{base}#request"
 

@@ -127,21 +127,25 @@ def bucket_reset(queryset: Any, *, now: datetime) -> int:
 
 
 def bucket_finish(pk: int, state: str, message: str = "") -> None:
-    """Move a bucket to a terminal state (only from an active one) and refresh its reports."""
-    changed = (
-        Bucket.objects.active()
-        .filter(pk=pk)
-        .update(
-            state=state,
-            error_message=message[:500],
-            finished_at=timezone.now(),
-            next_attempt_at=None,
-            lease_until=None,
+    """Move a bucket to a terminal state (only from an active one) and refresh its reports.
+
+    A finished bucket and what bucket_done's receivers write from it (the ledger's rows)
+    commit together: a worker killed in between leaves neither, and the step runs again."""
+    with transaction.atomic():
+        changed = (
+            Bucket.objects.active()
+            .filter(pk=pk)
+            .update(
+                state=state,
+                error_message=message[:500],
+                finished_at=timezone.now(),
+                next_attempt_at=None,
+                lease_until=None,
+            )
         )
-    )
-    if changed:
-        if state == Bucket.State.DONE:
+        if changed and state == Bucket.State.DONE:
             bucket_done.send(sender=Bucket, bucket_id=pk)
+    if changed:
         refresh_reports_of(pk)
 
 
