@@ -78,6 +78,7 @@ urlpatterns = [
     path("teams/", teams.team_list, name="team_list"),
     path("teams/<int:pk>/", teams.team_detail, name="team_detail"),
     path("teams/<int:pk>/sharing/", teams.team_sharing, name="team_sharing"),
+    path("teams/<int:pk>/spend.csv", exports.team_spend_export_csv, name="team_spend_export_csv"),
     path("teams/<int:pk>/members/", teams.team_member_add, name="team_member_add"),
     path(
         "teams/<int:pk>/members/<int:user_pk>/role/",

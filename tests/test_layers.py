@@ -134,7 +134,7 @@ INSIDE: dict[str, list[tuple[str, ...]]] = {
     ],
     "reports.spend": [
         ("budgets", "digests"),
-        ("monthly", "exports", "tracking", "notify"),
+        ("monthly", "exports", "tracking", "notify", "period_spend"),
         ("ledger", "outbound", "discrepancies"),
         ("pricing",),
         ("usage",),
@@ -142,7 +142,7 @@ INSIDE: dict[str, list[tuple[str, ...]]] = {
     "reports.teams": [("team_reports", "roster", "price_books"), ("sharing", "member_spend")],
     "reports.pages": [
         ("team", "overview", "downloads"),
-        ("report", "price_book"),
+        ("report", "price_book", "team_spend"),
         ("members", "history", "activity", "tiles", "links"),
         ("blocks",),
         ("charts",),

@@ -49,9 +49,10 @@ from reports.models import (
     Report,
     Team,
 )
+from reports.pages import team_spend
 from reports.pages.activity import events_visible_to
 from reports.pages.history import history_queryset
-from reports.periods import day_number, utc_midnight
+from reports.periods import day_number, preset_period, utc_midnight
 from reports.spend import exports, pricing
 from reports.spend.budgets import budgets_visible_to
 from reports.spend.monthly import (
@@ -150,6 +151,23 @@ def team_month_csv(team: Team, *, now: datetime | None = None) -> CsvFile:
     member column: the connections its current members share (M1)."""
     shared = list(team_shared_connections(team).values_list("pk", flat=True))
     return _month_csv(shared, price_book_of(team), team=team, now=now)
+
+
+def team_period_csv(team: Team, period: str, *, now: datetime | None = None) -> CsvFile:
+    """The team page's spend over a period of its switch: one row per held bucket (a member's
+    connection and day, or month where the page counts the month), with the member column;
+    `cost_total` adds up to the page's spend to the cent (the same rows)."""
+    now = now or timezone.now()
+    book = price_book_of(team)
+    shared = list(team_shared_connections(team).values_list("pk", flat=True))
+    held = [] if book is None else team_spend.held_spend(shared, book, period, now=now).held
+    buckets = Bucket.objects.filter(pk__in=[cost.bucket_id for cost in held])
+    rows = exports.export_rows(
+        buckets, team=True, with_cost=book is not None, price_book=book, from_ledger=True
+    )
+    start, _ = preset_period(period, now)
+    filename = exports.safe_filename("osai-usage-team", team.pk, period, f"{start:%Y-%m-%d}")
+    return CsvFile(rows, filename)
 
 
 # --- A report (the page's link, the API) -------------------------------------------------------

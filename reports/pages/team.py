@@ -5,13 +5,9 @@ admins and viewers, the controls that run it for admins."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, timedelta
 from typing import Any
-from urllib.parse import urlencode
 
 from django.contrib.auth.models import User
-from django.urls import reverse
-from django.utils import timezone
 
 from reports.access import Capability, capabilities_of, roles_that_may
 from reports.models import Connection, Membership
@@ -69,18 +65,8 @@ def team_page(user: User, membership: Membership) -> dict[str, Any]:
         if can[Capability.CHOOSE_PRICE_BOOK]
         else [],
         "roles": Membership.Role.choices,
-        "spend_csv_url": _month_csv_url(team.pk) if can[Capability.DOWNLOAD_CSV] else None,
         # Its own price books and notes where prices changed: for those who choose its book.
         **(team_price_books(team, price_book) if can[Capability.CHOOSE_PRICE_BOOK] else {}),
         # Its saved views: one click for those who may request its reports.
         "team_views": list(links.team_views(team)) if can[Capability.REQUEST_TEAM_REPORT] else [],
     }
-
-
-def _month_csv_url(team_pk: int) -> str:
-    """The team's daily spend this month so far (closed days), as the digests link it."""
-    today = timezone.now().astimezone(UTC).date()
-    first = today.replace(day=1)
-    end = max(today, first + timedelta(days=1))
-    query = {"from": f"{first:%Y-%m-%d}", "to": f"{end:%Y-%m-%d}", "team": str(team_pk)}
-    return f"{reverse('spend_export_csv')}?{urlencode(query)}"

@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET
 from reports.access import Capability
 from reports.models import Bucket, Budget, Connection, Granularity, Report
 from reports.pages import downloads
+from reports.pages.team_spend import team_period
 from reports.periods import split_period, utc_midnight
 from reports.spend import digests, exports, ledger
 from reports.spend.monthly import budget_statuses, known_usage_days, price_book_of
@@ -49,6 +50,17 @@ def team_report_export_csv(
     if report is None:
         raise Http404("No such report.")
     return _export(request, report)
+
+
+@login_required
+@require_GET
+def team_spend_export_csv(request: AuthenticatedRequest, pk: int) -> StreamingHttpResponse:
+    """The team page's spend over the period of its switch (`?period=`), per member, connection
+    and day: for the team's roles that may download its CSVs."""
+    membership = membership_or_404(request, pk, Capability.DOWNLOAD_CSV)
+    period = team_period(request.GET.get("period"))
+    csv = downloads.team_period_csv(membership.team, period)
+    return exports.csv_response(csv.rows, csv.filename)
 
 
 def _export(request: AuthenticatedRequest, report: Report) -> StreamingHttpResponse:

@@ -7,17 +7,22 @@ table (reports/access.py) whether the user's role may do it, and answers 404 to 
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from reports.access import Capability
 from reports.models import Connection, Membership
 from reports.pages.overview import team_overview
 from reports.pages.team import team_page
+from reports.pages.team_spend import team_period, team_spend
 from reports.pipeline import report_requests
 from reports.teams import TeamError, roster, sharing, team_reports
 from reports.views.forms import (
@@ -63,8 +68,22 @@ def _team_response(
 ) -> HttpResponse:
     context = team_page(request.user, membership)
     can = context["can"]
+    now = timezone.now()
     if can[Capability.SEE_TEAM_SPEND]:
-        context["month"] = team_overview(membership.team)
+        context["month"] = team_overview(membership.team, now=now)
+    # Who spent what: the whole team for admins and viewers, one's own part for members.
+    period = team_period(request.GET.get("period"))
+    context["spend"] = team_spend(
+        membership.team,
+        request.user,
+        whole_team=can[Capability.SEE_TEAM_SPEND],
+        period=period,
+        by=request.GET.get("by", "member"),
+        now=now,
+    )
+    if can[Capability.DOWNLOAD_CSV]:
+        csv_url = reverse("team_spend_export_csv", args=[membership.team.pk])
+        context["spend"]["csv_url"] = f"{csv_url}?{urlencode({'period': period})}"
     if can[Capability.REQUEST_TEAM_REPORT]:
         context["form"] = report_form or TeamReportForm()
     if can[Capability.MANAGE_MEMBERS]:

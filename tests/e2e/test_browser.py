@@ -670,3 +670,97 @@ def test_the_overview_fills_in_shows_a_forecast_and_a_budget_and_last_month_comp
     assert changes.count() >= 5
     expect(page.locator("#kpi-title")).to_contain_text(f"compared with {month_before:%b %Y}")
     problems.assert_none()
+
+
+# --- The team page leads with the team's spend (issue 20) -------------------------------------
+
+
+@dataclass(frozen=True)
+class HeldTeam:
+    team_pk: int
+    admin: str
+    viewer: str
+    # What the ledger says each member spent last quarter (reports/spend/ledger.py,
+    # `period_costs` month by month: independent of the page's own sums).
+    spend: dict[str, Decimal]
+
+
+@pytest.fixture
+def held_team(browser_user: Any) -> HeldTeam:
+    """Made before the browser starts: the browser user administers a team with a viewer
+    (finance) and a member; the admin and the member each share a connection whose last
+    quarter tracking holds day by day (no OSAI call is needed to answer it)."""
+    from reports.periods import preset_period, split_period
+    from reports.spend import ledger
+    from reports.spend.pricing import default_price_book
+    from tests.factories import make_held_buckets
+
+    viewer, member = make_user("finance"), make_user("lab-member")
+    team = make_team(TEAM_NAME, admins=[browser_user], members=[member], viewers=[viewer])
+    start, end = preset_period("last_quarter", datetime.now(UTC))
+    book = default_price_book()
+    assert book is not None
+    spend = {}
+    for seed, person in ((1, browser_user), (400, member)):
+        connection = make_connection(person, f"{person.username} lab")
+        share_with(team, connection)
+        make_held_buckets(connection, split_period(start, end, "day"), seed=seed)
+        months = split_period(start, end, "month")
+        costs = [ledger.period_costs([connection.pk], book, *month) for month in months]
+        spend[person.username] = sum((c["total"] for c in costs if c is not None), Decimal(0))
+    return HeldTeam(team.pk, browser_user.username, viewer.username, spend)
+
+
+@pytest.fixture
+def held_site(settings: Any, live_server: Any) -> Any:
+    """The live server alone: held data answers the team page without a worker or OSAI."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    return live_server
+
+
+def _sign_in(page: Any, base: str, username: str) -> None:
+    page.context.clear_cookies()
+    page.goto(f"{base}/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.click("main button[type=submit]")
+    page.wait_for_url(f"{base}/")
+
+
+def test_an_admin_reads_last_quarter_per_member_and_finance_downloads_the_same_total(
+    held_site: Any, held_team: HeldTeam, browser_page: tuple[Any, BrowserProblems], tmp_path: Path
+) -> None:
+    page, problems = browser_page
+    base = held_site.url
+    team_url = f"{base}/teams/{held_team.team_pk}/"
+
+    # The admin: last quarter per member, from the switch, with no form and no wait.
+    _sign_in(page, base, held_team.admin)
+    page.goto(team_url)
+    page.click("nav.period-switch >> text=Last quarter")
+    page.wait_for_url(re.compile(r".*\?period=last_quarter#spend$"))
+    table = page.locator("section#spend table")
+    for username, spent in held_team.spend.items():
+        row = table.locator("tbody tr", has_text=username)
+        assert _parse_number(row.locator("td").first.inner_text()) == _cents(spent)
+    page.locator('.chart[data-figure="figure-team-spend"][data-drawn]').wait_for()
+    currency, total = _parse_money(page.locator("section#spend .tile-value").first.inner_text())
+    assert total == _cents(sum(held_team.spend.values(), Decimal(0)))
+    _team_screenshot(page, "screenshot-team.png")
+
+    # Finance (a viewer): the same page's CSV; its cost_total adds up to the page's total.
+    _sign_in(page, base, held_team.viewer)
+    page.goto(f"{team_url}?period=last_quarter")
+    viewer_total = _parse_money(page.locator("section#spend .tile-value").first.inner_text())
+    assert viewer_total == (currency, total)
+    assert page.locator("button:has-text('Remove')").count() == 0  # changes no one
+    name, rows = _download_csv(
+        page, page.locator("section#spend a:has-text('Download CSV')"), tmp_path
+    )
+    assert name.endswith(".csv") and {row["member"] for row in rows} == set(held_team.spend)
+    assert _csv_cost_total(rows) == total
+    _assert_no_formula_cells(rows)
+    problems.assert_none()

@@ -139,7 +139,7 @@ def test_a_viewer_sees_the_teams_spend_reports_and_csvs_and_none_of_its_controls
     assert [r for r, _ in response.context["reports"]] == [w.team_report]
     assert f'href="{reverse("report_detail", args=[w.team_report.pk])}"' in content
     assert team_url(w, "team_report_export_csv", w.team_report.pk) in content
-    assert f"{reverse('spend_export_csv')}?from=" in content
+    assert team_url(w, "team_spend_export_csv") + "?period=this_month" in content
     assert team_url(w, "team_digest") in content  # the digest opt-in
     # Leaving is theirs; nothing else that runs the team is on the page.
     assert team_url(w, "team_member_remove", w.team_viewer.pk) in content
@@ -278,6 +278,7 @@ def test_team_pages_a_viewer_reaches_never_show_a_token_or_an_account_name(world
         team_url(w, "team_report_export_csv", w.team_report.pk),
         reverse("report_export_csv", args=[w.team_report.pk]),
         f"{reverse('spend_export_csv')}?from=2026-01-01&to=2026-04-01&team={w.team.pk}",
+        team_url(w, "team_spend_export_csv") + "?period=last_12_months",
     ]
     secrets = [OWNER_TOKEN, OWNER_TOKEN[:-4], "CANARY", "eyJ", w.connection.account_name]
     for url in pages:
