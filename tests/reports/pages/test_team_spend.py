@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 from django.db import connection as db_connection
 from django.http import StreamingHttpResponse
 from django.test import Client
@@ -248,3 +249,30 @@ def test_the_page_reads_the_same_number_of_queries_for_two_or_twelve_members(
         share_with(world.team, connection)
         make_held_buckets(connection, _days(*Q3), seed=1000 + n)
     assert queries() == few
+
+
+def test_export_usage_by_member_and_month_has_the_team_pages_total(
+    world: World, clock: Any
+) -> None:
+    """`export_usage --team NAME --preset last_quarter --granularity month --group member`:
+    a row per member and month, adding up to the team page's last quarter."""
+    _held_quarters(world)
+    spend = _page(world.team_admin, world, period="last_quarter").context["spend"]
+    out = io.StringIO()
+    call_command(
+        "export_usage",
+        *("--team", "Vision", "--preset", "last_quarter", "--granularity", "month"),
+        *("--group", "member"),
+        stdout=out,
+    )
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert sorted((row["member"], row["period_start"][:7]) for row in rows) == sorted(
+        (member, month)
+        for member in ("admin", "owner")
+        for month in ("2026-07", "2026-08", "2026-09")
+    )
+    assert sum(Decimal(row["cost_total"]) for row in rows) == spend["total"]
+    by_member = {row.name: row.spend for row in spend["rows"]}
+    for member in ("admin", "owner"):
+        exported = sum(Decimal(r["cost_total"]) for r in rows if r["member"] == member)
+        assert exported == by_member[member]
