@@ -7,6 +7,9 @@ itself reads, as CSV cells (streamed by reports/spend/exports.py `csv_response`;
   provenance). Only the days the page counts: a day shown as "not fetched yet" (a connection
   has no held bucket for it) is left out of the month to date, so it is left out here too.
   The rows' `cost_total` adds up exactly to the page's month to date.
+- The team page's spend (`team_period_csv`): the held buckets its section adds up over the
+  period of its switch (reports/spend/period_spend.py), with the member column; their
+  `cost_total` adds up to the section's spend.
 - Budgets (`budget_rows`): where each budget stands, the figures the budget bar shows.
 - A budget's alert log (`alert_log_rows`): each alert with each message it sent (channel,
   state, attempts, when, the reason it failed), never the message's target: no email
