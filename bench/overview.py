@@ -1,4 +1,5 @@
-"""P18: the overview page (`/`) with 1 and with 50 connections and budgets.
+"""P18: the overview page (`/`) with 1 and with 50 connections and budgets, and the team page
+(`/teams/<id>/`: this month, who spent what) of a team with 1 and with 50 members.
 
 Two people on the main bench database: one with 1 connection, the other with 50, each
 connection with its own monthly budget and a month of tracked spend (every bucket tracking
@@ -47,24 +48,48 @@ def _person(size: int) -> Any:
     return user
 
 
+def _team(size: int) -> tuple[Any, str]:
+    """A team of `size` members (its admin one of them), each sharing a connection with a
+    month of tracked spend; the admin and the team page's path."""
+    from reports.models import Bucket, Membership, Team
+
+    team = Team.objects.create(name=f"P18 team {size} {secrets.token_hex(3)}")
+    now = timezone.now()
+    buckets = []
+    admin = None
+    for n in range(size):
+        user = make_user(f"p18-team-{size}-{n}-{secrets.token_hex(3)}")
+        role = Membership.Role.ADMIN if n == 0 else Membership.Role.MEMBER
+        Membership.objects.create(team=team, user=user, role=role)
+        connection, _ = make_connection(user, f"P18 team {n:02d}")
+        connection.shared_with_teams.add(team)
+        buckets += tracked_buckets(connection, now, with_open_day=True)
+        admin = admin or user
+    Bucket.objects.bulk_create(buckets, batch_size=2000)
+    return admin, f"/teams/{team.pk}/"
+
+
 def run_p18(bench: Bench, results: Results) -> None:
-    people = {size: _person(size) for size in SIZES}
-    queries = {}
-    for size, user in people.items():
-        client = signed_in_client(user)
-        queries[size] = _queries(client, "/")
-    one, fifty = (queries[s] for s in SIZES)
-    results.add(
-        "P18",
-        "queries, overview: 1 vs 50 connections and budgets",
-        f"{one} vs {fifty}",
-        goal="equal",
-        met=one == fifty,
-    )
+    people = {size: ("/", _person(size)) for size in SIZES}
+    teams = {size: _team(size)[::-1] for size in SIZES}
+    pages = {
+        **{f"overview with {size} connection(s)": people[size] for size in SIZES},
+        **{f"team page with {size} member(s)": teams[size] for size in SIZES},
+    }
+    queries = {name: _queries(signed_in_client(user), path) for name, (path, user) in pages.items()}
+    for kind, unit in (("overview", "connection(s)"), ("team page", "member(s)")):
+        one, fifty = (queries[f"{kind} with {s} {unit}"] for s in SIZES)
+        results.add(
+            "P18",
+            f"queries, {kind}: 1 vs 50 {unit}",
+            f"{one} vs {fifty}",
+            goal="equal",
+            met=one == fifty,
+        )
 
     overview = {
-        size: (f"{bench.base_url}/", {"Cookie": f"sessionid={session_cookie(user)}"})
-        for size, user in people.items()
+        name: (f"{bench.base_url}{path}", {"Cookie": f"sessionid={session_cookie(user)}"})
+        for name, (path, user) in pages.items()
     }
     trivial = f"{bench.base_url}/accounts/login/"
     warm_up(trivial)
@@ -77,10 +102,9 @@ def run_p18(bench: Bench, results: Results) -> None:
     )
     medians = "p50 / p95 (median of rounds)"
     results.add("P18", f"login page {medians}", load.p50_p95(login))
-    for size, runs in zip(overview, measured, strict=True):
+    for name, runs in zip(overview, measured, strict=True):
         per_round = load.p95_ratios(runs, login)
-        name = f"overview with {size} connection(s)"
         results.add("P18", f"{name} {medians}", f"{load.p50_p95(runs)} {load.tally(runs)}")
-        results.add("P18", f"{size} connection(s): per-round p95 ratios", fmt_ratios(per_round))
-        ratio = f"overview p95 with {size} connection(s) / login page p95"
+        results.add("P18", f"{name}: per-round p95 ratios", fmt_ratios(per_round))
+        ratio = f"{name} p95 / login page p95"
         results.median_at_most("P18", f"{ratio} ({load.tool()}, median of {ROUNDS})", per_round, 3)

@@ -233,6 +233,10 @@ def alert_webhook_url(budget: Budget) -> str:
 # --- Checking budgets -----------------------------------------------------------------------------
 
 
+# Alert.percent's largest value (max_digits=9, decimal_places=2).
+PERCENT_CEILING = Decimal("9999999.99")
+
+
 def budget_check(budget: Budget, *, now: datetime | None = None) -> list[Alert]:
     """Record the thresholds newly crossed this month and queue one message naming the
     highest. Returns the new alerts (none on a second check)."""
@@ -259,7 +263,9 @@ def budget_check(budget: Budget, *, now: datetime | None = None) -> list[Alert]:
                             month=month,
                             kind=kind,
                             threshold=threshold,
-                            percent=percent,
+                            # A tiny budget far overspent (0.01 of 10,000) is "at least"
+                            # the column's largest figure, not an error at PostgreSQL.
+                            percent=min(percent, PERCENT_CEILING),
                             value=value,
                             created_at=now,
                         )

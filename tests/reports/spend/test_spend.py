@@ -240,6 +240,18 @@ def test_each_threshold_alerts_once_a_month_with_one_message_naming_the_highest(
     assert Alert.objects.filter(month=datetime(2026, 3, 1).date()).count() == 3
 
 
+def test_a_tiny_budget_far_overspent_alerts_at_the_largest_percent_it_can_store(
+    month: dict[str, Any],
+) -> None:
+    """0.01 of a currency and over EUR 1,000 spent: 10 million percent and more, beyond
+    Alert.percent's 9 digits (PostgreSQL refused the row), is stored as its largest value."""
+    budget = budgets.budget_set(actor=month["owner"], scope="person", amount="0.01")
+    spend_day(month["conn"], day(3, 15), 900, closed=False, end=NOW + timedelta(hours=1))
+    alerts = budgets.budget_check(budget, now=NOW + timedelta(hours=1))
+    assert sorted(a.threshold for a in alerts) == [50, 80, 100]
+    assert {a.percent for a in Alert.objects.filter(budget=budget)} == {budgets.PERCENT_CEILING}
+
+
 def test_forecast_thresholds_alert_when_chosen(month: dict[str, Any]) -> None:
     budget = budgets.budget_set(
         actor=month["owner"], scope="person", amount="30", on_forecast=True, thresholds=[100]
