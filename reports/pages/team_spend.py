@@ -13,6 +13,7 @@ Every figure adds up the rows of reports/spend/period_spend.py, which the team's
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib.auth.models import User
+from django.core.cache import cache
 from django.urls import reverse
 
 from reports.access import Capability, roles_that_may
@@ -30,6 +32,7 @@ from reports.models import Connection, Granularity, Membership, PriceBook, Team
 from reports.pages import charts
 from reports.pages.blocks import ChartBlock, chart_block
 from reports.pages.links import PRESET_ALIASES
+from reports.pages.report import DRAWING_CODE, FIGURES_CACHE_SECONDS
 from reports.pages.tiles import change_text
 from reports.periods import (
     PRESETS,
@@ -173,14 +176,19 @@ def _chart(spend: PeriodSpend, scope: _Scope, by_month: bool, title: str) -> Cha
         others = [per_member[name] for name in ranked[CHART_SERIES:]]
         rest = [sum(values) for values in zip(*others, strict=True)]
         series[f"{len(ranked) - CHART_SERIES} others"] = rest
-    figure = charts.stacked_bars_figure(
-        labels,
-        series,
-        unit=spend.currency,
-        title=title,
-        x_title="Month (UTC)" if by_month else "Day (UTC)",
-    )
-    return chart_block("team-spend", figure, wide=True)
+    x_title = "Month (UTC)" if by_month else "Day (UTC)"
+    # Cached by what it shows, as the overview's and reports' figures are: building the
+    # Plotly figure was a fifth of the page, and any change to a figure makes a new key.
+    content = (DRAWING_CODE, labels, series, spend.currency, title, x_title)
+    key = f"team-spend:{hashlib.sha256(repr(content).encode()).hexdigest()}"
+    block: ChartBlock | None = cache.get(key)
+    if block is None:
+        figure = charts.stacked_bars_figure(
+            labels, series, unit=spend.currency, title=title, x_title=x_title
+        )
+        block = chart_block("team-spend", figure, wide=True)
+        cache.set(key, block, FIGURES_CACHE_SECONDS)
+    return block
 
 
 def team_spend(
