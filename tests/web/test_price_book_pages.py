@@ -37,6 +37,14 @@ def own_book(w: World, name: str = "Vision prices") -> PriceBook:
     return price_books.price_book_copy(team=w.team, actor=w.team_admin, source=example, name=name)
 
 
+def other_teams_book(w: World) -> PriceBook:
+    """The other team's own copy, "Elsewhere prices": never to be reached from this team."""
+    example = PriceBook.objects.get(is_default=True)
+    return price_books.price_book_copy(
+        team=w.other_team, actor=w.other_admin, source=example, name="Elsewhere prices"
+    )
+
+
 def version_post(effective: str = TODAY, value: str = "2.5", **overrides: str) -> dict[str, str]:
     data = {field: overrides.get(field, value) for field in RATE_FIELDS}
     return {"effective": effective, "note": "", **data}
@@ -63,12 +71,7 @@ ROLES = ("owner", "team_admin", "team_member", "other_admin", "stranger")
 def test_price_book_pages_answer_only_the_teams_admins(world: World, role: str) -> None:
     w = world
     book = own_book(w)
-    theirs = price_books.price_book_copy(
-        team=w.other_team,
-        actor=w.other_admin,
-        source=PriceBook.objects.get(is_default=True),
-        name="Elsewhere prices",
-    )
+    theirs = other_teams_book(w)
     before = snapshot(book), snapshot(theirs)
     books_before = PriceBook.objects.count()
     version = book.versions.get()
@@ -259,12 +262,7 @@ def test_a_bad_copy_changes_nothing_and_says_why(world: World) -> None:
 def test_the_team_page_offers_shared_and_own_books_never_another_teams(world: World) -> None:
     w = world
     mine = own_book(w)
-    theirs = price_books.price_book_copy(
-        team=w.other_team,
-        actor=w.other_admin,
-        source=PriceBook.objects.get(is_default=True),
-        name="Elsewhere prices",
-    )
+    theirs = other_teams_book(w)
     client = client_for(w.team_admin)
     response = client.get(reverse("team_detail", args=[w.team.pk]))
     choices = {
