@@ -22,6 +22,7 @@ from reports.pages.overview import overview_page
 from reports.spend import discrepancies, ledger, tracking
 from tests.factories import (
     ensure_example_price_book,
+    held_bucket,
     make_connection,
     make_user,
     request_report,
@@ -242,29 +243,11 @@ def test_the_overview_and_the_team_page_say_how_much_history_is_held(
     months = tracking.held_months(datetime(2026, 3, 3, tzinfo=UTC))
     for connection, held in ((first, 9), (second, 12)):
         for start, end in months[-held:]:  # the newest months arrive first
-            Bucket.objects.create(
-                connection=connection,
-                period_start=start,
-                period_end=end,
-                is_closed=True,
-                state=Bucket.State.DONE,
-                tracked=True,
-                finished_at=now,
-                **all_flags(),
-            )
+            held_bucket(connection, start, end, finished_at=now).save()
     # Two days each, one of them starting with a held month (February's first).
     for connection in (first, second):
         for day in (datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC)):
-            Bucket.objects.create(
-                connection=connection,
-                period_start=day,
-                period_end=day + ONE_DAY,
-                is_closed=True,
-                state=Bucket.State.DONE,
-                tracked=True,
-                finished_at=now,
-                **all_flags(),
-            )
+            held_bucket(connection, day, day + ONE_DAY, finished_at=now).save()
     history = tracking.history_held([first.pk, second.pk], now)
     assert (history.months_held, history.months) == (9, 25)  # both hold 9 (combined)
     assert (history.days_held, history.days) == (2, 153)
@@ -274,16 +257,7 @@ def test_the_overview_and_the_team_page_say_how_much_history_is_held(
     assert "History: 9 of 25 months held, and 2 of 153 days" in home
     # A month more makes a new overview (the cached body is keyed by what it shows).
     start, end = months[-10]
-    Bucket.objects.create(
-        connection=first,
-        period_start=start,
-        period_end=end,
-        is_closed=True,
-        state=Bucket.State.DONE,
-        tracked=True,
-        finished_at=now,
-        **all_flags(),
-    )
+    held_bucket(first, start, end, finished_at=now).save()
     assert "History: 10 of 25 months held" in client.get(reverse("home")).content.decode()
 
     from tests.factories import make_team, share_with
