@@ -192,9 +192,8 @@ def test_tracking_makes_background_buckets_and_a_persons_report_that_reuses_one_
 
 @pytest.mark.django_db(transaction=True)
 def test_a_connection_whose_token_stops_working_stops_its_history_and_the_overview_says_so(
-    use_sandbox: Any, fast: Any, queue: Any, time_machine: Any
+    use_sandbox: Any, tracking_morning: datetime
 ) -> None:
-    time_machine.move_to(datetime(2026, 3, 3, 9, 30, tzinfo=UTC))
     ensure_example_price_book()
     owner = make_user()
     # OSAI refuses this token at sign-in (the sandbox accepts only osai-sandbox-…).
@@ -273,11 +272,10 @@ def test_the_overview_and_the_team_page_say_how_much_history_is_held(
 
 @pytest.mark.django_db(transaction=True)
 def test_a_month_that_disagrees_with_its_days_is_recorded_and_shown_on_the_connection_page(
-    use_sandbox: Any, fast: Any, queue: Any, time_machine: Any
+    use_sandbox: Any, tracking_morning: datetime
 ) -> None:
     """The sandbox's month_skew: one-month reports come back 10 % over the sum of their days.
     February is held both ways (the test window: two months, days since last month)."""
-    time_machine.move_to(datetime(2026, 3, 3, 9, 30, tzinfo=UTC))
     book = ensure_example_price_book()
     owner = make_user()
     connection = make_connection(owner, "Skewed")
@@ -330,9 +328,8 @@ def test_a_month_that_disagrees_with_its_days_is_recorded_and_shown_on_the_conne
 
 @pytest.mark.django_db(transaction=True)
 def test_an_additive_month_agrees_with_its_days_and_nothing_is_recorded(
-    use_sandbox: Any, fast: Any, queue: Any, time_machine: Any
+    tracking_morning: datetime,
 ) -> None:
-    time_machine.move_to(datetime(2026, 3, 3, 9, 30, tzinfo=UTC))
     connection = make_connection(make_user())
     tracking.tracking_refresh(connection)
     drive()
