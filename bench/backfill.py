@@ -20,19 +20,18 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
-import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bench import procs
 from bench.context import Bench, wait_for
 from bench.env import BENCH_DIR, TEMPLATE_DB, copy_database
-from bench.idle import _TICKS, group_cpu_ticks, wait_idle
+from bench.fairness import add_turn_results
+from bench.idle import wait_idle
 from bench.osai_recorder import read_calls
-from bench.pipeline import CREATE, DOWNLOAD, STATUS, backoff, backoff_goal
-from bench.results import Results, fmt_ratios, median, ratios
-from bench.tracking import helper, last_bucket_id, query, settled
+from bench.pipeline import CREATE, DOWNLOAD, STATUS, backoff_goal
+from bench.results import Results, median
+from bench.tracking import calls_per_account, helper, idle_side_worker, query, timed_refresh
 
 CONNECTIONS = 20
 EXTRAPOLATE_TO = 1_000
@@ -53,40 +52,24 @@ def _backfill(bench: Bench, results: Results) -> None:
     helper(db, "hold-schedule")
     accounts = set(seeded["accounts"])
     bench.osai_takes(P21_D)
-    worker = procs.start_worker(db, bench.sandbox.api_url, name="qcluster-p21")
-    try:
-        wait_for(lambda: settled(db, 0), 120, "the P21 worker to start idle", 0.5)
-        time.sleep(3.0)  # the start-up reconcile and dispatcher come and go
-        first_id = last_bucket_id(db)
-        before = sum(group_cpu_ticks(worker.pid).values())
-        t0 = time.time()
-        helper(db, "trigger")
-        wait_for(
-            lambda: (
-                query(db, "SELECT count(*) FROM reports_bucket WHERE id > ?", first_id)[0][0]
-                >= CONNECTIONS
-            ),
-            120,
-            "the refresh to make the connections' buckets",
-            0.5,
+    with idle_side_worker(bench, db, "qcluster-p21") as worker:
+        refresh = timed_refresh(
+            db,
+            worker,
+            buckets=CONNECTIONS,
+            made_within=120,
+            done_within=BACKFILL_TIMEOUT,
+            done_interval=1.0,
         )
-        wait_for(lambda: settled(db, first_id), BACKFILL_TIMEOUT, "the history to be held", 1.0)
-        seconds = time.time() - t0
-        cpu_ms = (sum(group_cpu_ticks(worker.pid).values()) - before) / _TICKS * 1000
-    finally:
-        worker.stop()
     made = query(
         db,
         "SELECT count(*), sum(state = 'done'), sum(background), min(period_start), "
         "max(period_start) FROM reports_bucket WHERE id > ?",
-        first_id,
+        refresh.first_id,
     )[0]
     periods = helper(db, "periods", module=MODULE)
-    per_account: dict[str, Counter[str]] = {a: Counter() for a in accounts}
-    for call in read_calls(bench.calls_log):
-        if call.t >= t0 and call.account in per_account:
-            per_account[call.account][call.route] += 1
-    _report_backfill(results, made, periods, per_account, seconds, cpu_ms)
+    per_account = calls_per_account(read_calls(bench.calls_log), refresh.started, accounts)
+    _report_backfill(results, made, periods, per_account, refresh.seconds, refresh.cpu_ms)
 
 
 def _report_backfill(
@@ -212,61 +195,34 @@ def _people_first(bench: Bench, results: Results) -> None:
             bucket_finish(pk, Bucket.State.CANCELLED, "the benchmark round is over")
     wait_idle(timeout=180)
 
-    _, w, _ = backoff(PEOPLE_D)
-    per_round = ratios(beside, idle)
-    bounds = [(1.5 * i + w) / i for i in idle]
-    results.add(
+    add_turn_results(
+        results,
         "P21",
-        f"a person's one-bucket report, idle (s, per round, D={PEOPLE_D:g} s)",
-        ", ".join(f"{t:.2f}" for t in idle),
-    )
-    results.add(
-        "P21",
-        "the same beside a new connection's history on its OSAI account (s, per round)",
-        ", ".join(f"{t:.2f}" for t in beside),
-    )
-    results.add(
-        "P21",
-        "history buckets still waiting when it finished (per round)",
-        ", ".join(str(n) for n in waiting),
-    )
-    results.add("P21", "per-round ratios beside / idle", fmt_ratios(per_round))
-    results.median_at_most(
-        "P21",
-        f"beside / idle (median of {len(per_round)}), bound 1.5 + W/idle with W = {w:g} s",
-        per_round,
-        median(bounds),
+        PEOPLE_D,
+        idle,
+        beside,
+        relation="beside",
+        idle_label=f"a person's one-bucket report, idle (s, per round, D={PEOPLE_D:g} s)",
+        busy_label="the same beside a new connection's history on its OSAI account (s, per round)",
+        waiting_label="history buckets still waiting when it finished (per round)",
+        waiting=", ".join(str(n) for n in waiting),
         goal="≤ 1.5 x idle + W (P15's bound)",
-        detail=f" (bound {median(bounds):.2f}; worst round {max(per_round):.2f})",
     )
 
 
 def _shared_account(owner: Any, round_no: int) -> tuple[Any, Any]:
     """Two connections of one new token (one OSAI account): one to fill in its history, one
     for the person's reports."""
-    from django.utils import timezone
-
+    from bench.data import TOKEN_PREFIX, token_connection
     from osai.sandbox import account_id_for_token
-    from reports import crypto
-    from reports.models import Connection
 
-    token = f"osai-sandbox-bench-p21-{round_no}-{secrets.token_hex(4)}"
+    token = f"{TOKEN_PREFIX}p21-{round_no}-{secrets.token_hex(4)}"
     account = account_id_for_token(token)
-    made = []
-    for label in (f"P21 history {round_no}", f"P21 reports {round_no}"):
-        made.append(
-            Connection.objects.create(
-                owner=owner,
-                label=label,
-                region="sandbox",
-                token_encrypted=crypto.encrypt_secret(token),
-                token_last4=token[-4:],
-                account_name=f"{owner.username}@sandbox",
-                osai_account_id=account,
-                last_verified_at=timezone.now(),
-            )
-        )
-    return made[0], made[1]
+    history, reports = (
+        token_connection(owner, label, token, osai_account_id=account)
+        for label in (f"P21 history {round_no}", f"P21 reports {round_no}")
+    )
+    return history, reports
 
 
 def run_p21(bench: Bench, results: Results) -> None:

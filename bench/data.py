@@ -40,14 +40,21 @@ def make_user(username: str) -> Any:
 
 def make_connection(owner: Any, label: str) -> tuple[Any, str]:
     """A sandbox connection with a fresh token, so a fresh OSAI account; (connection, account)."""
+    from osai.sandbox import account_id_for_token
+
+    token = f"{TOKEN_PREFIX}{label.lower().replace(' ', '-')}-{secrets.token_hex(4)}"
+    return token_connection(owner, label, token), account_id_for_token(token)
+
+
+def token_connection(owner: Any, label: str, token: str, **fields: Any) -> Any:
+    """A verified sandbox connection of `owner` with `token` (two connections of one token
+    share an OSAI account); `fields`: any other column (osai_account_id …)."""
     from django.utils import timezone
 
-    from osai.sandbox import account_id_for_token
     from reports import crypto
     from reports.models import Connection
 
-    token = f"{TOKEN_PREFIX}{label.lower().replace(' ', '-')}-{secrets.token_hex(4)}"
-    connection = Connection.objects.create(
+    return Connection.objects.create(
         owner=owner,
         label=label,
         region="sandbox",
@@ -55,8 +62,8 @@ def make_connection(owner: Any, label: str) -> tuple[Any, str]:
         token_last4=token[-4:],
         account_name=f"{owner.username}@sandbox",
         last_verified_at=timezone.now(),
+        **fields,
     )
-    return connection, account_id_for_token(token)
 
 
 def request_report(

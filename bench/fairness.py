@@ -92,32 +92,53 @@ def run_p15(bench: Bench, results: Results) -> None:
             report_requests.report_cancel(report=report)
     wait_idle(timeout=180)
 
-    _, w, _ = backoff(P15_D)
-    per_round = ratios(behind, idle)
+    add_turn_results(
+        results,
+        "P15",
+        P15_D,
+        idle,
+        behind,
+        relation="behind",
+        idle_label=f"B's one-bucket report, idle (s, per round, D={P15_D:g} s)",
+        busy_label="B's one-bucket report behind A's backlog (s, per round)",
+        waiting_label="A's backlog per round: buckets queued / still waiting when B finished",
+        waiting=", ".join(f"{q} / {s}" for q, s in zip(backlog_sizes, still_waiting, strict=True)),
+        goal="≤ 1.5 x idle + W",
+    )
+
+
+def add_turn_results(
+    results: Results,
+    goal_id: str,
+    d: float,
+    idle: list[float],
+    busy_times: list[float],
+    *,
+    relation: str,
+    idle_label: str,
+    busy_label: str,
+    waiting_label: str,
+    waiting: str,
+    goal: str,
+) -> None:
+    """The figures of a person's one-bucket report timed per round on an idle pipeline
+    (`idle`) and on a busy one (`busy_times`: P15 behind another person's backlog, P21
+    beside a history on the same account): the times, what still waited (`waiting`), and the
+    median of the per-round ratios `relation` / idle against the bound."""
+    _, w, _ = backoff(d)
+    per_round = ratios(busy_times, idle)
     # The goal's bound, per round: 1.5 x that round's idle time + one poll interval (W, the
     # worker's interval in force when OSAI finishes at D), as a ratio to the idle time.
     bounds = [(1.5 * i + w) / i for i in idle]
-    results.add(
-        "P15",
-        f"B's one-bucket report, idle (s, per round, D={P15_D:g} s)",
-        ", ".join(f"{t:.2f}" for t in idle),
-    )
-    results.add(
-        "P15",
-        "B's one-bucket report behind A's backlog (s, per round)",
-        ", ".join(f"{t:.2f}" for t in behind),
-    )
-    results.add(
-        "P15",
-        "A's backlog per round: buckets queued / still waiting when B finished",
-        ", ".join(f"{q} / {s}" for q, s in zip(backlog_sizes, still_waiting, strict=True)),
-    )
-    results.add("P15", "per-round ratios behind / idle", fmt_ratios(per_round))
+    results.add(goal_id, idle_label, ", ".join(f"{t:.2f}" for t in idle))
+    results.add(goal_id, busy_label, ", ".join(f"{t:.2f}" for t in busy_times))
+    results.add(goal_id, waiting_label, waiting)
+    results.add(goal_id, f"per-round ratios {relation} / idle", fmt_ratios(per_round))
     results.median_at_most(
-        "P15",
-        f"behind / idle (median of {len(per_round)}), bound 1.5 + W/idle with W = {w:g} s",
+        goal_id,
+        f"{relation} / idle (median of {len(per_round)}), bound 1.5 + W/idle with W = {w:g} s",
         per_round,
         median(bounds),
-        goal="≤ 1.5 x idle + W",
+        goal=goal,
         detail=f" (bound {median(bounds):.2f}; worst round {max(per_round):.2f})",
     )

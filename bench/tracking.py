@@ -20,6 +20,9 @@ import json
 import sqlite3
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,7 @@ from bench import procs
 from bench.context import Bench, wait_for
 from bench.env import BENCH_DIR, TEMPLATE_DB, child_env, copy_database
 from bench.idle import _TICKS, group_cpu_ticks
-from bench.osai_recorder import read_calls
+from bench.osai_recorder import Call, read_calls
 from bench.pipeline import CREATE, DOWNLOAD, STATUS, backoff_goal
 from bench.results import Results, median
 
@@ -72,43 +75,89 @@ def settled(db: Path, first_id: int) -> bool:
     return active == 0 and queued == 0
 
 
-def _refresh(bench: Bench, db: Path, worker: procs.Managed, accounts: set[str]) -> dict[str, Any]:
-    """One refresh of every connection: trigger, wait until settled, count."""
+@contextmanager
+def idle_side_worker(bench: Bench, db: Path, name: str) -> Iterator[procs.Managed]:
+    """A qcluster of its own on side database `db` (production timings), once it is idle;
+    stopped on leaving."""
+    worker = procs.start_worker(db, bench.sandbox.api_url, name=name)
+    try:
+        wait_for(lambda: settled(db, 0), 120, f"{name} to start idle", 0.5)
+        time.sleep(3.0)  # the start-up reconcile and dispatcher come and go
+        yield worker
+    finally:
+        worker.stop()
+
+
+@dataclass(frozen=True)
+class TimedRefresh:
+    """One run of the tracking schedule's task on a side database, until all it made is done."""
+
+    first_id: int  # the buckets it made come after this one
+    started: float  # time.time() at the trigger: the OSAI calls since are the refresh's
+    seconds: float
+    cpu_ms: float  # the qcluster process group's CPU meanwhile (its idle polling included)
+
+
+def timed_refresh(
+    db: Path,
+    worker: procs.Managed,
+    *,
+    buckets: int,
+    made_within: float,
+    done_within: float,
+    done_interval: float = 0.5,
+) -> TimedRefresh:
+    """Start the task the tracking schedule runs (reports.tasks.tracking_refresh_all) once;
+    wait until it has made at least `buckets` buckets and every one it made is finished."""
     first_id = last_bucket_id(db)
     before = sum(group_cpu_ticks(worker.pid).values())
     t0 = time.time()
     helper(db, "trigger")
     wait_for(
         lambda: (
-            query(db, "SELECT count(*) FROM reports_bucket WHERE id > ?", first_id)[0][0]
-            >= CONNECTIONS
+            query(db, "SELECT count(*) FROM reports_bucket WHERE id > ?", first_id)[0][0] >= buckets
         ),
-        REFRESH_TIMEOUT,
-        "the refresh to make one bucket per connection",
+        made_within,
+        f"the refresh to make {buckets} buckets",
         0.5,
     )
-    wait_for(lambda: settled(db, first_id), REFRESH_TIMEOUT, "the refresh to finish", 0.5)
+    wait_for(lambda: settled(db, first_id), done_within, "the refresh to finish", done_interval)
     seconds = time.time() - t0
     cpu_ms = (sum(group_cpu_ticks(worker.pid).values()) - before) / _TICKS * 1000
+    return TimedRefresh(first_id, t0, seconds, cpu_ms)
+
+
+def calls_per_account(
+    calls: list[Call], since: float, accounts: set[str]
+) -> dict[str, Counter[str]]:
+    """The recorded OSAI calls from `since` on, per account of `accounts` and route."""
+    per_account: dict[str, Counter[str]] = {a: Counter() for a in accounts}
+    for call in calls:
+        if call.t >= since and call.account in per_account:
+            per_account[call.account][call.route] += 1
+    return per_account
+
+
+def _refresh(bench: Bench, db: Path, worker: procs.Managed, accounts: set[str]) -> dict[str, Any]:
+    """One refresh of every connection: trigger, wait until settled, count."""
+    timed = timed_refresh(
+        db, worker, buckets=CONNECTIONS, made_within=REFRESH_TIMEOUT, done_within=REFRESH_TIMEOUT
+    )
     made = query(
         db,
         "SELECT count(*), sum(is_closed), sum(state = 'done'), min(period_start), "
         "max(period_start) FROM reports_bucket WHERE id > ?",
-        first_id,
+        timed.first_id,
     )[0]
-    per_account: dict[str, Counter[str]] = {a: Counter() for a in accounts}
-    sign_ins = 0
-    for call in read_calls(bench.calls_log):
-        if call.t >= t0 and call.account in per_account:
-            per_account[call.account][call.route] += 1
-        # A sign-in carries no JWT, so no account: count every one in the window (nothing
-        # else runs meanwhile).
-        sign_ins += call.t >= t0 and call.route == SIGN_IN
+    calls = read_calls(bench.calls_log)
+    # A sign-in carries no JWT, so no account: count every one in the window (nothing else
+    # runs meanwhile).
+    sign_ins = sum(call.t >= timed.started and call.route == SIGN_IN for call in calls)
     return {
-        "seconds": seconds,
-        "cpu_ms": cpu_ms,
+        "seconds": timed.seconds,
+        "cpu_ms": timed.cpu_ms,
         "made": made,
-        "calls": per_account,
+        "calls": calls_per_account(calls, timed.started, accounts),
         "sign_ins": sign_ins,
     }
 
@@ -119,13 +168,8 @@ def run_p17(bench: Bench, results: Results) -> None:
     helper(db, "hold-schedule")
     accounts = set(seeded["accounts"])
     bench.osai_takes(P17_D)
-    worker = procs.start_worker(db, bench.sandbox.api_url, name="qcluster-p17")
-    try:
-        wait_for(lambda: settled(db, 0), 120, "the P17 worker to start idle", 0.5)
-        time.sleep(3.0)  # the start-up reconcile and dispatcher come and go
+    with idle_side_worker(bench, db, "qcluster-p17") as worker:
         refreshes = [_refresh(bench, db, worker, accounts) for _ in range(REFRESHES)]
-    finally:
-        worker.stop()
     results.add(
         "P17",
         "set-up",

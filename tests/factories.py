@@ -8,6 +8,7 @@ pipeline takes the report from there (tests/support/pipeline.py `drive`, or a wo
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,10 +16,11 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from reports import crypto
-from reports.metrics import FLAG_FIELDS, OSAI_FIELD_TO_COLUMN, all_flags
+from reports.metrics import FLAG_FIELDS, OSAI_FIELD_TO_COLUMN, USAGE_COLUMNS, all_flags
 from reports.models import Bucket, Connection, Granularity, Membership, Report, ReportBucket, Team
 from reports.periods import split_period
 from reports.pipeline import report_requests
+from reports.pipeline.buckets import bucket_done
 from reports.teams import team_reports
 
 _seq = itertools.count(1)
@@ -118,6 +120,43 @@ def make_done_bucket(
         **flags,
         **values,
     )
+
+
+# What tracking's finished buckets have in common, whatever their period.
+HELD_AND_DONE: dict[str, Any] = {"state": Bucket.State.DONE, "tracked": True}
+
+
+def held_bucket(
+    connection: Connection,
+    start: datetime,
+    end: datetime,
+    *,
+    closed: bool = True,
+    totals: Mapping[str, float] | None = None,
+    **fields: Any,
+) -> Bucket:
+    """A held bucket as tracking leaves it, not saved yet: done, tracked, every category.
+    `totals`: what OSAI counted, every other usage column 0 (without them the usage columns
+    stay empty); `fields`: any other column (finished_at, osai_report_id …)."""
+    usage_columns = {} if totals is None else dict.fromkeys(USAGE_COLUMNS, 0.0) | dict(totals)
+    return Bucket(
+        connection=connection,
+        period_start=start,
+        period_end=end,
+        is_closed=closed,
+        **HELD_AND_DONE,
+        **all_flags(),
+        **usage_columns,
+        **fields,
+    )
+
+
+def save_as_finished(bucket: Bucket) -> Bucket:
+    """Save `bucket` and send its bucket_done, as the pipeline finishes one: the spend ledger
+    writes its rows (replacing those of an older bucket of the same open day)."""
+    bucket.save()
+    bucket_done.send(sender=Bucket, bucket_id=bucket.pk)
+    return bucket
 
 
 def make_daily_buckets(

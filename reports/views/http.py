@@ -1,4 +1,5 @@
-"""What every view shares: the request type, htmx-aware login, and 404 scoping helpers."""
+"""What every view shares: the request type, htmx-aware login, 404 scoping helpers, and a
+form saved through a service."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import re
 import unicodedata
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
+from django import forms
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.models import User
 from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
@@ -21,7 +24,9 @@ from django_ratelimit.core import is_ratelimited
 
 from reports.access import Capability, report_visible_to
 from reports.models import Membership, Report
-from reports.teams import roster
+from reports.teams import TeamError, roster
+
+Saved = TypeVar("Saved")
 
 
 class AuthenticatedRequest(HttpRequest):
@@ -142,3 +147,28 @@ def over_rate(request: HttpRequest, *, group: str, key: str, rate: str) -> bool:
 def too_many_requests(request: HttpRequest, exception: Exception) -> HttpResponse:
     """What a throttled request gets (django-ratelimit's RATELIMIT_VIEW)."""
     return render(request, "too_many_requests.html", status=429)
+
+
+def save_form(
+    request: HttpRequest,
+    form: forms.Form,
+    save: Callable[[], Saved],
+    *,
+    success: Callable[[Saved], str],
+    then: Callable[[Saved], HttpResponse],
+    error_field: str | None = None,
+) -> HttpResponse | None:
+    """A bound form's service call, `save()`: once it is done, the page `then` sends to (a
+    redirect, so a reload posts nothing again), with the `success` message for it. None if
+    the form is not valid or the service refused (a TeamError: its reason goes on
+    `error_field`, or on the form as a whole): the caller shows the form again, with what is
+    wrong, and nothing has changed (A6, I1)."""
+    if not form.is_valid():
+        return None
+    try:
+        saved = save()
+    except TeamError as exc:
+        form.add_error(error_field, str(exc))
+        return None
+    messages.success(request, success(saved))
+    return then(saved)

@@ -8,6 +8,12 @@ Bad input changes nothing and says why (A6, I1).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any
+
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse
@@ -20,7 +26,7 @@ from reports.models import Membership, PriceBook, PriceBookVersion
 from reports.pages.price_book import current_rates, price_book_page
 from reports.teams import TeamError, price_books, roster
 from reports.views.forms import PriceBookCopyForm, PriceBookSettingsForm, PriceBookVersionForm
-from reports.views.http import AuthenticatedRequest, membership_or_404
+from reports.views.http import AuthenticatedRequest, Saved, membership_or_404, save_form
 
 PAGE = "team_price_book_detail"
 
@@ -91,23 +97,24 @@ def price_book_copy(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     membership = membership_or_404(request, pk, Capability.CHOOSE_PRICE_BOOK)
     team = membership.team
     form = PriceBookCopyForm(request.POST, team=team)
-    if form.is_valid():
-        try:
-            book = price_books.price_book_copy(
-                team=team,
-                actor=request.user,
-                source=form.cleaned_data["source"],
-                name=form.cleaned_data["name"],
-            )
-        except TeamError as exc:
-            form.add_error("name", str(exc))
-        else:
-            messages.success(
-                request,
-                f"Made “{book.name}”, {team.name}'s own price book. Set its rates below, then "
-                "use it for the team's reports.",
-            )
-            return redirect(PAGE, pk=pk, book_pk=book.pk)
+    done = save_form(
+        request,
+        form,
+        lambda: price_books.price_book_copy(
+            team=team,
+            actor=request.user,
+            source=form.cleaned_data["source"],
+            name=form.cleaned_data["name"],
+        ),
+        success=lambda book: (
+            f"Made “{book.name}”, {team.name}'s own price book. Set its rates below, then use "
+            "it for the team's reports."
+        ),
+        then=lambda book: redirect(PAGE, pk=pk, book_pk=book.pk),
+        error_field="name",
+    )
+    if done is not None:
+        return done
     shown: PriceBook | None = form.cleaned_data.get("source") or team.price_book
     shown = shown or price_books.books_for_team(team).first()
     if shown is None:
@@ -115,36 +122,85 @@ def price_book_copy(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     return _page(request, membership, shown, copy_form=form, status=400)
 
 
+@dataclass(frozen=True)
+class _BookChange:
+    """A POST that changes one book: who asks, as which team's admin, and which book."""
+
+    request: AuthenticatedRequest
+    membership: Membership
+    book: PriceBook
+
+    @property
+    def editor(self) -> dict[str, Any]:
+        """The change services' own arguments: which book, for which team, by whom."""
+        return {"book": self.book, "team": self.membership.team, "actor": self.request.user}
+
+    def save(
+        self,
+        form: forms.Form,
+        change: Callable[[], Saved],
+        *,
+        success: Callable[[Saved], str],
+        shown_in: str,
+    ) -> HttpResponse:
+        """`change` for a valid form, then back to the book's page; else the page again, the
+        form in its place on it (`shown_in`) with what is wrong (400)."""
+        done = save_form(
+            self.request,
+            form,
+            change,
+            success=success,
+            then=lambda _: redirect(PAGE, pk=self.membership.team.pk, book_pk=self.book.pk),
+        )
+        if done is not None:
+            return done
+        shown: dict[str, Any] = {shown_in: form}
+        return _page(self.request, self.membership, self.book, status=400, **shown)
+
+
+def _book_to_change(
+    view: Callable[[_BookChange], HttpResponse],
+) -> Callable[[AuthenticatedRequest, int, int], HttpResponse]:
+    """For a view that changes a book: the team's admins only (404 for everyone else); a
+    shared book, for one who is not staff, is left as it is (back to its page, saying why)."""
+
+    @wraps(view)
+    def checked(request: AuthenticatedRequest, pk: int, book_pk: int) -> HttpResponse:
+        membership, book = _book_or_404(request, pk, book_pk)
+        if _read_only(request, membership, book):
+            return redirect(PAGE, pk=pk, book_pk=book.pk)
+        return view(_BookChange(request, membership, book))
+
+    return checked
+
+
 @login_required
 @require_POST
-def price_book_version_add(request: AuthenticatedRequest, pk: int, book_pk: int) -> HttpResponse:
+@_book_to_change
+def price_book_version_add(change: _BookChange) -> HttpResponse:
     """New rates from a day on (or new rates for a day that has a version)."""
-    membership, book = _book_or_404(request, pk, book_pk)
-    if _read_only(request, membership, book):
-        return redirect(PAGE, pk=pk, book_pk=book.pk)
-    earliest = price_books.earliest_start(request.user)
-    form = PriceBookVersionForm(request.POST, earliest=earliest.date() if earliest else None)
-    if form.is_valid():
-        try:
-            version, created = price_books.price_book_version_save(
-                book=book,
-                team=membership.team,
-                actor=request.user,
-                effective=form.cleaned_data["effective"],
-                rates=form.rates(),
-                note=form.cleaned_data["note"],
-            )
-        except TeamError as exc:
-            form.add_error(None, str(exc))
-        else:
-            day = f"{version.effective_from:%Y-%m-%d}"
-            messages.success(
-                request,
-                f"{'Saved' if created else 'Replaced'} the rates from {day} (UTC): "
-                f"“{book.name}” prices usage from that day on with them.",
-            )
-            return redirect(PAGE, pk=pk, book_pk=book.pk)
-    return _page(request, membership, book, version_form=form, status=400)
+    earliest = price_books.earliest_start(change.request.user)
+    form = PriceBookVersionForm(change.request.POST, earliest=earliest.date() if earliest else None)
+
+    def rates_saved(saved: tuple[PriceBookVersion, bool]) -> str:
+        version, created = saved
+        return (
+            f"{'Saved' if created else 'Replaced'} the rates from "
+            f"{version.effective_from:%Y-%m-%d} (UTC): “{change.book.name}” prices usage "
+            "from that day on with them."
+        )
+
+    return change.save(
+        form,
+        lambda: price_books.price_book_version_save(
+            **change.editor,
+            effective=form.cleaned_data["effective"],
+            rates=form.rates(),
+            note=form.cleaned_data["note"],
+        ),
+        success=rates_saved,
+        shown_in="version_form",
+    )
 
 
 @login_required
@@ -167,26 +223,16 @@ def price_book_version_delete(
 
 @login_required
 @require_POST
-def price_book_settings(request: AuthenticatedRequest, pk: int, book_pk: int) -> HttpResponse:
-    membership, book = _book_or_404(request, pk, book_pk)
-    if _read_only(request, membership, book):
-        return redirect(PAGE, pk=pk, book_pk=book.pk)
-    form = PriceBookSettingsForm(request.POST)
-    if form.is_valid():
-        try:
-            price_books.price_book_settings_set(
-                book=book,
-                team=membership.team,
-                actor=request.user,
-                name=form.cleaned_data["name"],
-                currency=form.cleaned_data["currency"],
-            )
-        except TeamError as exc:
-            form.add_error(None, str(exc))
-        else:
-            messages.success(request, f"Saved “{book.name}” ({book.currency}).")
-            return redirect(PAGE, pk=pk, book_pk=book.pk)
-    return _page(request, membership, book, settings_form=form, status=400)
+@_book_to_change
+def price_book_settings(change: _BookChange) -> HttpResponse:
+    """A new name, or a new currency while no budget uses the book."""
+    form = PriceBookSettingsForm(change.request.POST)
+    return change.save(
+        form,
+        lambda: price_books.price_book_settings_set(**change.editor, **form.cleaned_data),
+        success=lambda _: f"Saved “{change.book.name}” ({change.book.currency}).",
+        shown_in="settings_form",
+    )
 
 
 @login_required

@@ -23,24 +23,12 @@ from reports.models import Bucket, LedgerEntry, Report
 from reports.spend import tracking
 from tests.factories import ensure_example_price_book, make_connection, make_user, request_report
 from tests.support import figures
-from tests.support.worker import FAST_PIPELINE_ENV, wait_until
+from tests.support.worker import FAST_PIPELINE_ENV, seconds_to_done, wait_until
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 POLL_INTERVAL = float(FAST_PIPELINE_ENV["OSAI_POLL_MAX_SECONDS"])
 POST = "POST /api/Reports"
-
-
-def _seconds_to_done(report: Report) -> float:
-    started = time.monotonic()
-
-    def done() -> bool:
-        report.refresh_from_db()
-        return report.is_terminal
-
-    wait_until(done, timeout=120, interval=0.05, message=f"report {report.pk} to finish")
-    assert report.state == Report.State.DONE, report.error_message
-    return time.monotonic() - started
 
 
 def _one_day(owner: Any, connection: Any, day: datetime) -> Report:
@@ -60,8 +48,8 @@ def test_a_persons_report_on_the_account_of_a_backfilling_connection_is_not_held
     backfilling = make_connection(owner, "New", token=token, osai_account_id=account)
     mine = make_connection(owner, "Reports", token=token, osai_account_id=account)
 
-    _seconds_to_done(_one_day(owner, mine, datetime(2024, 1, 1, tzinfo=UTC)))  # signs in
-    idle = _seconds_to_done(_one_day(owner, mine, datetime(2024, 1, 2, tzinfo=UTC)))
+    seconds_to_done(_one_day(owner, mine, datetime(2024, 1, 1, tzinfo=UTC)))  # signs in
+    idle = seconds_to_done(_one_day(owner, mine, datetime(2024, 1, 2, tzinfo=UTC)))
 
     tracking.tracking_refresh(backfilling)  # a new connection: its history, in the background
     history = Bucket.objects.filter(connection=backfilling, background=True)
@@ -70,7 +58,7 @@ def test_a_persons_report_on_the_account_of_a_backfilling_connection_is_not_held
         timeout=60,
         message="the history to have reports in flight at OSAI",
     )
-    behind = _seconds_to_done(_one_day(owner, mine, datetime(2024, 1, 3, tzinfo=UTC)))
+    behind = seconds_to_done(_one_day(owner, mine, datetime(2024, 1, 3, tzinfo=UTC)))
     waiting = history.exclude(state=Bucket.State.DONE).count()
     figures.figure("P21 one-bucket report on the account, idle (s)", round(idle, 2))
     figures.figure("P21 one-bucket report beside a backfill on its account (s)", round(behind, 2))

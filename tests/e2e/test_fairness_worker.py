@@ -8,7 +8,6 @@ plus one poll interval (the slowest poll the worker waits between two looks at O
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytest
 from reports.models import Bucket, Report
 from tests.factories import make_connection, make_user, request_report
 from tests.support import figures
-from tests.support.worker import FAST_PIPELINE_ENV, wait_until
+from tests.support.worker import FAST_PIPELINE_ENV, seconds_to_done, wait_until
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -27,18 +26,6 @@ POLL_INTERVAL = float(FAST_PIPELINE_ENV["OSAI_POLL_MAX_SECONDS"])
 
 def request_one_day(owner: Any, connection: Any, day: datetime) -> Report:
     return request_report(owner, [connection], period=(day, day + timedelta(days=1)))
-
-
-def seconds_to_done(report: Report) -> float:
-    started = time.monotonic()
-
-    def done() -> bool:
-        report.refresh_from_db()
-        return report.is_terminal
-
-    wait_until(done, timeout=120, interval=0.05, message=f"report {report.pk} to finish")
-    assert report.state == Report.State.DONE
-    return time.monotonic() - started
 
 
 def test_one_persons_backlog_does_not_hold_up_another_persons_one_bucket_report(

@@ -29,7 +29,7 @@ instead: a search for date bugs outside the guarded modules.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -145,3 +145,16 @@ def osai_clock(request: pytest.FixtureRequest) -> Iterator[datetime | None]:
         # time-machine stops whatever travel is on top of its stack: it must be ours.
         assert time_machine.traveller_stack[-1] is ours, "a travel started in the test leaked"
         traveller.stop()
+
+
+def clock_held_at(moment: datetime) -> Callable[..., Iterator[None]]:
+    """An autouse fixture holding the clock still at `moment` through each test of a module
+    (`_frozen = clock_held_at(NOW)`), so what it shows has fixed dates. Started after
+    `osai_clock`, this travel is on top and wins over a guard's edge."""
+
+    @pytest.fixture(autouse=True)
+    def held_clock() -> Iterator[None]:
+        with time_machine.travel(moment, tick=False):
+            yield
+
+    return held_clock

@@ -131,6 +131,22 @@ def wait_until(
     pytest.fail(f"Timed out after {timeout:.0f} s waiting for {message}.")
 
 
+def seconds_to_done(report: Any) -> float:
+    """Wait for the worker to finish `report`; how long that took, from now. It must be done
+    (a failure says why)."""
+    from reports.models import Report
+
+    started = time.monotonic()
+
+    def finished() -> bool:
+        report.refresh_from_db()
+        return bool(report.is_terminal)
+
+    wait_until(finished, timeout=120, interval=0.05, message=f"report {report.pk} to finish")
+    assert report.state == Report.State.DONE, report.error_message
+    return time.monotonic() - started
+
+
 @pytest.fixture
 def use_sandbox(settings: Any, sandbox: Any) -> Any:
     """Point this process's "sandbox" region at the test sandbox, and clear it."""

@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import time_machine
 from django.core.management import call_command
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
@@ -23,6 +22,8 @@ from reports.integrations import api_tokens, webhooks
 from reports.models import ApiToken, Bucket, Connection, Report, WebhookEvent
 from tests.factories import make_connection, make_done_bucket, make_user
 from tests.support import figures
+from tests.support.clock import clock_held_at
+from tests.support.web import client_for
 from tests.support.world import JWT, OWNER_TOKEN, ROLES, SIGNED_LINK, World
 
 pytestmark = pytest.mark.django_db
@@ -30,10 +31,7 @@ pytestmark = pytest.mark.django_db
 NOW = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def _frozen_time() -> Any:
-    with time_machine.travel(NOW, tick=False):
-        yield
+_frozen_time = clock_held_at(NOW)
 
 
 @pytest.fixture(autouse=True)
@@ -46,12 +44,6 @@ def _roomy_limits(settings: Any) -> None:
 def api(token: str | None, path: str, method: str = "get", **extra: Any) -> Any:
     headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token else {}
     return getattr(Client(), method)(f"/api/v1/{path}", **headers, **extra)
-
-
-def signed_in(user: Any, **kwargs: Any) -> Client:
-    client = Client(**kwargs)
-    client.force_login(user)
-    return client
 
 
 def hook_url(connection: Connection) -> str:
@@ -99,7 +91,7 @@ def test_w1_a_wrong_secret_is_404_and_stores_nothing(world: World) -> None:
 
 def test_w1_a_rotated_secret_is_404_at_once(world: World) -> None:
     old = hook_url(world.connection)
-    response = signed_in(world.owner).post(
+    response = client_for(world.owner).post(
         reverse("connection_webhook_rotate", args=[world.connection.pk])
     )
     assert response.status_code == 302
@@ -214,20 +206,20 @@ def test_the_feed_shows_kind_result_time_and_worker_class_to_the_owner_only(
     world: World,
 ) -> None:
     post_hook(hook_url(world.connection), {"type": "Re-training", "status": "Failed"})
-    page = signed_in(world.owner).get(reverse("activity")).content.decode()
+    page = client_for(world.owner).get(reverse("activity")).content.decode()
     assert "Training" in page and "Re-training" in page
     assert "Succeeded" in page and "Failed" in page and "16 GB" in page
     assert "2026-03-15 12:00:00" in page
     assert SIGNED_LINK not in page and "Signature" not in page
     for role in ("team_admin", "team_member", "stranger"):
-        other = signed_in(world.user(role)).get(reverse("activity")).content.decode()
+        other = client_for(world.user(role)).get(reverse("activity")).content.decode()
         assert "Re-training" not in other and "16 GB" not in other
 
 
 def test_the_feed_partial_answers_204_until_something_new_arrives(
     world: World, django_assert_max_num_queries: Any
 ) -> None:
-    client = signed_in(world.owner)
+    client = client_for(world.owner)
     latest = WebhookEvent.objects.filter(connection=world.connection).latest("pk").pk
     url = f"{reverse('activity_feed')}?after={latest}"
     client.get(url, HTTP_HX_REQUEST="true")  # the session is warm
@@ -249,8 +241,8 @@ def test_the_feed_of_someone_elses_connection_is_404_and_htmx_without_session_re
     world: World,
 ) -> None:
     url = f"{reverse('activity_feed')}?connection={world.connection.pk}&after=0"
-    assert signed_in(world.team_admin).get(url, HTTP_HX_REQUEST="true").status_code == 404
-    assert signed_in(world.owner).get(url, HTTP_HX_REQUEST="true").status_code == 200
+    assert client_for(world.team_admin).get(url, HTTP_HX_REQUEST="true").status_code == 404
+    assert client_for(world.owner).get(url, HTTP_HX_REQUEST="true").status_code == 200
     anonymous = Client().get(url, HTTP_HX_REQUEST="true", HTTP_HX_CURRENT_URL="/activity/")
     assert anonymous["HX-Redirect"].startswith("/accounts/login/?next=")
 
@@ -276,7 +268,7 @@ def _pages(world: World) -> list[tuple[str, str, str, Callable[[], Any]]]:
 def test_the_webhook_pages_are_the_owners_alone(world: World, role: str) -> None:
     for method, url, allowed, state in _pages(world):
         before = state()
-        client = Client() if role == "anonymous" else signed_in(world.user(role))
+        client = Client() if role == "anonymous" else client_for(world.user(role))
         response = getattr(client, method)(url)
         if role == "anonymous":
             assert response.status_code == 302 and "/accounts/login/" in response["Location"]
@@ -289,7 +281,7 @@ def test_the_webhook_pages_are_the_owners_alone(world: World, role: str) -> None
 
 
 def test_the_webhook_page_shows_the_url_to_its_owner(world: World) -> None:
-    page = signed_in(world.owner).get(reverse("connection_webhook", args=[world.connection.pk]))
+    page = client_for(world.owner).get(reverse("connection_webhook", args=[world.connection.pk]))
     assert f"http://testserver{hook_url(world.connection)}" in page.content.decode()
     assert OWNER_TOKEN not in page.content.decode()
 
@@ -309,7 +301,7 @@ def test_state_changing_integration_endpoints_enforce_csrf(world: World) -> None
             lambda: ApiToken.objects.get(pk=token_row.pk).revoked_at,
         ),
     ]
-    client = signed_in(world.owner, enforce_csrf_checks=True)
+    client = client_for(world.owner, enforce_csrf_checks=True)
     for url, data, state in posts:
         before = state()
         assert client.post(url, data).status_code == 403, url
@@ -326,7 +318,7 @@ def test_state_changing_integration_endpoints_enforce_csrf(world: World) -> None
 
 
 def test_w2_a_token_is_shown_once_and_stored_only_as_a_hash(world: World) -> None:
-    client = signed_in(world.owner)
+    client = client_for(world.owner)
     made = client.post(reverse("api_token_list"), {"name": "finance cron"})
     assert made.status_code == 200
     row = ApiToken.objects.get(user=world.owner, name="finance cron")
@@ -352,12 +344,12 @@ def test_w2_revoked_unknown_and_missing_tokens_get_401(world: World) -> None:
     assert api(token, "connections").status_code == 200
     row = ApiToken.objects.get(user=world.owner)
     assert row.last_used_at == NOW
-    response = signed_in(world.owner).post(reverse("api_token_revoke", args=[row.pk]))
+    response = client_for(world.owner).post(reverse("api_token_revoke", args=[row.pk]))
     assert response.status_code == 302
     other_row = ApiToken.objects.get(user=world.stranger)
     # Someone else's token cannot be revoked by id: 404, and it keeps working.
     assert (
-        signed_in(world.owner).post(reverse("api_token_revoke", args=[other_row.pk])).status_code
+        client_for(world.owner).post(reverse("api_token_revoke", args=[other_row.pk])).status_code
         == 404
     )
     assert api(world.tokens["stranger"], "connections").status_code == 200
@@ -368,7 +360,7 @@ def test_w2_revoked_unknown_and_missing_tokens_get_401(world: World) -> None:
         assert answer["WWW-Authenticate"].startswith("Bearer")
     # A Basic header or a session cookie is not an API credential.
     assert api(None, "connections", HTTP_AUTHORIZATION="Basic b3duZXI6eA==").status_code == 401
-    assert signed_in(world.owner).get("/api/v1/connections").status_code == 401
+    assert client_for(world.owner).get("/api/v1/connections").status_code == 401
 
 
 def test_w2_a_deactivated_user_s_token_stops_working(world: World) -> None:
@@ -529,7 +521,7 @@ def test_w2_a_report_has_buckets_totals_in_osai_units_and_cost(world: World) -> 
     assert data["currency"] == "EUR" and data["price_book_is_example"] is True
     bucket_totals = sum(float(b["cost"]["total"]) for b in data["buckets"])
     assert float(data["cost"]["total"]) == pytest.approx(bucket_totals, abs=0.02)
-    page = signed_in(world.owner).get(
+    page = client_for(world.owner).get(
         reverse("report_detail", args=[world.personal_report.pk]) + "?view=cost"
     )
     assert data["cost"]["total"].split(".")[0] in page.content.decode().replace(",", "")
@@ -653,7 +645,7 @@ def test_malformed_page_parameters_are_a_400_with_a_message_never_a_500(
     world: World, url: str
 ) -> None:
     """Every parameter is validated: a malformed one is a 400 that says what it takes."""
-    response = signed_in(world.owner, raise_request_exception=False).get(url)
+    response = client_for(world.owner, raise_request_exception=False).get(url)
     assert response.status_code == 400, (url, response.status_code)
     assert response.content.decode().startswith(("?", "Give ?from="))
 

@@ -4,19 +4,19 @@ and a custom range fixed; team links and views for the team's admins only (S2)."
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import time_machine
-from django.test import Client
 from django.urls import reverse
 
 from reports.models import Granularity, Report, SavedView
 from reports.pages import links
 from tests.factories import make_connection, make_done_report, make_user
+from tests.support.clock import clock_held_at
+from tests.support.web import client_for, page_text
 from tests.support.world import World
 
 pytestmark = pytest.mark.django_db
@@ -24,21 +24,7 @@ pytestmark = pytest.mark.django_db
 NOW = datetime(2026, 5, 14, 9, 30, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def _frozen() -> Any:
-    with time_machine.travel(NOW, tick=False):
-        yield
-
-
-def client_for(user: Any | None, **kwargs: Any) -> Client:
-    client = Client(**kwargs)
-    if user is not None:
-        client.force_login(user)
-    return client
-
-
-def page_text(body: bytes) -> str:
-    return " ".join(re.sub(r"<[^>]+>", " ", body.decode()).split())
+_frozen = clock_held_at(NOW)
 
 
 def query_of(url: str) -> dict[str, str]:

@@ -4,7 +4,6 @@ example banner, and the Django admin's own checks."""
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -13,14 +12,15 @@ import pytest
 import time_machine
 from django.contrib.auth.models import Permission
 from django.forms import modelform_factory
-from django.test import Client
 from django.urls import reverse
 
 from reports.admin import PriceBookForm, PriceBookVersionInline
 from reports.metrics import RATE_FIELDS
-from reports.models import Budget, PriceBook, PriceBookVersion, Team
+from reports.models import Budget, PriceBook, PriceBookVersion, Report, Team
 from reports.teams import price_books, roster
 from tests.factories import make_done_report, make_user
+from tests.support.clock import clock_held_at
+from tests.support.web import client_for, page_text
 from tests.support.world import World
 
 pytestmark = pytest.mark.django_db
@@ -29,26 +29,20 @@ NOW = datetime(2026, 5, 14, 9, 30, tzinfo=UTC)
 TODAY = "2026-05-14"
 
 
-@pytest.fixture(autouse=True)
-def _frozen() -> Any:
-    with time_machine.travel(NOW, tick=False):
-        yield
-
-
-def client_for(user: Any | None, **kwargs: Any) -> Client:
-    client = Client(**kwargs)
-    if user is not None:
-        client.force_login(user)
-    return client
-
-
-def page_text(body: bytes) -> str:
-    return " ".join(re.sub(r"<[^>]+>", " ", body.decode()).split())
+_frozen = clock_held_at(NOW)
 
 
 def own_book(w: World, name: str = "Vision prices") -> PriceBook:
     example = PriceBook.objects.get(is_default=True)
     return price_books.price_book_copy(team=w.team, actor=w.team_admin, source=example, name=name)
+
+
+def other_teams_book(w: World) -> PriceBook:
+    """The other team's own copy, "Elsewhere prices": never to be reached from this team."""
+    example = PriceBook.objects.get(is_default=True)
+    return price_books.price_book_copy(
+        team=w.other_team, actor=w.other_admin, source=example, name="Elsewhere prices"
+    )
 
 
 def version_post(effective: str = TODAY, value: str = "2.5", **overrides: str) -> dict[str, str]:
@@ -77,12 +71,7 @@ ROLES = ("owner", "team_admin", "team_member", "other_admin", "stranger")
 def test_price_book_pages_answer_only_the_teams_admins(world: World, role: str) -> None:
     w = world
     book = own_book(w)
-    theirs = price_books.price_book_copy(
-        team=w.other_team,
-        actor=w.other_admin,
-        source=PriceBook.objects.get(is_default=True),
-        name="Elsewhere prices",
-    )
+    theirs = other_teams_book(w)
     before = snapshot(book), snapshot(theirs)
     books_before = PriceBook.objects.count()
     version = book.versions.get()
@@ -273,12 +262,7 @@ def test_a_bad_copy_changes_nothing_and_says_why(world: World) -> None:
 def test_the_team_page_offers_shared_and_own_books_never_another_teams(world: World) -> None:
     w = world
     mine = own_book(w)
-    theirs = price_books.price_book_copy(
-        team=w.other_team,
-        actor=w.other_admin,
-        source=PriceBook.objects.get(is_default=True),
-        name="Elsewhere prices",
-    )
+    theirs = other_teams_book(w)
     client = client_for(w.team_admin)
     response = client.get(reverse("team_detail", args=[w.team.pk]))
     choices = {
@@ -308,39 +292,32 @@ def _back_date(book: PriceBook, day: datetime, value: str = "5") -> PriceBookVer
 
 def test_a_report_says_it_was_repriced_and_which_rates_price_it(world: World) -> None:
     report = world.personal_report  # Oct-Dec 2025, requested before NOW
-    url = reverse("report_detail", args=[report.pk]) + "?view=cost"
     client = client_for(world.owner)
-    text = page_text(client.get(url).content)
+
+    def cost_view(shown: Report) -> str:
+        url = reverse("report_detail", args=[shown.pk]) + "?view=cost"
+        return page_text(client.get(url).content)
+
+    def same_report_again() -> Report:
+        return make_done_report(
+            world.owner, [world.connection], start=report.period_start, end=report.period_end
+        )
+
+    text = cost_view(report)
     assert "Priced with “Example price book” (EUR): rates from 2020-01-01 (UTC)." in text
     assert "Prices changed" not in text
     example = PriceBook.objects.get(is_default=True)
     _back_date(example, datetime(2025, 12, 1, tzinfo=UTC))
-    text = page_text(client.get(url).content)
+    text = cost_view(report)
     assert "rates from 2020-01-01, from 2025-12-01 (UTC)" in text
     assert (
         "Prices changed on 2026-05-14 from 2025-12-01 (UTC): these figures were re-priced" in text
     )
     # A report requested after the change shows no note: its figures were never others.
-    later = make_done_report(
-        world.owner,
-        [world.connection],
-        start=report.period_start,
-        end=report.period_end,
-    )
-    later_text = page_text(
-        client.get(reverse("report_detail", args=[later.pk]) + "?view=cost").content
-    )
+    later_text = cost_view(same_report_again())
     assert "Prices changed" in later_text  # requested 5 minutes before the change (factory)
     with time_machine.travel(NOW + timedelta(hours=1), tick=False):
-        fresh = make_done_report(
-            world.owner,
-            [world.connection],
-            start=report.period_start,
-            end=report.period_end,
-        )
-        fresh_text = page_text(
-            client.get(reverse("report_detail", args=[fresh.pk]) + "?view=cost").content
-        )
+        fresh_text = cost_view(same_report_again())
     assert "Prices changed" not in fresh_text
 
 

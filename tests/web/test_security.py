@@ -39,15 +39,24 @@ def production_env(**overrides: str) -> dict[str, str]:
     return env
 
 
-def check_deploy(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def manage(
+    env: dict[str, str], *args: str, check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """`python manage.py <args>` in a process of its own, started with `env` (settings are
+    read once, at start-up); its output as text."""
     return subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        [sys.executable, "manage.py", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
+        check=check,
     )
+
+
+def check_deploy(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return manage(env, "check", "--deploy", "--fail-level", "WARNING")
 
 
 def test_check_deploy_passes_with_production_settings():
@@ -63,14 +72,7 @@ def test_check_deploy_refuses_the_development_keys():
     whatever the fail level (not only at --fail-level WARNING)."""
     env = production_env()
     del env["DJANGO_SECRET_KEY"], env["OSAI_TOKEN_KEYS"]
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = manage(env, "check", "--deploy")
     assert result.returncode != 0
     assert "osai.E001" in result.stderr and "osai.E002" in result.stderr
 
@@ -79,45 +81,25 @@ def test_check_deploy_errors_when_budget_webhooks_may_reach_loopback():
     """A2, S1: ALERT_WEBHOOK_ALLOW_LOCAL is for development; check --deploy says so, as an
     error. Start-up does not (make run and the tests run with DEBUG off too)."""
     env = production_env(ALERT_WEBHOOK_ALLOW_LOCAL="True")
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = manage(env, "check", "--deploy")
     assert result.returncode != 0
     assert "osai.E004" in result.stderr and "ALERT_WEBHOOK_ALLOW_LOCAL" in result.stderr
-    plain = subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    plain = manage(env, "check")
     assert plain.returncode == 0, plain.stderr
 
 
 def test_the_sandbox_region_is_off_unless_configured_and_deploy_check_warns_when_on():
     """S13."""
-    show_regions = [
-        sys.executable,
-        "manage.py",
+    show_regions = (
         "shell",
         "-c",
         "from django.conf import settings; print(','.join(sorted(settings.OSAI_REGIONS)))",
-    ]
-    env = production_env(DJANGO_DEBUG="True")
-    regions = subprocess.run(
-        show_regions, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=True
     )
+    env = production_env(DJANGO_DEBUG="True")
+    regions = manage(env, *show_regions, check=True)
     assert regions.stdout.strip().splitlines()[-1] == "eu,us"
     env["OSAI_SANDBOX_URL"] = "http://127.0.0.1:8765/api"
-    regions = subprocess.run(
-        show_regions, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=True
-    )
+    regions = manage(env, *show_regions, check=True)
     assert regions.stdout.strip().splitlines()[-1] == "eu,sandbox,us"
 
     result = check_deploy(production_env(OSAI_SANDBOX_URL="http://127.0.0.1:8765/api"))

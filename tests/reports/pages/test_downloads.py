@@ -24,17 +24,17 @@ from django.urls import reverse
 from django.utils import timezone
 
 from reports.formatting import money, to_cents
-from reports.metrics import USAGE_COLUMNS, all_flags
 from reports.models import Alert, Bucket, Budget, Connection, Delivery, Report, WebhookEvent
 from reports.periods import utc_midnight
-from reports.pipeline.buckets import bucket_done
 from reports.spend import budgets, exports
 from reports.spend.monthly import budget_statuses
 from tests.factories import (
     ensure_example_price_book,
+    held_bucket,
     make_connection,
     make_done_report,
     make_user,
+    save_as_finished,
 )
 from tests.support.world import JWT, OWNER_TOKEN, SIGNED_LINK, World
 
@@ -78,24 +78,18 @@ def total(rows: list[dict[str, str]], column: str = "cost_total") -> Decimal:
 def held_day(connection: Connection, start: Any, hours: float, *, end: Any = None) -> Bucket:
     """A held day as tracking leaves it (closed; or today's open day, `end` = now), finished
     through bucket_done, so the spend ledger writes its rows as the pipeline would."""
-    closed = end is None
-    usage = dict.fromkeys(USAGE_COLUMNS, 0.0) | {"training_seconds_8gb": hours * HOUR}
-    bucket = Bucket.objects.create(
-        connection=connection,
-        period_start=start,
-        period_end=end or start + timedelta(days=1),
-        is_closed=closed,
-        tracked=True,
-        state=Bucket.State.DONE,
+    bucket = held_bucket(
+        connection,
+        start,
+        end or start + timedelta(days=1),
+        closed=end is None,
+        totals={"training_seconds_8gb": hours * HOUR},
         osai_report_id=70000 + connection.pk * 100 + start.day,
         osai_creation_time_raw="2026-02-10T14:33:33.7629037Z",
         osai_created_at=timezone.now(),
         finished_at=timezone.now(),
-        **all_flags(),
-        **usage,
     )
-    bucket_done.send(sender=Bucket, bucket_id=bucket.pk)
-    return bucket
+    return save_as_finished(bucket)
 
 
 def this_month(connection: Connection, hours: float, *, skip: Collection[int] = ()) -> None:

@@ -22,6 +22,7 @@ from reports.pages.overview import overview_page
 from reports.spend import discrepancies, ledger, tracking
 from tests.factories import (
     ensure_example_price_book,
+    held_bucket,
     make_connection,
     make_user,
     request_report,
@@ -191,9 +192,8 @@ def test_tracking_makes_background_buckets_and_a_persons_report_that_reuses_one_
 
 @pytest.mark.django_db(transaction=True)
 def test_a_connection_whose_token_stops_working_stops_its_history_and_the_overview_says_so(
-    use_sandbox: Any, fast: Any, queue: Any, time_machine: Any
+    use_sandbox: Any, tracking_morning: datetime
 ) -> None:
-    time_machine.move_to(datetime(2026, 3, 3, 9, 30, tzinfo=UTC))
     ensure_example_price_book()
     owner = make_user()
     # OSAI refuses this token at sign-in (the sandbox accepts only osai-sandbox-…).
@@ -242,29 +242,11 @@ def test_the_overview_and_the_team_page_say_how_much_history_is_held(
     months = tracking.held_months(datetime(2026, 3, 3, tzinfo=UTC))
     for connection, held in ((first, 9), (second, 12)):
         for start, end in months[-held:]:  # the newest months arrive first
-            Bucket.objects.create(
-                connection=connection,
-                period_start=start,
-                period_end=end,
-                is_closed=True,
-                state=Bucket.State.DONE,
-                tracked=True,
-                finished_at=now,
-                **all_flags(),
-            )
+            held_bucket(connection, start, end, finished_at=now).save()
     # Two days each, one of them starting with a held month (February's first).
     for connection in (first, second):
         for day in (datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC)):
-            Bucket.objects.create(
-                connection=connection,
-                period_start=day,
-                period_end=day + ONE_DAY,
-                is_closed=True,
-                state=Bucket.State.DONE,
-                tracked=True,
-                finished_at=now,
-                **all_flags(),
-            )
+            held_bucket(connection, day, day + ONE_DAY, finished_at=now).save()
     history = tracking.history_held([first.pk, second.pk], now)
     assert (history.months_held, history.months) == (9, 25)  # both hold 9 (combined)
     assert (history.days_held, history.days) == (2, 153)
@@ -274,16 +256,7 @@ def test_the_overview_and_the_team_page_say_how_much_history_is_held(
     assert "History: 9 of 25 months held, and 2 of 153 days" in home
     # A month more makes a new overview (the cached body is keyed by what it shows).
     start, end = months[-10]
-    Bucket.objects.create(
-        connection=first,
-        period_start=start,
-        period_end=end,
-        is_closed=True,
-        state=Bucket.State.DONE,
-        tracked=True,
-        finished_at=now,
-        **all_flags(),
-    )
+    held_bucket(first, start, end, finished_at=now).save()
     assert "History: 10 of 25 months held" in client.get(reverse("home")).content.decode()
 
     from tests.factories import make_team, share_with
@@ -299,11 +272,10 @@ def test_the_overview_and_the_team_page_say_how_much_history_is_held(
 
 @pytest.mark.django_db(transaction=True)
 def test_a_month_that_disagrees_with_its_days_is_recorded_and_shown_on_the_connection_page(
-    use_sandbox: Any, fast: Any, queue: Any, time_machine: Any
+    use_sandbox: Any, tracking_morning: datetime
 ) -> None:
     """The sandbox's month_skew: one-month reports come back 10 % over the sum of their days.
     February is held both ways (the test window: two months, days since last month)."""
-    time_machine.move_to(datetime(2026, 3, 3, 9, 30, tzinfo=UTC))
     book = ensure_example_price_book()
     owner = make_user()
     connection = make_connection(owner, "Skewed")
@@ -356,9 +328,8 @@ def test_a_month_that_disagrees_with_its_days_is_recorded_and_shown_on_the_conne
 
 @pytest.mark.django_db(transaction=True)
 def test_an_additive_month_agrees_with_its_days_and_nothing_is_recorded(
-    use_sandbox: Any, fast: Any, queue: Any, time_machine: Any
+    tracking_morning: datetime,
 ) -> None:
-    time_machine.move_to(datetime(2026, 3, 3, 9, 30, tzinfo=UTC))
     connection = make_connection(make_user())
     tracking.tracking_refresh(connection)
     drive()

@@ -13,13 +13,11 @@ from django.core.management import call_command
 from django.db.models import Sum
 
 from reports.formatting import to_cents
-from reports.metrics import USAGE_COLUMNS, all_flags
 from reports.models import Bucket, LedgerEntry, PriceBook, PriceBookVersion
-from reports.pipeline.buckets import bucket_done
 from reports.spend import ledger, pricing
 from reports.spend.monthly import month_spend
 from reports.spend.usage import rows_from_buckets
-from tests.factories import make_connection, make_user
+from tests.factories import held_bucket, make_connection, make_user, save_as_finished
 
 pytestmark = pytest.mark.django_db
 
@@ -32,23 +30,12 @@ NEW = {"training_8gb_per_hour": Decimal("1.35"), "image_storage_per_gb_month": D
 
 def held(connection: Any, start: datetime, end: datetime, *, seed: float, closed: bool = True):
     """A finished held bucket, finished the way the pipeline finishes one (bucket_done)."""
-    usage = dict.fromkeys(USAGE_COLUMNS, 0.0) | {
+    totals = {
         "training_seconds_8gb": 1234.5 * seed,
         "images_kb_min": 3.3e9 * seed,
         "existing_images": 100 * seed,
     }
-    bucket = Bucket.objects.create(
-        connection=connection,
-        period_start=start,
-        period_end=end,
-        is_closed=closed,
-        tracked=True,
-        state=Bucket.State.DONE,
-        **all_flags(),
-        **usage,
-    )
-    bucket_done.send(sender=Bucket, bucket_id=bucket.pk)
-    return bucket
+    return save_as_finished(held_bucket(connection, start, end, closed=closed, totals=totals))
 
 
 @pytest.fixture

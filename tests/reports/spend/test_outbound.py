@@ -33,6 +33,22 @@ def receiver() -> Iterator[Receiver]:
     server.stop()
 
 
+@pytest.fixture
+def two_quick_attempts(settings: Any) -> None:
+    """Webhooks on this machine allowed; a delivery is tried twice, the retry without delay."""
+    settings.ALERT_WEBHOOK_ALLOW_LOCAL = True
+    settings.ALERT_DELIVERY_MAX_ATTEMPTS = 2
+    settings.ALERT_DELIVERY_RETRY_SECONDS = 0
+
+
+def webhook_delivery(url: str) -> Delivery:
+    """One delivery to the webhook at `url` only, as an alert makes it."""
+    [delivery] = notify.deliveries_create(
+        subject="s", text="t", payload={"text": "x"}, emails=[], webhook_url=url
+    )
+    return delivery
+
+
 def fake_dns(monkeypatch: pytest.MonkeyPatch, addresses: list[str]) -> None:
     def getaddrinfo(host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in addresses]
@@ -164,16 +180,13 @@ def test_a_webhook_delivery_is_signed_and_carries_its_key(
 
 
 @pytest.mark.django_db
-def test_a_failing_webhook_is_retried_then_failed_with_its_reason(settings: Any) -> None:
+def test_a_failing_webhook_is_retried_then_failed_with_its_reason(
+    two_quick_attempts: None,
+) -> None:
     """A4: a 500 is retried with back-off, then shown as failed."""
-    settings.ALERT_WEBHOOK_ALLOW_LOCAL = True
-    settings.ALERT_DELIVERY_MAX_ATTEMPTS = 2
-    settings.ALERT_DELIVERY_RETRY_SECONDS = 0
     server = Receiver(status=500)
     try:
-        [delivery] = notify.deliveries_create(
-            subject="s", text="t", payload={"text": "x"}, emails=[], webhook_url=server.url
-        )
+        delivery = webhook_delivery(server.url)
         assert notify.delivery_send(delivery.pk) == "will retry"
         delivery.refresh_from_db()
         assert delivery.state == Delivery.State.PENDING and "HTTP 500" in delivery.last_error
@@ -205,18 +218,13 @@ def test_a_webhook_that_trickles_its_answer_fails_at_the_exchange_deadline() -> 
 
 @pytest.mark.django_db
 def test_a_delivery_to_a_trickling_webhook_ends_at_its_deadline_and_says_so(
-    settings: Any,
+    settings: Any, two_quick_attempts: None
 ) -> None:
     """A7: the delivery's deadline (ALERT_DELIVERY_DEADLINE_SECONDS) bounds the whole send."""
-    settings.ALERT_WEBHOOK_ALLOW_LOCAL = True
     settings.ALERT_DELIVERY_DEADLINE_SECONDS = 1
-    settings.ALERT_DELIVERY_MAX_ATTEMPTS = 2
-    settings.ALERT_DELIVERY_RETRY_SECONDS = 0
     trickling = Receiver(trickle=60)
     try:
-        [delivery] = notify.deliveries_create(
-            subject="s", text="t", payload={"text": "x"}, emails=[], webhook_url=trickling.url
-        )
+        delivery = webhook_delivery(trickling.url)
         started = time.monotonic()
         assert notify.delivery_send(delivery.pk) == "will retry"
         assert time.monotonic() - started < 3

@@ -17,7 +17,7 @@ from django.test import Client
 from django.urls import reverse
 
 from reports.formatting import to_cents
-from reports.metrics import USAGE_COLUMNS, all_flags
+from reports.metrics import all_flags
 from reports.models import (
     Alert,
     Bucket,
@@ -28,15 +28,16 @@ from reports.models import (
     LedgerEntry,
 )
 from reports.pages.overview import overview_page, spend_summary
-from reports.pipeline.buckets import bucket_done
 from reports.spend import budgets, digests, notify, pricing
 from reports.spend.monthly import budget_status, month_forecast, month_spend, status_from
 from reports.spend.usage import UsageRow, known_usage, rows_from_buckets
 from tests.factories import (
     ensure_example_price_book,
+    held_bucket,
     make_connection,
     make_team,
     make_user,
+    save_as_finished,
     share_with,
 )
 
@@ -55,28 +56,21 @@ def spend_bucket(
     connection: Any, start: datetime, hours: float, *, closed: bool = True, end: Any = None
 ) -> Bucket:
     """A finished tracked bucket (not saved yet) with `hours` of 8 GB training and nothing else."""
-    usage = dict.fromkeys(USAGE_COLUMNS, 0.0) | {"training_seconds_8gb": hours * HOUR}
-    return Bucket(
-        connection=connection,
-        period_start=start,
-        period_end=end or start + timedelta(days=1),
-        is_closed=closed,
-        tracked=True,
-        state=Bucket.State.DONE,
+    return held_bucket(
+        connection,
+        start,
+        end or start + timedelta(days=1),
+        closed=closed,
+        totals={"training_seconds_8gb": hours * HOUR},
         finished_at=NOW,
         osai_created_at=start + timedelta(days=1) if closed else NOW,
-        **all_flags(),
-        **usage,
     )
 
 
 def spend_day(connection: Any, start: datetime, hours: float, **options: Any) -> Bucket:
     """A bucket as the pipeline finishes it: saved, then its bucket_done (the spend ledger
     writes its rows, replacing an older open-day bucket's)."""
-    bucket = spend_bucket(connection, start, hours, **options)
-    bucket.save()
-    bucket_done.send(sender=Bucket, bucket_id=bucket.pk)
-    return bucket
+    return save_as_finished(spend_bucket(connection, start, hours, **options))
 
 
 def spend_month(connection: Any, hours: float) -> None:

@@ -36,9 +36,8 @@ def test_tracked_periods_in_tests_are_the_last_two_months_then_days_since_last_m
 
 
 def test_a_refresh_fetches_closed_days_once_and_only_the_open_day_again(
-    use_sandbox: Any, fast: Any, queue: Any, time_machine: Any
+    use_sandbox: Any, time_machine: Any, tracking_morning: datetime
 ) -> None:
-    time_machine.move_to(datetime(2026, 3, 3, 9, 30, tzinfo=UTC))
     connection = make_connection(make_user())
     first = tracking.tracking_refresh(connection)
     assert len(first) == 2 + 28 + 2 + 1
@@ -71,9 +70,8 @@ def test_a_refresh_fetches_closed_days_once_and_only_the_open_day_again(
 
 
 def test_the_track_command_refreshes_working_connections_and_budgets_follow(
-    use_sandbox: Any, fast: Any, queue: Any, time_machine: Any
+    tracking_morning: datetime,
 ) -> None:
-    time_machine.move_to(datetime(2026, 3, 3, 9, 30, tzinfo=UTC))
     ensure_example_price_book()
     owner = make_user()
     working = make_connection(owner)

@@ -9,7 +9,6 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-import time_machine
 from django.contrib.auth.models import Permission
 
 from reports.metrics import RATE_FIELDS
@@ -17,6 +16,7 @@ from reports.models import Budget, PriceBook, PriceBookVersion, Report, Team
 from reports.spend import pricing
 from reports.teams import TeamError, price_books, roster
 from tests.factories import ensure_example_price_book, make_done_report, make_team, make_user
+from tests.support.clock import clock_held_at
 
 pytestmark = pytest.mark.django_db
 
@@ -24,10 +24,7 @@ NOW = datetime(2026, 5, 14, 9, 30, tzinfo=UTC)
 TODAY = NOW.date()
 
 
-@pytest.fixture(autouse=True)
-def _frozen() -> Any:
-    with time_machine.travel(NOW, tick=False):
-        yield
+_frozen = clock_held_at(NOW)
 
 
 def rates(value: str = "1.5", **overrides: str) -> dict[str, Decimal]:

@@ -9,6 +9,7 @@ test_integrations.py give the viewer a column of their own.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import re
 from datetime import UTC, datetime
@@ -29,7 +30,7 @@ from reports.access import (
     roles_that_may,
     teams_where,
 )
-from reports.models import Connection, Delivery, DigestSent, Membership, Report
+from reports.models import Budget, Connection, Delivery, DigestSent, Membership, Report
 from reports.spend import budgets, digests
 from reports.teams import TeamError, roster, sharing
 from reports.views.forms import BudgetForm, ConnectionEditForm
@@ -40,31 +41,33 @@ pytestmark = pytest.mark.django_db
 
 ROOT = Path(__file__).resolve().parents[3]
 C = Capability
-# The table as docs/architecture.md ("Teams") writes it.
-EXPECTED: dict[str, set[Capability]] = {
-    Membership.Role.ADMIN: {
-        C.SEE_TEAM,
-        C.SHARE_OWN_CONNECTIONS,
-        C.SEE_TEAM_SPEND,
-        C.SEE_TEAM_REPORTS,
-        C.DOWNLOAD_CSV,
-        C.SEE_ACCOUNT_NAMES,
-        C.REQUEST_TEAM_REPORT,
-        C.MANAGE_MEMBERS,
-        C.MANAGE_BUDGETS,
-        C.CHOOSE_PRICE_BOOK,
-        C.RECEIVE_ALERTS,
-        C.RECEIVE_TEAM_DIGEST,
-    },
-    Membership.Role.VIEWER: {
-        C.SEE_TEAM,
-        C.SEE_TEAM_SPEND,
-        C.SEE_TEAM_REPORTS,
-        C.DOWNLOAD_CSV,
-        C.OPT_INTO_TEAM_DIGEST,
-    },
-    Membership.Role.MEMBER: {C.SEE_TEAM, C.SHARE_OWN_CONNECTIONS},
-}
+# An "opt-in" cell of the documented table: the role may ask for what the row gives.
+OPT_IN = {C.RECEIVE_TEAM_DIGEST: C.OPT_INTO_TEAM_DIGEST}
+
+
+def _documented_table() -> dict[str, set[Capability]]:
+    """The table as docs/architecture.md ("Teams") writes it: a row per capability, a ✓ (or
+    "opt-in") per role that has it, in the columns Admin, Viewer (finance), Member."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    header = "| Capability | Admin | Viewer (finance) | Member |"
+    assert text.count(header) == 1, "the capability table's header moved"
+    roles = [Membership.Role.ADMIN, Membership.Role.VIEWER, Membership.Role.MEMBER]
+    table: dict[str, set[Capability]] = {role: set() for role in roles}
+    rows = text.split(header, 1)[1].strip().splitlines()[1:]  # below the |---| line
+    for row in itertools.takewhile(lambda line: line.startswith("|"), rows):
+        first, *cells = (cell.strip() for cell in row.strip("|").split("|"))
+        capability = Capability(re.match(r"`(\w+)`", first).group(1))  # type: ignore[union-attr]
+        for role, cell in zip(roles, cells, strict=True):
+            if cell == "✓":
+                table[role].add(capability)
+            elif cell == "opt-in":
+                table[role].add(OPT_IN[capability])
+            else:
+                assert cell == "\N{EN DASH}", f"{capability} x {role}: {cell!r}"
+    return table
+
+
+EXPECTED = _documented_table()
 
 
 def client_for(user: Any) -> Client:
@@ -75,6 +78,14 @@ def client_for(user: Any) -> Client:
 
 def team_url(w: World, name: str, *args: Any) -> str:
     return reverse(name, args=[w.team.pk, *args])
+
+
+def team_budget(w: World, actor: Any, emails: list[str], **webhook: str) -> Budget:
+    """The team's budget of 100 a month, set by `actor`, its alerts to `emails` (and to a
+    webhook: `webhook_url`, `webhook_secret`)."""
+    return budgets.budget_set(
+        actor=actor, scope="team", team=w.team, amount="100", emails=emails, **webhook
+    )
 
 
 # --- The table --------------------------------------------------------------------------------
@@ -318,23 +329,11 @@ def test_a_viewer_sees_team_budgets_but_sets_none(world: World) -> None:
 def test_budget_alerts_go_to_the_teams_admins_never_to_its_viewers(world: World) -> None:
     w = world
     with pytest.raises(budgets.BudgetError, match=r"FINANCE@example\.com: budget alerts go to"):
-        budgets.budget_set(
-            actor=w.team_admin,
-            scope="team",
-            team=w.team,
-            amount="100",
-            emails=["ops@example.com", "FINANCE@example.com"],
-        )
+        team_budget(w, w.team_admin, ["ops@example.com", "FINANCE@example.com"])
     w.owner.email = "owner@example.com"
     w.owner.save()
     roster.team_member_set_role(team=w.team, actor=w.team_admin, user=w.owner, role="admin")
-    budget = budgets.budget_set(
-        actor=w.team_admin,
-        scope="team",
-        team=w.team,
-        amount="100",
-        emails=["ops@example.com", "owner@example.com"],
-    )
+    budget = team_budget(w, w.team_admin, ["ops@example.com", "owner@example.com"])
     assert budgets.alert_emails(budget) == ["ops@example.com", "owner@example.com"]
     # Made a viewer since: their address is left out of the next alert.
     roster.team_member_set_role(team=w.team, actor=w.team_admin, user=w.owner, role="viewer")
@@ -365,12 +364,10 @@ def test_a_removed_team_admin_stops_receiving_the_team_alerts_they_set_up(
     roster.team_member_set_role(team=w.team, actor=w.team_admin, user=w.owner, role="admin")
     hook = Receiver()
     try:
-        budget = budgets.budget_set(
-            actor=w.team_admin,
-            scope="team",
-            team=w.team,
-            amount="100",
-            emails=["leaving@example.com", "ops@example.com"],
+        budget = team_budget(
+            w,
+            w.team_admin,
+            ["leaving@example.com", "ops@example.com"],
             webhook_url=hook.url,
             webhook_secret="s3cret",
         )
@@ -401,21 +398,8 @@ def test_a_removed_team_admin_stops_receiving_the_team_alerts_they_set_up(
 
         # An admin saves it: the channels are theirs, without the leaver's own address.
         with pytest.raises(budgets.BudgetError, match=r"leaving@example\.com"):
-            budgets.budget_set(
-                actor=w.owner,
-                scope="team",
-                team=w.team,
-                amount="100",
-                emails=["leaving@example.com"],
-            )
-        budget = budgets.budget_set(
-            actor=w.owner,
-            scope="team",
-            team=w.team,
-            amount="100",
-            emails=["ops@example.com"],
-            webhook_url=hook.url,
-        )
+            team_budget(w, w.owner, ["leaving@example.com"])
+        budget = team_budget(w, w.owner, ["ops@example.com"], webhook_url=hook.url)
         assert not budgets.channels_stopped(budget)
         assert budgets.alert_emails(budget) == ["ops@example.com"]
         assert budgets.alert_webhook_url(budget) == hook.url
@@ -432,13 +416,7 @@ def test_an_address_of_someone_who_left_the_team_is_left_out_of_its_alerts(world
     w.team_member.email = "member@example.com"
     w.team_member.save()
     roster.team_member_set_role(team=w.team, actor=w.team_admin, user=w.team_member, role="admin")
-    budget = budgets.budget_set(
-        actor=w.team_admin,
-        scope="team",
-        team=w.team,
-        amount="100",
-        emails=["member@example.com", "ops@example.com"],
-    )
+    budget = team_budget(w, w.team_admin, ["member@example.com", "ops@example.com"])
     roster.team_member_remove(team=w.team, actor=w.team_member, user=w.team_member)  # leaves
     assert not budgets.channels_stopped(budget)
     assert budgets.alert_emails(budget) == ["ops@example.com"]
