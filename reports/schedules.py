@@ -4,7 +4,8 @@ every worker start, call `ensure_schedules` so the tracking interval follows the
 - the reconciler, every minute: times out overdue buckets, restarts a lost dispatcher;
 - tracking, every OSAI_TRACK_INTERVAL minutes: refreshes every working connection;
 - digests, every hour: sends the weekly (Mondays) and monthly (the 1st) digests that are due,
-  once each.
+  once each;
+- retention, daily: prunes what is past its retention (reports/retention.py, R1-R3).
 """
 
 from datetime import timedelta
@@ -16,6 +17,7 @@ from django_q.models import Schedule
 RECONCILE = "osai-reconcile"
 TRACK = "osai-track"
 DIGESTS = "osai-digests"
+PRUNE = "osai-prune"
 
 
 def ensure_reconciler_schedule() -> Schedule:
@@ -53,6 +55,14 @@ def ensure_schedules() -> None:
         defaults={
             "func": "reports.tasks.digests_send",
             "schedule_type": Schedule.HOURLY,
+            "repeats": -1,
+        },
+    )
+    Schedule.objects.update_or_create(
+        name=PRUNE,
+        defaults={
+            "func": "reports.tasks.retention_prune",
+            "schedule_type": Schedule.DAILY,
             "repeats": -1,
         },
     )
