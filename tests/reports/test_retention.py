@@ -424,9 +424,10 @@ def test_nothing_grows_for_ever_prune_runs_in_a_bounded_number_of_queries(
 
 def test_nothing_grows_for_ever_the_daily_prune_schedule_exists() -> None:
     """Made by migration 0013; a worker start (ensure_schedules) makes it again."""
+    from django.utils import timezone
     from django_q.models import Schedule
 
-    from reports.schedules import PRUNE, ensure_schedules
+    from reports.schedules import PRUNE, ensure_schedules, next_prune_at
 
     schedule = Schedule.objects.get(name=PRUNE)
     assert (schedule.func, schedule.schedule_type) == ("reports.tasks.retention_prune", "D")
@@ -437,5 +438,16 @@ def test_nothing_grows_for_ever_the_daily_prune_schedule_exists() -> None:
         "reports.tasks.retention_prune",
         Schedule.DAILY,
         -1,
+    )
+    # First at the next 03:00 UTC, not at the worker's start; a later start keeps its time.
+    assert schedule.next_run.astimezone(UTC).hour == 3
+    assert timezone.now() < schedule.next_run <= timezone.now() + timedelta(days=1)
+    ensure_schedules()
+    assert Schedule.objects.get(name=PRUNE).next_run == schedule.next_run
+    assert next_prune_at(datetime(2026, 6, 15, 2, 59, tzinfo=UTC)) == datetime(
+        2026, 6, 15, 3, tzinfo=UTC
+    )
+    assert next_prune_at(datetime(2026, 6, 15, 3, 0, tzinfo=UTC)) == datetime(
+        2026, 6, 16, 3, tzinfo=UTC
     )
     assert tasks.retention_prune().startswith("webhook events: deleted 0; ")
