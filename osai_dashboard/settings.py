@@ -332,6 +332,25 @@ ALERT_DELIVERY_LEASE_SECONDS = env.int("ALERT_DELIVERY_LEASE_SECONDS", default=6
 ALERT_DELIVERY_DEADLINE_SECONDS = env.float("ALERT_DELIVERY_DEADLINE_SECONDS", default=30.0)
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 
+# --- Retention: nothing grows for ever (reports/retention.py, R1-R3) --------------------------
+# Pruned daily (a schedule) and by `manage.py prune [--dry-run]`. What a page, a budget, an
+# export or the spend ledger still reads is never pruned, whatever these say.
+# OSAI's worker webhooks feed the activity page ("what just ran"); after three months they are
+# history nobody reads there, and spend comes from OSAI's reports, never from them.
+OSAI_RETAIN_WEBHOOK_EVENTS_DAYS = env.int("OSAI_RETAIN_WEBHOOK_EVENTS_DAYS", default=90)
+# Sent and failed alert and digest messages: the budget page and the alert log show why a
+# message failed; half a year covers two quarterly reviews. Waiting ones are never pruned.
+OSAI_RETAIN_DELIVERIES_DAYS = env.int("OSAI_RETAIN_DELIVERIES_DAYS", default=180)
+# Alerts, in calendar months counting this one: 13 keeps the alert log's year and the same
+# month last year. Never fewer than 2 (this month and the last: a threshold alerts once per
+# month, A1), and never one a kept message still names.
+OSAI_RETAIN_ALERTS_MONTHS = env.int("OSAI_RETAIN_ALERTS_MONTHS", default=13)
+# OSAI's raw answer and archived JSON file of a bucket no report links, the ledger does not
+# hold and tracking does not keep (its report was deleted): nobody can open it any more. The
+# bucket's totals stay (a later request still reuses a closed bucket); the raw JSON goes a
+# month after the bucket finished, long enough to undo a mistaken delete from a backup.
+OSAI_RETAIN_RAW_JSON_DAYS = env.int("OSAI_RETAIN_RAW_JSON_DAYS", default=30)
+
 # --- Logging: to stderr; the OSAI client never logs tokens, JWTs or signed URLs ----------------
 LOGGING = {
     "version": 1,

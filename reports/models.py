@@ -921,3 +921,27 @@ class SavedView(models.Model):
 
     def __str__(self) -> str:
         return f"View “{self.name}” of {self.team or self.owner}"
+
+
+# --- Retention: pruning in batches (reports/retention.py) ----------------------------------------
+
+# Rows deleted per statement: a prune's queries grow with what it deletes divided by this,
+# never with the rows it keeps, and no statement holds SQLite's one writer for long.
+PRUNE_BATCH = 1000
+
+
+def prune_rows(queryset: models.QuerySet[Any], *, dry_run: bool = False) -> int:
+    """Delete the rows of `queryset` (and what cascades from them) a batch at a time, each
+    batch its own transaction; returns how many of its rows went. `dry_run` counts them."""
+    if dry_run:
+        return queryset.count()
+    model = queryset.model
+    pks = queryset.order_by("pk").values_list("pk", flat=True)
+    deleted = 0
+    while True:
+        batch = list(pks[:PRUNE_BATCH])
+        if batch:
+            model._base_manager.filter(pk__in=batch).delete()
+            deleted += len(batch)
+        if len(batch) < PRUNE_BATCH:
+            return deleted

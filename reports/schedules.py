@@ -4,10 +4,11 @@ every worker start, call `ensure_schedules` so the tracking interval follows the
 - the reconciler, every minute: times out overdue buckets, restarts a lost dispatcher;
 - tracking, every OSAI_TRACK_INTERVAL minutes: refreshes every working connection;
 - digests, every hour: sends the weekly (Mondays) and monthly (the 1st) digests that are due,
-  once each.
+  once each;
+- retention, daily: prunes what is past its retention (reports/retention.py, R1-R3).
 """
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.utils import timezone
@@ -16,6 +17,7 @@ from django_q.models import Schedule
 RECONCILE = "osai-reconcile"
 TRACK = "osai-track"
 DIGESTS = "osai-digests"
+PRUNE = "osai-prune"
 
 
 def ensure_reconciler_schedule() -> Schedule:
@@ -56,3 +58,25 @@ def ensure_schedules() -> None:
             "repeats": -1,
         },
     )
+    prune = {
+        "func": "reports.tasks.retention_prune",
+        "schedule_type": Schedule.DAILY,
+        "repeats": -1,
+    }
+    Schedule.objects.update_or_create(
+        name=PRUNE,
+        defaults=prune,
+        # Made here, it first runs at the next PRUNE_HOUR (UTC), when people are least likely
+        # to be waiting on the database; a worker start does not prune at once.
+        create_defaults={**prune, "next_run": next_prune_at(timezone.now())},
+    )
+
+
+# The hour (UTC) the daily prune runs at.
+PRUNE_HOUR = 3
+
+
+def next_prune_at(now: datetime) -> datetime:
+    """The next PRUNE_HOUR:00 UTC after `now`."""
+    at = now.astimezone(UTC).replace(hour=PRUNE_HOUR, minute=0, second=0, microsecond=0)
+    return at if at > now else at + timedelta(days=1)

@@ -6,6 +6,7 @@ imports nothing above it), and each one calls into the module that does the work
 
 from __future__ import annotations
 
+from reports import retention
 from reports.integrations import webhooks
 from reports.models import Connection, PriceBook
 from reports.pipeline import dispatcher, steps
@@ -60,3 +61,8 @@ def digests_send() -> str:
 def webhook_refresh(connection_id: int) -> str:
     """The open-day refresh a burst of OSAI webhooks asked for (integrations/webhooks.py)."""
     return webhooks.webhook_refresh(int(connection_id))
+
+
+def retention_prune() -> str:
+    """The daily prune (reports/retention.py): what is past its retention, a line per kind."""
+    return retention.summary(retention.prune()).replace("\n", "; ")

@@ -116,6 +116,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("reports.management",),
     ("reports.views", "reports.templatetags"),
     ("reports.pages",),
+    ("reports.retention",),
     ("reports.teams", "reports.integrations"),
     ("reports.spend",),
     ("reports.pipeline",),

@@ -39,6 +39,7 @@ from reports.models import (
     Connection,
     WebhookEvent,
     new_webhook_secret,
+    prune_rows,
     webhook_secret_digest,
 )
 from reports.periods import utc_midnight
@@ -244,3 +245,15 @@ def webhook_refresh(connection_id: int, *, now: datetime | None = None) -> str:
     started = tracking.tracking_refresh(connection, now=now)
     log.info("Webhook refresh of connection %s: %d OSAI reports", connection.pk, len(started))
     return f"refreshed ({len(started)} OSAI reports started)"
+
+
+# --- Retention (R1) -----------------------------------------------------------------------------
+
+
+def prune_webhook_events(*, now: datetime, dry_run: bool = False) -> int:
+    """Delete OSAI webhooks received more than OSAI_RETAIN_WEBHOOK_EVENTS_DAYS ago: the
+    activity page's history. Spend never comes from them (OSAI's reports are counted) and the
+    refresh's debounce reads buckets, not events. A delivery OSAI repeats after that long is
+    stored again, as new. Returns how many (would) go."""
+    before = now - timedelta(days=max(1, settings.OSAI_RETAIN_WEBHOOK_EVENTS_DAYS))
+    return prune_rows(WebhookEvent.objects.filter(received_at__lt=before), dry_run=dry_run)

@@ -18,23 +18,24 @@ newly crossed sends one message, naming the highest (reports/spend/notify.py).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from dateutil.relativedelta import relativedelta
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.urls import reverse
 from django.utils import timezone
 
 from reports import crypto
 from reports.access import Capability, team_addresses_allowed, team_emails, teams_where
 from reports.formatting import money
-from reports.models import Alert, Budget, Connection, Team
+from reports.models import Alert, Budget, Connection, Delivery, Team, prune_rows
 from reports.spend import notify
 from reports.spend.monthly import BudgetStatus, budget_status
 from reports.spend.outbound import WebhookRefused, check_target
@@ -366,3 +367,26 @@ def budgets_check(
     for budget in budgets:
         alerts += budget_check(budget, now=now)
     return len(budgets), alerts
+
+
+# --- Retention (R2) -----------------------------------------------------------------------------
+
+
+def alerts_kept_from(now: datetime) -> date:
+    """The first month whose alerts are kept: OSAI_RETAIN_ALERTS_MONTHS calendar months
+    counting this one, and never fewer than two. An Alert row is what keeps its threshold from
+    alerting again in its month (A1); this month's and last month's are the ones a check can
+    still meet (a check runs in the month it checks, a late one just after the month turns)."""
+    months = max(2, settings.OSAI_RETAIN_ALERTS_MONTHS)
+    month = now.astimezone(UTC).date().replace(day=1)
+    return month - relativedelta(months=months - 1)
+
+
+def prune_alerts(*, now: datetime, dry_run: bool = False) -> int:
+    """Delete alerts of months before `alerts_kept_from`, except one a kept message still
+    names (its row on the budget page and in the alert log). Returns how many (would) go:
+    the same count before the deliveries' prune (a dry run) and after it."""
+    past = notify.deliveries_past_retention(now=now).values("pk")
+    named = Delivery.objects.filter(alert=OuterRef("pk")).exclude(pk__in=past)
+    old = Alert.objects.filter(month__lt=alerts_kept_from(now)).exclude(Exists(named))
+    return prune_rows(old, dry_run=dry_run)

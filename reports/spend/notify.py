@@ -34,12 +34,12 @@ from typing import Any
 
 from django.conf import settings
 from django.core.mail import EmailMessage
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import Case, F, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from reports import crypto
 from reports.access import Capability, may_in_team, team_addresses_allowed, team_emails
-from reports.models import Alert, Budget, Delivery, one_line
+from reports.models import Alert, Budget, Delivery, one_line, prune_rows
 from reports.pipeline import dispatcher
 from reports.pipeline.failpoints import failpoint
 from reports.spend.outbound import (
@@ -296,3 +296,21 @@ def _send_webhook(delivery: Delivery, seconds: float) -> None:
         deadline=seconds,
         allow_local=settings.ALERT_WEBHOOK_ALLOW_LOCAL,
     )
+
+
+# --- Retention (R1) -----------------------------------------------------------------------------
+
+
+def deliveries_past_retention(*, now: datetime) -> QuerySet[Delivery]:
+    """Sent and failed messages made more than OSAI_RETAIN_DELIVERIES_DAYS ago (the budget
+    page and the alert log show the recent ones). A waiting message is never among them: it
+    still has a send to make."""
+    before = now - timedelta(days=max(1, settings.OSAI_RETAIN_DELIVERIES_DAYS))
+    return Delivery.objects.filter(
+        state__in=(Delivery.State.SENT, Delivery.State.FAILED), created_at__lt=before
+    )
+
+
+def prune_deliveries(*, now: datetime, dry_run: bool = False) -> int:
+    """Delete `deliveries_past_retention`; returns how many (would) go."""
+    return prune_rows(deliveries_past_retention(now=now), dry_run=dry_run)

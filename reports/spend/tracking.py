@@ -28,11 +28,20 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
-from django.db.models import Count, Exists, OuterRef
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from reports.metrics import all_flags
-from reports.models import Bucket, Connection, Granularity, ReportBucket
+from reports.models import (
+    PRUNE_BATCH,
+    Bucket,
+    BucketFile,
+    Connection,
+    Granularity,
+    LedgerEntry,
+    ReportBucket,
+    prune_rows,
+)
 from reports.periods import Period, split_period, utc_midnight
 from reports.pipeline import dispatcher
 from reports.pipeline.buckets import BucketConflict, buckets_for
@@ -183,28 +192,81 @@ def tracking_refresh_all(*, now: datetime | None = None, owner: User | None = No
     return count
 
 
-def prune_open_buckets(connection: Connection, *, now: datetime) -> int:
-    """Delete tracking's finished open-day buckets that a newer one, or the day's closed
-    bucket, has replaced; never one a report uses. Returns how many went."""
-    today = utc_midnight(now.date())
-    used = ReportBucket.objects.filter(bucket=OuterRef("pk"))
-    finished = Bucket.objects.filter(
-        connection=connection, tracked=True, is_closed=False, state__in=Bucket.TERMINAL_STATES
-    ).exclude(Exists(used))
-    stale = finished.filter(period_start__lt=today)
-    latest = (
-        Bucket.objects.filter(
-            connection=connection, is_closed=False, period_start=today, state=Bucket.State.DONE
-        )
-        .order_by("-period_end", "-pk")
-        .values_list("pk", flat=True)
-        .first()
+def needed_by_reports_or_ledger() -> Q:
+    """A bucket something still reads: a report that exists links it (its page, CSV, raw
+    JSON download), or the spend ledger holds rows of it (pages, budgets, digests, exports).
+    What retention (reports/retention.py) and the open-day prune never touch."""
+    return Q(Exists(ReportBucket.objects.filter(bucket=OuterRef("pk")))) | Q(
+        Exists(LedgerEntry.objects.filter(bucket=OuterRef("pk")))
     )
-    replaced = finished.filter(period_start=today).exclude(pk=latest) if latest else None
-    deleted = stale.delete()[0]
-    if replaced is not None:
-        deleted += replaced.delete()[0]
-    return deleted
+
+
+def superseded_buckets(*, now: datetime) -> QuerySet[Bucket]:
+    """Finished open-period buckets nothing needs any more, of every connection (one query):
+
+    - tracking's open days a newer bucket of the same day, or the day's closed bucket, has
+      replaced (a connection keeps its latest finished open day);
+    - open buckets tracking does not keep whose report is gone (an open bucket is never
+      reused: each request asks OSAI again).
+
+    Never one a report links or the ledger holds (`needed_by_reports_or_ledger`): an open
+    day's rows move to the bucket that replaces it when that one is written, and only then
+    does the old one go. The one rule behind `prune_open_buckets` and retention's prune."""
+    today = utc_midnight(now.date())
+    latest_today = Bucket.objects.filter(
+        connection_id=OuterRef("connection_id"),
+        is_closed=False,
+        period_start=today,
+        state=Bucket.State.DONE,
+    ).order_by("-period_end", "-pk")
+    finished = Bucket.objects.filter(is_closed=False, state__in=Bucket.TERMINAL_STATES).exclude(
+        needed_by_reports_or_ledger()
+    )
+    stale = Q(tracked=True, period_start__lt=today)
+    replaced = (
+        Q(tracked=True, period_start=today)
+        & Q(Exists(latest_today))
+        & ~Q(pk=Subquery(latest_today.values("pk")[:1]))
+    )
+    orphaned = Q(tracked=False)
+    return finished.filter(stale | replaced | orphaned)
+
+
+def prune_open_buckets(connection: Connection, *, now: datetime) -> int:
+    """Delete the connection's superseded open-day buckets (`superseded_buckets`) after a
+    refresh. Returns how many went."""
+    return prune_rows(superseded_buckets(now=now).filter(connection=connection))
+
+
+def raw_json_unneeded(*, before: datetime) -> QuerySet[Bucket]:
+    """Buckets finished before `before` whose raw OSAI answer (`osai_response`) or archived
+    file nobody can open any more: no report links them, the ledger holds none of their rows
+    and tracking does not keep them. Their totals stay (a closed bucket is still reused)."""
+    return (
+        Bucket.objects.filter(tracked=False, state__in=Bucket.TERMINAL_STATES)
+        .filter(Q(finished_at__lt=before) | Q(finished_at__isnull=True, created_at__lt=before))
+        .filter(Q(osai_response__isnull=False) | Q(file__isnull=False))
+        .exclude(needed_by_reports_or_ledger())
+    )
+
+
+def prune_raw_json(*, before: datetime, dry_run: bool = False) -> int:
+    """Drop the raw OSAI JSON of `raw_json_unneeded` buckets (a bounded number of queries per
+    thousand); returns how many buckets lost theirs."""
+    buckets = raw_json_unneeded(before=before)
+    if dry_run:
+        return buckets.count()
+    pks = buckets.order_by("pk").values_list("pk", flat=True)
+    dropped = 0
+    while True:
+        batch = list(pks[:PRUNE_BATCH])
+        if batch:
+            with transaction.atomic():
+                BucketFile.objects.filter(bucket_id__in=batch).delete()
+                Bucket.objects.filter(pk__in=batch).update(osai_response=None)
+            dropped += len(batch)
+        if len(batch) < PRUNE_BATCH:
+            return dropped
 
 
 def tracking_in_flight(connection_ids: list[int]) -> bool:
