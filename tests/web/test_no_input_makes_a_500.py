@@ -619,3 +619,30 @@ def route_path(route: Route, values: dict[str, str]) -> str:
     for kwarg in route.kwargs:
         text = re.sub(rf"<\w+:{kwarg}>", values.get(kwarg, "1"), text)
     return text
+
+
+@pytest.mark.django_db
+def test_i4_a_chosen_id_no_database_column_holds_is_not_one_of_the_choices(world: World) -> None:
+    """`POST /teams/<id>/sharing/` with `connections=9223372036854775808` ran an `id__in` query
+    SQLite cannot run (OverflowError, a 500; Django guards `pk=` from it, not `pk__in=`).
+    Every form that takes several ids (forms.IdsChoiceField) now answers a form error and
+    changes nothing, personal report, team sharing and a connection's teams alike."""
+    member = Client(raise_request_exception=False)
+    member.force_login(world.owner)
+    connection = world.connection.pk
+    report = {"preset": "last_month", "granularity": "month", "include_datasets": "on"}
+    posts = [
+        (reverse("team_sharing", args=[world.team.pk]), "connections", {}),
+        (reverse("report_new"), "connections", report),
+        (reverse("saved_view_create"), "connections", {**report, "view_name": "big"}),
+        (reverse("connection_edit", args=[connection]), "shared_with_teams", {"label": "Main"}),
+    ]
+    for big in (str(2**63), str(-(2**63) - 1), "9_223_372_036_854_775_808", "9" * 40):
+        for path, name, data in posts:
+            before = _counts()
+            response = member.post(path, {**data, name: [str(connection), big]})
+            assert response.status_code in (200, 302), (path, big, response.status_code)
+            assert _refused(response, "POST"), (path, big)
+            assert _counts() == before
+    shared = list(world.connection.shared_with_teams.values_list("pk", flat=True))
+    assert shared == [world.team.pk]
