@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 from urllib.parse import quote
 
@@ -50,14 +51,14 @@ from reports.models import (
 )
 from reports.pipeline import connections
 from reports.views import account, forms
-from tests.factories import make_user
+from tests.factories import PASSWORD, make_user
 from tests.support import figures
 from tests.support.world import ROLES, World
 
 # How many generated requests each test sends, and the seconds it may take at most (on a busy
 # machine it sends fewer): the whole file takes about a minute on two cores.
-EXAMPLES = {"pages": 650, "forms": 700, "api": 400, "webhook": 250}
-SECONDS = {"pages": 25, "forms": 25, "api": 12, "webhook": 8}
+EXAMPLES = {"pages": 700, "forms": 700, "api": 400, "webhook": 250}
+SECONDS = {"pages": 28, "forms": 28, "api": 12, "webhook": 8}
 CALLERS = (*ROLES, "anonymous", "staff")
 
 # --- The values --------------------------------------------------------------------------------
@@ -315,6 +316,7 @@ def _send(tally: Tally, client: Client, method: str, path: str, **kwargs: Any) -
     """One request in a savepoint rolled back afterwards; a 5xx, or rows changed by a refused
     request, is recorded with what was sent."""
     cache.clear()  # rate limits count per example, not across them
+    client.cookies.pop("messages", None)  # only this request's messages say it was refused
     tally.tried += 1
     with transaction.atomic():
         before = _counts()
@@ -361,7 +363,7 @@ def fuzz(world: World, queue: list[Any], own_cache: None, monkeypatch: pytest.Mo
         if user is not None:
             client.force_login(user)
         clients[caller] = client
-    return clients, _ids(world, staff), Tally()
+    return clients, _ids(world, staff), Tally(), _bases(world)
 
 
 def _report(name: str, tally: Tally, started: float) -> None:
@@ -398,7 +400,45 @@ def _path(route: Route, ids: dict[str, list[str]], draw: Callable[..., Any]) -> 
         return reverse(route.name, kwargs=real)
 
 
-def _data(route: Route, draw: Callable[..., Any], ids: dict[str, list[str]]) -> dict[str, Any]:
+def _bases(world: World) -> dict[str, dict[str, Any]]:
+    """What each route takes when it is right: a generated value then replaces some of it, so
+    the checks behind the first ones are reached too."""
+    today = date.today().isoformat()
+    flags = {"include_datasets": "on", "include_models": "on"}
+    report = {"preset": "last_month", "granularity": "month", **flags}
+    own: dict[str, Any] = {"connections": [str(world.connection.pk)]}
+    book = PriceBook.objects.filter(team__isnull=True).values_list("pk", flat=True).first()
+    return {
+        "report_new": {**report, **own},
+        "saved_view_create": {**report, **own, "view_name": "v"},
+        "team_report_new": report,
+        "team_saved_view_create": {**report, "view_name": "v"},
+        "team_sharing": {"connections": [str(world.connection.pk)]},
+        "connection_edit": {"label": "Main", "shared_with_teams": [str(world.team.pk)]},
+        "connection_create": {"label": "New", "region": "eu", "access_token": "t" * 20},
+        "connection_token": {"access_token": "t" * 20},
+        "budget_list": {"scope": "person", "amount": "10", "thresholds": "50, 80, 100"},
+        "budget_detail": {"scope": "person", "amount": "10", "thresholds": "50, 80, 100"},
+        "price_book_version_add": {"effective": today, **dict.fromkeys(RATE_FIELDS, "1")},
+        "price_book_settings": {"name": "Book", "currency": "EUR"},
+        "price_book_copy": {"source": str(book), "name": "Copy"},
+        "team_member_add": {"who": world.stranger.username, "role": "member"},
+        "team_member_role": {"role": "viewer"},
+        "team_price_book": {"price_book": str(book)},
+        "team_list": {"name": "Team"},
+        "api_token_list": {"name": "cron"},
+        "login": {"username": world.owner.username, "password": PASSWORD},
+        "spend_export_csv": {"from": "2026-01-01", "to": "2026-02-01", "team": str(world.team.pk)},
+        "team_detail": {"period": "last_quarter", "by": "connection"},
+        "activity_export_csv": {"connection": str(world.connection.pk)},
+    }
+
+
+def _data(
+    route: Route, draw: Callable[..., Any], ids: dict[str, list[str]], bases: dict[str, Any]
+) -> dict[str, Any]:
+    """Generated values for some names (the route's own mostly), over what the route takes
+    when it is right or over nothing."""
     names = draw(
         st.lists(
             st.one_of(st.sampled_from(route.params), st.sampled_from(ALL_NAMES), TEXT),
@@ -407,7 +447,8 @@ def _data(route: Route, draw: Callable[..., Any], ids: dict[str, list[str]]) -> 
         )
     )
     real = ids["connection"] + ids["team"] + ids["user"] + ["on", "month", "cost", "eu"]
-    return {name: draw(values(real)) for name in names}
+    base = draw(st.sampled_from([{}, bases.get(route.name, {})]))
+    return {**base, **{name: draw(values(real)) for name in names}}
 
 
 # --- The tests ---------------------------------------------------------------------------------
@@ -416,7 +457,7 @@ def _data(route: Route, draw: Callable[..., Any], ids: dict[str, list[str]]) -> 
 @pytest.mark.django_db
 def test_i4_no_page_partial_or_csv_answers_5xx_to_a_generated_query(fuzz: Any) -> None:
     """Every route of the URLconf, GET, with generated query parameters and path ids."""
-    clients, ids, tally = fuzz
+    clients, ids, tally, bases = fuzz
     started = time.monotonic()
 
     @settings(FUZZ, max_examples=EXAMPLES["pages"])
@@ -426,7 +467,7 @@ def test_i4_no_page_partial_or_csv_answers_5xx_to_a_generated_query(fuzz: Any) -
         caller = data.draw(st.sampled_from(CALLERS))
         path = _path(route, ids, data.draw)
         headers = data.draw(st.sampled_from([{}, {"HTTP_HX_REQUEST": "true"}]))
-        query = _data(route, data.draw, ids)
+        query = _data(route, data.draw, ids, bases)
         if time.monotonic() - started > SECONDS["pages"]:
             return  # over its time (drawn as before, so hypothesis sees the same draws)
         _send(tally, clients[caller], "GET", path, data=query, **headers)
@@ -441,7 +482,7 @@ def test_i4_no_form_answers_5xx_or_changes_rows_when_it_refuses_a_generated_post
 ) -> None:
     """Every route of the URLconf, POST, with generated values for its form's fields (and any
     other name); a refusal changes no rows."""
-    clients, ids, tally = fuzz
+    clients, ids, tally, bases = fuzz
     started = time.monotonic()
 
     @settings(FUZZ, max_examples=EXAMPLES["forms"])
@@ -450,7 +491,7 @@ def test_i4_no_form_answers_5xx_or_changes_rows_when_it_refuses_a_generated_post
         route = data.draw(st.sampled_from(ROUTES))
         caller = data.draw(st.sampled_from(CALLERS))
         path = _path(route, ids, data.draw)
-        form = _data(route, data.draw, ids)
+        form = _data(route, data.draw, ids, bases)
         if time.monotonic() - started > SECONDS["forms"]:
             return  # over its time (drawn as before, so hypothesis sees the same draws)
         _send(tally, clients[caller], "POST", path, data=form)
@@ -473,7 +514,7 @@ API_ENDPOINTS = [
 def test_i4_no_api_answer_is_5xx_for_a_generated_parameter(fuzz: Any, world: World) -> None:
     """The API's documented parameters (reports/views/api.py), with each role's token, none, a
     bogus one and a malformed header."""
-    _, ids, tally = fuzz
+    _, ids, tally, _ = fuzz
     started = time.monotonic()
     client = Client(raise_request_exception=False)
     auth = st.one_of(
@@ -552,13 +593,21 @@ WEBHOOK_BODIES = st.one_of(
 )
 
 
+def _utf8(body: bytes) -> bool:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 @pytest.mark.django_db
 def test_i4_the_webhook_receiver_answers_no_5xx_to_a_generated_body(
     fuzz: Any, world: World
 ) -> None:
     """OSAI's webhook receiver (/hooks/osai/<secret>): real and bogus secrets, any method, any
     body and content type."""
-    _, ids, tally = fuzz
+    _, ids, tally, _ = fuzz
     started = time.monotonic()
     client = Client(raise_request_exception=False)
 
@@ -574,6 +623,8 @@ def test_i4_the_webhook_receiver_answers_no_5xx_to_a_generated_body(
             )
         )
         method = data.draw(st.sampled_from(["POST", "POST", "POST", "GET"]))
+        if "latin-1" in content_type and not _utf8(body):
+            content_type = "application/json"  # the test client would fail to re-encode it
         if time.monotonic() - started > SECONDS["webhook"]:
             return  # over its time (drawn as before, so hypothesis sees the same draws)
         if method == "GET":
@@ -588,7 +639,7 @@ def test_i4_the_webhook_receiver_answers_no_5xx_to_a_generated_body(
 # --- Regressions: what the generated inputs found -----------------------------------------------
 
 ID_ROUTES = [route for route in ROUTES if not route.name.startswith("admin:") and route.kwargs]
-TOO_BIG = [str(2**63), str(2**64), "9" * 40]
+TOO_BIG = [str(2**63), "9" * 40]
 
 
 @pytest.mark.django_db
