@@ -1,6 +1,6 @@
 """URL map. Every URL with an object id scopes the lookup to the signed-in user (404 otherwise)."""
 
-from django.urls import path, re_path
+from django.urls import path, re_path, register_converter
 
 from reports.views import (
     account,
@@ -15,25 +15,29 @@ from reports.views import (
     teams,
     webhooks,
 )
+from reports.views.http import IdConverter
+
+# Every object id in a path is `<id:…>`: a number no database column holds is a 404, not a 500.
+register_converter(IdConverter, "id")
 
 urlpatterns = [
     path("", home.home, name="home"),
     path("overview/", home.overview, name="overview"),
     path("budgets/", budgets.budget_list, name="budget_list"),
-    path("budgets/<int:pk>/", budgets.budget_detail, name="budget_detail"),
-    path("budgets/<int:pk>/delete/", budgets.budget_delete, name="budget_delete"),
+    path("budgets/<id:pk>/", budgets.budget_detail, name="budget_detail"),
+    path("budgets/<id:pk>/delete/", budgets.budget_delete, name="budget_delete"),
     path("spend.csv", exports.spend_export_csv, name="spend_export_csv"),
     # Every page's "Download CSV": the page's rows, scoped as the page is (C5).
     path("overview.csv", exports.overview_export_csv, name="overview_export_csv"),
     path("budgets/export.csv", exports.budget_list_export_csv, name="budget_list_export_csv"),
     path("budgets/alerts.csv", exports.budget_alerts_export_csv, name="budget_alerts_export_csv"),
-    path("budgets/<int:pk>/export.csv", exports.budget_export_csv, name="budget_export_csv"),
-    path("budgets/<int:pk>/alerts.csv", exports.budget_alert_log_csv, name="budget_alert_log_csv"),
+    path("budgets/<id:pk>/export.csv", exports.budget_export_csv, name="budget_export_csv"),
+    path("budgets/<id:pk>/alerts.csv", exports.budget_alert_log_csv, name="budget_alert_log_csv"),
     path("activity/export.csv", exports.activity_export_csv, name="activity_export_csv"),
     path("reports/export.csv", exports.report_history_export_csv, name="report_history_export_csv"),
     path("account/digests/", account.digest_settings, name="digest_settings"),
     path("account/api-tokens/", account.api_token_list, name="api_token_list"),
-    path("account/api-tokens/<int:pk>/revoke/", account.api_token_revoke, name="api_token_revoke"),
+    path("account/api-tokens/<id:pk>/revoke/", account.api_token_revoke, name="api_token_revoke"),
     # Integrations: OSAI's worker webhooks (the secret is the credential; with or without the
     # final slash, as OSAI may post either), the activity feed, and the read-only API.
     re_path(
@@ -47,90 +51,90 @@ urlpatterns = [
     # Connections (a user's OSAI access tokens).
     path("connections/", connections.connection_list, name="connection_list"),
     path("connections/new/", connections.connection_create, name="connection_create"),
-    path("connections/<int:pk>/edit/", connections.connection_edit, name="connection_edit"),
-    path("connections/<int:pk>/token/", connections.connection_token, name="connection_token"),
-    path("connections/<int:pk>/delete/", connections.connection_delete, name="connection_delete"),
-    path("connections/<int:pk>/webhook/", webhooks.connection_webhook, name="connection_webhook"),
+    path("connections/<id:pk>/edit/", connections.connection_edit, name="connection_edit"),
+    path("connections/<id:pk>/token/", connections.connection_token, name="connection_token"),
+    path("connections/<id:pk>/delete/", connections.connection_delete, name="connection_delete"),
+    path("connections/<id:pk>/webhook/", webhooks.connection_webhook, name="connection_webhook"),
     path(
-        "connections/<int:pk>/webhook/rotate/",
+        "connections/<id:pk>/webhook/rotate/",
         webhooks.connection_webhook_rotate,
         name="connection_webhook_rotate",
     ),
     # Reports.
     path("reports/", reports.report_history, name="report_history"),
     path("reports/new/", reports.report_new, name="report_new"),
-    path("reports/<int:pk>/", reports.report_detail, name="report_detail"),
-    path("reports/<int:pk>/status/", reports.report_status, name="report_status"),
-    path("reports/<int:pk>/charts/", reports.report_charts, name="report_charts"),
-    path("reports/<int:pk>/comparison/", reports.report_comparison, name="report_comparison"),
-    path("reports/<int:pk>/cancel/", reports.report_cancel, name="report_cancel"),
-    path("reports/<int:pk>/retry/", reports.report_retry, name="report_retry"),
+    path("reports/<id:pk>/", reports.report_detail, name="report_detail"),
+    path("reports/<id:pk>/status/", reports.report_status, name="report_status"),
+    path("reports/<id:pk>/charts/", reports.report_charts, name="report_charts"),
+    path("reports/<id:pk>/comparison/", reports.report_comparison, name="report_comparison"),
+    path("reports/<id:pk>/cancel/", reports.report_cancel, name="report_cancel"),
+    path("reports/<id:pk>/retry/", reports.report_retry, name="report_retry"),
     path(
-        "reports/<int:pk>/buckets/<int:bucket_pk>/osai.json",
+        "reports/<id:pk>/buckets/<id:bucket_pk>/osai.json",
         reports.bucket_raw_json,
         name="bucket_raw_json",
     ),
-    path("reports/<int:pk>/export.csv", exports.report_export_csv, name="report_export_csv"),
+    path("reports/<id:pk>/export.csv", exports.report_export_csv, name="report_export_csv"),
     # Saved views: a report form's choices by name; opening one is the pre-filled form.
     path("saved-views/new/", saved_views.saved_view_create, name="saved_view_create"),
-    path("saved-views/<int:pk>/delete/", saved_views.saved_view_delete, name="saved_view_delete"),
+    path("saved-views/<id:pk>/delete/", saved_views.saved_view_delete, name="saved_view_delete"),
     # Teams.
     path("teams/", teams.team_list, name="team_list"),
-    path("teams/<int:pk>/", teams.team_detail, name="team_detail"),
-    path("teams/<int:pk>/sharing/", teams.team_sharing, name="team_sharing"),
-    path("teams/<int:pk>/spend.csv", exports.team_spend_export_csv, name="team_spend_export_csv"),
-    path("teams/<int:pk>/members/", teams.team_member_add, name="team_member_add"),
+    path("teams/<id:pk>/", teams.team_detail, name="team_detail"),
+    path("teams/<id:pk>/sharing/", teams.team_sharing, name="team_sharing"),
+    path("teams/<id:pk>/spend.csv", exports.team_spend_export_csv, name="team_spend_export_csv"),
+    path("teams/<id:pk>/members/", teams.team_member_add, name="team_member_add"),
     path(
-        "teams/<int:pk>/members/<int:user_pk>/role/",
+        "teams/<id:pk>/members/<id:user_pk>/role/",
         teams.team_member_role,
         name="team_member_role",
     ),
     path(
-        "teams/<int:pk>/members/<int:user_pk>/remove/",
+        "teams/<id:pk>/members/<id:user_pk>/remove/",
         teams.team_member_remove,
         name="team_member_remove",
     ),
-    path("teams/<int:pk>/price-book/", teams.team_price_book, name="team_price_book"),
-    path("teams/<int:pk>/digest/", teams.team_digest, name="team_digest"),
-    path("teams/<int:pk>/price-books/new/", price_books.price_book_copy, name="price_book_copy"),
+    path("teams/<id:pk>/price-book/", teams.team_price_book, name="team_price_book"),
+    path("teams/<id:pk>/digest/", teams.team_digest, name="team_digest"),
+    path("teams/<id:pk>/price-books/new/", price_books.price_book_copy, name="price_book_copy"),
     path(
-        "teams/<int:pk>/price-books/<int:book_pk>/",
+        "teams/<id:pk>/price-books/<id:book_pk>/",
         price_books.price_book_detail,
         name="team_price_book_detail",
     ),
     path(
-        "teams/<int:pk>/price-books/<int:book_pk>/versions/",
+        "teams/<id:pk>/price-books/<id:book_pk>/versions/",
         price_books.price_book_version_add,
         name="price_book_version_add",
     ),
     path(
-        "teams/<int:pk>/price-books/<int:book_pk>/versions/<int:version_pk>/delete/",
+        "teams/<id:pk>/price-books/<id:book_pk>/versions/<id:version_pk>/delete/",
         price_books.price_book_version_delete,
         name="price_book_version_delete",
     ),
     path(
-        "teams/<int:pk>/price-books/<int:book_pk>/settings/",
+        "teams/<id:pk>/price-books/<id:book_pk>/settings/",
         price_books.price_book_settings,
         name="price_book_settings",
     ),
     path(
-        "teams/<int:pk>/price-books/<int:book_pk>/use/",
+        "teams/<id:pk>/price-books/<id:book_pk>/use/",
         price_books.price_book_use,
         name="price_book_use",
     ),
     path(
-        "teams/<int:pk>/saved-views/new/",
+        "teams/<id:pk>/saved-views/new/",
         saved_views.team_saved_view_create,
         name="team_saved_view_create",
     ),
-    path("teams/<int:pk>/reports/new/", teams.team_report_new, name="team_report_new"),
+    path("teams/<id:pk>/reports/new/", teams.team_report_new, name="team_report_new"),
     path(
-        "teams/<int:pk>/reports/<int:report_pk>/",
+        "teams/<id:pk>/reports/<id:report_pk>/",
         teams.team_report_detail,
         name="team_report_detail",
     ),
     path(
-        "teams/<int:pk>/reports/<int:report_pk>/export.csv",
+        "teams/<id:pk>/reports/<id:report_pk>/export.csv",
         exports.team_report_export_csv,
         name="team_report_export_csv",
     ),

@@ -34,6 +34,7 @@ from reports.pages.price_book import rate_unit
 from reports.periods import PRESETS, preset_period, utc_midnight
 from reports.pipeline import connections
 from reports.teams import price_books
+from reports.views.http import MAX_ID
 
 CUSTOM = "custom"
 
@@ -43,6 +44,30 @@ def _choices_from(form: forms.Form, name: str, queryset: QuerySet[Any]) -> None:
     field = form.fields[name]
     assert isinstance(field, forms.ModelChoiceField)  # ModelMultipleChoiceField is one too
     field.queryset = queryset
+
+
+class IdsChoiceField(forms.ModelMultipleChoiceField):
+    """A ModelMultipleChoiceField whose ids must fit a database column: a number larger than
+    any id is "not one of the available choices", as any other id not offered is, instead of
+    an `id__in` query SQLite cannot run (OverflowError, a 500; Django guards `pk=` lookups
+    from it, not `pk__in=`) (I4)."""
+
+    def _check_values(self, value: Any) -> QuerySet[Any]:
+        assert self.queryset is not None and self.to_field_name is None
+        pk = self.queryset.model._meta.pk
+        assert pk is not None
+        for raw in value:
+            try:
+                number = pk.to_python(raw)
+            except forms.ValidationError:
+                continue  # not a number: Django says so
+            if isinstance(number, int) and not -MAX_ID - 1 <= number <= MAX_ID:
+                raise forms.ValidationError(
+                    self.error_messages["invalid_choice"],
+                    code="invalid_choice",
+                    params={"value": raw},
+                )
+        return super()._check_values(value)  # type: ignore[misc]  # not in django-stubs
 
 
 def _token_field() -> forms.CharField:
@@ -82,7 +107,7 @@ class ConnectionTokenForm(forms.Form):
 
 class ConnectionEditForm(forms.Form):
     label = forms.CharField(max_length=80, validators=[validate_one_line])
-    shared_with_teams = forms.ModelMultipleChoiceField(
+    shared_with_teams = IdsChoiceField(
         queryset=Team.objects.none(),
         required=False,
         widget=forms.CheckboxSelectMultiple,
@@ -200,7 +225,7 @@ class PeriodForm(forms.Form):
 class ReportForm(PeriodForm):
     """A report request on one or more of the owner's connections."""
 
-    connections = forms.ModelMultipleChoiceField(
+    connections = IdsChoiceField(
         queryset=Connection.objects.none(),
         widget=forms.CheckboxSelectMultiple,
         error_messages={"required": "Choose at least one connection."},
@@ -258,7 +283,7 @@ def prefilled(
     return form
 
 
-class SharedConnectionsField(forms.ModelMultipleChoiceField):
+class SharedConnectionsField(IdsChoiceField):
     def label_from_instance(self, obj: Any) -> str:
         # The label and OSAI account only: a token is shown as its last 4 characters at most.
         return f"{obj.label} ({obj.account_name or obj.region}, {obj.token_hint})"

@@ -88,6 +88,23 @@ MAX_ID = 2**63 - 1
 _DIGITS = re.compile(r"[0-9]{1,19}")
 
 
+class IdConverter:
+    """`<id:pk>` in a URL: an object id, ASCII digits of at most MAX_ID. A larger number is not
+    an id of anything, so the URL does not match (404) instead of reaching a query that SQLite
+    cannot run (OverflowError, a 500), as Django's `<int:…>` would let it (I4)."""
+
+    regex = "[0-9]{1,19}"
+
+    def to_python(self, value: str) -> int:
+        number = int(value)
+        if number > MAX_ID:
+            raise ValueError(f"{value} is larger than any id")
+        return number
+
+    def to_url(self, value: int) -> str:
+        return str(value)
+
+
 class BadParameter(Exception):
     """A query parameter that is not what the view takes; the message says what it takes."""
 
