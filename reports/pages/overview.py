@@ -18,12 +18,11 @@ from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.utils import timezone
 
-from reports.formatting import money, to_cents
+from reports.formatting import change_text, money, to_cents
 from reports.models import Budget, Connection, PriceBook, Team
 from reports.pages import charts
 from reports.pages.blocks import ChartBlock, chart_block
 from reports.pages.report import DRAWING_CODE, FIGURES_CACHE_SECONDS
-from reports.pages.tiles import change_text
 from reports.spend import pricing
 from reports.spend.budgets import budgets_visible_to
 from reports.spend.monthly import (
@@ -129,7 +128,9 @@ def _scope(
         # Priced once in `data`: the budget of this connection reuses it.
         previous = data.previous_cost([connection.pk], price_book)
         mtd = spend.by_connection.get(connection.pk, ZERO)
-        change, trend = change_text(mtd, previous, "the same days of last month")
+        change, trend = change_text(
+            mtd, previous, "the same days of last month", currency=spend.currency
+        )
         per_connection.append(
             ConnectionSpend(
                 label=_label(connection, with_owner),
@@ -141,7 +142,10 @@ def _scope(
             )
         )
     change, trend = change_text(
-        spend.month_to_date, spend.previous_same_days, "the same days of last month"
+        spend.month_to_date,
+        spend.previous_same_days,
+        "the same days of last month",
+        currency=spend.currency,
     )
     return {
         "spend": spend,

@@ -27,13 +27,13 @@ from django.core.cache import cache
 from django.urls import reverse
 
 from reports.access import Capability, roles_that_may
+from reports.formatting import change_text
 from reports.metrics import STAGE_LABELS
 from reports.models import Connection, Granularity, Membership, PriceBook, Team
 from reports.pages import charts
 from reports.pages.blocks import ChartBlock, chart_block
 from reports.pages.links import PRESET_ALIASES
 from reports.pages.report import DRAWING_CODE, FIGURES_CACHE_SECONDS
-from reports.pages.tiles import change_text
 from reports.periods import (
     PRESETS,
     Period,
@@ -116,6 +116,7 @@ def _rows(
     previous: dict[int, pricing.Costs] | None,
     total: Decimal,
     versus: str,
+    currency: str,
 ) -> list[SpendRow]:
     """A row per group of connections (a member's, or one), biggest spender first."""
     rows = []
@@ -126,7 +127,7 @@ def _rows(
         if previous is not None:
             earlier = _add([previous[i] for i in ids if i in previous])
             before = earlier["total"] if earlier else ZERO
-        change, trend = change_text(spend, before, versus)
+        change, trend = change_text(spend, before, versus, currency=currency)
         rows.append(
             SpendRow(
                 name, detail, spend, before, change, trend, _share(spend, total),
@@ -231,7 +232,9 @@ def team_spend(
     known = previous.missing_days == 0 and bool(previous.held)
     per_connection = current.costs_by_connection()
     total = current.total
-    change, trend = change_text(total, previous.total if known else None, versus)
+    change, trend = change_text(
+        total, previous.total if known else None, versus, currency=book.currency
+    )
     section.update(
         currency=book.currency,
         total=total,
@@ -246,6 +249,7 @@ def team_spend(
             previous.costs_by_connection() if known else None,
             total,
             versus,
+            book.currency,
         ),
         chart=_chart(current, scope, by_month, f"Spend per member, {describe(start, end)}")
         if whole_team and ids

@@ -46,24 +46,10 @@ class Tile:
     value: str
     unit: str  # a unit of usage after the value, or a currency before it
     detail: str  # the 8 GB / 16 GB split, or why there is no value
-    change: str  # against the previous period, "" when unknown
+    change: str  # against the previous period (formatting.change_text), "" when unknown
     trend: str  # "up", "down", "flat" or "" (for the colour)
     included: bool
     is_money: bool = False
-
-
-def change_text(
-    current: float | Decimal, previous: float | Decimal | None, versus: str
-) -> tuple[str, str]:
-    """ "+12.3 % vs Oct 2026" and its trend ("up", "down", "flat"); ("", "") when unknown."""
-    if previous is None:
-        return "", ""
-    if previous == 0:
-        return ("no change", "flat") if current == 0 else (f"new since {versus}", "up")
-    ratio = (Decimal(str(current)) - Decimal(str(previous))) / Decimal(str(previous))
-    if abs(ratio) < Decimal("0.0005"):
-        return f"no change vs {versus}", "flat"
-    return f"{ratio * 100:+.1f} % vs {versus}", "up" if ratio > 0 else "down"
 
 
 def tiles(
@@ -91,7 +77,7 @@ def tiles(
             before = None
             if previous_money is not None:
                 before = sum((previous_money.get(c, Decimal(0)) for c in spec.columns), Decimal(0))
-            change, trend = change_text(amount, before, versus)
+            change, trend = formatting.change_text(amount, before, versus, currency=currency)
             detail = f"{detail} {spec.unit}" if detail else ""
             value = formatting.money(amount)
             tiles.append(Tile(spec.label, value, currency, detail, change, trend, True, True))
@@ -100,7 +86,9 @@ def tiles(
         before_usage = None
         if previous is not None:
             before_usage = round(sum(display_value(c, previous[c]) for c in spec.columns), 6)
-        change, trend = change_text(round(usage, 6), before_usage, versus)
+        change, trend = formatting.change_text(
+            round(usage, 6), before_usage, versus, unit=spec.unit, decimals=spec.decimals
+        )
         if money is not None:
             detail = "not priced"
         value = f"{usage:,.{spec.decimals}f}"
@@ -109,7 +97,7 @@ def tiles(
         # The whole report's spend, rounded once, as the CSV's total is.
         total = money.get("total", Decimal(0))
         before_total = previous_money.get("total") if previous_money is not None else None
-        change, trend = change_text(total, before_total, versus)
+        change, trend = formatting.change_text(total, before_total, versus, currency=currency)
         value = formatting.money(total)
         tiles.insert(0, Tile("Total", value, currency, "all categories", change, trend, True, True))
     return tiles

@@ -23,7 +23,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from reports.access import team_digest_teams
-from reports.formatting import money
+from reports.formatting import change_text, money
 from reports.metrics import CATEGORIES, all_flags, metrics_in
 from reports.models import Budget, Connection, DigestPreference, DigestSent, PriceBook, Team
 from reports.periods import describe, utc_midnight
@@ -79,13 +79,14 @@ def digest_for(
         spent = costs["total"]
         lines.append(f"Spend: {money(spent, currency)}")
         if before is not None:
-            earlier = before["total"]
-            if earlier:
-                change = (spent - earlier) / earlier * 100
-                lines.append(
-                    f"Change: {change:+.1f} % against {describe(before_start, start)} "
-                    f"({money(earlier, currency)})"
-                )
+            change, _ = change_text(
+                spent,
+                before["total"],
+                describe(before_start, start),
+                currency=currency,
+                with_base=True,
+            )
+            lines.append(f"Change: {change}")
         top = sorted(
             (
                 (sum((costs.get(m.column, Decimal(0)) for m in metrics_in(c.key)), Decimal(0)), c)

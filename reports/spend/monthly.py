@@ -74,13 +74,6 @@ class MonthSpend:
     def days_in_month(self) -> int:
         return calendar.monthrange(self.month_start.year, self.month_start.month)[1]
 
-    @property
-    def change(self) -> Decimal | None:
-        """Month to date against the same days of last month, as a fraction."""
-        if not self.previous_same_days:
-            return None
-        return (self.month_to_date - self.previous_same_days) / self.previous_same_days
-
 
 @dataclass
 class SpendData:

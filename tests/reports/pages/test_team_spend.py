@@ -21,7 +21,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from reports.formatting import to_cents
+from reports.formatting import money, to_cents
 from reports.models import Bucket, Connection
 from reports.periods import DASH, split_period
 from reports.spend import ledger
@@ -120,7 +120,11 @@ def test_an_admin_reads_last_quarters_spend_per_member_with_no_form(
     # The quarter before is held by month: a change for the team and for each member.
     before = _expected(world, *Q2, world.connection, world.admin_connection)
     assert spend["previous"] == before and spend["versus"] == f"Apr 2026{DASH}Jun 2026"
-    assert spend["change"].endswith(f"vs Apr 2026{DASH}Jun 2026")
+    # Twenty times the quarter before: the amounts, not "+1910.5 %" (U2).
+    assert spend["trend"] == "up" and spend["total"] > 10 * before
+    assert spend["change"] == (
+        f"{money(spend['total'], 'EUR')}, up from {money(before, 'EUR')} in Apr 2026{DASH}Jun 2026"
+    )
     assert rows["owner"].previous == _expected(world, *Q2, world.connection)
     # On the page: the switch, the table, a chart stacked by member and the CSV link.
     html = response.content.decode()

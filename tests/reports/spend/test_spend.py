@@ -118,6 +118,28 @@ def test_month_to_date_compares_with_the_same_days_of_last_month(month: dict[str
     assert spend.forecast.low == spend.forecast.high == Decimal("37.20")  # no spread
 
 
+def test_the_overview_change_on_a_tiny_base_writes_the_amounts_in_the_tile_and_the_table(
+    book: Any, time_machine: Any
+) -> None:
+    """U2: EUR 18.00 after EUR 0.02 on the same days of last month is not "+89900.0 %"."""
+    time_machine.move_to(NOW)
+    owner = make_user("tiny")
+    conn = make_connection(owner, "Lab")
+    Bucket.objects.bulk_create(
+        [spend_bucket(conn, day(3, d), 1) for d in range(1, 15)]
+        + [spend_bucket(conn, day(3, 15), 1, closed=False, end=NOW)]
+        + [spend_bucket(conn, day(2, d), 0.001) for d in range(1, 29)]
+    )
+    page = overview_page(owner, now=NOW)
+    expected = "EUR 18.00, up from EUR 0.02 in the same days of last month"
+    assert (page["change"], page["trend"]) == (expected, "up")
+    assert [(row.change, row.trend) for row in page["per_connection"]] == [(expected, "up")]
+    client = Client()
+    client.force_login(owner)
+    html = client.get(reverse("home")).content.decode()
+    assert html.count(expected) == 2 and " % vs" not in html
+
+
 def test_a_day_not_fetched_yet_is_missing_and_there_is_no_forecast(month: dict[str, Any]) -> None:
     Bucket.objects.filter(period_start=day(3, 5)).delete()
     spend = month_spend([month["conn"]], month["book"], NOW)
@@ -566,6 +588,46 @@ def test_digests_are_made_once_per_period_and_respect_opt_out(month: dict[str, A
     DigestPreference.objects.create(user=month["owner"], weekly=False)
     DigestSent.objects.all().delete()
     assert digests.digests_send(now=monday) == 0
+
+
+def _weekly_digest_change(book: Any, before_hours: float, hours: float) -> list[str]:
+    """The "Change:" line of a weekly digest for Mar 9-15 (`hours` a day of 8 GB training at
+    EUR 1.20 an hour) after Mar 2-8 (`before_hours` a day)."""
+    owner = make_user("weekly")
+    conn = make_connection(owner, "Lab")
+    for d in range(2, 16):
+        spend_day(conn, day(3, d), before_hours if d < 9 else hours)
+    digest = digests.digest_for(
+        kind=digests.WEEKLY,
+        start=day(3, 9),
+        end=day(3, 16),
+        name="weekly",
+        connections=[conn],
+        price_book=book,
+        budgets=[],
+        csv_query={},
+        now=datetime(2026, 3, 16, 7, tzinfo=UTC),
+    )
+    return [line for line in digest.text.splitlines() if line.startswith("Change:")]
+
+
+def test_the_digest_change_on_a_tiny_base_writes_the_amounts(book: Any) -> None:
+    """U2: a week after one of EUR 0.08 is not "+29900.0 %"."""
+    assert _weekly_digest_change(book, 0.01, 3) == [
+        "Change: EUR 25.20, up from EUR 0.08 in 2026-03-02 \u2013 2026-03-08"
+    ]
+
+
+def test_the_digest_change_on_a_normal_base_is_a_percentage_of_the_amount_before(
+    book: Any,
+) -> None:
+    assert _weekly_digest_change(book, 1, 3) == [
+        "Change: +200.0 % vs 2026-03-02 \u2013 2026-03-08 (EUR 8.40)"
+    ]
+
+
+def test_the_digest_change_on_a_zero_base_is_new_since(book: Any) -> None:
+    assert _weekly_digest_change(book, 0, 3) == ["Change: new since 2026-03-02 \u2013 2026-03-08"]
 
 
 def test_the_digest_csv_link_exports_the_period_for_its_owner_only(month: dict[str, Any]) -> None:
