@@ -6,6 +6,7 @@ from reports.views import (
     account,
     api,
     budgets,
+    channels,
     connections,
     exports,
     home,
@@ -19,6 +20,9 @@ from reports.views import (
 urlpatterns = [
     path("", home.home, name="home"),
     path("overview/", home.overview, name="overview"),
+    path("channels/", channels.channel_list, name="channel_list"),
+    path("channels/<int:pk>/delete/", channels.channel_delete, name="channel_delete"),
+    path("channels/<int:pk>/test/", channels.channel_test, name="channel_test"),
     path("budgets/", budgets.budget_list, name="budget_list"),
     path("budgets/<int:pk>/", budgets.budget_detail, name="budget_detail"),
     path("budgets/<int:pk>/delete/", budgets.budget_delete, name="budget_delete"),
@@ -92,6 +96,7 @@ urlpatterns = [
     ),
     path("teams/<int:pk>/price-book/", teams.team_price_book, name="team_price_book"),
     path("teams/<int:pk>/digest/", teams.team_digest, name="team_digest"),
+    path("teams/<int:pk>/channels/", channels.team_channels, name="team_channels"),
     path("teams/<int:pk>/price-books/new/", price_books.price_book_copy, name="price_book_copy"),
     path(
         "teams/<int:pk>/price-books/<int:book_pk>/",
