@@ -36,6 +36,7 @@ class Capability(StrEnum):
     REQUEST_TEAM_REPORT = "request_team_report"  # and cancel or retry one
     MANAGE_MEMBERS = "manage_members"  # add, remove, change roles (M4)
     MANAGE_BUDGETS = "manage_budgets"  # set, change and remove the team's budgets
+    MANAGE_CHANNELS = "manage_channels"  # add, remove and test the team's channels
     CHOOSE_PRICE_BOOK = "choose_price_book"  # the rates the team's reports are priced with
     RECEIVE_ALERTS = "receive_alerts"  # the team's budget alerts
     RECEIVE_TEAM_DIGEST = "receive_team_digest"  # the team's weekly and monthly digests
@@ -58,6 +59,7 @@ CAPABILITIES: MappingProxyType[str, frozenset[Capability]] = MappingProxyType(
                 C.REQUEST_TEAM_REPORT,
                 C.MANAGE_MEMBERS,
                 C.MANAGE_BUDGETS,
+                C.MANAGE_CHANNELS,
                 C.CHOOSE_PRICE_BOOK,
                 C.RECEIVE_ALERTS,
                 C.RECEIVE_TEAM_DIGEST,

@@ -14,6 +14,7 @@ import unicodedata
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -670,11 +671,12 @@ class Budget(models.Model):
     amount = models.DecimalField(max_digits=14, decimal_places=2)
     thresholds = models.JSONField(default=list)  # percentages, e.g. [50, 80, 100]
     on_forecast = models.BooleanField(default=False)
-    emails = models.JSONField(default=list, blank=True)
-    webhook_url = models.URLField(max_length=500, blank=True)
-    # Encrypted like access tokens (reports/crypto.py); it signs the webhook's body.
-    webhook_secret_encrypted = crypto.EncryptedTextField(blank=True, editable=False)
-    # Who last set where its alerts go (the addresses, the webhook): a team budget's channels
+    # Where its alerts go: channels of its owner (a team budget: of its team). Migration 0015
+    # made the addresses and the webhook a budget had before into channels.
+    channels = models.ManyToManyField(  # type: ignore[var-annotated]
+        "Channel", blank=True, related_name="budgets"
+    )
+    # Who last set where its alerts go (its channels): a team budget's channels
     # stop when that person is no longer one of the team's admins (A8).
     channels_set_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -703,6 +705,87 @@ class Budget(models.Model):
 
     def __str__(self) -> str:
         return f"Budget {self.pk} ({self.scope}, {self.amount})"
+
+
+# --- Channels: where alerts and digests go (reports/spend/channels.py, notify.py) ---------------
+
+
+class Channel(models.Model):
+    """Somewhere to send alerts and digests, owned by a person or by a team (exactly one).
+
+    Email: addresses (and, for a team, "the team's admins", resolved when a message is sent:
+    A8). A signed webhook (a URL and the secret that signs its body, A3), a Slack incoming
+    webhook or a Microsoft Teams workflow webhook: the URL is a secret of its own (whoever
+    holds a Slack or Teams URL can post to the channel), so it is encrypted like access tokens
+    and never shown again in full: pages show `url_hint`, its host and last four characters.
+    """
+
+    class Kind(models.TextChoices):
+        EMAIL = "email", "Email"
+        WEBHOOK = "webhook", "Signed webhook"
+        SLACK = "slack", "Slack"
+        TEAMS = "teams", "Microsoft Teams"
+
+    URL_KINDS = (Kind.WEBHOOK, Kind.SLACK, Kind.TEAMS)
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="channels",
+    )
+    team = models.ForeignKey(
+        Team, null=True, blank=True, on_delete=models.CASCADE, related_name="channels"
+    )
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    name = models.CharField(max_length=120, validators=[validate_one_line])
+    emails = models.JSONField(default=list, blank=True)
+    # A team's email channel: also to the team's admins as they are when a message is sent.
+    to_team_admins = models.BooleanField(default=False)
+    url_encrypted = crypto.EncryptedTextField(blank=True, editable=False)
+    # What pages show of the URL: its host and its last four characters.
+    url_host = models.CharField(max_length=255, blank=True, editable=False)
+    url_last4 = models.CharField(max_length=4, blank=True, editable=False)
+    # A signed webhook's secret (reports/spend/notify.py `sign`).
+    secret_encrypted = crypto.EncryptedTextField(blank=True, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(owner__isnull=False, team__isnull=True)
+                | Q(owner__isnull=True, team__isnull=False),
+                name="channel_has_one_owner",
+            )
+        ]
+        ordering = ["name", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} channel {self.name}"
+
+    @property
+    def url_hint(self) -> str:
+        """The URL as pages show it: never in full."""
+        return f"{self.url_host} …{self.url_last4}" if self.url_host else ""
+
+    def set_url(self, url: str) -> None:
+        self.url_encrypted = crypto.encrypt_secret(url)
+        self.url_host = (urlsplit(url).hostname or "")[:255]
+        self.url_last4 = url.rstrip("/")[-4:]
+
+    @property
+    def url(self) -> str:
+        """The URL in full: for sending only (raises crypto.TokenDecryptionError)."""
+        return crypto.decrypt_secret(self.url_encrypted)
 
 
 class Alert(models.Model):
@@ -742,6 +825,8 @@ class Delivery(models.Model):
     class Channel(models.TextChoices):
         EMAIL = "email", "Email"
         WEBHOOK = "webhook", "Webhook"
+        SLACK = "slack", "Slack"
+        TEAMS = "teams", "Microsoft Teams"
 
     class State(models.TextChoices):
         PENDING = "pending", "Waiting"
@@ -750,7 +835,12 @@ class Delivery(models.Model):
 
     key = models.CharField(max_length=64, unique=True)
     channel = models.CharField(max_length=8, choices=Channel.choices)
-    target = models.TextField()  # email addresses (comma-separated) or the webhook URL
+    # Email addresses (comma-separated) or a webhook URL, for a message not sent through a
+    # channel; empty for one that is: its channel's addresses and URL are read when sending.
+    target = models.TextField(blank=True)
+    via = models.ForeignKey(
+        "Channel", null=True, blank=True, on_delete=models.SET_NULL, related_name="deliveries"
+    )
     subject = models.CharField(max_length=200)
     text = models.TextField()
     payload = models.JSONField(default=dict, blank=True)  # the webhook's JSON body
@@ -783,6 +873,8 @@ class DigestPreference(models.Model):
     )
     weekly = models.BooleanField(default=True)
     monthly = models.BooleanField(default=True)
+    # Digests go to the person's email and to these channels of theirs.
+    channels = models.ManyToManyField(Channel, blank=True, related_name="digest_preferences")
 
     def __str__(self) -> str:
         return f"Digests of {self.user}"

@@ -6,6 +6,7 @@ from reports.views import (
     account,
     api,
     budgets,
+    channels,
     connections,
     exports,
     home,
@@ -23,6 +24,9 @@ register_converter(IdConverter, "id")
 urlpatterns = [
     path("", home.home, name="home"),
     path("overview/", home.overview, name="overview"),
+    path("channels/", channels.channel_list, name="channel_list"),
+    path("channels/<id:pk>/delete/", channels.channel_delete, name="channel_delete"),
+    path("channels/<id:pk>/test/", channels.channel_test, name="channel_test"),
     path("budgets/", budgets.budget_list, name="budget_list"),
     path("budgets/<id:pk>/", budgets.budget_detail, name="budget_detail"),
     path("budgets/<id:pk>/delete/", budgets.budget_delete, name="budget_delete"),
@@ -96,6 +100,7 @@ urlpatterns = [
     ),
     path("teams/<id:pk>/price-book/", teams.team_price_book, name="team_price_book"),
     path("teams/<id:pk>/digest/", teams.team_digest, name="team_digest"),
+    path("teams/<id:pk>/channels/", channels.team_channels, name="team_channels"),
     path("teams/<id:pk>/price-books/new/", price_books.price_book_copy, name="price_book_copy"),
     path(
         "teams/<id:pk>/price-books/<id:book_pk>/",

@@ -135,8 +135,8 @@ INSIDE: dict[str, list[tuple[str, ...]]] = {
     ],
     "reports.spend": [
         ("budgets", "digests"),
-        ("monthly", "exports", "tracking", "notify", "period_spend"),
-        ("ledger", "outbound", "discrepancies"),
+        ("monthly", "exports", "tracking", "notify", "period_spend", "channels"),
+        ("ledger", "outbound", "discrepancies", "messages"),
         ("pricing",),
         ("usage",),
     ],

@@ -288,7 +288,7 @@ _URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
 
 def redact(text: str, *targets: str) -> str:
     """A delivery's reason without its targets: URLs, email addresses, and the hosts of
-    `targets` (the budget's webhook URL now and the one the message was sent to)."""
+    `targets` (the message's own target, its channel's URL host)."""
     text = _URL.sub("[url]", text)
     text = _EMAIL.sub("[address]", text)
     for target in targets:
@@ -330,7 +330,7 @@ def alert_log_rows(budgets: Sequence[Budget]) -> Iterator[list[str]]:
     }
     alerts = (
         Alert.objects.filter(budget_id__in=list(about))
-        .prefetch_related("deliveries")
+        .prefetch_related("deliveries__via")
         .order_by("budget_id", "-created_at", "-threshold", "-pk")
         .iterator(chunk_size=CHUNK_SIZE)
     )
@@ -342,14 +342,22 @@ def alert_log_rows(budgets: Sequence[Budget]) -> Iterator[list[str]]:
             yield _cells([*head, "", "", "", "", "", "", ""])
         for delivery in deliveries:
             yield _cells([*head, *_delivery_cells(budget, delivery)])
-    loose = Delivery.objects.filter(budget_id__in=list(about), alert__isnull=True).order_by(
-        "budget_id", "-created_at", "-pk"
+    loose = (
+        Delivery.objects.filter(budget_id__in=list(about), alert__isnull=True)
+        .select_related("via")
+        .order_by("budget_id", "-created_at", "-pk")
     )
     for delivery in loose:
         budget, name, currency = about[delivery.budget_id or 0]
         yield _cells(
             [*_alert_cells(budget, name, currency, None), *_delivery_cells(budget, delivery)]
         )
+
+
+def _channel_url_host(delivery: Delivery) -> str:
+    """The host of the delivery's channel's URL, as a URL `redact` takes out ("" if none)."""
+    channel = delivery.via
+    return f"https://{channel.url_host}/" if channel is not None and channel.url_host else ""
 
 
 def _delivery_cells(budget: Budget, delivery: Delivery) -> list[Any]:
@@ -360,7 +368,7 @@ def _delivery_cells(budget: Budget, delivery: Delivery) -> list[Any]:
         delivery.attempts,
         delivery.created_at,
         delivery.sent_at,
-        redact(delivery.last_error, budget.webhook_url, delivery.target),
+        redact(delivery.last_error, delivery.target, _channel_url_host(delivery)),
         delivery.key,
     ]
 

@@ -3,11 +3,12 @@
 A budget is monthly, per connection, per person (all their connections) or per team (its
 admins set it, its admins and viewers see it), in its price book's currency (A6: a positive
 Decimal). Its thresholds (default 50/80/100 %) apply to spend so far and, if chosen, to the
-month-end forecast. A team budget's alerts go to the team's current admins (A8): to the
-addresses and webhook an admin chose, never to the address of an account whose holder gets
-no alerts (a viewer, a member, someone no longer in the team: reports/access.py); and once
-the person who set those channels is no longer an admin, the channels stop and the alerts go
-to the team's admins themselves, until an admin saves the budget again.
+month-end forecast. Its alerts go to its channels (reports/spend/channels.py: its owner's,
+or for a team budget the team's). A team budget's alerts go to the team's current admins
+(A8): through the channels an admin chose, never to the address of an account whose holder
+gets no alerts (a viewer, a member, someone no longer in the team: reports/access.py); and
+once the person who chose those channels is no longer an admin, the channels stop and the
+alerts go to the team's admins themselves, until an admin saves the budget again.
 
 Checking a budget (after each tracking refresh, and by `manage.py check_budgets`) inserts one
 Alert row per newly crossed threshold; the database's uniqueness makes that exactly once per
@@ -25,20 +26,18 @@ from typing import Any
 from dateutil.relativedelta import relativedelta
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.urls import reverse
 from django.utils import timezone
 
-from reports import crypto
 from reports.access import Capability, team_addresses_allowed, team_emails, teams_where
 from reports.formatting import money
-from reports.models import Alert, Budget, Connection, Delivery, Team, prune_rows
+from reports.models import Alert, Budget, Channel, Connection, Delivery, Team, prune_rows
+from reports.spend import channels as channel_service
 from reports.spend import notify
+from reports.spend.messages import Message
 from reports.spend.monthly import BudgetStatus, budget_status
-from reports.spend.outbound import WebhookRefused, check_target
 
 DEFAULT_THRESHOLDS = (50, 80, 100)
 MAX_AMOUNT = Decimal("999999999999.99")
@@ -76,32 +75,10 @@ def parse_thresholds(values: Iterable[Any]) -> list[int]:
 
 
 def parse_emails(values: Iterable[str]) -> list[str]:
-    emails = []
-    for value in values:
-        for address in str(value).replace(";", ",").split(","):
-            address = address.strip()
-            if not address:
-                continue
-            try:
-                validate_email(address)
-            except ValidationError:
-                raise BudgetError(f"{address!r} is not an email address.") from None
-            if address not in emails:
-                emails.append(address)
-    if len(emails) > 20:
-        raise BudgetError("Alerts go to at most 20 email addresses.")
-    return emails
-
-
-def check_webhook_url(url: str) -> str:
-    url = (url or "").strip()
-    if not url:
-        return ""
     try:
-        check_target(url, allow_local=settings.ALERT_WEBHOOK_ALLOW_LOCAL)
-    except WebhookRefused as exc:
-        raise BudgetError(str(exc)) from None
-    return url
+        return channel_service.parse_emails(values)
+    except channel_service.ChannelError as exc:
+        raise BudgetError(str(exc).replace("A channel emails", "Alerts go to")) from None
 
 
 @transaction.atomic
@@ -114,13 +91,18 @@ def budget_set(
     team: Team | None = None,
     thresholds: Sequence[Any] = DEFAULT_THRESHOLDS,
     on_forecast: bool = False,
+    channels: Iterable[Channel] | None = None,
     emails: Sequence[str] = (),
     webhook_url: str = "",
     webhook_secret: str | None = None,
 ) -> Budget:
     """Create or change the one budget of a scope. `actor` sets it: the connection's owner, the
     person themselves, or a role of the team that manages its budgets (an admin).
-    `webhook_secret` None keeps the old one."""
+
+    Its alerts go to `channels` (None keeps the ones it has): the actor's own, or for a team
+    budget the team's. `emails` adds an email channel to those addresses (the one that
+    exists, or a new one) and `webhook_url` a signed webhook channel with `webhook_secret`:
+    the budget form's and `set_budget`'s shortcuts, which make channels like any other."""
     if scope == Budget.Scope.CONNECTION:
         if connection is None or connection.owner_id != actor.pk:
             raise BudgetError("Choose one of your own connections.")
@@ -134,12 +116,19 @@ def budget_set(
         lookup = {"scope": scope, "owner": actor}
     else:
         raise BudgetError("Choose what the budget covers: a connection, you, or a team.")
-    url = check_webhook_url(webhook_url)
-    if webhook_secret is not None and len(webhook_secret) > 500:
-        raise BudgetError("The webhook secret is too long.")
+    owner_team = team if scope == Budget.Scope.TEAM else None
+    chosen = None if channels is None else list(channels)
+    if chosen is not None:
+        ids = {c.pk for c in chosen}
+        if channel_service.channels_usable(actor, owner_team).filter(pk__in=ids).count() != len(
+            ids
+        ):
+            raise BudgetError(
+                "Choose channels of the team." if owner_team else "Choose channels of your own."
+            )
     addresses = parse_emails(emails)
-    if team is not None and scope == Budget.Scope.TEAM:
-        allowed = team_addresses_allowed(team, Capability.RECEIVE_ALERTS, addresses)
+    if owner_team is not None:
+        allowed = team_addresses_allowed(owner_team, Capability.RECEIVE_ALERTS, addresses)
         if wrong := [a for a in addresses if a not in allowed]:
             raise BudgetError(
                 f"{', '.join(wrong)}: budget alerts go to the team's admins; its viewers and "
@@ -149,22 +138,30 @@ def budget_set(
         "amount": parse_amount(amount),
         "thresholds": parse_thresholds(thresholds),
         "on_forecast": bool(on_forecast),
-        "emails": addresses,
-        "webhook_url": url,
     }
     budget = Budget.objects.filter(**lookup).first()
     if budget is None:
         budget = Budget(**{"owner": actor, **lookup})
+    elif chosen is None:
+        chosen = list(budget.channels.all())
     for name, value in fields.items():
         setattr(budget, name, value)
     budget.channels_set_by = actor  # who saves the budget answers for where its alerts go
-    if webhook_secret is not None:
-        budget.webhook_secret_encrypted = (
-            crypto.encrypt_secret(webhook_secret) if webhook_secret else ""
-        )
-    if url and not budget.webhook_secret_encrypted:
-        raise BudgetError("A webhook needs a secret to sign its messages with.")
     budget.save()
+    chosen = chosen or []
+    try:
+        if addresses:
+            chosen.append(
+                channel_service.email_channel_for(actor=actor, team=owner_team, addresses=addresses)
+            )
+        if webhook_url:
+            hook = channel_service.webhook_channel_for(
+                actor=actor, team=owner_team, url=webhook_url, secret=webhook_secret, among=chosen
+            )
+            chosen = [c for c in chosen if c.pk != hook.pk] + [hook]
+    except channel_service.ChannelError as exc:
+        raise BudgetError(str(exc)) from None
+    budget.channels.set(chosen)
     return budget
 
 
@@ -214,21 +211,31 @@ USER_UNSHOWN = ("owner__password", "owner__last_login", "owner__date_joined")
 channels_stopped = notify.channels_stopped
 
 
+def alert_channels(budget: Budget) -> list[Channel]:
+    """The channels a budget's alerts go to: its own, unless they stopped (A8). A team
+    channel's addresses are checked again when each message is sent (notify)."""
+    return [] if channels_stopped(budget) else list(budget.channels.all())
+
+
+def alert_addresses(budget: Budget) -> list[str]:
+    """Every address the budget's next alert would be emailed to, as it would be resolved
+    now: its email channels' (a team's admins as they are now, A8) and `alert_emails`."""
+    found = alert_emails(budget)
+    for channel in alert_channels(budget):
+        if channel.kind == Channel.Kind.EMAIL:
+            found += notify.addresses_now(
+                notify.channel_addresses(channel), channel=channel, budget=budget
+            )
+    return list(dict.fromkeys(found))
+
+
 def alert_emails(budget: Budget) -> list[str]:
-    """Where a budget's alerts are emailed: its addresses. For a team budget, the team's current
-    admins decide (A8): never the address of an account whose holder gets no alerts (a role
-    may have changed, or they left, since it was set), and the team's admins' own addresses
-    once the budget's channels were set by someone who is no longer an admin."""
-    if budget.team_id is None:
-        return list(budget.emails)
-    if channels_stopped(budget):
+    """Addresses a budget's alerts are emailed to directly, outside its channels: the team's
+    admins' own, once a team budget's channels were chosen by someone who is no longer an
+    admin (A8); none otherwise."""
+    if budget.team_id is not None and channels_stopped(budget):
         return team_emails(budget.team_id, Capability.RECEIVE_ALERTS)
-    return team_addresses_allowed(budget.team_id, Capability.RECEIVE_ALERTS, budget.emails)
-
-
-def alert_webhook_url(budget: Budget) -> str:
-    """The budget's webhook, unless its channels stopped (A8)."""
-    return "" if channels_stopped(budget) else budget.webhook_url
+    return []
 
 
 # --- Checking budgets -----------------------------------------------------------------------------
@@ -329,12 +336,28 @@ def _queue_alert(status: BudgetStatus, alert: Alert) -> None:
         "forecast": str(status.forecast.value) if status.forecast else None,
         "url": link,
     }
+    facts = [
+        ("Spent this month", money(status.spent, currency)),
+        ("Budget", amount),
+        ("Used", f"{alert.percent} % (threshold {alert.threshold} %)"),
+        ("Left", money(status.remaining, currency)),
+    ]
+    if status.forecast is not None:
+        facts.append(("Month-end forecast", money(status.forecast.value, currency)))
+    subject = f"Budget alert: {alert.threshold} % of {status.name}"
     notify.deliveries_create(
-        subject=f"Budget alert: {alert.threshold} % of {status.name}",
+        subject=subject,
         text=text,
         payload=payload,
         emails=alert_emails(budget),
-        webhook_url=alert_webhook_url(budget),
+        channels=alert_channels(budget),
+        message=Message(
+            title=subject,
+            text="\n".join(lines[:-2]).strip(),
+            facts=facts,
+            link=link,
+            link_label="Budget and alert log",
+        ),
         budget=budget,
         alert=alert,
     )

@@ -4,7 +4,8 @@ before) email per person, and per team for its admins and the viewers who asked 
 before, this month's forecast, the top categories, where the budgets stand, and a link to the
 CSV. Read from tracked buckets; each digest is made once
 (`DigestSent` is unique per person, team, kind and period) and sent through the outbox.
-People can turn either kind off (DigestPreference).
+People can turn either kind off (DigestPreference), and send their own to channels of theirs
+too (`DigestPreference.channels`: Slack, Teams, a signed webhook, more addresses).
 """
 
 from __future__ import annotations
@@ -25,9 +26,18 @@ from django.utils import timezone
 from reports.access import team_digest_teams
 from reports.formatting import change_text, money
 from reports.metrics import CATEGORIES, all_flags, metrics_in
-from reports.models import Budget, Connection, DigestPreference, DigestSent, PriceBook, Team
+from reports.models import (
+    Budget,
+    Channel,
+    Connection,
+    DigestPreference,
+    DigestSent,
+    PriceBook,
+    Team,
+)
 from reports.periods import describe, utc_midnight
 from reports.spend import ledger, notify, pricing
+from reports.spend.messages import Message
 from reports.spend.monthly import budget_status, month_spend, price_book_of
 from reports.spend.usage import known_usage
 
@@ -144,8 +154,15 @@ def _wants(user: User, kind: str) -> bool:
     return preference.weekly if kind == WEEKLY else preference.monthly
 
 
+def digest_channels(user: User) -> list[Channel]:
+    """The person's channels their own digests go to, besides their email."""
+    return list(Channel.objects.filter(digest_preferences__user=user, owner=user))
+
+
 def _queue(user: User, team: Team | None, kind: str, start: datetime, digest: Digest) -> bool:
-    """Record the digest and queue its email, once (False if it was made before)."""
+    """Record the digest and queue its email (and, for a person's own, its channels), once
+    (False if it was made before)."""
+    base = settings.OSAI_USAGE_BASE_URL.rstrip("/")
     try:
         with transaction.atomic():
             DigestSent.objects.create(user=user, team=team, kind=kind, period_start=start.date())
@@ -154,6 +171,13 @@ def _queue(user: User, team: Team | None, kind: str, start: datetime, digest: Di
                 text=digest.text,
                 payload={"text": digest.subject},
                 emails=[user.email],
+                channels=digest_channels(user) if team is None else [],
+                message=Message(
+                    title=digest.subject,
+                    text=digest.text,
+                    link=f"{base}{reverse('home')}",
+                    link_label="Dashboard",
+                ),
             )
     except IntegrityError:
         return False

@@ -16,9 +16,14 @@ the last one gives up, whatever ended the attempts (an answer, an unexpected err
 killed worker); the reason is recorded at each step, so the page never says "waiting" for
 a message that cannot go.
 
-Webhook bodies are JSON with a Slack-compatible `text` and are signed:
-`X-OSAI-Usage-Signature: sha256=<hex HMAC-SHA256(secret, raw body)>` (A3). No token, JWT,
-signed link or webhook secret is ever in a message or a log (A5).
+Most messages go through a channel (`Channel`, reports/spend/channels.py): one delivery per
+channel, whose addresses and URL are read from the channel when it is sent, never copied into
+the delivery (a team's "to the team's admins" is resolved then too: A8). Signed webhook
+bodies are JSON with a Slack-compatible `text` and are signed:
+`X-OSAI-Usage-Signature: sha256=<hex HMAC-SHA256(secret, raw body)>` (A3); Slack and Teams
+get the bodies their webhooks document (reports/spend/messages.py), with the same delivery
+key in X-OSAI-Usage-Delivery. No token, JWT, signed link, webhook secret or channel URL is
+ever in a message or a log (A5).
 """
 
 from __future__ import annotations
@@ -39,9 +44,10 @@ from django.utils import timezone
 
 from reports import crypto
 from reports.access import Capability, may_in_team, team_addresses_allowed, team_emails
-from reports.models import Alert, Budget, Delivery, one_line, prune_rows
+from reports.models import Alert, Budget, Channel, Delivery, one_line, prune_rows
 from reports.pipeline import dispatcher
 from reports.pipeline.failpoints import failpoint
+from reports.spend.messages import Message, slack_body, teams_body
 from reports.spend.outbound import (
     Deadline,
     WebhookFailed,
@@ -77,8 +83,8 @@ def send_deadline_seconds() -> float:
 
 
 def channels_stopped(budget: Budget) -> bool:
-    """True for a team budget whose addresses and webhook were set by someone who is no longer
-    one of the team's admins (A8): they stop, and its alerts go to the team's admins."""
+    """True for a team budget whose channels were chosen by someone who is no longer one of
+    the team's admins (A8): they stop, and its alerts go to the team's admins."""
     return budget.team_id is not None and not may_in_team(
         budget.channels_set_by_id, budget.team_id, Capability.MANAGE_BUDGETS
     )
@@ -96,27 +102,43 @@ def deliveries_create(
     payload: dict[str, Any],
     emails: list[str],
     webhook_url: str = "",
+    channels: list[Channel] | tuple[Channel, ...] = (),
+    message: Message | None = None,
     budget: Budget | None = None,
     alert: Alert | None = None,
 ) -> list[Delivery]:
-    """One delivery per channel (one email to every address; one webhook), sent after commit."""
+    """One delivery per target, sent after commit: one email to every address in `emails`,
+    one unsigned post to `webhook_url`, and one per channel. A channel's delivery keeps no
+    address or URL: they are read from the channel when it is sent. Slack and Teams bodies
+    are made here, from `message` (or the subject and text)."""
     rows = []
     now = timezone.now()
-    targets = []
+    message = message or Message(title=one_line(subject), text=text)
+    targets: list[tuple[str, str, Channel | None]] = []
     if emails:
-        targets.append((Delivery.Channel.EMAIL, ", ".join(emails)))
+        targets.append((Delivery.Channel.EMAIL, ", ".join(emails), None))
     if webhook_url:
-        targets.append((Delivery.Channel.WEBHOOK, webhook_url))
-    for channel, target in targets:
+        targets.append((Delivery.Channel.WEBHOOK, webhook_url, None))
+    targets += [(channel.kind, "", channel) for channel in channels]
+    for kind, target, channel in targets:
         key = uuid.uuid4().hex
+        if kind == Delivery.Channel.SLACK:
+            body = slack_body(message, key=key)
+        elif kind == Delivery.Channel.TEAMS:
+            body = teams_body(message, key=key)
+        elif kind == Delivery.Channel.WEBHOOK:
+            body = {**payload, "delivery": key}
+        else:
+            body = {}
         rows.append(
             Delivery.objects.create(
                 key=key,
-                channel=channel,
+                channel=kind,
                 target=target,
+                via=channel,
                 subject=one_line(subject)[:200],
                 text=text,
-                payload={**payload, "delivery": key},
+                payload=body,
                 budget=budget,
                 alert=alert,
                 next_attempt_at=now,
@@ -152,7 +174,7 @@ def delivery_send(pk: int, *, now: datetime | None = None) -> str:
     )
     if not claimed:
         return "not claimed (sent, failed, or another worker holds it)"
-    delivery = Delivery.objects.select_related("budget").get(pk=pk)
+    delivery = Delivery.objects.select_related("budget", "via").get(pk=pk)
     if delivery.attempts > settings.ALERT_DELIVERY_MAX_ATTEMPTS:
         made = delivery.attempts - 1
         reason = delivery.last_error.removeprefix("Retrying: ") or UNFINISHED
@@ -236,25 +258,56 @@ def _mail_failure(exc: BaseException) -> str:
 
 
 def _recipients_now(delivery: Delivery) -> list[str]:
-    """Whom the email goes to. A team budget's alert goes to the team's current admins at
-    sending time (A8): an address whose account is no longer one that gets the team's alerts
-    (its holder left, or took another role, since the alert was queued) is left out, and so
-    is every other address once the channels' setter is no longer an admin."""
-    addresses = [address.strip() for address in delivery.target.split(",") if address.strip()]
-    budget = delivery.budget
-    if budget is None or budget.team_id is None:
-        return addresses
-    if channels_stopped(budget):
-        admins = {email.lower() for email in team_emails(budget.team_id, Capability.RECEIVE_ALERTS)}
-        allowed = [address for address in addresses if address.lower() in admins]
+    """Whom the email goes to, decided now (`addresses_now`); refused if nobody is left."""
+    channel = _channel_of(delivery)
+    if channel is not None:
+        addresses = channel_addresses(channel)
     else:
-        allowed = team_addresses_allowed(budget.team_id, Capability.RECEIVE_ALERTS, addresses)
+        addresses = [address.strip() for address in delivery.target.split(",") if address.strip()]
+    allowed = addresses_now(addresses, channel=channel, budget=delivery.budget)
     if not allowed:
         raise DeliveryRefused(
             "Not sent: none of its addresses gets the team's alerts any more (they go to the "
             "team's current admins)."
         )
     return allowed
+
+
+def channel_addresses(channel: Channel) -> list[str]:
+    """An email channel's addresses; a team's "to the team's admins" are its admins now."""
+    addresses = list(channel.emails)
+    if channel.team_id is not None and channel.to_team_admins:
+        addresses += team_emails(channel.team_id, Capability.RECEIVE_ALERTS)
+    return list(dict.fromkeys(addresses))
+
+
+def addresses_now(
+    addresses: list[str], *, channel: Channel | None, budget: Budget | None
+) -> list[str]:
+    """The addresses a message may go to at this moment. A team's message (a team channel's,
+    or a team budget's) goes to the team's current admins (A8): an address whose account is
+    no longer one that gets the team's alerts (its holder left, or took another role, since
+    it was chosen or the alert queued) is left out, and so is every other address once the
+    budget's channels' chooser is no longer an admin."""
+    team_id = channel.team_id if channel is not None else None
+    if budget is not None and budget.team_id is not None:
+        team_id = budget.team_id
+    addresses = list(dict.fromkeys(addresses))
+    if team_id is None:
+        return addresses
+    if budget is not None and budget.team_id is not None and channels_stopped(budget):
+        admins = {email.lower() for email in team_emails(team_id, Capability.RECEIVE_ALERTS)}
+        return [address for address in addresses if address.lower() in admins]
+    return team_addresses_allowed(team_id, Capability.RECEIVE_ALERTS, addresses)
+
+
+def _channel_of(delivery: Delivery) -> Channel | None:
+    """The delivery's channel; refused if it had one that was deleted since."""
+    if delivery.via_id is not None:
+        return delivery.via
+    if not delivery.target:
+        raise DeliveryRefused("Not sent: its channel was deleted.")
+    return None
 
 
 def _send_email(delivery: Delivery) -> None:
@@ -270,26 +323,31 @@ def _send_email(delivery: Delivery) -> None:
 
 
 def _send_webhook(delivery: Delivery, seconds: float) -> None:
+    """A signed webhook, Slack or Teams: the body made when it was queued, to the URL read
+    now (the channel's, decrypted), through the checked address (A2)."""
     budget = delivery.budget
     if budget is not None and channels_stopped(budget):
         raise DeliveryRefused(
-            "Not sent: the webhook was set by someone who is no longer an admin of the team; "
-            "an admin saving the budget takes it over."
+            "Not sent: its channel was chosen by someone who is no longer an admin of the "
+            "team; an admin saving the budget takes it over."
         )
-    secret = ""
-    if budget is not None and budget.webhook_secret_encrypted:
+    channel = _channel_of(delivery)
+    url, secret = delivery.target, ""
+    if channel is not None:
         try:
-            secret = crypto.decrypt_secret(budget.webhook_secret_encrypted)
+            url = channel.url
+            if channel.kind == Channel.Kind.WEBHOOK and channel.secret_encrypted:
+                secret = crypto.decrypt_secret(channel.secret_encrypted)
         except crypto.TokenDecryptionError:
             raise WebhookRefused(
-                "The webhook's secret cannot be read with the configured OSAI_TOKEN_KEYS."
+                "The channel's URL or secret cannot be read with the configured OSAI_TOKEN_KEYS."
             ) from None
     body = json.dumps(delivery.payload, sort_keys=True).encode()
     headers = {DELIVERY_HEADER: delivery.key}
     if secret:
         headers[SIGNATURE_HEADER] = sign(secret, body)
     post_json(
-        delivery.target,
+        url,
         body,
         headers,
         timeout=min(settings.ALERT_WEBHOOK_TIMEOUT_SECONDS, seconds),

@@ -2,33 +2,47 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from reports.integrations import api_tokens
-from reports.models import DigestPreference, validate_one_line
+from reports.models import Channel, DigestPreference, validate_one_line
+from reports.views.forms import channel_label
 from reports.views.http import AuthenticatedRequest
 
 
 class DigestForm(forms.ModelForm):
     class Meta:
         model = DigestPreference
-        fields = ["weekly", "monthly"]
+        fields = ["weekly", "monthly", "channels"]
         labels = {
             "weekly": "Weekly digest, on Mondays, for the week before",
             "monthly": "Monthly digest, on the 1st, for the month before",
+            "channels": "Also send my digests to",
         }
+        widgets = {"channels": forms.CheckboxSelectMultiple}
+
+    def __init__(self, *args: Any, user: User, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["channels"]
+        assert isinstance(field, forms.ModelMultipleChoiceField)
+        field.queryset = Channel.objects.filter(owner=user).order_by("name", "pk")
+        field.required = False
+        field.label_from_instance = channel_label  # type: ignore[method-assign,assignment]
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def digest_settings(request: AuthenticatedRequest) -> HttpResponse:
     preference, _ = DigestPreference.objects.get_or_create(user=request.user)
-    form = DigestForm(request.POST or None, instance=preference)
+    form = DigestForm(request.POST or None, instance=preference, user=request.user)
     if request.method == "POST" and form.is_valid():
         form.save()
         messages.success(request, "Saved your digest settings.")

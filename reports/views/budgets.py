@@ -34,7 +34,6 @@ def _one_or_404(found: list[Budget], pk: int) -> Budget:
 
 def _save(request: AuthenticatedRequest, form: BudgetForm) -> Budget | None:
     data = form.cleaned_data
-    secret = data["webhook_secret"] or None
     try:
         return budgets.budget_set(
             actor=request.user,
@@ -44,9 +43,8 @@ def _save(request: AuthenticatedRequest, form: BudgetForm) -> Budget | None:
             team=data.get("team"),
             thresholds=data["thresholds"].split(","),
             on_forecast=data["on_forecast"],
+            channels=list(data["channels"]),
             emails=[data["emails"]],
-            webhook_url=data["webhook_url"],
-            webhook_secret=secret,
         )
     except budgets.BudgetError as exc:
         form.add_error(None, str(exc))
@@ -94,8 +92,8 @@ def budget_detail(request: AuthenticatedRequest, pk: int) -> HttpResponse:
         "amount": budget.amount,
         "thresholds": ", ".join(str(t) for t in budget.thresholds),
         "on_forecast": budget.on_forecast,
-        "emails": ", ".join(budget.emails),
-        "webhook_url": budget.webhook_url,
+        # Its channels, by name; never a URL (the channel keeps it encrypted).
+        "channels": list(budget.channels.all()),
     }
     form = BudgetForm(request.POST or None, user=request.user, initial=initial)
     if request.method == "POST" and form.is_valid():
@@ -113,7 +111,6 @@ def budget_detail(request: AuthenticatedRequest, pk: int) -> HttpResponse:
             "form": form,
             "alerts": budget.alerts.order_by("-created_at", "-threshold")[:100],
             "deliveries": budget.deliveries.order_by("-created_at", "-pk")[:100],
-            "has_secret": bool(budget.webhook_secret_encrypted),
             "manages": manages,
             # A8: channels set by someone no longer an admin stop; the page says so.
             "channels_stopped": budgets.channels_stopped(budget),

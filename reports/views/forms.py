@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from django import forms
 from django.contrib.auth.models import User
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from reports.access import Capability, teams_where
@@ -22,6 +22,7 @@ from reports.metrics import FLAG_FIELDS, FLAGS, PRICED, RATE_FIELDS, Metric
 from reports.models import (
     MAX_RATE,
     Budget,
+    Channel,
     Connection,
     Granularity,
     Membership,
@@ -37,6 +38,15 @@ from reports.teams import price_books
 from reports.views.http import MAX_ID
 
 CUSTOM = "custom"
+
+
+def channel_label(channel: Channel) -> str:
+    """A channel as a choice: whose, its name, its kind and where (never a URL in full)."""
+    whose = f"team {channel.team.name}" if channel.team_id and channel.team else "yours"
+    where = channel.url_hint or ", ".join(channel.emails)
+    if channel.to_team_admins:
+        where = ", ".join(filter(None, ["the team's admins", where]))
+    return f"{channel.name} ({channel.get_kind_display()}, {whose}: {where})"
 
 
 def _choices_from(form: forms.Form, name: str, queryset: QuerySet[Any]) -> None:
@@ -473,29 +483,68 @@ class BudgetForm(forms.Form):
         required=False,
         label="Also alert when the month-end forecast crosses a threshold",
     )
+    channels = IdsChoiceField(
+        queryset=Channel.objects.none(),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Send alerts to these channels",
+        help_text="Your own channels for your budgets; a team's for its budget. Add Slack, "
+        "Microsoft Teams or a signed webhook on the Channels page.",
+    )
     emails = forms.CharField(
         required=False,
-        label="Email alerts to",
-        help_text="Addresses, separated by commas.",
-    )
-    webhook_url = forms.URLField(
-        required=False,
-        max_length=500,
-        assume_scheme="https",
-        label="Webhook URL",
-        help_text="Optional, https: gets a signed JSON message with a Slack-compatible text.",
-    )
-    webhook_secret = forms.CharField(
-        required=False,
-        max_length=500,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
-        label="Webhook secret",
-        help_text="Signs each message (X-OSAI-Usage-Signature). Leave empty to keep the "
-        "current one. Never shown again.",
+        label="Also email these addresses",
+        help_text="Addresses, separated by commas: they become an email channel.",
     )
 
     def __init__(self, *args: Any, user: User, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _choices_from(self, "connection", Connection.objects.filter(owner=user).order_by("label"))
         managed = teams_where(user, Capability.MANAGE_BUDGETS)
+        _choices_from(
+            self,
+            "channels",
+            Channel.objects.filter(Q(owner=user) | Q(team__in=managed))
+            .select_related("team")
+            .order_by("team__name", "name", "pk"),
+        )
+        self.fields["channels"].label_from_instance = channel_label  # type: ignore[attr-defined]
         _choices_from(self, "team", managed.order_by("name"))
+
+
+class ChannelForm(forms.Form):
+    """A channel to add: email addresses, or a webhook URL (and a signed webhook's secret).
+    Neither the URL nor the secret is ever sent back to the browser."""
+
+    name = forms.CharField(max_length=120, label="Name", validators=[validate_one_line])
+    kind = forms.ChoiceField(choices=Channel.Kind.choices, label="Kind", widget=forms.RadioSelect)
+    emails = forms.CharField(
+        required=False,
+        label="Email addresses",
+        help_text="For an email channel: addresses, separated by commas.",
+    )
+    url = forms.CharField(
+        required=False,
+        max_length=2000,
+        label="Webhook URL",
+        # render_value=False: a Slack or Teams URL is a secret; never shown again, even on errors.
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="For Slack, Microsoft Teams or a signed webhook: https only. Never shown "
+        "again in full.",
+    )
+    secret = forms.CharField(
+        required=False,
+        max_length=500,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        label="Signing secret",
+        help_text="For a signed webhook: signs each message (X-OSAI-Usage-Signature). Never "
+        "shown again.",
+    )
+
+    def __init__(self, *args: Any, team: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if team:
+            self.fields["to_team_admins"] = forms.BooleanField(
+                required=False,
+                label="Email the team's admins (as they are when each message is sent)",
+            )

@@ -22,7 +22,9 @@ from reports import formatting
 from reports.models import (
     Bucket,
     BucketFile,
+    Channel,
     Connection,
+    Delivery,
     Granularity,
     Membership,
     Report,
@@ -173,6 +175,67 @@ def _csv_endpoints() -> list[Endpoint]:
     return [*lists, Endpoint("activity_export_csv[connection]", "get", feed, CONNECTION_ROLES, 200)]
 
 
+def _own_channel(w: World) -> Channel:
+    return Channel.objects.get_or_create(
+        owner=w.owner, kind="email", name="Mine", defaults={"emails": ["owner@example.com"]}
+    )[0]
+
+
+def _team_channel(w: World) -> Channel:
+    return Channel.objects.get_or_create(
+        team=w.team, kind="email", name="Admins", defaults={"to_team_admins": True}
+    )[0]
+
+
+def _channel_state(w: World) -> Any:
+    """Channels and test messages: a refused request adds, removes and queues nothing."""
+    return (
+        sorted(Channel.objects.values_list("pk", flat=True)),
+        Delivery.objects.count(),
+    )
+
+
+# Channels: a person's own, its owner alone; a team's, its admins (MANAGE_CHANNELS).
+TEAM_CHANNEL_ROLES = ("team_admin",)
+
+
+def _channel_endpoints() -> list[Endpoint]:
+    found = [
+        Endpoint("channel_list", "get", lambda w: reverse("channel_list"), WORLD_ROLES, 200),
+        Endpoint(
+            "team_channels",
+            "get",
+            lambda w: reverse("team_channels", args=[w.team.pk]),
+            TEAM_CHANNEL_ROLES,
+            200,
+        ),
+        Endpoint(
+            "team_channels[post]",
+            "post",
+            lambda w: reverse("team_channels", args=[w.team.pk]),
+            TEAM_CHANNEL_ROLES,
+            200,  # nothing given: the form again, nothing added
+            snapshot=_channel_state,
+        ),
+    ]
+    for view in ("channel_test", "channel_delete"):
+        for whose, channel, roles in (
+            ("own", _own_channel, PERSONAL_ROLES),
+            ("team", _team_channel, TEAM_CHANNEL_ROLES),
+        ):
+            found.append(
+                Endpoint(
+                    f"{view}[{whose}]",
+                    "post",
+                    lambda w, v=view, c=channel: reverse(v, args=[c(w).pk]),
+                    roles,
+                    302,
+                    snapshot=_channel_state,
+                )
+            )
+    return found
+
+
 def _endpoints() -> list[Endpoint]:
     return [
         *(
@@ -182,6 +245,7 @@ def _endpoints() -> list[Endpoint]:
         ),
         *(_connection_endpoint(*view) for view in CONNECTION_VIEWS),
         *_csv_endpoints(),
+        *_channel_endpoints(),
     ]
 
 

@@ -1,7 +1,8 @@
 """Re-encrypt every stored secret under the primary OSAI_TOKEN_KEYS key (T4).
 
 Every encrypted column is found by itself (`crypto.EncryptedTextField`): access tokens, cached
-JWTs, webhook URL secrets, budget webhook secrets, and whatever is encrypted next.
+JWTs, OSAI webhook URL secrets, channels' URLs and signing secrets, and whatever is encrypted
+next.
 """
 
 from __future__ import annotations

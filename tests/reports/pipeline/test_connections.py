@@ -113,15 +113,16 @@ def test_key_rotation_reencrypts_every_token_and_is_idempotent(use_sandbox, sett
     assert client.user_info().account_name
 
 
-def test_key_rotation_reencrypts_budget_webhook_secrets_and_every_encrypted_field(
+def test_key_rotation_reencrypts_channel_urls_and_secrets_and_every_encrypted_field(
     settings: object,
 ) -> None:
     """T4: rotation finds every encrypted column by itself (crypto.EncryptedTextField), the
-    budgets' webhook secrets included: after the old key is dropped a signed webhook still
-    signs, and a column encrypted later needs no change to the command."""
+    channels' URLs and signing secrets included (a budget's webhook is a channel): after the
+    old key is dropped a signed webhook still signs and posts to its URL, and a column
+    encrypted later needs no change to the command."""
     from django.apps import apps
 
-    from reports.models import Budget
+    from reports.models import Channel
     from reports.spend import budgets, notify
 
     settings.ALERT_WEBHOOK_ALLOW_LOCAL = True  # type: ignore[attr-defined]
@@ -140,14 +141,19 @@ def test_key_rotation_reencrypts_budget_webhook_secrets_and_every_encrypted_fiel
     out = io.StringIO()
     call_command("reencrypt_tokens", stdout=out)
     assert "(2 were under an older key)" in out.getvalue()
-    assert "Budget 1 (1 changed)" in out.getvalue()
+    assert "Channel 1 (1 changed)" in out.getvalue()
     settings.OSAI_TOKEN_KEYS = [new_key]  # type: ignore[attr-defined]
-    budget.refresh_from_db()
+    [channel] = budget.channels.all()
     conn.refresh_from_db()
-    assert crypto.decrypt_secret(budget.webhook_secret_encrypted) == "budget-hook-secret"
+    assert channel.url == "http://127.0.0.1:9/hook"
+    assert crypto.decrypt_secret(channel.secret_encrypted) == "budget-hook-secret"
     assert crypto.decrypt_secret(conn.token_encrypted) == CANARY
     body = b"{}"
-    assert notify.sign(crypto.decrypt_secret(budget.webhook_secret_encrypted), body)
+    assert notify.sign(crypto.decrypt_secret(channel.secret_encrypted), body)
+    # Twice changes nothing.
+    out = io.StringIO()
+    call_command("reencrypt_tokens", stdout=out)
+    assert "(0 were under an older key)" in out.getvalue()
 
     # Found from the models: every column named *_encrypted is one rotation finds.
     found = {(m._meta.label, n) for m, names in crypto.encrypted_fields() for n in names}
@@ -158,8 +164,8 @@ def test_key_rotation_reencrypts_budget_webhook_secrets_and_every_encrypted_fiel
         if field.attname.endswith("_encrypted")
     }
     assert named == found
-    assert ("reports.Budget", "webhook_secret_encrypted") in found
-    assert isinstance(Budget._meta.get_field("webhook_secret_encrypted"), crypto.EncryptedTextField)
+    assert {("reports.Channel", "url_encrypted"), ("reports.Channel", "secret_encrypted")} <= found
+    assert isinstance(Channel._meta.get_field("url_encrypted"), crypto.EncryptedTextField)
 
 
 def test_rotation_without_the_old_key_fails_closed_and_changes_nothing(use_sandbox, settings):

@@ -166,9 +166,10 @@ def test_a_webhook_delivery_is_signed_and_carries_its_key(
         text="t",
         payload={"text": "80 % of the budget"},
         emails=[],
-        webhook_url=receiver.url,
+        channels=list(budget.channels.all()),
         budget=budget,
     )
+    assert delivery.target == ""  # the URL stays in its channel, encrypted
     assert notify.delivery_send(delivery.pk) == "sent"
     [request] = receiver.received
     body = request["body"]

@@ -334,15 +334,15 @@ def test_budget_alerts_go_to_the_teams_admins_never_to_its_viewers(world: World)
     w.owner.save()
     roster.team_member_set_role(team=w.team, actor=w.team_admin, user=w.owner, role="admin")
     budget = team_budget(w, w.team_admin, ["ops@example.com", "owner@example.com"])
-    assert budgets.alert_emails(budget) == ["ops@example.com", "owner@example.com"]
+    assert budgets.alert_addresses(budget) == ["ops@example.com", "owner@example.com"]
     # Made a viewer since: their address is left out of the next alert.
     roster.team_member_set_role(team=w.team, actor=w.team_admin, user=w.owner, role="viewer")
-    assert budgets.alert_emails(budget) == ["ops@example.com"]
+    assert budgets.alert_addresses(budget) == ["ops@example.com"]
     # A personal budget is its owner's business.
     own = budgets.budget_set(
         actor=w.team_viewer, scope="person", amount="5", emails=["finance@example.com"]
     )
-    assert budgets.alert_emails(own) == ["finance@example.com"]
+    assert budgets.alert_addresses(own) == ["finance@example.com"]
 
 
 def test_a_removed_team_admin_stops_receiving_the_team_alerts_they_set_up(
@@ -371,13 +371,13 @@ def test_a_removed_team_admin_stops_receiving_the_team_alerts_they_set_up(
             webhook_url=hook.url,
             webhook_secret="s3cret",
         )
-        assert budgets.alert_emails(budget) == ["leaving@example.com", "ops@example.com"]
+        assert budgets.alert_addresses(budget) == ["leaving@example.com", "ops@example.com"]
         queued = notify.deliveries_create(
             subject="Budget alert",
             text="t",
             payload={},
             emails=budgets.alert_emails(budget),
-            webhook_url=budgets.alert_webhook_url(budget),
+            channels=budgets.alert_channels(budget),
             budget=budget,
         )
         roster.team_member_remove(team=w.team, actor=w.owner, user=w.team_admin)
@@ -389,20 +389,21 @@ def test_a_removed_team_admin_stops_receiving_the_team_alerts_they_set_up(
         assert {d.last_error[:9] for d in Delivery.objects.filter(budget=budget)} == {"Not sent:"}
         # The next alert goes to the team's admins, and nowhere else.
         assert budgets.channels_stopped(budget)
-        assert budgets.alert_emails(budget) == ["owner@example.com"]
-        assert budgets.alert_webhook_url(budget) == ""
+        assert budgets.alert_addresses(budget) == ["owner@example.com"]
+        assert budgets.alert_channels(budget) == []
         client = Client()
         client.force_login(w.owner)
         page = client.get(reverse("budget_detail", args=[budget.pk])).content.decode()
-        assert "were set by admin, who is no longer an admin of Vision" in page
+        assert "were chosen by admin, who is no longer an admin of Vision" in page
 
         # An admin saves it: the channels are theirs, without the leaver's own address.
         with pytest.raises(budgets.BudgetError, match=r"leaving@example\.com"):
             team_budget(w, w.owner, ["leaving@example.com"])
         budget = team_budget(w, w.owner, ["ops@example.com"], webhook_url=hook.url)
         assert not budgets.channels_stopped(budget)
-        assert budgets.alert_emails(budget) == ["ops@example.com"]
-        assert budgets.alert_webhook_url(budget) == hook.url
+        assert budgets.alert_addresses(budget) == ["ops@example.com"]
+        [webhook] = [c for c in budgets.alert_channels(budget) if c.kind == "webhook"]
+        assert webhook.url == hook.url
         page = client.get(reverse("budget_detail", args=[budget.pk])).content.decode()
         assert "who is no longer an admin of Vision" not in page
     finally:
@@ -419,7 +420,7 @@ def test_an_address_of_someone_who_left_the_team_is_left_out_of_its_alerts(world
     budget = team_budget(w, w.team_admin, ["member@example.com", "ops@example.com"])
     roster.team_member_remove(team=w.team, actor=w.team_member, user=w.team_member)  # leaves
     assert not budgets.channels_stopped(budget)
-    assert budgets.alert_emails(budget) == ["ops@example.com"]
+    assert budgets.alert_addresses(budget) == ["ops@example.com"]
 
 
 # --- Digests ----------------------------------------------------------------------------------
