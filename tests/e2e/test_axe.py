@@ -105,6 +105,7 @@ def axe_site(browser_user: Any, settings: Any) -> AxeSite:
     from reports.pages.links import saved_view_save
     from reports.periods import preset_period, split_period
     from reports.spend.budgets import budget_set
+    from reports.spend.channels import channel_add
     from reports.teams.price_books import price_book_copy
 
     book = ensure_example_price_book()
@@ -183,8 +184,13 @@ def axe_site(browser_user: Any, settings: Any) -> AxeSite:
             message="Finished" if n != 1 else "Out of memory",
         )
 
+    channel_add(actor=admin, kind="email", name="Finance inbox", emails=["finance@example.com"])
+    channel_add(actor=admin, kind="email", name="Lab admins", team=team, to_team_admins=True)
+
     t = f"/teams/{team.pk}"
     pages = [
+        "/channels/",
+        f"{t}/channels/",
         "/",
         "/budgets/",
         f"/budgets/{budgets[2].pk}/",
