@@ -52,6 +52,13 @@ ZERO = Decimal(0)
 TEAM_PERIODS = ("this_month", "last_month", "quarter_to_date", "last_quarter", "last_12_months")
 BY_MONTH = frozenset({"quarter_to_date", "last_quarter", "last_12_months"})
 DEFAULT_PERIOD = "this_month"
+# Periods that end now, in words (their ends as timestamps crowd a tile), and what each is
+# compared with (periods.comparison_period); closed periods are described by their months.
+RUNNING = {
+    "this_month": ("This month so far", "the same days of last month"),
+    "quarter_to_date": ("This quarter so far", "the same days of last quarter"),
+    "last_12_months": ("The last 12 months", "the 12 months before"),
+}
 GROUPINGS = ("member", "connection")
 CHART_SERIES = 8  # the biggest spenders by name; the rest as one "everyone else"
 
@@ -90,7 +97,9 @@ def _add(costs: Sequence[pricing.Costs]) -> pricing.Costs | None:
 
 
 def _share(part: Decimal, whole: Decimal) -> str:
-    return f"{part / whole * 100:.1f} %" if whole > 0 else "\u2013"  # an en dash: nothing to share
+    return (
+        f"{part / whole * 100:.1f}\u00a0%" if whole > 0 else "\u2013"
+    )  # an en dash: nothing to share
 
 
 @dataclass(frozen=True)
@@ -213,7 +222,7 @@ def team_spend(
     ]  # fmt: skip
     section: dict[str, Any] = {
         "period": period,
-        "period_label": describe(start, end),
+        "period_label": RUNNING[period][0] if period in RUNNING else describe(start, end),
         "switch": switch,
         "by": by,
         "by_urls": {g: _url(team, period, g) for g in GROUPINGS},
@@ -227,7 +236,7 @@ def team_spend(
     current = held_spend(ids, book, period, now=now)
     before: Period = comparison_period(period, start, end)
     previous = period_spend(ids, book, *before, now=now)
-    versus = describe(*before)
+    versus = RUNNING[period][1] if period in RUNNING else describe(*before)
     # A period before what is held (or still filling in) says nothing to compare with.
     known = previous.missing_days == 0 and bool(previous.held)
     per_connection = current.costs_by_connection()
@@ -251,7 +260,7 @@ def team_spend(
             versus,
             book.currency,
         ),
-        chart=_chart(current, scope, by_month, f"Spend per member, {describe(start, end)}")
+        chart=_chart(current, scope, by_month, f"Spend per member: {section['period_label']}")
         if whole_team and ids
         else None,
     )

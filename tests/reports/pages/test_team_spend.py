@@ -115,7 +115,7 @@ def test_an_admin_reads_last_quarters_spend_per_member_with_no_form(
     assert [row.name for row in spend["rows"]][:2] == sorted(
         ("owner", "admin"), key=lambda name: -rows[name].spend
     )
-    assert rows["owner"].share == f"{owner_part / spend['total'] * 100:.1f} %"
+    assert rows["owner"].share == f"{owner_part / spend['total'] * 100:.1f}\u00a0%"
     assert rows["owner"].top_stage  # an ML stage by name
     # The quarter before is held by month: a change for the team and for each member.
     before = _expected(world, *Q2, world.connection, world.admin_connection)
