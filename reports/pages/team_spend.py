@@ -260,9 +260,7 @@ def team_spend(
             versus,
             book.currency,
         ),
-        chart=_chart(current, scope, by_month, f"Spend per member: {section['period_label']}")
-        if whole_team and ids
-        else None,
+        chart=_chart(current, scope, by_month, "Spend per member") if whole_team and ids else None,
     )
     return section
 
