@@ -136,7 +136,7 @@ INSIDE: dict[str, list[tuple[str, ...]]] = {
     "reports.spend": [
         ("budgets", "digests"),
         ("monthly", "exports", "tracking", "notify", "period_spend"),
-        ("ledger", "outbound", "discrepancies"),
+        ("ledger", "outbound", "discrepancies", "anomalies"),
         ("pricing",),
         ("usage",),
     ],
