@@ -265,12 +265,12 @@ def detect(
     anomaly is unique, so a repeat or a concurrent run records nothing new. `book`: the one
     that prices the minimum amount (the default book without)."""
     today = (now or timezone.now()).astimezone(UTC).date()
-    if history_in_flight(connection, today):
-        return Detection(0, [], waiting=True)
-    book = book if book is not None else pricing.default_price_book()
     through = connection.anomalies_checked_through
     if through is not None and not _held_after(connection, through, today):
         return Detection(0, [])  # most refreshes: no new closed day (one query)
+    if history_in_flight(connection, today):
+        return Detection(0, [], waiting=True)
+    book = book if book is not None else pricing.default_price_book()
     days = _held_days(connection, today)
     judge = [day for day in days if through is None or day > through]
     if not judge:
