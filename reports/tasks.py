@@ -6,6 +6,8 @@ imports nothing above it), and each one calls into the module that does the work
 
 from __future__ import annotations
 
+from django.conf import settings
+
 from reports import retention
 from reports.integrations import webhooks
 from reports.models import Connection, PriceBook
@@ -40,8 +42,8 @@ def tracking_bucket_done(connection_id: int) -> str:
     if connection is None:
         return "connection gone"
     checked, alerts = budgets.budgets_check(budgets.budgets_for_connection(connection))
-    found = anomalies.detect(connection)
-    return f"checked {checked} budgets, {len(alerts)} new alerts, {len(found.new)} new anomalies"
+    found = anomalies.detect(connection).new if settings.OSAI_ANOMALIES else []
+    return f"checked {checked} budgets, {len(alerts)} new alerts, {len(found)} new anomalies"
 
 
 def ledger_reprice(price_book_id: int) -> str:
