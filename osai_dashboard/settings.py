@@ -358,7 +358,7 @@ OSAI_RETAIN_RAW_JSON_DAYS = env.int("OSAI_RETAIN_RAW_JSON_DAYS", default=30)
 # (pennies never alert); never before OSAI_ANOMALY_MIN_HISTORY_DAYS held days. Storage paid
 # for while no training, conversion or prediction ran for OSAI_ANOMALY_IDLE_DAYS days is a
 # finding of its own, when it costs at least the minimum amount a month.
-# Off: tracking's refresh judges no day (the bench's P22 compares a refresh without it).
+# Off: tracking's refresh judges no day for anomalies.
 OSAI_ANOMALIES = env.bool("OSAI_ANOMALIES", default=True)
 OSAI_ANOMALY_MIN_AMOUNT = env.str("OSAI_ANOMALY_MIN_AMOUNT", default="5.00")
 OSAI_ANOMALY_WINDOW_DAYS = env.int("OSAI_ANOMALY_WINDOW_DAYS", default=28)

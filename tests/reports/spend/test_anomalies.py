@@ -185,11 +185,17 @@ def test_storage_paid_for_while_nothing_ran_for_14_days_is_found_once(lab: Conne
     assert not Anomaly.objects.filter(kind=Anomaly.Kind.SPIKE).exists()
 
 
-def test_the_tracking_hook_records_anomalies_once(lab: Connection, monkeypatch: Any) -> None:
+def test_the_tracking_hook_records_anomalies_once(
+    lab: Connection, monkeypatch: Any, settings: Any
+) -> None:
     held_days(lab, START, [*NORMAL, {TRAINING_16: 100 * HOUR}])
     monkeypatch.setattr(
         anomalies, "detect", lambda c, now=None, book=None: DETECT(c, now=at(28), book=book)
     )
+    settings.OSAI_ANOMALIES = False
+    assert tasks.tracking_bucket_done(lab.pk).endswith(", 0 new anomalies")
+    assert not Anomaly.objects.exists()
+    settings.OSAI_ANOMALIES = True
     assert tasks.tracking_bucket_done(lab.pk).endswith(", 1 new anomalies")
     assert tasks.tracking_bucket_done(lab.pk).endswith(", 0 new anomalies")
 
