@@ -351,6 +351,20 @@ OSAI_RETAIN_ALERTS_MONTHS = env.int("OSAI_RETAIN_ALERTS_MONTHS", default=13)
 # month after the bucket finished, long enough to undo a mistaken delete from a backup.
 OSAI_RETAIN_RAW_JSON_DAYS = env.int("OSAI_RETAIN_RAW_JSON_DAYS", default=30)
 
+# --- Anomalies: a day whose usage is far from its usual (reports/spend/anomalies.py, N1-N4) ---
+# A closed held day is flagged when its usage of a priced metric is above the top of the
+# usual range of the last OSAI_ANOMALY_WINDOW_DAYS held days before it (median and MAD of
+# the raw usage) and the excess costs at least OSAI_ANOMALY_MIN_AMOUNT in the book's currency
+# (pennies never alert); never before OSAI_ANOMALY_MIN_HISTORY_DAYS held days. Storage paid
+# for while no training, conversion or prediction ran for OSAI_ANOMALY_IDLE_DAYS days is a
+# finding of its own, when it costs at least the minimum amount a month.
+# Off: tracking's refresh judges no day for anomalies.
+OSAI_ANOMALIES = env.bool("OSAI_ANOMALIES", default=True)
+OSAI_ANOMALY_MIN_AMOUNT = env.str("OSAI_ANOMALY_MIN_AMOUNT", default="5.00")
+OSAI_ANOMALY_WINDOW_DAYS = env.int("OSAI_ANOMALY_WINDOW_DAYS", default=28)
+OSAI_ANOMALY_MIN_HISTORY_DAYS = env.int("OSAI_ANOMALY_MIN_HISTORY_DAYS", default=7)
+OSAI_ANOMALY_IDLE_DAYS = env.int("OSAI_ANOMALY_IDLE_DAYS", default=14)
+
 # --- Logging: to stderr; the OSAI client never logs tokens, JWTs or signed URLs ----------------
 LOGGING = {
     "version": 1,

@@ -158,6 +158,9 @@ class Connection(models.Model):
     # A finished OSAI task asks for a refresh of the open day; the dispatcher starts it at
     # this time, so a burst of webhooks makes one refresh (reports/integrations/webhooks.py).
     refresh_due_at = models.DateTimeField(null=True, blank=True, db_index=True, editable=False)
+    # The last closed held day the anomaly detector has looked at (reports/spend/anomalies.py):
+    # each day is judged once, so a later re-pricing or a longer history never re-flags it.
+    anomalies_checked_through = models.DateField(null=True, blank=True, editable=False)
 
     objects = ConnectionQuerySet.as_manager()
 
@@ -640,6 +643,51 @@ class HeldDiscrepancy(models.Model):
 
     def __str__(self) -> str:
         return f"{self.column} of {self.month_start:%Y-%m} on connection {self.connection_id}"
+
+
+class Anomaly(models.Model):
+    """A closed held day whose usage of a priced metric was far from its usual (a spike), or
+    paid storage that sat idle (reports/spend/anomalies.py, N1-N4). Usage in OSAI's raw units,
+    never money: the cause text is priced when shown, in whatever book is in force then.
+    Unique on connection, metric and day: the database records each once."""
+
+    class Kind(models.TextChoices):
+        SPIKE = "spike", "Spike"
+        IDLE_STORAGE = "idle_storage", "Idle storage"
+
+    class Feedback(models.TextChoices):
+        NONE = "", "No feedback"
+        EXPECTED = "expected", "Expected"
+        NOT_EXPECTED = "not_expected", "Not expected"
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="anomalies")
+    kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.SPIKE)
+    column = models.CharField(max_length=40)  # a priced usage column (reports/metrics.py)
+    day = models.DateField()  # the UTC day (idle storage: the day the idle streak reached N)
+    actual = models.FloatField()  # that day's usage, raw units
+    expected_low = models.FloatField()  # the usual range of the held days before it, raw units
+    expected_high = models.FloatField()
+    # "expected": its owner says it was planned: it stops alerting for that metric and day.
+    feedback = models.CharField(
+        max_length=12, choices=Feedback.choices, default=Feedback.NONE, blank=True
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connection", "column", "day"], name="one_anomaly_per_metric_and_day"
+            )
+        ]
+        ordering = ["-day", "connection", "column"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} of {self.column} on {self.day} (connection {self.connection_id})"
+
+    @property
+    def alerting(self) -> bool:
+        """Not accepted as expected by its owner."""
+        return self.feedback != self.Feedback.EXPECTED
 
 
 # --- Cost control: budgets, alerts and what was sent (reports/spend/budgets.py, notify.py) ---

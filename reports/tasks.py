@@ -6,11 +6,13 @@ imports nothing above it), and each one calls into the module that does the work
 
 from __future__ import annotations
 
+from django.conf import settings
+
 from reports import retention
 from reports.integrations import webhooks
 from reports.models import Connection, PriceBook
 from reports.pipeline import dispatcher, steps
-from reports.spend import budgets, digests, ledger, notify, tracking
+from reports.spend import anomalies, budgets, digests, ledger, notify, tracking
 
 
 def pipeline_dispatch() -> str:
@@ -32,14 +34,16 @@ def tracking_refresh_all() -> str:
 def tracking_bucket_done(connection_id: int) -> str:
     """A tracked bucket finished: once the connection's refresh is complete, check the
     budgets its spend counts against (the last bucket to finish does it; checks are
-    idempotent, so two at once alert once)."""
+    idempotent, so two at once alert once), then judge its new closed held days for
+    anomalies (each day once, reports/spend/anomalies.py)."""
     if not tracking.tracking_done_for(int(connection_id)):
         return "refresh still on its way"
     connection = Connection.objects.filter(pk=connection_id).first()
     if connection is None:
         return "connection gone"
     checked, alerts = budgets.budgets_check(budgets.budgets_for_connection(connection))
-    return f"checked {checked} budgets, {len(alerts)} new alerts"
+    found = anomalies.detect(connection).new if settings.OSAI_ANOMALIES else []
+    return f"checked {checked} budgets, {len(alerts)} new alerts, {len(found)} new anomalies"
 
 
 def ledger_reprice(price_book_id: int) -> str:

@@ -136,7 +136,7 @@ INSIDE: dict[str, list[tuple[str, ...]]] = {
     "reports.spend": [
         ("budgets", "digests"),
         ("monthly", "exports", "tracking", "notify", "period_spend", "channels"),
-        ("ledger", "outbound", "discrepancies", "messages"),
+        ("ledger", "outbound", "discrepancies", "messages", "anomalies"),
         ("pricing",),
         ("usage",),
     ],

@@ -12,8 +12,9 @@ It speaks the calls of OSAI's report playbook (osai/contract.py) over real HTTP:
 
 Any access token that starts with `osai-sandbox-` is an account of its own, with a
 deterministic usage history (osai/sandbox/usage.py). Tests switch faults on and
-off while it runs (`POST /__sandbox__/faults`), read call counters
-(`GET /__sandbox__/stats`) and clear everything (`POST /__sandbox__/reset`).
+off while it runs (`POST /__sandbox__/faults`), add usage to an account's day
+(`POST /__sandbox__/usage`), read call counters (`GET /__sandbox__/stats`) and clear
+everything (`POST /__sandbox__/reset`).
 
 Only the standard library is used, so it also runs without Django:
 `python -m osai.sandbox --port 8765`, or `manage.py osai_sandbox`.
@@ -37,7 +38,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from http import HTTPStatus
 from types import FrameType
 from typing import Any, Final
@@ -46,7 +47,14 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from wsgiref.types import StartResponse, WSGIEnvironment
 
 from osai import contract
-from osai.sandbox.usage import FLAG_FIELDS, TOTAL_FIELDS, account_totals, daily_breakdown
+from osai.sandbox.usage import (
+    FLAG_FIELDS,
+    TOTAL_FIELDS,
+    Added,
+    account_totals,
+    daily_breakdown,
+    parse_added,
+)
 from osai.sandbox.webhooks import WebhookSender
 
 TOKEN_PREFIX: Final = "osai-sandbox-"  # noqa: S105 (a prefix, not a secret)
@@ -259,11 +267,17 @@ class _StoredReport:
             return contract.STATUS_GENERATING
         return contract.STATUS_ERROR if self.outcome == "error" else contract.STATUS_DONE
 
-    def usage(self) -> dict[str, int | float]:
+    def usage(self, added: Added | None = None) -> dict[str, int | float]:
+        """Its totals, computed once, with the usage injected into its account's days so far."""
         # Usage after the report was made has not happened yet: as_of = creation time.
         if self.totals is None:
             totals = account_totals(
-                self.account_id, self.period_from, self.period_to, self.flags, as_of=self.created
+                self.account_id,
+                self.period_from,
+                self.period_to,
+                self.flags,
+                as_of=self.created,
+                added=added,
             )
             self.totals = _skewed(totals, self.skew) if self.skew else totals
         return self.totals
@@ -487,6 +501,8 @@ class SandboxApp:
         # Calls that reached an account (a valid token, JWT or signed link): per account id.
         self._account_calls: dict[str, Counter[str]] = {}
         self._injected: Counter[str] = Counter()
+        # Usage added to accounts' days (POST /__sandbox__/usage): account id -> day -> totals.
+        self._added: dict[str, dict[date, Counter[str]]] = {}
         self._auth_headers_on_downloads = 0
         self._error_every_seen = 0
         self._wake = threading.Event()
@@ -527,6 +543,23 @@ class SandboxApp:
             if "error_every" in checked:
                 self._error_every_seen = 0
             return dict(self._faults)
+
+    def add_usage(self, token: object, day: object, add: object) -> dict[str, Any]:
+        """Add usage to one UTC day of a sandbox token's account: every report computed from
+        now on that covers (part of) the day counts it, pro rata like the model's own usage.
+        Repeated additions add up. Raises ValueError (with every problem) for bad input."""
+        if not isinstance(token, str) or not token.startswith(TOKEN_PREFIX):
+            raise ValueError(f"token must be a sandbox access token ({TOKEN_PREFIX}…)")
+        parsed, amounts = parse_added(day, add)
+        account = account_id_for_token(token)
+        with self._lock:
+            totals = self._added.setdefault(account, {}).setdefault(parsed, Counter())
+            totals.update(amounts)
+            return {"account_id": account, "day": parsed.isoformat(), "added": dict(totals)}
+
+    def _added_for(self, account_id: str) -> Added:
+        """A copy of the usage added to the account's days. Under the lock."""
+        return {day: dict(totals) for day, totals in self._added.get(account_id, {}).items()}
 
     def faults(self) -> dict[str, Any]:
         """The faults and setting overrides in force."""
@@ -775,6 +808,7 @@ class SandboxApp:
                 report.read = True
             link_ttl = int(self._settings()["link_ttl"])
             expire_links = bool(self._faults.get("expire_links"))
+            added = self._added_for(report.account_id)
         if status != contract.STATUS_DONE:
             return _json(
                 200,
@@ -785,7 +819,7 @@ class SandboxApp:
                 },
             )
         expires = int(now) + (-1 if expire_links else link_ttl)
-        usage = report.usage()
+        usage = report.usage(added)
         path = self._signed_path(report, environ, expires)
         data: dict[str, Any] = {contract.ID: report.id, contract.PATH: path}
         data.update({name: _dotnet_number(usage[name]) for name in TOTAL_FIELDS})
@@ -845,10 +879,11 @@ class SandboxApp:
         with self._lock:
             report_id = self._files.get(match.group(2)) if match else None
             report = self._reports.get(report_id) if report_id is not None else None
+            added = self._added_for(report.account_id) if report is not None else {}
         if report is None or report.status(time.time()) != 0:
             return _s3_error(404, "NoSuchKey", "The specified key does not exist.")
         self._count_account_call(report.account_id, ROUTE_DOWNLOAD)
-        return _json(200, _report_file(report))
+        return _json(200, _report_file(report, added))
 
     # The sandbox's own endpoints. ------------------------------------------------------------
 
@@ -874,6 +909,15 @@ class SandboxApp:
             except ValueError as exc:
                 return _message(400, str(exc))
             return _json(200, {"faults": faults, "settings": self.settings()})
+        if action == "usage" and method == "POST":
+            request = _read_json(environ)
+            if not isinstance(request, dict):
+                return _message(400, 'Send a JSON object: {"token", "day", "add"}.')
+            try:
+                added = self.add_usage(request.get("token"), request.get("day"), request.get("add"))
+            except ValueError as exc:
+                return _message(400, str(exc))
+            return _json(200, added)
         if action.startswith("webhooks"):
             return self._control_webhooks(method, action, environ)
         return _message(404, "Unknown sandbox control endpoint.")
@@ -940,7 +984,7 @@ def _base_url(environ: WSGIEnvironment) -> str:
     return f"{environ.get('wsgi.url_scheme', 'http')}://{host}"
 
 
-def _report_file(report: _StoredReport) -> dict[str, Any]:
+def _report_file(report: _StoredReport, added: Added) -> dict[str, Any]:
     """The JSON file behind `path`: totals, flags, period and a per-day breakdown."""
     return {
         "reportId": report.id,
@@ -949,13 +993,14 @@ def _report_file(report: _StoredReport) -> dict[str, Any]:
         contract.PERIOD_FROM: format_period(report.period_from),
         contract.PERIOD_TO: format_period(report.period_to),
         **report.flags,
-        "totals": {name: _dotnet_number(value) for name, value in report.usage().items()},
+        "totals": {name: _dotnet_number(value) for name, value in report.usage(added).items()},
         "days": daily_breakdown(
             report.account_id,
             report.period_from,
             report.period_to,
             report.flags,
             as_of=report.created,
+            added=added,
         ),
     }
 

@@ -19,10 +19,11 @@ import functools
 import hashlib
 import math
 import random
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Final
 
 from osai import contract
@@ -57,6 +58,11 @@ _INDEX: Final[Mapping[str, int]] = {name: i for i, name in enumerate(_DAY_FIELDS
 _MODEL_DAYS: Final = (MODEL_END - USAGE_START).days
 
 Amounts = tuple[int, ...]
+# Usage a test added to an account's days (`POST /__sandbox__/usage`): per UTC day, amounts
+# of additive totals in the model's integer units (KB-minutes in sixteenths).
+Added = Mapping[date, Mapping[str, int]]
+# The most one injection may add to one total: keeps KB-minutes exact (below 2**48).
+MAX_ADDED: Final = 2**40
 
 
 def _seed(*parts: object) -> int:
@@ -244,8 +250,70 @@ def _clip(moment: datetime, as_of: datetime | None) -> datetime:
     return moment if as_of is None else min(moment, _utc(as_of))
 
 
-def _raw_totals(history: _History, start: datetime, end: datetime) -> dict[str, int | float]:
-    """All twelve totals of [start, end) with every flag on."""
+def parse_added(day: object, add: object) -> tuple[date, dict[str, int]]:
+    """Check an injection (`POST /__sandbox__/usage`): a "YYYY-MM-DD" UTC day in the model's
+    range and a non-empty object of OSAI's additive totals to non-negative numbers (whole ones
+    but for KB-minutes). Returns the day and the amounts in the model's units (KB-minutes in
+    sixteenths). Raises ValueError with every problem."""
+    problems: list[str] = []
+    parsed: date | None = None
+    if isinstance(day, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
+        try:
+            parsed = date.fromisoformat(day)
+        except ValueError:
+            parsed = None
+    if parsed is None:
+        problems.append("day must be a date, YYYY-MM-DD")
+    elif not USAGE_START.date() <= parsed < MODEL_END.date():
+        problems.append(f"day must be from {USAGE_START.date()} to before {MODEL_END.date()}")
+    amounts: dict[str, int] = {}
+    if not isinstance(add, dict) or not add:
+        problems.append(f"add must be an object of additive totals ({', '.join(ADDITIVE_FIELDS)})")
+        add = {}
+    for name, value in add.items():
+        if name not in ADDITIVE_FIELDS:
+            problems.append(f"unknown total {name!r}")
+            continue
+        number_ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number_ok or not math.isfinite(value) or value < 0:
+            problems.append(f"{name} must be a non-negative number")
+        elif name not in KB_MIN_FIELDS and not float(value).is_integer():
+            problems.append(f"{name} must be a whole number")
+        elif value > MAX_ADDED:
+            problems.append(f"{name} must be at most {MAX_ADDED}")
+        else:
+            scale = KB_MIN_SCALE if name in KB_MIN_FIELDS else 1
+            amounts[name] = round(value * scale)
+    if problems:
+        raise ValueError("; ".join(problems))
+    assert parsed is not None
+    return parsed, amounts
+
+
+def _added_between(added: Added, name: str, start: datetime, end: datetime) -> int:
+    """What the injections add to one total over [start, end): each day's amount spread over
+    its seconds like the model's own (a floor per second), so sums stay exactly additive."""
+    result = 0
+    for day, amounts in added.items():
+        amount = amounts.get(name, 0)
+        if not amount:
+            continue
+        day_start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+        def cumulative(
+            moment: datetime, amount: int = amount, day_start: datetime = day_start
+        ) -> int:
+            elapsed = (moment - day_start) // timedelta(seconds=1)
+            return amount * min(max(elapsed, 0), SECONDS_PER_DAY) // SECONDS_PER_DAY
+
+        result += cumulative(end) - cumulative(start)
+    return result
+
+
+def _raw_totals(
+    history: _History, start: datetime, end: datetime, added: Added | None = None
+) -> dict[str, int | float]:
+    """All twelve totals of [start, end) with every flag on, injected usage included."""
     begin, finish = history.cumulative(start), history.cumulative(end)
     totals: dict[str, int | float] = {
         contract.EXISTING_IMAGES.field: finish[_UPLOADED]
@@ -254,6 +322,8 @@ def _raw_totals(history: _History, start: datetime, end: datetime) -> dict[str, 
     for name in ADDITIVE_FIELDS:
         i = _INDEX[name]
         amount = finish[i] - begin[i]
+        if added:
+            amount += _added_between(added, name, start, end)
         # Exact: a multiple of 1/16 below 2**48 fits a double's 53-bit mantissa.
         totals[name] = amount / KB_MIN_SCALE if name in KB_MIN_FIELDS else amount
     return {name: totals[name] for name in TOTAL_FIELDS}
@@ -275,6 +345,7 @@ def account_totals(
     flags: Mapping[str, bool] | None = None,
     *,
     as_of: datetime | None = None,
+    added: Added | None = None,
 ) -> dict[str, int | float]:
     """The twelve totals of an OSAI report for [period_from, period_to), in OSAI's order.
 
@@ -283,12 +354,13 @@ def account_totals(
     the report was made: usage after it has not happened yet (the sandbox passes the
     report's creation time, so a period that contains "now" is preliminary, like OSAI's).
     Seconds and image counts are ints, KB-minutes are floats; every total except
-    `totalExistingImagesNum` (the count at the end of the period) is additive.
+    `totalExistingImagesNum` (the count at the end of the period) is additive. `added`: usage
+    injected into the account's days (`parse_added`), counted like the model's own.
     """
     start, end = _utc(period_from), _utc(period_to)
     if start > end:
         raise ValueError("period_from is after period_to")
-    totals = _raw_totals(_history(account_id), _clip(start, as_of), _clip(end, as_of))
+    totals = _raw_totals(_history(account_id), _clip(start, as_of), _clip(end, as_of), added)
     _apply_flags(totals, flags)
     return totals
 
@@ -306,6 +378,7 @@ def daily_breakdown(
     flags: Mapping[str, bool] | None = None,
     *,
     as_of: datetime | None = None,
+    added: Added | None = None,
 ) -> list[dict[str, str | int | float]]:
     """Per UTC day of the period (clipped to it, and to `as_of`): the same twelve metrics.
 
@@ -319,7 +392,7 @@ def daily_breakdown(
     day_start = start.replace(hour=0, minute=0, second=0, microsecond=0)
     while day_start < end:
         day_end = day_start + timedelta(days=1)
-        totals = _raw_totals(history, max(start, day_start), min(end, day_end))
+        totals = _raw_totals(history, max(start, day_start), min(end, day_end), added)
         _apply_flags(totals, flags)
         entry: dict[str, str | int | float] = {"date": day_start.date().isoformat()}
         for name, value in totals.items():

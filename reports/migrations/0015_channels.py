@@ -87,7 +87,7 @@ def channels_to_budget_fields(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("reports", "0013_retention"),
+        ("reports", "0014_anomalies"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

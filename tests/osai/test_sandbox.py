@@ -7,6 +7,7 @@ Most tests talk to the session's sandbox process through the `osai_sandbox` fixt
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import re
@@ -352,6 +353,119 @@ def test_a_report_covering_now_counts_usage_only_up_to_its_creation(osai_sandbox
     account = account_id_for_token(TOKEN)
     expected = account_totals(account, start, now + timedelta(hours=12), ALL_ON, as_of=created)
     assert {name: report[name] for name in TOTAL_FIELDS} == expected
+
+
+# --- Injected usage (POST /__sandbox__/usage) ----------------------------------------------------
+
+SPIKE = {"totalTrainingSeconds16GB": 36000, "totalImagesKBMin": 2.5}
+
+
+def _day_report(sandbox: SandboxControl, jwt: str, start: str, end: str) -> dict[str, Any]:
+    created = create(sandbox, jwt, {"periodFrom": start, "periodTo": end, **ALL_ON})
+    assert created.status_code == 200, created.text
+    return wait_finished(sandbox, jwt, created.json()["id"])
+
+
+def test_added_usage_counts_in_every_report_that_covers_its_day(osai_sandbox):
+    osai_sandbox.set_latency(0)
+    jwt = sign_in(osai_sandbox)
+    before = _day_report(osai_sandbox, jwt, "2022-03-14T00:00:00Z", "2022-03-15T00:00:00Z")
+    answer = osai_sandbox.add_usage(TOKEN, "2022-03-14", **SPIKE)
+    assert answer == {
+        "account_id": account_id_for_token(TOKEN),
+        "day": "2022-03-14",
+        "added": {"totalTrainingSeconds16GB": 36000, "totalImagesKBMin": 40},
+    }  # KB-minutes in sixteenths
+    osai_sandbox.add_usage(TOKEN, "2022-03-14", totalTrainingSeconds16GB=100)  # adds up
+    day = _day_report(osai_sandbox, jwt, "2022-03-14T00:00:00Z", "2022-03-15T00:00:00Z")
+    month = _day_report(osai_sandbox, jwt, "2022-03-01T00:00:00Z", "2022-04-01T00:00:00Z")
+    other_day = _day_report(osai_sandbox, jwt, "2022-03-15T00:00:00Z", "2022-03-16T00:00:00Z")
+    half = _day_report(osai_sandbox, jwt, "2022-03-14T00:00:00Z", "2022-03-14T12:00:00Z")
+
+    training, images = "totalTrainingSeconds16GB", "totalImagesKBMin"
+    assert day[training] == before[training] + 36100
+    assert day[images] == before[images] + 2.5
+    account = account_id_for_token(TOKEN)
+    plain_month = account_totals(account, datetime(2022, 3, 1), datetime(2022, 4, 1), ALL_ON)
+    assert month[training] == plain_month[training] + 36100
+    plain_other = account_totals(account, datetime(2022, 3, 15), datetime(2022, 3, 16), ALL_ON)
+    assert other_day[training] == plain_other[training]
+    plain_half = account_totals(account, datetime(2022, 3, 14), datetime(2022, 3, 14, 12), ALL_ON)
+    assert half[training] == plain_half[training] + 18050  # pro rata, like the model's own
+    # Another account's reports are untouched; the report file's days say the same.
+    bob = sign_in(osai_sandbox, OTHER_TOKEN)
+    bobs = _day_report(osai_sandbox, bob, "2022-03-14T00:00:00Z", "2022-03-15T00:00:00Z")
+    plain_bob = account_totals(
+        account_id_for_token(OTHER_TOKEN), datetime(2022, 3, 14), datetime(2022, 3, 15), ALL_ON
+    )
+    assert bobs[training] == plain_bob[training]
+    file = http.get(month["path"], timeout=5).json()
+    (spiked,) = [d for d in file["days"] if d["date"] == "2022-03-14"]
+    assert spiked["trainingSeconds16GB"] == day[training]
+    assert file["totals"][training] == month[training]
+    # A reset forgets it.
+    osai_sandbox.reset()
+    osai_sandbox.set_latency(0)
+    jwt = sign_in(osai_sandbox)
+    again = _day_report(osai_sandbox, jwt, "2022-03-14T00:00:00Z", "2022-03-15T00:00:00Z")
+    assert again[training] == before[training]
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        ({"day": "2022-03-14", "add": {"totalTrainingSeconds16GB": 1}}, "token"),
+        (
+            {"token": "someone-else", "day": "2022-03-14", "add": {"totalTrainingSeconds16GB": 1}},
+            "token",
+        ),
+        ({"token": TOKEN, "day": "14.03.2022", "add": {"totalTrainingSeconds16GB": 1}}, "day"),
+        ({"token": TOKEN, "day": "2022-02-30", "add": {"totalTrainingSeconds16GB": 1}}, "day"),
+        ({"token": TOKEN, "day": "2019-12-31", "add": {"totalTrainingSeconds16GB": 1}}, "day"),
+        ({"token": TOKEN, "day": "2022-03-14", "add": {}}, "add"),
+        ({"token": TOKEN, "day": "2022-03-14", "add": {"trainingSeconds": 1}}, "unknown total"),
+        ({"token": TOKEN, "day": "2022-03-14", "add": {"totalExistingImagesNum": 1}}, "unknown"),
+        (
+            {"token": TOKEN, "day": "2022-03-14", "add": {"totalTrainingSeconds16GB": -1}},
+            "non-negative",
+        ),
+        (
+            {"token": TOKEN, "day": "2022-03-14", "add": {"totalTrainingSeconds16GB": "1"}},
+            "non-negative",
+        ),
+        (
+            {"token": TOKEN, "day": "2022-03-14", "add": {"totalTrainingSeconds16GB": True}},
+            "non-negative",
+        ),
+        ({"token": TOKEN, "day": "2022-03-14", "add": {"totalTrainingSeconds16GB": 1.5}}, "whole"),
+        ({"token": TOKEN, "day": "2022-03-14", "add": {"totalImagesKBMin": 2**41}}, "at most"),
+        ([1, 2], "JSON object"),
+    ],
+)
+def test_added_usage_refuses_bad_requests_with_400_and_changes_nothing(osai_sandbox, body, why):
+    response = http.post(f"{osai_sandbox.base_url}/__sandbox__/usage", json=body, timeout=5)
+    assert response.status_code == 400
+    assert why in response.json()["message"]
+
+
+def test_added_usage_stays_exactly_additive():
+    added = {
+        datetime(2022, 3, 14).date(): {"totalTrainingSeconds16GB": 36_001, "totalModelsKBMin": 7}
+    }
+    account = ACCOUNTS[0]
+    cuts = [
+        datetime(2022, 3, 13, 23),
+        datetime(2022, 3, 14, 7, 13, 1),
+        datetime(2022, 3, 14, 19, 59, 59),
+        datetime(2022, 3, 16),
+    ]
+    whole = account_totals(account, cuts[0], cuts[-1], added=added)
+    parts = [account_totals(account, a, b, added=added) for a, b in itertools.pairwise(cuts)]
+    for name in ADDITIVE_FIELDS:
+        assert whole[name] == sum(part[name] for part in parts), name
+    plain = account_totals(account, cuts[0], cuts[-1])
+    assert whole["totalTrainingSeconds16GB"] == plain["totalTrainingSeconds16GB"] + 36_001
+    assert whole["totalModelsKBMin"] == plain["totalModelsKBMin"] + 7 / 16
 
 
 # --- The signed download link -----------------------------------------------------------------

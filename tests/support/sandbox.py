@@ -175,6 +175,14 @@ class SandboxControl:
         """Clear every fault and setting override."""
         self._call("DELETE", "/__sandbox__/faults")
 
+    def add_usage(self, token: str, day: str, **add: float) -> dict[str, Any]:
+        """Add usage (OSAI's additive totals) to one UTC day ("YYYY-MM-DD") of the token's
+        account: reports computed from now on that cover the day count it."""
+        answer: dict[str, Any] = self._call(
+            "POST", "/__sandbox__/usage", {"token": token, "day": day, "add": add}
+        )
+        return answer
+
     def set_latency(self, seconds: float) -> None:
         """How long reports created from now on take to generate."""
         self.faults(latency=seconds)
