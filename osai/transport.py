@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, ClassVar, Final, Self
 
 import requests
 import urllib3.exceptions
@@ -29,7 +29,58 @@ from urllib3.response import HTTPResponse
 _CHUNK_BYTES: Final = 64 * 1024
 
 
-class Watchdog:
+class Cutoff:
+    """A timer that cuts an exchange off when its time is up, unless the exchange finished
+    first: `Watchdog` here, `Deadline` for outbound sends (reports/spend/outbound.py).
+
+    Entered, it is its context's current one (`current`, for the code that opens sockets deep
+    inside a library) and its timer runs. At the deadline `_cut_off` runs on the timer's
+    thread; on exit `_release`; both under the lock, so neither runs after the other.
+    """
+
+    current: ClassVar[contextvars.ContextVar[Any]]
+
+    def __init__(self, seconds: float) -> None:
+        self.fired = False
+        self._lock = threading.Lock()
+        self._finished = False
+        self._timer = threading.Timer(max(0.0, seconds), self._fire)
+        self._timer.daemon = True
+        self._token: contextvars.Token[Any] | None = None
+
+    def __enter__(self) -> Self:
+        self._token = self.current.set(self)
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._lock:
+            self._finished = True
+            self._release()
+        self._timer.cancel()
+        if self._token is not None:
+            self.current.reset(self._token)
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._finished:
+                return
+            self.fired = True
+            self._cut_off()
+
+    def _cut_off(self) -> None:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        """What the exchange no longer needs once it is over (nothing, unless overridden)."""
+
+
+_current_watchdog: contextvars.ContextVar[Watchdog | None] = contextvars.ContextVar(
+    "osai_watchdog", default=None
+)
+
+
+class Watchdog(Cutoff):
     """Shuts the exchange's socket down when the call's deadline passes.
 
     requests' timeouts bound each socket read, not an exchange: a server that trickles a
@@ -39,26 +90,11 @@ class Watchdog:
     the socket is watched, is bounded by the connect timeout.)
     """
 
+    current = _current_watchdog
+
     def __init__(self, deadline: float) -> None:
-        self.fired = False
-        self._lock = threading.Lock()
+        super().__init__(deadline - time.monotonic())
         self._sock: socket.socket | None = None
-        self._finished = False
-        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
-        self._timer.daemon = True
-        self._token: contextvars.Token[Watchdog | None] | None = None
-
-    def __enter__(self) -> Watchdog:
-        self._token = _current_watchdog.set(self)
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        with self._lock:
-            self._finished = True
-        self._timer.cancel()
-        if self._token is not None:
-            _current_watchdog.reset(self._token)
 
     def watch(self, sock: object) -> None:
         """Called by the connection just before it reads the response."""
@@ -66,26 +102,14 @@ class Watchdog:
             with self._lock:
                 self._sock = sock
                 if self.fired:
-                    self._shutdown()
+                    self._cut_off()
 
-    def _fire(self) -> None:
-        with self._lock:
-            if self._finished:
-                return
-            self.fired = True
-            self._shutdown()
-
-    def _shutdown(self) -> None:
+    def _cut_off(self) -> None:
         if self._sock is not None:
             with contextlib.suppress(OSError):
                 # The plain socket's shutdown: SSLSocket.shutdown() would also drop its SSL
                 # object from under the reading thread.
                 socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
-
-
-_current_watchdog: contextvars.ContextVar[Watchdog | None] = contextvars.ContextVar(
-    "osai_watchdog", default=None
-)
 
 
 class _WatchedHTTPConnection(HTTPConnection):

@@ -158,6 +158,16 @@ def team_addresses_allowed(
     return [a for a in addresses if a.lower() in allowed or a.lower() not in accounts]
 
 
+def team_addresses_refused(
+    team: Team | int, capability: Capability, addresses: Iterable[str]
+) -> list[str]:
+    """Those of `addresses` that `team_addresses_allowed` leaves out, in their order: the ones
+    a form names back to whoever typed them."""
+    addresses = list(addresses)
+    allowed = team_addresses_allowed(team, capability, addresses)
+    return [a for a in addresses if a not in allowed]
+
+
 def reports_visible_to(user: User) -> QuerySet[Report]:
     """A user's own reports and the team reports of teams where they may see them."""
     if not user.is_authenticated:

@@ -13,7 +13,12 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from reports.metrics import FLAG_FIELDS, RATE_FIELDS, USAGE_COLUMNS
+from reports.metrics import (
+    RATE_FIELDS,
+    REPORT_PROGRESS_FIELDS,
+    REPORT_REQUEST_FIELDS,
+    USAGE_COLUMNS,
+)
 from reports.models import (
     ApiToken,
     Bucket,
@@ -208,15 +213,8 @@ class ReportAdmin(ReadOnlyAdmin):
         "owner",
         "team",
         "price_book",
-        "preset",
-        "period_start",
-        "period_end",
-        "granularity",
-        *FLAG_FIELDS,
-        "state",
-        "buckets_total",
-        "buckets_done",
-        "buckets_failed",
+        *REPORT_REQUEST_FIELDS,
+        *REPORT_PROGRESS_FIELDS,
         "error_message",
         "requested_at",
         "started_at",

@@ -86,6 +86,21 @@ FLAGS: Final[tuple[FlagSpec, ...]] = (
     ),
 )
 FLAG_FIELDS: Final[tuple[str, ...]] = tuple(flag.field for flag in FLAGS)
+# A report's request as asked and its progress, each in one order for every place that lists
+# a report's fields (the admin's read-only fields, the report-history CSV's columns).
+REPORT_REQUEST_FIELDS: Final[tuple[str, ...]] = (
+    "preset",
+    "period_start",
+    "period_end",
+    "granularity",
+    *FLAG_FIELDS,
+)
+REPORT_PROGRESS_FIELDS: Final[tuple[str, ...]] = (
+    "state",
+    "buckets_total",
+    "buckets_done",
+    "buckets_failed",
+)
 FLAG_BY_OSAI: Final[dict[contract.Flag, FlagSpec]] = {flag.osai: flag for flag in FLAGS}
 FLAG_BY_CLI_NAME: Final[dict[str, FlagSpec]] = {flag.cli_name: flag for flag in FLAGS}
 

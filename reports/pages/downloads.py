@@ -40,7 +40,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from reports.access import Capability, counted_buckets, teams_where
-from reports.metrics import FLAG_FIELDS
+from reports.metrics import FLAG_FIELDS, REPORT_PROGRESS_FIELDS, REPORT_REQUEST_FIELDS
 from reports.models import (
     Alert,
     Bucket,
@@ -422,15 +422,8 @@ HISTORY_COLUMNS = [
     "team",
     "requested_by",
     "connections",
-    "preset",
-    "period_start",
-    "period_end",
-    "granularity",
-    *FLAG_FIELDS,
-    "state",
-    "buckets_total",
-    "buckets_done",
-    "buckets_failed",
+    *REPORT_REQUEST_FIELDS,
+    *REPORT_PROGRESS_FIELDS,
     "requested_at",
     "started_at",
     "finished_at",

@@ -41,7 +41,7 @@ from reports.access import Capability
 from reports.metrics import FLAG_BY_CLI_NAME, FLAGS
 from reports.models import Granularity, Report, SavedView, Team
 from reports.periods import PRESETS
-from reports.teams import TeamError, roster
+from reports.teams import TeamError, clean_name, roster
 
 CUSTOM = "custom"
 PARAMS = ("preset", "date_from", "date_to", "granularity", "categories", "connections")
@@ -209,22 +209,13 @@ def view_url(view: SavedView) -> str:
     return form_url(view.params, view.team_id)
 
 
-def _clean_name(name: str) -> str:
-    name = " ".join((name or "").split())
-    if not name:
-        raise TeamError("Give the view a name.")
-    if len(name) > NAME_MAX_LENGTH:
-        raise TeamError(f"A view's name has at most {NAME_MAX_LENGTH} characters.")
-    return name
-
-
 @transaction.atomic
 def saved_view_save(
     *, owner: User, name: str, params: Mapping[str, str], team: Team | None = None
 ) -> tuple[SavedView, bool]:
     """Save a form's parameters by name, for its owner or (one of its admins) for a team. The
     same name again replaces that view's parameters. Returns the view and whether it is new."""
-    name = _clean_name(name)
+    name = clean_name(name, noun="view", max_length=NAME_MAX_LENGTH)
     params = {k: str(v) for k, v in params.items() if k in PARAMS}
     may_save = team is None or roster.membership_for(owner, team.pk, Capability.REQUEST_TEAM_REPORT)
     if not may_save:

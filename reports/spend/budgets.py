@@ -31,7 +31,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.urls import reverse
 from django.utils import timezone
 
-from reports.access import Capability, team_addresses_allowed, team_emails, teams_where
+from reports.access import Capability, team_emails, teams_where
 from reports.formatting import money
 from reports.models import Alert, Budget, Channel, Connection, Delivery, Team, prune_rows
 from reports.spend import channels as channel_service
@@ -127,13 +127,13 @@ def budget_set(
                 "Choose channels of the team." if owner_team else "Choose channels of your own."
             )
     addresses = parse_emails(emails)
-    if owner_team is not None:
-        allowed = team_addresses_allowed(owner_team, Capability.RECEIVE_ALERTS, addresses)
-        if wrong := [a for a in addresses if a not in allowed]:
-            raise BudgetError(
-                f"{', '.join(wrong)}: budget alerts go to the team's admins; its viewers and "
-                "members see the budget on the team page."
-            )
+    channel_service.refuse_non_admin_addresses(
+        owner_team,
+        addresses,
+        "budget alerts go to the team's admins; its viewers and members see the budget on the "
+        "team page.",
+        BudgetError,
+    )
     fields = {
         "amount": parse_amount(amount),
         "thresholds": parse_thresholds(thresholds),

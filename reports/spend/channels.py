@@ -24,7 +24,7 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 
 from reports import crypto
-from reports.access import Capability, team_addresses_allowed, teams_where
+from reports.access import Capability, team_addresses_refused, teams_where
 from reports.models import Channel, Delivery, Team, has_control_characters
 from reports.spend import notify
 from reports.spend.messages import channel_test_message
@@ -80,6 +80,20 @@ def channels_managed_by(user: User) -> QuerySet[Channel]:
     )
 
 
+def refuse_non_admin_addresses(
+    team: Team | None,
+    addresses: Iterable[str],
+    why: str,
+    error: type[Exception] = ChannelError,
+) -> None:
+    """Raises `error`, naming them and then `why`, if any of `addresses` is one a team's alerts
+    may not go to (`team_addresses_refused`). A person's own alerts go anywhere."""
+    if team is not None and (
+        wrong := team_addresses_refused(team, Capability.RECEIVE_ALERTS, addresses)
+    ):
+        raise error(f"{', '.join(wrong)}: {why}")
+
+
 def channels_usable(user: User, team: Team | None) -> QuerySet[Channel]:
     """The channels a budget or digest of `team` (None: the person's own) may send to."""
     if team is None:
@@ -117,13 +131,9 @@ def channel_add(
     )
     if kind == Channel.Kind.EMAIL:
         addresses = parse_emails(emails)
-        if team is not None:
-            allowed = team_addresses_allowed(team, Capability.RECEIVE_ALERTS, addresses)
-            if wrong := [a for a in addresses if a not in allowed]:
-                raise ChannelError(
-                    f"{', '.join(wrong)}: a team's messages go to its admins, never to its "
-                    "viewers or members."
-                )
+        refuse_non_admin_addresses(
+            team, addresses, "a team's messages go to its admins, never to its viewers or members."
+        )
         channel.to_team_admins = bool(team is not None and to_team_admins)
         if not addresses and not channel.to_team_admins:
             raise ChannelError("Give at least one address.")

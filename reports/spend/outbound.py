@@ -24,7 +24,6 @@ import os
 import smtplib
 import socket
 import ssl
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +32,8 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.mail import get_connection
 from django.core.mail.backends.smtp import EmailBackend as SmtpBackend
+
+from osai.transport import Cutoff
 
 MAX_ANSWER_BYTES = 64 * 1024
 SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
@@ -46,7 +47,12 @@ class WebhookFailed(Exception):
     """The target could not be reached or answered with an error; worth trying again."""
 
 
-class Deadline:
+_current_deadline: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar(
+    "outbound_deadline", default=None
+)
+
+
+class Deadline(Cutoff):
     """The whole of one send within `seconds`: at the deadline its sockets are shut down.
 
     Shutting a socket down from the timer thread makes a blocked read or write return at
@@ -55,31 +61,13 @@ class Deadline:
     time left (`time_left`).
     """
 
+    current = _current_deadline
+
     def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
         self.seconds = seconds
-        self.fired = False
         self._at = time.monotonic() + seconds
-        self._lock = threading.Lock()
-        self._finished = False
         self._duplicates: list[socket.socket] = []
-        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
-        self._timer.daemon = True
-        self._token: contextvars.Token[Deadline | None] | None = None
-
-    def __enter__(self) -> Deadline:
-        self._token = _current_deadline.set(self)
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        with self._lock:
-            self._finished = True
-            for duplicate in self._duplicates:
-                duplicate.close()
-            self._duplicates.clear()
-        self._timer.cancel()
-        if self._token is not None:
-            _current_deadline.reset(self._token)
 
     def time_left(self) -> float:
         """Seconds left, at least a millisecond (a socket timeout of 0 would not block)."""
@@ -94,23 +82,19 @@ class Deadline:
             if self.fired:
                 _shut(duplicate)
 
-    def _fire(self) -> None:
-        with self._lock:
-            if self._finished:
-                return
-            self.fired = True
-            for duplicate in self._duplicates:
-                _shut(duplicate)
+    def _cut_off(self) -> None:
+        for duplicate in self._duplicates:
+            _shut(duplicate)
+
+    def _release(self) -> None:
+        for duplicate in self._duplicates:
+            duplicate.close()
+        self._duplicates.clear()
 
 
 def _shut(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-
-
-_current_deadline: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar(
-    "outbound_deadline", default=None
-)
 
 
 # --- Mail within the deadline -------------------------------------------------------------------

@@ -31,3 +31,14 @@ aggregated (member, period) rows.
 
 class TeamError(Exception):
     """A team action that cannot be done; the message is for the page or the command."""
+
+
+def clean_name(name: str, *, noun: str, max_length: int) -> str:
+    """A name a team gives (a price book's, a saved view's): one line, its runs of white space
+    as one space, neither empty nor longer than its column."""
+    name = " ".join((name or "").split())
+    if not name:
+        raise TeamError(f"Give the {noun} a name.")
+    if len(name) > max_length:
+        raise TeamError(f"A {noun}'s name has at most {max_length} characters.")
+    return name

@@ -36,7 +36,7 @@ from reports.access import Capability
 from reports.metrics import PRICED, RATE_FIELDS
 from reports.models import MAX_RATE, Budget, PriceBook, PriceBookVersion, Team
 from reports.periods import utc_midnight
-from reports.teams import TeamError, roster
+from reports.teams import TeamError, clean_name, roster
 
 CURRENCY = re.compile(r"[A-Z]{3}")
 NAME_MAX_LENGTH = PriceBook._meta.get_field("name").max_length or 120
@@ -91,15 +91,6 @@ def currency_locked(book: PriceBook) -> bool:
     return budgets_using(book).exists()
 
 
-def _clean_name(name: str) -> str:
-    name = " ".join((name or "").split())
-    if not name:
-        raise TeamError("Give the price book a name.")
-    if len(name) > NAME_MAX_LENGTH:
-        raise TeamError(f"A price book's name has at most {NAME_MAX_LENGTH} characters.")
-    return name
-
-
 def _name_taken(name: str) -> TeamError:
     return TeamError(f"There is already a price book called “{name}”: choose another name.")
 
@@ -114,7 +105,7 @@ def price_book_copy(*, team: Team, actor: User, source: PriceBook, name: str) ->
         raise TeamError("Only the team's admins can do that.")
     if source.team_id not in (None, team.pk):
         raise TeamError("That price book belongs to another team.")
-    name = _clean_name(name)
+    name = clean_name(name, noun="price book", max_length=NAME_MAX_LENGTH)
     try:
         with transaction.atomic():
             book = PriceBook.objects.create(
@@ -222,7 +213,7 @@ def price_book_settings_set(
 ) -> None:
     """Rename a book, or change its currency while no budget uses it."""
     _require_editor(book, team, actor)
-    name = _clean_name(name)
+    name = clean_name(name, noun="price book", max_length=NAME_MAX_LENGTH)
     currency = (currency or "").strip().upper()
     if not CURRENCY.fullmatch(currency):
         raise TeamError("A currency is three letters, such as EUR or USD.")

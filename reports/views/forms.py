@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from django import forms
 from django.contrib.auth.models import User
-from django.db.models import Q, QuerySet
+from django.db.models import Model, Q, QuerySet
 from django.utils import timezone
 
 from reports.access import Capability, teams_where
@@ -115,12 +115,28 @@ class ConnectionTokenForm(forms.Form):
     access_token = _token_field()
 
 
-class ConnectionEditForm(forms.Form):
-    label = forms.CharField(max_length=80, validators=[validate_one_line])
-    shared_with_teams = IdsChoiceField(
-        queryset=Team.objects.none(),
+def _optional_checkboxes(
+    model: type[Model],
+    *,
+    label: str,
+    help_text: str = "",
+    field: type[IdsChoiceField] = IdsChoiceField,
+) -> IdsChoiceField:
+    """None or more of `model`'s rows, as checkboxes. Offers nothing until the form's __init__
+    sets the rows the user may choose (`_choices_from`), so a form never offers another's."""
+    return field(
+        queryset=model._default_manager.none(),
         required=False,
         widget=forms.CheckboxSelectMultiple,
+        label=label,
+        help_text=help_text,
+    )
+
+
+class ConnectionEditForm(forms.Form):
+    label = forms.CharField(max_length=80, validators=[validate_one_line])
+    shared_with_teams = _optional_checkboxes(
+        Team,
         label="Share with teams",
         help_text="Admins and viewers of these teams see this connection's usage and spend in "
         "team reports, never its token.",
@@ -302,11 +318,8 @@ class SharedConnectionsField(IdsChoiceField):
 class SharingForm(forms.Form):
     """Which of a member's own connections a team may report on."""
 
-    connections = SharedConnectionsField(
-        queryset=Connection.objects.none(),
-        required=False,
-        widget=forms.CheckboxSelectMultiple,
-        label="Connections this team may report on",
+    connections = _optional_checkboxes(
+        Connection, label="Connections this team may report on", field=SharedConnectionsField
     )
 
     def __init__(self, *args: Any, user: User, **kwargs: Any) -> None:
@@ -483,10 +496,8 @@ class BudgetForm(forms.Form):
         required=False,
         label="Also alert when the month-end forecast crosses a threshold",
     )
-    channels = IdsChoiceField(
-        queryset=Channel.objects.none(),
-        required=False,
-        widget=forms.CheckboxSelectMultiple,
+    channels = _optional_checkboxes(
+        Channel,
         label="Send alerts to these channels",
         help_text="Your own channels for your budgets; a team's for its budget. Add Slack, "
         "Microsoft Teams or a signed webhook on the Channels page.",

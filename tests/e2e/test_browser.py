@@ -157,20 +157,12 @@ def test_a_new_user_gets_from_sign_in_to_charts_in_the_browser(
     token = f"osai-sandbox-browser-{secrets.token_hex(6)}"
 
     # Sign in; the first page says what to do.
-    page.goto(f"{base}/accounts/login/")
-    page.fill("#id_username", user.username)
-    page.fill("#id_password", PASSWORD)
-    page.click("main button[type=submit]")
-    page.wait_for_url(f"{base}/")
+    _sign_in(page, base, user.username)
     assert page.get_by_text("Two steps to your first report").is_visible()
 
     # Add a sandbox connection: the token is checked with the sandbox, then shown as …last4.
     page.click("a:has-text('Add a connection')")
-    page.fill("#id_label", "Sandbox")
-    page.select_option("#id_region", "sandbox")
-    page.fill("#id_access_token", token)
-    page.click("main button[type=submit]")
-    page.wait_for_url(f"{base}/connections/")
+    _save_sandbox_connection(page, base, "Sandbox", token)
     body = page.content()
     assert f"…{token[-4:]}" in body and token not in body
 
@@ -364,17 +356,9 @@ def test_a_team_admin_sees_the_same_cost_totals_on_the_page_and_in_the_csv(
     months = [start + relativedelta(months=i) for i in range(TEAM_MONTHS)]
 
     # Sign in as the team's admin and add an own sandbox connection.
-    page.goto(f"{base}/accounts/login/")
-    page.fill("#id_username", setup.admin)
-    page.fill("#id_password", PASSWORD)
-    page.click("main button[type=submit]")
-    page.wait_for_url(f"{base}/")
+    _sign_in(page, base, setup.admin)
     page.goto(f"{base}/connections/new/")
-    page.fill("#id_label", ADMIN_LABEL)
-    page.select_option("#id_region", "sandbox")
-    page.fill("#id_access_token", token)
-    page.click("main button[type=submit]")
-    page.wait_for_url(f"{base}/connections/")
+    _save_sandbox_connection(page, base, ADMIN_LABEL, token)
 
     # Share it with the team on the team's sharing page.
     page.goto(team_url)
@@ -510,11 +494,7 @@ def test_a_team_admin_sees_the_same_cost_totals_on_the_page_and_in_the_csv(
 
     # A plain member of the team: the team report is a 404 at either address.
     page.click("form.signout button")
-    page.goto(f"{base}/accounts/login/")
-    page.fill("#id_username", setup.member)
-    page.fill("#id_password", PASSWORD)
-    page.click("main button[type=submit]")
-    page.wait_for_url(f"{base}/")
+    _sign_in(page, base, setup.member)
     report_pk = report_url.rstrip("/").rsplit("/", 1)[-1]
     errors_before = len(problems.console_errors)
     for url in (report_url, f"{team_url}reports/{report_pk}/"):
@@ -579,17 +559,9 @@ def test_the_overview_fills_in_shows_a_forecast_and_a_budget_and_last_month_comp
     base = live_site.url
     token = f"osai-sandbox-overview-{secrets.token_hex(6)}"
 
-    page.goto(f"{base}/accounts/login/")
-    page.fill("#id_username", browser_user.username)
-    page.fill("#id_password", PASSWORD)
-    page.click("main button[type=submit]")
-    page.wait_for_url(f"{base}/")
+    _sign_in(page, base, browser_user.username)
     page.goto(f"{base}/connections/new/")
-    page.fill("#id_label", "Sandbox")
-    page.select_option("#id_region", "sandbox")
-    page.fill("#id_access_token", token)
-    page.click("main button[type=submit]")
-    page.wait_for_url(f"{base}/connections/")
+    _save_sandbox_connection(page, base, "Sandbox", token)
 
     # The overview fills in by itself while tracking fetches the month: no reload.
     page.goto(f"{base}/")
@@ -719,6 +691,15 @@ def held_site(settings: Any, live_server: Any) -> Any:
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
     return live_server
+
+
+def _save_sandbox_connection(page: Any, base: str, label: str, token: str) -> None:
+    """Fills the new-connection form the page shows with a sandbox token, and saves it."""
+    page.fill("#id_label", label)
+    page.select_option("#id_region", "sandbox")
+    page.fill("#id_access_token", token)
+    page.click("main button[type=submit]")
+    page.wait_for_url(f"{base}/connections/")
 
 
 def _sign_in(page: Any, base: str, username: str) -> None:

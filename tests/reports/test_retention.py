@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -28,21 +28,14 @@ from reports.models import (
     Connection,
     Delivery,
     LedgerEntry,
+    Report,
     ReportBucket,
     WebhookEvent,
 )
 from reports.spend import budgets, ledger, notify, tracking
 from reports.spend.monthly import month_spend, price_book_of
 from reports.spend.period_spend import period_spend
-from tests.factories import (
-    ensure_example_price_book,
-    make_bucket_file,
-    make_connection,
-    make_done_bucket,
-    make_done_report,
-    make_held_buckets,
-    make_user,
-)
+from tests import factories
 from tests.support.figures import figure
 
 pytestmark = pytest.mark.django_db
@@ -74,41 +67,45 @@ class History:
     alert_named_by_pending: Alert
 
 
+def _report_with_raw_files(
+    owner: Any, connection: Connection, start: date, end: date
+) -> tuple[Report, list[Bucket]]:
+    """A finished report on one connection over [start, end) (UTC days), and its buckets, each
+    with its raw JSON file."""
+    report = factories.make_done_report(
+        owner,
+        [connection],
+        start=datetime.combine(start, time(), tzinfo=UTC),
+        end=datetime.combine(end, time(), tzinfo=UTC),
+    )
+    buckets = list(Bucket.objects.filter(report_buckets__report=report))
+    for bucket in buckets:
+        factories.make_bucket_file(bucket)
+    return report, buckets
+
+
 def _year_of_history(settings: Any, time_machine: Any) -> History:
     """A year of one person's data, moving the clock as it was made."""
     settings.OSAI_HELD_MONTHS = 12  # a year held, as production holds 25 months
     time_machine.move_to(NOW - relativedelta(months=15))
-    ensure_example_price_book()
-    owner = make_user(email="owner@example.com")
-    connection = make_connection(owner, "Tracked")
-    lab = make_connection(owner, "Lab")
+    factories.ensure_example_price_book()
+    owner = factories.make_user(email="owner@example.com")
+    connection = factories.make_connection(owner, "Tracked")
+    lab = factories.make_connection(owner, "Lab")
 
     # Reports whose buckets outlive them: one deleted 3.5 months ago, one 10 days ago.
     time_machine.move_to(datetime(2026, 3, 1, tzinfo=UTC))
-    gone = make_done_report(
-        owner, [lab], start=datetime(2024, 1, 1, tzinfo=UTC), end=datetime(2024, 4, 1, tzinfo=UTC)
-    )
-    orphans_old = list(Bucket.objects.filter(report_buckets__report=gone))
-    for bucket in orphans_old:
-        make_bucket_file(bucket)
+    gone, orphans_old = _report_with_raw_files(owner, lab, date(2024, 1, 1), date(2024, 4, 1))
     gone.delete()
     time_machine.move_to(NOW - timedelta(days=10))
-    gone = make_done_report(
-        owner, [lab], start=datetime(2024, 6, 1, tzinfo=UTC), end=datetime(2024, 8, 1, tzinfo=UTC)
-    )
-    orphans_recent = list(Bucket.objects.filter(report_buckets__report=gone))
-    for bucket in orphans_recent:
-        make_bucket_file(bucket)
+    gone, orphans_recent = _report_with_raw_files(owner, lab, date(2024, 6, 1), date(2024, 8, 1))
     gone.delete()
 
     # A report that still exists, made months ago: its buckets and raw JSON stay.
     time_machine.move_to(datetime(2026, 1, 10, tzinfo=UTC))
-    kept = make_done_report(
-        owner, [lab], start=datetime(2025, 1, 1, tzinfo=UTC), end=datetime(2025, 4, 1, tzinfo=UTC)
+    kept, kept_report_buckets = _report_with_raw_files(
+        owner, lab, date(2025, 1, 1), date(2025, 4, 1)
     )
-    kept_report_buckets = list(Bucket.objects.filter(report_buckets__report=kept))
-    for bucket in kept_report_buckets:
-        make_bucket_file(bucket)
 
     # OSAI's webhooks, one a week for a year.
     for week in range(52, -1, -1):
@@ -160,10 +157,10 @@ def _year_of_history(settings: Any, time_machine: Any) -> History:
     # Tracking's held data: 12 months and every day since last month, and the open days.
     time_machine.move_to(NOW)
     closed, _ = tracking.tracked_periods(NOW)
-    held = make_held_buckets(connection, closed)
+    held = factories.make_held_buckets(connection, closed)
 
     def open_bucket(conn: Connection, start: datetime, end: datetime, tracked: bool) -> Bucket:
-        bucket = make_done_bucket(conn, start, end, closed=False)
+        bucket = factories.make_done_bucket(conn, start, end, closed=False)
         Bucket.objects.filter(pk=bucket.pk).update(tracked=tracked)
         return bucket
 
@@ -400,8 +397,8 @@ def test_nothing_grows_for_ever_prune_runs_in_a_bounded_number_of_queries(
     time_machine.move_to(NOW, tick=False)
     queries = []
     for n in (1, 10):
-        owner = make_user()
-        connection = make_connection(owner)
+        owner = factories.make_user()
+        connection = factories.make_connection(owner)
         _bulk_history(owner, connection, n)
         with CaptureQueriesContext(db_connection) as captured:
             counts = retention.prune()

@@ -454,26 +454,43 @@ def _data(
 # --- The tests ---------------------------------------------------------------------------------
 
 
-@pytest.mark.django_db
-def test_i4_no_page_partial_or_csv_answers_5xx_to_a_generated_query(fuzz: Any) -> None:
-    """Every route of the URLconf, GET, with generated query parameters and path ids."""
+def _every_route(
+    fuzz: Any,
+    kind: str,
+    method: str,
+    draw_request: Callable[[Route, st.DataObject, dict[str, list[str]], Any], dict[str, Any]],
+) -> None:
+    """Sends EXAMPLES[kind] generated requests, each to a drawn route as a drawn caller; what
+    else a request carries (its query or form, headers) is `draw_request`'s."""
     clients, ids, tally, bases = fuzz
     started = time.monotonic()
 
-    @settings(FUZZ, max_examples=EXAMPLES["pages"])
+    @settings(FUZZ, max_examples=EXAMPLES[kind])
     @given(data=st.data())
     def run(data: st.DataObject) -> None:
         route = data.draw(st.sampled_from(ROUTES))
         caller = data.draw(st.sampled_from(CALLERS))
         path = _path(route, ids, data.draw)
-        headers = data.draw(st.sampled_from([{}, {"HTTP_HX_REQUEST": "true"}]))
-        query = _data(route, data.draw, ids, bases)
-        if time.monotonic() - started > SECONDS["pages"]:
+        request = draw_request(route, data, ids, bases)
+        if time.monotonic() - started > SECONDS[kind]:
             return  # over its time (drawn as before, so hypothesis sees the same draws)
-        _send(tally, clients[caller], "GET", path, data=query, **headers)
+        _send(tally, clients[caller], method, path, **request)
 
     run()
-    _report("pages", tally, started)
+    _report(kind, tally, started)
+
+
+@pytest.mark.django_db
+def test_i4_no_page_partial_or_csv_answers_5xx_to_a_generated_query(fuzz: Any) -> None:
+    """Every route of the URLconf, GET, with generated query parameters and path ids."""
+
+    def query_and_headers(
+        route: Route, data: st.DataObject, ids: dict[str, list[str]], bases: Any
+    ) -> dict[str, Any]:
+        headers = data.draw(st.sampled_from([{}, {"HTTP_HX_REQUEST": "true"}]))
+        return {"data": _data(route, data.draw, ids, bases), **headers}
+
+    _every_route(fuzz, "pages", "GET", query_and_headers)
 
 
 @pytest.mark.django_db
@@ -482,22 +499,13 @@ def test_i4_no_form_answers_5xx_or_changes_rows_when_it_refuses_a_generated_post
 ) -> None:
     """Every route of the URLconf, POST, with generated values for its form's fields (and any
     other name); a refusal changes no rows."""
-    clients, ids, tally, bases = fuzz
-    started = time.monotonic()
 
-    @settings(FUZZ, max_examples=EXAMPLES["forms"])
-    @given(data=st.data())
-    def run(data: st.DataObject) -> None:
-        route = data.draw(st.sampled_from(ROUTES))
-        caller = data.draw(st.sampled_from(CALLERS))
-        path = _path(route, ids, data.draw)
-        form = _data(route, data.draw, ids, bases)
-        if time.monotonic() - started > SECONDS["forms"]:
-            return  # over its time (drawn as before, so hypothesis sees the same draws)
-        _send(tally, clients[caller], "POST", path, data=form)
+    def form(
+        route: Route, data: st.DataObject, ids: dict[str, list[str]], bases: Any
+    ) -> dict[str, Any]:
+        return {"data": _data(route, data.draw, ids, bases)}
 
-    run()
-    _report("forms", tally, started)
+    _every_route(fuzz, "forms", "POST", form)
 
 
 API_ENDPOINTS = [

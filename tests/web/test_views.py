@@ -31,13 +31,7 @@ from reports.models import (
     Team,
 )
 from reports.pipeline import connections
-from tests.factories import (
-    make_connection,
-    make_done_bucket,
-    make_done_report,
-    make_team,
-    make_user,
-)
+from tests import factories
 from tests.support import figures
 from tests.support.world import OWNER_TOKEN, World
 from tests.support.world import ROLES as WORLD_ROLES
@@ -305,8 +299,10 @@ def test_a_team_admin_cannot_reach_a_members_personal_report_by_its_bucket(world
 
 
 def test_a_bucket_of_another_report_is_404_even_for_the_owner(world: World) -> None:
-    other = make_done_report(
-        make_user(), start=datetime(2025, 1, 1, tzinfo=UTC), end=datetime(2025, 2, 1, tzinfo=UTC)
+    other = factories.make_done_report(
+        factories.make_user(),
+        start=datetime(2025, 1, 1, tzinfo=UTC),
+        end=datetime(2025, 2, 1, tzinfo=UTC),
     )
     url = reverse("bucket_raw_json", args=[world.personal_report.pk, first_bucket(other).pk])
     assert client_for(world.owner).get(url).status_code == 404
@@ -354,7 +350,7 @@ def _running(report: Report) -> Report:
 
 
 def _partly_failed(owner: Any) -> Report:
-    report = make_done_report(
+    report = factories.make_done_report(
         owner,
         start=datetime(2025, 5, 1, tzinfo=UTC),
         end=datetime(2025, 7, 1, tzinfo=UTC),
@@ -621,17 +617,17 @@ def test_cost_view_shows_money_and_the_example_label(world: World) -> None:
 def test_change_against_the_previous_period_when_it_is_known(world: World) -> None:
     """February as one total, compared with January: whole months compare with whole months,
     covered here by ten finished daily buckets and three weekly ones."""
-    conn = make_connection(world.owner, "Fresh")
-    report = make_done_report(
+    conn = factories.make_connection(world.owner, "Fresh")
+    report = factories.make_done_report(
         world.owner, [conn], start=FEB, end=MAR, granularity=Granularity.TOTAL
     )
     # January: 2026-01-01 .. 2026-01-11 as days, then three whole weeks to 2026-02-01.
     days = [datetime(2026, 1, d, tzinfo=UTC) for d in range(1, 12)]
     for start, end in itertools.pairwise(days):
-        make_done_bucket(conn, start, end, seed=0)
+        factories.make_done_bucket(conn, start, end, seed=0)
     for week in range(3):
         start = datetime(2026, 1, 11, tzinfo=UTC) + timedelta(weeks=week)
-        make_done_bucket(conn, start, start + timedelta(weeks=1), seed=0)
+        factories.make_done_bucket(conn, start, start + timedelta(weeks=1), seed=0)
     Bucket.objects.filter(
         connection=conn,
         period_start__gte=datetime(2026, 1, 1, tzinfo=UTC),
@@ -646,10 +642,12 @@ def test_change_against_the_previous_period_when_it_is_known(world: World) -> No
 
 def test_no_previous_period_when_a_day_is_missing(world: World) -> None:
     conn = world.connection
-    report = make_done_report(
+    report = factories.make_done_report(
         world.owner, [conn], start=FEB, end=FEB + timedelta(days=2), granularity=Granularity.TOTAL
     )
-    make_done_bucket(conn, datetime(2026, 1, 30, tzinfo=UTC), datetime(2026, 1, 31, tzinfo=UTC))
+    factories.make_done_bucket(
+        conn, datetime(2026, 1, 30, tzinfo=UTC), datetime(2026, 1, 31, tzinfo=UTC)
+    )
     body = client_for(world.owner).get(reverse("report_detail", args=[report.pk])).content.decode()
     assert "no comparison" in body
 
@@ -693,7 +691,7 @@ def _assert_no_canary(body: bytes, where: str) -> None:
 def test_the_token_never_appears_in_any_page_partial_or_form_rerender(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    user = make_user()
+    user = factories.make_user()
     client = client_for(user)
     hits = 0
 
@@ -728,7 +726,7 @@ def test_the_token_never_appears_in_any_page_partial_or_form_rerender(
     assert saved.status_code == 302
     conn = Connection.objects.get(owner=user)
     assert conn.token_last4 == CANARY[-4:]
-    report = make_done_report(user, [conn])
+    report = factories.make_done_report(user, [conn])
 
     monkeypatch.setattr(connections, "_check_token", refuse)
     check(
@@ -845,8 +843,8 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], str]] = [
 def test_bad_report_requests_show_a_form_error_and_create_nothing(
     case: str, data: dict[str, Any], message: str
 ) -> None:
-    user = make_user()
-    conn = make_connection(user)
+    user = factories.make_user()
+    conn = factories.make_connection(user)
     reports, buckets = Report.objects.count(), Bucket.objects.count()
     response = client_for(user).post(
         reverse("report_new"), {"connections": [conn.pk], **GOOD, **data}
@@ -859,9 +857,9 @@ def test_bad_report_requests_show_a_form_error_and_create_nothing(
 
 
 def test_a_tampered_connection_id_of_another_user_is_refused() -> None:
-    user, other = make_user(), make_user()
-    make_connection(user)
-    theirs = make_connection(other)
+    user, other = factories.make_user(), factories.make_user()
+    factories.make_connection(user)
+    theirs = factories.make_connection(other)
     response = client_for(user).post(
         reverse("report_new"),
         {**GOOD, "connections": [theirs.pk], "date_from": "2026-01-01", "date_to": "2026-01-31"},
@@ -872,8 +870,8 @@ def test_a_tampered_connection_id_of_another_user_is_refused() -> None:
 
 
 def test_a_connection_that_needs_a_new_token_is_refused_on_the_form() -> None:
-    user = make_user()
-    conn = make_connection(user, "Old", status=Connection.Status.NEEDS_TOKEN)
+    user = factories.make_user()
+    conn = factories.make_connection(user, "Old", status=Connection.Status.NEEDS_TOKEN)
     response = client_for(user).post(
         reverse("report_new"),
         {**GOOD, "connections": [conn.pk], "date_from": "2026-01-01", "date_to": "2026-01-31"},
@@ -883,8 +881,8 @@ def test_a_connection_that_needs_a_new_token_is_refused_on_the_form() -> None:
 
 
 def test_custom_range_to_date_is_inclusive() -> None:
-    user = make_user()
-    conn = make_connection(user)
+    user = factories.make_user()
+    conn = factories.make_connection(user)
     response = client_for(user).post(
         reverse("report_new"),
         {**GOOD, "connections": [conn.pk], "date_from": "2026-01-01", "date_to": "2026-01-31"},
@@ -898,8 +896,8 @@ def test_custom_range_to_date_is_inclusive() -> None:
 
 
 def test_custom_range_ending_today_runs_up_to_now() -> None:
-    user = make_user()
-    conn = make_connection(user)
+    user = factories.make_user()
+    conn = factories.make_connection(user)
     client_for(user).post(
         reverse("report_new"),
         {
@@ -917,8 +915,8 @@ def test_custom_range_ending_today_runs_up_to_now() -> None:
 
 
 def test_preset_and_flags_reach_the_report() -> None:
-    user = make_user()
-    conn, second = make_connection(user), make_connection(user)
+    user = factories.make_user()
+    conn, second = factories.make_connection(user), factories.make_connection(user)
     response = client_for(user).post(
         reverse("report_new"),
         {
@@ -947,8 +945,8 @@ def test_preset_and_flags_reach_the_report() -> None:
 
 
 def test_new_report_form_defaults_to_all_connections_and_all_flags() -> None:
-    user = make_user()
-    conn = make_connection(user)
+    user = factories.make_user()
+    conn = factories.make_connection(user)
     body = client_for(user).get(reverse("report_new")).content.decode()
     assert re.search(rf'value="{conn.pk}"[^>]*checked', body)
     assert body.count('type="checkbox" name="include_') == 5
@@ -967,27 +965,27 @@ def _history_queries(client: Client) -> int:
 
 
 def test_history_runs_the_same_queries_for_1_and_50_reports() -> None:
-    user = make_user()
-    team = make_team(admins=[user])
+    user = factories.make_user()
+    team = factories.make_team(admins=[user])
     client = client_for(user)
-    make_done_report(user, team=team)
+    factories.make_done_report(user, team=team)
     client.get(reverse("report_history"))  # warm the session cache
     one = _history_queries(client)
     for _ in range(49):
-        make_done_report(user)
+        factories.make_done_report(user)
     fifty = _history_queries(client)
     assert one == fifty, (one, fifty)
     figures.figure("P6 history queries at 1 and 50 reports", f"{one} and {fifty}")
 
 
 def test_history_lists_own_reports_first_then_team_reports(world: World) -> None:
-    co_admin = make_user("coadmin")
+    co_admin = factories.make_user("coadmin")
     Membership.objects.create(team=world.team, user=co_admin, role=Membership.Role.ADMIN)
     client = client_for(co_admin)
     body = client.get(reverse("report_history")).content.decode()
     assert f"#{world.team_report.pk}<" in body  # requested by the other admin
     assert f"#{world.personal_report.pk}<" not in body  # a member's own report
-    own = make_done_report(co_admin)
+    own = factories.make_done_report(co_admin)
     body = client.get(reverse("report_history")).content.decode()
     assert body.index(f"#{own.pk}<") < body.index(f"#{world.team_report.pk}<")
     assert "by admin" in body
@@ -995,7 +993,7 @@ def test_history_lists_own_reports_first_then_team_reports(world: World) -> None
 
 def test_history_paginates(world: World) -> None:
     for _ in range(26):
-        make_done_report(world.stranger)
+        factories.make_done_report(world.stranger)
     client = client_for(world.stranger)
     assert "Page 1 of 2" in client.get(reverse("report_history")).content.decode()
     assert client.get(reverse("report_history"), {"page": 2}).status_code == 200
@@ -1005,7 +1003,7 @@ def test_history_paginates(world: World) -> None:
 
 
 def test_home_tells_a_new_user_what_to_do() -> None:
-    body = client_for(make_user()).get(reverse("home")).content.decode()
+    body = client_for(factories.make_user()).get(reverse("home")).content.decode()
     assert "Add a connection" in body and "Generate a report" in body
 
 
@@ -1079,14 +1077,14 @@ def test_hashed_static_files_are_cached_forever_and_compressed() -> None:
 
 @pytest.mark.parametrize("view", ["usage", "cost"])
 def test_report_page_queries_do_not_grow_with_its_buckets(view: str) -> None:
-    user = make_user()
+    user = factories.make_user()
     client = client_for(user)
-    small = make_done_report(
+    small = factories.make_done_report(
         user, start=datetime(2025, 1, 1, tzinfo=UTC), end=datetime(2025, 2, 1, tzinfo=UTC)
     )
-    large = make_done_report(
+    large = factories.make_done_report(
         user,
-        [make_connection(user), make_connection(user)],
+        [factories.make_connection(user), factories.make_connection(user)],
         start=datetime(2025, 1, 1, tzinfo=UTC),
         end=datetime(2026, 1, 1, tzinfo=UTC),
     )
@@ -1106,10 +1104,8 @@ def test_the_cost_view_has_a_total_tile_equal_to_the_csv_total() -> None:
     import io
     from decimal import Decimal
 
-    from tests.factories import ensure_example_price_book, make_done_report
-
-    user = make_user()
-    report = make_done_report(user, price_book=ensure_example_price_book())
+    user = factories.make_user()
+    report = factories.make_done_report(user, price_book=factories.ensure_example_price_book())
     client = client_for(user)
     body = client.get(reverse("report_detail", args=[report.pk]) + "?view=cost").content.decode()
     export = client.get(reverse("report_export_csv", args=[report.pk]))

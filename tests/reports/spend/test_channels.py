@@ -260,12 +260,9 @@ def test_channel_urls_and_secrets_are_encrypted_at_rest_and_shown_as_a_hint(
     fake_dns(monkeypatch, "93.184.216.34")
     owner = make_user("atrest")
     slack = channels.channel_add(actor=owner, kind="slack", name="S", url=SLACK_URL)
+    hook_url = "https://hooks.example.com/in/CANARYhookPATH"
     hook = channels.channel_add(
-        actor=owner,
-        kind="webhook",
-        name="W",
-        url="https://hooks.example.com/in/CANARYhookPATH",
-        secret="CANARY-chan-secret",
+        actor=owner, kind="webhook", name="W", url=hook_url, secret="CANARY-chan-secret"
     )
     assert slack.url_hint == "hooks.slack.com …9z81"
     assert hook.url_hint == "hooks.example.com …PATH"
@@ -283,7 +280,9 @@ def test_channel_urls_and_secrets_are_encrypted_at_rest_and_shown_as_a_hint(
     assert "Channel 2 (2 changed)" in out.getvalue()
     settings.OSAI_TOKEN_KEYS = [new_key]
     slack.refresh_from_db()
+    hook.refresh_from_db()
     assert slack.url == SLACK_URL
+    assert hook.url == hook_url
     out = StringIO()
     call_command("reencrypt_tokens", stdout=out)
     assert "Channel 2 (0 changed)" in out.getvalue()
