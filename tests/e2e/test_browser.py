@@ -195,7 +195,7 @@ def test_a_new_user_gets_from_sign_in_to_charts_in_the_browser(
     # (The body may still show a reload from while buckets were finishing: wait for the last.)
     compute = page.locator('.chart[data-figure="figure-compute"]')
     traces = compute.locator(".barlayer .trace")
-    expect(traces.first.locator(".point")).to_have_count(MONTHS, timeout=20_000)
+    expect(traces.first.locator(".point")).to_have_count(MONTHS, timeout=60_000)
     assert traces.count() == 7
     assert page.locator(".chart .main-svg").count() >= 4
     assert page.locator("table.numbers").count() >= 4
