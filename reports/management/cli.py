@@ -10,8 +10,9 @@ from django.contrib.auth.models import User
 from django.core.management.base import CommandError, CommandParser
 from django.db.models import QuerySet
 
+from reports.access import Capability, teams_where
 from reports.metrics import FLAG_BY_CLI_NAME, FLAGS
-from reports.models import Connection, Granularity
+from reports.models import Connection, Granularity, Team
 
 FLAGS_HELP = f"comma-separated categories (default all): {', '.join(FLAG_BY_CLI_NAME)}"
 ALL_FLAGS = ",".join(FLAG_BY_CLI_NAME)
@@ -65,3 +66,18 @@ def connections_labelled(owner: User, labels: list[str]) -> QuerySet[Connection]
         if unknown:
             raise CommandError(f"{owner.get_username()} has no connection {sorted(unknown)}.")
     return connections
+
+
+def add_spend_view_arguments(parser: CommandParser) -> None:
+    """--user, --team and --json: a person's view, or a team's they see the spend of."""
+    parser.add_argument("--user", required=True)
+    parser.add_argument("--team", help="a team whose spend the user sees")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def team_whose_spend_they_see(user: User, name: str) -> Team:
+    """The team of that name whose spend this person's role may see (admins and viewers)."""
+    team = teams_where(user, Capability.SEE_TEAM_SPEND).filter(name=name).first()
+    if team is None:
+        raise CommandError(f"{user.get_username()} is not an admin or viewer of {name!r}.")
+    return team

@@ -11,9 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
-from reports.access import Capability, teams_where
 from reports.management import cli
 from reports.models import Connection
 from reports.spend import anomalies, pricing
@@ -23,18 +22,12 @@ class Command(BaseCommand):
     help = "List the anomalies (usage spikes, idle storage) of a person's or a team's connections."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--user", required=True)
-        parser.add_argument("--team", help="a team whose spend the user sees")
-        parser.add_argument("--json", action="store_true", help="print JSON")
+        cli.add_spend_view_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         user = cli.user_named(options["user"])
         if options["team"]:
-            team = teams_where(user, Capability.SEE_TEAM_SPEND).filter(name=options["team"]).first()
-            if team is None:
-                raise CommandError(
-                    f"{user.get_username()} is not an admin or viewer of {options['team']!r}."
-                )
+            team = cli.team_whose_spend_they_see(user, options["team"])
             connections = Connection.objects.counting_for_team(team)
             book = team.price_book or pricing.default_price_book()
         else:

@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
-from reports.access import Capability, teams_where
 from reports.management import cli
 from reports.pages.overview import overview_page, spend_summary, team_overview
 
@@ -20,19 +19,12 @@ class Command(BaseCommand):
     help = "Print this month's spend, forecast and budgets, as the overview shows them."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--user", required=True)
-        parser.add_argument("--team", help="a team whose spend the user sees")
-        parser.add_argument("--json", action="store_true", help="print JSON")
+        cli.add_spend_view_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         user = cli.user_named(options["user"])
         if options["team"]:
-            teams = teams_where(user, Capability.SEE_TEAM_SPEND)
-            team = teams.filter(name=options["team"]).first()
-            if team is None:
-                raise CommandError(
-                    f"{user.get_username()} is not an admin or viewer of {options['team']!r}."
-                )
+            team = cli.team_whose_spend_they_see(user, options["team"])
             summary = spend_summary(team_overview(team))
         else:
             summary = spend_summary(overview_page(user))

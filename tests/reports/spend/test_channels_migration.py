@@ -11,8 +11,8 @@ from django.db.migrations.executor import MigrationExecutor
 
 from reports import crypto
 
-BEFORE = [("reports", "0013_retention")]
-AFTER = [("reports", "0015_channels")]
+BEFORE = [("reports", "0012_held_data_teams_and_hardening")]
+AFTER = [("reports", "0013_retention_anomalies_channels")]
 URL = "https://hooks.example.com/in/CANARYmigrated"
 
 

@@ -1,22 +1,45 @@
-"""Channels (issue 22): where alerts and digests go, a model of its own.
+"""This round's schema, in one migration (none of it was on a deployed database yet):
 
-A budget's addresses and its webhook (URL and signing secret) become channels of the budget's
-owner (a team budget's: of its team), linked to the budget, and the old columns go: one path
-for every message. A webhook delivery already made is linked to its channel and its target (the
-URL, kept in plain text until now) emptied, so no URL stays readable in the database; the URL
-is encrypted under OSAI_TOKEN_KEYS like every other secret (reports/crypto.py). A budget's
-addresses become the one email channel of its owner with exactly those addresses.
-
-Depends on 0013; a parallel 0014 is adjusted at merge.
+- Retention (reports/retention.py, R1-R3): the daily prune's schedule exists from the first
+  migrate, as the others do; a worker start keeps it (reports/schedules.py).
+- Anomalies (reports/spend/anomalies.py, N1-N4): the Anomaly rows and each connection's
+  last judged day.
+- Channels (issue 22): where alerts and digests go, a model of its own. A budget's addresses and its webhook (URL and signing secret) become channels of the budget's
+  owner (a team budget's: of its team), linked to the budget, and the old columns go: one path
+  for every message. A webhook delivery already made is linked to its channel and its target (the
+  URL, kept in plain text until now) emptied, so no URL stays readable in the database; the URL
+  is encrypted under OSAI_TOKEN_KEYS like every other secret (reports/crypto.py). A budget's
+  addresses become the one email channel of its owner with exactly those addresses.
 """
 
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import django.db.models.deletion
 import django.utils.timezone
-import reports.models
 from django.conf import settings
 from django.db import migrations, models
+
+import reports.models
+
+
+def add_schedule(apps, schema_editor):
+    # First at the next 03:00 UTC (reports/schedules.py PRUNE_HOUR), then daily.
+    now = datetime.now(UTC)
+    first = now.replace(hour=3, minute=0, second=0, microsecond=0)
+    apps.get_model("django_q", "Schedule").objects.update_or_create(
+        name="osai-prune",
+        defaults={
+            "func": "reports.tasks.retention_prune",
+            "schedule_type": "D",  # daily
+            "repeats": -1,
+            "next_run": first if first > now else first + timedelta(days=1),
+        },
+    )
+
+
+def remove_schedule(apps, schema_editor):
+    apps.get_model("django_q", "Schedule").objects.filter(name="osai-prune").delete()
 
 
 def budget_fields_to_channels(apps, schema_editor):
@@ -87,11 +110,72 @@ def channels_to_budget_fields(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("reports", "0014_anomalies"),
+        ("reports", "0012_held_data_teams_and_hardening"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
+        migrations.RunPython(add_schedule, remove_schedule),
+        migrations.AddField(
+            model_name="connection",
+            name="anomalies_checked_through",
+            field=models.DateField(blank=True, editable=False, null=True),
+        ),
+        migrations.CreateModel(
+            name="Anomaly",
+            fields=[
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("spike", "Spike"), ("idle_storage", "Idle storage")],
+                        default="spike",
+                        max_length=12,
+                    ),
+                ),
+                ("column", models.CharField(max_length=40)),
+                ("day", models.DateField()),
+                ("actual", models.FloatField()),
+                ("expected_low", models.FloatField()),
+                ("expected_high", models.FloatField()),
+                (
+                    "feedback",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("", "No feedback"),
+                            ("expected", "Expected"),
+                            ("not_expected", "Not expected"),
+                        ],
+                        default="",
+                        max_length=12,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "connection",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="anomalies",
+                        to="reports.connection",
+                    ),
+                ),
+            ],
+            options={
+                "ordering": ["-day", "connection", "column"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("connection", "column", "day"),
+                        name="one_anomaly_per_metric_and_day",
+                    )
+                ],
+            },
+        ),
         migrations.AlterField(
             model_name="delivery",
             name="channel",
