@@ -719,7 +719,7 @@ class Budget(models.Model):
     amount = models.DecimalField(max_digits=14, decimal_places=2)
     thresholds = models.JSONField(default=list)  # percentages, e.g. [50, 80, 100]
     on_forecast = models.BooleanField(default=False)
-    # Where its alerts go: channels of its owner (a team budget: of its team). Migration 0015
+    # Where its alerts go: channels of its owner (a team budget: of its team). Migration 0013
     # made the addresses and the webhook a budget had before into channels.
     channels = models.ManyToManyField(  # type: ignore[var-annotated]
         "Channel", blank=True, related_name="budgets"
