@@ -37,6 +37,7 @@ class Capability(StrEnum):
     MANAGE_MEMBERS = "manage_members"  # add, remove, change roles (M4)
     MANAGE_BUDGETS = "manage_budgets"  # set, change and remove the team's budgets
     MANAGE_CHANNELS = "manage_channels"  # add, remove and test the team's channels
+    ANSWER_ANOMALIES = "answer_anomalies"  # mark a shared connection's anomaly expected or not
     CHOOSE_PRICE_BOOK = "choose_price_book"  # the rates the team's reports are priced with
     RECEIVE_ALERTS = "receive_alerts"  # the team's budget alerts
     RECEIVE_TEAM_DIGEST = "receive_team_digest"  # the team's weekly and monthly digests
@@ -60,6 +61,7 @@ CAPABILITIES: MappingProxyType[str, frozenset[Capability]] = MappingProxyType(
                 C.MANAGE_MEMBERS,
                 C.MANAGE_BUDGETS,
                 C.MANAGE_CHANNELS,
+                C.ANSWER_ANOMALIES,
                 C.CHOOSE_PRICE_BOOK,
                 C.RECEIVE_ALERTS,
                 C.RECEIVE_TEAM_DIGEST,

@@ -4,6 +4,7 @@ from django.urls import path, re_path, register_converter
 
 from reports.views import (
     account,
+    anomalies,
     api,
     budgets,
     channels,
@@ -24,6 +25,10 @@ register_converter(IdConverter, "id")
 urlpatterns = [
     path("", home.home, name="home"),
     path("overview/", home.overview, name="overview"),
+    # Anomalies (N5): one's own connections', or a team's (`?team=`); answering one.
+    path("anomalies/", anomalies.anomaly_list, name="anomaly_list"),
+    path("anomalies.csv", anomalies.anomaly_export_csv, name="anomaly_export_csv"),
+    path("anomalies/<id:pk>/feedback/", anomalies.anomaly_feedback, name="anomaly_feedback"),
     path("channels/", channels.channel_list, name="channel_list"),
     path("channels/<id:pk>/delete/", channels.channel_delete, name="channel_delete"),
     path("channels/<id:pk>/test/", channels.channel_test, name="channel_test"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -320,3 +320,29 @@ def make_held_buckets(
     for bucket in buckets:
         bucket.tracked = True
     return buckets
+
+
+def make_anomaly(
+    connection: Connection,
+    day: date,
+    *,
+    column: str = "training_seconds_16gb",
+    kind: str = "spike",
+    actual: float = 100 * 3600.0,
+    high: float = 3 * 3600.0,
+    feedback: str = "",
+) -> Any:
+    """An anomaly as the detector records it (reports/spend/anomalies.py): `actual` usage on
+    `day`, against a usual 0 to `high` (raw units); idle storage has the range 0-0."""
+    from reports.models import Anomaly
+
+    return Anomaly.objects.create(
+        connection=connection,
+        day=day,
+        column=column,
+        kind=kind,
+        actual=actual,
+        expected_low=0.0,
+        expected_high=0.0 if kind == "idle_storage" else high,
+        feedback=feedback,
+    )

@@ -144,7 +144,7 @@ INSIDE: dict[str, list[tuple[str, ...]]] = {
     "reports.pages": [
         ("team", "overview", "downloads"),
         ("report", "price_book", "team_spend"),
-        ("members", "history", "activity", "tiles", "links"),
+        ("members", "history", "activity", "tiles", "links", "anomalies"),
         ("blocks",),
         ("charts",),
     ],

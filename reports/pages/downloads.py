@@ -16,6 +16,9 @@ itself reads, as CSV cells (streamed by reports/spend/exports.py `csv_response`;
   address, no webhook URL, and a reason's host or address is replaced (`redact`).
 - The activity feed (`activity_rows`): each OSAI webhook delivery as the feed describes it,
   never its raw body (the message is already stored with any link's query string removed).
+- The Anomalies page (`anomaly_csv`): its rows, every page of them, as the page, the API and
+  `manage.py anomalies` list them (reports/pages/anomalies.py): labels, never an account name
+  or a token ending.
 - The report history (`history_rows`): one row per report. No cost column: a report's cost
   is its buckets priced, which would read every bucket of every report; each row names its
   own CSV (`csv`), which has it.
@@ -52,7 +55,7 @@ from reports.models import (
     Report,
     Team,
 )
-from reports.pages import team_spend
+from reports.pages import anomalies, team_spend
 from reports.pages.activity import events_visible_to
 from reports.pages.history import history_queryset
 from reports.periods import day_number, preset_period, utc_midnight
@@ -465,3 +468,36 @@ def history_rows(user: User) -> Iterator[list[str]]:
                 reverse("report_export_csv", args=[report.pk]),
             ]
         )
+
+
+# --- The Anomalies page ------------------------------------------------------------------------
+
+ANOMALY_COLUMNS = [
+    "id",
+    "day",
+    "connection",
+    "connection_id",
+    "kind",
+    "metric",
+    "label",
+    "actual",
+    "expected_low",
+    "expected_high",
+    "currency",
+    "feedback",
+    "alerting",
+    "cause",
+    "created_at",
+]
+
+
+def anomaly_csv(scope: anomalies.AnomalyScope, filters: anomalies.AnomalyFilter) -> CsvFile:
+    """The header, then the page's rows (every page), newest day first."""
+
+    def rows() -> Iterator[list[str]]:
+        yield ANOMALY_COLUMNS
+        for row in anomalies.rows(scope, filters):
+            yield _cells(row[column] for column in ANOMALY_COLUMNS)
+
+    kind = ("osai-usage-anomalies-team", scope.team.pk) if scope.team else ("osai-usage-anomalies",)
+    return CsvFile(rows(), exports.safe_filename(*kind))

@@ -25,6 +25,7 @@ from reports import formatting
 from reports.access import comparison_buckets_of, counted_buckets
 from reports.metrics import METRICS, OSAI_FIELD_TO_COLUMN, PRICED_COLUMNS, columns_off
 from reports.models import Bucket, BucketFile, Connection, PriceBook, Report
+from reports.pages import anomalies as anomaly_pages
 from reports.pages import blocks, charts
 from reports.pages.blocks import ChartBlock, chart_block
 from reports.pages.members import member_breakdown
@@ -70,6 +71,7 @@ def duration(delta: timedelta) -> str:
 # worker is back on its back-off). Waits are at most BADGE_MAX_WAIT_SECONDS, so the elapsed
 # time stays current. Otherwise: every BADGE_POLL_SECONDS.
 BADGE_POLL_SECONDS = 2.0
+REPORT_ANOMALIES_SHOWN = 10  # the rest are a link away
 BADGE_MAX_WAIT_SECONDS = 5.0
 BADGE_SETTLE_SECONDS = 0.15
 BADGE_DENSE_SECONDS = 0.1
@@ -231,8 +233,15 @@ def report_body(report: Report, mode: ViewMode) -> dict[str, Any]:
     )
     as_of = [t for t in (b.osai_created_at or b.finished_at for b in done) if t is not None]
     data_as_of = max(as_of, default=None)
+    # Anomalies of its connections on its days (N5): one query; a book read only if any.
+    found = anomaly_pages.between(connection_ids, *period)
+    anomaly_book = pricing.price_book_for(report) if found and price_book is None else price_book
     return {
         "report": report,
+        "anomalies": anomaly_pages.items(found[:REPORT_ANOMALIES_SHOWN], anomaly_book),
+        "anomalies_more": max(0, len(found) - REPORT_ANOMALIES_SHOWN),
+        "anomalies_url": reverse("anomaly_list")
+        + (f"?team={report.team_id}" if report.team_id else ""),
         "mode": mode,
         "rows": rows,
         "buckets": buckets,

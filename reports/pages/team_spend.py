@@ -30,6 +30,7 @@ from reports.access import Capability, roles_that_may
 from reports.formatting import change_text
 from reports.metrics import STAGE_LABELS
 from reports.models import Connection, Granularity, Membership, PriceBook, Team
+from reports.pages import anomalies as anomaly_pages
 from reports.pages import charts
 from reports.pages.blocks import ChartBlock, chart_block
 from reports.pages.links import PRESET_ALIASES
@@ -82,6 +83,8 @@ class SpendRow:
     share: str
     top_stage: str
     is_you: bool = False
+    # The causes of its connections' anomalies in the period (N5): labels, never an account.
+    anomalies: tuple[str, ...] = ()
 
 
 def _top_stage(costs: Mapping[str, Decimal] | None) -> str:
@@ -126,8 +129,10 @@ def _rows(
     total: Decimal,
     versus: str,
     currency: str,
+    causes: Mapping[int, list[str]],
 ) -> list[SpendRow]:
-    """A row per group of connections (a member's, or one), biggest spender first."""
+    """A row per group of connections (a member's, or one), biggest spender first, with the
+    causes of their anomalies in the period."""
     rows = []
     for name, detail, ids, is_you in groups:
         costs = _add([current[i] for i in ids if i in current])
@@ -137,10 +142,11 @@ def _rows(
             earlier = _add([previous[i] for i in ids if i in previous])
             before = earlier["total"] if earlier else ZERO
         change, trend = change_text(spend, before, versus, currency=currency)
+        flags = tuple(cause for i in ids for cause in causes.get(i, ()))
         rows.append(
             SpendRow(
                 name, detail, spend, before, change, trend, _share(spend, total),
-                _top_stage(costs), is_you,
+                _top_stage(costs), is_you, anomalies=flags,
             )
         )  # fmt: skip
     return sorted(rows, key=lambda row: (-row.spend, row.name))
@@ -259,7 +265,12 @@ def team_spend(
             total,
             versus,
             book.currency,
+            # One query: the anomalies of the connections it shows, on the period's days.
+            anomaly_pages.causes_by_connection(anomaly_pages.between(ids, start, end), book),
         ),
+        anomalies_url=f"{reverse('anomaly_list')}?{urlencode({'team': team.pk})}"
+        if whole_team
+        else reverse("anomaly_list"),
         chart=_chart(current, scope, by_month, "Spend per member") if whole_team and ids else None,
     )
     return section

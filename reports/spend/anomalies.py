@@ -326,27 +326,38 @@ def cause(anomaly: Anomaly, book: PriceBook | None, connection_label: str = "") 
 
 
 def listed(connections: Iterable[Connection], book: PriceBook | None) -> list[dict[str, object]]:
-    """The anomalies of these connections, newest day first, as the command (and later the
-    pages) list them: what was recorded, and the cause priced now in `book`."""
-    rows = Anomaly.objects.filter(connection__in=list(connections)).select_related("connection")
+    """The anomalies of these connections, newest day first, as the command, the Anomalies
+    page, its CSV and the API list them: what was recorded, and the cause priced now in `book`."""
+    return rows_of(Anomaly.objects.filter(connection__in=list(connections)), book)
+
+
+ORDER = ("-day", "connection__label", "column", "pk")  # newest day first, then by connection
+
+
+def rows_of(anomalies: QuerySet[Anomaly], book: PriceBook | None) -> list[dict[str, object]]:
+    """These anomalies as `listed` writes them, newest day first (one query, and the book's
+    versions once)."""
+    rows = anomalies.select_related("connection").order_by(*ORDER)
+    return [row_of(anomaly, book) for anomaly in rows]
+
+
+def row_of(anomaly: Anomaly, book: PriceBook | None) -> dict[str, object]:
+    """One anomaly as `listed` writes it: never the connection's token or account name."""
     currency = book.currency if book is not None else ""
-    return [
-        {
-            "id": anomaly.pk,
-            "connection": anomaly.connection.label,
-            "connection_id": anomaly.connection_id,
-            "kind": anomaly.kind,
-            "metric": anomaly.column,
-            "label": METRIC_BY_COLUMN[anomaly.column].label,
-            "day": anomaly.day.isoformat(),
-            "actual": anomaly.actual,
-            "expected_low": anomaly.expected_low,
-            "expected_high": anomaly.expected_high,
-            "currency": currency,
-            "feedback": anomaly.feedback,
-            "alerting": anomaly.alerting,
-            "cause": cause(anomaly, book),
-            "created_at": anomaly.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        }
-        for anomaly in rows.order_by("-day", "connection__label", "column")
-    ]
+    return {
+        "id": anomaly.pk,
+        "connection": anomaly.connection.label,
+        "connection_id": anomaly.connection_id,
+        "kind": anomaly.kind,
+        "metric": anomaly.column,
+        "label": METRIC_BY_COLUMN[anomaly.column].label,
+        "day": anomaly.day.isoformat(),
+        "actual": anomaly.actual,
+        "expected_low": anomaly.expected_low,
+        "expected_high": anomaly.expected_high,
+        "currency": currency,
+        "feedback": anomaly.feedback,
+        "alerting": anomaly.alerting,
+        "cause": cause(anomaly, book),
+        "created_at": anomaly.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+    }

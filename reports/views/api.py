@@ -13,7 +13,7 @@ script, which the CSP forbids."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from django.conf import settings
@@ -33,6 +33,7 @@ from reports.access import (
 from reports.formatting import utc_z
 from reports.integrations import api_tokens
 from reports.models import ApiToken, Connection, Team
+from reports.pages import anomalies as anomaly_pages
 from reports.pages import downloads
 from reports.pages.activity import feed_items
 from reports.pages.overview import overview_page, spend_summary, team_overview
@@ -195,6 +196,31 @@ class ActivityFilter(Schema):
     limit: int = 50
 
 
+class AnomalyFilter(Schema):
+    team: Id | None = None
+    kind: Literal["spike", "idle_storage"] | None = None
+    since: date | None = Field(None, alias="from")
+    until: date | None = Field(None, alias="to")
+
+
+class AnomalyOut(Schema):
+    id: int
+    connection: str
+    connection_id: int
+    kind: str
+    metric: str
+    label: str
+    day: str
+    actual: float
+    expected_low: float
+    expected_high: float
+    currency: str
+    feedback: str
+    alerting: bool
+    cause: str
+    created_at: str
+
+
 # --- Endpoints ---------------------------------------------------------------------------------
 
 
@@ -336,3 +362,18 @@ def activity(request: HttpRequest, filters: Query[ActivityFilter]) -> list[dict[
         }
         for item in items
     ]
+
+
+@api.get("/anomalies", response=list[AnomalyOut], summary="Anomalies: usage spikes, idle storage")
+def anomaly_list(request: HttpRequest, filters: Query[AnomalyFilter]) -> list[dict[str, Any]]:
+    """Newest day first, as the Anomalies page lists them: your own connections' (priced in
+    the default book), or `?team=<id>` a team's counting connections' (in its book) for its
+    admins and viewers. `?kind=spike|idle_storage`, `?from=` and `?to=` (ISO dates, both
+    inclusive) narrow them."""
+    scope = anomaly_pages.scope_of(_user(request), filters.team)
+    if scope is None:
+        raise Http404("No such team.")
+    chosen = anomaly_pages.AnomalyFilter(
+        kind=filters.kind, since=filters.since, until=filters.until
+    )
+    return anomaly_pages.rows(scope, chosen)

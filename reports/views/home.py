@@ -5,8 +5,10 @@ from __future__ import annotations
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
 from django.shortcuts import render
+from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from reports.pages import anomalies as anomaly_pages
 from reports.pages import links
 from reports.pages.history import home_page
 from reports.pages.overview import overview_page
@@ -24,6 +26,10 @@ def home(request: AuthenticatedRequest) -> HttpResponse:
         context["saved_views"] = links.personal_views(request.user)
         # The overview's own instance of the book: its versions are read once.
         context["price_book_notes"] = live_repricing_notes(context["price_book"])
+        # The last 30 days' anomalies, the newest causes in the overview's book: one query.
+        context["anomalies"] = anomaly_pages.recent(
+            [c.pk for c in context["connections"]], context["price_book"], now=timezone.now()
+        )
     return render(request, "reports/home.html", context)
 
 

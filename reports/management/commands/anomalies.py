@@ -3,7 +3,8 @@
 
 Without --team: the anomalies of the user's own connections, priced in the default book.
 With --team: those of the connections that count for the team (M1), in the team's book, if
-the user's role may see the team's spend (an admin or a viewer).
+the user's role may see the team's spend (an admin or a viewer). Exactly the rows of the
+Anomalies page (`/anomalies/`, `?team=`): reports/pages/anomalies.py.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from reports.management import cli
-from reports.models import Connection
-from reports.spend import anomalies, pricing
+from reports.pages import anomalies
 
 
 class Command(BaseCommand):
@@ -26,14 +26,11 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         user = cli.user_named(options["user"])
-        if options["team"]:
-            team = cli.team_whose_spend_they_see(user, options["team"])
-            connections = Connection.objects.counting_for_team(team)
-            book = team.price_book or pricing.default_price_book()
-        else:
-            connections = Connection.objects.filter(owner=user)
-            book = pricing.default_price_book()
-        rows = anomalies.listed(connections, book)
+        team = cli.team_whose_spend_they_see(user, options["team"]) if options["team"] else None
+        # The Anomalies page's own selector: what it lists, in its order (N5).
+        scope = anomalies.scope_of(user, team.pk if team else None)
+        assert scope is not None  # the team's spend is theirs to see
+        rows = anomalies.rows(scope)
         if options["json"]:
             self.stdout.write(json.dumps(rows, indent=2))
             return
