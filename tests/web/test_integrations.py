@@ -10,7 +10,7 @@ import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
@@ -20,7 +20,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from reports.integrations import api_tokens, webhooks
 from reports.models import ApiToken, Bucket, Connection, Report, WebhookEvent
-from tests.factories import make_connection, make_done_bucket, make_user
+from tests.factories import make_anomaly, make_connection, make_done_bucket, make_user
 from tests.support import figures
 from tests.support.clock import clock_held_at
 from tests.support.web import client_for
@@ -443,6 +443,11 @@ API_ENDPOINTS = (
     ApiEndpoint("reports", lambda w: "reports", ROLES),
     ApiEndpoint("spend", lambda w: "spend", ROLES),
     ApiEndpoint("activity", lambda w: "activity", ROLES),
+    # Anomalies (N5): one's own connections' for everyone; a team's for those who see its spend.
+    ApiEndpoint("anomalies", lambda w: "anomalies", ROLES),
+    ApiEndpoint(
+        "anomalies[team]", lambda w: f"anomalies?team={w.team.pk}", ("team_admin", "team_viewer")
+    ),
 )
 CREDENTIALS = (*ROLES, "anonymous", "bad_token", "revoked_token")
 API_MATRIX: list[tuple[str, bool]] = []
@@ -541,6 +546,33 @@ def test_w2_spend_is_what_the_overview_and_spend_summary_show(world: World) -> N
     assert team["team"] == "Vision" and team["currency"] == "EUR"
 
 
+def test_w2_anomalies_are_the_pages_rows_filtered_by_kind_and_dates(world: World) -> None:
+    main = make_anomaly(world.connection, date(2026, 3, 10))
+    idle = make_anomaly(
+        world.connection, date(2026, 2, 20), kind="idle_storage", column="images_kb_min"
+    )
+    shared = make_anomaly(world.admin_connection, date(2026, 3, 12))
+    make_anomaly(world.other_connection, date(2026, 3, 11))
+
+    def ids(role: str, query: str = "") -> list[int]:
+        response = api(world.tokens[role], f"anomalies{query}")
+        assert response.status_code == 200, response.content
+        return [row["id"] for row in response.json()]
+
+    assert ids("owner") == [main.pk, idle.pk]
+    assert ids("owner", "?kind=idle_storage") == [idle.pk]
+    assert ids("owner", "?from=2026-03-01&to=2026-03-10") == [main.pk]
+    assert ids("owner", "?to=2026-03-09") == [idle.pk]
+    assert ids("team_member") == ids("team_viewer") == []
+    assert ids("team_viewer", f"?team={world.team.pk}") == [shared.pk, main.pk, idle.pk]
+    out = io.StringIO()
+    call_command("anomalies", "--user", "owner", "--json", stdout=out)
+    assert api(world.tokens["owner"], "anomalies").json() == json.loads(out.getvalue())
+    row = api(world.tokens["owner"], "anomalies").json()[0]
+    assert row["cause"].startswith("training on 16 GB workers on Main: EUR")
+    assert set(row) >= {"connection", "kind", "day", "actual", "feedback", "alerting"}
+
+
 def test_w2_the_openapi_schema_describes_the_read_only_api() -> None:
     response = Client().get("/api/v1/openapi.json")
     assert response.status_code == 200
@@ -551,6 +583,7 @@ def test_w2_the_openapi_schema_describes_the_read_only_api() -> None:
         "/api/v1/reports/{report_id}",
         "/api/v1/spend",
         "/api/v1/activity",
+        "/api/v1/anomalies",
     }
     assert all(set(item) == {"get"} for item in schema["paths"].values())
     schemes = schema["components"]["securitySchemes"]
@@ -662,6 +695,10 @@ def test_malformed_page_parameters_are_a_400_with_a_message_never_a_500(
         (f"spend?team={HUGE}", "team"),
         (f"activity?after={HUGE}", "after"),
         (f"activity?connection={HUGE}", "connection"),
+        ("anomalies?kind=huge", "kind"),
+        ("anomalies?from=2026-13-01", "from"),
+        ("anomalies?to=yesterday", "to"),
+        (f"anomalies?team={HUGE}", "team"),
     ],
 )
 def test_malformed_api_parameters_are_a_400_with_a_message_never_a_500(

@@ -20,6 +20,7 @@ from django.urls import reverse
 
 from reports import formatting
 from reports.models import (
+    Anomaly,
     Bucket,
     BucketFile,
     Channel,
@@ -230,6 +231,58 @@ def _channel_endpoints() -> list[Endpoint]:
     return found
 
 
+def _anomaly_of(connection: Callable[[World], Connection]) -> Callable[[World], Anomaly]:
+    def anomaly(w: World) -> Anomaly:
+        found = Anomaly.objects.filter(connection=connection(w)).first()
+        return found or factories.make_anomaly(connection(w), datetime(2026, 3, 10).date())
+
+    return anomaly
+
+
+def _anomaly_endpoints() -> list[Endpoint]:
+    """The Anomalies page and its CSV (one's own for everyone; a team's for its admins and
+    viewers), and answering one: its connection's owner, and for a connection shared with a
+    team, that team's admins (ANSWER_ANOMALIES); anyone else 404, nothing changed (N5)."""
+    team_roles = ("team_admin", "team_viewer")
+    found = [
+        Endpoint("anomaly_list", "get", lambda w: reverse("anomaly_list"), WORLD_ROLES, 200),
+        Endpoint(
+            "anomaly_list[team]",
+            "get",
+            lambda w: reverse("anomaly_list") + f"?team={w.team.pk}",
+            team_roles,
+            200,
+        ),
+        Endpoint(
+            "anomaly_export_csv", "get", lambda w: reverse("anomaly_export_csv"), WORLD_ROLES, 200
+        ),
+        Endpoint(
+            "anomaly_export_csv[team]",
+            "get",
+            lambda w: reverse("anomaly_export_csv") + f"?team={w.team.pk}",
+            team_roles,
+            200,
+        ),
+    ]
+    for whose, connection, roles in (
+        ("shared", lambda w: w.connection, ("owner", "team_admin")),
+        ("admin_lab", lambda w: w.admin_connection, ("team_admin",)),
+        ("other_team", lambda w: w.other_connection, ("other_admin",)),
+    ):
+        anomaly = _anomaly_of(connection)
+        found.append(
+            Endpoint(
+                f"anomaly_feedback[{whose}]",
+                "post",
+                lambda w, a=anomaly: reverse("anomaly_feedback", args=[a(w).pk]),
+                roles,
+                302,
+                snapshot=lambda w, a=anomaly: Anomaly.objects.get(pk=a(w).pk).feedback,
+            )
+        )
+    return found
+
+
 def _endpoints() -> list[Endpoint]:
     return [
         *(
@@ -240,6 +293,7 @@ def _endpoints() -> list[Endpoint]:
         *(_connection_endpoint(*view) for view in CONNECTION_VIEWS),
         *_csv_endpoints(),
         *_channel_endpoints(),
+        *_anomaly_endpoints(),
     ]
 
 
@@ -250,6 +304,8 @@ MATRIX_RESULTS: list[tuple[str, bool]] = []
 def _post_data(endpoint: Endpoint) -> dict[str, str]:
     if endpoint.name == "connection_edit[post]":
         return {"label": "Renamed"}
+    if endpoint.name.startswith("anomaly_feedback"):
+        return {"feedback": "expected"}
     return {}
 
 
