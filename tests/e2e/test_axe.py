@@ -27,6 +27,7 @@ import pytest
 from tests.e2e.test_browser import BrowserProblems
 from tests.factories import (
     ensure_example_price_book,
+    make_anomaly,
     make_connection,
     make_done_report,
     make_held_buckets,
@@ -184,6 +185,12 @@ def axe_site(browser_user: Any, settings: Any) -> AxeSite:
             message="Finished" if n != 1 else "Out of memory",
         )
 
+    # Anomalies (N5): a spike on each shared connection, idle storage, one answered.
+    yesterday = (today - timedelta(days=1)).date()
+    make_anomaly(own, yesterday)
+    make_anomaly(theirs, yesterday - timedelta(days=1), feedback="expected")
+    make_anomaly(own, yesterday - timedelta(days=3), kind="idle_storage", column="images_kb_min")
+
     channel_add(actor=admin, kind="email", name="Finance inbox", emails=["finance@example.com"])
     channel_add(actor=admin, kind="email", name="Lab admins", team=team, to_team_admins=True)
 
@@ -197,6 +204,9 @@ def axe_site(browser_user: Any, settings: Any) -> AxeSite:
         "/account/digests/",
         "/account/api-tokens/",
         "/activity/",
+        "/anomalies/",
+        f"/anomalies/?team={team.pk}",
+        "/anomalies/?kind=spike&look=1",
         "/connections/",
         "/connections/new/",
         f"/connections/{own.pk}/edit/",
@@ -211,6 +221,7 @@ def axe_site(browser_user: Any, settings: Any) -> AxeSite:
         "/teams/",
         f"{t}/",
         f"{t}/?period=last_quarter&by=connection",
+        f"{t}/?period=last_12_months",  # the anomalies' flags, whatever the day of the month
         f"{t}/sharing/",
         f"{t}/price-books/{own_book.pk}/",
         f"{t}/price-books/{book.pk}/",

@@ -183,3 +183,51 @@ def test_the_first_tracking_refresh_after_seeding_alerts_past_80_percent(
     [email] = mailoutbox
     assert email.to == ["demo@example.com"]
     assert email.subject == f"Budget alert: {alerts[-1].threshold} % of All of demo's connections"
+
+
+# --- The demo's anomaly (N5): `make run` shows one on the team page ---------------------------
+
+
+def test_the_demos_spike_is_flagged_and_shown_on_the_team_page() -> None:
+    """What `make run` does: the spike `demo_spike` gives the sandbox is in the day's bucket
+    when tracking fetches it, and the detector (after the refresh) flags it: far above the
+    usual of the held days before it, whatever today is."""
+    from datetime import date
+
+    from django.test import Client
+    from django.urls import reverse
+    from django.utils import timezone
+
+    from reports import tasks
+    from reports.management.commands.seed_demo import (
+        DEMO_TEAM,
+        MEMBER_CONNECTION,
+        SPIKE_FIELD,
+        demo_spike,
+    )
+    from reports.metrics import OSAI_FIELD_TO_COLUMN
+    from reports.models import Anomaly, Bucket, Team
+
+    call_command("seed_demo", stdout=StringIO())
+    spike = demo_spike(timezone.now())
+    assert spike["add"][SPIKE_FIELD] >= 36_000
+    _fetch_like_the_sandbox()
+    dana = Connection.objects.get(label=MEMBER_CONNECTION)
+    day = date.fromisoformat(spike["day"])
+    column = OSAI_FIELD_TO_COLUMN[SPIKE_FIELD]
+    buckets = Bucket.objects.filter(connection=dana, period_start__date=day, tracked=True)
+    held = [b for b in buckets if (b.period_end - b.period_start).days == 1]
+    assert held, "tracking holds the spike's day"
+    for bucket in held:  # as the sandbox answers once the spike is in
+        setattr(bucket, column, getattr(bucket, column) + spike["add"][SPIKE_FIELD])
+        bucket.save(update_fields=[column])
+    tasks.tracking_bucket_done(dana.pk)
+    anomaly = Anomaly.objects.get(connection=dana, day=day, column=column)
+    assert anomaly.kind == "spike"
+    team = Team.objects.get(name=DEMO_TEAM)
+    client = Client()
+    client.force_login(team.memberships.get(user__username="demo").user)
+    body = client.get(reverse("anomaly_list") + f"?team={team.pk}").content.decode()
+    assert "training on 16 GB workers on Dana&#x27;s lab" in body
+    page = client.get(reverse("team_detail", args=[team.pk]) + "?period=last_12_months")
+    assert 'class="anomaly-flag"' in page.content.decode()

@@ -15,13 +15,16 @@ from typing import Any
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
+from django.utils import timezone
 from honcho.manager import Manager
 from honcho.printer import Printer
 
 from reports.management.commands.seed_demo import (
     DEMO_PASSWORD,
     DEMO_USERNAME,
+    demo_spike,
     demo_webhook_registrations,
+    inject_demo_spike,
     register_demo_webhooks,
 )
 
@@ -85,12 +88,16 @@ class Command(BaseCommand):
         # Once the sandbox answers, it posts worker webhooks to the demo connections' URLs on
         # this web server: the activity feed fills in by itself.
         registrations = demo_webhook_registrations(url)
-        threading.Thread(
-            target=register_demo_webhooks,
-            args=(f"http://127.0.0.1:{options['sandbox_port']}", registrations),
-            name="register-demo-webhooks",
-            daemon=True,
-        ).start()
+        sandbox_base = f"http://127.0.0.1:{options['sandbox_port']}"
+        spike = demo_spike(timezone.now())
+
+        def prepare_sandbox() -> None:
+            # First the demo's anomaly (a day of heavy training on Dana's lab, before the
+            # worker fetches that day), then the webhooks.
+            inject_demo_spike(sandbox_base, spike)
+            register_demo_webhooks(sandbox_base, registrations)
+
+        threading.Thread(target=prepare_sandbox, name="prepare-sandbox", daemon=True).start()
         self.stdout.write(
             self.style.SUCCESS(
                 f"\nOpen {url} and sign in as {DEMO_USERNAME} / {DEMO_PASSWORD}"

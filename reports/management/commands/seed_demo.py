@@ -1,8 +1,9 @@
 """Seed a local demo: a "demo" user with a sandbox connection and a few reports, and a team
 ("Demo team") that demo runs, with a second member ("dana") who shares her connection, and a
 team report, so a first visitor sees a team admin's view too. `register_demo_webhooks` gives
-the sandbox the demo connections' webhook URLs, so its worker webhooks fill the activity feed
-(`run_dev` calls it once the sandbox answers).
+the sandbox the demo connections' webhook URLs, so its worker webhooks fill the activity feed,
+and `inject_demo_spike` adds a day of heavy training to Dana's lab, so the team page and the
+Anomalies page show one anomaly (`run_dev` calls both once the sandbox answers).
 
 Idempotent: running it again finds what is there and adds nothing twice. The password is a
 fixed, printed one on purpose: this is for `make run` on one machine, against the local OSAI
@@ -15,7 +16,7 @@ import json
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
@@ -34,9 +35,11 @@ from reports.models import Budget, Connection, Granularity, Membership, Report, 
 from reports.periods import PRESETS, preset_period, utc_midnight
 from reports.pipeline import report_requests
 from reports.spend import budgets, pricing, tracking
+from reports.spend.anomalies import usual_range
 from reports.spend.usage import UsageRow
 from reports.teams import roster, sharing, team_reports
 
+ONE_DAY = timedelta(days=1)
 DEMO_USERNAME = "demo"
 DEMO_PASSWORD = "demo-osai-usage"  # noqa: S105 (a published local-demo password)
 DEMO_TOKEN = "osai-sandbox-demo-account"  # noqa: S105 (any osai-sandbox-* token is a sandbox account)
@@ -224,6 +227,68 @@ def demo_month_to_date(now: datetime) -> Decimal:
     return pricing.add_up(pricing.TotalsPricer(pricing.default_price_book()).totals(rows))
 
 
+# The demo's anomaly (N5): extra training on 16 GB workers on Dana's lab, the last closed day,
+# injected into the sandbox before tracking fetches that day, so the detector flags it and the
+# team page shows it. At least 10 hours (the sandbox's `add` example), and well above the top
+# of that day's usual range, which the sandbox's deterministic history decides.
+SPIKE_FIELD = "totalTrainingSeconds16GB"
+SPIKE_SECONDS = 36_000
+SPIKE_OVER_USUAL = 3
+
+
+def demo_spike(now: datetime) -> dict[str, Any]:
+    """What `POST /__sandbox__/usage` is given: Dana's token, the last closed day and enough
+    training on 16 GB workers to be far above its usual (computed from the same held days the
+    detector reads: the sandbox's model of the days before it)."""
+    day = utc_midnight(now.date()) - ONE_DAY
+    account = account_id_for_token(MEMBER_TOKEN)
+    first = tracking.held_days_from(utc_midnight(now.date()))
+    usage = []
+    moment = first
+    while moment < day:
+        usage.append(float(account_totals(account, moment, moment + ONE_DAY)[SPIKE_FIELD]))
+        moment += ONE_DAY
+    window = settings.OSAI_ANOMALY_WINDOW_DAYS
+    usual = usual_range(usage[-window:] or [0.0], [x for x in usage if x > 0][-window:])
+    seconds = max(SPIKE_SECONDS, int(SPIKE_OVER_USUAL * usual.high) + SPIKE_SECONDS)
+    return {"token": MEMBER_TOKEN, "day": f"{day:%Y-%m-%d}", "add": {SPIKE_FIELD: seconds}}
+
+
+def inject_demo_spike(
+    sandbox_base_url: str, spike: dict[str, Any], *, wait_seconds: float = 30.0
+) -> bool:
+    """Give the sandbox the demo's spike (`POST /__sandbox__/usage`) as soon as it answers,
+    before the worker fetches that day. True if it took it."""
+    base = sandbox_base_url.rstrip("/")
+    opener = _wait_for_sandbox(base, wait_seconds)
+    request = urllib.request.Request(  # noqa: S310 (the operator's local sandbox URL)
+        f"{base}/__sandbox__/usage",
+        data=json.dumps(spike).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with opener.open(request, timeout=5) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
+
+
+def _wait_for_sandbox(base: str, wait_seconds: float) -> urllib.request.OpenerDirector:
+    """An opener (no proxy) once the sandbox answers its health check, or after wait_seconds."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        try:
+            with opener.open(f"{base}/__sandbox__/health", timeout=1) as answer:
+                if answer.status == 200:
+                    break
+        except OSError:
+            pass
+        time.sleep(0.3)
+    return opener
+
+
 def demo_webhook_registrations(site_url: str) -> list[dict[str, str]]:
     """The demo connections' webhook URLs on `site_url`, each with its sandbox token (which
     account's usage the sandbox's events follow)."""
@@ -245,17 +310,8 @@ def register_demo_webhooks(
 ) -> int:
     """Register webhook URLs with the sandbox (`POST /__sandbox__/webhooks`), waiting for it to
     answer first. Returns how many it accepted."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     base = sandbox_base_url.rstrip("/")
-    deadline = time.monotonic() + wait_seconds
-    while time.monotonic() < deadline:
-        try:
-            with opener.open(f"{base}/__sandbox__/health", timeout=1) as answer:
-                if answer.status == 200:
-                    break
-        except OSError:
-            pass
-        time.sleep(0.3)
+    opener = _wait_for_sandbox(base, wait_seconds)
     accepted = 0
     for registration in registrations:
         request = urllib.request.Request(  # noqa: S310 (the operator's local sandbox URL)
