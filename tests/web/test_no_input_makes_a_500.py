@@ -39,6 +39,7 @@ from hypothesis import strategies as st
 
 from reports.metrics import RATE_FIELDS
 from reports.models import (
+    Anomaly,
     ApiToken,
     Bucket,
     Budget,
@@ -51,7 +52,7 @@ from reports.models import (
 )
 from reports.pipeline import connections
 from reports.views import account, forms
-from tests.factories import PASSWORD, make_user
+from tests.factories import PASSWORD, make_anomaly, make_user
 from tests.support import figures
 from tests.support.world import ROLES, World
 
@@ -238,6 +239,7 @@ def _ids(world: World, staff: Any) -> dict[str, list[str]]:
         "user": pks(User),
         "book": pks(PriceBook),
         "version": pks(PriceBookVersion),
+        "anomaly": pks(Anomaly),
         "secret": secrets_,
         "admin": [str(staff.pk), *pks(Report), *pks(Connection)],
         "app_label": ["reports", "auth"],
@@ -260,6 +262,7 @@ def _kind(route: str, kwarg: str) -> str:
         }.get(kwarg, "admin")
     for prefix, kind in (
         ("budget", "budget"),
+        ("anomaly", "anomaly"),
         ("api_token", "token"),
         ("connection", "connection"),
         ("saved_view", "view"),
@@ -356,6 +359,7 @@ def fuzz(world: World, queue: list[Any], own_cache: None, monkeypatch: pytest.Mo
     budget_owner = world.owner
     Budget.objects.create(owner=budget_owner, scope="person", amount=100, thresholds=[50, 100])
     Budget.objects.create(owner=world.team_admin, scope="team", team=world.team, amount=50)
+    make_anomaly(world.connection, date(2026, 3, 1))  # for the Anomalies page and its answers
     clients: dict[str, Client] = {}
     for caller in CALLERS:
         client = Client(raise_request_exception=False)
@@ -426,6 +430,7 @@ def _bases(world: World) -> dict[str, dict[str, Any]]:
         "team_member_role": {"role": "viewer"},
         "team_price_book": {"price_book": str(book)},
         "team_list": {"name": "Team"},
+        "anomaly_feedback": {"feedback": "expected"},
         "api_token_list": {"name": "cron"},
         "login": {"username": world.owner.username, "password": PASSWORD},
         "spend_export_csv": {"from": "2026-01-01", "to": "2026-02-01", "team": str(world.team.pk)},
@@ -514,6 +519,7 @@ API_ENDPOINTS = [
     ("reports/{id}", ["format"]),
     ("spend", ["team", "format"]),
     ("activity", ["connection", "after", "limit"]),
+    ("anomalies", ["team", "kind", "from", "to"]),
     ("openapi.json", []),
 ]
 
