@@ -38,7 +38,6 @@ from django.utils import timezone
 
 from reports import audit
 from reports.access import Capability
-from reports.formatting import utc_z
 from reports.models import Invitation, Membership, Team, one_line
 from reports.spend.outbound import mail_connection
 from reports.teams import TeamError, roster
@@ -135,7 +134,7 @@ def invitation_send(*, team: Team, actor: User | None, email: str, role: str) ->
             object_id=invitation.pk,
             label=_label(invitation),
             team=team,
-            after={"email": email, "role": role, "expires_at": utc_z(invitation.expires_at)},
+            after={"email": email, "role": role, "expires": expires(invitation)},
         )
     return Sent(invitation=invitation, token=token, emailed=_mail(invitation, token, actor))
 
