@@ -201,6 +201,7 @@ def team_member_remove(*, team: Team, actor: User | None, user: User) -> None:
     before = Membership.objects.filter(team=team, user=user).first()
     if before is None:
         raise TeamError(f"{user.get_username()} is not in {team.name}.")
+    pk = before.pk
     before.delete()
     leaving = actor is not None and actor.pk == user.pk
     _record_member(
@@ -208,7 +209,7 @@ def team_member_remove(*, team: Team, actor: User | None, user: User) -> None:
         team,
         actor,
         user,
-        before.pk,
+        pk,
         before={"role": before.role},
     )
     _keep_an_admin(team)

@@ -22,16 +22,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
-from reports import audit
-from reports.models import AuditEntry, Connection, Membership, Team
+from reports.management.cli import AuditedCommand
+from reports.models import Connection, Membership, Team
 from reports.teams import TeamError, invitations, roster, sharing
 
 ROLES = list(Membership.Role.values)
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = "Create teams, add and remove people, change roles, share connections."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -62,10 +62,6 @@ class Command(BaseCommand):
         actions.add_parser("list", help="teams, their members and shared connections")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        with audit.acting(AuditEntry.Via.CLI):
-            self._handle(options)
-
-    def _handle(self, options: dict[str, Any]) -> None:
         action = options["action"]
         try:
             if action == "create":
