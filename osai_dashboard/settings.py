@@ -56,6 +56,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # Signed-in pages are never stored by a browser or proxy cache (S11).
     "reports.views.middleware.private_pages",
+    # Changes are audited as made from a page (or the API), from the client's address (M7).
+    "reports.views.middleware.audit_source",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -331,6 +333,8 @@ ALERT_DELIVERY_LEASE_SECONDS = env.int("ALERT_DELIVERY_LEASE_SECONDS", default=6
 # the socket is shut and the attempt fails (A7). Never longer than the lease, whatever is set.
 ALERT_DELIVERY_DEADLINE_SECONDS = env.float("ALERT_DELIVERY_DEADLINE_SECONDS", default=30.0)
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+# A team invitation's link works this many days, once (M6).
+OSAI_INVITATION_DAYS = env.int("OSAI_INVITATION_DAYS", default=7)
 
 # --- Retention: nothing grows for ever (reports/retention.py, R1-R3) --------------------------
 # Pruned daily (a schedule) and by `manage.py prune [--dry-run]`. What a page, a budget, an

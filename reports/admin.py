@@ -21,6 +21,7 @@ from reports.metrics import (
 )
 from reports.models import (
     ApiToken,
+    AuditEntry,
     Bucket,
     Connection,
     Membership,
@@ -297,3 +298,16 @@ class ApiTokenAdmin(ReadOnlyAdmin):
     list_select_related = ("user",)
     fields = ("name", "user", "prefix", "created_at", "last_used_at", "revoked_at")
     readonly_fields = fields
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ReadOnlyAdmin):
+    """The audit log (M7): read-only, and never deleted here either (nor pruned)."""
+
+    list_display = ("at", "actor_name", "action", "object_type", "object_id", "label", "via")
+    list_filter = ("action", "via")
+    search_fields = ("actor_name", "label", "object_id")
+    date_hierarchy = "at"
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

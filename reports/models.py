@@ -1063,6 +1063,107 @@ class SavedView(models.Model):
         return f"View “{self.name}” of {self.team or self.owner}"
 
 
+# --- People and trust: invitations (reports/teams/invitations.py) and the audit log -------------
+
+
+class InvitationQuerySet(models.QuerySet["Invitation"]):
+    def pending(self, *, now: Any = None) -> InvitationQuerySet:
+        """Neither accepted, declined nor withdrawn, and not expired."""
+        return self.filter(
+            accepted_at__isnull=True,
+            declined_at__isnull=True,
+            withdrawn_at__isnull=True,
+            expires_at__gt=now or timezone.now(),
+        )
+
+
+class Invitation(models.Model):
+    """A team admin's invitation of an email address to a team with a role (M6). Only the
+    SHA-256 of its token is stored; the link carries the token, which is never kept."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField(max_length=254)
+    role = models.CharField(max_length=10, choices=Membership.Role.choices)
+    token_sha256 = models.CharField(max_length=64, unique=True, editable=False)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="invitations_sent",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="invitations_accepted",
+    )
+    declined_at = models.DateTimeField(null=True, blank=True)
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
+
+    objects = InvitationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["email"], name="invitation_email")]
+
+    def __str__(self) -> str:
+        return f"Invitation of {self.email} to {self.team_id} ({self.role})"
+
+
+class AuditEntry(models.Model):
+    """One change someone (or the system) made (M7): who, when, what, before and after, from
+    where. Written by reports/audit.py only; never edited, never pruned. No token, secret,
+    URL secret or password is ever in it."""
+
+    class Via(models.TextChoices):
+        PAGE = "page", "Page"
+        CLI = "cli", "Command line"
+        API = "api", "API"
+        SYSTEM = "system", "System"
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="audit_entries",
+    )
+    actor_name = models.CharField(max_length=150, blank=True)  # kept if the account goes
+    action = models.CharField(max_length=40, db_index=True)  # e.g. "budget.create"
+    object_type = models.CharField(max_length=40)
+    object_id = models.CharField(max_length=40, blank=True)
+    label = models.CharField(max_length=300, blank=True)
+    # Whose the object is (a connection's owner, a token's user), and the team it belongs to:
+    # who may read the entry (reports/audit.py).
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="audit_entries_about",
+    )
+    team = models.ForeignKey(
+        Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_entries"
+    )
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    via = models.CharField(max_length=6, choices=Via.choices, default=Via.SYSTEM)
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-pk"]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.object_type} {self.object_id} at {self.at:%Y-%m-%d %H:%M}"
+
+
 # --- Retention: pruning in batches (reports/retention.py) ----------------------------------------
 
 # Rows deleted per statement: a prune's queries grow with what it deletes divided by this,

@@ -14,7 +14,8 @@ only runs them in order and counts:
 
 Never pruned: a bucket a report links or the spend ledger holds (so every page, budget,
 export and digest adds up the same before and after), tracking's held buckets, a message
-still waiting to be sent. The project keeps no audit log of its own.
+still waiting to be sent, and the audit log (reports/audit.py, M7): its entries are kept
+for ever, like the invitations they name.
 
 Deletes go a batch (models.PRUNE_BATCH) at a time: a prune's queries grow with what it
 deletes, never with what it keeps.

@@ -6,11 +6,13 @@ from reports.views import (
     account,
     anomalies,
     api,
+    audit,
     budgets,
     channels,
     connections,
     exports,
     home,
+    invitations,
     price_books,
     reports,
     saved_views,
@@ -88,6 +90,11 @@ urlpatterns = [
     path("saved-views/new/", saved_views.saved_view_create, name="saved_view_create"),
     path("saved-views/<id:pk>/delete/", saved_views.saved_view_delete, name="saved_view_delete"),
     # Teams.
+    # The audit log (M7): one's own entries (staff: ?all=1), a team's for its admins.
+    path("audit/", audit.audit_log, name="audit_log"),
+    path("audit.csv", audit.audit_log_csv, name="audit_log_csv"),
+    path("teams/<id:pk>/audit/", audit.team_audit, name="team_audit"),
+    path("teams/<id:pk>/audit.csv", audit.team_audit_csv, name="team_audit_csv"),
     path("teams/", teams.team_list, name="team_list"),
     path("teams/<id:pk>/", teams.team_detail, name="team_detail"),
     path("teams/<id:pk>/sharing/", teams.team_sharing, name="team_sharing"),
@@ -102,6 +109,27 @@ urlpatterns = [
         "teams/<id:pk>/members/<id:user_pk>/remove/",
         teams.team_member_remove,
         name="team_member_remove",
+    ),
+    path(
+        "teams/<id:pk>/invitations/<id:invitation_pk>/withdraw/",
+        invitations.invitation_withdraw,
+        name="invitation_withdraw",
+    ),
+    # An invitation's link: the token is its credential (only its hash is stored: M6).
+    re_path(
+        r"^invitations/(?P<token>[A-Za-z0-9_-]{20,128})/$",
+        invitations.invitation,
+        name="invitation",
+    ),
+    path(
+        "invitations/mine/<id:pk>/accept/",
+        invitations.invitation_accept_mine,
+        name="invitation_accept_mine",
+    ),
+    path(
+        "invitations/mine/<id:pk>/decline/",
+        invitations.invitation_decline_mine,
+        name="invitation_decline_mine",
     ),
     path("teams/<id:pk>/price-book/", teams.team_price_book, name="team_price_book"),
     path("teams/<id:pk>/digest/", teams.team_digest, name="team_digest"),

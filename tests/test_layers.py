@@ -120,7 +120,13 @@ LAYERS: list[tuple[str, ...]] = [
     ("reports.teams", "reports.integrations"),
     ("reports.spend",),
     ("reports.pipeline",),
-    ("reports.access", "reports.periods", "reports.formatting", "reports.schedules"),
+    (
+        "reports.access",
+        "reports.periods",
+        "reports.formatting",
+        "reports.schedules",
+        "reports.audit",
+    ),
     ("reports.models",),
     ("reports.metrics", "reports.crypto"),
     ("osai",),
@@ -140,7 +146,11 @@ INSIDE: dict[str, list[tuple[str, ...]]] = {
         ("pricing",),
         ("usage",),
     ],
-    "reports.teams": [("team_reports", "roster", "price_books"), ("sharing", "member_spend")],
+    "reports.teams": [
+        ("invitations",),
+        ("team_reports", "roster", "price_books"),
+        ("sharing", "member_spend"),
+    ],
     "reports.pages": [
         ("team", "overview", "downloads"),
         ("report", "price_book", "team_spend"),

@@ -13,9 +13,11 @@ import secrets
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import User
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from reports import audit
 from reports.models import ApiToken, has_control_characters
 
 TOKEN_PREFIX = "osaiu_"  # noqa: S105 (a prefix, not a secret)
@@ -46,16 +48,34 @@ def api_token_create(*, user: User, name: str = "") -> tuple[ApiToken, str]:
         prefix=token[:SHOWN_CHARACTERS],
         token_sha256=token_digest(token),
     )
+    audit.record(
+        "api_token.create",
+        actor=user,
+        object_type="api_token",
+        object_id=row.pk,
+        label=f"{row.name} ({row.prefix}…)",
+        owner=user,
+    )
     return row, token
 
 
 def api_token_revoke(*, user: User, pk: int) -> bool:
     """Revoke one of the user's tokens; False if they have no such active token."""
-    return bool(
-        ApiToken.objects.filter(pk=pk, user=user, revoked_at__isnull=True).update(
+    with transaction.atomic():
+        revoked = ApiToken.objects.filter(pk=pk, user=user, revoked_at__isnull=True).update(
             revoked_at=timezone.now()
         )
-    )
+        if revoked:
+            row = ApiToken.objects.get(pk=pk)
+            audit.record(
+                "api_token.revoke",
+                actor=user,
+                object_type="api_token",
+                object_id=pk,
+                label=f"{row.name} ({row.prefix}…)",
+                owner=user,
+            )
+    return bool(revoked)
 
 
 def api_token_authenticate(token: str, *, now: datetime | None = None) -> ApiToken | None:

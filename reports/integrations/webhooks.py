@@ -34,6 +34,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from osai.webhooks import delivery_key, parse_task_finished
+from reports import audit
 from reports.models import (
     Bucket,
     Connection,
@@ -118,7 +119,18 @@ def webhook_url(connection: Connection, base_url: str) -> str:
 def webhook_secret_rotate(*, connection: Connection) -> Connection:
     """A new secret: the old URL answers 404 from now on."""
     connection.set_webhook_secret(new_webhook_secret())
-    connection.save(update_fields=["webhook_secret_encrypted", "webhook_secret_sha256"])
+    with transaction.atomic():
+        connection.save(update_fields=["webhook_secret_encrypted", "webhook_secret_sha256"])
+        # Never the URL: its path is the secret (M7).
+        audit.record(
+            "webhook.rotate",
+            actor=connection.owner,
+            object_type="connection",
+            object_id=connection.pk,
+            label=f"{connection.label}: webhook address replaced",
+            owner=connection.owner_id,
+            after={"webhook": "address replaced: the old one answers 404"},
+        )
     return connection
 
 

@@ -7,12 +7,13 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
-from django.core.management.base import CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import QuerySet
 
+from reports import audit
 from reports.access import Capability, teams_where
 from reports.metrics import FLAG_BY_CLI_NAME, FLAGS
-from reports.models import Connection, Granularity, Team
+from reports.models import AuditEntry, Connection, Granularity, Team
 
 FLAGS_HELP = f"comma-separated categories (default all): {', '.join(FLAG_BY_CLI_NAME)}"
 ALL_FLAGS = ",".join(FLAG_BY_CLI_NAME)
@@ -81,3 +82,11 @@ def team_whose_spend_they_see(user: User, name: str) -> Team:
     if team is None:
         raise CommandError(f"{user.get_username()} is not an admin or viewer of {name!r}.")
     return team
+
+
+class AuditedCommand(BaseCommand):
+    """A command whose changes the audit log records as made from the command line (M7)."""
+
+    def execute(self, *args: Any, **options: Any) -> str | None:
+        with audit.acting(AuditEntry.Via.CLI):
+            return super().execute(*args, **options)

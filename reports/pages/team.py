@@ -15,7 +15,7 @@ from reports.pages import links
 from reports.pages.history import with_periods
 from reports.pages.price_book import team_price_books
 from reports.spend import pricing
-from reports.teams import price_books, roster, sharing, team_reports
+from reports.teams import invitations, price_books, roster, sharing, team_reports
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,10 @@ def team_page(user: User, membership: Membership) -> dict[str, Any]:
         if can[Capability.CHOOSE_PRICE_BOOK]
         else [],
         "roles": Membership.Role.choices,
+        # Pending invitations, each with "Withdraw": for those who run the team (M6).
+        "invitations": list(invitations.pending_for_team(team))
+        if can[Capability.MANAGE_MEMBERS]
+        else [],
         # Its own price books and notes where prices changed: for those who choose its book.
         **(team_price_books(team, price_book) if can[Capability.CHOOSE_PRICE_BOOK] else {}),
         # Its saved views: one click for those who may request its reports.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -20,7 +21,7 @@ from django.utils import timezone
 from osai.client import OsaiClient
 from osai.errors import OsaiAuthError, OsaiError
 from osai.parse import jwt_expiry
-from reports import crypto
+from reports import audit, crypto
 from reports.models import Bucket, Connection, Report, has_control_characters
 from reports.pipeline import progress
 
@@ -191,13 +192,46 @@ def connection_create(*, owner: User, label: str, region: str, access_token: str
         connection.save()
     except IntegrityError:
         raise ConnectionCheckError(f"You already have a connection labelled {label!r}.") from None
+    _record(
+        "connection.add",
+        connection,
+        after={"label": label, "region": region, "token": f"…{connection.token_last4}"},
+    )
     return connection
+
+
+def _record(
+    action: str,
+    connection: Connection,
+    *,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+) -> None:
+    """Into the audit log (M7), as its owner's act: never a token, only "…last4"."""
+    audit.record(
+        action,
+        actor=connection.owner,
+        object_type="connection",
+        object_id=connection.pk,
+        label=connection.label,
+        owner=connection.owner_id,
+        before=before,
+        after=after,
+    )
 
 
 def connection_replace_token(*, connection: Connection, access_token: str) -> Connection:
     """Check a new token and store it in place of the old one."""
+    old_hint = f"…{connection.token_last4}"
     _verify_and_store_token(connection, access_token)
-    connection.save()
+    with transaction.atomic():
+        connection.save()
+        _record(
+            "connection.token",
+            connection,
+            before={"token": old_hint},
+            after={"token": f"token replaced (…{connection.token_last4})"},
+        )
     return connection
 
 
@@ -207,8 +241,14 @@ def connection_relabel(*, connection: Connection, label: str) -> Connection:
         raise ConnectionCheckError("The label cannot be empty.")
     if Connection.objects.filter(owner=connection.owner, label=label).exclude(pk=connection.pk):
         raise ConnectionCheckError(f"You already have a connection labelled {label!r}.")
+    before = connection.label
     connection.label = label
-    connection.save(update_fields=["label"])
+    with transaction.atomic():
+        connection.save(update_fields=["label"])
+        if before != label:
+            _record(
+                "connection.label", connection, before={"label": before}, after={"label": label}
+            )
     return connection
 
 
@@ -230,7 +270,14 @@ def connection_delete(*, connection: Connection) -> int:
     """
     with transaction.atomic():
         report_ids = list(connection.reports.values_list("pk", flat=True))
+        pk = connection.pk
         connection.delete()
+        connection.pk = pk
+        _record(
+            "connection.delete",
+            connection,
+            before={"label": connection.label, "token": f"…{connection.token_last4}"},
+        )
         emptied = Report.objects.filter(pk__in=report_ids, connections__isnull=True)
         emptied.delete()
         for report_pk in Report.objects.filter(pk__in=report_ids).values_list("pk", flat=True):

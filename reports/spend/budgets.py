@@ -31,6 +31,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.urls import reverse
 from django.utils import timezone
 
+from reports import audit
 from reports.access import Capability, team_emails, teams_where
 from reports.formatting import money
 from reports.models import Alert, Budget, Channel, Connection, Delivery, Team, prune_rows
@@ -140,6 +141,7 @@ def budget_set(
         "on_forecast": bool(on_forecast),
     }
     budget = Budget.objects.filter(**lookup).first()
+    before = None if budget is None else _audited(budget)
     if budget is None:
         budget = Budget(**{"owner": actor, **lookup})
     elif chosen is None:
@@ -162,13 +164,56 @@ def budget_set(
     except channel_service.ChannelError as exc:
         raise BudgetError(str(exc)) from None
     budget.channels.set(chosen)
+    after = _audited(budget)
+    if before != after:
+        _record(
+            "budget.create" if before is None else "budget.change", actor, budget, before, after
+        )
     return budget
+
+
+def _audited(budget: Budget) -> dict[str, Any]:
+    """What the audit log keeps of a budget (M7): never a channel's address or URL."""
+    return {
+        "amount": str(budget.amount),
+        "thresholds": list(budget.thresholds),
+        "on_forecast": budget.on_forecast,
+        "channels": sorted(c.name for c in budget.channels.all()) if budget.pk else [],
+    }
+
+
+def _record(
+    action: str,
+    actor: User,
+    budget: Budget,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> None:
+    connection = budget.connection if budget.scope == Budget.Scope.CONNECTION else None
+    audit.record(
+        action,
+        actor=actor,
+        object_type="budget",
+        object_id=budget.pk,
+        label=f"{budget.get_scope_display()} budget"
+        + (f" of {budget.team.name}" if budget.team_id and budget.team else "")
+        + (f" of {connection.label}" if connection else ""),
+        team=budget.team_id,
+        owner=None if budget.team_id else budget.owner_id,
+        before=before,
+        after=after,
+    )
 
 
 def budget_delete(*, actor: User, budget: Budget) -> None:
     if budget not in budgets_managed_by(actor):
         raise BudgetError("You cannot remove this budget.")
-    budget.delete()
+    with transaction.atomic():
+        before = _audited(budget)
+        pk = budget.pk
+        budget.delete()
+        budget.pk = pk
+        _record("budget.delete", actor, budget, before, None)
 
 
 def budgets_managed_by(user: User) -> list[Budget]:

@@ -14,6 +14,7 @@ never shown again (pages show the host and last four characters).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -23,7 +24,7 @@ from django.core.validators import validate_email
 from django.db import transaction
 from django.db.models import Q, QuerySet
 
-from reports import crypto
+from reports import audit, crypto
 from reports.access import Capability, team_addresses_refused, teams_where
 from reports.models import Channel, Delivery, Team, has_control_characters
 from reports.spend import notify
@@ -147,13 +148,50 @@ def channel_add(
                 raise ChannelError("The webhook secret is too long.")
             channel.secret_encrypted = crypto.encrypt_secret(secret)
     channel.save()
+    _record("channel.add", actor, channel, None, _audited(channel))
     return channel
 
 
+def _audited(channel: Channel) -> dict[str, Any]:
+    """What the audit log keeps of a channel (M7): its kind, its addresses, and of a URL only
+    its host and last four characters (a Slack or Teams URL is a secret); never the secret."""
+    kept: dict[str, Any] = {"kind": channel.kind, "name": channel.name}
+    if channel.kind == Channel.Kind.EMAIL:
+        kept["emails"] = list(channel.emails)
+        kept["to_team_admins"] = channel.to_team_admins
+    else:
+        kept["address"] = channel.url_hint
+    return kept
+
+
+def _record(
+    action: str,
+    actor: User,
+    channel: Channel,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> None:
+    audit.record(
+        action,
+        actor=actor,
+        object_type="channel",
+        object_id=channel.pk,
+        label=f"{channel.get_kind_display()} channel {channel.name}",
+        team=channel.team_id,
+        owner=channel.owner_id,
+        before=before,
+        after=after,
+    )
+
+
+@transaction.atomic
 def channel_delete(*, actor: User, channel: Channel) -> None:
     if not channels_managed_by(actor).filter(pk=channel.pk).exists():
         raise ChannelError("You cannot remove this channel.")
+    before, pk = _audited(channel), channel.pk
     channel.delete()
+    channel.pk = pk
+    _record("channel.delete", actor, channel, before, None)
 
 
 def channel_send_test(*, actor: User, channel: Channel) -> Delivery:

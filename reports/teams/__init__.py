@@ -1,12 +1,14 @@
 """Teams: run by their admins; members share connections; team reports and spend per member.
 
-roster.py runs a team, sharing.py says which connections count for it, team_reports.py
-asks for its reports, member_spend.py sums a team report per member.
+roster.py runs a team, invitations.py brings people in, sharing.py says which connections
+count for it, team_reports.py asks for its reports, member_spend.py sums a team report per
+member.
 
-Rules (S2, S3, M1-M5); what each role may see and do is the capability table in
+Rules (S2, S3, M1-M6); what each role may see and do is the capability table in
 reports/access.py (`CAPABILITIES`), which every check here asks:
-- A team's admins run it without Django staff rights: they add people (by username or
-  email), change roles, remove people and choose its price book. A team always keeps at
+- A team's admins run it without Django staff rights: they invite people by email address
+  (invitations.py, M6: nobody joins without accepting; the operator's CLI adds directly),
+  change roles, remove people and choose its price book. A team always keeps at
   least one admin. Anyone can create a team and becomes its admin; anyone can leave.
 - A member sees the team and the names of its members, and chooses which of their *own*
   connections the team may report on; they never see other members' OSAI account names or

@@ -26,12 +26,14 @@ import re
 from collections.abc import Mapping
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from reports import audit
 from reports.access import Capability
 from reports.metrics import PRICED, RATE_FIELDS
 from reports.models import MAX_RATE, Budget, PriceBook, PriceBookVersion, Team
@@ -123,7 +125,38 @@ def price_book_copy(*, team: Team, actor: User, source: PriceBook, name: str) ->
         )
         for version in source.versions.order_by("effective_from")
     )
+    _record("price_book.copy", actor, book, team, after={"name": name, "copy_of": source.name})
     return book
+
+
+def _record(
+    action: str,
+    actor: User,
+    book: PriceBook,
+    team: Team,
+    *,
+    object_type: str = "price_book",
+    object_id: object = None,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+) -> None:
+    audit.record(
+        action,
+        actor=actor,
+        object_type=object_type,
+        object_id=book.pk if object_id is None else object_id,
+        label=book.name,
+        team=team,
+        before=before,
+        after=after,
+    )
+
+
+def _rates(version: PriceBookVersion) -> dict[str, Any]:
+    return {field: str(getattr(version, field)) for field in RATE_FIELDS} | {
+        "effective_from": f"{version.effective_from:%Y-%m-%d}",
+        "note": version.note,
+    }
 
 
 def earliest_start(actor: User, now: datetime | None = None) -> datetime | None:
@@ -176,6 +209,7 @@ def price_book_version_save(
     cleaned = check_rates(rates)
     version = PriceBookVersion.objects.filter(price_book=book, effective_from=start).first()
     created = version is None
+    before = None if version is None else _rates(version)
     if version is None:
         version = PriceBookVersion(price_book=book, effective_from=start)
     for field, value in cleaned.items():
@@ -187,6 +221,16 @@ def price_book_version_save(
         # The team's own rates now: no longer the example's.
         PriceBook.objects.filter(pk=book.pk).update(is_example=False)
         book.is_example = False
+    _record(
+        "price_book.version_add" if created else "price_book.version_change",
+        actor,
+        book,
+        team,
+        object_type="price_book_version",
+        object_id=version.pk,
+        before=before,
+        after=_rates(version),
+    )
     return version, created
 
 
@@ -204,7 +248,17 @@ def price_book_version_delete(
         )
     if not PriceBookVersion.objects.filter(price_book=book).exclude(pk=version.pk).exists():
         raise TeamError("A price book keeps at least one version.")
+    before, pk = _rates(version), version.pk
     version.delete()
+    _record(
+        "price_book.version_delete",
+        actor,
+        book,
+        team,
+        object_type="price_book_version",
+        object_id=pk,
+        before=before,
+    )
 
 
 @transaction.atomic
@@ -227,4 +281,14 @@ def price_book_settings_set(
             PriceBook.objects.filter(pk=book.pk).update(name=name, currency=currency)
     except IntegrityError:
         raise _name_taken(name) from None
+    before = {"name": book.name, "currency": book.currency}
     book.name, book.currency = name, currency
+    if before != {"name": name, "currency": currency}:
+        _record(
+            "price_book.settings",
+            actor,
+            book,
+            team,
+            before=before,
+            after={"name": name, "currency": currency},
+        )

@@ -7,6 +7,7 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 
+from reports import audit
 from reports.access import Capability, may, roles_that_may
 from reports.models import Membership, PriceBook, Team, has_control_characters
 from reports.teams import TeamError, sharing
@@ -41,7 +42,7 @@ def team_members(team: Team) -> QuerySet[Membership]:
     )
 
 
-def _lock_roster(team: Team) -> None:
+def lock_roster(team: Team) -> None:
     """Lock the team's memberships until the transaction ends (M4). Two admins changing
     roles at once (demoting each other) are served one after the other, each deciding on
     the roster the other left, so the second change finds the team without another admin
@@ -54,7 +55,7 @@ def _lock_roster(team: Team) -> None:
     )
 
 
-def _require(team: Team, actor: User | None, capability: Capability) -> None:
+def require(team: Team, actor: User | None, capability: Capability) -> None:
     """`actor`'s role in the team must allow `capability`; None is the operator (the command
     line), who may do everything."""
     if actor is not None and membership_for(actor, team.pk, capability) is None:
@@ -71,7 +72,7 @@ def _keep_an_admin(team: Team) -> None:
         )
 
 
-def _check_role(role: str) -> None:
+def check_role(role: str) -> None:
     if role not in Role.values:
         names = [label.lower() for label in Role.labels]
         raise TeamError(f"Choose a role: {', '.join(names[:-1])} or {names[-1]}.")
@@ -94,6 +95,29 @@ def find_user(who: str) -> User:
     return user
 
 
+def _record_member(
+    action: str,
+    team: Team,
+    actor: User | None,
+    user: User,
+    pk: int | None,
+    *,
+    before: dict[str, str] | None = None,
+    after: dict[str, str] | None = None,
+) -> None:
+    audit.record(
+        action,
+        actor=actor,
+        object_type="membership",
+        object_id=pk,
+        label=f"{user.get_username()} in {team.name}",
+        team=team,
+        owner=user,
+        before=before,
+        after=after,
+    )
+
+
 @transaction.atomic
 def team_create(*, name: str, admin: User) -> Team:
     """A new team with `admin` as its first admin."""
@@ -112,19 +136,30 @@ def team_create(*, name: str, admin: User) -> Team:
     except IntegrityError:
         raise TeamError(f"There is already a team called {name!r}.") from None
     Membership.objects.create(team=team, user=admin, role=Role.ADMIN)
+    audit.record(
+        "team.create",
+        actor=admin,
+        object_type="team",
+        object_id=team.pk,
+        label=team.name,
+        team=team,
+    )
+    first = Membership.objects.get(team=team, user=admin)
+    _record_member("member.add", team, admin, admin, first.pk, after={"role": first.role})
     return team
 
 
 @transaction.atomic
 def team_member_add(*, team: Team, actor: User | None, who: str, role: str = Role.MEMBER) -> User:
     """Add a person (by username or email) to the team. Shares nothing of theirs (M1)."""
-    _lock_roster(team)
-    _require(team, actor, Capability.MANAGE_MEMBERS)
-    _check_role(role)
+    lock_roster(team)
+    require(team, actor, Capability.MANAGE_MEMBERS)
+    check_role(role)
     user = find_user(who)
     if Membership.objects.filter(team=team, user=user).exists():
         raise TeamError(f"{user.get_username()} is already in {team.name}.")
-    Membership.objects.create(team=team, user=user, role=role)
+    membership = Membership.objects.create(team=team, user=user, role=role)
+    _record_member("member.add", team, actor, user, membership.pk, after={"role": role})
     return user
 
 
@@ -132,11 +167,23 @@ def team_member_add(*, team: Team, actor: User | None, who: str, role: str = Rol
 def team_member_set_role(*, team: Team, actor: User | None, user: User, role: str) -> None:
     """Change someone's role. A role that shares nothing (a viewer) ends their sharing with
     the team at once, as leaving does (M1)."""
-    _lock_roster(team)  # before the checks: they read the roster as it is now
-    _require(team, actor, Capability.MANAGE_MEMBERS)
-    _check_role(role)
-    if not Membership.objects.filter(team=team, user=user).update(role=role):
+    lock_roster(team)  # before the checks: they read the roster as it is now
+    require(team, actor, Capability.MANAGE_MEMBERS)
+    check_role(role)
+    before = Membership.objects.filter(team=team, user=user).first()
+    if before is None:
         raise TeamError(f"{user.get_username()} is not in {team.name}.")
+    Membership.objects.filter(pk=before.pk).update(role=role)
+    if before.role != role:
+        _record_member(
+            "member.role",
+            team,
+            actor,
+            user,
+            before.pk,
+            before={"role": before.role},
+            after={"role": role},
+        )
     _keep_an_admin(team)
     if not may(role, Capability.SHARE_OWN_CONNECTIONS):
         sharing.sharing_end(team=team, user=user)
@@ -148,11 +195,23 @@ def team_member_remove(*, team: Team, actor: User | None, user: User) -> None:
 
     Their sharing with the team ends with their membership, at once (M1).
     """
-    _lock_roster(team)
+    lock_roster(team)
     if actor is None or actor.pk != user.pk:
-        _require(team, actor, Capability.MANAGE_MEMBERS)
-    if not Membership.objects.filter(team=team, user=user).delete()[0]:
+        require(team, actor, Capability.MANAGE_MEMBERS)
+    before = Membership.objects.filter(team=team, user=user).first()
+    if before is None:
         raise TeamError(f"{user.get_username()} is not in {team.name}.")
+    pk = before.pk
+    before.delete()
+    leaving = actor is not None and actor.pk == user.pk
+    _record_member(
+        "member.leave" if leaving else "member.remove",
+        team,
+        actor,
+        user,
+        pk,
+        before={"role": before.role},
+    )
     _keep_an_admin(team)
     sharing.sharing_end(team=team, user=user)
 
@@ -161,11 +220,22 @@ def team_member_remove(*, team: Team, actor: User | None, user: User) -> None:
 def team_price_book_set(*, team: Team, actor: User | None, price_book: PriceBook | None) -> None:
     """The rates the team's reports are priced with (all of them, earlier ones included): a
     shared book or one of the team's own."""
-    _require(team, actor, Capability.CHOOSE_PRICE_BOOK)
+    require(team, actor, Capability.CHOOSE_PRICE_BOOK)
     if price_book is not None and price_book.team_id not in (None, team.pk):
         raise TeamError("That price book belongs to another team.")
+    previous = Team.objects.filter(pk=team.pk).values_list("price_book__name", flat=True).first()
     Team.objects.filter(pk=team.pk).update(price_book=price_book)
     team.price_book = price_book
+    audit.record(
+        "team.price_book",
+        actor=actor,
+        object_type="team",
+        object_id=team.pk,
+        label=team.name,
+        team=team,
+        before={"price_book": previous},
+        after={"price_book": price_book.name if price_book else None},
+    )
 
 
 def team_digest_set(*, membership: Membership, wanted: bool) -> None:

@@ -13,6 +13,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import QuerySet
 
+from reports import audit
 from reports.access import Capability, teams_where
 from reports.models import Bucket, Connection, Report, Team
 from reports.pipeline import buckets, progress
@@ -41,13 +42,27 @@ def team_sharing_set(*, team: Team, user: User, connections: Iterable[Connection
     own = list(Connection.objects.filter(owner=user))
     if chosen - {c.pk for c in own}:
         raise TeamError("You can only share your own connections.")
+    before = sorted(c.label for c in own if c.shared_with_teams.filter(pk=team.pk).exists())
     for connection in own:
         if connection.pk in chosen:
             connection.shared_with_teams.add(team)
         else:
             connection.shared_with_teams.remove(team)
     transaction.on_commit(functools.partial(_withdraw, team))
-    return sorted(c.label for c in own if c.pk in chosen)
+    after = sorted(c.label for c in own if c.pk in chosen)
+    if before != after:
+        audit.record(
+            "sharing.set",
+            actor=user,
+            object_type="team",
+            object_id=team.pk,
+            label=f"{user.get_username()}'s connections shared with {team.name}",
+            team=team,
+            owner=user,
+            before={"connections": before},
+            after={"connections": after},
+        )
+    return after
 
 
 @transaction.atomic
@@ -69,6 +84,21 @@ def connection_teams_set(*, connection: Connection, teams: Iterable[Team]) -> No
         connection.shared_with_teams.remove(*withdrawn)
         for team in Team.objects.filter(pk__in=withdrawn):
             transaction.on_commit(functools.partial(_withdraw, team))
+    names = dict(Team.objects.filter(pk__in=current | chosen).values_list("pk", "name"))
+    for pk in current ^ chosen:
+        shared = pk in chosen
+        audit.record(
+            "sharing.set",
+            actor=connection.owner,
+            object_type="connection",
+            object_id=connection.pk,
+            label=f"{connection.label} {'shared with' if shared else 'no longer shared with'} "
+            f"{names.get(pk, pk)}",
+            team=pk,
+            owner=connection.owner_id,
+            before={"shared": not shared},
+            after={"shared": shared},
+        )
 
 
 def _withdraw(team: Team) -> None:

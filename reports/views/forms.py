@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from django import forms
+from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.models import User
 from django.db.models import Model, Q, QuerySet
 from django.utils import timezone
@@ -332,12 +333,12 @@ class TeamCreateForm(forms.Form):
 
 
 class MemberAddForm(forms.Form):
-    """Add someone who has an account here, by username or email."""
+    """Invite someone by email address (M6): they join by accepting, with any account."""
 
     who = forms.CharField(
         max_length=254,
-        label="Username or email",
-        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+        label="Email address",
+        widget=forms.EmailInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
     )
     role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.MEMBER)
 
@@ -559,3 +560,16 @@ class ChannelForm(forms.Form):
                 required=False,
                 label="Email the team's admins (as they are when each message is sent)",
             )
+
+
+class InvitationSignUpForm(UserCreationForm):
+    """A new account from an invitation's page: a username and a password typed twice,
+    checked by Django's password validators; its email address is the invitation's."""
+
+    class Meta(UserCreationForm.Meta):  # type: ignore[name-defined]
+        fields = ("username",)
+
+    def __init__(self, *args: Any, email: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.instance.email = email  # the password validators compare with it
+        self.fields["username"].widget.attrs["autocomplete"] = "username"

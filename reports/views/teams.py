@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
@@ -24,7 +25,7 @@ from reports.pages.overview import team_overview
 from reports.pages.team import team_page
 from reports.pages.team_spend import team_period, team_spend
 from reports.pipeline import report_requests
-from reports.teams import TeamError, roster, sharing, team_reports
+from reports.teams import TeamError, invitations, roster, sharing, team_reports
 from reports.views.forms import (
     MemberAddForm,
     MemberRoleForm,
@@ -53,7 +54,11 @@ def team_list(request: AuthenticatedRequest) -> HttpResponse:
     return render(
         request,
         "reports/team_list.html",
-        {"memberships": roster.memberships_of(request.user), "form": form},
+        {
+            "memberships": roster.memberships_of(request.user),
+            "invitations": invitations.invitations_for_person(request.user),
+            "form": form,
+        },
         status=400 if form.errors else 200,
     )
 
@@ -131,24 +136,33 @@ def team_sharing(request: AuthenticatedRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def team_member_add(request: AuthenticatedRequest, pk: int) -> HttpResponse:
+    """Invite someone by email address (M6). The page says the same for every address,
+    whether or not it has an account here."""
     membership = membership_or_404(request, pk, Capability.MANAGE_MEMBERS)
     form = MemberAddForm(request.POST)
     if form.is_valid():
         try:
-            user = roster.team_member_add(
+            sent = invitations.invitation_send(
                 team=membership.team,
                 actor=request.user,
-                who=form.cleaned_data["who"],
+                email=form.cleaned_data["who"],
                 role=form.cleaned_data["role"],
             )
         except TeamError as exc:
             form.add_error("who", str(exc))
         else:
-            messages.success(
-                request,
-                f"Added {user.get_username()} to {membership.team.name}. They choose which of "
-                "their connections the team may report on.",
-            )
+            if sent.emailed:
+                messages.success(
+                    request,
+                    f"{invitations.SENT} to {sent.invitation.email}. Its link works once, for "
+                    f"{settings.OSAI_INVITATION_DAYS} days; they join when they accept.",
+                )
+            else:
+                messages.error(
+                    request,
+                    f"The invitation to {sent.invitation.email} could not be emailed: withdraw "
+                    "it and try again later.",
+                )
             return redirect("team_detail", pk=pk)
     return _team_response(request, membership, member_form=form, status=400)
 

@@ -194,8 +194,32 @@ def axe_site(browser_user: Any, settings: Any) -> AxeSite:
     channel_add(actor=admin, kind="email", name="Finance inbox", emails=["finance@example.com"])
     channel_add(actor=admin, kind="email", name="Lab admins", team=team, to_team_admins=True)
 
+    # Invitations (M6): one pending on the team page, one to the admin's own address (their
+    # teams page), a link as its invitee sees it signed in and signed out, and a used one.
+    from reports.teams import invitations
+
+    admin.email = "axe-admin@example.com"
+    admin.save()
+    invitations.invitation_send(team=team, actor=admin, email="new@example.com", role="member")
+    elsewhere = make_team("Axe elsewhere", admins=[member])
+    mine = invitations.invitation_send(
+        team=elsewhere, actor=member, email=admin.email, role="viewer"
+    )
+    anyone = invitations.invitation_send(
+        team=team, actor=admin, email="anyone@example.com", role="viewer"
+    )
+    used = invitations.invitation_send(
+        team=elsewhere, actor=member, email="used@example.com", role="member"
+    )
+    invitations.invitation_accept(token=used.token, user=viewer)
+
     t = f"/teams/{team.pk}"
     pages = [
+        "/audit/",
+        "/audit/?action=channel.add",
+        f"{t}/audit/",
+        f"/invitations/{mine.token}/",
+        f"/invitations/{used.token}/",  # the 410 page
         "/channels/",
         f"{t}/channels/",
         "/",
@@ -232,7 +256,7 @@ def axe_site(browser_user: Any, settings: Any) -> AxeSite:
         "/accounts/password_change/done/",
         "/reports/999999/",  # the 404 page
     ]
-    anonymous = ["/accounts/login/"]
+    anonymous = ["/accounts/login/", f"/invitations/{anyone.token}/"]
     if settings.PASSWORD_RESET_ENABLED:
         anonymous.append("/accounts/password_reset/")
     return AxeSite(admin.username, pages, anonymous)
@@ -264,7 +288,7 @@ def test_every_page_passes_axe_and_fits_a_phone(
     def audit(path: str, viewport: str) -> None:
         nonlocal checked
         response = page.goto(f"{base}{path}", wait_until="load")
-        assert response is not None and response.status in (200, 404), (path, response.status)
+        assert response is not None and response.status in (200, 404, 410), (path, response.status)
         _settle(page)
         if os.environ.get("OSAI_AXE_SCREENSHOTS") == "1":
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -300,6 +324,9 @@ def test_every_page_passes_axe_and_fits_a_phone(
             print(f"  {rule}: {count}")
     report = "\n".join(f"{where}:\n  " + "\n  ".join(items) for where, items in found.items())
     assert not found, f"axe violations and phone layout problems:\n{report}"
-    # The 404 page logs its status as a console error; nothing else may.
-    problems.console_errors = [e for e in problems.console_errors if "404" not in e]
+    # The 404 page and a used invitation's 410 log their status as console errors; nothing
+    # else may.
+    problems.console_errors = [
+        e for e in problems.console_errors if "404" not in e and "(Gone)" not in e
+    ]
     problems.assert_none()

@@ -44,6 +44,7 @@ from reports.models import (
     Bucket,
     Budget,
     Connection,
+    Invitation,
     PriceBook,
     PriceBookVersion,
     Report,
@@ -51,6 +52,7 @@ from reports.models import (
     Team,
 )
 from reports.pipeline import connections
+from reports.teams import invitations
 from reports.views import account, forms
 from tests.factories import PASSWORD, make_anomaly, make_user
 from tests.support import figures
@@ -154,6 +156,7 @@ FORM_FIELDS: dict[str, list[str]] = {
     "team_list": _fields(forms.TeamCreateForm),
     "team_sharing": _fields(forms.SharingForm),
     "team_member_add": _fields(forms.MemberAddForm),
+    "invitation": ["username", "password1", "password2"],
     "team_member_role": _fields(forms.MemberRoleForm),
     "team_price_book": _fields(forms.TeamPriceBookForm),
     "team_digest": ["team_digest"],
@@ -221,7 +224,7 @@ def _routes() -> list[Route]:
 ROUTES = _routes()
 
 
-def _ids(world: World, staff: Any) -> dict[str, list[str]]:
+def _ids(world: World, staff: Any, invitation_token: str) -> dict[str, list[str]]:
     """Real ids of what each path parameter names, by route and parameter."""
 
     def pks(model: Any) -> list[str]:
@@ -241,6 +244,9 @@ def _ids(world: World, staff: Any) -> dict[str, list[str]]:
         "version": pks(PriceBookVersion),
         "anomaly": pks(Anomaly),
         "secret": secrets_,
+        "invitation": pks(Invitation),
+        # Raw invitation tokens are never stored: the one the world's invitation was sent with.
+        "invitation_token": [invitation_token],
         "admin": [str(staff.pk), *pks(Report), *pks(Connection)],
         "app_label": ["reports", "auth"],
     }
@@ -259,11 +265,14 @@ def _kind(route: str, kwarg: str) -> str:
             "version_pk": "version",
             "report_pk": "report",
             "secret": "secret",
+            "invitation_pk": "invitation",
+            "token": "invitation_token" if route == "invitation" else "admin",
         }.get(kwarg, "admin")
     for prefix, kind in (
         ("budget", "budget"),
         ("anomaly", "anomaly"),
         ("api_token", "token"),
+        ("invitation", "invitation"),
         ("connection", "connection"),
         ("saved_view", "view"),
         ("report", "report"),
@@ -367,7 +376,10 @@ def fuzz(world: World, queue: list[Any], own_cache: None, monkeypatch: pytest.Mo
         if user is not None:
             client.force_login(user)
         clients[caller] = client
-    return clients, _ids(world, staff), Tally(), _bases(world)
+    sent = invitations.invitation_send(
+        team=world.team, actor=None, email="fuzz@example.com", role="member"
+    )
+    return clients, _ids(world, staff, sent.token), Tally(), _bases(world)
 
 
 def _report(name: str, tally: Tally, started: float) -> None:
@@ -426,7 +438,7 @@ def _bases(world: World) -> dict[str, dict[str, Any]]:
         "price_book_version_add": {"effective": today, **dict.fromkeys(RATE_FIELDS, "1")},
         "price_book_settings": {"name": "Book", "currency": "EUR"},
         "price_book_copy": {"source": str(book), "name": "Copy"},
-        "team_member_add": {"who": world.stranger.username, "role": "member"},
+        "team_member_add": {"who": "someone@example.com", "role": "member"},
         "team_member_role": {"role": "viewer"},
         "team_price_book": {"price_book": str(book)},
         "team_list": {"name": "Team"},

@@ -17,6 +17,7 @@ from django.db import connection as db_connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from reports import formatting
 from reports.models import (
@@ -27,6 +28,7 @@ from reports.models import (
     Connection,
     Delivery,
     Granularity,
+    Invitation,
     Membership,
     Report,
     Team,
@@ -283,6 +285,77 @@ def _anomaly_endpoints() -> list[Endpoint]:
     return found
 
 
+# The audit log (M7): one's own entries and CSV for everyone signed in; a team's for its admins.
+TEAM_AUDIT_ROLES = ("team_admin",)
+
+
+def _invitation(w: World, team: str, email: str) -> Invitation:
+    """A pending invitation (its token is not needed here: it is never stored)."""
+    return Invitation.objects.get_or_create(
+        team=getattr(w, team),
+        email=email,
+        defaults={
+            "role": "member",
+            "token_sha256": f"{team}-{email}".ljust(64, "0")[:64],
+            "expires_at": timezone.now() + timedelta(days=7),
+        },
+    )[0]
+
+
+def _invitation_state(w: World) -> Any:
+    """What a refused withdraw, accept or decline must leave as it was."""
+    return (
+        sorted(Invitation.objects.values_list("pk", "accepted_at", "declined_at", "withdrawn_at")),
+        sorted(Membership.objects.values_list("team_id", "user_id", "role")),
+    )
+
+
+def _audit_endpoints() -> list[Endpoint]:
+    found = [
+        Endpoint("audit_log", "get", lambda w: reverse("audit_log"), WORLD_ROLES, 200),
+        Endpoint("audit_log_csv", "get", lambda w: reverse("audit_log_csv"), WORLD_ROLES, 200),
+    ]
+    for view in ("team_audit", "team_audit_csv"):
+        found.append(
+            Endpoint(
+                view,
+                "get",
+                lambda w, v=view: reverse(v, args=[w.team.pk]),
+                TEAM_AUDIT_ROLES,
+                200,
+            )
+        )
+    # Withdrawing one of the team's invitations: its admins. Accepting or declining one's own
+    # (to finance@example.com, the viewer's address, into the other team): its invitee alone.
+    found.append(
+        Endpoint(
+            "invitation_withdraw",
+            "post",
+            lambda w: reverse(
+                "invitation_withdraw",
+                args=[w.team.pk, _invitation(w, "team", "invitee@example.com").pk],
+            ),
+            ("team_admin",),
+            302,
+            snapshot=_invitation_state,
+        )
+    )
+    for view in ("invitation_accept_mine", "invitation_decline_mine"):
+        found.append(
+            Endpoint(
+                view,
+                "post",
+                lambda w, v=view: reverse(
+                    v, args=[_invitation(w, "other_team", "finance@example.com").pk]
+                ),
+                ("team_viewer",),
+                302,
+                snapshot=_invitation_state,
+            )
+        )
+    return found
+
+
 def _endpoints() -> list[Endpoint]:
     return [
         *(
@@ -294,6 +367,7 @@ def _endpoints() -> list[Endpoint]:
         *_csv_endpoints(),
         *_channel_endpoints(),
         *_anomaly_endpoints(),
+        *_audit_endpoints(),
     ]
 
 

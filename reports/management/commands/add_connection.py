@@ -7,13 +7,14 @@ import sys
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from reports.management.cli import AuditedCommand
 from reports.pipeline import connections
 from reports.spend import tracking
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = (
         "Add an OSAI connection: checks the access token by signing in, stores it encrypted. "
         "The token is read from standard input (so it never shows in the process list)."

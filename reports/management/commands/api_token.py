@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from reports.integrations import api_tokens
 from reports.management import cli
+from reports.management.cli import AuditedCommand
 from reports.models import ApiToken
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = "Make a read-only API token for a user and print it once (or revoke one)."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -23,13 +23,14 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 
 from osai.sandbox.server import account_id_for_token
 from osai.sandbox.usage import account_totals
 from reports import crypto
 from reports.integrations import webhooks
+from reports.management.cli import AuditedCommand
 from reports.metrics import OSAI_FIELD_TO_COLUMN, all_flags
 from reports.models import Budget, Connection, Granularity, Membership, Report, Team
 from reports.periods import PRESETS, preset_period, utc_midnight
@@ -64,7 +65,7 @@ DEMO_REPORTS: tuple[tuple[str, str], ...] = (
 )
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = "Create the demo user, a sandbox connection and three reports (idempotent)."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -20,14 +20,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from reports.management import cli
+from reports.management.cli import AuditedCommand
 from reports.models import Budget, Connection, Team
 from reports.spend import budgets
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = "Set the monthly budget of a person, one of their connections, or a team."
 
     def add_arguments(self, parser: CommandParser) -> None:

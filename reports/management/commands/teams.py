@@ -2,11 +2,16 @@
 
     manage.py teams create NAME --admin USER
     manage.py teams add NAME USER [--role admin|member|viewer]   (USER: username or email)
+    manage.py teams invite NAME EMAIL [--role admin|member|viewer]  (prints the link)
     manage.py teams remove NAME USER
     manage.py teams role NAME USER --role admin|member|viewer
     manage.py teams share NAME --user USER --connection LABEL
     manage.py teams unshare NAME --user USER --connection LABEL
     manage.py teams list
+
+`add` adds an existing account directly (the operator's act); `invite` emails an invitation
+(M6), as the team page does, and prints its link: it works once, for OSAI_INVITATION_DAYS.
+Every change is in the audit log, as made from the command line (M7).
 
 The same rules hold as on the pages: a team keeps at least one admin; removing someone ends
 their sharing at once; sharing needs the owner to be a member or an admin (a viewer, finance,
@@ -17,15 +22,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from reports.management.cli import AuditedCommand
 from reports.models import Connection, Membership, Team
-from reports.teams import TeamError, roster, sharing
+from reports.teams import TeamError, invitations, roster, sharing
 
 ROLES = list(Membership.Role.values)
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = "Create teams, add and remove people, change roles, share connections."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -37,6 +43,10 @@ class Command(BaseCommand):
         add.add_argument("name")
         add.add_argument("user", help="username or email")
         add.add_argument("--role", choices=ROLES, default=Membership.Role.MEMBER)
+        invite = actions.add_parser("invite", help="email an invitation and print its link")
+        invite.add_argument("name")
+        invite.add_argument("email")
+        invite.add_argument("--role", choices=ROLES, default=Membership.Role.MEMBER)
         remove = actions.add_parser("remove", help="remove someone from a team")
         remove.add_argument("name")
         remove.add_argument("user", help="username or email")
@@ -77,6 +87,18 @@ class Command(BaseCommand):
             team=team, actor=None, who=options["user"], role=options["role"]
         )
         self.stdout.write(f"Added {user.get_username()} to {team.name} as {options['role']}.")
+
+    def _invite(self, team: Team, options: dict[str, Any]) -> None:
+        sent = invitations.invitation_send(
+            team=team, actor=None, email=options["email"], role=options["role"]
+        )
+        mailed = "Emailed" if sent.emailed else "Could not email"
+        self.stdout.write(
+            f"{mailed} an invitation of {sent.invitation.email} to {team.name} as "
+            f"{options['role']}. Its link (it works once, until "
+            f"{invitations.expires(sent.invitation)}):"
+        )
+        self.stdout.write(sent.link)
 
     def _remove(self, team: Team, options: dict[str, Any]) -> None:
         user = roster.find_user(options["user"])

@@ -10,14 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from reports.integrations import webhooks
 from reports.management import cli
+from reports.management.cli import AuditedCommand
 from reports.models import Connection
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = "Print (or with --rotate, renew and print) a connection's OSAI webhook URL."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -16,7 +16,7 @@ from django.urls import reverse
 from reports.models import Bucket, Connection, Membership, PriceBook, PriceBookVersion, Report, Team
 from reports.pipeline import report_requests, steps
 from reports.spend import pricing
-from reports.teams import roster, sharing
+from reports.teams import invitations, roster, sharing
 from tests.factories import (
     MARCH_2025,
     ensure_example_price_book,
@@ -84,31 +84,35 @@ def test_anyone_creates_a_team_and_becomes_its_admin_without_staff_rights() -> N
     case("create")
 
 
-def test_an_admin_adds_people_by_username_or_email_and_changes_roles(crew: dict[str, Any]) -> None:
+def test_an_admin_invites_people_by_email_and_changes_roles(crew: dict[str, Any]) -> None:
+    """The team page invites (M6): nobody is added without accepting; the operator's
+    `teams add` and roster.team_member_add still add directly."""
     ada, cyd, team = crew["ada"], crew["cyd"], crew["team"]
     admin = client_for(ada)
-    response = admin.post(
-        reverse("team_member_add", args=[team.pk]), {"who": "cyd", "role": "member"}
-    )
-    assert response.status_code == 302
-    assert Membership.objects.get(team=team, user=cyd).role == "member"
-    # By email, case-insensitively; twice is refused with a message.
-    Membership.objects.filter(team=team, user=cyd).delete()
     cyd.email = "cyd@example.com"
     cyd.save()
-    admin.post(
+    response = admin.post(
         reverse("team_member_add", args=[team.pk]), {"who": "CYD@example.com", "role": "admin"}
     )
+    assert response.status_code == 302
+    assert not Membership.objects.filter(team=team, user=cyd).exists()
+    [invitation] = invitations.invitations_for_person(cyd)
+    invitations.invitation_accept_mine(user=cyd, pk=invitation.pk)
     assert Membership.objects.get(team=team, user=cyd).role == "admin"
-    twice = admin.post(reverse("team_member_add", args=[team.pk]), {"who": "cyd", "role": "member"})
-    assert twice.status_code == 400 and "already in Vision" in twice.content.decode()
-    nobody = admin.post(
-        reverse("team_member_add", args=[team.pk]), {"who": "nobody", "role": "member"}
-    )
-    assert nobody.status_code == 400 and "Nobody here has" in nobody.content.decode()
+    # A username is not an email address: refused, whether or not it exists.
+    for who in ("cyd", "nobody"):
+        refused = admin.post(
+            reverse("team_member_add", args=[team.pk]), {"who": who, "role": "member"}
+        )
+        assert refused.status_code == 400 and "Give an email address" in refused.content.decode()
     admin.post(reverse("team_member_role", args=[team.pk, cyd.pk]), {"role": "member"})
     assert Membership.objects.get(team=team, user=cyd).role == "member"
-    case("add by username and email, change role")
+    # Directly, by the service the CLI uses: twice is refused with a message.
+    Membership.objects.filter(team=team, user=cyd).delete()
+    roster.team_member_add(team=team, actor=ada, who="cyd")
+    with pytest.raises(roster.TeamError, match="already in Vision"):
+        roster.team_member_add(team=team, actor=ada, who="cyd@example.com")
+    case("invite by email, add directly, change role")
 
 
 def test_plain_members_cannot_run_the_team(crew: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ from reports.models import (
     Bucket,
     Budget,
     Connection,
+    Invitation,
     Membership,
     PriceBook,
     Report,
@@ -89,7 +90,7 @@ def role_users(w: World, owner: Any) -> dict[str, Any]:
 
 def _team_state(w: World) -> Any:
     """What a refused request must leave as it was: the team's roles, opt-ins and sharing, its
-    price book, its budgets."""
+    price book, its budgets, its invitations."""
     return (
         sorted(
             Membership.objects.filter(team=w.team).values_list("user_id", "role", "team_digest")
@@ -97,6 +98,12 @@ def _team_state(w: World) -> Any:
         sorted(Connection.objects.filter(shared_with_teams=w.team).values_list("pk", flat=True)),
         Team.objects.get(pk=w.team.pk).price_book_id,
         sorted(Budget.objects.filter(team=w.team).values_list("pk", "amount")),
+        # Its invitations (inviting someone is how the team page adds people: M6).
+        sorted(
+            Invitation.objects.filter(team=w.team).values_list(
+                "pk", "withdrawn_at", "accepted_at", "declined_at"
+            )
+        ),
     )
 
 
@@ -159,7 +166,7 @@ def test_authorization_matrix_for_team_views_and_exports(
         (
             reverse("team_member_add", kwargs=team_url),
             "post",
-            {"who": w.stranger.username, "role": "viewer"},
+            {"who": "someone@example.com", "role": "viewer"},
             w.team_admin,
             RUNS_TEAM,
         ),

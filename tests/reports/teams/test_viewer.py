@@ -32,7 +32,7 @@ from reports.access import (
 )
 from reports.models import Budget, Connection, Delivery, DigestSent, Membership, Report
 from reports.spend import budgets, digests
-from reports.teams import TeamError, roster, sharing
+from reports.teams import TeamError, invitations, roster, sharing
 from reports.views.forms import BudgetForm, ConnectionEditForm
 from tests.support import figures
 from tests.support.world import OWNER_TOKEN, World
@@ -231,8 +231,14 @@ def test_an_admin_makes_someone_a_viewer_and_their_sharing_ends(world: World) ->
     assert not w.connection.shared_with_teams.exists()
     assert list(ConnectionEditForm(owner=w.owner).fields["shared_with_teams"].queryset) == []
     # And someone new joins as a viewer.
-    added = admin.post(team_url(w, "team_member_add"), {"who": "stranger", "role": "viewer"})
-    assert added.status_code == 302
+    w.stranger.email = "stranger@example.com"
+    w.stranger.save()
+    invited = admin.post(
+        team_url(w, "team_member_add"), {"who": "stranger@example.com", "role": "viewer"}
+    )
+    assert invited.status_code == 302
+    [invitation] = invitations.invitations_for_person(w.stranger)
+    invitations.invitation_accept_mine(user=w.stranger, pk=invitation.pk)
     assert Membership.objects.get(team=w.team, user=w.stranger).role == Membership.Role.VIEWER
 
 
