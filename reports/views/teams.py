@@ -19,7 +19,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from reports.access import Capability
-from reports.models import Connection, Membership
+from reports.models import Connection, Membership, Team
 from reports.pages.overview import team_overview
 from reports.pages.team import team_page
 from reports.pages.team_spend import team_period, team_spend
@@ -234,6 +234,24 @@ def team_digest(request: AuthenticatedRequest, pk: int) -> HttpResponse:
         messages.success(request, f"You will get {team}'s weekly and monthly digests.")
     else:
         messages.success(request, f"You no longer get {team}'s digests.")
+    return redirect("team_detail", pk=pk)
+
+
+@login_required
+@require_POST
+def team_two_factor(request: AuthenticatedRequest, pk: int) -> HttpResponse:
+    """An admin requires two-factor sign-in of the team's password users, or stops (S15)."""
+    membership = membership_or_404(request, pk, Capability.MANAGE_MEMBERS)
+    required = request.POST.get("require_two_factor") == "on"
+    Team.objects.filter(pk=membership.team.pk).update(require_two_factor=required)
+    team = membership.team.name
+    if required:
+        messages.success(
+            request,
+            f"{team}'s members who sign in with a password must now set up two-factor sign-in.",
+        )
+    else:
+        messages.success(request, f"{team} no longer requires two-factor sign-in.")
     return redirect("team_detail", pk=pk)
 
 
