@@ -66,8 +66,9 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
     def pre_social_login(self, request: HttpRequest, sociallogin: Any) -> None:
         """A provider's account that is not linked yet (allauth linked it already if the
         provider verified an email an account has) either makes a new account, if its email
-        may sign up and no account has it, or is refused with nothing changed."""
-        if sociallogin.is_existing:
+        may sign up and no account has it, or is refused with nothing changed. (Linking one
+        to the account already signed in, allauth's "connect", is not ours to refuse.)"""
+        if sociallogin.is_existing or sociallogin.state.get("process") == "connect":
             return
         email = _email(sociallogin)
         if email and filter_users_by_email(email):
@@ -84,7 +85,7 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
                 _refused(
                     request,
                     "There is no account here for this sign-in, and one is made only for an "
-                    "email of an allowed domain. Ask a team admin for an invitation.",
+                    "email of an allowed domain. Ask an administrator for an account.",
                 )
             )
 

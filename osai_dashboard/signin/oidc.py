@@ -10,6 +10,7 @@ that fails any of them signs nobody in and changes nothing.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from allauth.account.internal.decorators import login_not_required
 from allauth.socialaccount.internal import jwtkit
@@ -65,6 +66,15 @@ def callback(request: HttpRequest, provider_id: str) -> HttpResponse:
     except SocialApp.DoesNotExist:
         raise Http404("No such sign-in service.") from None
     return response
+
+
+def issuer_origin() -> str | None:
+    """The issuer's scheme, host and port, when single sign-on is configured."""
+    if not enabled():
+        return None
+    app = settings.SOCIALACCOUNT_PROVIDERS["openid_connect"]["APPS"][0]
+    url = urlsplit(app["settings"]["server_url"])
+    return f"{url.scheme}://{url.netloc}" if url.scheme and url.netloc else None
 
 
 def login_url() -> str:

@@ -66,7 +66,7 @@ def test_sign_in_with_keycloak_lands_signed_in_on_the_home_page(
     oidc_site: Any, browser_page: Any
 ) -> None:
     server, provider = oidc_site
-    provider.set_user(sub="sub-browser", email="browser@example.com", email_verified=True)
+    provider.set_user(sub="sub-browser", email="browser@example.com", email_verified=True, name="")
     page, problems = browser_page
     base = server.url
     page.goto(f"{base}/accounts/login/")
@@ -75,13 +75,14 @@ def test_sign_in_with_keycloak_lands_signed_in_on_the_home_page(
     _screenshot(page, "screenshot-login.png")
     button.click()
     page.wait_for_url(f"{base}/")
-    assert "browser" in page.locator(".signout").inner_text()  # the username allauth chose
+    # A new account, named by allauth after the email.
+    assert "browser" in page.locator(".signout").inner_text()
     assert problems.csp_violations == [] and problems.console_errors == []
     assert problems.off_site == [] and problems.page_errors == []
 
 
 def test_a_password_and_an_authenticator_code_sign_in_in_the_browser(
-    oidc_site: Any, browser_page: Any, totp_user: tuple[Any, str]
+    totp_user: tuple[Any, str], oidc_site: Any, browser_page: Any
 ) -> None:
     from allauth.mfa.totp.internal.auth import format_hotp_value, hotp_value
 

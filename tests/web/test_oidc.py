@@ -101,6 +101,17 @@ def test_the_login_page_offers_single_sign_on_by_its_name(provider: OidcProvider
     assert reverse("openid_connect_login", kwargs={"provider_id": "sso"}) in page
 
 
+def test_only_the_login_page_lets_a_form_go_on_to_the_issuer(provider: OidcProvider) -> None:
+    """S7: the button's answer redirects to the issuer, which the browser holds to the login
+    page's `form-action`; every other page keeps `form-action 'self'`."""
+    login = Client().get(reverse("login"))["Content-Security-Policy"]
+    assert f"form-action 'self' {provider.issuer}" in login
+    user = make_user()
+    other = Client()
+    other.force_login(user)
+    assert "form-action 'self';" in other.get(reverse("home"))["Content-Security-Policy"] + ";"
+
+
 def test_not_configured_no_button_and_its_urls_answer_404() -> None:
     page = Client().get(reverse("login")).content.decode()
     assert "Sign in with" not in page and 'name="password"' in page
@@ -158,6 +169,10 @@ def test_an_existing_account_is_linked_only_when_the_provider_verified_the_email
     assert response.status_code == 302 and signed_in(verified) == str(existing.pk)
     assert SocialAccount.objects.get(uid="sub-alice").user == existing
     assert get_user_model().objects.count() == before[0]
+    # allauth's guard against an account planted for someone else's address: linked by an
+    # email this site never verified, the account signs in by single sign-on from now on.
+    existing.refresh_from_db()
+    assert not existing.has_usable_password()
 
 
 @pytest.mark.parametrize("fault", FAULTS)

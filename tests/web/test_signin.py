@@ -336,3 +336,27 @@ def test_sign_out_works_and_single_sign_on_users_are_exempt() -> None:
     ]
     session.save()
     assert sso.get(reverse("home")).status_code == 200
+
+
+def test_the_admin_signs_in_through_the_sites_login_with_its_second_factor() -> None:
+    """S15: /admin/login/ is no way around two-factor sign-in."""
+    response = Client().get("/admin/login/?next=/admin/")
+    assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
+    staff = make_user(is_staff=True, is_superuser=True)
+    with_totp(staff)
+    client = Client()
+    response = client.post("/admin/login/", {"username": staff.username, "password": PASSWORD})
+    assert signed_in(client) is None
+
+
+def test_allauth_sees_the_client_behind_the_proxy(settings: Any) -> None:
+    """S10: allauth's own counters (two-factor codes, password changes) count the client."""
+    from django.test import RequestFactory
+
+    from osai_dashboard.signin.adapters import AccountAdapter
+
+    settings.BEHIND_PROXY = True
+    request = RequestFactory().get(
+        "/", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="6.6.6.6, 203.0.113.7"
+    )
+    assert AccountAdapter(request).get_client_ip(request) == "203.0.113.7"
