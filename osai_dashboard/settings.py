@@ -62,10 +62,10 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "allauth.account.middleware.AccountMiddleware",
-    # A team that requires two-factor sends its password users to set it up (S15).
-    "osai_dashboard.signin.middleware.two_factor_required",
     # Signed-in pages are never stored by a browser or proxy cache (S11).
     "reports.views.middleware.private_pages",
+    # A team that requires two-factor sends its password users to set it up (S15).
+    "osai_dashboard.signin.middleware.two_factor_required",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",

@@ -360,3 +360,49 @@ def test_allauth_sees_the_client_behind_the_proxy(settings: Any) -> None:
         "/", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="6.6.6.6, 203.0.113.7"
     )
     assert AccountAdapter(request).get_client_ip(request) == "203.0.113.7"
+
+
+def test_changing_the_password_keeps_one_signed_in_and_the_new_one_works() -> None:
+    user = make_user()
+    client = Client()
+    password_step(client, user)
+    new = "a-new-and-long-passphrase-42"
+    response = client.post(
+        reverse("account_change_password"),
+        {"oldpassword": PASSWORD, "password1": new, "password2": new},
+    )
+    assert response.status_code == 302 and signed_in(client) == str(user.pk)
+    assert password_step(Client(), user, new)["Location"] == reverse("home")
+    assert password_step(Client(), user).status_code == 200  # the old one no longer
+
+
+def test_a_password_reset_link_sets_a_new_password(settings: Any, mailoutbox: Any) -> None:
+    """S12 on allauth's reset: with mail configured, the emailed link sets a new password."""
+    from tests.web.test_security import _reload_urls
+
+    settings.PASSWORD_RESET_ENABLED = True
+    user = make_user(email="reset@example.com")
+    try:
+        _reload_urls()
+        client = Client(REMOTE_ADDR="192.0.2.99")
+        response = client.post(reverse("account_reset_password"), {"email": "RESET@example.com"})
+        assert response.status_code == 302
+        [message] = mailoutbox
+        link = re.search(r"https?://[^/\s]+(/accounts/password/reset/key/\S+/)", message.body)
+        assert link, message.body
+        form = client.get(link[1], follow=True)
+        assert form.status_code == 200 and 'name="password1"' in form.content.decode()
+        new = "a-reset-and-long-passphrase-7"
+        done = client.post(
+            form.redirect_chain[-1][0] if form.redirect_chain else link[1],
+            {"password1": new, "password2": new},
+        )
+        assert done.status_code == 302
+        assert password_step(Client(), user, new)["Location"] == reverse("home")
+        # An address no account has: the same answer, and no mail (nothing to enumerate).
+        mailoutbox.clear()
+        other = client.post(reverse("account_reset_password"), {"email": "nobody@example.com"})
+        assert other.status_code == 302 and mailoutbox == []
+    finally:
+        settings.PASSWORD_RESET_ENABLED = False
+        _reload_urls()
