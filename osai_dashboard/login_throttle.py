@@ -9,8 +9,9 @@ at worst, and where they signed in before (in the last 90 days) nothing changes 
 (axes still counts that address's own failures).
 
 An authentication backend (before ModelBackend) refuses a slowed attempt without checking the
-password; the sign-in form says why and for how long. Counts live in the cache, keyed by the
-account (its id and join time), so a name that is no account is not counted.
+password; the sign-in form (allauth's, through ACCOUNT_FORMS) says why and for how long.
+Counts live in the cache, keyed by the account (its id and join time), so a name that is no
+account is not counted.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from allauth.account.forms import LoginForm
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -109,12 +110,22 @@ def connect_signals() -> None:
     user_logged_in.connect(_signed_in, dispatch_uid="osai-login-known-address")
 
 
-class SignInForm(AuthenticationForm):
-    """The sign-in form; a slowed attempt says why, and when to try again."""
+class SignInForm(LoginForm):
+    """allauth's sign-in form (ACCOUNT_FORMS); a slowed attempt says why, and when to try
+    again. With OSAI_PASSWORD_LOGIN off, no password signs anyone in."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["login"].label = "Username"
+        self.fields["password"].help_text = ""
 
     def clean(self) -> dict[str, Any]:
+        if not settings.OSAI_PASSWORD_LOGIN:
+            raise ValidationError(
+                "Passwords are not used here: sign in with single sign-on.", code="no_password"
+            )
         try:
-            return super().clean()
+            cleaned: dict[str, Any] = super().clean()
         except ValidationError:
             wait = getattr(self.request, SLOWED, None)
             if wait:
@@ -125,3 +136,4 @@ class SignInForm(AuthenticationForm):
                     code="account_slowed",
                 ) from None
             raise
+        return cleaned

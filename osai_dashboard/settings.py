@@ -44,6 +44,13 @@ INSTALLED_APPS = [
     "django_q",
     "csp",
     "axes",
+    # Sign-in (osai_dashboard/signin/): allauth's login, password and reset views, its
+    # OpenID Connect provider (configured from settings alone) and two-factor sign-in (TOTP).
+    "allauth",
+    "allauth.account",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.openid_connect",
+    "allauth.mfa",
     "reports",
 ]
 
@@ -54,10 +61,13 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
     # Signed-in pages are never stored by a browser or proxy cache (S11).
     "reports.views.middleware.private_pages",
     # Changes are audited as made from a page (or the API), from the client's address (M7).
     "reports.views.middleware.audit_source",
+    # A team that requires two-factor sends its password users to set it up (S15).
+    "osai_dashboard.signin.middleware.two_factor_required",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -133,9 +143,73 @@ AUTHENTICATION_BACKENDS = [
     "osai_dashboard.login_throttle.AccountThrottleBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
+# django-allauth's views under /accounts/ (osai_dashboard/signin/); `login` and `logout` name
+# its login and logout views too.
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
+ACCOUNT_ADAPTER = "osai_dashboard.signin.adapters.AccountAdapter"
+SOCIALACCOUNT_ADAPTER = "osai_dashboard.signin.adapters.SocialAccountAdapter"
+MFA_ADAPTER = "osai_dashboard.signin.adapters.MFAAdapter"
+ACCOUNT_FORMS = {"login": "osai_dashboard.login_throttle.SignInForm"}
+# People sign in with their username; there is no open sign-up (AccountAdapter).
+ACCOUNT_LOGIN_METHODS = {"username"}
+ACCOUNT_SIGNUP_FIELDS = ["username*", "email", "password1*", "password2*"]
+ACCOUNT_EMAIL_VERIFICATION = "none"
+ACCOUNT_SESSION_REMEMBER = True
+ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False
+ACCOUNT_PASSWORD_RESET_BY_CODE_ENABLED = False
+# A reset asked for an address no account has sends nothing (as Django's own reset did).
+ACCOUNT_EMAIL_UNKNOWN_ACCOUNTS = False
+# allauth's own counters add nothing to axes and the per-account slowdown for passwords (S8),
+# and would lock an owner out from where they always sign in; two-factor codes keep allauth's
+# per-account limit on wrong codes (`login_failed`, consumed by allauth.mfa only: our adapter
+# skips it for passwords).
+ACCOUNT_RATE_LIMITS = {"login": None, "reset_password": None}
+# Two-factor sign-in (S15): an authenticator app (TOTP) and recovery codes; secrets encrypted
+# with OSAI_TOKEN_KEYS (MFAAdapter). A code is refused a second time within its period.
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_TOTP_ISSUER = "OSAI Usage"
+MFA_TOTP_TOLERANCE = 0
+# Single sign-on by OpenID Connect (S14): on when an issuer and a client are set; its
+# accounts are made on first sign-in only for an email in OSAI_OIDC_ALLOWED_DOMAINS, and
+# linked to an existing account only when the provider says the email is verified.
+OSAI_OIDC_ISSUER = env.str("OSAI_OIDC_ISSUER", default="")
+OSAI_OIDC_CLIENT_ID = env.str("OSAI_OIDC_CLIENT_ID", default="")
+OSAI_OIDC_CLIENT_SECRET = env.str("OSAI_OIDC_CLIENT_SECRET", default="")
+OSAI_OIDC_NAME = env.str("OSAI_OIDC_NAME", default="single sign-on")
+OSAI_OIDC_ALLOWED_DOMAINS = [
+    d.strip().lower().lstrip("@") for d in env.list("OSAI_OIDC_ALLOWED_DOMAINS", default=[])
+]
+# Off: the login page offers single sign-on only, and password sign-ins are refused.
+OSAI_PASSWORD_LOGIN = env.bool("OSAI_PASSWORD_LOGIN", default=True)
+OIDC_PROVIDER_ID = "sso"
+SOCIALACCOUNT_PROVIDERS: dict = {
+    "openid_connect": {
+        "OAUTH_PKCE_ENABLED": True,
+        "APPS": (
+            [
+                {
+                    "provider_id": OIDC_PROVIDER_ID,
+                    "name": OSAI_OIDC_NAME,
+                    "client_id": OSAI_OIDC_CLIENT_ID,
+                    "secret": OSAI_OIDC_CLIENT_SECRET,
+                    "settings": {"server_url": OSAI_OIDC_ISSUER, "fetch_userinfo": True},
+                }
+            ]
+            if OSAI_OIDC_ISSUER and OSAI_OIDC_CLIENT_ID
+            else []
+        ),
+    }
+}
+SOCIALACCOUNT_AUTO_SIGNUP = True
+SOCIALACCOUNT_EMAIL_VERIFICATION = "none"
+SOCIALACCOUNT_EMAIL_REQUIRED = True
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = True
+SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = True
+SOCIALACCOUNT_LOGIN_ON_GET = False
+SOCIALACCOUNT_STORE_TOKENS = False
+SOCIALACCOUNT_REQUESTS_TIMEOUT = 10
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -149,6 +223,8 @@ if TESTING:
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# allauth's login form names the field `login`; the backends see it as `username`.
+AXES_USERNAME_CALLABLE = "osai_dashboard.signin.adapters.axes_username"
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
 AXES_LOCKOUT_TEMPLATE = "locked_out.html"

@@ -6,7 +6,8 @@ as if it were a token, and so no request reaches OSAI.
 
 Every column that holds such a secret is an `EncryptedTextField`; key rotation
 (`secrets_reencrypt`, `manage.py reencrypt_tokens`) finds them all by itself, so a secret
-added later (a channel's, a second factor's) is rotated without a change to the command (T4).
+added later (a channel's) is rotated without a change to the command (T4). Secrets another
+app keeps in a JSON column (two-factor sign-in's) are listed in ENCRYPTED_JSON_KEYS.
 """
 
 from __future__ import annotations
@@ -103,6 +104,53 @@ def encrypted_fields() -> list[tuple[type[models.Model], list[str]]]:
     return found
 
 
+# Secrets kept inside a JSON column of another app's model, which cannot be an
+# EncryptedTextField: (model label, column, keys holding one secret, keys holding a list of
+# secrets). allauth.mfa's Authenticator keeps a TOTP secret, or the recovery codes' seed (and
+# codes migrated from elsewhere), encrypted by the MFA adapter (osai_dashboard/signin/).
+ENCRYPTED_JSON_KEYS: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = [
+    ("mfa.Authenticator", "data", ("secret", "seed"), ("migrated_codes",)),
+]
+
+
+def _rotate_json(data: Any, one: tuple[str, ...], many: tuple[str, ...]) -> Any:
+    """`data` with its secrets under the primary key; the same object if none was not."""
+    if not isinstance(data, dict):
+        return data
+    new = dict(data)
+    for key in one:
+        value = data.get(key)
+        if isinstance(value, str) and value and not is_under_primary_key(value):
+            new[key] = rotate_secret(value)
+    for key in many:
+        values = data.get(key)
+        if isinstance(values, list) and any(
+            isinstance(v, str) and v and not is_under_primary_key(v) for v in values
+        ):
+            new[key] = [rotate_secret(v) if isinstance(v, str) and v else v for v in values]
+    return data if new == data else new
+
+
+def _json_secrets_reencrypt() -> dict[str, tuple[int, int]]:
+    counts = {}
+    for label, column, one, many in ENCRYPTED_JSON_KEYS:
+        try:
+            model = apps.get_model(label)
+        except LookupError:
+            continue  # the app is not installed
+        rows = changed = 0
+        manager = model._default_manager
+        for row in manager.only("pk", column).iterator():
+            rows += 1
+            data = getattr(row, column)
+            new = _rotate_json(data, one, many)
+            if new is not data:
+                manager.filter(pk=row.pk).update(**{column: new})
+                changed += 1
+        counts[model._meta.label] = (rows, changed)
+    return counts
+
+
 @transaction.atomic
 def secrets_reencrypt() -> dict[str, tuple[int, int]]:
     """Re-encrypt every encrypted column of every model under the primary key.
@@ -125,4 +173,5 @@ def secrets_reencrypt() -> dict[str, tuple[int, int]]:
             )
             changed += 1
         counts[model._meta.label] = (rows, changed)
+    counts.update(_json_secrets_reencrypt())
     return counts

@@ -75,6 +75,9 @@ class Team(models.Model):
     price_book = models.ForeignKey(
         "PriceBook", null=True, blank=True, on_delete=models.SET_NULL, related_name="teams"
     )
+    # Members who sign in with a password must set up two-factor sign-in before anything
+    # else (S15; osai_dashboard/signin/middleware.py). Single sign-on users are exempt.
+    require_two_factor = models.BooleanField(default=False)
 
     members = models.ManyToManyField(  # type: ignore[var-annotated]
         settings.AUTH_USER_MODEL, through="Membership", related_name="teams"

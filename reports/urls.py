@@ -133,6 +133,7 @@ urlpatterns = [
     ),
     path("teams/<id:pk>/price-book/", teams.team_price_book, name="team_price_book"),
     path("teams/<id:pk>/digest/", teams.team_digest, name="team_digest"),
+    path("teams/<id:pk>/two-factor/", teams.team_two_factor, name="team_two_factor"),
     path("teams/<id:pk>/channels/", channels.team_channels, name="team_channels"),
     path("teams/<id:pk>/price-books/new/", price_books.price_book_copy, name="price_book_copy"),
     path(

@@ -271,6 +271,12 @@ def invitation_sign_up(*, token: str, username: str, password: str) -> tuple[Use
         return user, _accept_locked(invitation, user, now)
 
 
+def is_invited(email: str) -> bool:
+    """Whether a pending invitation names this address: single sign-on may make its account
+    (osai_dashboard/signin/adapters.py `may_sign_up`)."""
+    return Invitation.objects.pending().filter(email__iexact=email.strip()).exists()
+
+
 def invitations_for_person(user: User) -> QuerySet[Invitation]:
     """A person's pending invitations: those to their account's email address."""
     if not user.email:

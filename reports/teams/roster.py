@@ -238,6 +238,26 @@ def team_price_book_set(*, team: Team, actor: User | None, price_book: PriceBook
     )
 
 
+@transaction.atomic
+def team_two_factor_set(*, team: Team, actor: User | None, required: bool) -> None:
+    """Whether the team's members who sign in with a password must use two-factor sign-in
+    (S15; osai_dashboard/signin/middleware.py enforces it)."""
+    require(team, actor, Capability.MANAGE_MEMBERS)
+    previous = Team.objects.filter(pk=team.pk).values_list("require_two_factor", flat=True).first()
+    Team.objects.filter(pk=team.pk).update(require_two_factor=required)
+    team.require_two_factor = required
+    audit.record(
+        "team.two_factor",
+        actor=actor,
+        object_type="team",
+        object_id=team.pk,
+        label=team.name,
+        team=team,
+        before={"require_two_factor": previous},
+        after={"require_two_factor": required},
+    )
+
+
 def team_digest_set(*, membership: Membership, wanted: bool) -> None:
     """A viewer's choice to get the team's digests (admins get them anyway)."""
     if not may(membership.role, Capability.OPT_INTO_TEAM_DIGEST):

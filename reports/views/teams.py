@@ -252,6 +252,24 @@ def team_digest(request: AuthenticatedRequest, pk: int) -> HttpResponse:
 
 
 @login_required
+@require_POST
+def team_two_factor(request: AuthenticatedRequest, pk: int) -> HttpResponse:
+    """An admin requires two-factor sign-in of the team's password users, or stops (S15)."""
+    membership = membership_or_404(request, pk, Capability.MANAGE_MEMBERS)
+    required = request.POST.get("require_two_factor") == "on"
+    roster.team_two_factor_set(team=membership.team, actor=request.user, required=required)
+    team = membership.team.name
+    if required:
+        messages.success(
+            request,
+            f"{team}'s members who sign in with a password must now set up two-factor sign-in.",
+        )
+    else:
+        messages.success(request, f"{team} no longer requires two-factor sign-in.")
+    return redirect("team_detail", pk=pk)
+
+
+@login_required
 @require_http_methods(["GET", "POST"])
 def team_report_new(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     membership = membership_or_404(request, pk, Capability.REQUEST_TEAM_REPORT)

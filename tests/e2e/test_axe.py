@@ -252,13 +252,14 @@ def axe_site(browser_user: Any, settings: Any) -> AxeSite:
         f"{t}/reports/new/",
         f"{t}/reports/{team_report.pk}/",
         f"{t}/reports/{team_report.pk}/?view=cost",
-        "/accounts/password_change/",
-        "/accounts/password_change/done/",
+        "/accounts/password/change/",
+        "/accounts/2fa/",
+        "/accounts/2fa/totp/activate/",  # asks for the password again first
         "/reports/999999/",  # the 404 page
     ]
     anonymous = ["/accounts/login/", f"/invitations/{anyone.token}/"]
     if settings.PASSWORD_RESET_ENABLED:
-        anonymous.append("/accounts/password_reset/")
+        anonymous.append("/accounts/password/reset/")
     return AxeSite(admin.username, pages, anonymous)
 
 

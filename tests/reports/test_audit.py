@@ -122,6 +122,10 @@ CHANGES: list[tuple[str, Callable[[World], Any]]] = [
             team=w.team, actor=w.team_admin, price_book=_own_book(w)
         ),
     ),
+    (
+        "team.two_factor",
+        lambda w: roster.team_two_factor_set(team=w.team, actor=w.team_admin, required=True),
+    ),
     ("sharing.set", lambda w: sharing.team_sharing_set(team=w.team, user=w.owner, connections=[])),
     ("price_book.copy", _own_book),
     (

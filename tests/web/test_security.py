@@ -134,7 +134,7 @@ def test_production_sends_hsts_and_secure_cookies(settings):
     assert response.cookies["csrftoken"]["secure"] is True
     user = make_user()
     response = client.post(
-        reverse("login"), {"username": user.username, "password": PASSWORD}, secure=True
+        reverse("login"), {"login": user.username, "password": PASSWORD}, secure=True
     )
     assert response.status_code == 302
     assert response.cookies["sessionid"]["secure"] is True
@@ -148,11 +148,11 @@ def test_login_brute_force_is_throttled_with_a_cool_off(settings):
     client = Client()
     url = reverse("login")
     for _ in range(settings.AXES_FAILURE_LIMIT - 1):
-        response = client.post(url, {"username": user.username, "password": "wrong"})
+        response = client.post(url, {"login": user.username, "password": "wrong"})
         assert response.status_code == 200  # the form again, with an error
-    response = client.post(url, {"username": user.username, "password": "wrong"})
+    response = client.post(url, {"login": user.username, "password": "wrong"})
     assert response.status_code == 429  # the limit-th failure locks
-    response = client.post(url, {"username": user.username, "password": PASSWORD})
+    response = client.post(url, {"login": user.username, "password": PASSWORD})
     assert response.status_code == 429
     assert b"Too many sign-in attempts" in response.content
     assert "_auth_user_id" not in client.session
@@ -181,6 +181,16 @@ def test_a_crash_shows_the_plain_500_page(settings, monkeypatch):
 # --- S10, S11, S12: asked for by the review of the multi-tenant pipeline ---
 
 
+def _reload_urls() -> None:
+    """The URLconf again, after PASSWORD_RESET_ENABLED changed (the sign-in URLs read it)."""
+    import osai_dashboard.signin.urls
+    import osai_dashboard.urls
+
+    importlib.reload(osai_dashboard.signin.urls)
+    importlib.reload(osai_dashboard.urls)
+    clear_url_caches()
+
+
 @pytest.mark.django_db
 def test_lock_out_counts_the_client_behind_the_proxy_not_the_proxy(settings: Any) -> None:
     """S10: five failures from one client lock that client out, not the same user elsewhere."""
@@ -189,7 +199,7 @@ def test_lock_out_counts_the_client_behind_the_proxy_not_the_proxy(settings: Any
 
     def sign_in(client_address: str, password: str) -> int:
         client = Client(REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR=f"6.6.6.6, {client_address}")
-        response = client.post(reverse("login"), {"username": user.username, "password": password})
+        response = client.post(reverse("login"), {"login": user.username, "password": password})
         return response.status_code
 
     for _ in range(4):
@@ -222,27 +232,23 @@ def test_signed_in_pages_partials_and_downloads_are_not_cached(client: Client) -
 @pytest.mark.django_db
 def test_password_reset_exists_only_with_mail_and_is_throttled(settings: Any) -> None:
     """S12."""
-    import osai_dashboard.urls
-
-    assert Client().get("/accounts/password_reset/").status_code == 404  # no mail configured
+    assert Client().get("/accounts/password/reset/").status_code == 404  # no mail configured
     settings.PASSWORD_RESET_ENABLED = True
     settings.PASSWORD_RESET_RATE = "3/h"
     # The test cache is a shared file cache: counters of earlier runs must not count here.
     settings.RATELIMIT_CACHE_PREFIX = f"rl-{uuid.uuid4().hex}:"
     try:
-        importlib.reload(osai_dashboard.urls)
-        clear_url_caches()
+        _reload_urls()
         client = Client(REMOTE_ADDR="192.0.2.5")
-        assert client.get("/accounts/password_reset/").status_code == 200
+        assert client.get("/accounts/password/reset/").status_code == 200
         codes = [
-            client.post("/accounts/password_reset/", {"email": f"x{i}@example.com"}).status_code
+            client.post("/accounts/password/reset/", {"email": f"x{i}@example.com"}).status_code
             for i in range(4)
         ]
         assert codes == [302, 302, 302, 429]
     finally:
         settings.PASSWORD_RESET_ENABLED = False
-        importlib.reload(osai_dashboard.urls)
-        clear_url_caches()
+        _reload_urls()
 
 
 # --- Issue 23: secrets out of the access log, resets per email, check --deploy ---
@@ -252,8 +258,6 @@ def test_password_reset_exists_only_with_mail_and_is_throttled(settings: Any) ->
 def test_the_password_reset_limit_per_email_ignores_case_and_spelling(settings: Any) -> None:
     """S12: one account's address in five spellings is one limit, not five (Django's reset
     form finds the account whatever the case)."""
-    import osai_dashboard.urls
-
     settings.PASSWORD_RESET_ENABLED = True
     settings.PASSWORD_RESET_RATE = "3/h"
     settings.RATELIMIT_CACHE_PREFIX = f"rl-{uuid.uuid4().hex}:"
@@ -267,20 +271,18 @@ def test_the_password_reset_limit_per_email_ignores_case_and_spelling(settings: 
         fullwidth,
     ]
     try:
-        importlib.reload(osai_dashboard.urls)
-        clear_url_caches()
+        _reload_urls()
         codes = [
             # A new client address each time: only the limit per email can stop them.
             Client(REMOTE_ADDR=f"192.0.2.{10 + i}")
-            .post("/accounts/password_reset/", {"email": email})
+            .post("/accounts/password/reset/", {"email": email})
             .status_code
             for i, email in enumerate(spellings)
         ]
         assert codes == [302, 302, 302, 429, 429]
     finally:
         settings.PASSWORD_RESET_ENABLED = False
-        importlib.reload(osai_dashboard.urls)
-        clear_url_caches()
+        _reload_urls()
 
 
 def _shipped_gunicorn_arguments() -> dict[str, list[str]]:
@@ -360,7 +362,7 @@ def test_guessing_one_account_from_many_addresses_is_slowed_without_locking_its_
 
     def sign_in(address: str, password: str) -> Any:
         client = Client(REMOTE_ADDR=address)
-        return client.post(reverse("login"), {"username": user.username, "password": password})
+        return client.post(reverse("login"), {"login": user.username, "password": password})
 
     assert sign_in("198.51.100.9", PASSWORD).status_code == 302  # the owner, at home
     for i in range(6):  # one guess from each of six addresses: axes alone would allow all

@@ -2,7 +2,8 @@
 
 Every encrypted column is found by itself (`crypto.EncryptedTextField`): access tokens, cached
 JWTs, OSAI webhook URL secrets, channels' URLs and signing secrets, and whatever is encrypted
-next.
+next; and two-factor sign-in's TOTP secrets and recovery-code seeds, kept in allauth's
+Authenticator (`crypto.ENCRYPTED_JSON_KEYS`).
 """
 
 from __future__ import annotations

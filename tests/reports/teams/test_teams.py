@@ -97,6 +97,7 @@ def _team_state(w: World) -> Any:
         ),
         sorted(Connection.objects.filter(shared_with_teams=w.team).values_list("pk", flat=True)),
         Team.objects.get(pk=w.team.pk).price_book_id,
+        Team.objects.get(pk=w.team.pk).require_two_factor,
         sorted(Budget.objects.filter(team=w.team).values_list("pk", "amount")),
         # Its invitations (inviting someone is how the team page adds people: M6).
         sorted(
@@ -121,7 +122,7 @@ def _restore(w: World, budget: Budget) -> None:
             team=w.team, user=user, defaults={"role": role, "team_digest": False}
         )
     share_with(w.team, w.admin_connection, w.connection)
-    Team.objects.filter(pk=w.team.pk).update(price_book=None)
+    Team.objects.filter(pk=w.team.pk).update(price_book=None, require_two_factor=False)
     budget.save()  # back as it was, or again if a cell removed it
 
 
@@ -188,6 +189,13 @@ def test_authorization_matrix_for_team_views_and_exports(
             reverse("team_price_book", kwargs=team_url),
             "post",
             {"price_book": book.pk},
+            w.team_admin,
+            RUNS_TEAM,
+        ),
+        (
+            reverse("team_two_factor", kwargs=team_url),
+            "post",
+            {"require_two_factor": "on"},
             w.team_admin,
             RUNS_TEAM,
         ),
