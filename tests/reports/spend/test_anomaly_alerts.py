@@ -1,0 +1,294 @@
+"""Anomaly alerts (reports/spend/anomaly_alerts.py, A12): once per anomaly through the outbox,
+never for an expected one or a new connection's old history, the person's opt-out, a team's
+channels resolved to its current admins when sent, and a kill between sending and recording
+costing at most one duplicate with the same key (A1)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.core import mail
+
+from reports import tasks
+from reports.models import Anomaly, Connection, Delivery, DigestPreference
+from reports.spend import anomalies, anomaly_alerts, channels, notify
+from reports.teams import roster
+from tests.factories import make_connection, make_team, make_user, share_with
+from tests.reports.spend.test_anomalies import HOUR, NORMAL, TRAINING_16, at, held_days
+from tests.support.receiver import Receiver
+from tests.support.vendor_payloads import slack_problems, teams_problems
+
+pytestmark = pytest.mark.django_db
+
+FOUND = at(28)  # the spike's day (day 28) has just closed
+SPIKE_DAY = "2025-03-31"
+CAUSE = "training on 16 GB workers on Dana's lab: EUR 210.00 against a usual EUR"
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def local(settings: Any) -> None:
+    settings.ALERT_WEBHOOK_ALLOW_LOCAL = True
+
+
+@pytest.fixture
+def lab(book: Any) -> Connection:
+    owner = make_user("dana", email="dana@example.com")
+    return make_connection(owner, "Dana's lab")
+
+
+@pytest.fixture
+def book() -> Any:
+    from tests.factories import ensure_example_price_book
+
+    return ensure_example_price_book()
+
+
+def spike(connection: Connection, now: Any = FOUND) -> Anomaly:
+    """A 100x day of 16 GB training on day 28, detected at `now`."""
+    held_days(connection, anomalies_start(), [*NORMAL, {TRAINING_16: 100 * HOUR}])
+    anomalies.detect(connection, now=now)
+    return Anomaly.objects.get()
+
+
+def anomalies_start() -> Any:
+    from tests.reports.spend.test_anomalies import START
+
+    return START
+
+
+def send_all() -> list[str]:
+    return [
+        notify.delivery_send(pk)
+        for pk in Delivery.objects.order_by("pk").values_list("pk", flat=True)
+    ]
+
+
+def test_an_anomaly_alerts_its_owner_once_by_email_naming_the_connection_and_category(
+    lab: Connection,
+) -> None:
+    anomaly = spike(lab)
+    assert anomaly_alerts.anomaly_alerts_queue(lab, now=FOUND) == [anomaly]
+    assert anomaly_alerts.anomaly_alerts_queue(lab, now=FOUND) == []  # once (A1)
+    [delivery] = Delivery.objects.all()
+    assert (delivery.channel, delivery.target, delivery.anomaly) == (
+        "email",
+        "dana@example.com",
+        anomaly,
+    )
+    assert send_all() == ["sent"]
+    assert notify.delivery_send(delivery.pk).startswith("not claimed")
+    [message] = mail.outbox
+    assert message.to == ["dana@example.com"]
+    assert message.subject == (
+        f"Usage spike on Dana's lab: training on 16 GB workers on {SPIKE_DAY}"
+    )
+    assert CAUSE in message.body and "Category: Training." in message.body
+    assert "http://127.0.0.1:8000/anomalies/" in message.body
+    assert message.extra_headers["X-OSAI-Usage-Delivery"] == delivery.key
+    anomaly.refresh_from_db()
+    assert anomaly.alerted_at == FOUND
+
+
+def test_the_tracking_hook_queues_once_and_the_database_claims_each_anomaly_once(
+    lab: Connection, monkeypatch: Any, time_machine: Any
+) -> None:
+    time_machine.move_to(FOUND)
+    held_days(lab, anomalies_start(), [*NORMAL, {TRAINING_16: 100 * HOUR}])
+    assert tasks.tracking_bucket_done(lab.pk).endswith("1 new anomalies, 1 anomaly alerts queued")
+    assert tasks.tracking_bucket_done(lab.pk).endswith(", 0 new anomalies")
+    assert Delivery.objects.count() == 1
+    # A second worker that read the anomaly before the first claimed it queues nothing.
+    Anomaly.objects.update(alerted_at=None)
+    real_filter = Anomaly.objects.filter
+    claimed_elsewhere = []
+
+    def filter_then_claim(*args: Any, **kwargs: Any) -> Any:
+        rows = real_filter(*args, **kwargs)
+        if "pk" in kwargs and not claimed_elsewhere:
+            claimed_elsewhere.append(real_filter(pk=kwargs["pk"]).update(alerted_at=FOUND))
+        return rows
+
+    monkeypatch.setattr(Anomaly.objects, "filter", filter_then_claim)
+    assert anomaly_alerts.anomaly_alerts_queue(lab, now=FOUND) == []
+    assert claimed_elsewhere == [1] and Delivery.objects.count() == 1
+
+
+def test_an_expected_anomaly_never_alerts_even_once_queued(lab: Connection) -> None:
+    anomaly = spike(lab)
+    Anomaly.objects.update(feedback=Anomaly.Feedback.EXPECTED)
+    assert anomaly_alerts.anomaly_alerts_queue(lab, now=FOUND) == []
+    assert not Delivery.objects.exists()
+    # Queued, then marked expected before it was sent: refused, nothing sent.
+    Anomaly.objects.update(feedback="")
+    assert anomaly_alerts.anomaly_alerts_queue(lab, now=FOUND) == [anomaly]
+    Anomaly.objects.update(feedback=Anomaly.Feedback.EXPECTED)
+    assert send_all() == ["refused"]
+    assert Delivery.objects.get().last_error == "Not sent: its anomaly was marked as expected."
+    assert mail.outbox == []
+
+
+def test_a_new_connections_old_history_never_alerts(lab: Connection, settings: Any) -> None:
+    """The spike is 33 days old when the connection's history is first judged."""
+    later = FOUND + timedelta(days=33)
+    spike(lab, now=later)
+    assert anomaly_alerts.anomaly_alerts_queue(lab, now=later) == []
+    assert not Delivery.objects.exists()
+    settings.OSAI_ANOMALY_ALERT_DAYS = 40  # a longer reach alerts it
+    assert len(anomaly_alerts.anomaly_alerts_queue(lab, now=later)) == 1
+
+
+def test_the_owners_channels_replace_their_email_and_opting_out_stops_them(
+    lab: Connection, receiver: Receiver, local: None
+) -> None:
+    owner = lab.owner
+    slack = channels.channel_add(actor=owner, kind="slack", name="Ops", url=receiver.url)
+    DigestPreference.objects.create(user=owner, anomalies=False)
+    spike(lab)
+    assert len(anomaly_alerts.anomaly_alerts_queue(lab, now=FOUND)) == 1  # claimed, sent nowhere
+    assert not Delivery.objects.exists()
+    DigestPreference.objects.filter(user=owner).update(anomalies=True)
+    Anomaly.objects.update(alerted_at=None)
+    anomaly_alerts.anomaly_alerts_queue(lab, now=FOUND)
+    [delivery] = Delivery.objects.all()
+    assert (delivery.channel, delivery.via, delivery.target) == ("slack", slack, "")
+    assert send_all() == ["sent"]
+    [request] = receiver.received
+    body = json.loads(request["body"])
+    assert slack_problems(body) == []
+    assert body["text"] == f"Usage spike on Dana's lab: training on 16 GB workers on {SPIKE_DAY}"
+    assert CAUSE in body["blocks"][1]["text"]["text"]
+    assert request["headers"]["X-OSAI-Usage-Delivery"] == delivery.key
+    assert delivery.key in request["body"].decode()
+
+
+def test_a_shared_connection_alerts_the_teams_channels_resolved_to_its_current_admins(
+    lab: Connection, receiver: Receiver, local: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A8/A9: the team's email channel reaches its admins as they are when it is sent, never
+    a viewer or someone who opted out; the team's message is priced in the team's book."""
+    owner = lab.owner
+    admin = make_user("ada", email="ada@example.com")
+    other_admin = make_user("ole", email="ole@example.com")
+    viewer = make_user("vic", email="vic@example.com")
+    team = make_team("Vision", admins=[admin, other_admin], members=[owner], viewers=[viewer])
+    share_with(team, lab)
+    team_mail = channels.channel_add(
+        actor=admin, kind="email", name="Admins", team=team, to_team_admins=True
+    )
+    teams = channels.channel_add(
+        actor=admin, kind="teams", name="Team chat", team=team, url=receiver.url
+    )
+    hook = channels.channel_add(
+        actor=admin, kind="webhook", name="Ours", team=team, url=receiver.url, secret="s3cret"
+    )
+    stranger_team = make_team("Elsewhere", admins=[make_user("eve", email="eve@example.com")])
+    channels.channel_add(
+        actor=stranger_team.memberships.get().user,
+        kind="email",
+        name="E",
+        team=stranger_team,
+        to_team_admins=True,
+    )
+    spike(lab)
+    anomaly_alerts.anomaly_alerts_queue(lab, now=FOUND)
+    deliveries = list(Delivery.objects.order_by("pk"))
+    assert [(d.channel, d.via) for d in deliveries] == [
+        ("email", None),  # the owner, who has no channel of their own
+        ("email", team_mail),  # the team's, by name
+        ("webhook", hook),
+        ("teams", teams),
+    ]
+    assert all(d.target in ("", "dana@example.com") for d in deliveries)
+    # Before it is sent: one admin leaves the admins, the other opts out; a new one joins.
+    roster.team_member_set_role(team=team, actor=admin, user=other_admin, role="viewer")
+    newcomer = make_user("nia", email="nia@example.com")
+    roster.team_member_add(team=team, actor=admin, who="nia", role="admin")
+    DigestPreference.objects.create(user=admin, anomalies=False)
+    assert send_all() == ["sent"] * 4
+    by_to = sorted(sorted(m.to) for m in mail.outbox)
+    assert by_to == [["dana@example.com"], [newcomer.email]]
+    posts = {
+        r["headers"]["X-OSAI-Usage-Delivery"]: json.loads(r["body"]) for r in receiver.received
+    }
+    card = posts[deliveries[3].key]
+    assert teams_problems(card) == []
+    content = card["attachments"][0]["content"]
+    assert CAUSE in content["body"][1]["text"]
+    facts = {f["title"]: f["value"] for f in content["body"][2]["facts"]}
+    assert facts["Team"] == "Vision" and facts["Category"] == "Training"
+    assert content["actions"][0]["url"] == "http://127.0.0.1:8000/anomalies/"
+    signed = posts[deliveries[2].key]
+    assert signed["delivery"] == deliveries[2].key
+    assert signed["anomaly"]["connection"] == "Dana's lab"
+    assert signed["anomaly"]["category"] == "training" and signed["team"]["name"] == "Vision"
+    everything = json.dumps([d.payload for d in deliveries]) + "".join(d.text for d in deliveries)
+    assert receiver.url not in everything and "s3cret" not in everything
+    with capsys.disabled():
+        print(f"\nteams anomaly body as sent: {json.dumps(card, ensure_ascii=False)}")
+
+
+def test_a_worker_killed_between_sending_and_recording_sends_once_more_with_the_same_key(
+    lab: Connection,
+    receiver: Receiver,
+    local: None,
+    monkeypatch: Any,
+    settings: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    channels.channel_add(actor=lab.owner, kind="slack", name="Ops", url=receiver.url)
+    spike(lab)
+    anomaly_alerts.anomaly_alerts_queue(lab, now=FOUND)
+    [delivery] = Delivery.objects.all()
+
+    class Killed(BaseException):
+        """What SIGKILL does to the attempt: nothing after the send runs."""
+
+    def die(name: str) -> None:
+        if name == "after_send":
+            raise Killed
+
+    monkeypatch.setattr(notify, "failpoint", die)
+    with pytest.raises(Killed):
+        notify.delivery_send(delivery.pk)
+    monkeypatch.undo()
+    # Its lease still holds: nobody sends it meanwhile; once it runs out, it goes once more.
+    assert notify.delivery_send(delivery.pk).startswith("not claimed")
+    later = delivery.created_at + timedelta(seconds=settings.ALERT_DELIVERY_LEASE_SECONDS + 1)
+    assert notify.delivery_send(delivery.pk, now=later) == "sent"
+    assert notify.delivery_send(delivery.pk).startswith("not claimed")
+    keys = [r["headers"]["X-OSAI-Usage-Delivery"] for r in receiver.received]
+    assert keys == [delivery.key, delivery.key]  # one duplicate, the same key
+    bodies = [json.loads(r["body"]) for r in receiver.received]
+    assert bodies[0] == bodies[1] and delivery.key in json.dumps(bodies[0])
+    assert anomaly_alerts.anomaly_alerts_queue(lab, now=FOUND) == []
+    with capsys.disabled():
+        print(f"\nslack anomaly body as sent: {json.dumps(bodies[0], ensure_ascii=False)}")
+
+
+def test_the_opt_out_is_on_the_digest_settings_page_and_on_by_default(lab: Connection) -> None:
+    from django.test import Client
+    from django.urls import reverse
+
+    client = Client()
+    client.force_login(lab.owner)
+    page = client.get(reverse("digest_settings")).content.decode()
+    assert "Email me about usage anomalies" in page
+    assert (
+        'name="anomalies" checked' in page
+        or 'checked id="id_anomalies"' in page
+        or ('name="anomalies"' in page and "checked" in page)
+    )
+    client.post(reverse("digest_settings"), {"weekly": "on", "monthly": "on"})
+    assert DigestPreference.objects.get(user=lab.owner).anomalies is False
+    assert not anomaly_alerts.wants_anomaly_alerts(lab.owner.pk)
