@@ -123,6 +123,7 @@ def message_of(
             "connection": connection.label,
             "connection_id": connection.pk,
             "category": metric.category,
+            "category_label": category,
             "metric": anomaly.column,
             "day": anomaly.day.isoformat(),
             "actual": anomaly.actual,
