@@ -125,9 +125,7 @@ def test_an_injected_spike_alerts_each_channel_once_naming_the_connection_and_ca
             )
         connection = make_connection(owner, "Dana's lab", token=TOKEN)
         yesterday = datetime.now(UTC).date() - timedelta(days=1)
-        use_sandbox.add_usage(
-            TOKEN, yesterday.isoformat(), totalTrainingSeconds16GB=SPIKE_SECONDS
-        )
+        use_sandbox.add_usage(TOKEN, yesterday.isoformat(), totalTrainingSeconds16GB=SPIKE_SECONDS)
 
         _refresh(connection)
         if not Anomaly.objects.exists():
@@ -163,9 +161,7 @@ def test_an_injected_spike_alerts_each_channel_once_naming_the_connection_and_ca
             text = request["body"].decode()
             assert keys[kind] in text and "Dana's lab" in text and "Training" in text
             if kind == "webhook":
-                assert request["headers"]["X-OSAI-Usage-Signature"] == sign(
-                    SECRET, request["body"]
-                )
+                assert request["headers"]["X-OSAI-Usage-Signature"] == sign(SECRET, request["body"])
                 assert body["anomaly"]["category"] == "training"
             elif kind == "slack":
                 assert slack_problems(body) == [] and body["text"] == subject
