@@ -8,20 +8,29 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from django.core import mail
 
 from reports import tasks
-from reports.models import Anomaly, Connection, Delivery, DigestPreference
-from reports.spend import anomalies, anomaly_alerts, channels, notify
+from reports.models import (
+    Anomaly,
+    Channel,
+    Connection,
+    Delivery,
+    DigestPreference,
+    DigestSent,
+    Membership,
+)
+from reports.spend import anomalies, anomaly_alerts, channels, digests, notify, pricing
 from reports.teams import roster
 from tests.factories import make_connection, make_team, make_user, share_with
 from tests.reports.spend.test_anomalies import HOUR, NORMAL, TRAINING_16, at, held_days
 from tests.support.receiver import Receiver
 from tests.support.vendor_payloads import slack_problems, teams_problems
+from tests.support.world import World
 
 pytestmark = pytest.mark.django_db
 
@@ -289,3 +298,92 @@ def test_the_opt_out_is_on_the_digest_settings_page_and_on_by_default(lab: Conne
     client.post(reverse("digest_settings"), {"weekly": "on", "monthly": "on"})
     assert DigestPreference.objects.get(user=lab.owner).anomalies is False
     assert not anomaly_alerts.wants_anomaly_alerts(lab.owner.pk)
+
+
+# --- Digests: the period's anomalies, and a team's digest to the team's channels ---------------
+
+
+def test_a_digest_lists_the_periods_anomalies_with_their_causes(lab: Connection) -> None:
+    anomaly = spike(lab)
+    week = anomaly.day  # 2025-03-31, a Monday
+    start = datetime(week.year, week.month, week.day, tzinfo=UTC)
+    digest = digests.digest_for(
+        kind=digests.WEEKLY,
+        start=start,
+        end=start + timedelta(days=7),
+        name="dana",
+        connections=[lab],
+        price_book=pricing.default_price_book(),
+        budgets=[],
+        csv_query={},
+        now=start + timedelta(days=8),
+    )
+    lines = digest.text.splitlines()
+    at_ = lines.index("Anomalies (1):")
+    assert lines[at_ + 1].startswith(f"- {SPIKE_DAY}: {CAUSE}")
+    Anomaly.objects.update(feedback=Anomaly.Feedback.EXPECTED)
+    again = digests.digest_for(
+        kind=digests.WEEKLY,
+        start=start,
+        end=start + timedelta(days=7),
+        name="dana",
+        connections=[lab],
+        price_book=pricing.default_price_book(),
+        budgets=[],
+        csv_query={},
+        now=start + timedelta(days=8),
+    )
+    assert again.text.splitlines()[at_ + 1].endswith("(marked as expected)")
+    before = digests.digest_for(
+        kind=digests.WEEKLY,
+        start=start - timedelta(days=7),
+        end=start,
+        name="dana",
+        connections=[lab],
+        price_book=pricing.default_price_book(),
+        budgets=[],
+        csv_query={},
+        now=start + timedelta(days=8),
+    )
+    assert "Anomalies" not in before.text
+
+
+def test_a_teams_digest_goes_to_its_channels_once_resolved_to_its_current_admins(
+    world: World, receiver: Receiver, local: None
+) -> None:
+    """The team's channels replace its admins' own emails; a viewer who opted in keeps theirs;
+    the team's email channel reaches the admins as they are when it is sent (A8)."""
+    w = world
+    monday = datetime(2026, 3, 16, 7, tzinfo=UTC)
+    for user in (w.team_admin, w.team_member, w.owner):
+        user.email = f"{user.username}@example.com"
+        user.save()
+    Membership.objects.filter(team=w.team, user=w.team_viewer).update(team_digest=True)
+    admins = channels.channel_add(
+        actor=w.team_admin, kind="email", name="Admins", team=w.team, to_team_admins=True
+    )
+    slack = channels.channel_add(
+        actor=w.team_admin, kind="slack", name="Team chat", team=w.team, url=receiver.url
+    )
+    digests.digests_send(now=monday)
+    team_ones = [d for d in Delivery.objects.order_by("pk") if "team Vision" in d.subject]
+    assert sorted((d.channel, d.target, d.via_id or 0) for d in team_ones) == sorted(
+        [("email", "finance@example.com", 0), ("email", "", admins.pk), ("slack", "", slack.pk)]
+    )
+    assert digests.digests_send(now=monday) == 0  # once per period
+    # Made an admin after it was queued: the team's email reaches them too when it is sent.
+    roster.team_member_set_role(team=w.team, actor=w.team_admin, user=w.owner, role="admin")
+    for delivery in team_ones:
+        assert notify.delivery_send(delivery.pk) == "sent"
+    to = sorted(sorted(m.to) for m in mail.outbox)
+    assert to == [["admin@example.com", "owner@example.com"], ["finance@example.com"]]
+    [request] = receiver.received
+    body = json.loads(request["body"])
+    assert slack_problems(body) == [] and "team Vision" in body["text"]
+    # A team without channels: its admins by email, as before.
+    Channel.objects.filter(team=w.team).delete()
+    DigestSent.objects.all().delete()
+    Delivery.objects.all().delete()
+    digests.digests_send(now=monday)
+    targets = {d.target for d in Delivery.objects.all() if "team Vision" in d.subject}
+    assert targets == {"admin@example.com", "owner@example.com", "finance@example.com"}
