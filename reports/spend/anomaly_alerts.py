@@ -26,12 +26,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from dateutil.relativedelta import relativedelta
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from reports.metrics import CATEGORIES, METRIC_BY_COLUMN
-from reports.models import Anomaly, Channel, Connection, DigestPreference, PriceBook, Team
+from reports.models import (
+    Anomaly,
+    Channel,
+    Connection,
+    Delivery,
+    DigestPreference,
+    PriceBook,
+    Team,
+    prune_rows,
+)
 from reports.spend import anomalies, notify, pricing
 from reports.spend.messages import Message
 from reports.spend.monthly import price_book_of
@@ -184,3 +195,26 @@ def anomaly_alerts_queue(connection: Connection, *, now: datetime | None = None)
                 )
         queued.append(anomaly)
     return queued
+
+
+# --- Retention (R4) -----------------------------------------------------------------------------
+
+
+def anomalies_kept_from(now: datetime) -> date:
+    """The first day whose anomalies are kept: the start of the month
+    OSAI_RETAIN_ANOMALIES_MONTHS calendar months back, counting this one (never fewer than
+    two: this month's and last month's, which digests and alerts still read)."""
+    months = max(2, settings.OSAI_RETAIN_ANOMALIES_MONTHS)
+    month = now.astimezone(UTC).date().replace(day=1)
+    return month - relativedelta(months=months - 1)
+
+
+def prune_anomalies(*, now: datetime, dry_run: bool = False) -> int:
+    """Delete anomalies of days before `anomalies_kept_from`, except one a kept message still
+    names (the alert log's row). A day is judged once (`Connection.anomalies_checked_through`),
+    so a pruned anomaly is never found again. Returns how many (would) go: the same count
+    before the deliveries' prune (a dry run) and after it."""
+    past = notify.deliveries_past_retention(now=now).values("pk")
+    named = Delivery.objects.filter(anomaly=OuterRef("pk")).exclude(pk__in=past)
+    old = Anomaly.objects.filter(day__lt=anomalies_kept_from(now)).exclude(Exists(named))
+    return prune_rows(old, dry_run=dry_run)

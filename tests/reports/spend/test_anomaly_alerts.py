@@ -387,3 +387,72 @@ def test_a_teams_digest_goes_to_its_channels_once_resolved_to_its_current_admins
     digests.digests_send(now=monday)
     targets = {d.target for d in Delivery.objects.all() if "team Vision" in d.subject}
     assert targets == {"admin@example.com", "owner@example.com", "finance@example.com"}
+
+
+# --- Retention (R4) ---------------------------------------------------------------------------
+
+
+def test_anomalies_are_kept_13_months_and_while_a_kept_message_names_them(
+    lab: Connection, settings: Any
+) -> None:
+    import io
+
+    from django.core.management import call_command
+
+    from reports import retention
+
+    now = datetime(2026, 6, 15, 12, tzinfo=UTC)
+
+    def anomaly(day: str) -> Anomaly:
+        return Anomaly.objects.create(
+            connection=lab,
+            column=TRAINING_16,
+            day=datetime.fromisoformat(day).date(),
+            actual=1.0,
+            expected_low=0.0,
+            expected_high=0.5,
+        )
+
+    def message(about: Anomaly, state: str, age_days: int) -> Delivery:
+        return Delivery.objects.create(
+            key=f"k{about.pk}",
+            channel="email",
+            target="dana@example.com",
+            subject="s",
+            text="t",
+            anomaly=about,
+            state=state,
+            created_at=now - timedelta(days=age_days),
+        )
+
+    old = anomaly("2025-05-31")  # the month before the 13 kept (June 2025 to June 2026)
+    named_by_waiting = anomaly("2025-05-10")
+    message(named_by_waiting, Delivery.State.PENDING, 400)
+    named_by_old_sent = anomaly("2025-05-11")
+    message(named_by_old_sent, Delivery.State.SENT, 390)  # past OSAI_RETAIN_DELIVERIES_DAYS
+    kept = [anomaly("2025-06-01"), anomaly("2026-06-14")]
+    assert anomaly_alerts.anomalies_kept_from(now).isoformat() == "2025-06-01"
+
+    out = io.StringIO()
+    from unittest import mock
+
+    with mock.patch("django.utils.timezone.now", return_value=now):
+        call_command("prune", "--dry-run", stdout=out)
+        assert "anomalies: would delete 2" in out.getvalue().splitlines()
+        assert Anomaly.objects.count() == 5
+        counts = retention.prune()
+    assert counts["anomalies"] == 2
+    assert set(Anomaly.objects.values_list("pk", flat=True)) == {
+        named_by_waiting.pk,
+        *(a.pk for a in kept),
+    }
+    assert not Anomaly.objects.filter(pk__in=[old.pk, named_by_old_sent.pk]).exists()
+    # However short the setting, this month's and last month's stay.
+    settings.OSAI_RETAIN_ANOMALIES_MONTHS = 0
+    last_month = anomaly("2026-05-01")
+    assert retention.prune(now=now)["anomalies"] == 1  # 2025-06-01
+    assert set(Anomaly.objects.values_list("pk", flat=True)) == {
+        named_by_waiting.pk,
+        kept[1].pk,
+        last_month.pk,
+    }
