@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 from django.core import mail
+from django.db.models import F
 
 from reports import tasks
+from reports.metrics import METRIC_BY_COLUMN
 from reports.models import (
     Anomaly,
     Channel,
@@ -23,9 +25,11 @@ from reports.models import (
     DigestPreference,
     DigestSent,
     Membership,
+    PriceBookVersion,
 )
 from reports.spend import anomalies, anomaly_alerts, channels, digests, notify, pricing
 from reports.teams import roster
+from reports.teams.price_books import price_book_copy
 from tests.factories import make_connection, make_team, make_user, share_with
 from tests.reports.spend.test_anomalies import HOUR, NORMAL, TRAINING_16, at, held_days
 from tests.support.receiver import Receiver
@@ -183,7 +187,7 @@ def test_the_owners_channels_replace_their_email_and_opting_out_stops_them(
 
 
 def test_a_shared_connection_alerts_the_teams_channels_resolved_to_its_current_admins(
-    lab: Connection, receiver: Receiver, local: None, capsys: pytest.CaptureFixture[str]
+    book: Any, lab: Connection, receiver: Receiver, local: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A8/A9: the team's email channel reaches its admins as they are when it is sent, never
     a viewer or someone who opted out; the team's message is priced in the team's book."""
@@ -193,6 +197,13 @@ def test_a_shared_connection_alerts_the_teams_channels_resolved_to_its_current_a
     viewer = make_user("vic", email="vic@example.com")
     team = make_team("Vision", admins=[admin, other_admin], members=[owner], viewers=[viewer])
     share_with(team, lab)
+    # The team's own book prices 16 GB training at twice the default's.
+    own_book = price_book_copy(team=team, actor=admin, source=book, name="Vision rates")
+    rate = METRIC_BY_COLUMN[TRAINING_16].rate_field
+    assert rate is not None
+    PriceBookVersion.objects.filter(price_book=own_book).update(**{rate: F(rate) * 2})
+    team.price_book = own_book
+    team.save()
     team_mail = channels.channel_add(
         actor=admin, kind="email", name="Admins", team=team, to_team_admins=True
     )
@@ -234,7 +245,10 @@ def test_a_shared_connection_alerts_the_teams_channels_resolved_to_its_current_a
     card = posts[deliveries[3].key]
     assert teams_problems(card) == []
     content = card["attachments"][0]["content"]
-    assert CAUSE in content["body"][1]["text"]
+    team_cause = CAUSE.replace("EUR 210.00", "EUR 420.00")  # in the team's book
+    assert team_cause in content["body"][1]["text"]
+    owners = next(m for m in mail.outbox if m.to == ["dana@example.com"])
+    assert CAUSE in owners.body  # the owner's: the default book
     facts = {f["title"]: f["value"] for f in content["body"][2]["facts"]}
     assert facts["Team"] == "Vision" and facts["Category"] == "Training"
     assert content["actions"][0]["url"] == "http://127.0.0.1:8000/anomalies/"
