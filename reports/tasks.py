@@ -45,9 +45,11 @@ def tracking_bucket_done(connection_id: int) -> str:
     checked, alerts = budgets.budgets_check(budgets.budgets_for_connection(connection))
     if not settings.OSAI_ANOMALIES:
         return f"checked {checked} budgets, {len(alerts)} new alerts, 0 new anomalies"
-    found = anomalies.detect(connection).new
-    # Not only `found`: an anomaly recorded by a run killed before it queued alerts too.
-    queued = anomaly_alerts.anomaly_alerts_queue(connection)
+    detection = anomalies.detect(connection)
+    found = detection.new
+    # After a refresh that judged a day, not only `found`: an anomaly recorded by a run killed
+    # before it queued its alert goes then too (a day later, still within the alert's days).
+    queued = anomaly_alerts.anomaly_alerts_queue(connection) if detection.judged else []
     said = f"checked {checked} budgets, {len(alerts)} new alerts, {len(found)} new anomalies"
     return f"{said}, {len(queued)} anomaly alerts queued" if queued else said
 

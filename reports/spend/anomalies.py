@@ -36,7 +36,7 @@ from __future__ import annotations
 import bisect
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -179,13 +179,27 @@ def history_in_flight(connection: Connection, today: date) -> bool:
     )
 
 
+class _Book:
+    """A price book read the first time a cost is needed: most days need none (P22)."""
+
+    def __init__(self, book: PriceBook | Callable[[], PriceBook | None] | None) -> None:
+        self._source = book
+
+    def get(self) -> PriceBook | None:
+        if callable(self._source):
+            self._source = self._source()
+        return self._source
+
+
 def find(
     days: Mapping[date, Mapping[str, float]],
     judge: Iterable[date],
-    book: PriceBook | None,
+    book: PriceBook | Callable[[], PriceBook | None] | None,
 ) -> list[Anomaly]:
     """The anomalies of the days in `judge` (unsaved, without a connection), from the held
-    days' usage in `days` (every priced column of each). Pure but for the book's versions."""
+    days' usage in `days` (every priced column of each). Pure but for the book's versions.
+    `book` may be a function that gives it: it is called only if a cost is needed."""
+    the_book = _Book(book)
     held = sorted(days)
     window = settings.OSAI_ANOMALY_WINDOW_DAYS
     min_history = settings.OSAI_ANOMALY_MIN_HISTORY_DAYS
@@ -215,7 +229,7 @@ def find(
                 )
                 if actual <= usual.high:
                     continue
-                if cost_of(book, metric.column, day, actual - usual.high) >= least:
+                if cost_of(the_book.get(), metric.column, day, actual - usual.high) >= least:
                     found.append(
                         Anomaly(
                             kind=Anomaly.Kind.SPIKE,
@@ -226,7 +240,7 @@ def find(
                             expected_high=usual.high,
                         )
                     )
-        found.extend(_idle_storage(days, day, idle_days, book, least))
+        found.extend(_idle_storage(days, day, idle_days, the_book, least))
     return found
 
 
@@ -238,7 +252,7 @@ def _idle_storage(
     days: Mapping[date, Mapping[str, float]],
     day: date,
     idle_days: int,
-    book: PriceBook | None,
+    book: _Book,
     least: Decimal,
 ) -> list[Anomaly]:
     """Paid storage on the day an idle streak of held days reaches `idle_days` (once a streak:
@@ -259,7 +273,8 @@ def _idle_storage(
             expected_high=0.0,
         )
         for column in STORAGE_COLUMNS
-        if days[day][column] > 0 and monthly_cost_of(book, column, day, days[day][column]) >= least
+        if days[day][column] > 0
+        and monthly_cost_of(book.get(), column, day, days[day][column]) >= least
     ]
 
 
@@ -284,12 +299,11 @@ def detect(
         return Detection(0, [])  # most refreshes: no new closed day (one query)
     if history_in_flight(connection, today):
         return Detection(0, [], waiting=True)
-    book = book if book is not None else pricing.default_price_book()
     days = _held_days(connection, today)
     judge = [day for day in days if through is None or day > through]
     if not judge:
         return Detection(0, [])
-    found = find(days, judge, book)
+    found = find(days, judge, book if book is not None else pricing.default_price_book)
     last = max(judge)
     if not found:  # most days: only the mark moves
         Connection.objects.filter(pk=connection.pk).update(anomalies_checked_through=last)
