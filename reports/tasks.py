@@ -35,8 +35,8 @@ def tracking_bucket_done(connection_id: int) -> str:
     """A tracked bucket finished: once the connection's refresh is complete, check the
     budgets its spend counts against (the last bucket to finish does it; checks are
     idempotent, so two at once alert once), then judge its new closed held days for
-    anomalies (each day once, reports/spend/anomalies.py) and queue the alerts of recent
-    ones not alerted yet (once each, reports/spend/anomaly_alerts.py, A12)."""
+    anomalies (each day once, reports/spend/anomalies.py), queueing the alerts of new recent
+    ones in the same transaction (once each, reports/spend/anomaly_alerts.py, A12)."""
     if not tracking.tracking_done_for(int(connection_id)):
         return "refresh still on its way"
     connection = Connection.objects.filter(pk=connection_id).first()
@@ -45,11 +45,11 @@ def tracking_bucket_done(connection_id: int) -> str:
     checked, alerts = budgets.budgets_check(budgets.budgets_for_connection(connection))
     if not settings.OSAI_ANOMALIES:
         return f"checked {checked} budgets, {len(alerts)} new alerts, 0 new anomalies"
-    detection = anomalies.detect(connection)
-    found = detection.new
-    # After a refresh that judged a day, not only `found`: an anomaly recorded by a run killed
-    # before it queued its alert goes then too (a day later, still within the alert's days).
-    queued = anomaly_alerts.anomaly_alerts_queue(connection) if detection.judged else []
+    queued: list[object] = []
+    # The alerts of new anomalies are queued in the transaction that records them (A12).
+    found = anomalies.detect(
+        connection, then=lambda: queued.extend(anomaly_alerts.anomaly_alerts_queue(connection))
+    ).new
     said = f"checked {checked} budgets, {len(alerts)} new alerts, {len(found)} new anomalies"
     return f"{said}, {len(queued)} anomaly alerts queued" if queued else said
 

@@ -286,13 +286,19 @@ class Detection:
 
 
 def detect(
-    connection: Connection, *, now: datetime | None = None, book: PriceBook | None = None
+    connection: Connection,
+    *,
+    now: datetime | None = None,
+    book: PriceBook | None = None,
+    then: Callable[[], object] | None = None,
 ) -> Detection:
     """Judge the connection's closed held days not judged yet, record what is anomalous.
 
     Idempotent: a day is judged once (the connection's `anomalies_checked_through`) and an
     anomaly is unique, so a repeat or a concurrent run records nothing new. `book`: the one
-    that prices the minimum amount (the default book without)."""
+    that prices the minimum amount (the default book without). `then`: run inside the
+    transaction that records new anomalies, when there are any (tasks.py queues their alerts
+    there: the anomalies and their messages commit together, or neither does)."""
     today = (now or timezone.now()).astimezone(UTC).date()
     through = connection.anomalies_checked_through
     if through is not None and not _held_after(connection, through, today):
@@ -321,6 +327,8 @@ def detect(
         Anomaly.objects.bulk_create(new, ignore_conflicts=True)
         Connection.objects.filter(pk=connection.pk).update(anomalies_checked_through=last)
         connection.anomalies_checked_through = last
+        if new and then is not None:
+            then()
     return Detection(len(judge), new)
 
 

@@ -10,9 +10,11 @@ Who receives (`audiences`, the one home of the rule):
   admins (A8), never an address whose holder turned the alerts off (reports/spend/notify.py).
 
 Once (A1's rule): `Anomaly.alerted_at` is set by one conditional UPDATE in the transaction
-that queues the anomaly's messages, so two workers queue it once, and a worker killed before
-the commit queues nothing (the next refresh does). A worker killed between sending a message
-and recording it sends it at most once more, with the same key (notify.delivery_send).
+that queues the anomaly's messages, so two workers queue it once. The tracking hook queues
+them inside the detector's transaction that records the anomalies (reports/tasks.py), so a
+worker killed before that commit records neither, and the next refresh judges the day again.
+A worker killed between sending a message and recording it sends it at most once more, with
+the same key (notify.delivery_send).
 
 Never for an anomaly marked "expected" (checked when queued and again when sent), and only
 for an anomaly whose day is at most OSAI_ANOMALY_ALERT_DAYS before it is found: a day is
