@@ -75,7 +75,8 @@ def run_p22(bench: Bench, results: Results) -> None:
         "P22",
         "refresh finishing work per connection, detector on, the day's first refresh",
         f"{on_new:.2f} ms (+{added:.2f} ms: one new closed day judged over its 28-day window, "
-        f"the alerts' queue; {measured['anomalies']} anomalies found over {n:,} judged days, "
+        f"and the alerts of what it finds queued; {measured['anomalies']} anomalies found over "
+        f"{n:,} judged days, "
         f"x{on_new / off:.2f} the finishing work alone)",
     )
     results.add(
