@@ -4,7 +4,7 @@
     python -m bench --only p6,p7    # some groups (development)
 
 Groups: pipeline (P1 P2 P3 P4 P5 P12), eta (P3′ P13), p7, p6 (P6 P14), p8, p9, p15, p18, p20,
-p16, p17, p21, p19, p10, p11.
+p16, p17, p22, p21, p19, p10, p11.
 Everything runs against processes started here: the recording OSAI sandbox, a real
 `manage.py qcluster` (2 workers, production timings), gunicorn (2 workers) and headless
 Chromium, on a bench database in var/bench/ (never var/db.sqlite3). P17, P19, P20 and P21
@@ -49,6 +49,7 @@ GROUPS = (
     "p20",
     "p16",
     "p17",
+    "p22",
     "p21",
     "p19",
     "p10",
@@ -157,6 +158,7 @@ def main() -> int:
         django.setup()
         from bench import (
             alerts,
+            anomalies,
             backfill,
             csv_export,
             eta,
@@ -190,6 +192,7 @@ def main() -> int:
                 "p20": lambda: rollups.run_p20(bench, results),
                 "p16": lambda: scaleout.run_p16(bench, results),
                 "p17": lambda: tracking.run_p17(bench, results),
+                "p22": lambda: anomalies.run_p22(bench, results),
                 "p21": lambda: backfill.run_p21(bench, results),
                 "p19": lambda: alerts.run_p19(bench, results),
                 "p11": lambda: bench.shared.update(p11=idle.start_p11(worker)),
@@ -203,7 +206,19 @@ def main() -> int:
         # meanwhile. P11 measures the idle worker while P10 runs: one CPU-bound process at a
         # time (P11 reads only the worker's own CPU time).
         _run_groups(
-            results, groups, steps, "p15", "p18", "p20", "p16", "p17", "p21", "p19", "p11", "p10"
+            results,
+            groups,
+            steps,
+            "p15",
+            "p18",
+            "p20",
+            "p16",
+            "p17",
+            "p22",
+            "p21",
+            "p19",
+            "p11",
+            "p10",
         )
         meter = bench.shared.get("p11")
         if meter is not None:
@@ -237,6 +252,8 @@ def main() -> int:
         "P16: PostgreSQL 15 (database bench_p16, created and dropped by the run) and the "
         "django-q2 Redis broker (db 14), 1, 2 and 4 `manage.py qcluster` processes with "
         "Q_WORKERS=2 each, the sandbox at D = 0 (bench/scaleout.py)",
+        "P22: its own copy of the bench database, 1,000 connections' refresh finishing "
+        "work in a helper process, detector off and on (bench/anomalies.py)",
         "P19: mail to aiosmtpd (`python -m aiosmtpd`, a Maildir under var/bench/), webhooks "
         "to a receiver in the bench process (ALERT_WEBHOOK_ALLOW_LOCAL=True for that worker)",
         "web: `gunicorn osai_dashboard.wsgi -w 2` on 127.0.0.1 (DEBUG off, whitenoise, "

@@ -181,6 +181,7 @@ def run_p17(bench: Bench, results: Results) -> None:
         _report(results, n, r)
     steady = refreshes[-1]
     per_connection = steady["cpu_ms"] / CONNECTIONS
+    bench.shared["p17_ms_per_connection"] = per_connection  # P22's baseline
     per_core_hour = 3_600_000 / per_connection
     results.add(
         "P17",

@@ -430,6 +430,9 @@ OSAI_RETAIN_ALERTS_MONTHS = env.int("OSAI_RETAIN_ALERTS_MONTHS", default=13)
 # bucket's totals stay (a later request still reuses a closed bucket); the raw JSON goes a
 # month after the bucket finished, long enough to undo a mistaken delete from a backup.
 OSAI_RETAIN_RAW_JSON_DAYS = env.int("OSAI_RETAIN_RAW_JSON_DAYS", default=30)
+# Anomalies, by the month of their day, counting this one: 13, like alerts (the Anomalies page
+# and digests read a year back). Never one a kept message still names (R4).
+OSAI_RETAIN_ANOMALIES_MONTHS = env.int("OSAI_RETAIN_ANOMALIES_MONTHS", default=13)
 
 # --- Anomalies: a day whose usage is far from its usual (reports/spend/anomalies.py, N1-N4) ---
 # A closed held day is flagged when its usage of a priced metric is above the top of the
@@ -444,6 +447,10 @@ OSAI_ANOMALY_MIN_AMOUNT = env.str("OSAI_ANOMALY_MIN_AMOUNT", default="5.00")
 OSAI_ANOMALY_WINDOW_DAYS = env.int("OSAI_ANOMALY_WINDOW_DAYS", default=28)
 OSAI_ANOMALY_MIN_HISTORY_DAYS = env.int("OSAI_ANOMALY_MIN_HISTORY_DAYS", default=7)
 OSAI_ANOMALY_IDLE_DAYS = env.int("OSAI_ANOMALY_IDLE_DAYS", default=14)
+# An anomaly alerts (A12) only when its day is at most this many days before the day it was
+# found: a day is judged the refresh after it closes, so 3 covers a weekend's outage, while
+# a new connection's history (months of past days) never floods anyone with old spikes.
+OSAI_ANOMALY_ALERT_DAYS = env.int("OSAI_ANOMALY_ALERT_DAYS", default=3)
 
 # --- Logging: to stderr; the OSAI client never logs tokens, JWTs or signed URLs ----------------
 LOGGING = {

@@ -675,6 +675,10 @@ class Anomaly(models.Model):
         max_length=12, choices=Feedback.choices, default=Feedback.NONE, blank=True
     )
     created_at = models.DateTimeField(default=timezone.now)
+    # When its alert was queued (reports/spend/anomaly_alerts.py, A12): set by the one
+    # conditional UPDATE that claims it, in the transaction that queues its messages, so an
+    # anomaly alerts once however many workers try.
+    alerted_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         constraints = [
@@ -901,6 +905,10 @@ class Delivery(models.Model):
     alert = models.ForeignKey(
         Alert, null=True, blank=True, on_delete=models.CASCADE, related_name="deliveries"
     )
+    # An anomaly alert's message (A12): the anomaly it is about.
+    anomaly = models.ForeignKey(
+        Anomaly, null=True, blank=True, on_delete=models.CASCADE, related_name="deliveries"
+    )
     state = models.CharField(max_length=8, choices=State.choices, default=State.PENDING)
     attempts = models.PositiveSmallIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
@@ -924,6 +932,9 @@ class DigestPreference(models.Model):
     )
     weekly = models.BooleanField(default=True)
     monthly = models.BooleanField(default=True)
+    # "Email me about usage anomalies" (A12): off stops the person's own anomaly alerts and
+    # their address in a team's email channel.
+    anomalies = models.BooleanField(default=True)
     # Digests go to the person's email and to these channels of theirs.
     channels = models.ManyToManyField(Channel, blank=True, related_name="digest_preferences")
 
@@ -932,10 +943,15 @@ class DigestPreference(models.Model):
 
 
 class DigestSent(models.Model):
-    """A digest made for a person (or a team, for its admin) and a period: made once."""
+    """A digest made for a person (or a team, for its admin or viewer) and a period: made
+    once. A team's row without a person is its digest to the team's channels."""
 
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="digests"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="digests",
     )
     team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.CASCADE)
     kind = models.CharField(max_length=8)  # "weekly" or "monthly"
@@ -953,6 +969,11 @@ class DigestSent(models.Model):
                 fields=["user", "team", "kind", "period_start"],
                 condition=Q(team__isnull=False),
                 name="one_team_digest_per_period",
+            ),
+            models.UniqueConstraint(
+                fields=["team", "kind", "period_start"],
+                condition=Q(user__isnull=True),
+                name="one_team_channels_digest_per_period",
             ),
         ]
 

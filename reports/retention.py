@@ -1,4 +1,4 @@
-"""Retention: nothing grows for ever (R1-R3).
+"""Retention: nothing grows for ever (R1-R4).
 
 Every day a django-q2 schedule (reports/schedules.py) and, on demand, `manage.py prune
 [--dry-run]` delete what nothing reads any more. Each rule lives with its data; this module
@@ -8,13 +8,15 @@ only runs them in order and counts:
 - sent and failed messages after OSAI_RETAIN_DELIVERIES_DAYS (spend/notify.py), then
 - alerts before OSAI_RETAIN_ALERTS_MONTHS, never this month's or last month's, never one a
   kept message names (spend/budgets.py, A1);
+- anomalies of days before OSAI_RETAIN_ANOMALIES_MONTHS, never this month's or last month's,
+  never one a kept message names (spend/anomaly_alerts.py, R4);
 - superseded open-period buckets (spend/tracking.py, the rule tracking's refresh uses);
 - the raw OSAI JSON of buckets no report, ledger row or tracking needs, after
   OSAI_RETAIN_RAW_JSON_DAYS (spend/tracking.py).
 
 Never pruned: a bucket a report links or the spend ledger holds (so every page, budget,
 export and digest adds up the same before and after), tracking's held buckets, a message
-still waiting to be sent, and the audit log (reports/audit.py, M7): its entries are kept
+still waiting to be sent, and the audit log (reports/audit.py, M7, R5): its entries are kept
 for ever, like the invitations they name.
 
 Deletes go a batch (models.PRUNE_BATCH) at a time: a prune's queries grow with what it
@@ -30,10 +32,17 @@ from django.utils import timezone
 
 from reports.integrations import webhooks
 from reports.models import prune_rows
-from reports.spend import budgets, notify, tracking
+from reports.spend import anomaly_alerts, budgets, notify, tracking
 
 # What a prune reports, in the order it runs (deliveries before the alerts they name).
-KINDS = ("webhook events", "deliveries", "alerts", "superseded buckets", "raw OSAI JSON")
+KINDS = (
+    "webhook events",
+    "deliveries",
+    "alerts",
+    "anomalies",
+    "superseded buckets",
+    "raw OSAI JSON",
+)
 
 
 def prune(*, now: datetime | None = None, dry_run: bool = False) -> dict[str, int]:
@@ -45,6 +54,7 @@ def prune(*, now: datetime | None = None, dry_run: bool = False) -> dict[str, in
         "deliveries": notify.prune_deliveries(now=now, dry_run=dry_run),
     }
     counts["alerts"] = budgets.prune_alerts(now=now, dry_run=dry_run)
+    counts["anomalies"] = anomaly_alerts.prune_anomalies(now=now, dry_run=dry_run)
     counts["superseded buckets"] = prune_rows(tracking.superseded_buckets(now=now), dry_run=dry_run)
     raw_before = now - timedelta(days=max(1, settings.OSAI_RETAIN_RAW_JSON_DAYS))
     counts["raw OSAI JSON"] = tracking.prune_raw_json(before=raw_before, dry_run=dry_run)

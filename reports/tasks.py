@@ -12,7 +12,7 @@ from reports import retention
 from reports.integrations import webhooks
 from reports.models import Connection, PriceBook
 from reports.pipeline import dispatcher, steps
-from reports.spend import anomalies, budgets, digests, ledger, notify, tracking
+from reports.spend import anomalies, anomaly_alerts, budgets, digests, ledger, notify, tracking
 
 
 def pipeline_dispatch() -> str:
@@ -35,15 +35,23 @@ def tracking_bucket_done(connection_id: int) -> str:
     """A tracked bucket finished: once the connection's refresh is complete, check the
     budgets its spend counts against (the last bucket to finish does it; checks are
     idempotent, so two at once alert once), then judge its new closed held days for
-    anomalies (each day once, reports/spend/anomalies.py)."""
+    anomalies (each day once, reports/spend/anomalies.py), queueing the alerts of new recent
+    ones in the same transaction (once each, reports/spend/anomaly_alerts.py, A12)."""
     if not tracking.tracking_done_for(int(connection_id)):
         return "refresh still on its way"
     connection = Connection.objects.filter(pk=connection_id).first()
     if connection is None:
         return "connection gone"
     checked, alerts = budgets.budgets_check(budgets.budgets_for_connection(connection))
-    found = anomalies.detect(connection).new if settings.OSAI_ANOMALIES else []
-    return f"checked {checked} budgets, {len(alerts)} new alerts, {len(found)} new anomalies"
+    if not settings.OSAI_ANOMALIES:
+        return f"checked {checked} budgets, {len(alerts)} new alerts, 0 new anomalies"
+    queued: list[object] = []
+    # The alerts of new anomalies are queued in the transaction that records them (A12).
+    found = anomalies.detect(
+        connection, then=lambda: queued.extend(anomaly_alerts.anomaly_alerts_queue(connection))
+    ).new
+    said = f"checked {checked} budgets, {len(alerts)} new alerts, {len(found)} new anomalies"
+    return f"{said}, {len(queued)} anomaly alerts queued" if queued else said
 
 
 def ledger_reprice(price_book_id: int) -> str:

@@ -140,7 +140,7 @@ INSIDE: dict[str, list[tuple[str, ...]]] = {
         ("progress", "eta", "failpoints"),
     ],
     "reports.spend": [
-        ("budgets", "digests"),
+        ("budgets", "digests", "anomaly_alerts"),
         ("monthly", "exports", "tracking", "notify", "period_spend", "channels"),
         ("ledger", "outbound", "discrepancies", "messages", "anomalies"),
         ("pricing",),

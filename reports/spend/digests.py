@@ -2,10 +2,17 @@
 before) email per person, and per team for its admins and the viewers who asked for it
 (reports/access.py, `team_digest_teams`): the period's spend, the change against the period
 before, this month's forecast, the top categories, where the budgets stand, and a link to the
-CSV. Read from tracked buckets; each digest is made once
-(`DigestSent` is unique per person, team, kind and period) and sent through the outbox.
-People can turn either kind off (DigestPreference), and send their own to channels of theirs
-too (`DigestPreference.channels`: Slack, Teams, a signed webhook, more addresses).
+CSV, and the period's anomalies (reports/spend/anomalies.py, their causes in the digest's
+book). Read from tracked buckets; each digest is made once (`DigestSent` is unique per person,
+team, kind and period) and sent through the outbox. People can turn either kind off
+(DigestPreference), and send their own to channels of theirs too
+(`DigestPreference.channels`: Slack, Teams, a signed webhook, more addresses).
+
+A team with channels gets its digest there, once per period (`DigestSent` without a person):
+one message per channel, a team email channel resolved to its current admins when it is sent
+(A8), so its admins get it through the channels instead of one email each; its viewers who
+opted in get theirs by email as before. A team without channels: an email per admin, as
+before.
 """
 
 from __future__ import annotations
@@ -23,10 +30,11 @@ from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from reports.access import team_digest_teams
+from reports.access import Capability, may_in_team, team_digest_teams
 from reports.formatting import change_text, money
 from reports.metrics import CATEGORIES, all_flags, metrics_in
 from reports.models import (
+    Anomaly,
     Budget,
     Channel,
     Connection,
@@ -36,7 +44,7 @@ from reports.models import (
     Team,
 )
 from reports.periods import describe, utc_midnight
-from reports.spend import ledger, notify, pricing
+from reports.spend import anomalies, ledger, notify, pricing
 from reports.spend.messages import Message
 from reports.spend.monthly import budget_status, month_spend, price_book_of
 from reports.spend.usage import known_usage
@@ -121,6 +129,7 @@ def digest_for(
             f"Budget {status.name}: {status.percent} % of {money(status.amount, currency)} "
             f"used this month, {money(status.remaining, currency)} left."
         )
+    lines += anomaly_lines(connections, price_book, start, end)
     base = settings.OSAI_USAGE_BASE_URL.rstrip("/")
     csv_link = f"{base}{reverse('spend_export_csv')}?{urlencode(csv_query)}"
     lines += [
@@ -132,6 +141,28 @@ def digest_for(
     title = "Weekly" if kind == WEEKLY else "Monthly"
     amount = f": {money(spent, currency)}" if spent is not None else ""
     return Digest(subject=f"{title} OSAI usage, {name}, {label}{amount}", text="\n".join(lines))
+
+
+def anomaly_lines(
+    connections: list[Connection], price_book: PriceBook | None, start: datetime, end: datetime
+) -> list[str]:
+    """The period's anomalies of these connections, oldest first, each its day and its cause
+    priced in the digest's book; one marked as expected says so. None: no line."""
+    rows = (
+        Anomaly.objects.filter(
+            connection__in=connections, day__gte=start.date(), day__lt=end.date()
+        )
+        .select_related("connection")
+        .order_by("day", "connection__label", "column")
+    )
+    found = [
+        f"- {anomaly.day:%Y-%m-%d}: {anomalies.cause(anomaly, price_book)}"
+        + ("" if anomaly.alerting else " (marked as expected)")
+        for anomaly in rows
+    ]
+    if not found:
+        return []
+    return [f"Anomalies ({len(found)}):", *found]
 
 
 def _held_costs(
@@ -184,10 +215,69 @@ def _queue(user: User, team: Team | None, kind: str, start: datetime, digest: Di
     return True
 
 
+def team_channels(team: Team) -> list[Channel]:
+    """The team's channels its digests go to (all of them)."""
+    return list(Channel.objects.filter(team=team))
+
+
+def _queue_team_channels(
+    team: Team, channels: list[Channel], kind: str, start: datetime, digest: Digest
+) -> bool:
+    """Record the team's digest to its channels and queue one message per channel, once per
+    period (False if it was made before). Recipients are resolved when each is sent."""
+    base = settings.OSAI_USAGE_BASE_URL.rstrip("/")
+    try:
+        with transaction.atomic():
+            DigestSent.objects.create(user=None, team=team, kind=kind, period_start=start.date())
+            notify.deliveries_create(
+                subject=digest.subject,
+                text=digest.text,
+                payload={
+                    "text": digest.subject,
+                    "digest": kind,
+                    "period_start": f"{start:%Y-%m-%d}",
+                    "team": {"id": team.pk, "name": team.name},
+                },
+                emails=[],
+                channels=channels,
+                message=Message(
+                    title=digest.subject,
+                    text=digest.text,
+                    link=f"{base}{reverse('home')}",
+                    link_label="Dashboard",
+                ),
+            )
+    except IntegrityError:
+        return False
+    return True
+
+
+def _team_digest(
+    team: Team, kind: str, start: datetime, end: datetime, query: dict[str, str], now: datetime
+) -> Digest | None:
+    shared = list(Connection.objects.counting_for_team(team))
+    if not shared:
+        return None
+    return digest_for(
+        kind=kind,
+        start=start,
+        end=end,
+        name=f"team {team.name}",
+        connections=shared,
+        price_book=price_book_of(team),
+        budgets=list(Budget.objects.filter(team=team)),
+        csv_query={**query, "team": str(team.pk)},
+        now=now,
+    )
+
+
 def digests_send(*, now: datetime | None = None) -> int:
     """Queue every digest due today that is not made yet. Returns how many were queued."""
     now = now or timezone.now()
     queued = 0
+    with_channels = set(
+        Channel.objects.filter(team__isnull=False).values_list("team_id", flat=True)
+    )
     for kind, start, end in due_periods(now):
         query = {"from": f"{start:%Y-%m-%d}", "to": f"{end:%Y-%m-%d}"}
         for user in get_user_model().objects.filter(is_active=True).exclude(email=""):
@@ -213,25 +303,25 @@ def digests_send(*, now: datetime | None = None) -> int:
                 )
                 queued += _queue(user, None, kind, start, digest)
             for team in team_digest_teams(user):
+                if team.pk in with_channels and may_in_team(
+                    user.pk, team, Capability.RECEIVE_TEAM_DIGEST
+                ):
+                    continue  # an admin: through the team's channels
                 if DigestSent.objects.filter(
                     user=user, team=team, kind=kind, period_start=start.date()
                 ).exists():
                     continue
-                shared = list(Connection.objects.counting_for_team(team))
-                if not shared:
-                    continue
-                digest = digest_for(
-                    kind=kind,
-                    start=start,
-                    end=end,
-                    name=f"team {team.name}",
-                    connections=shared,
-                    price_book=price_book_of(team),
-                    budgets=list(Budget.objects.filter(team=team)),
-                    csv_query={**query, "team": str(team.pk)},
-                    now=now,
-                )
-                queued += _queue(user, team, kind, start, digest)
+                made = _team_digest(team, kind, start, end, query, now)
+                if made is not None:
+                    queued += _queue(user, team, kind, start, made)
+        for team in Team.objects.filter(pk__in=with_channels).order_by("pk"):
+            if DigestSent.objects.filter(
+                user=None, team=team, kind=kind, period_start=start.date()
+            ).exists():
+                continue
+            made = _team_digest(team, kind, start, end, query, now)
+            if made is not None:
+                queued += _queue_team_channels(team, team_channels(team), kind, start, made)
     return queued
 
 

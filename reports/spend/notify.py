@@ -40,11 +40,21 @@ from typing import Any
 from django.conf import settings
 from django.core.mail import EmailMessage
 from django.db.models import Case, F, Q, QuerySet, Value, When
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from reports import crypto
 from reports.access import Capability, may_in_team, team_addresses_allowed, team_emails
-from reports.models import Alert, Budget, Channel, Delivery, one_line, prune_rows
+from reports.models import (
+    Alert,
+    Anomaly,
+    Budget,
+    Channel,
+    Delivery,
+    DigestPreference,
+    one_line,
+    prune_rows,
+)
 from reports.pipeline import dispatcher
 from reports.pipeline.failpoints import failpoint
 from reports.spend.messages import Message, slack_body, teams_body
@@ -106,6 +116,7 @@ def deliveries_create(
     message: Message | None = None,
     budget: Budget | None = None,
     alert: Alert | None = None,
+    anomaly: Anomaly | None = None,
 ) -> list[Delivery]:
     """One delivery per target, sent after commit: one email to every address in `emails`,
     one unsigned post to `webhook_url`, and one per channel. A channel's delivery keeps no
@@ -141,6 +152,7 @@ def deliveries_create(
                 payload=body,
                 budget=budget,
                 alert=alert,
+                anomaly=anomaly,
                 next_attempt_at=now,
             )
         )
@@ -174,7 +186,7 @@ def delivery_send(pk: int, *, now: datetime | None = None) -> str:
     )
     if not claimed:
         return "not claimed (sent, failed, or another worker holds it)"
-    delivery = Delivery.objects.select_related("budget", "via").get(pk=pk)
+    delivery = Delivery.objects.select_related("budget", "via", "anomaly").get(pk=pk)
     if delivery.attempts > settings.ALERT_DELIVERY_MAX_ATTEMPTS:
         made = delivery.attempts - 1
         reason = delivery.last_error.removeprefix("Retrying: ") or UNFINISHED
@@ -184,6 +196,8 @@ def delivery_send(pk: int, *, now: datetime | None = None) -> str:
     try:
         with Deadline(seconds) as deadline:
             try:
+                if delivery.anomaly is not None and not delivery.anomaly.alerting:
+                    raise DeliveryRefused("Not sent: its anomaly was marked as expected.")
                 if delivery.channel == Delivery.Channel.EMAIL:
                     _send_email(delivery)
                 else:
@@ -265,12 +279,34 @@ def _recipients_now(delivery: Delivery) -> list[str]:
     else:
         addresses = [address.strip() for address in delivery.target.split(",") if address.strip()]
     allowed = addresses_now(addresses, channel=channel, budget=delivery.budget)
+    if delivery.anomaly_id is not None:
+        stopped = anomaly_alerts_stopped(allowed)
+        allowed = [address for address in allowed if address.lower() not in stopped]
+        if not allowed:
+            raise DeliveryRefused(
+                "Not sent: everyone it would go to turned off emails about usage anomalies."
+            )
     if not allowed:
         raise DeliveryRefused(
             "Not sent: none of its addresses gets the team's alerts any more (they go to the "
             "team's current admins)."
         )
     return allowed
+
+
+def anomaly_alerts_stopped(addresses: list[str]) -> set[str]:
+    """Those of `addresses` (lower case) whose account turned off "Email me about usage
+    anomalies" (`DigestPreference.anomalies`, A12): an anomaly alert, resolved when it is sent,
+    leaves them out of any email channel, a team's included."""
+    if not addresses:
+        return set()
+    rows = (
+        DigestPreference.objects.filter(anomalies=False)
+        .annotate(email_lower=Lower("user__email"))
+        .filter(email_lower__in={address.lower() for address in addresses})
+        .values_list("email_lower", flat=True)
+    )
+    return set(rows)
 
 
 def channel_addresses(channel: Channel) -> list[str]:

@@ -21,10 +21,11 @@ from reports.views.http import AuthenticatedRequest
 class DigestForm(forms.ModelForm):
     class Meta:
         model = DigestPreference
-        fields = ["weekly", "monthly", "channels"]
+        fields = ["weekly", "monthly", "anomalies", "channels"]
         labels = {
             "weekly": "Weekly digest, on Mondays, for the week before",
             "monthly": "Monthly digest, on the 1st, for the month before",
+            "anomalies": "Email me about usage anomalies",
             "channels": "Also send my digests to",
         }
         widgets = {"channels": forms.CheckboxSelectMultiple}

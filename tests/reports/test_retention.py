@@ -244,6 +244,7 @@ def test_nothing_grows_for_ever_a_year_of_history_keeps_exactly_what_is_still_re
         "webhook events": 40,  # weeks 13 to 52 back: older than 90 days
         "deliveries": 8,  # sent or failed, older than 180 days (months 6 to 13 back)
         "alerts": 1,  # 13 months back, its message gone; 14 back is named by a waiting one
+        "anomalies": 0,
         "superseded buckets": 3,  # yesterday's open day, today's replaced one, an orphan
         "raw OSAI JSON": 3,  # the report deleted 3.5 months ago; not the one 10 days ago
     }
@@ -303,6 +304,7 @@ def test_nothing_grows_for_ever_a_dry_run_deletes_nothing_and_prints_counts(
         "webhook events: would delete 40",
         "deliveries: would delete 8",
         "alerts: would delete 1",
+        "anomalies: would delete 0",
         "superseded buckets: would delete 3",
         "raw OSAI JSON: would delete 3",
     ]
@@ -406,6 +408,7 @@ def test_nothing_grows_for_ever_prune_runs_in_a_bounded_number_of_queries(
             "webhook events": 10 * n,
             "deliveries": 10 * n,
             "alerts": 5 * n,
+            "anomalies": 0,
             "superseded buckets": 5 * n,
             "raw OSAI JSON": 5 * n,
         }

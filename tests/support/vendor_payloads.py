@@ -62,6 +62,105 @@ TEAMS_DOCS_EXAMPLE: dict[str, Any] = {
     ],
 }
 
+# adaptivecards.io, the "Activity Update" sample (https://adaptivecards.io/samples/
+# ActivityUpdate.html; github.com/microsoft/AdaptiveCards, samples/v1.0/Scenarios/
+# ActivityUpdate.json), as published with its data inline: a ColumnSet with an Image, a
+# FactSet and two Action.ShowCard with inputs. Parsed by Microsoft's own renderer in the
+# browser test (tests/e2e/test_teams_cards.py).
+ADAPTIVE_CARDS_ACTIVITY_UPDATE: dict[str, Any] = {
+    "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+    "type": "AdaptiveCard",
+    "version": "1.0",
+    "body": [
+        {
+            "type": "TextBlock",
+            "text": "Publish Adaptive Card schema",
+            "weight": "bolder",
+            "size": "medium",
+        },
+        {
+            "type": "ColumnSet",
+            "columns": [
+                {
+                    "type": "Column",
+                    "width": "auto",
+                    "items": [
+                        {
+                            "type": "Image",
+                            "url": "https://pbs.twimg.com/profile_images/3647943215/"
+                            "d7f12830b3c17a5a9e4afcc370e3a37e_400x400.jpeg",
+                            "size": "small",
+                            "style": "person",
+                        }
+                    ],
+                },
+                {
+                    "type": "Column",
+                    "width": "stretch",
+                    "items": [
+                        {
+                            "type": "TextBlock",
+                            "text": "Matt Hidinger",
+                            "weight": "bolder",
+                            "wrap": True,
+                        },
+                        {
+                            "type": "TextBlock",
+                            "spacing": "none",
+                            "text": "Created {{DATE(2017-02-14T06:08:39Z, SHORT)}}",
+                            "isSubtle": True,
+                            "wrap": True,
+                        },
+                    ],
+                },
+            ],
+        },
+        {
+            "type": "TextBlock",
+            "text": "Now that we have defined the main rules and features of the format, we need "
+            "to produce a schema and publish it to GitHub. The schema will be the starting "
+            "point of our reference documentation.",
+            "wrap": True,
+        },
+        {
+            "type": "FactSet",
+            "facts": [
+                {"title": "Board:", "value": "Adaptive Card"},
+                {"title": "List:", "value": "Backlog"},
+                {"title": "Assigned to:", "value": "Matt Hidinger"},
+                {"title": "Due date:", "value": "Not set"},
+            ],
+        },
+    ],
+    "actions": [
+        {
+            "type": "Action.ShowCard",
+            "title": "Set due date",
+            "card": {
+                "type": "AdaptiveCard",
+                "body": [{"type": "Input.Date", "id": "dueDate"}],
+                "actions": [{"type": "Action.Submit", "title": "OK"}],
+            },
+        },
+        {
+            "type": "Action.ShowCard",
+            "title": "Comment",
+            "card": {
+                "type": "AdaptiveCard",
+                "body": [
+                    {
+                        "type": "Input.Text",
+                        "id": "comment",
+                        "isMultiline": True,
+                        "placeholder": "Enter your comment",
+                    }
+                ],
+                "actions": [{"type": "Action.Submit", "title": "OK"}],
+            },
+        },
+    ],
+}
+
 # Block Kit's documented limits (https://api.slack.com/reference/block-kit/blocks).
 SLACK_MAX_BLOCKS = 50
 SLACK_SECTION_TEXT = 3000

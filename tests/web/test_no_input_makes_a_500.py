@@ -166,7 +166,7 @@ FORM_FIELDS: dict[str, list[str]] = {
     "price_book_settings": _fields(forms.PriceBookSettingsForm),
     "budget_list": _fields(forms.BudgetForm),
     "budget_detail": _fields(forms.BudgetForm),
-    "digest_settings": ["weekly", "monthly"],
+    "digest_settings": ["weekly", "monthly", "anomalies"],
     "api_token_list": _fields(account.ApiTokenForm),
     "login": ["login", "password", "next"],
     "account_login": ["login", "password", "next"],

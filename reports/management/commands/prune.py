@@ -1,5 +1,5 @@
 """Prune what is past its retention now, as the daily schedule does: `manage.py prune
-[--dry-run]` (R1-R3, reports/retention.py). Prints a line per kind: how many went (or, with
+[--dry-run]` (R1-R4, reports/retention.py). Prints a line per kind: how many went (or, with
 --dry-run, would go; nothing is deleted)."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from reports import retention
 
 class Command(BaseCommand):
     help = (
-        "Delete webhook events, messages, alerts, superseded buckets and raw OSAI JSON past "
+        "Delete webhook events, messages, alerts, anomalies, superseded buckets and raw OSAI "
+        "JSON past "
         "their retention; never what a page, a budget, an export or the spend ledger reads."
     )
 

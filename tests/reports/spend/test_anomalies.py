@@ -190,7 +190,9 @@ def test_the_tracking_hook_records_anomalies_once(
 ) -> None:
     held_days(lab, START, [*NORMAL, {TRAINING_16: 100 * HOUR}])
     monkeypatch.setattr(
-        anomalies, "detect", lambda c, now=None, book=None: DETECT(c, now=at(28), book=book)
+        anomalies,
+        "detect",
+        lambda c, now=None, book=None, **more: DETECT(c, now=at(28), book=book, **more),
     )
     settings.OSAI_ANOMALIES = False
     assert tasks.tracking_bucket_done(lab.pk).endswith(", 0 new anomalies")
