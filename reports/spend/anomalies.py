@@ -345,7 +345,8 @@ def metric_phrase(column: str) -> str:
 def cause(anomaly: Anomaly, book: PriceBook | None, connection_label: str = "") -> str:
     """What happened, priced now in `book` (at the rates in force on its day): "training on
     16 GB workers on Dana's lab: EUR 84.10 against a usual EUR 3.00 to 12.00" (an en dash
-    between the ends)."""
+    between the ends); "..., where it usually costs nothing" when the usual top prices at
+    0.00 (a metric that had not run), not a range of "EUR 0.00-0.00"."""
     label = connection_label or anomaly.connection.label
     currency = book.currency if book is not None else ""
     what = f"{metric_phrase(anomaly.column)} on {label}"
@@ -359,6 +360,8 @@ def cause(anomaly: Anomaly, book: PriceBook | None, connection_label: str = "") 
     actual = cost_of(book, anomaly.column, anomaly.day, anomaly.actual)
     low = cost_of(book, anomaly.column, anomaly.day, anomaly.expected_low)
     high = cost_of(book, anomaly.column, anomaly.day, anomaly.expected_high)
+    if money(high, "") == money(Decimal(0), ""):
+        return f"{what}: {money(actual, currency)} where it usually costs nothing"
     return (
         f"{what}: {money(actual, currency)} against a usual "
         f"{money(low, currency)}\u2013{money(high, '')}"

@@ -29,6 +29,7 @@ from reports.spend import anomalies
 from tests.factories import (
     ensure_example_price_book,
     held_bucket,
+    make_anomaly,
     make_connection,
     make_team,
     make_user,
@@ -84,6 +85,15 @@ def test_a_100x_day_is_flagged_and_a_normal_day_is_not(lab: Connection) -> None:
     text = anomalies.cause(anomaly, anomalies.pricing.default_price_book())
     assert text.startswith(
         "training on 16 GB workers on Dana's lab: EUR 210.00 against a usual EUR"
+    )
+
+
+def test_a_metric_that_had_not_run_reads_as_usually_nothing(lab: Connection) -> None:
+    """The first day a metric runs has the usual range 0-0: the cause says so in words."""
+    anomaly = make_anomaly(lab, date(2025, 3, 31), actual=10 * HOUR, high=0.0)
+    text = anomalies.cause(anomaly, anomalies.pricing.default_price_book())
+    assert (
+        text == "training on 16 GB workers on Dana's lab: EUR 21.00 where it usually costs nothing"
     )
 
 
