@@ -199,14 +199,12 @@ def _accept_locked(invitation: Invitation, user: User, now: datetime) -> Members
     membership = Membership.objects.filter(team=team, user=user).first()
     if membership is None:
         membership = Membership.objects.create(team=team, user=user, role=invitation.role)
-        audit.record(
+        roster.record_member(
             "member.add",
-            actor=user,
-            object_type="membership",
-            object_id=membership.pk,
-            label=f"{user.get_username()} in {team.name}",
-            team=team,
-            owner=user,
+            team,
+            user,
+            user,
+            membership.pk,
             after={"role": invitation.role, "by": "invitation"},
         )
     Invitation.objects.filter(pk=invitation.pk).update(accepted_at=now, accepted_by=user)
@@ -224,18 +222,25 @@ def _accept_locked(invitation: Invitation, user: User, now: datetime) -> Members
     return membership
 
 
+def _pending_by_token_locked(token: str, now: datetime) -> Invitation:
+    """The link's invitation, its row locked (inside the caller's transaction); raises
+    InvitationGone unless it is pending."""
+    invitation = (
+        Invitation.objects.select_for_update()
+        .select_related("team")
+        .filter(token_sha256=token_digest(token or ""))
+        .first()
+    )
+    ensure_pending(invitation, now)
+    assert invitation is not None
+    return invitation
+
+
 def invitation_accept(*, token: str, user: User) -> Membership:
     """Join with the link's invitation as `user` (any account). Raises InvitationGone."""
     now = timezone.now()
     with transaction.atomic():
-        invitation = (
-            Invitation.objects.select_for_update()
-            .select_related("team")
-            .filter(token_sha256=token_digest(token or ""))
-            .first()
-        )
-        ensure_pending(invitation, now)
-        assert invitation is not None
+        invitation = _pending_by_token_locked(token, now)
         return _accept_locked(invitation, user, now)
 
 
@@ -244,14 +249,7 @@ def invitation_sign_up(*, token: str, username: str, password: str) -> tuple[Use
     has checked the username and the password (Django's validators)."""
     now = timezone.now()
     with transaction.atomic():
-        invitation = (
-            Invitation.objects.select_for_update()
-            .select_related("team")
-            .filter(token_sha256=token_digest(token or ""))
-            .first()
-        )
-        ensure_pending(invitation, now)
-        assert invitation is not None
+        invitation = _pending_by_token_locked(token, now)
         try:
             with transaction.atomic():
                 user = get_user_model().objects.create_user(

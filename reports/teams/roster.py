@@ -95,7 +95,7 @@ def find_user(who: str) -> User:
     return user
 
 
-def _record_member(
+def record_member(
     action: str,
     team: Team,
     actor: User | None,
@@ -105,6 +105,8 @@ def _record_member(
     before: dict[str, str] | None = None,
     after: dict[str, str] | None = None,
 ) -> None:
+    """The audit entry of a change to `user`'s membership `pk` of the team (the roster's and
+    invitations')."""
     audit.record(
         action,
         actor=actor,
@@ -145,7 +147,7 @@ def team_create(*, name: str, admin: User) -> Team:
         team=team,
     )
     first = Membership.objects.get(team=team, user=admin)
-    _record_member("member.add", team, admin, admin, first.pk, after={"role": first.role})
+    record_member("member.add", team, admin, admin, first.pk, after={"role": first.role})
     return team
 
 
@@ -159,7 +161,7 @@ def team_member_add(*, team: Team, actor: User | None, who: str, role: str = Rol
     if Membership.objects.filter(team=team, user=user).exists():
         raise TeamError(f"{user.get_username()} is already in {team.name}.")
     membership = Membership.objects.create(team=team, user=user, role=role)
-    _record_member("member.add", team, actor, user, membership.pk, after={"role": role})
+    record_member("member.add", team, actor, user, membership.pk, after={"role": role})
     return user
 
 
@@ -175,7 +177,7 @@ def team_member_set_role(*, team: Team, actor: User | None, user: User, role: st
         raise TeamError(f"{user.get_username()} is not in {team.name}.")
     Membership.objects.filter(pk=before.pk).update(role=role)
     if before.role != role:
-        _record_member(
+        record_member(
             "member.role",
             team,
             actor,
@@ -204,7 +206,7 @@ def team_member_remove(*, team: Team, actor: User | None, user: User) -> None:
     pk = before.pk
     before.delete()
     leaving = actor is not None and actor.pk == user.pk
-    _record_member(
+    record_member(
         "member.leave" if leaving else "member.remove",
         team,
         actor,
@@ -214,6 +216,22 @@ def team_member_remove(*, team: Team, actor: User | None, user: User) -> None:
     )
     _keep_an_admin(team)
     sharing.sharing_end(team=team, user=user)
+
+
+def _record_setting(
+    action: str, team: Team, actor: User | None, key: str, before: object, after: object
+) -> None:
+    """The audit entry of a change to one of the team's settings."""
+    audit.record(
+        action,
+        actor=actor,
+        object_type="team",
+        object_id=team.pk,
+        label=team.name,
+        team=team,
+        before={key: before},
+        after={key: after},
+    )
 
 
 @transaction.atomic
@@ -226,15 +244,13 @@ def team_price_book_set(*, team: Team, actor: User | None, price_book: PriceBook
     previous = Team.objects.filter(pk=team.pk).values_list("price_book__name", flat=True).first()
     Team.objects.filter(pk=team.pk).update(price_book=price_book)
     team.price_book = price_book
-    audit.record(
+    _record_setting(
         "team.price_book",
-        actor=actor,
-        object_type="team",
-        object_id=team.pk,
-        label=team.name,
-        team=team,
-        before={"price_book": previous},
-        after={"price_book": price_book.name if price_book else None},
+        team,
+        actor,
+        "price_book",
+        previous,
+        price_book.name if price_book else None,
     )
 
 
@@ -246,16 +262,7 @@ def team_two_factor_set(*, team: Team, actor: User | None, required: bool) -> No
     previous = Team.objects.filter(pk=team.pk).values_list("require_two_factor", flat=True).first()
     Team.objects.filter(pk=team.pk).update(require_two_factor=required)
     team.require_two_factor = required
-    audit.record(
-        "team.two_factor",
-        actor=actor,
-        object_type="team",
-        object_id=team.pk,
-        label=team.name,
-        team=team,
-        before={"require_two_factor": previous},
-        after={"require_two_factor": required},
-    )
+    _record_setting("team.two_factor", team, actor, "require_two_factor", previous, required)
 
 
 def team_digest_set(*, membership: Membership, wanted: bool) -> None:
