@@ -190,9 +190,19 @@ def digest_channels(user: User) -> list[Channel]:
     return list(Channel.objects.filter(digest_preferences__user=user, owner=user))
 
 
-def _queue(user: User, team: Team | None, kind: str, start: datetime, digest: Digest) -> bool:
-    """Record the digest and queue its email (and, for a person's own, its channels), once
-    (False if it was made before)."""
+def _queue_once(
+    *,
+    user: User | None,
+    team: Team | None,
+    kind: str,
+    start: datetime,
+    digest: Digest,
+    payload: dict[str, object],
+    emails: list[str],
+    channels: list[Channel],
+) -> bool:
+    """Record the digest (once per recipient, kind and period) and queue its messages; False
+    if it was made before."""
     base = settings.OSAI_USAGE_BASE_URL.rstrip("/")
     try:
         with transaction.atomic():
@@ -200,9 +210,9 @@ def _queue(user: User, team: Team | None, kind: str, start: datetime, digest: Di
             notify.deliveries_create(
                 subject=digest.subject,
                 text=digest.text,
-                payload={"text": digest.subject},
-                emails=[user.email],
-                channels=digest_channels(user) if team is None else [],
+                payload=payload,
+                emails=emails,
+                channels=channels,
                 message=Message(
                     title=digest.subject,
                     text=digest.text,
@@ -213,6 +223,21 @@ def _queue(user: User, team: Team | None, kind: str, start: datetime, digest: Di
     except IntegrityError:
         return False
     return True
+
+
+def _queue(user: User, team: Team | None, kind: str, start: datetime, digest: Digest) -> bool:
+    """Record the digest and queue its email (and, for a person's own, its channels), once
+    (False if it was made before)."""
+    return _queue_once(
+        user=user,
+        team=team,
+        kind=kind,
+        start=start,
+        digest=digest,
+        payload={"text": digest.subject},
+        emails=[user.email],
+        channels=digest_channels(user) if team is None else [],
+    )
 
 
 def team_channels(team: Team) -> list[Channel]:
@@ -225,31 +250,21 @@ def _queue_team_channels(
 ) -> bool:
     """Record the team's digest to its channels and queue one message per channel, once per
     period (False if it was made before). Recipients are resolved when each is sent."""
-    base = settings.OSAI_USAGE_BASE_URL.rstrip("/")
-    try:
-        with transaction.atomic():
-            DigestSent.objects.create(user=None, team=team, kind=kind, period_start=start.date())
-            notify.deliveries_create(
-                subject=digest.subject,
-                text=digest.text,
-                payload={
-                    "text": digest.subject,
-                    "digest": kind,
-                    "period_start": f"{start:%Y-%m-%d}",
-                    "team": {"id": team.pk, "name": team.name},
-                },
-                emails=[],
-                channels=channels,
-                message=Message(
-                    title=digest.subject,
-                    text=digest.text,
-                    link=f"{base}{reverse('home')}",
-                    link_label="Dashboard",
-                ),
-            )
-    except IntegrityError:
-        return False
-    return True
+    return _queue_once(
+        user=None,
+        team=team,
+        kind=kind,
+        start=start,
+        digest=digest,
+        payload={
+            "text": digest.subject,
+            "digest": kind,
+            "period_start": f"{start:%Y-%m-%d}",
+            "team": {"id": team.pk, "name": team.name},
+        },
+        emails=[],
+        channels=channels,
+    )
 
 
 def _team_digest(
