@@ -3,6 +3,9 @@ from the team page, and accepting or declining one's own from the teams page."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
@@ -20,6 +23,8 @@ from reports.views.http import AuthenticatedRequest, membership_or_404
 
 # The backend a new account is signed in with (the one that checks passwords).
 SIGN_IN_BACKEND = "django.contrib.auth.backends.ModelBackend"
+
+T = TypeVar("T")
 
 
 def _gone(request: HttpRequest, exc: TeamError) -> HttpResponse:
@@ -97,22 +102,23 @@ def invitation_withdraw(request: AuthenticatedRequest, pk: int, invitation_pk: i
     return redirect("team_detail", pk=pk)
 
 
+def _mine_or_404(service: Callable[..., T], request: AuthenticatedRequest, invitation_pk: int) -> T:
+    """Accept or decline one of the person's own pending invitations; 404 if there is none."""
+    try:
+        return service(user=request.user, pk=invitation_pk)
+    except invitations.InvitationGone:
+        raise Http404("No such invitation.") from None
+
+
 @login_required
 @require_POST
 def invitation_accept_mine(request: AuthenticatedRequest, pk: int) -> HttpResponse:
-    try:
-        membership = invitations.invitation_accept_mine(user=request.user, pk=pk)
-    except invitations.InvitationGone:
-        raise Http404("No such invitation.") from None
-    return _joined(request, membership)
+    return _joined(request, _mine_or_404(invitations.invitation_accept_mine, request, pk))
 
 
 @login_required
 @require_POST
 def invitation_decline_mine(request: AuthenticatedRequest, pk: int) -> HttpResponse:
-    try:
-        declined = invitations.invitation_decline_mine(user=request.user, pk=pk)
-    except invitations.InvitationGone:
-        raise Http404("No such invitation.") from None
+    declined = _mine_or_404(invitations.invitation_decline_mine, request, pk)
     messages.success(request, f"Declined the invitation to {declined.team.name}.")
     return redirect("team_list")
