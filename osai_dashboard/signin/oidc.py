@@ -15,7 +15,11 @@ from urllib.parse import urlsplit
 from allauth.account.internal.decorators import login_not_required
 from allauth.socialaccount.internal import jwtkit
 from allauth.socialaccount.models import SocialApp
-from allauth.socialaccount.providers.oauth2.views import OAuth2CallbackView, OAuth2LoginView
+from allauth.socialaccount.providers.oauth2.views import (
+    OAuth2CallbackView,
+    OAuth2LoginView,
+    OAuth2View,
+)
 from allauth.socialaccount.providers.openid_connect.views import OpenIDConnectOAuth2Adapter
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
@@ -44,28 +48,28 @@ def enabled() -> bool:
     return bool(settings.SOCIALACCOUNT_PROVIDERS["openid_connect"]["APPS"])
 
 
-@login_not_required
-def login(request: HttpRequest, provider_id: str) -> HttpResponse:
+def _provider_view(
+    view_class: type[OAuth2View], request: HttpRequest, provider_id: str
+) -> HttpResponse:
+    """allauth's view of the configured provider, with our adapter; 404 for any other."""
     if not _configured(provider_id):
         raise Http404("No such sign-in service.")
     try:
-        view = OAuth2LoginView.adapter_view(VerifiedOIDCAdapter(request, provider_id))
+        view = view_class.adapter_view(VerifiedOIDCAdapter(request, provider_id))
         response: HttpResponse = view(request)
     except SocialApp.DoesNotExist:
         raise Http404("No such sign-in service.") from None
     return response
+
+
+@login_not_required
+def login(request: HttpRequest, provider_id: str) -> HttpResponse:
+    return _provider_view(OAuth2LoginView, request, provider_id)
 
 
 @login_not_required
 def callback(request: HttpRequest, provider_id: str) -> HttpResponse:
-    if not _configured(provider_id):
-        raise Http404("No such sign-in service.")
-    try:
-        view = OAuth2CallbackView.adapter_view(VerifiedOIDCAdapter(request, provider_id))
-        response: HttpResponse = view(request)
-    except SocialApp.DoesNotExist:
-        raise Http404("No such sign-in service.") from None
-    return response
+    return _provider_view(OAuth2CallbackView, request, provider_id)
 
 
 def issuer_origin() -> str | None:
