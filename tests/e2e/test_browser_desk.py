@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,26 +23,15 @@ from playwright.sync_api import expect
 
 from tests.factories import ensure_example_price_book, make_connection, make_team, make_user
 from tests.factories import share_with as share
-from tests.support.browser import sign_in
+from tests.support.browser import ARTIFACTS, screenshot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "test-artifacts"
 TEAM = "Desk lab"
 BOOK = "Desk lab prices"
 NEW_RATE = Decimal(50)  # per GPU-hour of 16 GB training, from today
 OLD_RATE = Decimal("2.10")  # the example's
 MONEY = re.compile(r"(?P<currency>[A-Z]{3}) (?P<amount>-?[\d,]+\.\d{2})")
-
-
-def _screenshot(page: Any, name: str) -> None:
-    """Into var/test-artifacts; into docs/ when missing or OSAI_UPDATE_SCREENSHOT=1."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
-    target = DOCS / name
-    if not target.exists() or os.environ.get("OSAI_UPDATE_SCREENSHOT") == "1":
-        page.screenshot(path=str(target), full_page=True)
 
 
 def _money(text: str) -> Decimal:
@@ -150,7 +137,7 @@ def test_an_admin_edits_a_rate_the_next_report_uses_it_and_an_older_one_keeps_it
     expect(rates).to_contain_text(f"from {today:%Y-%m-%d} in force")
     expect(page.locator("main")).not_to_contain_text("Example prices")
     page.wait_for_timeout(200)
-    _screenshot(page, "screenshot-price-book.png")
+    screenshot(page, "screenshot-price-book.png")
 
     # The next report, the same days and today: today is priced with the new rate.
     new_url = _team_report(page, team_url, week_ago, today.isoformat())
@@ -201,7 +188,7 @@ def test_an_admin_edits_a_rate_the_next_report_uses_it_and_an_older_one_keeps_it
     assert not page.is_checked("#id_include_predictions")
     assert page.is_checked("#id_include_models")
     page.wait_for_timeout(200)
-    _screenshot(page, "screenshot-saved-view.png")
+    screenshot(page, "screenshot-saved-view.png")
 
     # Run again, from the older report: the team form with its fixed range of days.
     page.goto(old_url)

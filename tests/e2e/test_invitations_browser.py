@@ -8,9 +8,7 @@ var/test-artifacts/ and, when missing or with OSAI_UPDATE_SCREENSHOT=1, in docs/
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,21 +16,11 @@ from django.core import mail
 from playwright.sync_api import expect
 
 from tests.factories import PASSWORD, make_team, make_user
-from tests.support.browser import sign_in
+from tests.support.browser import screenshot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "test-artifacts"
 LINK = re.compile(r"https?://\S+/invitations/[A-Za-z0-9_-]+/")
-
-
-def _screenshot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
-    target = DOCS / name
-    if not target.exists() or os.environ.get("OSAI_UPDATE_SCREENSHOT") == "1":
-        page.screenshot(path=str(target), full_page=True)
 
 
 @pytest.fixture
@@ -59,7 +47,7 @@ def test_an_invited_newcomer_creates_an_account_and_joins(
     pending = page.get_by_role("region", name="Table: Pending invitations")
     expect(pending).to_contain_text("new@example.com")
     expect(pending.get_by_role("button", name="Withdraw")).to_be_visible()
-    _screenshot(page, "screenshot-invitation.png")
+    screenshot(page, "screenshot-invitation.png")
 
     # The mail the invitation sent (the live server runs in this process: locmem outbox).
     [message] = mail.outbox
@@ -98,5 +86,5 @@ def test_an_invited_newcomer_creates_an_account_and_joins(
     expect(log).to_contain_text("invitation.accept")
     expect(log).to_contain_text("newcomer")
     assert link.rsplit("/", 2)[-2] not in page.content()
-    _screenshot(page, "screenshot-audit.png")
+    screenshot(page, "screenshot-audit.png")
     problems.assert_none()

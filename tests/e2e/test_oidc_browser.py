@@ -8,42 +8,27 @@ OSAI_UPDATE_SCREENSHOT=1; always in var/test-artifacts/.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.factories import PASSWORD, ensure_example_price_book, make_user
+from tests.support.browser import screenshot
 from tests.support.oidc_provider import OidcProvider
 from tests.web.test_oidc import configure
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "test-artifacts"
-
-
-def _screenshot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
-    target = DOCS / name
-    if not target.exists() or os.environ.get("OSAI_UPDATE_SCREENSHOT") == "1":
-        page.screenshot(path=str(target), full_page=True)
-
 
 @pytest.fixture
-def oidc_site(settings: Any, live_server: Any, own_cache: None) -> Iterator[Any]:
+def oidc_site(settings: Any, held_site: Any, own_cache: None) -> Iterator[Any]:
+    """The live server alone (test_browser.py's held_site) and the OIDC provider process."""
     provider = OidcProvider.start()
     configure(settings, provider.issuer)
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
     try:
-        yield live_server, provider
+        yield held_site, provider
     finally:
         provider.stop()
 
@@ -72,7 +57,7 @@ def test_sign_in_with_keycloak_lands_signed_in_on_the_home_page(
     page.goto(f"{base}/accounts/login/")
     button = page.get_by_role("button", name="Sign in with Keycloak")
     assert button.is_visible()
-    _screenshot(page, "screenshot-login.png")
+    screenshot(page, "screenshot-login.png")
     button.click()
     page.wait_for_url(f"{base}/")
     # A new account, named by allauth after the email.
@@ -95,7 +80,7 @@ def test_a_password_and_an_authenticator_code_sign_in_in_the_browser(
     page.fill("#id_password", PASSWORD)
     page.click("form.form button[type=submit]")
     page.wait_for_url(f"{base}/accounts/2fa/authenticate/")
-    _screenshot(page, "screenshot-login-totp.png")
+    screenshot(page, "screenshot-login-totp.png")
     if 30 - time.time() % 30 < 3:
         time.sleep(3)  # not the last moment of a code's period
     page.fill("#id_code", format_hotp_value(hotp_value(secret, int(time.time()) // 30)))
