@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -41,18 +40,6 @@ pytestmark = pytest.mark.django_db
 FOUND = at(28)  # the spike's day (day 28) has just closed
 SPIKE_DAY = "2025-03-31"
 CAUSE = "training on 16 GB workers on Dana's lab: EUR 210.00 against a usual EUR"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def local(settings: Any) -> None:
-    settings.ALERT_WEBHOOK_ALLOW_LOCAL = True
 
 
 @pytest.fixture
@@ -317,48 +304,33 @@ def test_the_opt_out_is_on_the_digest_settings_page_and_on_by_default(lab: Conne
 # --- Digests: the period's anomalies, and a team's digest to the team's channels ---------------
 
 
+def dana_week(lab: Connection, start: datetime, *, now: datetime) -> digests.Digest:
+    """Dana's weekly digest of the week from `start`, made at `now`."""
+    return digests.digest_for(
+        kind=digests.WEEKLY,
+        start=start,
+        end=start + timedelta(days=7),
+        name="dana",
+        connections=[lab],
+        price_book=pricing.default_price_book(),
+        budgets=[],
+        csv_query={},
+        now=now,
+    )
+
+
 def test_a_digest_lists_the_periods_anomalies_with_their_causes(lab: Connection) -> None:
     anomaly = spike(lab)
     week = anomaly.day  # 2025-03-31, a Monday
     start = datetime(week.year, week.month, week.day, tzinfo=UTC)
-    digest = digests.digest_for(
-        kind=digests.WEEKLY,
-        start=start,
-        end=start + timedelta(days=7),
-        name="dana",
-        connections=[lab],
-        price_book=pricing.default_price_book(),
-        budgets=[],
-        csv_query={},
-        now=start + timedelta(days=8),
-    )
+    digest = dana_week(lab, start, now=start + timedelta(days=8))
     lines = digest.text.splitlines()
     at_ = lines.index("Anomalies (1):")
     assert lines[at_ + 1].startswith(f"- {SPIKE_DAY}: {CAUSE}")
     Anomaly.objects.update(feedback=Anomaly.Feedback.EXPECTED)
-    again = digests.digest_for(
-        kind=digests.WEEKLY,
-        start=start,
-        end=start + timedelta(days=7),
-        name="dana",
-        connections=[lab],
-        price_book=pricing.default_price_book(),
-        budgets=[],
-        csv_query={},
-        now=start + timedelta(days=8),
-    )
+    again = dana_week(lab, start, now=start + timedelta(days=8))
     assert again.text.splitlines()[at_ + 1].endswith("(marked as expected)")
-    before = digests.digest_for(
-        kind=digests.WEEKLY,
-        start=start - timedelta(days=7),
-        end=start,
-        name="dana",
-        connections=[lab],
-        price_book=pricing.default_price_book(),
-        budgets=[],
-        csv_query={},
-        now=start + timedelta(days=8),
-    )
+    before = dana_week(lab, start - timedelta(days=7), now=start + timedelta(days=8))
     assert "Anomalies" not in before.text
 
 

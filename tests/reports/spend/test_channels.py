@@ -47,11 +47,6 @@ def receiver() -> Iterator[Receiver]:
     server.stop()
 
 
-@pytest.fixture
-def local(settings: Any) -> None:
-    settings.ALERT_WEBHOOK_ALLOW_LOCAL = True
-
-
 def fake_dns(monkeypatch: pytest.MonkeyPatch, address: str) -> None:
     def getaddrinfo(host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
