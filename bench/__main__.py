@@ -37,24 +37,10 @@ from bench.env import (
 )
 from bench.results import Results, machine_facts, write_markdown
 
-GROUPS = (
-    "pipeline",
-    "eta",
-    "p7",
-    "p6",
-    "p8",
-    "p9",
-    "p15",
-    "p18",
-    "p20",
-    "p16",
-    "p17",
-    "p22",
-    "p21",
-    "p19",
-    "p10",
-    "p11",
-)
+# The groups that run each on its own database and worker(s), in this order, after those on
+# the bench's own worker.
+_ON_THEIR_OWN = ("p15", "p18", "p20", "p16", "p17", "p22", "p21", "p19")
+GROUPS = ("pipeline", "eta", "p7", "p6", "p8", "p9", *_ON_THEIR_OWN, "p10", "p11")
 
 # The targets a group measures, where they are not just the group's name in capitals.
 _TARGETS = {"pipeline": "P1 P2 P3 P4 P5 P12", "eta": "P3′ P13"}
@@ -202,24 +188,10 @@ def main() -> int:
             if {"p8", "p9"} & set(groups):
                 _ensure_twelve_month_report(bench)
             _run_groups(results, groups, steps, "p8", "p9")
-        # P16, P17 and P19 each on its own database and worker(s); the bench's worker idles
+        # _ON_THEIR_OWN, each on its own database and worker(s); the bench's worker idles
         # meanwhile. P11 measures the idle worker while P10 runs: one CPU-bound process at a
         # time (P11 reads only the worker's own CPU time).
-        _run_groups(
-            results,
-            groups,
-            steps,
-            "p15",
-            "p18",
-            "p20",
-            "p16",
-            "p17",
-            "p22",
-            "p21",
-            "p19",
-            "p11",
-            "p10",
-        )
+        _run_groups(results, groups, steps, *_ON_THEIR_OWN, "p11", "p10")
         meter = bench.shared.get("p11")
         if meter is not None:
             idle.finish_p11(meter, results)
