@@ -9,7 +9,7 @@ import io
 import json
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,30 @@ def _refresh(connection: Connection) -> None:
     )
 
 
+def _small_held_window(settings: Any, sandbox: Any) -> None:
+    """Days held since the first of last month (a small window), a quick sandbox and the
+    example price book."""
+    settings.OSAI_HELD_MONTHS = 1
+    settings.OSAI_HELD_DAYS_SINCE = "month"
+    sandbox.set_latency(0.2)
+    ensure_example_price_book()
+
+
+def _spike_flagged(sandbox: Any, owner: Any) -> tuple[Connection, date, Anomaly]:
+    """The owner's "Dana's lab" with a spike injected yesterday, refreshed until the detector
+    has judged it: the connection, yesterday and its one anomaly."""
+    connection = make_connection(owner, "Dana's lab", token=TOKEN)
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    sandbox.add_usage(TOKEN, yesterday.isoformat(), totalTrainingSeconds16GB=SPIKE_SECONDS)
+    # The first refresh fetches the history in the background; the detector waits for all of
+    # it, so the refresh that ends after it judges every held day.
+    _refresh(connection)
+    if not Anomaly.objects.exists():
+        _refresh(connection)
+    (anomaly,) = Anomaly.objects.all()
+    return connection, yesterday, anomaly
+
+
 def test_an_injected_spike_is_flagged_once_naming_the_connection_and_category(
     use_sandbox: Any, start_worker: Any, settings: Any
 ) -> None:
@@ -59,21 +83,8 @@ def test_an_injected_spike_is_flagged_once_naming_the_connection_and_category(
     # a day of device rental: EUR 21.60), so whatever days the window holds on the day this
     # runs, the injected spike (EUR 210) is the only anomaly.
     start_worker(OSAI_ANOMALY_MIN_AMOUNT="50.00")
-    settings.OSAI_HELD_MONTHS = 1  # a small window: days since the first of last month
-    settings.OSAI_HELD_DAYS_SINCE = "month"
-    use_sandbox.set_latency(0.2)
-    ensure_example_price_book()
-    owner = make_user("dana")
-    connection = make_connection(owner, "Dana's lab", token=TOKEN)
-    yesterday = datetime.now(UTC).date() - timedelta(days=1)
-    use_sandbox.add_usage(TOKEN, yesterday.isoformat(), totalTrainingSeconds16GB=SPIKE_SECONDS)
-
-    # The first refresh fetches the history in the background; the detector waits for all of
-    # it, so the refresh that ends after it judges every held day.
-    _refresh(connection)
-    if not Anomaly.objects.exists():
-        _refresh(connection)
-    (anomaly,) = Anomaly.objects.all()
+    _small_held_window(settings, use_sandbox)
+    connection, yesterday, anomaly = _spike_flagged(use_sandbox, make_user("dana"))
     assert (anomaly.connection_id, anomaly.column, anomaly.day) == (
         connection.pk,
         "training_seconds_16gb",
@@ -107,10 +118,7 @@ def test_an_injected_spike_alerts_each_channel_once_naming_the_connection_and_ca
     try:
         start_worker(**alert_env(mail_server.port, OSAI_ANOMALY_MIN_AMOUNT="50.00"))
         settings.ALERT_WEBHOOK_ALLOW_LOCAL = True
-        settings.OSAI_HELD_MONTHS = 1
-        settings.OSAI_HELD_DAYS_SINCE = "month"
-        use_sandbox.set_latency(0.2)
-        ensure_example_price_book()
+        _small_held_window(settings, use_sandbox)
         owner = make_user("dana", email="dana@example.com")
         channels.channel_add(
             actor=owner, kind="email", name="Me", emails=["dana-alerts@example.com"]
@@ -123,14 +131,7 @@ def test_an_injected_spike_alerts_each_channel_once_naming_the_connection_and_ca
                 url=receiver.url,
                 secret=SECRET if kind == "webhook" else "",
             )
-        connection = make_connection(owner, "Dana's lab", token=TOKEN)
-        yesterday = datetime.now(UTC).date() - timedelta(days=1)
-        use_sandbox.add_usage(TOKEN, yesterday.isoformat(), totalTrainingSeconds16GB=SPIKE_SECONDS)
-
-        _refresh(connection)
-        if not Anomaly.objects.exists():
-            _refresh(connection)
-        (anomaly,) = Anomaly.objects.all()
+        connection, yesterday, anomaly = _spike_flagged(use_sandbox, owner)
         deliveries = wait_until(
             lambda: (
                 list(Delivery.objects.order_by("channel"))
