@@ -42,6 +42,12 @@ def crew(db: Any) -> dict[str, Any]:
     return {"ada": ada, "ben": ben, "cyd": cyd, "team": team}
 
 
+def ada_invites(crew: dict[str, Any], email: str, role: str) -> tuple[invitations.Sent, str]:
+    """Ada, the crew team's admin, invites `email`: what was sent and its link's path."""
+    sent = invitations.invitation_send(team=crew["team"], actor=crew["ada"], email=email, role=role)
+    return sent, urlsplit(sent.link).path
+
+
 def _token(mail: Any) -> str:
     match = LINK.search(mail.body)
     assert match, mail.body
@@ -100,10 +106,7 @@ def test_a_signed_in_person_joins_once_by_the_link(
     crew: dict[str, Any], mailoutbox: list[Any]
 ) -> None:
     team = crew["team"]
-    sent = invitations.invitation_send(
-        team=team, actor=crew["ada"], email="cyd@example.com", role="viewer"
-    )
-    link = urlsplit(sent.link).path
+    _, link = ada_invites(crew, "cyd@example.com", "viewer")
     cyd = client_for(crew["cyd"])
     page = cyd.get(link)
     assert page.status_code == 200
@@ -124,10 +127,7 @@ def test_a_new_person_creates_an_account_on_the_invitation_page(
     crew: dict[str, Any], mailoutbox: list[Any]
 ) -> None:
     team = crew["team"]
-    sent = invitations.invitation_send(
-        team=team, actor=crew["ada"], email="new@example.com", role="member"
-    )
-    link = urlsplit(sent.link).path
+    _, link = ada_invites(crew, "new@example.com", "member")
     anonymous = Client()
     page = anonymous.get(link).content.decode()
     assert "Sign in to accept" in page and "Create an account" in page
@@ -169,10 +169,7 @@ def test_an_expired_link_changes_nothing(
 ) -> None:
     settings.OSAI_INVITATION_DAYS = 7
     time_machine.move_to(timezone.now())
-    sent = invitations.invitation_send(
-        team=crew["team"], actor=crew["ada"], email="cyd@example.com", role="member"
-    )
-    link = urlsplit(sent.link).path
+    sent, link = ada_invites(crew, "cyd@example.com", "member")
     time_machine.shift(timedelta(days=7, seconds=-5))
     assert client_for(crew["cyd"]).get(link).status_code == 200
     time_machine.shift(timedelta(seconds=10))
@@ -192,9 +189,7 @@ def test_an_expired_link_changes_nothing(
 
 def test_withdrawn_by_an_admin_only(crew: dict[str, Any], mailoutbox: list[Any]) -> None:
     team = crew["team"]
-    sent = invitations.invitation_send(
-        team=team, actor=crew["ada"], email="cyd@example.com", role="member"
-    )
+    sent, link = ada_invites(crew, "cyd@example.com", "member")
     url = reverse("invitation_withdraw", args=[team.pk, sent.invitation.pk])
     # A member, or an admin of another team: 404, nothing changed.
     other_admin = make_user()
@@ -209,7 +204,6 @@ def test_withdrawn_by_an_admin_only(crew: dict[str, Any], mailoutbox: list[Any])
     )
     assert invitations.state(Invitation.objects.get(pk=sent.invitation.pk)) == "pending"
     assert client_for(crew["ada"]).post(url).status_code == 302
-    link = urlsplit(sent.link).path
     gone = client_for(crew["cyd"]).post(link)
     assert gone.status_code == 410 and "withdrawn" in gone.content.decode()
     assert not Membership.objects.filter(team=team, user=crew["cyd"]).exists()
@@ -225,9 +219,7 @@ def test_ones_own_invitations_on_the_teams_page(
     crew: dict[str, Any], mailoutbox: list[Any]
 ) -> None:
     team = crew["team"]
-    first = invitations.invitation_send(
-        team=team, actor=crew["ada"], email="CYD@example.com", role="member"
-    )
+    first, _ = ada_invites(crew, "CYD@example.com", "member")
     other = make_team("Other", admins=[crew["ben"]])
     second = invitations.invitation_send(
         team=other, actor=crew["ben"], email="cyd@example.com", role="viewer"
