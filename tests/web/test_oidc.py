@@ -92,6 +92,17 @@ def signed_in(client: Client) -> str | None:
     return client.session.get("_auth_user_id")
 
 
+def sso_lands_home(provider: OidcProvider, email: str) -> tuple[Client, Any]:
+    """A new client signs in by single sign-on and lands on the home page, signed in as the
+    account with `email`: the client and the account."""
+    client = Client()
+    response = sso_sign_in(client, provider)
+    assert response.status_code == 302 and response["Location"] == reverse("home")
+    user = get_user_model().objects.get(email=email)
+    assert signed_in(client) == str(user.pk)
+    return client, user
+
+
 def state() -> tuple[int, int]:
     return get_user_model().objects.count(), SocialAccount.objects.count()
 
@@ -127,11 +138,7 @@ def test_not_configured_no_button_and_its_urls_answer_404() -> None:
 def test_a_first_sign_in_makes_an_account_for_an_allowed_domain(provider: OidcProvider) -> None:
     """S14: a new account, linked, signed in, on the home page; the second time the same one."""
     provider.set_user(sub="sub-new", email="newcomer@example.com", email_verified=True)
-    client = Client()
-    response = sso_sign_in(client, provider)
-    assert response.status_code == 302 and response["Location"] == reverse("home")
-    user = get_user_model().objects.get(email="newcomer@example.com")
-    assert signed_in(client) == str(user.pk)
+    client, user = sso_lands_home(provider, "newcomer@example.com")
     assert SocialAccount.objects.get(user=user).uid == "sub-new"
     assert not user.has_usable_password()
     assert client.get(reverse("home")).status_code == 200
@@ -169,11 +176,7 @@ def test_an_invited_email_from_another_domain_may_sign_up_once_verified(
     assert state() == before and signed_in(refused) is None
 
     provider.set_user(sub="sub-guest", email="guest@partner.test", email_verified=True)
-    client = Client()
-    response = sso_sign_in(client, provider)
-    assert response.status_code == 302 and response["Location"] == reverse("home")
-    guest = get_user_model().objects.get(email="guest@partner.test")
-    assert signed_in(client) == str(guest.pk)
+    _, guest = sso_lands_home(provider, "guest@partner.test")
     assert list(invitations.invitations_for_person(guest).values_list("team__name", flat=True)) == [
         "Partners"
     ]
