@@ -90,8 +90,25 @@ def expires(invitation: Invitation) -> str:
     return invitation.expires_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _label(invitation: Invitation) -> str:
-    return f"{invitation.email} to {invitation.team.name} as {invitation.role}"
+def _record(
+    action: str,
+    invitation: Invitation,
+    actor: User | None,
+    *,
+    owner: User | None = None,
+    after: dict[str, str] | None = None,
+) -> None:
+    """The audit entry of what happened to an invitation, in its team's log."""
+    audit.record(
+        action,
+        actor=actor,
+        object_type="invitation",
+        object_id=invitation.pk,
+        label=f"{invitation.email} to {invitation.team.name} as {invitation.role}",
+        team=invitation.team,
+        owner=owner,
+        after=after,
+    )
 
 
 def _clean_email(email: str) -> str:
@@ -127,13 +144,10 @@ def invitation_send(*, team: Team, actor: User | None, email: str, role: str) ->
             created_at=now,
             expires_at=now + timedelta(days=settings.OSAI_INVITATION_DAYS),
         )
-        audit.record(
+        _record(
             "invitation.send",
-            actor=actor,
-            object_type="invitation",
-            object_id=invitation.pk,
-            label=_label(invitation),
-            team=team,
+            invitation,
+            actor,
             after={"email": email, "role": role, "expires": expires(invitation)},
         )
     return Sent(invitation=invitation, token=token, emailed=_mail(invitation, token, actor))
@@ -209,16 +223,7 @@ def _accept_locked(invitation: Invitation, user: User, now: datetime) -> Members
         )
     Invitation.objects.filter(pk=invitation.pk).update(accepted_at=now, accepted_by=user)
     invitation.accepted_at, invitation.accepted_by = now, user
-    audit.record(
-        "invitation.accept",
-        actor=user,
-        object_type="invitation",
-        object_id=invitation.pk,
-        label=_label(invitation),
-        team=team,
-        owner=user,
-        after={"role": membership.role},
-    )
+    _record("invitation.accept", invitation, user, owner=user, after={"role": membership.role})
     return membership
 
 
@@ -317,15 +322,7 @@ def invitation_decline_mine(*, user: User, pk: int) -> Invitation:
         ensure_pending(invitation, now)
         Invitation.objects.filter(pk=invitation.pk).update(declined_at=now)
         invitation.declined_at = now
-        audit.record(
-            "invitation.decline",
-            actor=user,
-            object_type="invitation",
-            object_id=invitation.pk,
-            label=_label(invitation),
-            team=invitation.team,
-            owner=user,
-        )
+        _record("invitation.decline", invitation, user, owner=user)
         return invitation
 
 
@@ -350,12 +347,5 @@ def invitation_withdraw(*, team: Team, actor: User | None, pk: int) -> Invitatio
             raise InvitationGone("No such pending invitation.")
         Invitation.objects.filter(pk=invitation.pk).update(withdrawn_at=now)
         invitation.withdrawn_at = now
-        audit.record(
-            "invitation.withdraw",
-            actor=actor,
-            object_type="invitation",
-            object_id=invitation.pk,
-            label=_label(invitation),
-            team=team,
-        )
+        _record("invitation.withdraw", invitation, actor)
         return invitation
