@@ -190,6 +190,13 @@ def digest_channels(user: User) -> list[Channel]:
     return list(Channel.objects.filter(digest_preferences__user=user, owner=user))
 
 
+def _made_before(user: User | None, team: Team | None, kind: str, start: datetime) -> bool:
+    """Whether this digest (its recipient, kind and period) was made already."""
+    return DigestSent.objects.filter(
+        user=user, team=team, kind=kind, period_start=start.date()
+    ).exists()
+
+
 def _queue_once(
     *,
     user: User | None,
@@ -299,12 +306,7 @@ def digests_send(*, now: datetime | None = None) -> int:
             if not _wants(user, kind):
                 continue
             own = list(Connection.objects.filter(owner=user))
-            if (
-                own
-                and not DigestSent.objects.filter(
-                    user=user, team=None, kind=kind, period_start=start.date()
-                ).exists()
-            ):
+            if own and not _made_before(user, None, kind, start):
                 digest = digest_for(
                     kind=kind,
                     start=start,
@@ -322,17 +324,13 @@ def digests_send(*, now: datetime | None = None) -> int:
                     user.pk, team, Capability.RECEIVE_TEAM_DIGEST
                 ):
                     continue  # an admin: through the team's channels
-                if DigestSent.objects.filter(
-                    user=user, team=team, kind=kind, period_start=start.date()
-                ).exists():
+                if _made_before(user, team, kind, start):
                     continue
                 made = _team_digest(team, kind, start, end, query, now)
                 if made is not None:
                     queued += _queue(user, team, kind, start, made)
         for team in Team.objects.filter(pk__in=with_channels).order_by("pk"):
-            if DigestSent.objects.filter(
-                user=None, team=team, kind=kind, period_start=start.date()
-            ).exists():
+            if _made_before(None, team, kind, start):
                 continue
             made = _team_digest(team, kind, start, end, query, now)
             if made is not None:
