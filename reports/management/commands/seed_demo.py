@@ -262,9 +262,14 @@ def inject_demo_spike(
     before the worker fetches that day. True if it took it."""
     base = sandbox_base_url.rstrip("/")
     opener = _wait_for_sandbox(base, wait_seconds)
+    return _sandbox_post(opener, f"{base}/__sandbox__/usage", spike)
+
+
+def _sandbox_post(opener: urllib.request.OpenerDirector, url: str, body: dict[str, Any]) -> bool:
+    """POST `body` as JSON to the local sandbox; True if it answered 200."""
     request = urllib.request.Request(  # noqa: S310 (the operator's local sandbox URL)
-        f"{base}/__sandbox__/usage",
-        data=json.dumps(spike).encode(),
+        url,
+        data=json.dumps(body).encode(),
         method="POST",
         headers={"Content-Type": "application/json"},
     )
@@ -313,17 +318,7 @@ def register_demo_webhooks(
     answer first. Returns how many it accepted."""
     base = sandbox_base_url.rstrip("/")
     opener = _wait_for_sandbox(base, wait_seconds)
-    accepted = 0
-    for registration in registrations:
-        request = urllib.request.Request(  # noqa: S310 (the operator's local sandbox URL)
-            f"{base}/__sandbox__/webhooks",
-            data=json.dumps(registration).encode(),
-            method="POST",
-            headers={"Content-Type": "application/json"},
-        )
-        try:
-            with opener.open(request, timeout=5) as answer:
-                accepted += answer.status == 200
-        except OSError:
-            continue
-    return accepted
+    return sum(
+        _sandbox_post(opener, f"{base}/__sandbox__/webhooks", registration)
+        for registration in registrations
+    )
