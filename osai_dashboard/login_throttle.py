@@ -117,6 +117,9 @@ class SignInForm(LoginForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["login"].label = "Username"
+        # The input keeps the id Django's own login form gave it (`id_username`), so password
+        # managers and scripts that filled the old form still find it; its name stays `login`.
+        self.fields["login"].widget.attrs["id"] = "id_username"
         self.fields["password"].help_text = ""
 
     def clean(self) -> dict[str, Any]:

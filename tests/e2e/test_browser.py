@@ -705,7 +705,7 @@ def _save_sandbox_connection(page: Any, base: str, label: str, token: str) -> No
 def _sign_in(page: Any, base: str, username: str) -> None:
     page.context.clear_cookies()
     page.goto(f"{base}/accounts/login/")
-    page.fill("#id_login", username)
+    page.fill("#id_username", username)
     page.fill("#id_password", PASSWORD)
     page.click("main button[type=submit]")
     page.wait_for_url(f"{base}/")

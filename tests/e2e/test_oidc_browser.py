@@ -76,7 +76,7 @@ def test_a_password_and_an_authenticator_code_sign_in_in_the_browser(
     page, problems = browser_page
     base = server.url
     page.goto(f"{base}/accounts/login/")
-    page.fill("#id_login", user.username)
+    page.fill("#id_username", user.username)
     page.fill("#id_password", PASSWORD)
     page.click("form.form button[type=submit]")
     page.wait_for_url(f"{base}/accounts/2fa/authenticate/")

@@ -15,7 +15,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "test-artifacts"
 def sign_in(page: Any, base: str, username: str, password: str = PASSWORD) -> None:
     """Sign in on the login page, as a person would, and land on the home page."""
     page.goto(f"{base}/accounts/login/")
-    page.fill("#id_login", username)
+    page.fill("#id_username", username)
     page.fill("#id_password", password)
     page.click("main button[type=submit]")
     page.wait_for_url(f"{base}/")
