@@ -1,9 +1,12 @@
 """Fair turns in a real `qcluster` worker (F4, P15): one person's backlog of more than a
 thousand OSAI reports does not hold up another person's one-bucket report.
 
-The one-bucket report is timed twice from the request to "done": once with the pipeline idle
-and once behind the backlog. Behind the backlog it must finish within 1.5 x its idle time
-plus one poll interval (the slowest poll the worker waits between two looks at OSAI).
+What is asserted is the order of work, not the clock: between the light person's request and
+OSAI's answer to its POST /Reports, the heavy person may start no more OSAI reports than the
+steps that were already in the broker (OSAI_QUEUE_DEPTH) plus the ones the workers were
+running. In arrival order it would wait behind a thousand. Its time from request to "done",
+idle and behind the backlog, is recorded as P15's figure (a ratio; the time depends on the
+machine's load, so it is measured, not asserted).
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from tests.support.worker import FAST_PIPELINE_ENV, seconds_to_done, wait_until
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 SANDBOX_LATENCY = 0.5  # seconds OSAI takes to generate each report
-POLL_INTERVAL = float(FAST_PIPELINE_ENV["OSAI_POLL_MAX_SECONDS"])
 
 
 def request_one_day(owner: Any, connection: Any, day: datetime) -> Report:
@@ -29,7 +31,7 @@ def request_one_day(owner: Any, connection: Any, day: datetime) -> Report:
 
 
 def test_one_persons_backlog_does_not_hold_up_another_persons_one_bucket_report(
-    use_sandbox: Any, worker: Any
+    use_sandbox: Any, worker: Any, settings: Any
 ) -> None:
     use_sandbox.set_latency(SANDBOX_LATENCY)
     light, heavy = make_user("light"), make_user("heavy")
@@ -57,13 +59,18 @@ def test_one_persons_backlog_does_not_hold_up_another_persons_one_bucket_report(
         message="the backlog to have reports in flight at OSAI",
     )
 
-    behind = seconds_to_done(
-        request_one_day(light, light_connection, datetime(2024, 1, 3, tzinfo=UTC))
-    )
+    report = request_one_day(light, light_connection, datetime(2024, 1, 3, tzinfo=UTC))
+    behind = seconds_to_done(report)
     waiting = backlog.exclude(state=Bucket.State.DONE).count()
+    light_bucket = Bucket.objects.get(reports=report)
+    started_ahead = backlog.filter(
+        created_seen_at__gt=light_bucket.created_at,
+        created_seen_at__lt=light_bucket.created_seen_at,
+    ).count()
     figures.figure("P15 one-bucket report, idle (s)", round(idle, 2))
     figures.figure("P15 one-bucket report behind 1,095 buckets (s)", round(behind, 2))
     figures.figure("P15 ratio behind / idle", round(behind / idle, 2))
     figures.figure("P15 backlog buckets still waiting when it finished", waiting)
+    figures.figure("F4 backlog reports started at OSAI ahead of the light one", started_ahead)
     assert waiting > 500  # it really was behind a backlog, not after it
-    assert behind <= 1.5 * idle + POLL_INTERVAL
+    assert started_ahead <= settings.OSAI_QUEUE_DEPTH + int(FAST_PIPELINE_ENV["Q_WORKERS"])
