@@ -4,7 +4,8 @@ Who receives (`audiences`, the one home of the rule):
 
 - the connection's owner, through their own channels (all of them), or by email to their
   address when they have none, as a budget's alerts did before channels; unless they turned
-  off "Email me about usage anomalies" (`DigestPreference.anomalies`);
+  off "Email me about usage anomalies" (`DigestPreference.anomalies`), asked when queued and
+  again when sent (`notify.wants_anomaly_alerts`), so turning it off also stops what waits;
 - each team the connection counts for (M1), through the team's channels, priced in the
   team's book. A team's email channel is resolved when each message is sent: its current
   admins (A8), never an address whose holder turned the alerts off (reports/spend/notify.py).
@@ -40,7 +41,6 @@ from reports.models import (
     Channel,
     Connection,
     Delivery,
-    DigestPreference,
     PriceBook,
     Team,
     prune_rows,
@@ -63,16 +63,11 @@ class Audience:
     emails: list[str] = field(default_factory=list)
 
 
-def wants_anomaly_alerts(user_id: int) -> bool:
-    """The person's "Email me about usage anomalies" (on unless they turned it off)."""
-    return not DigestPreference.objects.filter(user_id=user_id, anomalies=False).exists()
-
-
 def audiences(connection: Connection) -> list[Audience]:
     """Who an anomaly of the connection is sent to: see the module."""
     found: list[Audience] = []
     owner = connection.owner
-    if wants_anomaly_alerts(owner.pk):
+    if notify.wants_anomaly_alerts(owner.pk):
         own = list(Channel.objects.filter(owner=owner))
         emails = [] if own or not owner.email else [owner.email]
         if own or emails:

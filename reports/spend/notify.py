@@ -186,7 +186,7 @@ def delivery_send(pk: int, *, now: datetime | None = None) -> str:
     )
     if not claimed:
         return "not claimed (sent, failed, or another worker holds it)"
-    delivery = Delivery.objects.select_related("budget", "via", "anomaly").get(pk=pk)
+    delivery = Delivery.objects.select_related("budget", "via", "anomaly__connection").get(pk=pk)
     if delivery.attempts > settings.ALERT_DELIVERY_MAX_ATTEMPTS:
         made = delivery.attempts - 1
         reason = delivery.last_error.removeprefix("Retrying: ") or UNFINISHED
@@ -196,8 +196,8 @@ def delivery_send(pk: int, *, now: datetime | None = None) -> str:
     try:
         with Deadline(seconds) as deadline:
             try:
-                if delivery.anomaly is not None and not delivery.anomaly.alerting:
-                    raise DeliveryRefused("Not sent: its anomaly was marked as expected.")
+                if reason := _anomaly_not_wanted(delivery):
+                    raise DeliveryRefused(reason)
                 if delivery.channel == Delivery.Channel.EMAIL:
                     _send_email(delivery)
                 else:
@@ -227,6 +227,36 @@ def delivery_send(pk: int, *, now: datetime | None = None) -> str:
         last_error="",
     )
     return "sent"
+
+
+def wants_anomaly_alerts(user_id: int) -> bool:
+    """The person's "Email me about usage anomalies" (on unless they turned it off), asked
+    when an anomaly's messages are queued (anomaly_alerts.audiences) and when they are sent."""
+    return not DigestPreference.objects.filter(user_id=user_id, anomalies=False).exists()
+
+
+def _anomaly_not_wanted(delivery: Delivery) -> str:
+    """Why an anomaly's message (A12), queued earlier, is not to be sent now: the one place
+    sending asks. Its anomaly was marked "expected" since; or it goes to the person's own
+    channel (or, for one without channels, their own address) and that person turned off
+    "Email me about usage anomalies" since. A team's channels are not a person's: they still
+    go, their email leaving out an opted-out address (`_recipients_now`). Empty: send it."""
+    anomaly = delivery.anomaly
+    if anomaly is None:
+        return ""
+    if not anomaly.alerting:
+        return "Not sent: its anomaly was marked as expected."
+    if delivery.via is not None:
+        person = delivery.via.owner_id  # None for a team's channel
+    else:
+        # No channel: the owner's own address (a deleted channel's delivery has no target
+        # and is refused as such by `_channel_of`).
+        person = anomaly.connection.owner_id if delivery.target else None
+    if person is not None and not wants_anomaly_alerts(person):
+        return (
+            'Not sent: its owner turned off "Email me about usage anomalies" after it was queued.'
+        )
+    return ""
 
 
 def _retry_or_fail(delivery: Delivery, reason: str) -> str:

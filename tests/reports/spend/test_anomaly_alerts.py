@@ -139,6 +139,64 @@ def test_an_expected_anomaly_never_alerts_even_once_queued(lab: Connection) -> N
     assert mail.outbox == []
 
 
+def test_opting_out_after_queueing_stops_the_persons_own_waiting_messages_not_the_teams(
+    lab: Connection, receiver: Receiver, local: None
+) -> None:
+    """A12: the opt-out is asked again when sending, beside "expected": the owner's own
+    channels (a Slack one, and an email one to an address that is not theirs) are refused
+    with a reason their channels page shows; the team's channels are not the person's and
+    still go."""
+    owner = lab.owner
+    admin = make_user("ada", email="ada@example.com")
+    team = make_team("Vision", admins=[admin], members=[owner])
+    share_with(team, lab)
+    own_slack = channels.channel_add(actor=owner, kind="slack", name="Mine", url=receiver.url)
+    own_mail = channels.channel_add(
+        actor=owner, kind="email", name="Ops list", emails=["ops@example.com"]
+    )
+    team_mail = channels.channel_add(
+        actor=admin, kind="email", name="Admins", team=team, to_team_admins=True
+    )
+    team_slack = channels.channel_add(
+        actor=admin, kind="slack", name="Team", team=team, url=receiver.url
+    )
+    spike(lab)
+    assert len(anomaly_alerts.anomaly_alerts_queue(lab, now=FOUND)) == 1
+    queued = {d.via_id: d for d in Delivery.objects.all()}
+    assert set(queued) == {own_slack.pk, own_mail.pk, team_mail.pk, team_slack.pk}
+    DigestPreference.objects.create(user=owner, anomalies=False)  # after queueing
+    assert sorted(send_all()) == ["refused", "refused", "sent", "sent"]
+    why = 'Not sent: its owner turned off "Email me about usage anomalies" after it was queued.'
+    for channel in (own_slack, own_mail):
+        delivery = Delivery.objects.get(pk=queued[channel.pk].pk)
+        assert (delivery.state, delivery.last_error) == (Delivery.State.FAILED, why)
+    for channel in (team_mail, team_slack):
+        assert Delivery.objects.get(pk=queued[channel.pk].pk).state == Delivery.State.SENT
+    assert [r["headers"]["X-OSAI-Usage-Delivery"] for r in receiver.received] == [
+        queued[team_slack.pk].key
+    ]
+    assert [m.to for m in mail.outbox] == [["ada@example.com"]]  # never ops@example.com
+    from django.test import Client
+    from django.urls import reverse
+
+    client = Client()
+    client.force_login(owner)
+    page = client.get(reverse("channel_list")).content.decode()
+    assert page.count("Not sent: its owner turned off &quot;Email me about usage anomalies") == 2
+
+
+def test_opting_out_after_queueing_stops_the_owners_own_address_too(lab: Connection) -> None:
+    """Without channels the owner's alert goes to their address: refused the same way."""
+    spike(lab)
+    anomaly_alerts.anomaly_alerts_queue(lab, now=FOUND)
+    DigestPreference.objects.create(user=lab.owner, anomalies=False)
+    assert send_all() == ["refused"]
+    delivery = Delivery.objects.get()
+    assert (delivery.state, delivery.via, delivery.target) == ("failed", None, "dana@example.com")
+    assert delivery.last_error.startswith("Not sent: its owner turned off")
+    assert mail.outbox == []
+
+
 def test_a_new_connections_old_history_never_alerts(lab: Connection, settings: Any) -> None:
     """The spike is 33 days old when the connection's history is first judged."""
     later = FOUND + timedelta(days=33)
@@ -298,7 +356,7 @@ def test_the_opt_out_is_on_the_digest_settings_page_and_on_by_default(lab: Conne
     assert re.search(r'<input type="checkbox" name="anomalies"[^>]*checked', page)
     client.post(reverse("digest_settings"), {"weekly": "on", "monthly": "on"})
     assert DigestPreference.objects.get(user=lab.owner).anomalies is False
-    assert not anomaly_alerts.wants_anomaly_alerts(lab.owner.pk)
+    assert not notify.wants_anomaly_alerts(lab.owner.pk)
 
 
 # --- Digests: the period's anomalies, and a team's digest to the team's channels ---------------
