@@ -15,6 +15,10 @@ accepting, with the account they have or one they create on the invitation's pag
   which must never be stored. A send that fails is said on the page; the admin withdraws the
   invitation and sends a new one.
 - The operator's `manage.py teams add` and the demo seeding still add people directly.
+- From the teams page (no link) a person sees and accepts only invitations to an address they
+  have shown is theirs (`verified_emails`): an account's own email field is not proof, since
+  single sign-on may set it to an address its provider did not verify. The link is its own
+  proof: whoever holds it may join with any account.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import reduce
 
+from allauth.account.models import EmailAddress
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
@@ -32,7 +38,7 @@ from django.core.exceptions import ValidationError
 from django.core.mail import EmailMessage
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.urls import reverse
 from django.utils import timezone
 
@@ -280,26 +286,55 @@ def is_invited(email: str) -> bool:
     return Invitation.objects.pending().filter(email__iexact=email.strip()).exists()
 
 
+def verified_emails(user: User) -> list[str]:
+    """The addresses the person has shown are theirs, which their teams page may offer
+    invitations to (M6).
+
+    The rule: allauth's EmailAddress rows of the account that are verified. An account with
+    no EmailAddress row at all counts its `User.email`: no row means allauth never managed its
+    addresses, and every other way an account is made sets that field by someone trusted or
+    with proof (`createsuperuser` and staff in the admin, the demo seed, the sign-up on an
+    invitation's page, whose link was mailed to that address), while nobody changes their
+    own (allauth's email pages, /accounts/email/, are not served, and password sign-up is
+    closed). Single sign-on's first sign-in makes rows, verified only where the provider says
+    so; from then on only those count, never the field alone."""
+    rows = list(EmailAddress.objects.filter(user=user).values_list("email", "verified"))
+    if not rows:
+        return [user.email] if user.email else []
+    return [email for email, verified in rows if verified and email]
+
+
+def _to_verified(user: User) -> Q | None:
+    """Invitations to one of the person's verified addresses (any case); None if they have
+    none."""
+    emails = verified_emails(user)
+    if not emails:
+        return None
+    return reduce(lambda either, email: either | Q(email__iexact=email), emails, Q())
+
+
 def invitations_for_person(user: User) -> QuerySet[Invitation]:
-    """A person's pending invitations: those to their account's email address."""
-    if not user.email:
+    """A person's pending invitations: those to an address they verified (`verified_emails`);
+    one to an address merely typed on their account is not listed."""
+    mine = _to_verified(user)
+    if mine is None:
         return Invitation.objects.none()
     return (
         Invitation.objects.pending()
-        .filter(email__iexact=user.email)
+        .filter(mine)
         .select_related("team", "invited_by")
         .order_by("-created_at", "-pk")
     )
 
 
 def _mine_locked(user: User, pk: int) -> Invitation:
-    if not user.email:
+    """One of the person's invitations (to an address they verified), its row locked; any
+    other is "no such invitation" (a 404 on the page)."""
+    mine = _to_verified(user)
+    if mine is None:
         raise InvitationGone("No such invitation.")
     invitation = (
-        Invitation.objects.select_for_update()
-        .select_related("team")
-        .filter(pk=pk, email__iexact=user.email)
-        .first()
+        Invitation.objects.select_for_update().select_related("team").filter(mine, pk=pk).first()
     )
     if invitation is None:
         raise InvitationGone("No such invitation.")

@@ -12,12 +12,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from allauth.account.models import EmailAddress
 from allauth.socialaccount.models import SocialAccount
 from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
 
-from reports.models import Team
+from reports.models import Invitation, Membership, Team
 from reports.teams import invitations
 from tests.factories import make_team, make_user
 from tests.support import figures
@@ -180,6 +181,31 @@ def test_an_invited_email_from_another_domain_may_sign_up_once_verified(
     assert list(invitations.invitations_for_person(guest).values_list("team__name", flat=True)) == [
         "Partners"
     ]
+
+
+def test_an_address_the_provider_did_not_verify_takes_no_invitation_from_the_teams_page(
+    provider: OidcProvider,
+) -> None:
+    """M6 and S14: a first sign-in in an allowed domain makes an account whatever the
+    provider says of the email; one it did not verify is not proof that the invitation to
+    that address is this person's: not on their teams page, and accepting it there is a 404
+    that changes nothing. (The invitation's link still works for whoever holds it.)"""
+    admin = make_user("inviter")
+    team = make_team("Research", admins=[admin])
+    sent = invitations.invitation_send(
+        team=team, actor=admin, email="victim@example.com", role="admin"
+    )
+    provider.set_user(sub="sub-claimer", email="victim@example.com", email_verified=False)
+    client, claimer = sso_lands_home(provider, "victim@example.com")
+    assert [(a.email, a.verified) for a in EmailAddress.objects.filter(user=claimer)] == [
+        ("victim@example.com", False)
+    ]
+    page = client.get(reverse("team_list"))
+    assert page.status_code == 200 and "Research" not in page.content.decode()
+    accept = client.post(reverse("invitation_accept_mine", args=[sent.invitation.pk]))
+    assert accept.status_code == 404
+    assert invitations.state(Invitation.objects.get(pk=sent.invitation.pk)) == "pending"
+    assert list(Membership.objects.filter(team=team).values_list("user", flat=True)) == [admin.pk]
 
 
 def test_an_existing_account_is_linked_only_when_the_provider_verified_the_email(

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from allauth.account.models import EmailAddress
 from django.conf import settings
 from django.contrib.messages import get_messages
 from django.core.management import call_command
@@ -241,6 +242,81 @@ def test_ones_own_invitations_on_the_teams_page(
     assert not Membership.objects.filter(team=other, user=crew["cyd"]).exists()
     assert client_for(crew["cyd"]).post(urlsplit(second.link).path).status_code == 410
     assert "Your invitations" not in cyd.get(reverse("team_list")).content.decode()
+
+
+def test_an_address_on_an_account_that_is_not_verified_takes_no_invitation_from_the_teams_page(
+    crew: dict[str, Any], mailoutbox: list[Any]
+) -> None:
+    """M6: Mallory's account carries Cyd's address, unverified (as single sign-on leaves an
+    address its provider did not verify): Cyd's invitation is not on her teams page, and
+    accepting or declining it there is a 404 that changes nothing. Verified, it is hers."""
+    team = crew["team"]
+    mallory = make_user("mallory", email="cyd@example.com")
+    EmailAddress.objects.create(user=mallory, email="cyd@example.com", verified=False)
+    sent, _ = ada_invites(crew, "Cyd@example.com", "admin")
+    entries = AuditEntry.objects.count()
+    client = client_for(mallory)
+    page = client.get(reverse("team_list"))
+    assert page.status_code == 200
+    assert "Your invitations" not in page.content.decode() and "Vision" not in page.content.decode()
+    assert not invitations.invitations_for_person(mallory).exists()
+    for name in ("invitation_accept_mine", "invitation_decline_mine"):
+        assert client.post(reverse(name, args=[sent.invitation.pk])).status_code == 404
+    assert invitations.state(Invitation.objects.get(pk=sent.invitation.pk)) == "pending"
+    assert not Membership.objects.filter(team=team, user=mallory).exists()
+    assert AuditEntry.objects.count() == entries
+    # Cyd's account, made by the operator (no EmailAddress row), still has it on her page.
+    assert "Vision" in client_for(crew["cyd"]).get(reverse("team_list")).content.decode()
+    # Once the address is verified for Mallory's account, it is hers from the teams page.
+    EmailAddress.objects.filter(user=mallory).update(verified=True)
+    assert "Vision" in client.get(reverse("team_list")).content.decode()
+    accepted = client.post(reverse("invitation_accept_mine", args=[sent.invitation.pk]))
+    assert accepted["Location"] == reverse("team_detail", args=[team.pk])
+    assert Membership.objects.get(team=team, user=mallory).role == "admin"
+
+
+def test_only_verified_rows_count_once_an_account_has_any(
+    crew: dict[str, Any], mailoutbox: list[Any]
+) -> None:
+    """An account whose addresses allauth keeps: its verified ones count (any case), its
+    `User.email` alone does not."""
+    dee = make_user("dee", email="dee@example.com")
+    EmailAddress.objects.create(user=dee, email="dee@example.com", verified=False)
+    EmailAddress.objects.create(user=dee, email="dee@partner.test", verified=True)
+    to_field, _ = ada_invites(crew, "dee@example.com", "member")
+    to_verified = invitations.invitation_send(
+        team=make_team("Partners", admins=[crew["ben"]]),
+        actor=crew["ben"],
+        email="DEE@partner.test",
+        role="viewer",
+    )
+    assert invitations.verified_emails(dee) == ["dee@partner.test"]
+    assert list(invitations.invitations_for_person(dee)) == [to_verified.invitation]
+    assert invitations.verified_emails(crew["cyd"]) == ["cyd@example.com"]  # no rows
+    assert invitations.verified_emails(crew["ada"]) == []  # no rows, no address
+    client = client_for(dee)
+    assert (
+        client.post(reverse("invitation_accept_mine", args=[to_field.invitation.pk])).status_code
+        == 404
+    )
+    assert invitations.state(Invitation.objects.get(pk=to_field.invitation.pk)) == "pending"
+    assert (
+        client.post(reverse("invitation_accept_mine", args=[to_verified.invitation.pk])).status_code
+        == 302
+    )
+
+
+def test_the_link_is_proof_enough_whatever_the_accounts_addresses(
+    crew: dict[str, Any], mailoutbox: list[Any]
+) -> None:
+    """Holding the link is the proof: any account joins with it, verified or not."""
+    team = crew["team"]
+    eve = make_user("eve", email="eve@example.com")
+    EmailAddress.objects.create(user=eve, email="eve@example.com", verified=False)
+    _, link = ada_invites(crew, "someone@example.com", "member")
+    response = client_for(eve).post(link)
+    assert response["Location"] == reverse("team_detail", args=[team.pk])
+    assert Membership.objects.get(team=team, user=eve).role == "member"
 
 
 def test_only_admins_invite(crew: dict[str, Any], mailoutbox: list[Any]) -> None:
