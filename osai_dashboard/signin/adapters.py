@@ -68,10 +68,25 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
     def is_open_for_signup(self, request: HttpRequest, sociallogin: Any) -> bool:
         return may_sign_up(_email(sociallogin), verified=_verified(sociallogin))
 
+    def authenticate_by_email(self, sociallogin: Any) -> tuple[Any, str] | None:
+        """allauth signs a provider's verified email in to the account that has it, and links
+        the two. Only to an account that has shown the address is its own
+        (`invitations.verified_emails`): an account made by a first sign-in whose provider did
+        not verify the address could be anyone's, and its maker would still enter it through
+        their own sign-in. Otherwise `pre_social_login` refuses, with nothing changed."""
+        found = super().authenticate_by_email(sociallogin)
+        if found is None:
+            return None
+        user, email = found
+        if email.lower() in (mine.lower() for mine in invitations.verified_emails(user)):
+            return found
+        return None
+
     def pre_social_login(self, request: HttpRequest, sociallogin: Any) -> None:
         """A provider's account that is not linked yet (allauth linked it already if the
-        provider verified an email an account has) either makes a new account, if its email
-        may sign up and no account has it, or is refused with nothing changed. (Linking one
+        provider verified an email an account has shown is its own: authenticate_by_email)
+        either makes a new account, if its email may sign up and no account has it, or is
+        refused with nothing changed. (Linking one
         to the account already signed in, allauth's "connect", is not ours to refuse.)"""
         if sociallogin.is_existing or sociallogin.state.get("process") == "connect":
             return
@@ -80,9 +95,10 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
             raise ImmediateHttpResponse(
                 _refused(
                     request,
-                    "An account here already has this email, and your sign-in service has "
-                    "not verified that the address is yours, so it is not linked. Sign in "
-                    "with your password, or ask for the address to be verified.",
+                    "An account here already has this email, and it is not proven that the "
+                    "address is yours and that account's (your sign-in service has not "
+                    "verified it, or the account never has), so they are not linked. Sign in "
+                    "with your password, or ask an administrator to check the address.",
                 )
             )
         if not may_sign_up(email, verified=_verified(sociallogin)):

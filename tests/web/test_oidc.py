@@ -231,6 +231,28 @@ def test_an_existing_account_is_linked_only_when_the_provider_verified_the_email
     assert not existing.has_usable_password()
 
 
+def test_an_account_made_on_an_unverified_address_never_receives_its_owner(
+    provider: OidcProvider,
+) -> None:
+    """S14: someone in an allowed domain signs in first with another person's address, which
+    the provider did not verify: an account is made, its address unverified. When the owner
+    signs in later with the address verified, they are not signed in to (and linked to) that
+    account, which its maker could still enter through their own sign-in; they are refused
+    with nothing changed."""
+    provider.set_user(sub="sub-squatter", email="owner@example.com", email_verified=False)
+    _, squatter = sso_lands_home(provider, "owner@example.com")
+    provider.set_user(sub="sub-owner", email="owner@example.com", email_verified=True)
+    before = state()
+    owner = Client()
+    response = sso_sign_in(owner, provider)
+    assert response.status_code == 403
+    assert "An account here already has this email" in response.content.decode()
+    assert signed_in(owner) is None and state() == before
+    assert list(SocialAccount.objects.filter(user=squatter).values_list("uid", flat=True)) == [
+        "sub-squatter"
+    ]
+
+
 @pytest.mark.parametrize("fault", FAULTS)
 def test_a_faulty_answer_signs_nobody_in_and_changes_nothing(
     provider: OidcProvider, fault: str
