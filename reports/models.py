@@ -877,19 +877,14 @@ class Delivery(models.Model):
     sent along (X-OSAI-Usage-Delivery) so a receiver can drop a duplicate (A1).
     """
 
-    class Channel(models.TextChoices):
-        EMAIL = "email", "Email"
-        WEBHOOK = "webhook", "Webhook"
-        SLACK = "slack", "Slack"
-        TEAMS = "teams", "Microsoft Teams"
-
     class State(models.TextChoices):
         PENDING = "pending", "Waiting"
         SENT = "sent", "Sent"
         FAILED = "failed", "Failed"
 
     key = models.CharField(max_length=64, unique=True)
-    channel = models.CharField(max_length=8, choices=Channel.choices)
+    # How it goes: the kinds a Channel has (a message without a channel is email or webhook).
+    channel = models.CharField(max_length=8, choices=Channel.Kind.choices)
     # Email addresses (comma-separated) or a webhook URL, for a message not sent through a
     # channel; empty for one that is: its channel's addresses and URL are read when sending.
     target = models.TextField(blank=True)

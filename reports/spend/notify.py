@@ -127,17 +127,17 @@ def deliveries_create(
     message = message or Message(title=one_line(subject), text=text)
     targets: list[tuple[str, str, Channel | None]] = []
     if emails:
-        targets.append((Delivery.Channel.EMAIL, ", ".join(emails), None))
+        targets.append((Channel.Kind.EMAIL, ", ".join(emails), None))
     if webhook_url:
-        targets.append((Delivery.Channel.WEBHOOK, webhook_url, None))
+        targets.append((Channel.Kind.WEBHOOK, webhook_url, None))
     targets += [(channel.kind, "", channel) for channel in channels]
     for kind, target, channel in targets:
         key = uuid.uuid4().hex
-        if kind == Delivery.Channel.SLACK:
+        if kind == Channel.Kind.SLACK:
             body = slack_body(message, key=key)
-        elif kind == Delivery.Channel.TEAMS:
+        elif kind == Channel.Kind.TEAMS:
             body = teams_body(message, key=key)
-        elif kind == Delivery.Channel.WEBHOOK:
+        elif kind == Channel.Kind.WEBHOOK:
             body = {**payload, "delivery": key}
         else:
             body = {}
@@ -198,7 +198,7 @@ def delivery_send(pk: int, *, now: datetime | None = None) -> str:
             try:
                 if reason := _anomaly_not_wanted(delivery):
                     raise DeliveryRefused(reason)
-                if delivery.channel == Delivery.Channel.EMAIL:
+                if delivery.channel == Channel.Kind.EMAIL:
                     _send_email(delivery)
                 else:
                     _send_webhook(delivery, seconds)
@@ -275,7 +275,7 @@ def _retry_or_fail(delivery: Delivery, reason: str) -> str:
 
 
 def _timed_out(delivery: Delivery, seconds: float) -> str:
-    if delivery.channel == Delivery.Channel.EMAIL:
+    if delivery.channel == Channel.Kind.EMAIL:
         where = f"The mail server at {settings.EMAIL_HOST}:{settings.EMAIL_PORT}"
     else:
         where = "The webhook's server"

@@ -102,7 +102,7 @@ def axe_site(browser_user: Any, settings: Any) -> AxeSite:
     alerts (one failed); the team's own price book; saved views; an API token; OSAI webhooks
     received; a connection that needs a new token."""
     from reports.integrations.api_tokens import api_token_create
-    from reports.models import Alert, Budget, Delivery, Report, WebhookEvent
+    from reports.models import Alert, Budget, Channel, Delivery, Report, WebhookEvent
     from reports.pages.links import saved_view_save
     from reports.periods import preset_period, split_period
     from reports.spend.budgets import budget_set
@@ -157,7 +157,7 @@ def axe_site(browser_user: Any, settings: Any) -> AxeSite:
         )
         Delivery.objects.create(
             key=secrets.token_hex(16),
-            channel=Delivery.Channel.WEBHOOK,
+            channel=Channel.Kind.WEBHOOK,
             target="https://hooks.example.com/osai",
             subject="80 % of the budget",
             text="",

@@ -25,6 +25,7 @@ from reports.models import (
     Bucket,
     BucketFile,
     Budget,
+    Channel,
     Connection,
     Delivery,
     LedgerEntry,
@@ -354,7 +355,7 @@ def _bulk_history(owner: Any, connection: Connection, n: int) -> None:
     Delivery.objects.bulk_create(
         Delivery(
             key=f"{connection.pk}-{i}",
-            channel=Delivery.Channel.EMAIL,
+            channel=Channel.Kind.EMAIL,
             target="a@example.com",
             subject="s",
             text="t",

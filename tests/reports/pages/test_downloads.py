@@ -24,7 +24,16 @@ from django.urls import reverse
 from django.utils import timezone
 
 from reports.formatting import money, to_cents
-from reports.models import Alert, Bucket, Budget, Connection, Delivery, Report, WebhookEvent
+from reports.models import (
+    Alert,
+    Bucket,
+    Budget,
+    Channel,
+    Connection,
+    Delivery,
+    Report,
+    WebhookEvent,
+)
 from reports.periods import utc_midnight
 from reports.spend import budgets, exports
 from reports.spend.monthly import budget_statuses
@@ -333,14 +342,14 @@ def test_the_alert_log_csv_has_each_message_without_its_target_or_secret(
     channel.save()
     alerts = budgets.budget_check(budget)
     assert alerts
-    webhook = Delivery.objects.get(budget=budget, channel=Delivery.Channel.WEBHOOK)
+    webhook = Delivery.objects.get(budget=budget, channel=Channel.Kind.WEBHOOK)
     Delivery.objects.filter(pk=webhook.pk).update(
         target=hook,
         state=Delivery.State.FAILED,
         attempts=5,
         last_error="hooks.finance.example answered HTTP 500. (gave up after 5 attempts)",
     )
-    Delivery.objects.filter(channel=Delivery.Channel.EMAIL).update(
+    Delivery.objects.filter(channel=Channel.Kind.EMAIL).update(
         last_error="Retrying: the mail server refused cfo@finance.example"
     )
     client = client_for(owner)
