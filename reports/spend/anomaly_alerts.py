@@ -34,6 +34,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
+from django.utils.text import capfirst
 
 from reports.metrics import CATEGORIES, METRIC_BY_COLUMN
 from reports.models import (
@@ -105,7 +106,7 @@ def message_of(
         f"on {anomaly.day:%Y-%m-%d}"
     )
     url = link()
-    headline = f"{cause}."
+    headline = f"{capfirst(cause)}."  # the cause opens the message as a sentence
     where = f" (shared with team {audience.team.name})" if audience.team is not None else ""
     lines = [
         headline,

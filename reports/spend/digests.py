@@ -29,6 +29,7 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.text import capfirst
 
 from reports.access import Capability, may_in_team, team_digest_teams
 from reports.formatting import change_text, money
@@ -156,7 +157,7 @@ def anomaly_lines(
         .order_by("day", "connection__label", "column")
     )
     found = [
-        f"- {anomaly.day:%Y-%m-%d}: {anomalies.cause(anomaly, price_book)}"
+        f"- {anomaly.day:%Y-%m-%d}: {capfirst(anomalies.cause(anomaly, price_book))}"
         + ("" if anomaly.alerting else " (marked as expected)")
         for anomaly in rows
     ]

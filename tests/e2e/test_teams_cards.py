@@ -121,6 +121,6 @@ def test_our_budget_and_anomaly_alert_cards_parse_and_render(
     anomaly_card = renderer(_card(anomaly_alert.payload))
     assert anomaly_card["events"] == [] and anomaly_card["failures"] == []
     text = anomaly_card["text"]
-    assert "training on 16 GB workers on Dana's lab: EUR 210.00 against a usual" in text
+    assert "Training on 16 GB workers on Dana's lab: EUR 210.00 against a usual" in text
     assert "Category" in text and "Training" in text and anomaly_alert.key in text
     assert "Anomalies" in anomaly_card["html"]

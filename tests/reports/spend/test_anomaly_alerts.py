@@ -39,7 +39,7 @@ pytestmark = pytest.mark.django_db
 
 FOUND = at(28)  # the spike's day (day 28) has just closed
 SPIKE_DAY = "2025-03-31"
-CAUSE = "training on 16 GB workers on Dana's lab: EUR 210.00 against a usual EUR"
+CAUSE = "Training on 16 GB workers on Dana's lab: EUR 210.00 against a usual EUR"
 
 
 @pytest.fixture
