@@ -104,6 +104,18 @@ def sso_lands_home(provider: OidcProvider, email: str) -> tuple[Client, Any]:
     return client, user
 
 
+def sso_refused(provider: OidcProvider, words: str, status: int = 403) -> None:
+    """A new client's single sign-on is refused with `status` and a page saying `words`:
+    nobody signed in, no account or link made."""
+    before = state()
+    client = Client()
+    response = sso_sign_in(client, provider)
+    assert response.status_code == status, response.status_code
+    assert words in response.content.decode()
+    assert state() == before and signed_in(client) is None
+    assert "account_authentication_methods" not in client.session
+
+
 def state() -> tuple[int, int]:
     return get_user_model().objects.count(), SocialAccount.objects.count()
 
@@ -153,12 +165,7 @@ def test_a_first_sign_in_makes_an_account_for_an_allowed_domain(provider: OidcPr
 
 def test_a_first_sign_in_from_another_domain_makes_nothing(provider: OidcProvider) -> None:
     provider.set_user(sub="sub-out", email="mallory@elsewhere.test", email_verified=True)
-    before = state()
-    client = Client()
-    response = sso_sign_in(client, provider)
-    assert response.status_code == 403
-    assert "allowed domain" in response.content.decode()
-    assert state() == before and signed_in(client) is None
+    sso_refused(provider, "allowed domain")
 
 
 def test_an_invited_email_from_another_domain_may_sign_up_once_verified(
@@ -171,10 +178,7 @@ def test_an_invited_email_from_another_domain_may_sign_up_once_verified(
     team = make_team("Partners", admins=[admin])
     invitations.invitation_send(team=team, actor=admin, email="guest@partner.test", role="member")
     provider.set_user(sub="sub-guest", email="guest@partner.test", email_verified=False)
-    before = state()
-    refused = Client()
-    assert sso_sign_in(refused, provider).status_code == 403
-    assert state() == before and signed_in(refused) is None
+    sso_refused(provider, "allowed domain")
 
     provider.set_user(sub="sub-guest", email="guest@partner.test", email_verified=True)
     _, guest = sso_lands_home(provider, "guest@partner.test")
@@ -213,18 +217,15 @@ def test_an_existing_account_is_linked_only_when_the_provider_verified_the_email
 ) -> None:
     existing = make_user("alice", email="alice@example.com")
     provider.set_user(sub="sub-alice", email="alice@example.com", email_verified=False)
-    before = state()
-    unverified = Client()
-    response = sso_sign_in(unverified, provider)
-    assert response.status_code == 403 and "not verified" in response.content.decode()
-    assert state() == before and signed_in(unverified) is None
+    accounts = get_user_model().objects.count()
+    sso_refused(provider, "not verified")
 
     provider.set_user(email_verified=True)
     verified = Client()
     response = sso_sign_in(verified, provider)
     assert response.status_code == 302 and signed_in(verified) == str(existing.pk)
     assert SocialAccount.objects.get(uid="sub-alice").user == existing
-    assert get_user_model().objects.count() == before[0]
+    assert get_user_model().objects.count() == accounts
     # allauth's guard against an account planted for someone else's address: linked by an
     # email this site never verified, the account signs in by single sign-on from now on.
     existing.refresh_from_db()
@@ -242,12 +243,7 @@ def test_an_account_made_on_an_unverified_address_never_receives_its_owner(
     provider.set_user(sub="sub-squatter", email="owner@example.com", email_verified=False)
     _, squatter = sso_lands_home(provider, "owner@example.com")
     provider.set_user(sub="sub-owner", email="owner@example.com", email_verified=True)
-    before = state()
-    owner = Client()
-    response = sso_sign_in(owner, provider)
-    assert response.status_code == 403
-    assert "An account here already has this email" in response.content.decode()
-    assert signed_in(owner) is None and state() == before
+    sso_refused(provider, "An account here already has this email")
     assert list(SocialAccount.objects.filter(user=squatter).values_list("uid", flat=True)) == [
         "sub-squatter"
     ]
@@ -260,14 +256,7 @@ def test_a_faulty_answer_signs_nobody_in_and_changes_nothing(
     """S14: wrong state, wrong audience, expired id_token, bad signature: refused."""
     provider.set_user(sub=f"sub-{fault}", email=f"{fault}@example.com", email_verified=True)
     provider.set_fault(fault)
-    before = state()
-    client = Client()
-    response = sso_sign_in(client, provider)
-    assert response.status_code == 401, response.status_code
-    assert "Sign-in failed" in response.content.decode()
-    assert state() == before
-    assert signed_in(client) is None
-    assert "account_authentication_methods" not in client.session
+    sso_refused(provider, "Sign-in failed", status=401)
     figures.figure(f"S14 OIDC fault {fault}: sign-ins accepted", 0)
 
 
