@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from enum import StrEnum
 from types import MappingProxyType
 
+from allauth.account.models import EmailAddress
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 from django.db.models import Q, QuerySet
@@ -168,6 +169,39 @@ def team_addresses_refused(
     addresses = list(addresses)
     allowed = team_addresses_allowed(team, capability, addresses)
     return [a for a in addresses if a not in allowed]
+
+
+def verified_emails_of(email_by_user: dict[int, str]) -> dict[int, list[str]]:
+    """The addresses each person has shown are theirs, for people given as {user id: their
+    `User.email`}: the one rule for whose invitations a teams page offers (M6), whose account
+    a single sign-on's verified email may enter (S14), and whose opt-out stops an address's
+    anomaly emails (A12).
+
+    The rule: allauth's EmailAddress rows of the account that are verified. An account with
+    no EmailAddress row at all counts its `User.email`: no row means allauth never managed its
+    addresses, and every other way an account is made sets that field by someone trusted or
+    with proof (`createsuperuser` and staff in the admin, the demo seed, the sign-up on an
+    invitation's page, whose link was mailed to that address), while nobody changes their
+    own (allauth's email pages, /accounts/email/, are not served, and password sign-up is
+    closed). Single sign-on's first sign-in makes rows, verified only where the provider says
+    so; from then on only those count, never the field alone. One query."""
+    managed: dict[int, list[str]] = {}
+    rows = EmailAddress.objects.filter(user_id__in=list(email_by_user)).values_list(
+        "user_id", "email", "verified"
+    )
+    for user_id, email, verified in rows:
+        managed.setdefault(user_id, [])
+        if verified and email:
+            managed[user_id].append(email)
+    return {
+        user_id: managed.get(user_id, [email] if email else [])
+        for user_id, email in email_by_user.items()
+    }
+
+
+def verified_emails(user: User) -> list[str]:
+    """One person's addresses by `verified_emails_of`'s rule."""
+    return verified_emails_of({user.pk: user.email})[user.pk]
 
 
 def reports_visible_to(user: User) -> QuerySet[Report]:

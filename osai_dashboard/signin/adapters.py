@@ -21,7 +21,7 @@ from django.conf import settings
 from django.http import HttpRequest
 from django.shortcuts import render
 
-from reports import crypto
+from reports import access, crypto
 from reports.teams import invitations
 from reports.views.http import client_ip
 
@@ -71,14 +71,14 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
     def authenticate_by_email(self, sociallogin: Any) -> tuple[Any, str] | None:
         """allauth signs a provider's verified email in to the account that has it, and links
         the two. Only to an account that has shown the address is its own
-        (`invitations.verified_emails`): an account made by a first sign-in whose provider did
+        (`access.verified_emails`): an account made by a first sign-in whose provider did
         not verify the address could be anyone's, and its maker would still enter it through
         their own sign-in. Otherwise `pre_social_login` refuses, with nothing changed."""
         found = super().authenticate_by_email(sociallogin)
         if found is None:
             return None
         user, email = found
-        if email.lower() in (mine.lower() for mine in invitations.verified_emails(user)):
+        if email.lower() in (mine.lower() for mine in access.verified_emails(user)):
             return found
         return None
 

@@ -44,7 +44,13 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 
 from reports import crypto
-from reports.access import Capability, may_in_team, team_addresses_allowed, team_emails
+from reports.access import (
+    Capability,
+    may_in_team,
+    team_addresses_allowed,
+    team_emails,
+    verified_emails_of,
+)
 from reports.models import (
     Alert,
     Anomaly,
@@ -327,16 +333,25 @@ def _recipients_now(delivery: Delivery) -> list[str]:
 def anomaly_alerts_stopped(addresses: list[str]) -> set[str]:
     """Those of `addresses` (lower case) whose account turned off "Email me about usage
     anomalies" (`DigestPreference.anomalies`, A12): an anomaly alert, resolved when it is sent,
-    leaves them out of any email channel, a team's included."""
+    leaves them out of any email channel, a team's included. Only an account that has shown
+    the address is its own (`access.verified_emails_of`) stops it: one made by single sign-on
+    on someone else's unverified address cannot silence that person's alerts."""
     if not addresses:
         return set()
-    rows = (
+    opted_out = dict(
         DigestPreference.objects.filter(anomalies=False)
         .annotate(email_lower=Lower("user__email"))
         .filter(email_lower__in={address.lower() for address in addresses})
-        .values_list("email_lower", flat=True)
+        .values_list("user_id", "email_lower")
     )
-    return set(rows)
+    if not opted_out:
+        return set()
+    verified = verified_emails_of(opted_out)
+    return {
+        email
+        for user_id, email in opted_out.items()
+        if email in {mine.lower() for mine in verified[user_id]}
+    }
 
 
 def channel_addresses(channel: Channel) -> list[str]:

@@ -16,7 +16,7 @@ accepting, with the account they have or one they create on the invitation's pag
   invitation and sends a new one.
 - The operator's `manage.py teams add` and the demo seeding still add people directly.
 - From the teams page (no link) a person sees and accepts only invitations to an address they
-  have shown is theirs (`verified_emails`): an account's own email field is not proof, since
+  have shown is theirs (`access.verified_emails`): an account's own email field is not proof, since
   single sign-on may set it to an address its provider did not verify. The link is its own
   proof: whoever holds it may join with any account.
 """
@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import reduce
 
-from allauth.account.models import EmailAddress
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
@@ -43,7 +42,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from reports import audit
-from reports.access import Capability
+from reports.access import Capability, verified_emails
 from reports.models import Invitation, Membership, Team, one_line
 from reports.spend.outbound import mail_connection
 from reports.teams import TeamError, roster
@@ -284,24 +283,6 @@ def is_invited(email: str) -> bool:
     """Whether a pending invitation names this address: single sign-on may make its account
     (osai_dashboard/signin/adapters.py `may_sign_up`)."""
     return Invitation.objects.pending().filter(email__iexact=email.strip()).exists()
-
-
-def verified_emails(user: User) -> list[str]:
-    """The addresses the person has shown are theirs, which their teams page may offer
-    invitations to (M6).
-
-    The rule: allauth's EmailAddress rows of the account that are verified. An account with
-    no EmailAddress row at all counts its `User.email`: no row means allauth never managed its
-    addresses, and every other way an account is made sets that field by someone trusted or
-    with proof (`createsuperuser` and staff in the admin, the demo seed, the sign-up on an
-    invitation's page, whose link was mailed to that address), while nobody changes their
-    own (allauth's email pages, /accounts/email/, are not served, and password sign-up is
-    closed). Single sign-on's first sign-in makes rows, verified only where the provider says
-    so; from then on only those count, never the field alone."""
-    rows = list(EmailAddress.objects.filter(user=user).values_list("email", "verified"))
-    if not rows:
-        return [user.email] if user.email else []
-    return [email for email, verified in rows if verified and email]
 
 
 def _to_verified(user: User) -> Q | None:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from allauth.account.models import EmailAddress
 from django.core import mail
 from django.db.models import F
 
@@ -500,3 +501,26 @@ def test_anomalies_are_kept_13_months_and_while_a_kept_message_names_them(
         kept[1].pk,
         last_month.pk,
     }
+
+
+def test_only_an_account_that_verified_an_address_silences_its_anomaly_emails(
+    lab: Connection,
+) -> None:
+    """A12 and S14: an account made by single sign-on on someone else's address, which its
+    provider did not verify, turns off "Email me about usage anomalies": the address's owner,
+    a team admin, still gets the team's anomaly email. Their own opt-out stops it."""
+    admin = make_user("ada", email="ada@example.com")
+    squatter = make_user("squatter", email="ADA@example.com")
+    EmailAddress.objects.create(user=squatter, email="ADA@example.com", verified=False)
+    DigestPreference.objects.create(user=squatter, anomalies=False)
+    team = make_team("Vision", admins=[admin], members=[lab.owner])
+    share_with(team, lab)
+    channels.channel_add(actor=admin, kind="email", name="Admins", team=team, to_team_admins=True)
+    spike(lab)
+    anomaly_alerts.anomaly_alerts_queue(lab, now=FOUND)
+    assert notify.anomaly_alerts_stopped(["ada@example.com"]) == set()
+    assert send_all() == ["sent", "sent"]
+    assert sorted(m.to for m in mail.outbox) == [["ada@example.com"], ["dana@example.com"]]
+
+    DigestPreference.objects.create(user=admin, anomalies=False)
+    assert notify.anomaly_alerts_stopped(["Ada@example.com"]) == {"ada@example.com"}

@@ -22,6 +22,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from reports import access
 from reports.models import AuditEntry, Invitation, Membership
 from reports.teams import TeamError, invitations
 from tests.factories import PASSWORD, make_team, make_user
@@ -290,10 +291,10 @@ def test_only_verified_rows_count_once_an_account_has_any(
         email="DEE@partner.test",
         role="viewer",
     )
-    assert invitations.verified_emails(dee) == ["dee@partner.test"]
+    assert access.verified_emails(dee) == ["dee@partner.test"]
     assert list(invitations.invitations_for_person(dee)) == [to_verified.invitation]
-    assert invitations.verified_emails(crew["cyd"]) == ["cyd@example.com"]  # no rows
-    assert invitations.verified_emails(crew["ada"]) == []  # no rows, no address
+    assert access.verified_emails(crew["cyd"]) == ["cyd@example.com"]  # no rows
+    assert access.verified_emails(crew["ada"]) == []  # no rows, no address
     client = client_for(dee)
     assert (
         client.post(reverse("invitation_accept_mine", args=[to_field.invitation.pk])).status_code
