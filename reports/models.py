@@ -417,7 +417,13 @@ class Bucket(OsaiFlags):
                 condition=Q(period_end__gt=models.F("period_start")), name="bucket_period_order"
             ),
         ]
-        indexes = [models.Index(fields=["state", "next_attempt_at"], name="bucket_due")]
+        indexes = [
+            models.Index(fields=["state", "next_attempt_at"], name="bucket_due"),
+            # The overview and the team page read some connections' done buckets (history
+            # held, "data as of"): without it SQLite chose bucket_due (state = 'done') and
+            # read every done bucket of everyone, a cost that grew with the whole table.
+            models.Index(fields=["connection", "state", "period_start"], name="bucket_held"),
+        ]
         ordering = ["period_start", "connection_id"]
 
     def __str__(self) -> str:
