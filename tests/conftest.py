@@ -66,6 +66,22 @@ def queue(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
 # --- A cache of the test's own ---
 
 
+@pytest.fixture(autouse=True)
+def empty_file_cache() -> None:
+    """Each test starts with the shared file cache empty. Django's file cache holds at most
+    300 entries and, past that, deletes a third of them at random on the next write; over a
+    run the suite writes thousands, so any entry could vanish in mid-test, a signed-in
+    person's cached session included (then one more query reads it from the database, and a
+    query count is off by one). Only the file cache is emptied: Redis (the PostgreSQL leg)
+    never culls, and emptying it would drop the broker's queue too."""
+    from django.core.cache import caches
+    from django.core.cache.backends.filebased import FileBasedCache
+
+    cache = caches["default"]
+    if isinstance(cache, FileBasedCache):
+        cache.clear()
+
+
 @pytest.fixture
 def own_cache(settings: Any) -> None:
     """An empty in-memory cache for this test: the shared test cache may already hold what the

@@ -36,6 +36,7 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from django.utils.text import capfirst
 
+from reports.access import verified_emails
 from reports.metrics import CATEGORIES, METRIC_BY_COLUMN
 from reports.models import (
     Anomaly,
@@ -70,7 +71,9 @@ def audiences(connection: Connection) -> list[Audience]:
     owner = connection.owner
     if notify.wants_anomaly_alerts(owner.pk):
         own = list(Channel.objects.filter(owner=owner))
-        emails = [] if own or not owner.email else [owner.email]
+        # Emailed only where the person showed the address is theirs (not one single sign-on
+        # brought in unverified).
+        emails = [] if own else verified_emails(owner)
         if own or emails:
             found.append(Audience(None, pricing.default_price_book(), own, emails))
     teams = Team.objects.filter(

@@ -31,7 +31,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import capfirst
 
-from reports.access import Capability, may_in_team, team_digest_teams
+from reports.access import Capability, may_in_team, team_digest_teams, verified_emails
 from reports.formatting import change_text, money
 from reports.metrics import CATEGORIES, all_flags, metrics_in
 from reports.models import (
@@ -243,7 +243,7 @@ def _queue(user: User, team: Team | None, kind: str, start: datetime, digest: Di
         start=start,
         digest=digest,
         payload={"text": digest.subject},
-        emails=[user.email],
+        emails=verified_emails(user),  # never an address single sign-on left unverified
         channels=digest_channels(user) if team is None else [],
     )
 

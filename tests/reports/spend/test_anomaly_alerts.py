@@ -524,3 +524,28 @@ def test_only_an_account_that_verified_an_address_silences_its_anomaly_emails(
 
     DigestPreference.objects.create(user=admin, anomalies=False)
     assert notify.anomaly_alerts_stopped(["Ada@example.com"]) == {"ada@example.com"}
+
+
+def test_an_address_single_sign_on_left_unverified_is_never_emailed(lab: Connection) -> None:
+    """S14 and A8: a team admin and a connection's owner whose accounts single sign-on made
+    with an address its provider did not verify get no anomaly email, neither the team's "to
+    the team's admins" nor the owner's own; the admin who verified theirs does."""
+    verified_admin = make_user("ada", email="ada@example.com")
+    EmailAddress.objects.create(user=verified_admin, email="ada@example.com", verified=True)
+    unverified_admin = make_user("eve", email="bob@example.com")
+    EmailAddress.objects.create(user=unverified_admin, email="bob@example.com", verified=False)
+    EmailAddress.objects.create(user=lab.owner, email="dana@example.com", verified=False)
+    team = make_team("Vision", admins=[verified_admin, unverified_admin], members=[lab.owner])
+    share_with(team, lab)
+    channels.channel_add(
+        actor=verified_admin, kind="email", name="Admins", team=team, to_team_admins=True
+    )
+    spike(lab)
+    anomaly_alerts.anomaly_alerts_queue(lab, now=FOUND)
+    assert send_all() == ["sent"]
+    assert [m.to for m in mail.outbox] == [["ada@example.com"]]
+
+    # Once a sign-in where the provider vouches for it verifies the address, it is emailed.
+    assert [a.emails for a in anomaly_alerts.audiences(lab)] == [[]]  # the team's alone
+    EmailAddress.objects.filter(user=lab.owner).update(verified=True)
+    assert [a.emails for a in anomaly_alerts.audiences(lab)] == [["dana@example.com"], []]

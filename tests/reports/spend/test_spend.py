@@ -593,6 +593,26 @@ def test_digests_are_made_once_per_period_and_respect_opt_out(month: dict[str, A
     assert digests.digests_send(now=monday) == 0
 
 
+def test_a_digest_is_not_emailed_to_an_address_single_sign_on_left_unverified(
+    month: dict[str, Any],
+) -> None:
+    """S14: an account whose address came from a provider that did not verify it gets its
+    digest made (once) but not emailed; verified, the next period's is."""
+    from allauth.account.models import EmailAddress
+
+    monday = datetime(2026, 3, 16, 7, tzinfo=UTC)
+    spend_day(month["conn"], day(3, 15), 1)
+    address = EmailAddress.objects.create(
+        user=month["owner"], email="payer@example.com", verified=False
+    )
+    assert digests.digests_send(now=monday) == 1
+    assert not Delivery.objects.exists()
+    address.verified = True
+    address.save()
+    assert digests.digests_send(now=monday + timedelta(days=7)) == 1
+    assert list(Delivery.objects.values_list("target", flat=True)) == ["payer@example.com"]
+
+
 def _weekly_digest_change(book: Any, before_hours: float, hours: float) -> list[str]:
     """The "Change:" line of a weekly digest for Mar 9-15 (`hours` a day of 8 GB training at
     EUR 1.20 an hour) after Mar 2-8 (`before_hours` a day)."""
