@@ -4,11 +4,13 @@
 It answers the team page's period switch (this month, last quarter, the last 12 months...)
 and its CSV without asking OSAI: one query for the rows, whatever the period's length.
 
-Which rows count, per connection and calendar month of the period (one rule, so the page,
-its chart and its CSV add up to the same cent):
+Which rows count, per connection and calendar month of the period (one rule,
+`month_that_counts`, so the page, its chart, its CSV and `manage.py export_usage --group` add
+up to the same cent):
 - a month only partly in the period (this month so far, a range's ends): its held days;
-- a whole month: its held month when `by_month` (a chart by month) or when its days are not
-  all held (older than the held days: only the month is held), else its held days.
+- a whole month: its held month when it is preferred (a chart by month; the CLI's rows, one
+  per period of its granularity) or when its days are not all held (older than the held days:
+  only the month is held), else its held days.
 Today's open day counts when the period reaches into today, as on the overview; it is
 marked preliminary there and in the CSV.
 """
@@ -20,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import TypeVar
 
 from dateutil.relativedelta import relativedelta
 from django.db.models import Q, Sum
@@ -32,6 +35,7 @@ from reports.spend.ledger import COST_FIELDS, from_units, ledger_fill
 
 Span = LedgerEntry.Span
 ONE_DAY = timedelta(days=1)
+Held = TypeVar("Held")  # a held month's row, whatever its reader makes of it
 _SUMS = {field: Sum(field) for field in ("cost_total", *COST_FIELDS)}
 
 
@@ -89,7 +93,7 @@ class PeriodSpend:
         return [cost.bucket_id for cost in self.held]
 
 
-def _months(start: datetime, end: datetime) -> list[Period]:
+def calendar_months(start: datetime, end: datetime) -> list[Period]:
     """The calendar months [start, end) touches, each cut to the period."""
     months: list[Period] = []
     cursor = start
@@ -98,6 +102,20 @@ def _months(start: datetime, end: datetime) -> list[Period]:
         months.append((cursor, min(month_end, end)))
         cursor = month_end
     return months
+
+
+def is_whole_month(start: datetime, end: datetime) -> bool:
+    """Whether [start, end), one of `calendar_months`, is a calendar month whole."""
+    return start.day == 1 and end == start + relativedelta(months=1)
+
+
+def month_that_counts(
+    month: Held | None, held_days: int, day_count: int, *, prefer_month: bool
+) -> Held | None:
+    """The rule (see the module) for one calendar month of a period: its held `month` (None:
+    not held, or not whole in the period) when the month counts by it, else None, and then
+    its `held_days` of `day_count` days count."""
+    return month if month is not None and (prefer_month or held_days < day_count) else None
 
 
 def _read(
@@ -151,12 +169,13 @@ def period_spend(
     if len(days) < expected and ledger_fill(ids, [price_book], since=start, now=now):
         days, months = _read(ids, price_book, start, stop)
     for connection_id in ids:
-        for month_start, month_end in _months(start, stop):
+        for month_start, month_end in calendar_months(start, stop):
             numbers = range(day_number(month_start), day_number(month_end))
             held_days = [days[(connection_id, n)] for n in numbers if (connection_id, n) in days]
-            whole = month_start.day == 1 and month_end == month_start + relativedelta(months=1)
+            whole = is_whole_month(month_start, month_end)
             month = months.get((connection_id, month_start)) if whole else None
-            if month is not None and (by_month or len(held_days) < len(numbers)):
+            month = month_that_counts(month, len(held_days), len(numbers), prefer_month=by_month)
+            if month is not None:
                 spend.held.append(month)
             else:
                 spend.held.extend(held_days)

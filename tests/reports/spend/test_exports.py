@@ -663,6 +663,45 @@ def test_cli_last_quarter_by_month_per_member_from_held_data_only(
     assert csv_total(rows) == _reference(last_quarter["lab"] + last_quarter["main"], book)
 
 
+def test_a_month_held_both_whole_and_by_its_days_counts_by_one_rule(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One rule (period_spend.month_that_counts) for the CLI and the team page: where last
+    month is held as its month and as each of its days (OSAI's month can disagree with its
+    days), the CLI's rows and a chart by month take the month; the team page's period by
+    days takes the days."""
+    from django.utils import timezone
+
+    from reports.periods import preset_period
+    from reports.pipeline import connections
+    from reports.spend.period_spend import period_spend
+
+    def no_osai(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("export_usage must not call OSAI")
+
+    monkeypatch.setattr(connections, "osai_client_for", no_osai)
+    now = timezone.now()
+    start, end = preset_period("last_month", now)
+    month = _held(world.connection, start, end, seed=1)
+    days = [
+        _held(world.connection, start + timedelta(days=i), start + timedelta(days=i + 1), seed=2)
+        for i in range((end - start).days)
+    ]
+    book = PriceBook.objects.get(is_default=True)
+    assert _reference([month], book) != _reference(days, book)
+
+    rows, _ = run_export(user="owner", preset="last_month", granularity="month", group="member")
+    [row] = rows
+    assert (row["held_months"], row["held_days"], row["missing_days"]) == ("1", "0", "0")
+    assert Decimal(row["cost_total"]) == _reference([month], book)
+
+    ids = [world.connection.pk]
+    by_days = period_spend(ids, book, start, end, now=now)
+    by_month = period_spend(ids, book, start, end, now=now, by_month=True)
+    assert by_days.total == _reference(days, book) and by_days.missing_days == 0
+    assert by_month.bucket_ids() == [month.pk] and by_month.total == _reference([month], book)
+
+
 def test_cli_group_uses_the_teams_price_book_and_masks_categories_left_out(
     world: World, last_quarter: dict[str, Any]
 ) -> None:
