@@ -253,13 +253,29 @@ def connection_relabel(*, connection: Connection, label: str) -> Connection:
 
 
 def connection_mark_needs_token(*, connection: Connection, message: str) -> None:
-    """OSAI refused the token even after a fresh sign-in: stop using it until replaced."""
-    Connection.objects.filter(pk=connection.pk).update(
-        status=Connection.Status.NEEDS_TOKEN,
-        status_message=message[:300],
-        jwt_encrypted="",
-        jwt_expires_at=None,
-    )
+    """OSAI refused the token even after a fresh sign-in: stop using it until replaced. The
+    first time, the owner's audit log says so, as the system's act (M7): nobody clicked it."""
+    found = Connection.objects.filter(pk=connection.pk)
+    with transaction.atomic():
+        was = found.select_for_update().values_list("status", flat=True).first()
+        found.update(
+            status=Connection.Status.NEEDS_TOKEN,
+            status_message=message[:300],
+            jwt_encrypted="",
+            jwt_expires_at=None,
+        )
+        if was is not None and was != Connection.Status.NEEDS_TOKEN:
+            with audit.acting(audit.Via.SYSTEM):  # even when a page's request got here
+                audit.record(
+                    "connection.status",
+                    actor=None,
+                    object_type="connection",
+                    object_id=connection.pk,
+                    label=connection.label,
+                    owner=connection.owner_id,
+                    before={"status": Connection.Status(was).label},
+                    after={"status": f"{Connection.Status.NEEDS_TOKEN.label}: OSAI refused it"},
+                )
 
 
 def connection_delete(*, connection: Connection) -> int:

@@ -91,6 +91,33 @@ def test_replacing_the_token_clears_needs_token(use_sandbox):
     assert conn.token_last4 == "9999"
 
 
+def test_the_system_stopping_a_token_is_in_its_owners_audit_log(use_sandbox):
+    """M7: when OSAI refuses a token for good, the owner's audit log says the system marked
+    the connection, once however many steps are refused, with no token or OSAI message in
+    it; the owner's /audit/ page shows it."""
+    from django.test import Client
+
+    from reports import audit
+    from reports.models import AuditEntry
+
+    user = make_user()
+    conn = connections.connection_create(
+        owner=user, label="Prod", region="sandbox", access_token=CANARY
+    )
+    for _ in range(3):
+        connections.connection_mark_needs_token(connection=conn, message=f"refused {CANARY}")
+    [entry] = audit.entries_of_person(user).filter(action="connection.status")
+    assert (entry.actor, entry.via, entry.client_ip) == (None, AuditEntry.Via.SYSTEM, None)
+    assert (entry.object_id, entry.label) == (str(conn.pk), "Prod")
+    assert entry.before == {"status": "Working"}
+    assert entry.after == {"status": "Needs a new token: OSAI refused it"}
+    client = Client()
+    client.force_login(user)
+    page = client.get("/audit/").content.decode()
+    assert "connection.status" in page and "Needs a new token: OSAI refused it" in page
+    assert CANARY not in page and CANARY[-4:] not in str(entry.after)
+
+
 def test_key_rotation_reencrypts_every_token_and_is_idempotent(use_sandbox, settings):
     """T4: add a key, re-encrypt, drop the old key: every token still works."""
     user = make_user()
