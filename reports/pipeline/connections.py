@@ -9,6 +9,7 @@ shown again beyond its last four characters. `osai_client_for` is the one place 
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -206,18 +207,21 @@ def _record(
     *,
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
+    by_system: bool = False,
 ) -> None:
-    """Into the audit log (M7), as its owner's act: never a token, only "…last4"."""
-    audit.record(
-        action,
-        actor=connection.owner,
-        object_type="connection",
-        object_id=connection.pk,
-        label=connection.label,
-        owner=connection.owner_id,
-        before=before,
-        after=after,
-    )
+    """Into the audit log (M7), as its owner's act, or `by_system` the system's (the worker's,
+    even when a page's request got there): never a token, only "…last4"."""
+    with audit.acting(audit.Via.SYSTEM) if by_system else nullcontext():
+        audit.record(
+            action,
+            actor=None if by_system else connection.owner,
+            object_type="connection",
+            object_id=connection.pk,
+            label=connection.label,
+            owner=connection.owner_id,
+            before=before,
+            after=after,
+        )
 
 
 def connection_replace_token(*, connection: Connection, access_token: str) -> Connection:
@@ -265,17 +269,13 @@ def connection_mark_needs_token(*, connection: Connection, message: str) -> None
             jwt_expires_at=None,
         )
         if was is not None and was != Connection.Status.NEEDS_TOKEN:
-            with audit.acting(audit.Via.SYSTEM):  # even when a page's request got here
-                audit.record(
-                    "connection.status",
-                    actor=None,
-                    object_type="connection",
-                    object_id=connection.pk,
-                    label=connection.label,
-                    owner=connection.owner_id,
-                    before={"status": Connection.Status(was).label},
-                    after={"status": f"{Connection.Status.NEEDS_TOKEN.label}: OSAI refused it"},
-                )
+            _record(
+                "connection.status",
+                connection,
+                before={"status": Connection.Status(was).label},
+                after={"status": f"{Connection.Status.NEEDS_TOKEN.label}: OSAI refused it"},
+                by_system=True,
+            )
 
 
 def connection_delete(*, connection: Connection) -> int:
