@@ -5,8 +5,8 @@ It answers the team page's period switch (this month, last quarter, the last 12 
 and its CSV without asking OSAI: one query for the rows, whatever the period's length.
 
 Which rows count, per connection and calendar month of the period (one rule,
-`month_that_counts`, so the page, its chart, its CSV and `manage.py export_usage --group` add
-up to the same cent):
+`month_that_counts`, here and in `manage.py export_usage --group`; the page, its chart and its
+CSV add up to the same cent):
 - a month only partly in the period (this month so far, a range's ends): its held days;
 - a whole month: its held month when it is preferred (a chart by month; the CLI's rows, one
   per period of its granularity) or when its days are not all held (older than the held days:
